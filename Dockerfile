@@ -1,0 +1,21 @@
+FROM python:3.11-slim
+
+# libmagic for type sniffing; PostgreSQL client tools for `chunkd backup` / `restore`.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libmagic1 postgresql-client \
+ && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY service ./service
+COPY sql ./sql
+RUN pip install --no-cache-dir .
+
+RUN useradd --system --create-home --uid 10001 chunkd \
+ && mkdir -p /data/storage && chown chunkd /data/storage
+USER chunkd
+ENV HOST=0.0.0.0 PORT=8080 STORAGE_DIR=/data/storage
+VOLUME /data/storage
+EXPOSE 8080
+# DATABASE_URL and JWT_SECRET come from the environment: containers use an external PostgreSQL.
+CMD ["chunkd", "serve"]

@@ -1,0 +1,111 @@
+"""The `chunkd` command: parses arguments, loads settings, wires the pieces; no logic of its own."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from typing import Callable
+
+from aiohttp import web
+
+from service import __version__, db, doctor, embedded, logs, migrate, seed
+from service.app import create_app
+from service.config import ConfigError, Settings, load_settings
+from service.embedded import EmbeddedError
+
+log = logging.getLogger("service")
+
+SHUTDOWN_TIMEOUT = 30  # seconds in-flight requests get after SIGTERM/SIGINT
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    with embedded.database(settings) as settings:
+        if not args.no_migrate:
+            applied = asyncio.run(_with_conn(settings, migrate.deploy))
+            for m in applied:
+                log.info("applied migration %s", m.path.name, extra={"action": "migration_applied"})
+        app = create_app(settings)
+        # run_app turns SIGINT/SIGTERM into a graceful stop: stop accepting, finish requests, run cleanup_ctx.
+        web.run_app(app, host=settings.host, port=settings.port, access_log=None,
+                    shutdown_timeout=SHUTDOWN_TIMEOUT, print=lambda line: log.info(line.strip()))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "new":
+        print(migrate.new(args.name))
+        return 0
+    if args.action == "reset" and not args.force:
+        print("migrate reset drops every table and its data; run it again with --force", file=sys.stderr)
+        return 2
+    with embedded.database(settings) as settings:
+        if args.action == "status":
+            state = asyncio.run(_with_conn(settings, migrate.status))
+            for version in state.applied:
+                print(f"applied  {version}" + ("  (changed on disk!)" if any(c.startswith(version) for c in state.changed) else ""))
+            for m in state.pending:
+                print(f"pending  {m.path.name}")
+            return 1 if state.changed or state.missing else 0
+        operation = migrate.deploy if args.action == "deploy" else migrate.reset
+        applied = asyncio.run(_with_conn(settings, operation))
+        print("\n".join(f"applied  {m.path.name}" for m in applied) or "nothing to apply: up to date")
+    return 0
+
+
+def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
+    with embedded.database(settings) as settings:
+        asyncio.run(_with_conn(settings, migrate.deploy))
+        result = asyncio.run(_with_conn(settings, seed.seed))
+    print(f"seeded: admin {result.admin_email}, {result.users} users, {result.posts_created} new posts")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    with embedded.database(settings) as settings:
+        checks = asyncio.run(doctor.run_checks(settings))
+    for check in checks:
+        print(check.line())
+    return 1 if any(c.required and not c.ok for c in checks) else 0
+
+
+async def _with_conn(settings: Settings, operation: Callable) -> object:
+    conn = await db.connect(settings)
+    try:
+        return await operation(conn)
+    finally:
+        await conn.close()
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="chunkd", description="Resumable chunked file uploads on PostgreSQL.")
+    p.add_argument("--version", action="version", version=f"chunkd {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the HTTP server (and a worker)")
+    serve.add_argument("--no-migrate", action="store_true", help="do not apply pending migrations at start")
+    serve.set_defaults(run=cmd_serve)
+    m = sub.add_parser("migrate", help="database migrations")
+    msub = m.add_subparsers(dest="action", required=True)
+    msub.add_parser("deploy", help="apply pending migrations")
+    msub.add_parser("status", help="list applied and pending migrations")
+    reset = msub.add_parser("reset", help="drop everything and re-apply (development only)")
+    reset.add_argument("--force", action="store_true", help="yes, delete all data")
+    new = msub.add_parser("new", help="create the next numbered migration file")
+    new.add_argument("name")
+    m.set_defaults(run=cmd_migrate)
+    sub.add_parser("seed", help="create the seed's admin, users and posts (idempotent)").set_defaults(run=cmd_seed)
+    sub.add_parser("doctor", help="check database, migrations, storage and libmagic").set_defaults(run=cmd_doctor)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        logs.setup(settings.log_level)
+        return args.run(args, settings)
+    except (ConfigError, EmbeddedError, migrate.MigrationError) as e:
+        print(f"chunkd: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

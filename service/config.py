@@ -1,0 +1,199 @@
+"""Settings: every environment variable chunkd reads, declared once with its default and help."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+KiB, MiB, GiB = 1024, 1024**2, 1024**3
+
+
+class ConfigError(Exception):
+    """A setting has a value chunkd cannot use; the message is one line naming it."""
+
+
+def _int(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError(f"expected an integer, got {raw!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            upper = "" if maximum is None else f" and at most {maximum}"
+            raise ValueError(f"must be at least {minimum}{upper}, got {value}")
+        return value
+    return parse
+
+
+_UNITS = {"": 1, "b": 1, "k": KiB, "kb": KiB, "kib": KiB, "m": MiB, "mb": MiB, "mib": MiB,
+          "g": GiB, "gb": GiB, "gib": GiB, "t": 1024 * GiB, "tb": 1024 * GiB, "tib": 1024 * GiB}
+
+
+def _bytes(minimum: int) -> Callable[[str], int]:
+    """Byte counts accept binary units: `8MiB`, `512k`, `2G` (all powers of 1024)."""
+    def parse(raw: str) -> int:
+        text = raw.strip().lower().replace(" ", "")
+        number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+        unit = text[len(number):]
+        if not number or unit not in _UNITS:
+            raise ValueError(f"expected a size such as 8388608, 8MiB or 2G, got {raw!r}")
+        try:
+            value = int(float(number) * _UNITS[unit])
+        except ValueError:
+            raise ValueError(f"expected a size such as 8388608, 8MiB or 2G, got {raw!r}") from None
+        if value < minimum:
+            raise ValueError(f"must be at least {minimum} bytes, got {value}")
+        return value
+    return parse
+
+
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(raw: str) -> int:
+    """Durations in seconds, or with a unit: `900`, `15m`, `24h`, `30d`."""
+    text = raw.strip().lower()
+    number, unit = text.rstrip("smhd"), text[len(text.rstrip("smhd")):]
+    if not number.isdigit() or unit not in _SECONDS or int(number) == 0:
+        raise ValueError(f"expected a positive duration such as 900, 15m, 24h or 30d, got {raw!r}")
+    return int(number) * _SECONDS[unit]
+
+
+def _text(raw: str) -> str:
+    return raw.strip()
+
+
+def _url(raw: str) -> str:
+    value = raw.strip()
+    if value and not value.startswith(("postgres://", "postgresql://")):
+        raise ValueError("must be a postgresql:// URL")
+    return value
+
+
+def _host(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError("must not be empty")
+    return raw.strip()
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    return tuple(o.strip() for o in raw.split(",") if o.strip())
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    field: str
+    default: str
+    parse: Callable[[str], Any]
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("DATABASE_URL", "database_url", "", _url,
+            "PostgreSQL URL; empty starts the embedded PostgreSQL under ./var/"),
+    Setting("DATABASE_POOL_SIZE", "db_pool_size", "10", _int(1, 1000),
+            "most connections the pool opens per process"),
+    Setting("DATABASE_POOL_TIMEOUT", "db_pool_timeout_ms", "20000", _int(1),
+            "ms to wait for a free pooled connection before answering 503"),
+    Setting("DATABASE_POOL_IDLE_TIMEOUT", "db_pool_idle_timeout_ms", "10000", _int(0),
+            "ms an idle pooled connection lives before it is closed (0 keeps them)"),
+    Setting("STORAGE_DIR", "storage_dir", "./storage", _host,
+            "directory of the assembled files and thumbnails"),
+    Setting("JWT_SECRET", "jwt_secret", "", _text,
+            "HMAC key of access tokens; generated under ./var/ for the embedded database"),
+    Setting("ACCESS_TOKEN_TTL", "access_token_ttl", "15m", _duration,
+            "lifetime of an access token"),
+    Setting("REFRESH_TOKEN_TTL", "refresh_token_ttl", "30d", _duration,
+            "lifetime of a refresh token"),
+    Setting("MAX_UPLOAD_SIZE", "max_upload_size", "10GiB", _bytes(1),
+            "largest file accepted, in bytes (units: KiB, MiB, GiB)"),
+    Setting("DEFAULT_CHUNK_SIZE", "default_chunk_size", "8MiB", _bytes(1),
+            "chunk size of an upload that does not ask for one"),
+    Setting("MAX_CHUNK_SIZE", "max_chunk_size", "64MiB", _bytes(1),
+            "largest chunk accepted"),
+    Setting("UPLOAD_EXPIRY", "upload_expiry", "24h", _duration,
+            "time an unfinished upload is kept"),
+    Setting("WORKER_CONCURRENCY", "worker_concurrency", "2", _int(1, 256),
+            "files one worker processes at a time"),
+    Setting("SLOW_REQUEST_MS", "slow_request_ms", "1000", _int(1),
+            "requests slower than this are logged as warnings"),
+    Setting("HOST", "host", "127.0.0.1", _host, "address the HTTP server binds"),
+    Setting("PORT", "port", "8080", _int(0, 65535), "port the HTTP server binds"),
+    Setting("CORS_ORIGINS", "cors_origins", "", _origins,
+            "comma-separated origins allowed to call the API from a browser (* for any)"),
+    Setting("CLEANUP_INTERVAL", "cleanup_interval", "1h", _duration,
+            "how often the worker runs the cleanup pass"),
+    Setting("LOG_LEVEL", "log_level", "INFO", _text, "DEBUG, INFO, WARNING or ERROR"),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    db_pool_size: int
+    db_pool_timeout_ms: int
+    db_pool_idle_timeout_ms: int
+    storage_dir: str
+    jwt_secret: str
+    access_token_ttl: int
+    refresh_token_ttl: int
+    max_upload_size: int
+    default_chunk_size: int
+    max_chunk_size: int
+    upload_expiry: int
+    worker_concurrency: int
+    slow_request_ms: int
+    host: str
+    port: int
+    cors_origins: tuple[str, ...]
+    cleanup_interval: int
+    log_level: str
+
+    @property
+    def storage_path(self) -> Path:
+        return Path(self.storage_dir)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines; blank lines and # comments ignored, one level of quotes removed."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.removeprefix("export ").partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{path}:{number}: expected KEY=VALUE")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")) -> Settings:
+    """The process environment wins over `.env`; every value is checked here, once."""
+    source = dict(read_dotenv(dotenv)) if dotenv else {}
+    source.update(os.environ if environ is None else environ)
+    values = {}
+    for s in SETTINGS:
+        raw = source.get(s.env, s.default)
+        try:
+            values[s.field] = s.parse(raw)
+        except ValueError as e:
+            raise ConfigError(f"{s.env}: {e}") from None
+    settings = Settings(**values)
+    if settings.default_chunk_size > settings.max_chunk_size:
+        raise ConfigError(f"DEFAULT_CHUNK_SIZE: {settings.default_chunk_size} is larger than "
+                          f"MAX_CHUNK_SIZE ({settings.max_chunk_size})")
+    if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"LOG_LEVEL: expected DEBUG, INFO, WARNING or ERROR, got {settings.log_level!r}")
+    return settings

@@ -1,0 +1,70 @@
+"""Connections: the per-process pool, its codecs, and dedicated LISTEN connections."""
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, AsyncIterator
+
+import asyncpg
+from aiohttp import web
+
+from service.config import Settings
+from service.keys import pool_key, settings_key
+
+
+class Pool(asyncpg.Pool):
+    """asyncpg's pool with DATABASE_POOL_TIMEOUT applied to every acquire()."""
+
+    acquire_timeout: float | None = None
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        return super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """Runs once per new connection: json/jsonb in and out as Python objects."""
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int | None = None) -> Pool:
+    pool = Pool(
+        settings.database_url,
+        min_size=min_size,
+        max_size=max_size or settings.db_pool_size,
+        max_queries=50_000,
+        max_inactive_connection_lifetime=settings.db_pool_idle_timeout_ms / 1000,
+        connect=None, setup=None, init=init_connection, reset=None, loop=None,
+        connection_class=asyncpg.Connection, record_class=asyncpg.Record,
+        command_timeout=300,
+    )
+    pool.acquire_timeout = settings.db_pool_timeout_ms / 1000
+    await pool
+    return pool
+
+
+async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    # min_size=0: the app starts (and /readyz can answer 503) while the database is down.
+    app[pool_key] = await create_pool(app[settings_key], min_size=0)
+    yield
+    await asyncio.wait_for(app[pool_key].close(), timeout=10)
+
+
+async def connect(settings: Settings) -> asyncpg.Connection:
+    """A connection of its own, outside the pool: LISTEN, migrations, CLI commands."""
+    conn = await asyncpg.connect(settings.database_url)
+    await init_connection(conn)
+    return conn
+
+
+async def ensure_database(admin_url: str, name: str) -> None:
+    """CREATE DATABASE unless it exists; two processes racing are both fine."""
+    conn = await asyncpg.connect(admin_url)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            try:
+                await conn.execute(f'CREATE DATABASE "{name}"')
+            except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+                pass
+    finally:
+        await conn.close()

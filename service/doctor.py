@@ -1,0 +1,77 @@
+"""`chunkd doctor`: is everything chunkd needs in place? One line per check."""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+
+import asyncpg
+
+from service import db, migrate
+from service.config import Settings
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    required: bool = True
+
+    def line(self) -> str:
+        mark = "ok  " if self.ok else ("FAIL" if self.required else "warn")
+        return f"{mark} {self.name}: {self.detail}"
+
+
+async def run_checks(settings: Settings) -> list[Check]:
+    checks = [check_storage(settings), check_libmagic()]
+    try:
+        conn = await db.connect(settings)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+        return [Check("database", False, f"cannot connect: {e}"), *checks]
+    try:
+        version = await conn.fetchval("SHOW server_version")
+        major = int(await conn.fetchval("SHOW server_version_num")) // 10000
+        checks.insert(0, Check("database", major >= 15, f"PostgreSQL {version}" + ("" if major >= 15 else
+                                                                                  " (15 or newer required)")))
+        state = await migrate.status(conn)
+        problems = [f"changed after apply: {', '.join(state.changed)}"] if state.changed else []
+        problems += [f"pending: {', '.join(m.path.name for m in state.pending)}"] if state.pending else []
+        checks.insert(1, Check("migrations", not problems,
+                               "; ".join(problems) or f"{len(state.applied)} applied, none pending"))
+        checks.append(await check_pg_stat_statements(conn))
+    finally:
+        await conn.close()
+    return checks
+
+
+def check_storage(settings: Settings) -> Check:
+    path = settings.storage_path
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".doctor-") as f:
+            f.write(b"ok")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        return Check("storage", False, f"{path} is not writable: {e.strerror}")
+    return Check("storage", True, f"{path.resolve()} writable")
+
+
+def check_libmagic() -> Check:
+    try:
+        import magic
+        kind = magic.from_buffer(b"%PDF-1.4\n", mime=True)
+    except Exception as e:  # ImportError, or libmagic.so missing / unusable
+        return Check("libmagic", False, f"unusable: {e}")
+    return Check("libmagic", kind == "application/pdf", f"detects content (PDF -> {kind})")
+
+
+async def check_pg_stat_statements(conn: asyncpg.Connection) -> Check:
+    installed = await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'pg_stat_statements'")
+    if installed:
+        return Check("pg_stat_statements", True, f"installed ({installed})", required=False)
+    available = await conn.fetchval("SELECT 1 FROM pg_available_extensions WHERE name = 'pg_stat_statements'")
+    detail = ("available but not installed: CREATE EXTENSION pg_stat_statements (needs "
+              "shared_preload_libraries)" if available else "not available: slow-query stats are off")
+    return Check("pg_stat_statements", False, detail, required=False)

@@ -1,0 +1,201 @@
+"""A private PostgreSQL under ./var/ for machines with no DATABASE_URL (and for the test suite).
+
+The server listens on a unix socket only. As root, initdb and pg_ctl run as the
+`postgres` user (initdb refuses root). A second process finds the server already
+running and shares it; only the process that started it stops it.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import glob
+import hashlib
+import logging
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import quote
+
+import asyncpg
+
+from service.config import Settings
+from service.db import ensure_database
+
+log = logging.getLogger(__name__)
+
+SUPERUSER = "postgres"
+PORT = 5432
+
+
+class EmbeddedError(Exception):
+    """The embedded server cannot run here; the message is one line telling what to do."""
+
+
+def find_bin_dir(path: str | None = None, versioned: str = "/usr/lib/postgresql/*/bin",
+                 wheel: bool = True) -> Path:
+    """PATH first, then Debian's /usr/lib/postgresql/*/bin (newest), then the pgserver wheel."""
+    candidates: list[Path] = []
+    on_path = shutil.which("pg_ctl", path=path)
+    if on_path:
+        candidates.append(Path(on_path).resolve().parent)
+    versions = glob.glob(versioned)
+    candidates += sorted((Path(p) for p in versions), key=lambda p: _version_key(p.parent.name), reverse=True)
+    if wheel:
+        try:
+            import pgserver  # type: ignore[import-not-found]
+            candidates.append(Path(pgserver.__file__).parent / "pginstall" / "bin")
+        except ImportError:
+            pass
+    for directory in candidates:
+        if all((directory / exe).is_file() for exe in ("initdb", "pg_ctl", "postgres")):
+            return directory
+    raise EmbeddedError(
+        "no PostgreSQL server binaries found (initdb, pg_ctl, postgres): install PostgreSQL 15+, "
+        "`pip install chunkd[embedded]`, or set DATABASE_URL")
+
+
+def _version_key(name: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in name.split(".") if p.isdigit())
+
+
+def _run_as() -> pwd.struct_passwd | None:
+    """The unprivileged account the server runs as when we are root; None to run as ourselves."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(os.environ.get("CHUNKD_PG_USER", "postgres"))
+    except KeyError:
+        try:
+            return pwd.getpwnam("nobody")
+        except KeyError:
+            raise EmbeddedError("running as root and no `postgres` user exists to run PostgreSQL: "
+                                "create one or set DATABASE_URL") from None
+
+
+@dataclass
+class EmbeddedPostgres:
+    base_dir: Path
+    server_options: dict[str, str] = field(default_factory=dict)
+    started_here: bool = False
+
+    def __post_init__(self) -> None:
+        self.base_dir = self.base_dir.resolve()
+        self.bin_dir = find_bin_dir()
+        self.data_dir = self.base_dir / "data"
+        self.log_file = self.base_dir / "postgres.log"
+        self.account = _run_as()
+        socket_dir = self.base_dir / "run"
+        if len(str(socket_dir)) > 80:  # unix socket paths are limited to 107 bytes
+            digest = hashlib.sha1(str(self.base_dir).encode()).hexdigest()[:12]
+            socket_dir = Path(tempfile.gettempdir()) / f"chunkd-pg-{digest}"
+        self.socket_dir = socket_dir
+
+    def url(self, database: str) -> str:
+        return f"postgresql://{SUPERUSER}@/{database}?host={quote(str(self.socket_dir))}&port={PORT}"
+
+    def start(self) -> None:
+        """Initialise on first use, then start unless another process already did."""
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.base_dir / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # two processes starting at once: one inits, both share
+            self._hand_over(self.base_dir, self.socket_dir)
+            if not (self.data_dir / "PG_VERSION").is_file():
+                self._initdb()
+            if self.running():
+                log.info("embedded PostgreSQL already running", extra={"action": "pg_shared"})
+                return
+            options = {"listen_addresses": "''", "unix_socket_directories": f"'{self.socket_dir}'",
+                       "port": str(PORT), **self._preload(), **self.server_options}
+            flags = " ".join(f"-c {k}={v}" for k, v in options.items())
+            self._pg("pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data_dir),
+                     "-l", str(self.log_file), "-o", flags)
+            self.started_here = True
+            log.info("embedded PostgreSQL started", extra={"action": "pg_started", "data_dir": str(self.data_dir)})
+
+    def stop(self) -> None:
+        if self.started_here:
+            self._pg("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.data_dir))
+            self.started_here = False
+
+    def running(self) -> bool:
+        return self._pg("pg_ctl", "status", "-D", str(self.data_dir), check=False).returncode == 0
+
+    def bin(self, name: str) -> Path:
+        return self.bin_dir / name
+
+    def _initdb(self) -> None:
+        if self.data_dir.exists():
+            shutil.rmtree(self.data_dir)  # a half-made cluster from an interrupted first run
+        self._pg("initdb", "-D", str(self.data_dir), "-U", SUPERUSER, "--auth=trust",
+                 "-E", "UTF8", "--locale=C.UTF-8" if _has_c_utf8() else "--locale=C", "--no-instructions")
+
+    @property
+    def preloads_stat_statements(self) -> bool:
+        """pg_stat_statements feeds /api/admin/db; preload it when these binaries ship it."""
+        libdirs = [self.bin_dir.parent / "lib", self.bin_dir.parent / "lib" / "postgresql"]
+        return any((d / "pg_stat_statements.so").is_file() for d in libdirs)
+
+    def _preload(self) -> dict[str, str]:
+        return {"shared_preload_libraries": "pg_stat_statements"} if self.preloads_stat_statements else {}
+
+    def _hand_over(self, *paths: Path) -> None:
+        """As root, the server's account must own its directories and reach them."""
+        if self.account is None:
+            return
+        for path in paths:
+            for parent in path.parents:
+                if parent.exists() and not os.stat(parent).st_mode & 0o001:
+                    raise EmbeddedError(f"{parent} is not traversable by the `{self.account.pw_name}` user "
+                                        "that runs the embedded PostgreSQL: chmod o+x it or set DATABASE_URL")
+            os.chown(path, self.account.pw_uid, self.account.pw_gid)
+
+    def _pg(self, exe: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        command = [str(self.bin(exe)), *args]
+        if self.account is not None:
+            command = ["runuser", "-u", self.account.pw_name, "--", *command]
+        result = subprocess.run(command, capture_output=True, text=True, cwd="/")
+        if check and result.returncode != 0:
+            detail = (result.stderr or result.stdout).strip().splitlines()
+            raise EmbeddedError(f"{exe} failed: {detail[-1] if detail else result.returncode} "
+                                f"(see {self.log_file})")
+        return result
+
+
+def _has_c_utf8() -> bool:
+    return Path("/usr/lib/locale/C.utf8").exists() or Path("/usr/lib/locale/C.UTF-8").exists()
+
+
+DATABASE = "chunkd"
+VAR_DIR = Path("var")
+
+
+@contextlib.contextmanager
+def database(settings: Settings, *, options: dict[str, str] | None = None) -> Iterator[Settings]:
+    """Settings whose DATABASE_URL is usable: the configured one, or the embedded server's."""
+    if settings.database_url:
+        yield settings
+        return
+    pg = EmbeddedPostgres(VAR_DIR / "postgres", server_options=options or {})
+    pg.start()
+    try:
+        asyncio.run(prepare_database(pg, DATABASE))
+        yield settings.replace(database_url=pg.url(DATABASE))
+    finally:
+        pg.stop()
+
+
+async def prepare_database(pg: EmbeddedPostgres, name: str) -> None:
+    await ensure_database(pg.url("postgres"), name)
+    if pg.preloads_stat_statements:
+        conn = await asyncpg.connect(pg.url(name))
+        try:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        finally:
+            await conn.close()

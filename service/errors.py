@@ -1,0 +1,64 @@
+"""The one catalogue of API errors; problem_middleware renders each as RFC 9457 problem+json."""
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class ApiError(Exception):
+    status, code, title = 500, "INTERNAL", "Internal server error"
+
+    def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None, **extra: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail
+        self.headers = headers or {}
+        self.extra = extra  # extension members of the problem body, e.g. field=, missing=
+
+
+# 400
+class BadRequest(ApiError): status, code, title = 400, "BAD_REQUEST", "Bad request"
+class InvalidJson(ApiError): status, code, title = 400, "INVALID_JSON", "Request body is not valid JSON"
+class ValidationFailed(ApiError): status, code, title = 422, "VALIDATION_FAILED", "A field has an invalid value"
+# 401 / 403
+class Unauthorized(ApiError): status, code, title = 401, "UNAUTHORIZED", "Authentication required"
+class Forbidden(ApiError): status, code, title = 403, "FORBIDDEN", "Not allowed"
+# 404 / 405 / 409 / 413 / 415
+class NotFound(ApiError): status, code, title = 404, "NOT_FOUND", "Not found"
+class MethodNotAllowed(ApiError): status, code, title = 405, "METHOD_NOT_ALLOWED", "Method not allowed"
+class Conflict(ApiError): status, code, title = 409, "CONFLICT", "Conflict"
+class PayloadTooLarge(ApiError): status, code, title = 413, "PAYLOAD_TOO_LARGE", "Request body too large"
+class UnsupportedMediaType(ApiError): status, code, title = 415, "UNSUPPORTED_MEDIA_TYPE", "Unsupported media type"
+# 5xx
+class DatabaseUnavailable(ApiError): status, code, title = 503, "DATABASE_UNAVAILABLE", "Database unavailable"
+
+
+# aiohttp's own HTTP exceptions (router 404/405, client_max_size 413, ...) map onto the catalogue.
+_BY_STATUS: dict[int, type[ApiError]] = {
+    400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 405: MethodNotAllowed,
+    409: Conflict, 413: PayloadTooLarge, 415: UnsupportedMediaType, 503: DatabaseUnavailable,
+}
+
+
+def from_http_exception(exc: web.HTTPException) -> ApiError:
+    cls = _BY_STATUS.get(exc.status)
+    headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+    if cls is None:
+        error = ApiError(exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason,
+                         headers=headers)
+        error.status, error.code, error.title = exc.status, f"HTTP_{exc.status}", exc.reason
+        return error
+    detail = None
+    if exc.status == 405:
+        detail = f"{exc.method} is not allowed here; allowed: {', '.join(sorted(exc.allowed_methods))}"  # type: ignore[attr-defined]
+    elif exc.status == 413:
+        detail = exc.text.strip() if exc.text else None
+    return cls(detail, headers=headers)
+
+
+def problem_response(error: ApiError) -> web.Response:
+    body: dict[str, Any] = {"type": "about:blank", "title": error.title, "status": error.status,
+                            "detail": error.detail or error.title, "code": error.code, **error.extra}
+    return web.json_response(body, status=error.status, content_type=PROBLEM_JSON, headers=error.headers)

@@ -1,0 +1,21 @@
+"""Liveness and readiness for load balancers and orchestrators."""
+from __future__ import annotations
+
+from aiohttp import web
+
+from service.errors import DatabaseUnavailable
+from service.keys import pool_key
+from service.middlewares import DATABASE_DOWN
+
+
+async def get_healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def get_readyz(request: web.Request) -> web.Response:
+    try:
+        async with request.app[pool_key].acquire(timeout=5) as conn:
+            await conn.fetchval("SELECT 1", timeout=5)
+    except DATABASE_DOWN + (OSError,) as e:
+        raise DatabaseUnavailable(f"database check failed: {type(e).__name__}") from None
+    return web.json_response({"status": "ready"})

@@ -1,0 +1,15 @@
+"""Every typed key of the application state, defined once."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import asyncpg
+from aiohttp import web
+
+from service.config import Settings
+
+if TYPE_CHECKING:
+    from service.db import Pool
+
+settings_key = web.AppKey("settings_key", Settings)
+pool_key: web.AppKey["Pool"] = web.AppKey("pool_key", asyncpg.Pool)

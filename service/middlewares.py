@@ -1,0 +1,67 @@
+"""Every response passes here: errors become problem+json, every request is logged and timed."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import asyncpg
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from service.errors import ApiError, DatabaseUnavailable, from_http_exception, problem_response
+from service.keys import settings_key
+
+log = logging.getLogger("service.http")
+
+# Long-polls and event streams set request[SLOW_BY_DESIGN] = True: their duration is not a problem.
+SLOW_BY_DESIGN = "slow_by_design"
+
+# The database is down, restarting, or the pool had no free connection in time.
+DATABASE_DOWN = (asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError, asyncpg.InterfaceError,
+                 asyncpg.ConnectionDoesNotExistError, ConnectionRefusedError, asyncio.TimeoutError,
+                 asyncpg.AdminShutdownError)
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as e:
+        return problem_response(e)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise  # 304, redirects: not errors
+        return problem_response(from_http_exception(e))
+    except DATABASE_DOWN as e:
+        log.warning("database unavailable: %s", e, extra={"action": "database_unavailable", "path": request.path})
+        return problem_response(DatabaseUnavailable("the database cannot be reached; try again shortly",
+                                                    headers={"Retry-After": "1"}))
+    except (ConnectionResetError, asyncio.CancelledError):
+        raise  # the client went away: nothing to answer
+    except Exception:
+        log.exception("unhandled error", extra={"action": "unhandled_error", "path": request.path})
+        return problem_response(ApiError())
+
+
+@web.middleware
+async def log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The seed's slow-query interceptor: every request timed, slow ones warned about."""
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as e:
+        status = e.status
+        raise
+    finally:
+        ms = (time.perf_counter() - started) * 1000
+        fields = {"action": "request", "method": request.method, "path": request.path,
+                  "status": status, "ms": round(ms, 1)}
+        if ms > request.app[settings_key].slow_request_ms and not request.get(SLOW_BY_DESIGN):
+            log.warning("slow request: %s %s took %.0f ms", request.method, request.path, ms,
+                        extra={**fields, "action": "slow_request"})
+        else:
+            log.info("%s %s %s %.1f ms", request.method, request.path, status, ms, extra=fields)

@@ -1,0 +1,139 @@
+"""A real PostgreSQL for the suite: a throwaway cluster (or TEST_DATABASE_URL), a migrated template,
+and a fresh database cloned from it for every test."""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+
+from service import migrate
+from service.app import create_app
+from service.config import Settings
+from service.embedded import EmbeddedPostgres
+from tests.support import JWT_SECRET, ChunkdProcess, make_settings, scratch_dir, with_database
+
+# Durability buys nothing in a throwaway cluster; it costs seconds per test run.
+FAST = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off", "max_connections": "300"}
+
+
+@pytest.fixture(scope="session")
+def admin_url() -> Iterator[str]:
+    """A URL to a maintenance database of a server the tests may create databases on."""
+    if os.environ.get("TEST_DATABASE_URL"):
+        yield os.environ["TEST_DATABASE_URL"]
+        return
+    base = scratch_dir("chunkd-test-pg-")
+    pg = EmbeddedPostgres(base, server_options=FAST)
+    pg.start()
+    try:
+        yield pg.url("postgres")
+    finally:
+        pg.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def template_db(admin_url: str) -> Iterator[str]:
+    name = f"chunkd_template_{uuid.uuid4().hex[:12]}"
+
+    async def build() -> None:
+        admin = await asyncpg.connect(admin_url)
+        await admin.execute(f"CREATE DATABASE {name}")
+        await admin.close()
+        conn = await asyncpg.connect(with_database(admin_url, name))
+        await migrate.deploy(conn)
+        await conn.close()
+
+    async def drop() -> None:
+        admin = await asyncpg.connect(admin_url)
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()
+
+    asyncio.run(build())
+    yield name
+    asyncio.run(drop())
+
+
+@pytest.fixture
+async def empty_database_url(admin_url: str) -> AsyncIterator[str]:
+    """A database with nothing in it (migration tests)."""
+    async with _database(admin_url, "template0") as url:
+        yield url
+
+
+@pytest.fixture
+async def database_url(admin_url: str, template_db: str) -> AsyncIterator[str]:
+    """A fresh, migrated database of this test's own."""
+    async with _database(admin_url, template_db) as url:
+        yield url
+
+
+class _database:
+    def __init__(self, admin_url: str, template: str) -> None:
+        self.admin_url, self.template = admin_url, template
+        self.name = f"t_{uuid.uuid4().hex}"
+
+    async def __aenter__(self) -> str:
+        admin = await asyncpg.connect(self.admin_url)
+        try:
+            await admin.execute(f"CREATE DATABASE {self.name} TEMPLATE {self.template}")
+        finally:
+            await admin.close()
+        return with_database(self.admin_url, self.name)
+
+    async def __aexit__(self, *exc: object) -> None:
+        admin = await asyncpg.connect(self.admin_url)
+        try:
+            await admin.execute(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+        finally:
+            await admin.close()
+
+
+@pytest.fixture
+def storage_dir() -> Iterator[Path]:
+    path = scratch_dir("chunkd-test-storage-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def settings(database_url: str, storage_dir: Path) -> Settings:
+    return make_settings(database_url, storage_dir)
+
+
+@pytest.fixture
+async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(database_url)
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+async def client(aiohttp_client, settings: Settings):  # type: ignore[no-untyped-def]
+    """The application served over a real socket on localhost."""
+    return await aiohttp_client(create_app(settings))
+
+
+@pytest.fixture
+def chunkd(database_url: str, storage_dir: Path) -> Iterator:
+    """Factory: chunkd("serve") starts a real process on this test's database and storage."""
+    started: list[ChunkdProcess] = []
+
+    def start(*args: str, wait_path: str | None = "/healthz", **env: str) -> ChunkdProcess:
+        base = {"DATABASE_URL": database_url, "STORAGE_DIR": str(storage_dir),
+                "JWT_SECRET": JWT_SECRET}
+        process = ChunkdProcess({**base, **env}, *args).start(wait_path)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+        os.unlink(process.log.name)
+

@@ -1,0 +1,90 @@
+"""Helpers the tests share: settings, scratch directories, a real chunkd process."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from service.config import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+JWT_SECRET = "test-secret-" + "x" * 32
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A directory the unprivileged PostgreSQL user can reach (pytest's tmp_path is 0700 root)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=tempfile.gettempdir()))
+    path.chmod(0o755)
+    return path
+
+
+def make_settings(database_url: str, storage_dir: Path, **env: str) -> Settings:
+    return load_settings({"DATABASE_URL": database_url, "STORAGE_DIR": str(storage_dir),
+                          "JWT_SECRET": JWT_SECRET, **env}, dotenv=None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ChunkdProcess:
+    """`python -m service <command>` as a real process, for end-to-end and crash tests."""
+
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        self.port = int(env.get("PORT", 0)) or free_port()
+        self.env = {**os.environ, "PORT": str(self.port), "PYTHONUNBUFFERED": "1", **env}
+        self.args = args
+        self.log = tempfile.NamedTemporaryFile(prefix="chunkd-proc-", suffix=".log", delete=False)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait_path: str | None = "/healthz", timeout: float = 30) -> ChunkdProcess:
+        self.proc = subprocess.Popen([sys.executable, "-m", "service", *self.args], env=self.env, cwd=ROOT,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        if wait_path:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"chunkd exited early:\n{self.output()}")
+                try:
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                        break
+                except OSError:
+                    time.sleep(0.05)
+            else:
+                raise RuntimeError(f"chunkd did not listen within {timeout}s:\n{self.output()}")
+        return self
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode

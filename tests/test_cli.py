@@ -1,0 +1,71 @@
+"""The `chunkd` command as a user runs it: a real process against this test's database."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+
+from tests.support import ROOT
+
+
+def chunkd(database_url: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": database_url, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "service", *args], env=env, cwd=cwd or ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_version() -> None:
+    result = subprocess.run([sys.executable, "-m", "service", "--version"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0 and result.stdout.startswith("chunkd ")
+
+
+async def test_migrate_deploy_status_and_reset(empty_database_url: str) -> None:
+    status = chunkd(empty_database_url, "migrate", "status")
+    assert "pending  0001_initial_schema.sql" in status.stdout
+    deploy = chunkd(empty_database_url, "migrate", "deploy")
+    assert deploy.returncode == 0 and "applied  0001_initial_schema.sql" in deploy.stdout
+    again = chunkd(empty_database_url, "migrate", "deploy")
+    assert again.stdout.strip() == "nothing to apply: up to date"
+    refused = chunkd(empty_database_url, "migrate", "reset")
+    assert refused.returncode == 2 and "--force" in refused.stderr
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        await conn.execute("INSERT INTO users (email, password) VALUES ('keep@example.com', 'x')")
+        assert await conn.fetchval("SELECT count(*) FROM users") == 1  # refused reset kept the data
+        forced = chunkd(empty_database_url, "migrate", "reset", "--force")
+        assert forced.returncode == 0
+        assert await conn.fetchval("SELECT count(*) FROM users") == 0
+    finally:
+        await conn.close()
+
+
+def test_seed_command_is_idempotent(database_url: str) -> None:
+    first = chunkd(database_url, "seed")
+    assert first.returncode == 0 and "15 new posts" in first.stdout
+    second = chunkd(database_url, "seed")
+    assert second.returncode == 0 and "0 new posts" in second.stdout
+
+
+def test_doctor_passes_on_a_migrated_database(database_url: str, tmp_path: Path) -> None:
+    result = chunkd(database_url, "doctor", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("ok   database: PostgreSQL ")
+    assert any(line.startswith("ok   migrations:") for line in lines)
+    assert any(line.startswith("ok   libmagic:") for line in lines)
+    assert any("pg_stat_statements" in line for line in lines)
+
+
+def test_doctor_fails_on_pending_migrations(empty_database_url: str, tmp_path: Path) -> None:
+    result = chunkd(empty_database_url, "doctor", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "FAIL migrations: pending: 0001_initial_schema.sql" in result.stdout
+
+
+def test_doctor_fails_when_the_database_is_unreachable(tmp_path: Path) -> None:
+    result = chunkd("postgresql://nobody@127.0.0.1:1/nothing", "doctor", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout.startswith("FAIL database: cannot connect")
