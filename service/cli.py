@@ -21,6 +21,8 @@ SHUTDOWN_TIMEOUT = 30  # seconds in-flight requests get after SIGTERM/SIGINT
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     with embedded.database(settings) as settings:
+        if not settings.jwt_secret:
+            raise ConfigError("JWT_SECRET: required with an external DATABASE_URL (at least 32 characters)")
         if not args.no_migrate:
             applied = asyncio.run(_with_conn(settings, migrate.deploy))
             for m in applied:

@@ -78,6 +78,13 @@ def _host(raw: str) -> str:
     return raw.strip()
 
 
+def _secret(raw: str) -> str:
+    value = raw.strip()
+    if value and len(value) < 32:
+        raise ValueError(f"must be at least 32 characters (HS256 key), got {len(value)}")
+    return value
+
+
 def _origins(raw: str) -> tuple[str, ...]:
     return tuple(o.strip() for o in raw.split(",") if o.strip())
 
@@ -102,7 +109,7 @@ SETTINGS: tuple[Setting, ...] = (
             "ms an idle pooled connection lives before it is closed (0 keeps them)"),
     Setting("STORAGE_DIR", "storage_dir", "./storage", _host,
             "directory of the assembled files and thumbnails"),
-    Setting("JWT_SECRET", "jwt_secret", "", _text,
+    Setting("JWT_SECRET", "jwt_secret", "", _secret,
             "HMAC key of access tokens; generated under ./var/ for the embedded database"),
     Setting("ACCESS_TOKEN_TTL", "access_token_ttl", "15m", _duration,
             "lifetime of an access token"),

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import pwd
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -178,7 +179,8 @@ VAR_DIR = Path("var")
 
 @contextlib.contextmanager
 def database(settings: Settings, *, options: dict[str, str] | None = None) -> Iterator[Settings]:
-    """Settings whose DATABASE_URL is usable: the configured one, or the embedded server's."""
+    """Settings whose DATABASE_URL is usable: the configured one, or the embedded server's.
+    The embedded setup is a single machine's: it also keeps a generated JWT_SECRET under ./var/."""
     if settings.database_url:
         yield settings
         return
@@ -186,9 +188,22 @@ def database(settings: Settings, *, options: dict[str, str] | None = None) -> It
     pg.start()
     try:
         asyncio.run(prepare_database(pg, DATABASE))
-        yield settings.replace(database_url=pg.url(DATABASE))
+        yield settings.replace(database_url=pg.url(DATABASE), jwt_secret=settings.jwt_secret or local_secret())
     finally:
         pg.stop()
+
+
+def local_secret(path: Path = VAR_DIR / "jwt_secret") -> str:
+    """A JWT key made on first use and kept (0600) so tokens survive restarts."""
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".jwt-")  # mode 0600
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(48))
+        with contextlib.suppress(FileExistsError):  # another process made it first: theirs wins
+            os.link(tmp, path)
+        os.unlink(tmp)
+    return path.read_text().strip()
 
 
 async def prepare_database(pg: EmbeddedPostgres, name: str) -> None:

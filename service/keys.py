@@ -7,9 +7,11 @@ import asyncpg
 from aiohttp import web
 
 from service.config import Settings
+from service.models import CurrentUser
 
 if TYPE_CHECKING:
     from service.db import Pool
 
 settings_key = web.AppKey("settings_key", Settings)
 pool_key: web.AppKey["Pool"] = web.AppKey("pool_key", asyncpg.Pool)
+user_key = web.RequestKey("user_key", CurrentUser)

@@ -6,6 +6,7 @@ import asyncio
 import os
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator, Iterator
 
@@ -14,6 +15,7 @@ import pytest
 
 from service import migrate
 from service.app import create_app
+from service.auth import hash_password, issue_access_token
 from service.config import Settings
 from service.embedded import EmbeddedPostgres
 from tests.support import JWT_SECRET, ChunkdProcess, make_settings, scratch_dir, with_database
@@ -137,3 +139,40 @@ def chunkd(database_url: str, storage_dir: Path) -> Iterator:
         process.stop()
         os.unlink(process.log.name)
 
+
+
+@dataclass(frozen=True)
+class User:
+    """A user row made directly in the database, with a valid access token."""
+    id: str
+    email: str
+    password: str
+    role: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@pytest.fixture
+def make_user(conn: asyncpg.Connection, settings: Settings):  # type: ignore[no-untyped-def]
+    """Factory: `await make_user()` or `await make_user(role="ADMIN", email=...)`."""
+    async def make(role: str = "USER", email: str | None = None, password: str = "correct horse",
+                   is_active: bool = True) -> User:
+        email = email or f"{uuid.uuid4().hex[:10]}@example.com"
+        user_id = await conn.fetchval(
+            "INSERT INTO users (email, password, name, role, is_active) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            email, hash_password(password), email.split("@")[0], role, is_active)
+        return User(user_id, email, password, role, issue_access_token(settings, user_id, role))
+    return make
+
+
+@pytest.fixture
+async def user(make_user) -> User:  # type: ignore[no-untyped-def]
+    return await make_user()
+
+
+@pytest.fixture
+async def admin(make_user) -> User:  # type: ignore[no-untyped-def]
+    return await make_user(role="ADMIN")

@@ -1,0 +1,28 @@
+"""Where blobs live under STORAGE_DIR. Names are generated here, never taken from the client."""
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+
+def new_blob_name() -> str:
+    return uuid.uuid4().hex
+
+
+def blob_path(filename: str) -> str:
+    """files.path for a blob: relative to STORAGE_DIR, fanned out by the name's first two characters."""
+    return f"files/{filename[:2]}/{filename}"
+
+
+def thumbnail_path(filename: str) -> str:
+    """The thumbnail of a blob, relative to STORAGE_DIR (the worker chooses .webp or .jpg)."""
+    return f"thumbs/{filename[:2]}/{filename}"
+
+
+def resolve(storage_dir: Path, relative: str) -> Path:
+    """An absolute path inside storage_dir; refuses anything that would leave it."""
+    root = storage_dir.resolve()
+    path = (root / relative).resolve()
+    if root not in path.parents:
+        raise ValueError(f"{relative!r} is outside the storage directory")
+    return path

@@ -1,0 +1,57 @@
+"""Every /api route needs a valid access token of an active user."""
+from __future__ import annotations
+
+import time
+
+import jwt
+from aiohttp import web
+
+from service.app import create_app
+from service.auth import current_user, require_admin
+from service.config import Settings
+
+
+async def whoami(request: web.Request) -> web.Response:
+    return web.json_response({"id": current_user(request).id})
+
+
+async def admin_only(request: web.Request) -> web.Response:
+    return web.json_response({"id": require_admin(request).id})
+
+
+async def make_client(aiohttp_client, settings: Settings):  # type: ignore[no-untyped-def]
+    app = create_app(settings)
+    app.router.add_get("/api/test/whoami", whoami)
+    app.router.add_get("/api/test/admin", admin_only)
+    return await aiohttp_client(app)
+
+
+async def test_token_rules(aiohttp_client, settings: Settings, make_user) -> None:  # type: ignore[no-untyped-def]
+    client = await make_client(aiohttp_client, settings)
+    user = await make_user()
+    r = await client.get("/api/test/whoami", headers=user.headers)
+    assert r.status == 200 and (await r.json()) == {"id": user.id}
+
+    r = await client.get("/api/test/whoami")
+    assert r.status == 401 and (await r.json())["code"] == "UNAUTHORIZED"
+    assert r.headers["WWW-Authenticate"].startswith("Bearer")
+
+    forged = jwt.encode({"sub": user.id, "exp": time.time() + 60, "typ": "access"}, "another-secret" * 4, "HS256")
+    expired = jwt.encode({"sub": user.id, "exp": time.time() - 1, "typ": "access"}, settings.jwt_secret, "HS256")
+    for token in ("garbage", forged, expired):
+        r = await client.get("/api/test/whoami", headers={"Authorization": f"Bearer {token}"})
+        assert r.status == 401 and r.content_type == "application/problem+json", token
+
+
+async def test_inactive_user_and_roles(aiohttp_client, settings: Settings, make_user) -> None:  # type: ignore[no-untyped-def]
+    client = await make_client(aiohttp_client, settings)
+    inactive = await make_user(is_active=False)
+    assert (await client.get("/api/test/whoami", headers=inactive.headers)).status == 401
+    user, admin = await make_user(), await make_user(role="ADMIN")
+    r = await client.get("/api/test/admin", headers=user.headers)
+    assert r.status == 403 and (await r.json())["code"] == "FORBIDDEN"
+    assert (await client.get("/api/test/admin", headers=admin.headers)).status == 200
+
+
+async def test_ops_endpoints_need_no_token(client) -> None:  # type: ignore[no-untyped-def]
+    assert (await client.get("/healthz")).status == 200
