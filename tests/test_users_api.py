@@ -68,7 +68,10 @@ async def test_get_and_patch_user(client, conn: asyncpg.Connection, make_user, a
     assert (body["name"], body["role"], body["is_active"], body["email"]) == ("Renamed", "ADMIN", False, "new@example.com")
     assert await conn.fetchval("SELECT refresh_token FROM users WHERE id = $1", user.id) is None  # deactivation ends it
     r = await client.patch(f"/api/users/{user.id}", headers=admin.headers, json={"name": None})
-    assert (await r.json())["name"] is None and (await r.json())["role"] == "ADMIN"  # untouched fields kept
+    renamed = await r.json()
+    assert renamed["name"] is None and renamed["role"] == "ADMIN"  # untouched fields kept
+    r = await client.patch(f"/api/users/{user.id}", headers=admin.headers, json={})
+    assert await r.json() == renamed  # an empty PATCH changes nothing, not even updated_at
 
     r = await client.patch(f"/api/users/{user.id}", headers=admin.headers, json={"email": other.email.upper()})
     assert r.status == 409 and (await r.json())["code"] == "EMAIL_TAKEN"

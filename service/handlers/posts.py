@@ -74,7 +74,8 @@ async def patch_post(request: web.Request) -> web.Response:
     async with request.app[pool_key].acquire() as conn:
         async with conn.transaction():
             _check_may_change(current_user(request), post_id, await posts.lock_post(conn, post_id))
-            await posts.update_post(conn, post_id, changes)
+            if changes:  # an empty PATCH changes nothing, not even updated_at
+                await posts.update_post(conn, post_id, changes)
         row = await posts.fetch_post(conn, post_id)
     return web.json_response(post_json(row))
 

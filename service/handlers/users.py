@@ -58,7 +58,8 @@ async def patch_user(request: web.Request) -> web.Response:
     if user_id == admin.id and (changes.get("role", Role.ADMIN) != Role.ADMIN or changes.get("is_active") is False):
         raise SelfLockout("an admin cannot demote or deactivate their own account; ask another admin")
     async with request.app[pool_key].acquire() as conn:
-        row = await users.update_user(conn, user_id, changes)
+        # An empty PATCH changes nothing, not even updated_at.
+        row = await users.update_user(conn, user_id, changes) if changes else await users.fetch_user(conn, user_id)
     return web.json_response(user_json(row))
 
 

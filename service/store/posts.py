@@ -47,13 +47,13 @@ async def insert_post_with_files(conn: asyncpg.Connection, author_id: str, title
 
 
 # A post as lists show it (the seed's getPostsWithFiles): author, COMPLETED files, and the count of all
-# attached files (the seed's `_count: {files: true}` has no status filter). Aggregated per post in a
-# lateral subquery, so a page of any size is one statement.
+# attached files (the seed's `_count: {files: true}` has no status filter). `{posts}` is the set of posts
+# to show; the files are aggregated per post in a lateral subquery, so a page of any size is one statement.
 POST_LISTING = """
 SELECT p.id, p.title, p.content, p.published, p.author_id, p.created_at, p.updated_at,
        json_build_object('id', u.id, 'name', u.name, 'email', u.email) AS author,
-       COALESCE(f.files, '[]') AS files, COALESCE(f.file_count, 0) AS file_count{extra}
-  FROM posts p
+       COALESCE(f.files, '[]') AS files, COALESCE(f.file_count, 0) AS file_count
+  FROM ({posts}) p
   JOIN users u ON u.id = p.author_id
   LEFT JOIN LATERAL (
       SELECT json_agg(json_build_object('id', id, 'original_name', original_name,
@@ -65,34 +65,36 @@ SELECT p.id, p.title, p.content, p.published, p.author_id, p.created_at, p.updat
   ) f ON true
 """
 
-FETCH_POST = POST_LISTING.format(extra="") + " WHERE p.id = $1"
+FETCH_POST = POST_LISTING.format(posts="SELECT * FROM posts WHERE id = $1")
+ORDER = " ORDER BY p.created_at DESC, p.id DESC"
 
 
 async def fetch_post(conn: asyncpg.Connection, post_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow(FETCH_POST, post_id)
 
 
-# Visible to the viewer: published posts, the viewer's own drafts, and every draft for an admin.
-FETCH_POSTS_PAGE = POST_LISTING.format(extra=", count(*) OVER () AS total") + """
- WHERE ($1::text IS NULL OR p.author_id = $1)
-   AND (p.published OR p.author_id = $2 OR $3)
- ORDER BY p.created_at DESC, p.id DESC
- LIMIT $4 OFFSET $5
-"""
-COUNT_POSTS = """
-SELECT count(*) FROM posts p
- WHERE ($1::text IS NULL OR p.author_id = $1)
-   AND (p.published OR p.author_id = $2 OR $3)
-"""
+# Visible to the viewer ($1, admin: $2): published posts, the viewer's own drafts, every draft for an
+# admin; optionally of one author ($3). The page is cut first, walking idx_posts_recent or
+# idx_posts_author_recent newest first, and only its posts get authors and files: joining first would
+# aggregate files for every matching post. The author filter is a statement of its own, not
+# `($3 IS NULL OR author_id = $3)`, which a generic plan cannot answer from the index.
+VISIBLE = "(published OR author_id = $1 OR $2)"
+PAGE = " ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
+FETCH_POSTS_PAGE = POST_LISTING.format(posts=f"SELECT * FROM posts WHERE {VISIBLE}{PAGE}") + ORDER
+COUNT_POSTS = f"SELECT count(*) FROM posts WHERE {VISIBLE}"
+FETCH_AUTHOR_POSTS_PAGE = POST_LISTING.format(
+    posts=f"SELECT * FROM posts WHERE author_id = $5 AND {VISIBLE}{PAGE}") + ORDER
+COUNT_AUTHOR_POSTS = f"SELECT count(*) FROM posts WHERE author_id = $3 AND {VISIBLE}"
 
 
 async def fetch_posts_page(conn: asyncpg.Connection, author_id: str | None, viewer_id: str, viewer_is_admin: bool,
                            limit: int, offset: int) -> tuple[list[asyncpg.Record], int]:
-    """A page of posts, newest first, and the total; the count runs again only for a page past the end."""
-    rows = await conn.fetch(FETCH_POSTS_PAGE, author_id, viewer_id, viewer_is_admin, limit, offset)
-    if rows:
-        return rows, rows[0]["total"]
-    return rows, await conn.fetchval(COUNT_POSTS, author_id, viewer_id, viewer_is_admin)
+    """A page of posts, newest first, and the total number the viewer may see."""
+    if author_id is None:
+        rows = await conn.fetch(FETCH_POSTS_PAGE, viewer_id, viewer_is_admin, limit, offset)
+        return rows, await conn.fetchval(COUNT_POSTS, viewer_id, viewer_is_admin)
+    rows = await conn.fetch(FETCH_AUTHOR_POSTS_PAGE, viewer_id, viewer_is_admin, limit, offset, author_id)
+    return rows, await conn.fetchval(COUNT_AUTHOR_POSTS, viewer_id, viewer_is_admin, author_id)
 
 
 FETCH_RECENT_POSTS = """
