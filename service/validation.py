@@ -74,9 +74,10 @@ def check(f: Field, value: Any, where: str) -> None:
         raise ValidationFailed(f"{where} must be {_TYPE_NAMES.get(f.type, f.type.__name__)}", field=where)
     if f.type is str:
         check_text(value, where)
-        if f.min_len and len(value.strip()) < f.min_len:
-            raise ValidationFailed(f"{where} must not be blank" if f.min_len == 1
-                                   else f"{where} must be at least {f.min_len} characters", field=where)
+        if f.min_len and not value.strip():
+            raise ValidationFailed(f"{where} must not be blank", field=where)
+        if len(value) < f.min_len:
+            raise ValidationFailed(f"{where} must be at least {f.min_len} characters", field=where)
     if f.type in (str, list) and f.max_len is not None and len(value) > f.max_len:
         unit = "characters" if f.type is str else "items"
         raise ValidationFailed(f"{where} must be at most {f.max_len} {unit}", field=where)
@@ -85,8 +86,11 @@ def check(f: Field, value: Any, where: str) -> None:
             check(f.items, item, f"{where}[{i}]")
     if f.choices is not None and value not in f.choices:
         raise ValidationFailed(f"{where} must be one of {', '.join(map(str, f.choices))}", field=where)
-    if f.type is int and ((f.minimum is not None and value < f.minimum) or (f.maximum is not None and value > f.maximum)):
-        raise ValidationFailed(f"{where} must be between {f.minimum} and {f.maximum}", field=where)
+    if f.type is int:
+        if f.minimum is not None and value < f.minimum:
+            raise ValidationFailed(f"{where} must be at least {f.minimum}", field=where)
+        if f.maximum is not None and value > f.maximum:
+            raise ValidationFailed(f"{where} must be at most {f.maximum}", field=where)
 
 
 def check_text(value: str, where: str) -> None:

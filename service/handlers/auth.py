@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from functools import cache
 from typing import Any
 
@@ -14,6 +15,8 @@ from service.handlers.users import user_json
 from service.keys import pool_key, settings_key
 from service.store import users
 from service.validation import Field, email_address, read_json
+
+log = logging.getLogger("service.auth")
 
 EMAIL = Field("email", str, required=True, min_len=1, max_len=254)
 NEW_PASSWORD = Field("password", str, required=True, min_len=8, max_len=1024)
@@ -70,6 +73,8 @@ async def refresh(request: web.Request) -> web.Response:
         if not is_active:
             raise AccountInactive("this account is deactivated")
         await users.clear_refresh_token(conn, presented.user_id)
+    log.warning("refresh token reused: session revoked",
+                extra={"action": "refresh_token_reused", "user_id": presented.user_id})
     raise RefreshTokenReused("this refresh token was already used; the session is revoked: log in again")
 
 

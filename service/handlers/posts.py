@@ -33,7 +33,7 @@ def post_json(row: Mapping[str, Any]) -> dict[str, Any]:
 async def create_post(request: web.Request) -> web.Response:
     body = await read_json(request, TITLE, CONTENT, PUBLISHED, FILE_IDS)
     file_ids = list(dict.fromkeys(body.get("file_ids", [])))  # a file named twice is attached once
-    async with request.app[pool_key].acquire() as conn:
+    async with request.app[pool_key].acquire() as conn, conn.transaction():
         post_id = await posts.insert_post_with_files(conn, current_user(request).id, body["title"],
                                                      body.get("content"), body.get("published", False), file_ids)
         row = await posts.fetch_post(conn, post_id)
@@ -71,11 +71,10 @@ async def get_post(request: web.Request) -> web.Response:
 async def patch_post(request: web.Request) -> web.Response:
     post_id = path_id(request)
     changes = await read_json(request, Field("title", str, min_len=1, max_len=200), CONTENT, PUBLISHED)
-    async with request.app[pool_key].acquire() as conn:
-        async with conn.transaction():
-            _check_may_change(current_user(request), post_id, await posts.lock_post(conn, post_id))
-            if changes:  # an empty PATCH changes nothing, not even updated_at
-                await posts.update_post(conn, post_id, changes)
+    async with request.app[pool_key].acquire() as conn, conn.transaction():
+        _check_may_change(current_user(request), post_id, await posts.lock_post(conn, post_id))
+        if changes:  # an empty PATCH changes nothing, not even updated_at
+            await posts.update_post(conn, post_id, changes)
         row = await posts.fetch_post(conn, post_id)
     return web.json_response(post_json(row))
 

@@ -73,11 +73,11 @@ async def fetch_post(conn: asyncpg.Connection, post_id: str) -> asyncpg.Record |
     return await conn.fetchrow(FETCH_POST, post_id)
 
 
-# Visible to the viewer ($1, admin: $2): published posts, the viewer's own drafts, every draft for an
-# admin; optionally of one author ($3). The page is cut first, walking idx_posts_recent or
+# Visible to the viewer ($1; $2: is an admin): published posts, the viewer's own drafts, every draft for
+# an admin; optionally of one author. The page is cut first, walking idx_posts_recent or
 # idx_posts_author_recent newest first, and only its posts get authors and files: joining first would
 # aggregate files for every matching post. The author filter is a statement of its own, not
-# `($3 IS NULL OR author_id = $3)`, which a generic plan cannot answer from the index.
+# `($n IS NULL OR author_id = $n)`, which a generic plan cannot answer from the index.
 VISIBLE = "(published OR author_id = $1 OR $2)"
 PAGE = " ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
 FETCH_POSTS_PAGE = POST_LISTING.format(posts=f"SELECT * FROM posts WHERE {VISIBLE}{PAGE}") + ORDER
