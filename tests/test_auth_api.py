@@ -2,13 +2,20 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import asyncpg
 import jwt
 
 from service.auth import RefreshToken
 from service.config import Settings
+from service.embedded import local_secret
+from tests.support import ROOT
 
 USER_KEYS = {"id", "email", "name", "role", "is_active", "created_at", "updated_at"}
 
@@ -132,3 +139,19 @@ async def test_logout_ends_the_refresh_session(client, conn: asyncpg.Connection)
     assert await conn.fetchval("SELECT refresh_token FROM users WHERE id = $1", session["user"]["id"]) is None
     r = await client.post("/api/auth/refresh", json={"refresh_token": session["refresh_token"]})
     assert r.status == 401
+
+
+def test_serve_refuses_an_external_database_without_jwt_secret(database_url: str, tmp_path: Path) -> None:
+    env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": "", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-m", "service", "serve"], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        "chunkd: JWT_SECRET: required with an external DATABASE_URL (at least 32 characters)"]
+
+
+def test_embedded_jwt_secret_is_generated_once_and_private(tmp_path: Path) -> None:
+    path = tmp_path / "var" / "jwt_secret"
+    secret = local_secret(path)
+    assert len(secret) >= 32 and local_secret(path) == secret  # kept: tokens survive restarts
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
