@@ -1,6 +1,7 @@
 """The one catalogue of API errors; problem_middleware renders each as RFC 9457 problem+json."""
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
@@ -34,6 +35,23 @@ class UnsupportedMediaType(ApiError): status, code, title = 415, "UNSUPPORTED_ME
 # 5xx
 class DatabaseUnavailable(ApiError): status, code, title = 503, "DATABASE_UNAVAILABLE", "Database unavailable"
 
+# tus (service/handlers/tus.py): every response also carries Tus-Resumable, added by tus_middleware.
+class TusVersionUnsupported(ApiError): status, code, title = 412, "TUS_VERSION_UNSUPPORTED", "Unsupported tus version"
+class TusUploadNotFound(ApiError): status, code, title = 404, "TUS_UPLOAD_NOT_FOUND", "Upload not found"
+class TusUploadExpired(ApiError): status, code, title = 410, "TUS_UPLOAD_EXPIRED", "Upload expired"
+class TusInvalidLength(ApiError): status, code, title = 400, "TUS_INVALID_LENGTH", "Invalid Upload-Length"
+class TusInvalidOffset(ApiError): status, code, title = 400, "TUS_INVALID_OFFSET", "Invalid Upload-Offset"
+class TusInvalidMetadata(ApiError): status, code, title = 400, "TUS_INVALID_METADATA", "Invalid Upload-Metadata"
+class TusInvalidChecksum(ApiError): status, code, title = 400, "TUS_INVALID_CHECKSUM", "Invalid Upload-Checksum"
+class TusInvalidConcat(ApiError): status, code, title = 400, "TUS_INVALID_CONCAT", "Invalid Upload-Concat"
+class TusUploadIsFinal(ApiError): status, code, title = 403, "TUS_UPLOAD_IS_FINAL", "A final upload cannot be patched"
+class TusUploadTimeout(ApiError): status, code, title = 408, "TUS_UPLOAD_TIMEOUT", "No bytes received for too long"
+class TusOffsetMismatch(ApiError): status, code, title = 409, "TUS_OFFSET_MISMATCH", "Upload-Offset is not the upload's offset"
+class TusUploadInterrupted(ApiError): status, code, title = 409, "TUS_UPLOAD_INTERRUPTED", "Another request took over this upload"
+class TusUploadTooLarge(ApiError): status, code, title = 413, "TUS_UPLOAD_TOO_LARGE", "Upload too large"
+class TusUploadLocked(ApiError): status, code, title = 423, "TUS_UPLOAD_LOCKED", "Upload is being written by another request"
+class TusChecksumMismatch(ApiError): status, code, title = 460, "TUS_CHECKSUM_MISMATCH", "Checksum Mismatch"
+
 
 # aiohttp's own HTTP exceptions (router 404/405, client_max_size 413, ...) map onto the catalogue.
 _BY_STATUS: dict[int, type[ApiError]] = {
@@ -61,4 +79,10 @@ def from_http_exception(exc: web.HTTPException) -> ApiError:
 def problem_response(error: ApiError) -> web.Response:
     body: dict[str, Any] = {"type": "about:blank", "title": error.title, "status": error.status,
                             "detail": error.detail or error.title, "code": error.code, **error.extra}
-    return web.json_response(body, status=error.status, content_type=PROBLEM_JSON, headers=error.headers)
+    # Statuses outside the IANA registry (tus's 460) need their reason phrase spelled out.
+    reason = None if error.status in _REGISTERED else error.title
+    return web.json_response(body, status=error.status, reason=reason, content_type=PROBLEM_JSON,
+                             headers=error.headers)
+
+
+_REGISTERED = frozenset(s.value for s in HTTPStatus)

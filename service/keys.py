@@ -11,7 +11,9 @@ from service.models import CurrentUser
 
 if TYPE_CHECKING:
     from service.db import Pool
+    from service.tus_locks import UploadLocks
 
 settings_key = web.AppKey("settings_key", Settings)
 pool_key: web.AppKey["Pool"] = web.AppKey("pool_key", asyncpg.Pool)
 user_key = web.RequestKey("user_key", CurrentUser)
+tus_locks_key: web.AppKey["UploadLocks"] = web.AppKey("tus_locks_key")
