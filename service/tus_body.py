@@ -24,17 +24,14 @@ from service.store.tus import TusUpload
 from service.tus import Checksum
 from service.tus_locks import Writer
 
-# A client that sends nothing for this long is gone; the spec suggests 30 seconds.
-IDLE_TIMEOUT = 30.0
-
 _BODY_BROKEN = (OSError, HttpProcessingError, ClientPayloadError)
 
 
 @dataclass
 class Limits:
     room: int              # bytes the upload can still take
-    idle_timeout: float = IDLE_TIMEOUT
-    expiry_seconds: int = 0
+    idle_timeout: float    # seconds without a byte before the body counts as cut off
+    expiry_seconds: int    # an upload being written stays alive this long after each write
 
 
 class _Stopped(Exception):

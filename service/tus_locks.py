@@ -54,6 +54,7 @@ class UploadLocks:
         self.stall_after = 2.0    # seconds without a byte before a writer counts as stalled
         self.lock_wait = 5.0      # how long a request tries for a taken lock before answering 423
         self.nudge_every = 0.25   # how often it repeats its request to the holder meanwhile
+        self.idle_timeout = 30.0  # a body that sends nothing for this long is cut off (the spec's 30 s)
         self.writers: dict[str, Writer] = {}
         self.listening = asyncio.Event()
 

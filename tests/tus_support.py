@@ -1,10 +1,18 @@
 """Helpers of the tus tests: headers, creating uploads, and reading an upload's bytes back from its rows."""
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hashlib
+from pathlib import Path
 
 import asyncpg
+import pytest
+
+from service.app import create_app
+from service.keys import tus_locks_key
+from tests.support import make_settings
 
 TUS = {"Tus-Resumable": "1.0.0"}
 STREAM = {"Content-Type": "application/offset+octet-stream"}
@@ -53,3 +61,57 @@ async def file_row(conn: asyncpg.Connection, file_id: str) -> asyncpg.Record:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+CHUNK = 64 * 1024           # DEFAULT_CHUNK_SIZE of the tus test app: bodies span many rows
+MAX_SIZE = 4 * 1024 * 1024  # its MAX_UPLOAD_SIZE
+
+
+@pytest.fixture
+async def tus(aiohttp_client, database_url: str, storage_dir: Path):  # type: ignore[no-untyped-def]
+    """The app with small chunks and a small Tus-Max-Size, and takeover timings short enough for tests."""
+    settings = make_settings(database_url, storage_dir, DEFAULT_CHUNK_SIZE=str(CHUNK), MAX_UPLOAD_SIZE=str(MAX_SIZE),
+                             CORS_ORIGINS="https://app.example")
+    client = await aiohttp_client(create_app(settings))
+    locks = client.server.app[tus_locks_key]
+    locks.stall_after, locks.lock_wait, locks.nudge_every = 0.3, 1.5, 0.05
+    return client
+
+
+class RawRequest:
+    """An HTTP/1.1 request over a plain socket, so a test can send part of a body, stall or hang up."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, client, method: str, path: str, headers: dict[str, str]) -> RawRequest:  # type: ignore[no-untyped-def]
+        reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+        head = "".join(f"{k}: {v}\r\n" for k, v in {"Host": f"{client.server.host}:{client.server.port}",
+                                                     **headers}.items())
+        writer.write(f"{method} {path} HTTP/1.1\r\n{head}\r\n".encode())
+        await writer.drain()
+        return cls(reader, writer)
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def response(self, timeout: float = 10) -> tuple[int, dict[str, str]]:
+        status_line = await asyncio.wait_for(self.reader.readline(), timeout)
+        headers = {}
+        while (line := await asyncio.wait_for(self.reader.readline(), timeout)) not in (b"\r\n", b""):
+            key, _, value = line.decode().partition(":")
+            headers[key.strip().lower()] = value.strip()
+        return int(status_line.split()[1]), headers
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+
+async def raw_patch(client, user, path: str, offset: int, length: int, **headers: str) -> RawRequest:  # type: ignore[no-untyped-def]
+    """A PATCH announcing `length` bytes of body and sending none yet."""
+    return await RawRequest.open(client, "PATCH", path, {**user.headers, **TUS, **STREAM, **headers,
+                                                         "Upload-Offset": str(offset), "Content-Length": str(length)})

@@ -185,7 +185,8 @@ async def _write(request: web.Request, upload_id: str, offset: int, length: int 
                  checksum: Checksum | None) -> TusUpload:
     """The body of a PATCH (or of a POST with creation-with-upload) appended under the upload's lock."""
     settings = request.app[settings_key]
-    async with request.app[tus_locks_key].hold(upload_id) as (conn, writer):
+    locks = request.app[tus_locks_key]
+    async with locks.hold(upload_id) as (conn, writer):
         upload = _live(await store.select_upload(conn, upload_id), upload_id)
         if offset != upload.offset:
             raise TusOffsetMismatch(f"the upload is at offset {upload.offset}; Upload-Offset says {offset}")
@@ -195,7 +196,7 @@ async def _write(request: web.Request, upload_id: str, offset: int, length: int 
         if request.content_length is not None and request.content_length > room:
             raise TusUploadTooLarge(f"{request.content_length} bytes sent, {room} left in the upload")
         error = await receive(request.content, conn, writer, upload,
-                              Limits(room, expiry_seconds=settings.upload_expiry), checksum)
+                              Limits(room, locks.idle_timeout, settings.upload_expiry), checksum)
         upload = _live(await store.select_upload(conn, upload_id), upload_id)
         if upload.complete and upload.concat is None:
             await files.mark_ready(conn, upload_id)  # False on a repeated final PATCH: exactly once
