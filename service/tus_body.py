@@ -35,8 +35,17 @@ class Limits:
 
 
 class _Stopped(Exception):
-    def __init__(self, error: ApiError) -> None:
-        self.error = error
+    def __init__(self, error: ApiError, leftover: bytes = b"") -> None:
+        self.error, self.leftover = error, leftover
+
+
+def _leftover(content: StreamReader) -> bytes:
+    """What arrived before the connection broke but was not read yet. aiohttp makes every read raise
+    once the connection is lost, buffer or not; its unchecked reader is the one way to keep those bytes."""
+    try:
+        return content._read_nowait(-1)
+    except Exception:  # an aiohttp without it: those few bytes are resent after the HEAD
+        return b""
 
 
 async def _read(content: StreamReader, writer: Writer, size: int, idle_timeout: float) -> bytes:
@@ -58,7 +67,7 @@ async def _read(content: StreamReader, writer: Writer, size: int, idle_timeout: 
             await read
     except _BODY_BROKEN as e:
         raise _Stopped(BadRequest(f"the request body broke off ({type(e).__name__}); "
-                                  "HEAD the upload for the offset that was kept")) from None
+                                  "HEAD the upload for the offset that was kept"), _leftover(content)) from None
     if writer.stop.is_set():
         raise _Stopped(_interrupted(writer))
     raise _Stopped(TusUploadTimeout(f"no bytes for {idle_timeout:g} seconds; what arrived before is kept"))
@@ -136,15 +145,14 @@ async def receive(content: StreamReader, conn: asyncpg.Connection, writer: Write
     error: ApiError | None = None
     await sink.open()
     try:
-        while True:
+        while error is None:
             # One byte past the room is enough to know the body is too long.
-            want = min(upload.chunk_size - len(buffer), limits.room - received + 1)
+            want = max(1, min(upload.chunk_size - len(buffer), limits.room - received + 1))
             try:
                 piece = await _read(content, writer, want, limits.idle_timeout)
             except _Stopped as stopped:
-                error = stopped.error
-                break
-            if not piece:
+                piece, error = stopped.leftover, stopped.error
+            if not piece and error is None:
                 break
             writer.progressed()
             received += len(piece)
@@ -154,11 +162,9 @@ async def receive(content: StreamReader, conn: asyncpg.Connection, writer: Write
             buffer += piece
             if hasher is not None:
                 hasher.update(piece)
-            if len(buffer) >= upload.chunk_size:
-                await sink.write(bytes(buffer))
-                buffer.clear()
-            if error is not None:
-                break
+            while len(buffer) >= upload.chunk_size:
+                await sink.write(bytes(buffer[:upload.chunk_size]))
+                del buffer[:upload.chunk_size]
         if hasher is not None and checksum is not None:
             if error is None and hasher.digest() != checksum.digest:
                 error = TusChecksumMismatch(f"the body's {checksum.algorithm} does not match Upload-Checksum; "

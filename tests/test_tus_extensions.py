@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 
 from tests.tus_support import (CHUNK, MAX_SIZE, STREAM, TUS, b64, create, file_row, metadata, patch, raw_patch,
-                               stored_bytes, tus, upload_id, upload_path)
+                               stored_bytes, tus, unlocked, until, upload_id, upload_path)
 
 __all__ = ["tus"]
 
@@ -187,7 +187,7 @@ async def test_a_cut_off_body_with_a_checksum_keeps_nothing(tus, user, conn) -> 
     request = await raw_patch(tus, user, path, 0, len(data), **checksum("sha1", data))
     await request.send(data[:2 * CHUNK + 5])
     await request.close()
-    await _until(lambda: _unlocked(conn, upload_id(path)))
+    await until(lambda: unlocked(conn, upload_id(path)))
     assert (await file_row(conn, upload_id(path)))["bytes_received"] == 0
     assert await stored_bytes(conn, upload_id(path)) == b""
 
@@ -307,15 +307,3 @@ async def test_concatenation_refuses_bad_partials(tus, user, make_user, conn) ->
     assert r.status == 400 and (await r.json())["code"] == "TUS_INVALID_LENGTH"
     assert await conn.fetchval("SELECT count(*) FROM files WHERE tus_concat = 'final'") == 0
     assert await stored_bytes(conn, upload_id(done)) == b"done"  # untouched
-
-
-async def _unlocked(conn, file_id: str) -> bool:  # type: ignore[no-untyped-def]
-    return not await conn.fetchval(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = hashtext($1)::oid", file_id)
-
-
-async def _until(check, timeout: float = 5) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)

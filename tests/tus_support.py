@@ -5,6 +5,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import time
 from pathlib import Path
 
 import asyncpg
@@ -85,10 +86,11 @@ class RawRequest:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def open(cls, client, method: str, path: str, headers: dict[str, str]) -> RawRequest:  # type: ignore[no-untyped-def]
-        reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
-        head = "".join(f"{k}: {v}\r\n" for k, v in {"Host": f"{client.server.host}:{client.server.port}",
-                                                     **headers}.items())
+    async def open(cls, server, method: str, path: str, headers: dict[str, str]) -> RawRequest:  # type: ignore[no-untyped-def]
+        """`server`: the test client of an in-process app, or a ChunkdProcess."""
+        host, port = (server.server.host, server.server.port) if hasattr(server, "server") else ("127.0.0.1", server.port)
+        reader, writer = await asyncio.open_connection(host, port)
+        head = "".join(f"{k}: {v}\r\n" for k, v in {"Host": f"{host}:{port}", **headers}.items())
         writer.write(f"{method} {path} HTTP/1.1\r\n{head}\r\n".encode())
         await writer.drain()
         return cls(reader, writer)
@@ -111,7 +113,20 @@ class RawRequest:
             await self.writer.wait_closed()
 
 
-async def raw_patch(client, user, path: str, offset: int, length: int, **headers: str) -> RawRequest:  # type: ignore[no-untyped-def]
+async def raw_patch(server, user, path: str, offset: int, length: int, **headers: str) -> RawRequest:  # type: ignore[no-untyped-def]
     """A PATCH announcing `length` bytes of body and sending none yet."""
-    return await RawRequest.open(client, "PATCH", path, {**user.headers, **TUS, **STREAM, **headers,
+    return await RawRequest.open(server, "PATCH", path, {**user.headers, **TUS, **STREAM, **headers,
                                                          "Upload-Offset": str(offset), "Content-Length": str(length)})
+
+
+async def unlocked(conn, file_id: str) -> bool:  # type: ignore[no-untyped-def]
+    """No request holds the upload's advisory lock."""
+    return not await conn.fetchval(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = hashtext($1)::oid", file_id)
+
+
+async def until(check, timeout: float = 5) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)

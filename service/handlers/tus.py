@@ -183,7 +183,22 @@ async def delete_upload(request: web.Request) -> web.Response:
 
 async def _write(request: web.Request, upload_id: str, offset: int, length: int | None,
                  checksum: Checksum | None) -> TusUpload:
-    """The body of a PATCH (or of a POST with creation-with-upload) appended under the upload's lock."""
+    """The body of a PATCH (or of a POST with creation-with-upload) appended under the upload's lock.
+    Where aiohttp cancels the handler of a client that hung up (handler_cancellation), the write still
+    runs to its end in a task of its own, so the bytes that arrived are kept all the same."""
+    task = asyncio.create_task(_append(request, upload_id, offset, length, checksum))
+    task.add_done_callback(_retrieve)
+    return await asyncio.shield(task)
+
+
+def _retrieve(task: asyncio.Task[TusUpload]) -> None:
+    """Nobody awaits an orphaned write's outcome: take it, so asyncio does not log it as lost."""
+    if not task.cancelled():
+        task.exception()
+
+
+async def _append(request: web.Request, upload_id: str, offset: int, length: int | None,
+                  checksum: Checksum | None) -> TusUpload:
     settings = request.app[settings_key]
     locks = request.app[tus_locks_key]
     async with locks.hold(upload_id) as (conn, writer):
