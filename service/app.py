@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service import db
+from service import db, events, worker
 from service.auth import auth_middleware
 from service.config import Settings
 from service.keys import settings_key
@@ -14,9 +14,13 @@ from service.routes import ROUTES
 MAX_JSON_BODY = 1024 * 1024
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, *, with_worker: bool = False) -> web.Application:
+    """with_worker: run a processing worker in this process too (`chunkd serve` does unless --no-worker)."""
     app = web.Application(middlewares=[log_middleware, problem_middleware, auth_middleware], client_max_size=MAX_JSON_BODY)
     app[settings_key] = settings
     app.cleanup_ctx.append(db.pool_ctx)
+    app.cleanup_ctx.append(events.file_events_ctx)
+    if with_worker:
+        app.cleanup_ctx.append(worker.worker_ctx)
     app.router.add_routes(ROUTES)
     return app
