@@ -120,7 +120,7 @@ def analyse(path: Path, thumbnail_base: Path) -> Analysis:
         metadata, thumb_mimetype = make_thumbnail(path, thumbnail_base)
     except UnidentifiedImageError:
         if mimetype in PILLOW_IMAGES:
-            raise CorruptContent(f"not a readable {mimetype} image") from None
+            raise CorruptContent(f"unreadable image: not a valid {mimetype}") from None
         return Analysis(mimetype, kind)  # an image format Pillow does not know (SVG, HEIC...): no thumbnail
     return Analysis(mimetype, kind, metadata, thumb_mimetype)
 
