@@ -32,6 +32,20 @@ class MethodNotAllowed(ApiError): status, code, title = 405, "METHOD_NOT_ALLOWED
 class Conflict(ApiError): status, code, title = 409, "CONFLICT", "Conflict"
 class PayloadTooLarge(ApiError): status, code, title = 413, "PAYLOAD_TOO_LARGE", "Request body too large"
 class UnsupportedMediaType(ApiError): status, code, title = 415, "UNSUPPORTED_MEDIA_TYPE", "Unsupported media type"
+# uploads and files
+class UploadNotFound(ApiError): status, code, title = 404, "UPLOAD_NOT_FOUND", "Upload not found"
+class UploadExpired(ApiError): status, code, title = 410, "UPLOAD_EXPIRED", "Upload expired"
+class UploadTooLarge(ApiError): status, code, title = 413, "UPLOAD_TOO_LARGE", "File larger than MAX_UPLOAD_SIZE"
+class UploadClosed(ApiError): status, code, title = 409, "UPLOAD_CLOSED", "Upload no longer accepts changes"
+class UploadIncomplete(ApiError): status, code, title = 409, "UPLOAD_INCOMPLETE", "Chunks are missing"
+class ChunkOutOfRange(ApiError): status, code, title = 409, "CHUNK_OUT_OF_RANGE", "Chunk index outside the upload"
+class ChunkSizeMismatch(ApiError): status, code, title = 400, "CHUNK_SIZE_MISMATCH", "Chunk has the wrong length"
+class ChunkTooLarge(ApiError): status, code, title = 413, "CHUNK_TOO_LARGE", "Chunk larger than MAX_CHUNK_SIZE"
+class ChunkConflict(ApiError): status, code, title = 409, "CHUNK_CONFLICT", "A different chunk is stored at this index"
+class ChecksumMismatch(ApiError): status, code, title = 422, "CHECKSUM_MISMATCH", "Content does not match its checksum"
+class FileNotFound(ApiError): status, code, title = 404, "FILE_NOT_FOUND", "File not found"
+class FileNotReady(ApiError): status, code, title = 409, "FILE_NOT_READY", "File is not COMPLETED"
+class ThumbnailNotFound(ApiError): status, code, title = 404, "THUMBNAIL_NOT_FOUND", "File has no thumbnail"
 # 5xx
 class DatabaseUnavailable(ApiError): status, code, title = 503, "DATABASE_UNAVAILABLE", "Database unavailable"
 
