@@ -49,10 +49,9 @@ class ThumbnailNotFound(ApiError): status, code, title = 404, "THUMBNAIL_NOT_FOU
 # 5xx
 class DatabaseUnavailable(ApiError): status, code, title = 503, "DATABASE_UNAVAILABLE", "Database unavailable"
 
-# tus (service/handlers/tus.py): every response also carries Tus-Resumable, added by tus_middleware.
+# tus (service/handlers/tus.py), besides UploadNotFound, UploadExpired and UploadTooLarge above.
+# Every tus response also carries Tus-Resumable, added by tus_middleware.
 class TusVersionUnsupported(ApiError): status, code, title = 412, "TUS_VERSION_UNSUPPORTED", "Unsupported tus version"
-class TusUploadNotFound(ApiError): status, code, title = 404, "TUS_UPLOAD_NOT_FOUND", "Upload not found"
-class TusUploadExpired(ApiError): status, code, title = 410, "TUS_UPLOAD_EXPIRED", "Upload expired"
 class TusInvalidLength(ApiError): status, code, title = 400, "TUS_INVALID_LENGTH", "Invalid Upload-Length"
 class TusInvalidOffset(ApiError): status, code, title = 400, "TUS_INVALID_OFFSET", "Invalid Upload-Offset"
 class TusInvalidMetadata(ApiError): status, code, title = 400, "TUS_INVALID_METADATA", "Invalid Upload-Metadata"
@@ -62,7 +61,7 @@ class TusUploadIsFinal(ApiError): status, code, title = 403, "TUS_UPLOAD_IS_FINA
 class TusUploadTimeout(ApiError): status, code, title = 408, "TUS_UPLOAD_TIMEOUT", "No bytes received for too long"
 class TusOffsetMismatch(ApiError): status, code, title = 409, "TUS_OFFSET_MISMATCH", "Upload-Offset is not the upload's offset"
 class TusUploadInterrupted(ApiError): status, code, title = 409, "TUS_UPLOAD_INTERRUPTED", "Another request took over this upload"
-class TusUploadTooLarge(ApiError): status, code, title = 413, "TUS_UPLOAD_TOO_LARGE", "Upload too large"
+class TusLengthExceeded(ApiError): status, code, title = 413, "TUS_LENGTH_EXCEEDED", "Body goes past the upload's length"
 class TusUploadLocked(ApiError): status, code, title = 423, "TUS_UPLOAD_LOCKED", "Upload is being written by another request"
 class TusChecksumMismatch(ApiError): status, code, title = 460, "TUS_CHECKSUM_MISMATCH", "Checksum Mismatch"
 

@@ -38,11 +38,3 @@ def resolve(storage_dir: Path, relative: str) -> Path:
         raise ValueError(f"{relative!r} is outside the storage directory")
     return path
 
-
-def remove(storage_dir: Path, relative_paths: list[str]) -> None:
-    """Deletes blobs that exist; blocking, so run it in a thread."""
-    for relative in relative_paths:
-        try:
-            resolve(storage_dir, relative).unlink(missing_ok=True)
-        except ValueError:
-            continue  # a path outside storage_dir is never ours to delete

@@ -16,8 +16,8 @@ from aiohttp import StreamReader
 from aiohttp.client_exceptions import ClientPayloadError
 from aiohttp.http_exceptions import HttpProcessingError
 
-from service.errors import (ApiError, BadRequest, TusChecksumMismatch, TusUploadInterrupted, TusUploadNotFound,
-                            TusUploadTimeout, TusUploadTooLarge)
+from service.errors import (ApiError, BadRequest, TusChecksumMismatch, TusLengthExceeded, TusUploadInterrupted,
+                            TusUploadTimeout, UploadNotFound)
 from service.metrics import BYTES_RECEIVED
 from service.store import tus as store
 from service.store.tus import TusUpload
@@ -75,7 +75,7 @@ async def _read(content: StreamReader, writer: Writer, size: int, idle_timeout: 
 
 def _interrupted(writer: Writer) -> ApiError:
     if writer.forced:
-        return TusUploadNotFound("the upload was terminated while this request was writing it")
+        return UploadNotFound("the upload was terminated while this request was writing it")
     return TusUploadInterrupted("this request stalled and a newer one took the upload over; "
                                 "what arrived before is kept")
 
@@ -110,7 +110,7 @@ class _ChunkSink:
                     await self._advance(len(data))
                 BYTES_RECEIVED.labels("tus").inc(len(data))
         except asyncpg.ForeignKeyViolationError:
-            raise TusUploadNotFound("the upload was removed while this request was writing it") from None
+            raise UploadNotFound("the upload was removed while this request was writing it") from None
         self.index += 1
 
     async def commit(self) -> None:
@@ -130,7 +130,7 @@ class _ChunkSink:
     async def _advance(self, count: int) -> None:
         moved = await store.advance_offset(self.conn, self.upload_id, self.offset, count, self.expiry)
         if moved is None:  # raises inside the transaction: the chunk goes with it
-            raise TusUploadNotFound("the upload is no longer being uploaded")
+            raise UploadNotFound("the upload is no longer being uploaded")
         self.offset = moved[0]
 
 
@@ -158,7 +158,7 @@ async def receive(content: StreamReader, conn: asyncpg.Connection, writer: Write
             received += len(piece)
             if received > limits.room:
                 piece = piece[:len(piece) - (received - limits.room)]
-                error = TusUploadTooLarge(f"the body goes past the upload's length ({limits.room} bytes were left)")
+                error = TusLengthExceeded(f"the body goes past the upload's length ({limits.room} bytes were left)")
             buffer += piece
             if hasher is not None:
                 hasher.update(piece)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator
@@ -24,10 +23,6 @@ from service.db import Pool
 from service.errors import TusUploadLocked
 from service.keys import pool_key, settings_key, tus_locks_key
 from service.store import tus as store
-
-log = logging.getLogger("service.tus")
-
-HEARTBEAT_SECONDS = 30  # the listener proves its connection alive this often
 
 
 @dataclass(eq=False)
@@ -56,7 +51,6 @@ class UploadLocks:
         self.nudge_every = 0.25   # how often it repeats its request to the holder meanwhile
         self.idle_timeout = 30.0  # a body that sends nothing for this long is cut off (the spec's 30 s)
         self.writers: dict[str, Writer] = {}
-        self.listening = asyncio.Event()
 
     @contextlib.asynccontextmanager
     async def hold(self, upload_id: str, *, force: bool = False) -> AsyncIterator[tuple[asyncpg.Connection, Writer]]:
@@ -92,36 +86,18 @@ class UploadLocks:
         if writer is not None:
             writer.ask_release(force)
 
-    def _on_release(self, conn: object, pid: int, channel: str, payload: str) -> None:
+    def on_release(self, payload: str) -> None:
+        """A NOTIFY tus_release from any process: `<1|0> <upload id>`."""
         force, _, upload_id = payload.partition(" ")
         self._ask_release(upload_id, force == "1")
-
-    async def listen(self) -> None:
-        """Hears takeover requests from other processes, on a connection of its own (never a pooled
-        one: asyncpg drops listeners on release). Reconnects for as long as the app runs."""
-        while True:
-            conn = None
-            try:
-                conn = await db.connect(self.settings)
-                await conn.add_listener(store.RELEASE_CHANNEL, self._on_release)
-                self.listening.set()
-                while True:
-                    await asyncio.sleep(HEARTBEAT_SECONDS)
-                    await conn.fetchval("SELECT 1", timeout=10)
-            except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-                log.warning("tus release listener lost its connection: %s", e,
-                            extra={"action": "tus_listener_reconnect"})
-            finally:
-                self.listening.clear()
-                if conn is not None:
-                    conn.terminate()
-            await asyncio.sleep(1)
 
 
 async def tus_locks_ctx(app: web.Application) -> AsyncIterator[None]:
     locks = app[tus_locks_key] = UploadLocks(app[pool_key], app[settings_key])
-    listener = asyncio.create_task(locks.listen(), name="tus release listener")
+    # Takeover requests from other processes; a lost one is repeated every nudge_every seconds.
+    listener = db.Listener(app[settings_key], {store.RELEASE_CHANNEL: locks.on_release})
+    task = asyncio.create_task(listener.run(), name="tus release listener")
     yield
-    listener.cancel()
+    task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
-        await listener
+        await task

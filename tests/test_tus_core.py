@@ -105,7 +105,7 @@ async def test_patch_at_the_wrong_offset_is_409_and_changes_nothing(tus, user, c
 async def test_patch_past_the_length_is_413(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
     path = await create(tus, user, 10)
     r = await patch(tus, user, path, 0, b"0123456789AB")
-    assert r.status == 413 and (await r.json())["code"] == "TUS_UPLOAD_TOO_LARGE"
+    assert r.status == 413 and (await r.json())["code"] == "TUS_LENGTH_EXCEEDED"
     assert (await file_row(conn, upload_id(path)))["bytes_received"] == 0
 
 

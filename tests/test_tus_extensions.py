@@ -41,7 +41,7 @@ async def test_creation_needs_exactly_one_of_length_and_defer(tus, user, conn) -
         assert r.status == 400, sizing
         assert (await r.json())["code"] == "TUS_INVALID_LENGTH"
     r = await tus.post("/api/tus/", headers={**user.headers, **TUS, "Upload-Length": str(MAX_SIZE + 1)})
-    assert r.status == 413 and (await r.json())["code"] == "TUS_UPLOAD_TOO_LARGE"
+    assert r.status == 413 and (await r.json())["code"] == "UPLOAD_TOO_LARGE"
     assert await conn.fetchval("SELECT count(*) FROM files") == 0
 
 
@@ -141,7 +141,7 @@ async def test_expired_upload_is_410(tus, user, conn) -> None:  # type: ignore[n
     r = await tus.head(path, headers={**user.headers, **TUS})
     assert r.status == 410 and "Upload-Offset" not in r.headers
     r = await patch(tus, user, path, 0, b"ab")
-    assert r.status == 410 and (await r.json())["code"] == "TUS_UPLOAD_EXPIRED"
+    assert r.status == 410 and (await r.json())["code"] == "UPLOAD_EXPIRED"
     assert await stored_bytes(conn, upload_id(path)) == b""
 
 

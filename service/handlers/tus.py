@@ -11,8 +11,8 @@ from aiohttp import web
 from service import storage
 from service.auth import current_user
 from service.errors import (ApiError, MethodNotAllowed, TusInvalidConcat, TusInvalidLength, TusInvalidOffset,
-                            TusOffsetMismatch, TusUploadExpired, TusUploadIsFinal, TusUploadLocked,
-                            TusUploadNotFound, TusUploadTooLarge, UnsupportedMediaType)
+                            TusLengthExceeded, TusOffsetMismatch, TusUploadIsFinal, TusUploadLocked,
+                            UnsupportedMediaType, UploadExpired, UploadNotFound, UploadTooLarge)
 from service.keys import pool_key, settings_key, tus_locks_key
 from service.metrics import UPLOADS_CREATED
 from service.models import FileStatus
@@ -71,7 +71,7 @@ async def create_upload(request: web.Request) -> web.Response:
     if defer is not None and defer.strip() != "1":
         raise TusInvalidLength("Upload-Defer-Length can only be 1")
     if length is not None and length > settings.max_upload_size:
-        raise TusUploadTooLarge(f"Upload-Length {length} is above Tus-Max-Size {settings.max_upload_size}")
+        raise UploadTooLarge(f"Upload-Length {length} is above Tus-Max-Size {settings.max_upload_size}")
     checksum = _checksum(request)
 
     async with request.app[pool_key].acquire() as conn:
@@ -116,7 +116,7 @@ async def _create_final(request: web.Request, concat: Concat, raw_metadata: str 
                 raise TusInvalidConcat(f"partial upload {part_id} is unfinished ({have} bytes)")
         size = sum(parts[p].size for p in part_ids)
         if size > settings.max_upload_size:
-            raise TusUploadTooLarge(f"the partial uploads add up to {size} bytes, above Tus-Max-Size")
+            raise UploadTooLarge(f"the partial uploads add up to {size} bytes, above Tus-Max-Size")
         final = await store.insert_upload(
             conn, owner_id=user.id, original_name=hints.original_name, mimetype=hints.mimetype, type=hints.type,
             size=size, size_deferred=False, chunk_size=settings.default_chunk_size,
@@ -138,7 +138,7 @@ async def head_upload(request: web.Request) -> web.Response:
         # A writer that is still receiving keeps its lock; its committed offset is still the truth.
         upload = await _owned_upload(request, upload_id)
     if upload is None:
-        raise TusUploadNotFound(f"upload {upload_id}")
+        raise UploadNotFound(f"upload {upload_id}")
     headers = {"Upload-Offset": str(upload.offset), "Cache-Control": "no-store", **_expires(upload)}
     if upload.length_known:
         headers["Upload-Length"] = str(upload.size)
@@ -174,10 +174,10 @@ async def delete_upload(request: web.Request) -> web.Response:
     upload_id = request.match_info["upload_id"]
     await _owned_upload(request, upload_id, allow_expired=True)
     async with request.app[tus_locks_key].hold(upload_id, force=True) as (conn, _):
-        blobs = await store.delete_upload(conn, upload_id)
-    if blobs is None:
-        raise TusUploadNotFound(f"upload {upload_id}")
-    await asyncio.to_thread(storage.remove, request.app[settings_key].storage_path, blobs)
+        deleted = await store.delete_upload(conn, upload_id)
+    if deleted is None:
+        raise UploadNotFound(f"upload {upload_id}")
+    await asyncio.to_thread(storage.remove_blobs, request.app[settings_key].storage_path, *deleted)
     return web.Response(status=204)
 
 
@@ -209,7 +209,7 @@ async def _append(request: web.Request, upload_id: str, offset: int, length: int
             upload = await _declare_length(conn, upload, length, settings.max_upload_size)
         room = (upload.size if upload.length_known else settings.max_upload_size) - upload.offset
         if request.content_length is not None and request.content_length > room:
-            raise TusUploadTooLarge(f"{request.content_length} bytes sent, {room} left in the upload")
+            raise TusLengthExceeded(f"{request.content_length} bytes sent, {room} left in the upload")
         error = await receive(request.content, conn, writer, upload,
                               Limits(room, locks.idle_timeout, settings.upload_expiry), checksum)
         upload = _live(await store.select_upload(conn, upload_id), upload_id)
@@ -227,7 +227,7 @@ async def _declare_length(conn: asyncpg.Connection, upload: TusUpload, length: i
             raise TusInvalidLength(f"the upload's length is {upload.size} and cannot change")
         return upload
     if length > max_size:
-        raise TusUploadTooLarge(f"Upload-Length {length} is above Tus-Max-Size {max_size}")
+        raise UploadTooLarge(f"Upload-Length {length} is above Tus-Max-Size {max_size}")
     declared = await store.declare_length(conn, upload.id, length)
     if declared is None:
         raise TusInvalidLength(f"Upload-Length {length} is below the {upload.offset} bytes already received")
@@ -239,15 +239,15 @@ async def _owned_upload(request: web.Request, upload_id: str, *, allow_expired: 
     async with request.app[pool_key].acquire() as conn:
         upload = await store.select_upload(conn, upload_id)
     if upload is None or upload.owner_id != current_user(request).id:
-        raise TusUploadNotFound(f"upload {upload_id}")
+        raise UploadNotFound(f"upload {upload_id}")
     return upload if allow_expired else _live(upload, upload_id)
 
 
 def _live(upload: TusUpload | None, upload_id: str) -> TusUpload:
     if upload is None:
-        raise TusUploadNotFound(f"upload {upload_id}")
+        raise UploadNotFound(f"upload {upload_id}")
     if upload.expired:
-        raise TusUploadExpired(f"upload {upload_id} expired at {http_date(upload.expires_at)}; start a new one")  # type: ignore[arg-type]
+        raise UploadExpired(f"upload {upload_id} expired at {http_date(upload.expires_at)}; start a new one")  # type: ignore[arg-type]
     return upload
 
 

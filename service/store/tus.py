@@ -112,13 +112,13 @@ async def declare_length(conn: asyncpg.Connection, upload_id: str, size: int) ->
     return None if row is None else TusUpload.from_row(row)
 
 
-DELETE_UPLOAD = "DELETE FROM files WHERE id = $1 AND protocol = 'tus' RETURNING path, thumbnail"
+DELETE_UPLOAD = "DELETE FROM files WHERE id = $1 AND protocol = 'tus' RETURNING path, filename"
 
 
-async def delete_upload(conn: asyncpg.Connection, upload_id: str) -> list[str] | None:
-    """Removes the upload and (by cascade) its chunks; the blob paths it may have, or None if it was gone."""
+async def delete_upload(conn: asyncpg.Connection, upload_id: str) -> tuple[str, str] | None:
+    """Removes the upload and (by cascade) its chunks: its path and blob name, or None if it was gone."""
     row = await conn.fetchrow(DELETE_UPLOAD, upload_id)
-    return None if row is None else [p for p in (row["path"], row["thumbnail"]) if p]
+    return None if row is None else (row["path"], row["filename"])
 
 
 SELECT_PARTS_FOR_UPDATE = f"SELECT {COLUMNS} FROM files WHERE id = any($1::text[]) AND protocol = 'tus' FOR UPDATE"
