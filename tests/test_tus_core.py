@@ -146,3 +146,21 @@ async def test_bearer_token_required_and_uploads_are_private(tus, user, make_use
     assert r.status == 404
     row = await file_row(conn, upload_id(path))
     assert row["bytes_received"] == 0 and row["uploaded_by_id"] == user.id
+
+
+async def test_a_tus_upload_is_a_file_but_not_a_native_upload(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
+    """Same files table, same /api/files/{id}; but each protocol's write endpoints keep to their own
+    uploads (fixed-index chunk PUTs would corrupt a tus upload's appended chunks, and back)."""
+    path = await create(tus, user, 10, **{"Upload-Metadata": metadata(filename="notes.txt")})
+    file_id = upload_id(path)
+    r = await tus.get(f"/api/files/{file_id}", headers=user.headers)
+    assert r.status == 200 and (await r.json())["original_name"] == "notes.txt"
+    assert (await tus.get(f"/api/uploads/{file_id}", headers=user.headers)).status == 404
+    assert (await tus.put(f"/api/uploads/{file_id}/chunks/0", data=b"x" * 10, headers=user.headers)).status == 404
+    assert (await tus.delete(f"/api/uploads/{file_id}", headers=user.headers)).status == 404
+    assert await stored_bytes(conn, file_id) == b""
+
+    r = await tus.post("/api/uploads", json={"filename": "a.bin", "size": 10}, headers=user.headers)
+    native = (await r.json())["id"]
+    assert (await tus.head(f"/api/tus/{native}", headers={**user.headers, **TUS})).status == 404
+    assert (await patch(tus, user, f"/api/tus/{native}", 0, b"0123456789")).status == 404

@@ -51,7 +51,8 @@ async def insert_upload(conn: asyncpg.Connection, new: NewUpload) -> Upload:
         return Upload(**row)
 
 
-GET_UPLOAD = f"SELECT {UPLOAD_COLUMNS} FROM files WHERE id = $1 AND uploaded_by_id = $2"
+# protocol: a tus upload (sql/0004) appends variable-length chunks; fixed-index PUTs would corrupt it.
+GET_UPLOAD = f"SELECT {UPLOAD_COLUMNS} FROM files WHERE id = $1 AND uploaded_by_id = $2 AND protocol = 'native'"
 
 
 async def get_upload(conn: asyncpg.Connection, file_id: str, user_id: str) -> Upload | None:
@@ -123,7 +124,9 @@ async def complete_upload(conn: asyncpg.Connection, upload: Upload) -> list[int]
         return missing
 
 
-DELETE_UPLOAD = "DELETE FROM files WHERE id = $1 AND uploaded_by_id = $2 AND status = 'UPLOADING' RETURNING id"
+DELETE_UPLOAD = """
+DELETE FROM files WHERE id = $1 AND uploaded_by_id = $2 AND status = 'UPLOADING' AND protocol = 'native' RETURNING id
+"""
 
 
 async def delete_upload(conn: asyncpg.Connection, file_id: str, user_id: str) -> bool:
