@@ -13,7 +13,7 @@ from service.auth import current_user
 from service.errors import (ApiError, MethodNotAllowed, TusInvalidConcat, TusInvalidLength, TusInvalidOffset,
                             TusLengthExceeded, TusOffsetMismatch, TusUploadIsFinal, TusUploadLocked,
                             UnsupportedMediaType, UploadExpired, UploadNotFound, UploadTooLarge)
-from service.keys import pool_key, settings_key, tus_locks_key
+from service.keys import pool_key, settings_key, slow_by_design_key, tus_locks_key
 from service.metrics import UPLOADS_CREATED
 from service.models import FileStatus
 from service.store import files
@@ -186,6 +186,7 @@ async def _write(request: web.Request, upload_id: str, offset: int, length: int 
     """The body of a PATCH (or of a POST with creation-with-upload) appended under the upload's lock.
     Where aiohttp cancels the handler of a client that hung up (handler_cancellation), the write still
     runs to its end in a task of its own, so the bytes that arrived are kept all the same."""
+    request[slow_by_design_key] = True  # a body takes as long as the client's link needs
     task = asyncio.create_task(_append(request, upload_id, offset, length, checksum))
     task.add_done_callback(_retrieve)
     return await asyncio.shield(task)
