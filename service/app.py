@@ -12,11 +12,15 @@ from service.routes import ROUTES
 
 # Chunk bodies are streamed, never read whole; JSON bodies above this are refused with 413.
 MAX_JSON_BODY = 1024 * 1024
+# How much of a body may wait in the socket reader before it stops reading (aiohttp's default is
+# 64 KiB): a multi-MiB chunk then arrives in a few large pieces, not hundreds of pause/resume rounds.
+READ_BUFFER = 1024 * 1024
 
 
 def create_app(settings: Settings, *, with_worker: bool = False) -> web.Application:
     """with_worker: run a processing worker in this process too (`chunkd serve` does unless --no-worker)."""
-    app = web.Application(middlewares=[log_middleware, problem_middleware, auth_middleware], client_max_size=MAX_JSON_BODY)
+    app = web.Application(middlewares=[log_middleware, problem_middleware, auth_middleware], client_max_size=MAX_JSON_BODY,
+                          handler_args={"read_bufsize": READ_BUFFER})
     app[settings_key] = settings
     app.cleanup_ctx.append(db.pool_ctx)
     app.cleanup_ctx.append(events.file_events_ctx)
