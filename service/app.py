@@ -15,6 +15,9 @@ from service.tus_locks import tus_locks_ctx
 
 # Chunk bodies are streamed, never read whole; JSON bodies above this are refused with 413.
 MAX_JSON_BODY = 1024 * 1024
+# How much of a body may wait in the socket reader before it stops reading (aiohttp's default is
+# 64 KiB): a multi-MiB chunk then arrives in a few large pieces, not hundreds of pause/resume rounds.
+READ_BUFFER = 1024 * 1024
 
 
 def create_app(settings: Settings, *, with_worker: bool = False) -> web.Application:
@@ -22,7 +25,8 @@ def create_app(settings: Settings, *, with_worker: bool = False) -> web.Applicat
     # cors outermost (preflights need no route, token or tus version); tus outside problem so that its
     # Tus-Resumable header lands on error responses too.
     middlewares = [cors_middleware, log_middleware, tus_middleware, problem_middleware, auth_middleware]
-    app = web.Application(middlewares=middlewares, client_max_size=MAX_JSON_BODY)
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_JSON_BODY,
+                          handler_args={"read_bufsize": READ_BUFFER})
     app[settings_key] = settings
     app.cleanup_ctx.append(db.pool_ctx)
     app.cleanup_ctx.append(events.file_events_ctx)

@@ -203,11 +203,15 @@ class Worker:
             chunks = await store.chunk_lengths(conn, file.id)
             check_chunks(chunks, file.size)
             assembly = await asyncio.to_thread(Assembly, final, self.id.rsplit(":", 1)[-1])
+            started = time.monotonic()
             try:
-                digest = await self._assemble(conn, file, chunks, assembly)
+                digest = await assemble(conn, file.id, chunks, assembly)
             except BaseException:
                 await asyncio.to_thread(assembly.discard)
                 raise
+        seconds = time.monotonic() - started
+        log.info("file assembled: %d bytes in %.3f s", file.size, seconds,
+                 extra={"action": "file_assembled", "file_id": file.id, "bytes": file.size, "ms": round(seconds * 1000)})
         try:
             if file.sha256 and digest != file.sha256:
                 raise CorruptContent(f"sha256 mismatch: declared {file.sha256}, assembled {digest}")
@@ -217,28 +221,6 @@ class Worker:
             await asyncio.to_thread(assembly.discard)
             raise
         return digest, analysis
-
-    async def _assemble(self, conn: asyncpg.Connection, file: ClaimedFile, chunks: list[tuple[int, int]],
-                        assembly: Assembly) -> str:
-        """Chunks in index order, a slice at a time; fetching the next slice overlaps writing and
-        hashing the previous one in a thread. Returns the SHA-256."""
-        writing: asyncio.Future[None] | None = None
-        try:
-            for index, length in chunks:
-                for offset in range(0, length, ASSEMBLY_SLICE):
-                    size = min(ASSEMBLY_SLICE, length - offset)
-                    data = await store.read_chunk_slice(conn, file.id, index, offset, size)
-                    if data is None or len(data) != size:
-                        raise CorruptContent(f"chunk {index} vanished during assembly")
-                    if writing is not None:
-                        await writing
-                    writing = asyncio.ensure_future(asyncio.to_thread(assembly.write, data))
-            if writing is not None:
-                await writing
-            return await asyncio.to_thread(assembly.finish)
-        finally:
-            if writing is not None and not writing.done():  # never discard under a running write
-                await asyncio.wait([writing])
 
     async def _finish(self, file: ClaimedFile, digest: str, analysis: Analysis) -> None:
         metadata = {"sha256": digest, "size": file.size, "claimed_mimetype": file.mimetype, **analysis.metadata}
@@ -282,6 +264,28 @@ class Worker:
                 log.warning("recording an outcome failed: %s", e, extra={"action": "settle_retry"})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
+
+
+async def assemble(conn: asyncpg.Connection, file_id: str, chunks: list[tuple[int, int]], assembly: Assembly) -> str:
+    """Chunks in index order, a slice at a time; fetching the next slice overlaps writing and hashing
+    the previous one in a thread. Returns the SHA-256; the caller commits or discards."""
+    writing: asyncio.Future[None] | None = None
+    try:
+        for index, length in chunks:
+            for offset in range(0, length, ASSEMBLY_SLICE):
+                size = min(ASSEMBLY_SLICE, length - offset)
+                data = await store.read_chunk_slice(conn, file_id, index, offset, size)
+                if data is None or len(data) != size:
+                    raise CorruptContent(f"chunk {index} vanished during assembly")
+                if writing is not None:
+                    await writing
+                writing = asyncio.ensure_future(asyncio.to_thread(assembly.write, data))
+        if writing is not None:
+            await writing
+        return await asyncio.to_thread(assembly.finish)
+    finally:
+        if writing is not None and not writing.done():  # never discard under a running write
+            await asyncio.wait([writing])
 
 
 def check_chunks(chunks: list[tuple[int, int]], size: int) -> None:

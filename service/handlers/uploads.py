@@ -75,17 +75,17 @@ async def put_chunk(request: web.Request) -> web.Response:
         raise ChunkOutOfRange(f"chunk {index} of an upload of {upload.total_chunks} chunks (0..{upload.total_chunks - 1})")
     expected = upload.chunk_length(index)
     # No pooled connection is held while a slow client sends its chunk.
-    data = await read_exactly(request, expected, settings.max_chunk_size, index)
-    digest = await asyncio.to_thread(sha256_hex, data) if declared else None
+    pieces = await read_exactly(request, expected, settings.max_chunk_size, index)
+    digest = await asyncio.to_thread(sha256_hex, pieces) if declared else None
     if declared and digest != declared:
         raise ChecksumMismatch(f"Content-SHA256 is {declared}, the body's is {digest}; nothing stored")
     async with request.app[pool_key].acquire() as conn:
-        received = await store.insert_chunk(conn, upload.id, index, data)
+        received = await store.insert_chunk(conn, upload.id, index, pieces, expected)
         stored_digest = await store.chunk_sha256(conn, upload.id, index) if received is None else None
     if received is not None:
         BYTES_RECEIVED.labels(PROTOCOL).inc(expected)
         return web.json_response({"index": index, "size": expected, "bytes_received": received}, status=201)
-    digest = digest or await asyncio.to_thread(sha256_hex, data)
+    digest = digest or await asyncio.to_thread(sha256_hex, pieces)
     if stored_digest is None:
         raise UploadClosed(f"upload {upload.id} stopped accepting chunks")
     if stored_digest != digest:
@@ -139,32 +139,33 @@ async def _load(conn: Any, request: web.Request, *, allow_closed: bool = False, 
     return upload
 
 
-async def read_exactly(request: web.Request, expected: int, max_chunk: int, index: int) -> bytearray:
-    """The body, streamed into one buffer of exactly `expected` bytes. Refused before reading when
-    Content-Length says it is wrong; refused as soon as a chunked body goes past it. A client that
-    goes away mid-body raises here, before anything reaches the database."""
+async def read_exactly(request: web.Request, expected: int, max_chunk: int, index: int) -> list[bytes]:
+    """The body as the pieces it arrived in, exactly `expected` bytes in all: never joined, they go to
+    the database as they are. Refused before reading when Content-Length says the length is wrong,
+    and as soon as a chunked body goes past it. A client that goes away mid-body raises here, before
+    anything reaches the database."""
     length = request.content_length
     if length is not None and length > max_chunk:
         raise ChunkTooLarge(f"Content-Length {length} is more than MAX_CHUNK_SIZE ({max_chunk})")
     if length is not None and length != expected:
         raise ChunkSizeMismatch(f"chunk {index} must be exactly {expected} bytes, Content-Length is {length}")
-    buffer = bytearray(expected)
-    view = memoryview(buffer)
+    pieces: list[bytes] = []
     got = 0
     while piece := await request.content.readany():
-        end = got + len(piece)
-        if end > expected:  # stop reading at once: the rest is never buffered
+        got += len(piece)
+        if got > expected:  # stop reading at once: the rest is never buffered
             raise ChunkSizeMismatch(f"chunk {index} must be exactly {expected} bytes, the body is longer")
-        view[got:end] = piece
-        got = end
-    view.release()
+        pieces.append(piece)
     if got != expected:
         raise ChunkSizeMismatch(f"chunk {index} must be exactly {expected} bytes, the body has {got}")
-    return buffer
+    return pieces
 
 
-def sha256_hex(data: bytes | bytearray) -> str:
-    return hashlib.sha256(data).hexdigest()
+def sha256_hex(pieces: list[bytes]) -> str:
+    digest = hashlib.sha256()
+    for piece in pieces:
+        digest.update(piece)
+    return digest.hexdigest()
 
 
 # request parsing ---------------------------------------------------------------------------------
