@@ -37,4 +37,3 @@ def resolve(storage_dir: Path, relative: str) -> Path:
     if root not in path.parents:
         raise ValueError(f"{relative!r} is outside the storage directory")
     return path
-
