@@ -167,8 +167,8 @@ def _upload_id(url: str, request: web.Request) -> str:
         parsed = URL(url)
     except ValueError:
         raise TusInvalidConcat(f"{url!r} is not a URL") from None
-    if parsed.is_absolute() and (parsed.scheme not in ("http", "https") or parsed.host != request.url.host
-                                 or parsed.port != request.url.port):
+    ours = {(u.scheme, u.host, u.port) for u in (request.url.origin(), public_origin(request))}
+    if parsed.is_absolute() and (parsed.scheme, parsed.host, parsed.port) not in ours:
         raise TusInvalidConcat(f"{url} is not an upload of this server")
     upload_id = parsed.path.removeprefix(PREFIX + "/")
     if not parsed.path.startswith(PREFIX + "/") or not upload_id or "/" in upload_id:
@@ -176,8 +176,23 @@ def _upload_id(url: str, request: web.Request) -> str:
     return upload_id
 
 
+_HOST = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+
+
+def public_origin(request: web.Request) -> URL:
+    """The server as its client sees it. Behind a TLS-terminating proxy or load balancer (DESIGN.md's
+    N servers) that is X-Forwarded-Proto/-Host; a client can mislead only itself with them."""
+    proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    host = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip()
+    scheme = proto if proto in ("http", "https") else request.scheme
+    try:
+        return URL(f"{scheme}://{host if _HOST.fullmatch(host) else request.host}")
+    except ValueError:
+        return request.url.origin()
+
+
 def upload_url(request: web.Request, upload_id: str) -> str:
-    return str(request.url.origin().with_path(f"{PREFIX}/{upload_id}"))
+    return str(public_origin(request).with_path(f"{PREFIX}/{upload_id}"))
 
 
 def http_date(moment: datetime) -> str:

@@ -307,3 +307,18 @@ async def test_concatenation_refuses_bad_partials(tus, user, make_user, conn) ->
     assert r.status == 400 and (await r.json())["code"] == "TUS_INVALID_LENGTH"
     assert await conn.fetchval("SELECT count(*) FROM files WHERE tus_concat = 'final'") == 0
     assert await stored_bytes(conn, upload_id(done)) == b"done"  # untouched
+
+
+async def test_behind_a_proxy_urls_are_the_public_ones(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
+    """A TLS-terminating proxy forwards X-Forwarded-Proto/-Host: Location and Upload-Concat URLs use
+    them, so browsers get https URLs and can name partials by the URLs they were given."""
+    proxy = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "files.example"}
+    r = await tus.post("/api/tus/", headers={**user.headers, **TUS, **proxy, "Upload-Length": "2",
+                                             "Upload-Concat": "partial"})
+    part = r.headers["Location"]
+    assert part == f"https://files.example/api/tus/{upload_id(part)}"
+    assert (await patch(tus, user, upload_path(part), 0, b"hi")).status == 204
+    r = await tus.post("/api/tus/", headers={**user.headers, **TUS, **proxy, "Upload-Concat": f"final;{part}"})
+    assert r.status == 201 and r.headers["Location"].startswith("https://files.example/api/tus/")
+    r = await tus.head(upload_path(r.headers["Location"]), headers={**user.headers, **TUS, **proxy})
+    assert r.headers["Upload-Concat"] == f"final;{part}"
