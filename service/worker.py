@@ -55,7 +55,8 @@ class Worker:
     # lifecycle ---------------------------------------------------------------------------------
     async def run(self) -> None:
         """Claims and processes files until stop(); then lets running ones finish and unregisters."""
-        await self._register()
+        if not await self._register_until_stopped():
+            return
         background = [asyncio.create_task(self.listener.run(), name="worker listener"),
                       asyncio.create_task(self._heartbeat_loop(), name="worker heartbeat")]
         log.info("worker started", extra={"action": "worker_started", "worker_id": self.id})
@@ -98,6 +99,20 @@ class Worker:
                 await store.delete_worker(conn, self.id)
         self._registered = False
 
+    async def _register_until_stopped(self) -> bool:
+        """The database may not be up yet when the process starts: keep trying, as the pool would."""
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                await self._register()
+                return True
+            except db_errors() as e:
+                log.warning("cannot register the worker yet: %s", e, extra={"action": "worker_register_failed"})
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                delay = min(delay * 2, 10)
+        return False
+
     async def _register(self) -> None:
         async with self.pool.acquire() as conn:
             await store.register_worker(conn, self.id, socket.gethostname(), os.getpid())
@@ -113,19 +128,34 @@ class Worker:
 
     # claiming -------------------------------------------------------------------------------------
     async def _loop(self) -> None:
-        while not self._stop.is_set():
-            await self._slots.acquire()  # a free slot before claiming: never hold a file we cannot start
+        while await self._free_slot():  # a free slot before claiming: never hold a file we cannot start
             file = None
-            if not self._stop.is_set():
-                try:
-                    file = await self._claim()
-                except db_errors() as e:
-                    log.warning("claim failed: %s", e, extra={"action": "claim_failed", "worker_id": self.id})
+            try:
+                file = await self._claim()
+            except db_errors() as e:
+                log.warning("claim failed: %s", e, extra={"action": "claim_failed", "worker_id": self.id})
             if file is None:
                 self._slots.release()
                 await self._idle()
                 continue
             self._start(file)
+
+    async def _free_slot(self) -> bool:
+        """Takes a slot; False (holding none) once stop() is called, even while every slot is busy."""
+        acquire = asyncio.ensure_future(self._slots.acquire())
+        stopping = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({acquire, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not acquire.done():
+            acquire.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await acquire
+        if acquire.cancelled():
+            return False
+        if self._stop.is_set():
+            self._slots.release()
+            return False
+        return True
 
     async def _idle(self) -> None:
         waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(self._stop.wait())]
@@ -152,6 +182,8 @@ class Worker:
     def _on_done(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
         self._slots.release()
+        if not task.cancelled() and task.exception() is not None:  # a bug: say so, keep working
+            log.error("processing task failed", exc_info=task.exception(), extra={"action": "worker_bug"})
 
     async def _heartbeat_loop(self) -> None:
         while True:

@@ -10,6 +10,7 @@ import zlib
 from pathlib import Path
 from typing import AsyncIterator
 
+import aiohttp
 import asyncpg
 import pytest
 from PIL import Image
@@ -262,3 +263,41 @@ async def test_worker_process_killed_mid_file_is_replaced(chunkd, settings, user
 async def file_row_no_chunks(conn: asyncpg.Connection, file_id: str) -> asyncpg.Record:
     """Reads only `files`: file_chunks is locked while this is used."""
     return await conn.fetchrow("SELECT status, worker_id FROM files WHERE id = $1", file_id)
+
+
+async def test_stop_hands_back_a_file_that_cannot_finish_in_time(settings, user, conn, database_url) -> None:  # type: ignore[no-untyped-def]
+    file_id = await insert_ready_file(conn, user.id, [b"stuck"])
+    blocker = await asyncpg.connect(database_url)
+    tx = blocker.transaction()
+    await tx.start()
+    await blocker.execute("LOCK TABLE file_chunks IN ACCESS EXCLUSIVE MODE")  # the worker blocks mid-file
+    pool = await db.create_pool(settings, max_size=4)
+    try:
+        worker = Worker(settings, pool, concurrency=1, shutdown_timeout=0.5)
+        task = asyncio.create_task(worker.run())
+        deadline = time.monotonic() + 10
+        while (await file_row_no_chunks(conn, file_id))["worker_id"] is None:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        started = time.monotonic()
+        worker.stop()  # every slot is busy: stop must not wait for one to free up
+        await asyncio.wait_for(task, 5)
+        assert time.monotonic() - started < 3
+        row = await file_row_no_chunks(conn, file_id)
+        assert row["status"] == "PROCESSING" and row["worker_id"] is None  # back in the queue for others
+    finally:
+        await tx.rollback()
+        await blocker.close()
+        await pool.close()
+
+
+async def test_chunkd_serve_runs_a_worker(chunkd, user) -> None:  # type: ignore[no-untyped-def]
+    server = chunkd("serve", **UPLOAD_ENV)
+    data = jpeg(640, 480)
+    async with aiohttp.ClientSession(server.url) as session:
+        file_id = await upload(session, user, data, "photo.jpg")
+        body = await wait_for_status(session, user, file_id)
+        assert body["status"] == "COMPLETED" and body["metadata"]["width"] == 640
+        async with session.get(body["url"], headers=user.headers) as r:
+            assert sha256(await r.read()) == sha256(data)
+    assert server.stop() == 0
