@@ -38,9 +38,9 @@ class ChunkBody:
         self._pieces: list[bytes] = []
         self._sha256: str | None = None
 
-    async def start(self) -> bool:
-        """Reads what arrives quickly; True when the rest should be streamed (a fast client with more
-        to send), False when the body is now whole (or the client is slow: it was read whole)."""
+    async def start(self) -> None:
+        """Reads what arrives quickly. A slow client's body is then read whole (and its checksum
+        verified) before the caller takes a database connection; a fast one's rest is streamed."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + FAST_START_SECONDS
         while not self.ended and self.received < FAST_START:
@@ -53,8 +53,6 @@ class ChunkBody:
             while not self.ended:
                 await self._read()
             await self.verify()
-            return False
-        return True
 
     async def pieces(self) -> AsyncIterator[bytes]:
         """Every byte once, in order: what was read already, then the rest as it arrives. Raises (and
