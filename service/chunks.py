@@ -15,7 +15,7 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
-from service.errors import ChecksumMismatch, ChunkSizeMismatch, ChunkTooLarge
+from service.errors import ChecksumMismatch, ChunkSizeMismatch, ChunkStalled, ChunkTooLarge
 
 # A client that delivers its first FAST_START bytes within FAST_START_SECONDS (20 MB/s) is streamed.
 FAST_START = 1024 * 1024
@@ -60,8 +60,11 @@ class ChunkBody:
         sent = 0
         while sent < len(self._pieces) or not self.ended:
             if sent == len(self._pieces):
-                async with asyncio.timeout(STALL_TIMEOUT):
-                    await self._read()
+                try:
+                    async with asyncio.timeout(STALL_TIMEOUT):
+                        await self._read()
+                except TimeoutError:
+                    raise ChunkStalled(f"no byte of chunk {self.index} for {STALL_TIMEOUT:g} s; nothing stored") from None
                 continue
             yield self._pieces[sent]
             sent += 1

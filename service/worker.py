@@ -63,10 +63,10 @@ class Worker:
         try:
             await self._loop()
         finally:
+            await self._drain()  # still heartbeating: the files being finished stay ours
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            await self._drain()
             await self.close()
             log.info("worker stopped", extra={"action": "worker_stopped", "worker_id": self.id})
 
