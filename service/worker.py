@@ -346,7 +346,8 @@ async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def run_standalone(settings: Settings) -> None:
     """`chunkd worker`: its own small pool, until SIGTERM or SIGINT."""
-    pool = await db.create_pool(settings, max_size=settings.worker_concurrency + 2)
+    # min_size=0: started before the database, the worker waits for it instead of failing.
+    pool = await db.create_pool(settings, min_size=0, max_size=settings.worker_concurrency + 2)
     try:
         worker = Worker(settings, pool)
         loop = asyncio.get_running_loop()
