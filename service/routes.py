@@ -11,4 +11,5 @@ ROUTES: list[web.AbstractRouteDef] = [
     # admin and ops
     web.get("/api/admin/stats/files", admin.get_file_stats),
     web.get("/api/admin/stats/uploads/daily", admin.get_daily_upload_stats),
+    web.get("/api/admin/db", admin.get_database_health),
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from service.auth import require_admin
+from service.db import Pool
 from service.errors import ValidationFailed
 from service.keys import pool_key
 from service.store import stats
@@ -31,3 +32,30 @@ def _int_param(request: web.Request, name: str, default: int, minimum: int, maxi
     if not raw.strip().isdigit() or not minimum <= int(raw) <= maximum:
         raise ValidationFailed(f"{name} must be an integer from {minimum} to {maximum}, got {raw!r}", field=name)
     return int(raw)
+
+
+SLOWEST_STATEMENTS = 10
+
+
+async def get_database_health(request: web.Request) -> web.Response:
+    require_admin(request)
+    pool = request.app[pool_key]
+    async with pool.acquire() as conn:
+        statements, reason = await stats.slowest_statements(conn, SLOWEST_STATEMENTS)
+        body = {
+            "connections": await stats.connection_counts(conn),
+            "pool": pool_state(pool),
+            "database": await stats.database_size(conn),
+            "tables": await stats.table_sizes(conn),
+            "indexes": await stats.index_usage(conn),
+            "pg_stat_statements": statements,
+            "pg_stat_statements_reason": reason,
+        }
+    return web.json_response(body)
+
+
+def pool_state(pool: Pool) -> dict[str, int]:
+    """This process's pool; `waiting` counts acquires in progress (see db.Pool)."""
+    size, free = pool.get_size(), pool.get_idle_size()
+    return {"size": size, "free": free, "in_use": size - free, "min": pool.get_min_size(),
+            "max": pool.get_max_size(), "waiting": pool.waiting}
