@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from service.errors import ApiError, DatabaseUnavailable, from_http_exception, problem_response
+from service import metrics
 from service.keys import settings_key
 
 log = logging.getLogger("service.http")
@@ -65,3 +66,26 @@ async def log_middleware(request: web.Request, handler: Handler) -> web.StreamRe
                         extra={**fields, "action": "slow_request"})
         else:
             log.info("%s %s %s %.1f ms", request.method, request.path, status, ms, extra=fields)
+
+
+# Status of a request whose client went away before an answer (nginx's convention).
+CLIENT_CLOSED = 499
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Requests by route pattern (/api/files/{id}, never the raw path: bounded label values) and status."""
+    started = time.perf_counter()
+    status = CLIENT_CLOSED
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as e:
+        status = e.status
+        raise
+    finally:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        metrics.REQUESTS.labels(route, request.method, str(status)).inc()
+        metrics.REQUEST_SECONDS.labels(route, request.method).observe(time.perf_counter() - started)

@@ -125,3 +125,14 @@ async def slowest_statements(conn: asyncpg.Connection, limit: int) -> tuple[list
         return [dict(r) for r in await conn.fetch(SLOWEST_STATEMENTS, limit)], None
     except asyncpg.PostgresError as e:  # installed but not preloaded, or not readable by this role
         return None, f"pg_stat_statements is installed but cannot be read: {e}"
+
+
+QUEUE_DEPTH = """
+SELECT count(*) FILTER (WHERE worker_id IS NULL) AS waiting, count(*) FILTER (WHERE worker_id IS NOT NULL) AS claimed
+  FROM files
+ WHERE status = 'PROCESSING'
+"""
+
+
+async def queue_depth(conn: asyncpg.Connection) -> dict[str, int]:
+    return dict(await conn.fetchrow(QUEUE_DEPTH))
