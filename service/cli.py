@@ -9,7 +9,7 @@ from typing import Callable
 
 from aiohttp import web
 
-from service import __version__, db, doctor, embedded, logs, migrate, seed
+from service import __version__, cleanup, db, doctor, embedded, logs, migrate, seed
 from service.app import create_app
 from service.config import ConfigError, Settings, load_settings
 from service.embedded import EmbeddedError
@@ -71,6 +71,21 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if any(c.required and not c.ok for c in checks) else 0
 
 
+# operations: cleanup, backup, restore, upload
+def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:
+    with embedded.database(settings) as settings:
+        report = asyncio.run(_with_conn(settings, lambda conn: cleanup.run_cleanup(conn, settings, args.dry_run)))
+    print("\n".join(report.lines()))
+    return 1 if report.skipped else 0
+
+
+def add_operations(sub: argparse._SubParsersAction) -> None:
+    c = sub.add_parser("cleanup", help="remove old FAILED files, expired uploads, orphaned chunks and blobs")
+    c.add_argument("--dry-run", action="store_true", help="show what would be removed, remove nothing")
+    c.set_defaults(run=cmd_cleanup)
+# end of operations
+
+
 async def _with_conn(settings: Settings, operation: Callable) -> object:
     conn = await db.connect(settings)
     try:
@@ -97,6 +112,7 @@ def parser() -> argparse.ArgumentParser:
     m.set_defaults(run=cmd_migrate)
     sub.add_parser("seed", help="create the seed's admin, users and posts (idempotent)").set_defaults(run=cmd_seed)
     sub.add_parser("doctor", help="check database, migrations, storage and libmagic").set_defaults(run=cmd_doctor)
+    add_operations(sub)
     return p
 
 
