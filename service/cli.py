@@ -5,11 +5,12 @@ import argparse
 import asyncio
 import logging
 import sys
+from pathlib import Path
 from typing import Callable
 
 from aiohttp import web
 
-from service import __version__, cleanup, db, doctor, embedded, logs, migrate, seed
+from service import __version__, backup, cleanup, db, doctor, embedded, logs, migrate, seed
 from service.app import create_app
 from service.config import ConfigError, Settings, load_settings
 from service.embedded import EmbeddedError
@@ -79,10 +80,36 @@ def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if report.skipped else 0
 
 
+def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
+    with embedded.database(settings) as settings:
+        archive, pruned = backup.backup(settings, Path(args.dir))
+    for path in pruned:
+        print(f"removed expired backup {path}", file=sys.stderr)
+    print(archive)
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
+    if not Path(args.archive).is_file():
+        print(f"chunkd: {args.archive}: no such file", file=sys.stderr)
+        return 2
+    with embedded.database(settings) as settings:
+        manifest = backup.restore(settings, Path(args.archive), force=args.force)
+    print(f"restored {args.archive}: database and {manifest['blobs']} blobs (backup of {manifest['created_at']})")
+    return 0
+
+
 def add_operations(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("cleanup", help="remove old FAILED files, expired uploads, orphaned chunks and blobs")
     c.add_argument("--dry-run", action="store_true", help="show what would be removed, remove nothing")
     c.set_defaults(run=cmd_cleanup)
+    b = sub.add_parser("backup", help="write one archive of the database and the blobs; keep 7 days of them")
+    b.add_argument("--dir", default="backups", help="directory of the archives (default ./backups)")
+    b.set_defaults(run=cmd_backup)
+    r = sub.add_parser("restore", help="restore an archive into the configured database and STORAGE_DIR")
+    r.add_argument("archive")
+    r.add_argument("--force", action="store_true", help="replace a database or storage that is not empty")
+    r.set_defaults(run=cmd_restore)
 # end of operations
 
 
@@ -122,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
         logs.setup(settings.log_level)
         return args.run(args, settings)
-    except (ConfigError, EmbeddedError, migrate.MigrationError) as e:
+    except (ConfigError, EmbeddedError, migrate.MigrationError, backup.BackupError) as e:
         print(f"chunkd: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
