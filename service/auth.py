@@ -2,7 +2,9 @@
 the auth middleware that puts the caller on every /api request."""
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import secrets
 import time
 from dataclasses import dataclass
@@ -14,7 +16,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from service.config import Settings
-from service.errors import Forbidden, Unauthorized
+from service.errors import Forbidden, RefreshTokenInvalid, Unauthorized
 from service.keys import pool_key, settings_key, user_key
 from service.models import CurrentUser
 
@@ -57,7 +59,11 @@ def decode_access_token(settings: Settings, token: str) -> str:
 
 @dataclass(frozen=True)
 class RefreshToken:
-    """`<user id>.<expiry>.<secret>`: names its user and expiry; only its SHA-256 is stored."""
+    """`<user id>.<expiry>.<nonce>.<mac>`: names its user and expiry; only its SHA-256 is stored.
+
+    The MAC (HMAC-SHA256 under JWT_SECRET) tells a token this server issued from a forged one, so only
+    a genuine but already-consumed token counts as reuse and revokes the session; without it, anyone
+    who knows a user id (authors' ids are public in post listings) could log that user out at will."""
     token: str
     user_id: str
     expires_at: int
@@ -65,14 +71,19 @@ class RefreshToken:
     @classmethod
     def new(cls, settings: Settings, user_id: str) -> RefreshToken:
         expires_at = int(time.time()) + settings.refresh_token_ttl
-        return cls(f"{user_id}.{expires_at}.{secrets.token_urlsafe(32)}", user_id, expires_at)
+        body = f"{user_id}.{expires_at}.{secrets.token_urlsafe(32)}"
+        return cls(f"{body}.{_mac(settings, body)}", user_id, expires_at)
 
     @classmethod
-    def parse(cls, token: str) -> RefreshToken:
-        user_id, _, rest = token.partition(".")
-        expiry, _, secret = rest.partition(".")
-        if not user_id or not expiry.isdigit() or len(secret) < 32:
-            raise Unauthorized("refresh token invalid")
+    def parse(cls, settings: Settings, token: str) -> RefreshToken:
+        parts = token.split(".")
+        if len(parts) != 4:
+            raise RefreshTokenInvalid("refresh token invalid")
+        user_id, expiry, nonce, mac = parts
+        body = token.rpartition(".")[0]
+        genuine = hmac.compare_digest(mac.encode(), _mac(settings, body).encode())
+        if not user_id or not expiry.isdigit() or len(nonce) < 32 or not genuine:
+            raise RefreshTokenInvalid("refresh token invalid")
         return cls(token, user_id, int(expiry))
 
     @property
@@ -82,6 +93,11 @@ class RefreshToken:
     @property
     def expired(self) -> bool:
         return self.expires_at <= time.time()
+
+
+def _mac(settings: Settings, body: str) -> str:
+    digest = hmac.new(settings.jwt_secret.encode(), body.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 LOAD_CALLER = "SELECT id, email, role, is_active FROM users WHERE id = $1"

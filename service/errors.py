@@ -35,6 +35,18 @@ class UnsupportedMediaType(ApiError): status, code, title = 415, "UNSUPPORTED_ME
 class DatabaseUnavailable(ApiError): status, code, title = 503, "DATABASE_UNAVAILABLE", "Database unavailable"
 
 
+# accounts and posts
+class InvalidCredentials(ApiError): status, code, title = 401, "INVALID_CREDENTIALS", "Wrong email or password"
+class AccountInactive(ApiError): status, code, title = 401, "ACCOUNT_INACTIVE", "The account is deactivated"
+class RefreshTokenInvalid(ApiError): status, code, title = 401, "REFRESH_TOKEN_INVALID", "Refresh token invalid or expired"
+class RefreshTokenReused(ApiError): status, code, title = 401, "REFRESH_TOKEN_REUSED", "Refresh token already used; session revoked"
+class UserNotFound(ApiError): status, code, title = 404, "USER_NOT_FOUND", "User not found"
+class PostNotFound(ApiError): status, code, title = 404, "POST_NOT_FOUND", "Post not found"
+class EmailTaken(ApiError): status, code, title = 409, "EMAIL_TAKEN", "Email already registered"
+class SelfLockout(ApiError): status, code, title = 409, "SELF_LOCKOUT", "Admins cannot demote, deactivate or delete themselves"
+class UnknownFiles(ApiError): status, code, title = 422, "UNKNOWN_FILES", "Some files do not exist or are not yours"
+
+
 # aiohttp's own HTTP exceptions (router 404/405, client_max_size 413, ...) map onto the catalogue.
 _BY_STATUS: dict[int, type[ApiError]] = {
     400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 405: MethodNotAllowed,

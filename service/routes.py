@@ -3,11 +3,28 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.handlers import admin, health, metrics
+from service.handlers import admin, auth, health, metrics, posts, users
 
 ROUTES: list[web.AbstractRouteDef] = [
     web.get("/healthz", health.get_healthz, allow_head=True),
     web.get("/readyz", health.get_readyz, allow_head=True),
+    # accounts and posts
+    web.post("/api/auth/register", auth.register),
+    web.post("/api/auth/login", auth.login),
+    web.post("/api/auth/refresh", auth.refresh),
+    web.post("/api/auth/logout", auth.logout),
+    web.get("/api/users/me", users.get_me),
+    web.get("/api/users", users.list_users),
+    web.get("/api/users/{id}", users.get_user),
+    web.patch("/api/users/{id}", users.patch_user),
+    web.delete("/api/users/{id}", users.delete_user),
+    web.get("/api/admin/stats/users", users.get_user_stats),
+    web.post("/api/posts", posts.create_post),
+    web.get("/api/posts", posts.list_posts),
+    web.get("/api/posts/recent", posts.list_recent_posts),
+    web.get("/api/posts/{id}", posts.get_post),
+    web.patch("/api/posts/{id}", posts.patch_post),
+    web.delete("/api/posts/{id}", posts.delete_post),
     # admin and ops
     web.get("/api/admin/stats/files", admin.get_file_stats),
     web.get("/api/admin/stats/uploads/daily", admin.get_daily_upload_stats),

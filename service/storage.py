@@ -1,8 +1,10 @@
 """Where blobs live under STORAGE_DIR. Names are generated here, never taken from the client."""
 from __future__ import annotations
 
+import glob
 import uuid
 from pathlib import Path
+from typing import Iterable
 
 
 def new_blob_name() -> str:
@@ -26,3 +28,22 @@ def resolve(storage_dir: Path, relative: str) -> Path:
     if root not in path.parents:
         raise ValueError(f"{relative!r} is outside the storage directory")
     return path
+
+
+def delete_blobs(storage_dir: Path, files: Iterable[tuple[str, str]]) -> int:
+    """Removes each file's blob (its `path`) and thumbnails (`thumbs/xx/<filename>.*`); missing ones are
+    fine (never assembled, or already gone). Blocking IO: run it in a thread. Returns how many were removed."""
+    removed = 0
+    for path, filename in files:
+        try:
+            blob, thumbs = resolve(storage_dir, path), resolve(storage_dir, thumbnail_path(filename))
+        except ValueError:
+            continue  # a row pointing outside STORAGE_DIR is not ours to delete
+        candidates = [blob, *thumbs.parent.glob(glob.escape(thumbs.name) + ".*")]
+        for candidate in candidates:
+            try:
+                candidate.unlink()
+                removed += 1
+            except FileNotFoundError:
+                pass
+    return removed

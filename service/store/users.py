@@ -1,7 +1,11 @@
 """users: SQL and the functions that run it."""
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
+
+from service.errors import EmailTaken, UserNotFound
 
 UPSERT_USER = """
 INSERT INTO users (email, password, name, role) VALUES ($1, $2, $3, $4)
@@ -25,3 +29,174 @@ SELECT u.id FROM users u WHERE NOT EXISTS (SELECT 1 FROM user_preferences p WHER
 async def insert_missing_preferences(conn: asyncpg.Connection) -> int:
     """The seed's migrateUserPreferences: default preferences for every user who has none."""
     return int((await conn.execute(INSERT_MISSING_PREFERENCES)).split()[-1])
+
+
+# The public shape of a user: never the password hash or the refresh-token digest.
+USER_COLUMNS = "id, email, name, role, is_active, created_at, updated_at"
+
+INSERT_USER = f"""
+WITH new_user AS (
+    INSERT INTO users (email, password, name) VALUES ($1, $2, $3)
+    RETURNING {USER_COLUMNS}
+), preferences AS (                                         -- the 0002 data migration's rule, for new users
+    INSERT INTO user_preferences (user_id) SELECT id FROM new_user
+)
+SELECT * FROM new_user
+"""
+
+
+async def insert_user(conn: asyncpg.Connection, email: str, password_hash: str, name: str | None) -> asyncpg.Record:
+    try:
+        return await conn.fetchrow(INSERT_USER, email, password_hash, name)
+    except asyncpg.UniqueViolationError:
+        raise EmailTaken(f"{email} is already registered") from None
+
+
+FETCH_CREDENTIALS = "SELECT id, password, is_active FROM users WHERE email = $1"
+
+
+async def fetch_credentials(conn: asyncpg.Connection, email: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(FETCH_CREDENTIALS, email)
+
+
+SET_REFRESH_TOKEN = f"""
+UPDATE users SET refresh_token = $2 WHERE id = $1 AND is_active
+RETURNING {USER_COLUMNS}
+"""
+
+
+async def set_refresh_token(conn: asyncpg.Connection, user_id: str, digest: str) -> asyncpg.Record | None:
+    """A new session for an active user (login, register); None when the user is gone or inactive."""
+    return await conn.fetchrow(SET_REFRESH_TOKEN, user_id, digest)
+
+
+ROTATE_REFRESH_TOKEN = f"""
+UPDATE users SET refresh_token = $3
+ WHERE id = $1 AND refresh_token = $2 AND is_active       -- guarded: of two refreshes with one token, one wins
+RETURNING {USER_COLUMNS}
+"""
+
+
+async def rotate_refresh_token(conn: asyncpg.Connection, user_id: str, old_digest: str,
+                               new_digest: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(ROTATE_REFRESH_TOKEN, user_id, old_digest, new_digest)
+
+
+FETCH_IS_ACTIVE = "SELECT is_active FROM users WHERE id = $1"
+
+
+async def fetch_is_active(conn: asyncpg.Connection, user_id: str) -> bool | None:
+    """True/False, or None for no such user."""
+    return await conn.fetchval(FETCH_IS_ACTIVE, user_id)
+
+
+CLEAR_REFRESH_TOKEN = "UPDATE users SET refresh_token = NULL WHERE id = $1"
+
+
+async def clear_refresh_token(conn: asyncpg.Connection, user_id: str) -> None:
+    """Logout, or revocation after a reused refresh token: no refresh token of this user works any more."""
+    await conn.execute(CLEAR_REFRESH_TOKEN, user_id)
+
+
+FETCH_USER = f"SELECT {USER_COLUMNS} FROM users WHERE id = $1"
+
+
+async def fetch_user(conn: asyncpg.Connection, user_id: str) -> asyncpg.Record:
+    row = await conn.fetchrow(FETCH_USER, user_id)
+    if row is None:
+        raise UserNotFound(f"user {user_id}")
+    return row
+
+
+FETCH_USER_WITH_CONTENT = f"""
+SELECT {USER_COLUMNS},
+       COALESCE((SELECT json_agg(json_build_object('id', p.id, 'title', p.title, 'published', p.published)
+                                 ORDER BY p.created_at DESC, p.id)
+                   FROM posts p WHERE p.author_id = u.id), '[]') AS posts,
+       COALESCE((SELECT json_agg(json_build_object('id', f.id, 'original_name', f.original_name,
+                                                   'type', f.type, 'status', f.status)
+                                 ORDER BY f.created_at DESC, f.id)
+                   FROM files f WHERE f.uploaded_by_id = u.id), '[]') AS files
+  FROM users u WHERE u.id = $1
+"""
+
+
+async def fetch_user_with_content(conn: asyncpg.Connection, user_id: str) -> asyncpg.Record:
+    """The seed's findByEmail: the user with its posts and files, in one statement."""
+    row = await conn.fetchrow(FETCH_USER_WITH_CONTENT, user_id)
+    if row is None:
+        raise UserNotFound(f"user {user_id}")
+    return row
+
+
+FETCH_USERS_PAGE = f"""
+SELECT {USER_COLUMNS}, count(*) OVER () AS total FROM users
+ ORDER BY created_at DESC, id
+ LIMIT $1 OFFSET $2
+"""
+COUNT_USERS = "SELECT count(*) FROM users"
+
+
+async def fetch_users_page(conn: asyncpg.Connection, limit: int, offset: int) -> tuple[list[asyncpg.Record], int]:
+    """A page of users and the total; the count runs again only for a page past the end."""
+    rows = await conn.fetch(FETCH_USERS_PAGE, limit, offset)
+    return rows, rows[0]["total"] if rows else await conn.fetchval(COUNT_USERS)
+
+
+UPDATE_USER = f"""
+UPDATE users SET
+    name          = CASE WHEN $2 THEN $3 ELSE name END,
+    email         = CASE WHEN $4 THEN $5 ELSE email END,
+    role          = CASE WHEN $6 THEN $7::user_role ELSE role END,
+    is_active     = CASE WHEN $8 THEN $9 ELSE is_active END,
+    refresh_token = CASE WHEN $8 AND NOT $9 THEN NULL ELSE refresh_token END  -- deactivation ends the session
+ WHERE id = $1
+RETURNING {USER_COLUMNS}
+"""
+
+
+async def update_user(conn: asyncpg.Connection, user_id: str, changes: dict[str, Any]) -> asyncpg.Record:
+    """Sets the fields present in `changes` (name, email, role, is_active); others keep their value."""
+    args = []
+    for name in ("name", "email", "role", "is_active"):
+        args += [name in changes, changes.get(name)]
+    try:
+        row = await conn.fetchrow(UPDATE_USER, user_id, *args)
+    except asyncpg.UniqueViolationError:
+        raise EmailTaken(f"{changes['email']} is already registered") from None
+    if row is None:
+        raise UserNotFound(f"user {user_id}")
+    return row
+
+
+DELETE_USER_FILES = """
+DELETE FROM files WHERE uploaded_by_id = $1
+RETURNING path, filename
+"""
+DELETE_USER = "DELETE FROM users WHERE id = $1 RETURNING id"
+
+
+async def delete_user(conn: asyncpg.Connection, user_id: str) -> list[asyncpg.Record]:
+    """Deletes the user, its posts, preferences, files and their chunks (the schema's cascades), in one
+    transaction. Returns the deleted files' blob locations: the caller removes them after the commit."""
+    async with conn.transaction():
+        # Files first and explicitly: a cascade would delete them without telling us where their blobs are.
+        files = await conn.fetch(DELETE_USER_FILES, user_id)
+        if await conn.fetchval(DELETE_USER, user_id) is None:
+            raise UserNotFound(f"user {user_id}")
+    return files
+
+
+COUNT_USER_STATS = """
+SELECT count(*) AS total,
+       count(*) FILTER (WHERE is_active) AS active,
+       count(*) FILTER (WHERE role = 'ADMIN') AS admins
+  FROM users
+"""
+
+
+async def count_user_stats(conn: asyncpg.Connection) -> dict[str, int]:
+    """The seed's getUserStats, counted by one scan instead of three queries."""
+    row = await conn.fetchrow(COUNT_USER_STATS)
+    return {"total": row["total"], "active": row["active"], "admins": row["admins"],
+            "regular": row["total"] - row["admins"]}

@@ -1,0 +1,80 @@
+"""Times the post-listing statements on a large table, with and without migration 0006's indexes.
+
+    .venv/bin/python bench/post_listing.py [POSTS]
+
+Starts a throwaway embedded PostgreSQL, migrates, loads POSTS posts (default 200000) by 2000 authors,
+half published, a file on every fourth post, then prints the median of 5 runs per statement."""
+from __future__ import annotations
+
+import asyncio
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import asyncpg
+
+from service import migrate
+from service.store import posts
+from service.embedded import EmbeddedPostgres
+
+DROP_0006 = "DROP INDEX idx_posts_recent, idx_posts_author_recent"
+CREATE_0006 = (migrate.SQL_DIR / "0006_post_listing_indexes.sql").read_text()
+
+
+async def median_ms(conn: asyncpg.Connection, sql: str, *args: object) -> float:
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        await conn.fetch(sql, *args)
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+async def run(url: str, n: int) -> None:
+    conn = await asyncpg.connect(url)
+    await migrate.deploy(conn)
+    await conn.execute("INSERT INTO users (email, password) SELECT 'u' || i || '@example.com', 'x'"
+                       " FROM generate_series(1, 2000) i")
+    await conn.execute("""
+        INSERT INTO posts (title, author_id, published, created_at)
+        SELECT 'post ' || i, (SELECT id FROM users ORDER BY email OFFSET i % 2000 LIMIT 1), i % 2 = 0,
+               now() - make_interval(secs => i)
+          FROM generate_series(1, $1) i""", n)
+    await conn.execute("""
+        INSERT INTO files (original_name, filename, mimetype, size, type, status, path, uploaded_by_id, post_id, chunk_size)
+        SELECT 'f', md5(p.id), 'image/jpeg', 1, 'IMAGE', 'COMPLETED', 'files/x', p.author_id, p.id, 1
+          FROM posts p WHERE p.created_at::text LIKE '%0%'""")
+    await conn.execute("ANALYZE")
+    author = await conn.fetchval("SELECT author_id FROM posts LIMIT 1")
+    reader = await conn.fetchval("SELECT id FROM users ORDER BY email DESC LIMIT 1")
+    cases = {"recent 10": (posts.FETCH_RECENT_POSTS, 10),
+             "list page 1 (all)": (posts.FETCH_POSTS_PAGE, reader, False, 10, 0),
+             "list count (all)": (posts.COUNT_POSTS, reader, False),
+             "list page 1 (one author)": (posts.FETCH_AUTHOR_POSTS_PAGE, reader, False, 10, 0, author),
+             "list count (one author)": (posts.COUNT_AUTHOR_POSTS, reader, False, author)}
+    for label, ddl in (("without 0006", DROP_0006), ("with 0006", CREATE_0006)):
+        await conn.execute(ddl)
+        await conn.execute("ANALYZE posts")
+        for name, (sql, *args) in cases.items():
+            print(f"{label:14} {name:26} {await median_ms(conn, sql, *args):8.1f} ms")
+    await conn.close()
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
+    base = Path(tempfile.mkdtemp(prefix="chunkd-bench-pg-"))
+    base.chmod(0o755)  # reachable by the unprivileged postgres user when run as root
+    pg = EmbeddedPostgres(base, server_options={"fsync": "off", "synchronous_commit": "off"})
+    pg.start()
+    try:
+        asyncio.run(run(pg.url("postgres"), n))
+    finally:
+        pg.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
