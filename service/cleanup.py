@@ -91,20 +91,7 @@ async def _run(conn: asyncpg.Connection, storage_dir: Path, dry_run: bool) -> Cl
 
 
 def _remove_blobs_of(storage_dir: Path, filename: str, path: str, dry_run: bool) -> list[str]:
-    candidates = {path, storage.blob_path(filename)}
-    thumbs = Path(storage.thumbnail_path(filename)).parent  # thumbs/ab/<filename>.webp or .jpg
-    if (storage_dir / thumbs).is_dir():
-        candidates |= {f"{thumbs}/{p.name}" for p in (storage_dir / thumbs).iterdir()
-                       if p.name.startswith(filename + ".")}
-    removed = []
-    for relative in sorted(candidates):
-        try:
-            blob = storage.resolve(storage_dir, relative)
-        except ValueError:
-            continue  # a path outside STORAGE_DIR is never ours to remove
-        if blob.is_file() and _unlink(blob, dry_run):
-            removed.append(relative)
-    return removed
+    return _unlink_all(storage_dir, storage.blobs_of(storage_dir, path, filename), dry_run)
 
 
 async def _remove_orphan_blobs(conn: asyncpg.Connection, storage_dir: Path, dry_run: bool) -> list[str]:

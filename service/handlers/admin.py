@@ -5,9 +5,9 @@ from aiohttp import web
 
 from service.auth import require_admin
 from service.db import Pool
-from service.errors import ValidationFailed
 from service.keys import pool_key
 from service.store import stats
+from service.validation import query_int
 
 DAILY_DAYS_DEFAULT, DAILY_DAYS_MAX = 30, 366
 
@@ -20,18 +20,9 @@ async def get_file_stats(request: web.Request) -> web.Response:
 
 async def get_daily_upload_stats(request: web.Request) -> web.Response:
     require_admin(request)
-    days = _int_param(request, "days", DAILY_DAYS_DEFAULT, 1, DAILY_DAYS_MAX)
+    days = query_int(request, "days", DAILY_DAYS_DEFAULT, 1, DAILY_DAYS_MAX)
     async with request.app[pool_key].acquire() as conn:
         return web.json_response(await stats.daily_uploads(conn, days))
-
-
-def _int_param(request: web.Request, name: str, default: int, minimum: int, maximum: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    if not raw.strip().isdigit() or not minimum <= int(raw) <= maximum:
-        raise ValidationFailed(f"{name} must be an integer from {minimum} to {maximum}, got {raw!r}", field=name)
-    return int(raw)
 
 
 SLOWEST_STATEMENTS = 10
