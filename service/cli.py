@@ -4,13 +4,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Callable
 
 from aiohttp import web
 
-from service import __version__, backup, cleanup, db, doctor, embedded, logs, migrate, seed
+from service import __version__, backup, cleanup, client, db, doctor, embedded, logs, migrate, seed
 from service.app import create_app
 from service.config import ConfigError, Settings, load_settings
 from service.embedded import EmbeddedError
@@ -99,6 +100,32 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"chunkd: {path}: not a file", file=sys.stderr)
+        return 2
+    url = args.url or os.environ.get("CHUNKD_URL") or f"http://{settings.host}:{settings.port}"
+    token = args.token or (None if args.email else os.environ.get("CHUNKD_TOKEN"))
+    if not token and not args.email:
+        print("chunkd: pass --token (or CHUNKD_TOKEN) or --email (password from CHUNKD_PASSWORD or asked)",
+              file=sys.stderr)
+        return 2
+    credentials = client.Credentials(token, args.email, client.password_from(args.email))
+    try:
+        file = asyncio.run(client.upload(path, url, credentials, state_dir=Path(args.state_dir),
+                                         chunk_size=args.chunk_size, parallel=args.parallel))
+    except client.UploadError as e:
+        print(f"chunkd: {e}", file=sys.stderr)
+        return 2
+    if file["status"] == "FAILED":
+        print(f"FAILED {file['id']}: {file.get('error')}")
+        return 1
+    sha256 = (file.get("metadata") or {}).get("sha256")
+    print(f"COMPLETED {file['id']} {file['original_name']} {file['size']} bytes {file['type']} sha256 {sha256}")
+    return 0
+
+
 def add_operations(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("cleanup", help="remove old FAILED files, expired uploads, orphaned chunks and blobs")
     c.add_argument("--dry-run", action="store_true", help="show what would be removed, remove nothing")
@@ -110,6 +137,17 @@ def add_operations(sub: argparse._SubParsersAction) -> None:
     r.add_argument("archive")
     r.add_argument("--force", action="store_true", help="replace a database or storage that is not empty")
     r.set_defaults(run=cmd_restore)
+    u = sub.add_parser("upload", help="upload a file, resumably, and wait until it is processed")
+    u.add_argument("file")
+    u.add_argument("--url", help="server URL (default CHUNKD_URL, else http://HOST:PORT)")
+    who = u.add_mutually_exclusive_group()
+    who.add_argument("--token", help="access token (default CHUNKD_TOKEN)")
+    who.add_argument("--email", help="log in as this user (password from CHUNKD_PASSWORD, else asked)")
+    u.add_argument("--chunk-size", type=int, help="bytes per chunk (default: the server's)")
+    u.add_argument("--parallel", type=int, default=client.DEFAULT_PARALLEL, help="chunks in flight (default 4)")
+    u.add_argument("--state-dir", default=str(client.default_state_dir()),
+                   help="where unfinished uploads are remembered (default ~/.local/state/chunkd/uploads)")
+    u.set_defaults(run=cmd_upload)
 # end of operations
 
 
