@@ -51,7 +51,7 @@ class Blob:
 
 # --- backup ---------------------------------------------------------------------------------------
 
-def backup(settings: Settings, directory: Path, now: datetime | None = None) -> tuple[Path, list[Path]]:
+async def backup(settings: Settings, directory: Path, now: datetime | None = None) -> tuple[Path, list[Path]]:
     """Write the archive; return its path and the expired archives removed."""
     now = now or datetime.now(timezone.utc)
     directory.mkdir(parents=True, exist_ok=True)
@@ -59,17 +59,17 @@ def backup(settings: Settings, directory: Path, now: datetime | None = None) -> 
     final, partial = directory / name, directory / f".{name}.partial"
     with tempfile.TemporaryDirectory(prefix=".chunkd-dump-", dir=directory) as scratch:
         dump = Path(scratch) / DUMP
-        referenced, server_version = asyncio.run(_dump(settings, dump))
-        blobs = _referenced_blobs(settings.storage_path, referenced)
+        referenced, server_version = await _dump(settings, dump)
+        blobs = await asyncio.to_thread(_referenced_blobs, settings.storage_path, referenced)
         manifest = {"format": FORMAT, "chunkd": __version__, "created_at": now.isoformat(),
                     "server_version": server_version, "files": len(referenced), "blobs": len(blobs),
                     "blob_bytes": sum(b.size for b in blobs)}
         try:
-            _write_archive(partial, manifest, dump, settings.storage_path, blobs)
+            await asyncio.to_thread(_write_archive, partial, manifest, dump, settings.storage_path, blobs)
             os.replace(partial, final)  # an archive under its final name is always complete
         finally:
             partial.unlink(missing_ok=True)
-    return final, prune(directory, now)
+    return final, await asyncio.to_thread(prune, directory, now)
 
 
 async def _dump(settings: Settings, target: Path) -> tuple[set[str], str]:
@@ -159,30 +159,36 @@ def prune(directory: Path, now: datetime) -> list[Path]:
 
 # --- restore --------------------------------------------------------------------------------------
 
-def restore(settings: Settings, archive: Path, force: bool = False) -> dict:  # type: ignore[type-arg]
+async def restore(settings: Settings, archive: Path, force: bool = False) -> dict:  # type: ignore[type-arg]
     """Check both targets, then restore the database, then the blobs. Returns the archive's manifest."""
-    with tarfile.open(archive, mode="r:") as tar:
-        manifest = _read_manifest(tar, archive)
-        asyncio.run(_check_database(settings, force))
-        _check_storage(settings.storage_path, force)
-        with tempfile.TemporaryDirectory(prefix="chunkd-restore-") as scratch:
-            dump = Path(scratch) / DUMP
-            _extract(tar, tar.getmember(DUMP), dump, Progress("reading dump", tar.getmember(DUMP).size))
-            asyncio.run(_restore_database(settings, dump, force))
-        _restore_blobs(tar, settings.storage_path, force)
+    manifest = await asyncio.to_thread(_read_manifest, archive)
+    await _check_database(settings, force)
+    _check_storage(settings.storage_path, force)
+    with tempfile.TemporaryDirectory(prefix="chunkd-restore-") as scratch:
+        dump = Path(scratch) / DUMP
+        await asyncio.to_thread(_extract_dump, archive, dump)
+        await _restore_database(settings, dump, force)
+    await asyncio.to_thread(_restore_blobs, archive, settings.storage_path, force)
     return manifest
 
 
-def _read_manifest(tar: tarfile.TarFile, archive: Path) -> dict:  # type: ignore[type-arg]
+def _read_manifest(archive: Path) -> dict:  # type: ignore[type-arg]
     try:
-        f = tar.extractfile(MANIFEST)
-        manifest = json.load(f) if f else None
-        tar.getmember(DUMP)
-    except (KeyError, ValueError):
+        with tarfile.open(archive, mode="r:") as tar:
+            f = tar.extractfile(MANIFEST)
+            manifest = json.load(f) if f else None
+            tar.getmember(DUMP)
+    except (KeyError, ValueError, tarfile.TarError):
         manifest = None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BackupError(f"{archive} is not a chunkd backup archive")
     return manifest
+
+
+def _extract_dump(archive: Path, target: Path) -> None:
+    with tarfile.open(archive, mode="r:") as tar:
+        member = tar.getmember(DUMP)
+        _extract(tar, member, target, Progress("reading dump", member.size))
 
 
 async def _check_database(settings: Settings, force: bool) -> None:
@@ -212,7 +218,8 @@ async def _restore_database(settings: Settings, dump: Path, force: bool) -> None
             await store.drop_public_schema(conn, await store.stat_statements_installed(conn))
     finally:
         await conn.close()
-    listing = subprocess.run([str(pg_restore), "--list", str(dump)], capture_output=True, text=True)
+    listing = await asyncio.to_thread(subprocess.run, [str(pg_restore), "--list", str(dump)],
+                                      capture_output=True, text=True)
     entries = sum(1 for line in listing.stdout.splitlines() if line and not line.startswith(";"))
     dbname, env = libpq_target(settings.database_url)
     progress = Progress("restoring database", entries, unit_bytes=False)
@@ -222,22 +229,23 @@ async def _restore_database(settings: Settings, dump: Path, force: bool) -> None
                              verbose_lines=True)
 
 
-def _restore_blobs(tar: tarfile.TarFile, storage_dir: Path, force: bool) -> None:
-    members = [m for m in tar.getmembers() if m.name.startswith(BLOBS)]
+def _restore_blobs(archive: Path, storage_dir: Path, force: bool) -> None:
     if force:
         for area in BLOB_AREAS:
             shutil.rmtree(storage_dir / area, ignore_errors=True)
-    progress = Progress("restoring blobs", sum(m.size for m in members))
-    for member in members:
-        relative = member.name[len(BLOBS):]
-        if not member.isfile() or relative.split("/", 1)[0] not in BLOB_AREAS:
-            raise BackupError(f"unexpected archive member {member.name!r}")
-        try:
-            target = storage.resolve(storage_dir, relative)
-        except ValueError:
-            raise BackupError(f"archive member {member.name!r} points outside the storage directory") from None
-        _extract(tar, member, target, progress)
-        os.utime(target, (member.mtime, member.mtime))
+    with tarfile.open(archive, mode="r:") as tar:
+        members = [m for m in tar.getmembers() if m.name.startswith(BLOBS)]
+        progress = Progress("restoring blobs", sum(m.size for m in members))
+        for member in members:
+            relative = member.name[len(BLOBS):]
+            if not member.isfile() or relative.split("/", 1)[0] not in BLOB_AREAS:
+                raise BackupError(f"unexpected archive member {member.name!r}")
+            try:
+                target = storage.resolve(storage_dir, relative)
+            except ValueError:
+                raise BackupError(f"archive member {member.name!r} points outside the storage directory") from None
+            _extract(tar, member, target, progress)
+            os.utime(target, (member.mtime, member.mtime))
     progress.finish()
 
 

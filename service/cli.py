@@ -83,7 +83,7 @@ def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
     with embedded.database(settings) as settings:
-        archive, pruned = backup.backup(settings, Path(args.dir))
+        archive, pruned = asyncio.run(backup.backup(settings, Path(args.dir)))
     for path in pruned:
         print(f"removed expired backup {path}", file=sys.stderr)
     print(archive)
@@ -95,7 +95,7 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
         print(f"chunkd: {args.archive}: no such file", file=sys.stderr)
         return 2
     with embedded.database(settings) as settings:
-        manifest = backup.restore(settings, Path(args.archive), force=args.force)
+        manifest = asyncio.run(backup.restore(settings, Path(args.archive), force=args.force))
     print(f"restored {args.archive}: database and {manifest['blobs']} blobs (backup of {manifest['created_at']})")
     return 0
 
