@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.handlers import admin, auth, health, metrics, posts, users
+from service.handlers import admin, auth, docs, health, metrics, posts, users
 
 ROUTES: list[web.AbstractRouteDef] = [
     web.get("/healthz", health.get_healthz, allow_head=True),
@@ -30,4 +30,5 @@ ROUTES: list[web.AbstractRouteDef] = [
     web.get("/api/admin/stats/uploads/daily", admin.get_daily_upload_stats),
     web.get("/api/admin/db", admin.get_database_health),
     web.get("/metrics", metrics.get_metrics),
+    web.get("/openapi.json", docs.get_openapi),
 ]
