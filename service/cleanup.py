@@ -14,7 +14,6 @@ from typing import AsyncIterator
 
 import asyncpg
 
-from service import storage
 from service.config import Settings
 from service.store import cleanup as store
 
@@ -69,6 +68,9 @@ async def run_cleanup(pool_or_conn: asyncpg.Pool | asyncpg.Connection, settings:
 
 
 async def _run(conn: asyncpg.Connection, storage_dir: Path, dry_run: bool) -> CleanupReport:
+    """Rows are deleted first; blobs are then looked up in the same transaction, so the blobs of the rows
+    just deleted count as orphans too (and a dry run, rolled back, reports exactly what a real run removes).
+    Files are unlinked only after the commit: a crash in between leaves orphans the next pass removes."""
     report = CleanupReport(dry_run)
     transaction = conn.transaction()
     await transaction.start()
@@ -76,6 +78,7 @@ async def _run(conn: asyncpg.Connection, storage_dir: Path, dry_run: bool) -> Cl
         failed = await store.delete_old_failed_files(conn, FAILED_FILE_DAYS)
         expired = await store.delete_expired_uploads(conn)
         report.orphan_chunks = await store.delete_orphan_chunks(conn)
+        garbage = await _orphan_blobs(conn, storage_dir)
     except BaseException:
         await transaction.rollback()
         raise
@@ -83,24 +86,17 @@ async def _run(conn: asyncpg.Connection, storage_dir: Path, dry_run: bool) -> Cl
     report.files = ([RemovedFile(r["id"], r["filename"], f"FAILED more than {FAILED_FILE_DAYS} days ago")
                      for r in failed] +
                     [RemovedFile(r["id"], r["filename"], "unfinished upload past expires_at") for r in expired])
-    # Rows first, blobs after: a crash in between leaves orphaned blobs, which the next pass removes.
-    for row in [*failed, *expired]:
-        report.blobs += await asyncio.to_thread(_remove_blobs_of, storage_dir, row["filename"], row["path"], dry_run)
-    report.blobs += await _remove_orphan_blobs(conn, storage_dir, dry_run)
+    report.blobs = await asyncio.to_thread(_unlink_all, storage_dir, garbage, dry_run)
     return report
 
 
-def _remove_blobs_of(storage_dir: Path, filename: str, path: str, dry_run: bool) -> list[str]:
-    return _unlink_all(storage_dir, storage.blobs_of(storage_dir, path, filename), dry_run)
-
-
-async def _remove_orphan_blobs(conn: asyncpg.Connection, storage_dir: Path, dry_run: bool) -> list[str]:
+async def _orphan_blobs(conn: asyncpg.Connection, storage_dir: Path) -> list[Path]:
     garbage, candidates = await asyncio.to_thread(_scan_storage, storage_dir, time.time())
     for start in range(0, len(candidates), LOOKUP_BATCH):
         batch = candidates[start:start + LOOKUP_BATCH]
         known = await store.known_filenames(conn, sorted({name for name, _ in batch}))
         garbage += [path for name, path in batch if name not in known]
-    return await asyncio.to_thread(_unlink_all, storage_dir, sorted(garbage), dry_run)
+    return sorted(garbage)
 
 
 def _scan_storage(storage_dir: Path, now: float) -> tuple[list[Path], list[tuple[str, Path]]]:

@@ -30,21 +30,17 @@ def resolve(storage_dir: Path, relative: str) -> Path:
     return path
 
 
-def blobs_of(storage_dir: Path, path: str, filename: str) -> list[Path]:
-    """A file's blob (its `path`) and thumbnails (`thumbs/xx/<filename>.*`) that exist on disk."""
-    try:
-        blob, thumbs = resolve(storage_dir, path), resolve(storage_dir, thumbnail_path(filename))
-    except ValueError:
-        return []  # a row pointing outside STORAGE_DIR is not ours to delete
-    return [p for p in [blob, *thumbs.parent.glob(glob.escape(thumbs.name) + ".*")] if p.is_file()]
-
-
 def delete_blobs(storage_dir: Path, files: Iterable[tuple[str, str]]) -> int:
-    """Removes each file's blob and thumbnails; missing ones are fine (never assembled, or already gone).
-    Blocking IO: run it in a thread. Returns how many were removed."""
+    """Removes each file's blob (its `path`) and thumbnails (`thumbs/xx/<filename>.*`); missing ones are
+    fine (never assembled, or already gone). Blocking IO: run it in a thread. Returns how many were removed."""
     removed = 0
     for path, filename in files:
-        for candidate in blobs_of(storage_dir, path, filename):
+        try:
+            blob, thumbs = resolve(storage_dir, path), resolve(storage_dir, thumbnail_path(filename))
+        except ValueError:
+            continue  # a row pointing outside STORAGE_DIR is not ours to delete
+        candidates = [blob, *thumbs.parent.glob(glob.escape(thumbs.name) + ".*")]
+        for candidate in candidates:
             try:
                 candidate.unlink()
                 removed += 1

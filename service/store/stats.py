@@ -127,10 +127,11 @@ async def slowest_statements(conn: asyncpg.Connection, limit: int) -> tuple[list
         return None, f"pg_stat_statements is installed but cannot be read: {e}"
 
 
+# Two counts, so each can use its partial index (idx_files_processing_queue, idx_files_worker_id)
+# instead of scanning files on every scrape.
 QUEUE_DEPTH = """
-SELECT count(*) FILTER (WHERE worker_id IS NULL) AS waiting, count(*) FILTER (WHERE worker_id IS NOT NULL) AS claimed
-  FROM files
- WHERE status = 'PROCESSING'
+SELECT (SELECT count(*) FROM files WHERE status = 'PROCESSING' AND worker_id IS NULL) AS waiting,
+       (SELECT count(*) FROM files WHERE status = 'PROCESSING' AND worker_id IS NOT NULL) AS claimed
 """
 
 
