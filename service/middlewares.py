@@ -9,8 +9,8 @@ import asyncpg
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from service.errors import ApiError, DatabaseUnavailable, from_http_exception, problem_response
 from service import metrics
+from service.errors import ApiError, DatabaseUnavailable, from_http_exception, problem_response
 from service.keys import settings_key
 
 log = logging.getLogger("service.http")
@@ -70,6 +70,8 @@ async def log_middleware(request: web.Request, handler: Handler) -> web.StreamRe
 
 # Status of a request whose client went away before an answer (nginx's convention).
 CLIENT_CLOSED = 499
+# Any token is a method to HTTP: unknown ones share one label value, so clients cannot mint series.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 @web.middleware
@@ -87,5 +89,6 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     finally:
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
-        metrics.REQUESTS.labels(route, request.method, str(status)).inc()
-        metrics.REQUEST_SECONDS.labels(route, request.method).observe(time.perf_counter() - started)
+        method = request.method if request.method in KNOWN_METHODS else "OTHER"
+        metrics.REQUESTS.labels(route, method, str(status)).inc()
+        metrics.REQUEST_SECONDS.labels(route, method).observe(time.perf_counter() - started)

@@ -30,13 +30,15 @@ async def test_request_counters_move_by_route_pattern_and_status(client, admin) 
         assert (await client.get("/healthz")).status == 200
     assert (await client.get("/api/admin/stats/files")).status == 401
     assert (await client.get(f"/no/such/{uuid.uuid4().hex}")).status == 404
+    assert (await client.request("PROPFIND", "/healthz")).status == 405
     assert (await client.get("/api/admin/stats/files", headers=admin.headers)).status == 200
     after = await scrape(client)
     assert requests(after, "/healthz", "200") - requests(before, "/healthz", "200") == 3
     assert requests(after, "/api/admin/stats/files", "401") - requests(before, "/api/admin/stats/files", "401") == 1
     assert requests(after, "/api/admin/stats/files", "200") - requests(before, "/api/admin/stats/files", "200") == 1
     assert requests(after, "unmatched", "404") - requests(before, "unmatched", "404") == 1
-    assert not any("/no/such" in str(labels) for _, labels in after)  # raw paths never become labels
+    assert requests(after, "unmatched", "405", "OTHER") - requests(before, "unmatched", "405", "OTHER") == 1
+    assert not any("/no/such" in str(labels) or "PROPFIND" in str(labels) for _, labels in after)  # bounded labels
     count = ("chunkd_http_request_duration_seconds_count", (("method", "GET"), ("route", "/healthz")))
     assert after[count] - before.get(count, 0) == 3
 
