@@ -11,7 +11,7 @@ from typing import Callable
 
 from aiohttp import web
 
-from service import __version__, backup, cleanup, client, db, doctor, embedded, logs, migrate, seed
+from service import __version__, backup, cleanup, client, db, doctor, embedded, logs, migrate, seed, worker
 from service.app import create_app
 from service.config import ConfigError, Settings, load_settings
 from service.embedded import EmbeddedError
@@ -29,10 +29,18 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             applied = asyncio.run(_with_conn(settings, migrate.deploy))
             for m in applied:
                 log.info("applied migration %s", m.path.name, extra={"action": "migration_applied"})
-        app = create_app(settings)
+        app = create_app(settings, with_worker=not args.no_worker)
         # run_app turns SIGINT/SIGTERM into a graceful stop: stop accepting, finish requests, run cleanup_ctx.
         web.run_app(app, host=settings.host, port=settings.port, access_log=None,
                     shutdown_timeout=SHUTDOWN_TIMEOUT, print=lambda line: log.info(line.strip()))
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    with embedded.database(settings) as settings:
+        if not args.no_migrate:
+            asyncio.run(_with_conn(settings, migrate.deploy))
+        asyncio.run(worker.run_standalone(settings))  # SIGTERM/SIGINT stop it gracefully
     return 0
 
 
@@ -165,7 +173,11 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the HTTP server (and a worker)")
     serve.add_argument("--no-migrate", action="store_true", help="do not apply pending migrations at start")
+    serve.add_argument("--no-worker", action="store_true", help="serve HTTP only; run `chunkd worker` elsewhere")
     serve.set_defaults(run=cmd_serve)
+    work = sub.add_parser("worker", help="process uploaded files (any number of them on one database)")
+    work.add_argument("--no-migrate", action="store_true", help="do not apply pending migrations at start")
+    work.set_defaults(run=cmd_worker)
     m = sub.add_parser("migrate", help="database migrations")
     msub = m.add_subparsers(dest="action", required=True)
     msub.add_parser("deploy", help="apply pending migrations")

@@ -125,6 +125,8 @@ SETTINGS: tuple[Setting, ...] = (
             "time an unfinished upload is kept"),
     Setting("WORKER_CONCURRENCY", "worker_concurrency", "2", _int(1, 256),
             "files one worker processes at a time"),
+    Setting("WORKER_LEASE", "worker_lease", "30s", _duration,
+            "a worker silent this long is presumed dead and its files are taken again (heartbeat: a third of it)"),
     Setting("SLOW_REQUEST_MS", "slow_request_ms", "1000", _int(1),
             "requests slower than this are logged as warnings"),
     Setting("HOST", "host", "127.0.0.1", _host, "address the HTTP server binds"),
@@ -152,6 +154,7 @@ class Settings:
     max_chunk_size: int
     upload_expiry: int
     worker_concurrency: int
+    worker_lease: int
     slow_request_ms: int
     host: str
     port: int

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, AsyncIterator
+import logging
+from typing import Any, AsyncIterator, Callable, Mapping
 
 import asyncpg
 from aiohttp import web
 
 from service.config import Settings
 from service.keys import pool_key, settings_key
+
+log = logging.getLogger("service.db")
 
 
 class Pool(asyncpg.Pool):
@@ -78,3 +81,49 @@ async def ensure_database(admin_url: str, name: str) -> None:
                 pass
     finally:
         await conn.close()
+
+
+class Listener:
+    """LISTEN on a dedicated connection: never a pooled one, whose listeners asyncpg drops on release.
+    A `SELECT 1` every `heartbeat` seconds notices a dead connection, which is then re-opened with
+    backoff. NOTIFY is only a hint: notifications sent while disconnected are lost, so `on_connect`
+    runs after every (re)connection and callers poll as well."""
+
+    def __init__(self, settings: Settings, channels: Mapping[str, Callable[[str], None]],
+                 on_connect: Callable[[], None] = lambda: None, heartbeat: float = 30) -> None:
+        self.settings, self.channels, self.on_connect, self.heartbeat = settings, channels, on_connect, heartbeat
+        self.connected = asyncio.Event()
+        self.was_connected = False  # the last attempt got as far as listening
+
+    async def run(self) -> None:
+        """Until cancelled."""
+        backoff = 0.5
+        while True:
+            try:
+                await self._listen()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # any failure of the connection: log, wait, reconnect
+                log.warning("listener connection lost: %s", e, extra={"action": "listener_lost"})
+            backoff = 0.5 if self.was_connected else min(backoff * 2, 10)
+            await asyncio.sleep(backoff)
+
+    async def _listen(self) -> None:
+        self.was_connected = False
+        conn = await connect(self.settings)
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda _conn: lost.set())
+        try:
+            for channel, callback in self.channels.items():
+                await conn.add_listener(channel, lambda _c, _pid, _ch, payload, cb=callback: cb(payload))
+            self.connected.set()
+            self.was_connected = True
+            self.on_connect()
+            while not lost.is_set():
+                try:
+                    await asyncio.wait_for(lost.wait(), self.heartbeat)
+                except asyncio.TimeoutError:
+                    await conn.fetchval("SELECT 1", timeout=10)
+        finally:
+            self.connected.clear()
+            conn.terminate()

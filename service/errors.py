@@ -1,6 +1,7 @@
 """The one catalogue of API errors; problem_middleware renders each as RFC 9457 problem+json."""
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
@@ -31,8 +32,38 @@ class MethodNotAllowed(ApiError): status, code, title = 405, "METHOD_NOT_ALLOWED
 class Conflict(ApiError): status, code, title = 409, "CONFLICT", "Conflict"
 class PayloadTooLarge(ApiError): status, code, title = 413, "PAYLOAD_TOO_LARGE", "Request body too large"
 class UnsupportedMediaType(ApiError): status, code, title = 415, "UNSUPPORTED_MEDIA_TYPE", "Unsupported media type"
+# uploads and files
+class UploadNotFound(ApiError): status, code, title = 404, "UPLOAD_NOT_FOUND", "Upload not found"
+class UploadExpired(ApiError): status, code, title = 410, "UPLOAD_EXPIRED", "Upload expired"
+class UploadTooLarge(ApiError): status, code, title = 413, "UPLOAD_TOO_LARGE", "File larger than MAX_UPLOAD_SIZE"
+class UploadClosed(ApiError): status, code, title = 409, "UPLOAD_CLOSED", "Upload no longer accepts changes"
+class UploadIncomplete(ApiError): status, code, title = 409, "UPLOAD_INCOMPLETE", "Chunks are missing"
+class ChunkOutOfRange(ApiError): status, code, title = 409, "CHUNK_OUT_OF_RANGE", "Chunk index outside the upload"
+class ChunkSizeMismatch(ApiError): status, code, title = 400, "CHUNK_SIZE_MISMATCH", "Chunk has the wrong length"
+class ChunkTooLarge(ApiError): status, code, title = 413, "CHUNK_TOO_LARGE", "Chunk larger than MAX_CHUNK_SIZE"
+class ChunkConflict(ApiError): status, code, title = 409, "CHUNK_CONFLICT", "A different chunk is stored at this index"
+class ChecksumMismatch(ApiError): status, code, title = 422, "CHECKSUM_MISMATCH", "Content does not match its checksum"
+class FileNotFound(ApiError): status, code, title = 404, "FILE_NOT_FOUND", "File not found"
+class FileNotReady(ApiError): status, code, title = 409, "FILE_NOT_READY", "File is not COMPLETED"
+class ThumbnailNotFound(ApiError): status, code, title = 404, "THUMBNAIL_NOT_FOUND", "File has no thumbnail"
 # 5xx
 class DatabaseUnavailable(ApiError): status, code, title = 503, "DATABASE_UNAVAILABLE", "Database unavailable"
+
+# tus (service/handlers/tus.py), besides UploadNotFound, UploadExpired and UploadTooLarge above.
+# Every tus response also carries Tus-Resumable, added by tus_middleware.
+class TusVersionUnsupported(ApiError): status, code, title = 412, "TUS_VERSION_UNSUPPORTED", "Unsupported tus version"
+class TusInvalidLength(ApiError): status, code, title = 400, "TUS_INVALID_LENGTH", "Invalid Upload-Length"
+class TusInvalidOffset(ApiError): status, code, title = 400, "TUS_INVALID_OFFSET", "Invalid Upload-Offset"
+class TusInvalidMetadata(ApiError): status, code, title = 400, "TUS_INVALID_METADATA", "Invalid Upload-Metadata"
+class TusInvalidChecksum(ApiError): status, code, title = 400, "TUS_INVALID_CHECKSUM", "Invalid Upload-Checksum"
+class TusInvalidConcat(ApiError): status, code, title = 400, "TUS_INVALID_CONCAT", "Invalid Upload-Concat"
+class TusUploadIsFinal(ApiError): status, code, title = 403, "TUS_UPLOAD_IS_FINAL", "A final upload cannot be patched"
+class TusUploadTimeout(ApiError): status, code, title = 408, "TUS_UPLOAD_TIMEOUT", "No bytes received for too long"
+class TusOffsetMismatch(ApiError): status, code, title = 409, "TUS_OFFSET_MISMATCH", "Upload-Offset is not the upload's offset"
+class TusUploadInterrupted(ApiError): status, code, title = 409, "TUS_UPLOAD_INTERRUPTED", "Another request took over this upload"
+class TusLengthExceeded(ApiError): status, code, title = 413, "TUS_LENGTH_EXCEEDED", "Body goes past the upload's length"
+class TusUploadLocked(ApiError): status, code, title = 423, "TUS_UPLOAD_LOCKED", "Upload is being written by another request"
+class TusChecksumMismatch(ApiError): status, code, title = 460, "TUS_CHECKSUM_MISMATCH", "Checksum Mismatch"
 
 
 # accounts and posts
@@ -73,4 +104,10 @@ def from_http_exception(exc: web.HTTPException) -> ApiError:
 def problem_response(error: ApiError) -> web.Response:
     body: dict[str, Any] = {"type": "about:blank", "title": error.title, "status": error.status,
                             "detail": error.detail or error.title, "code": error.code, **error.extra}
-    return web.json_response(body, status=error.status, content_type=PROBLEM_JSON, headers=error.headers)
+    # Statuses outside the IANA registry (tus's 460) need their reason phrase spelled out.
+    reason = None if error.status in _REGISTERED else error.title
+    return web.json_response(body, status=error.status, reason=reason, content_type=PROBLEM_JSON,
+                             headers=error.headers)
+
+
+_REGISTERED = frozenset(s.value for s in HTTPStatus)

@@ -11,12 +11,9 @@ from aiohttp.typedefs import Handler
 
 from service import metrics
 from service.errors import ApiError, DatabaseUnavailable, from_http_exception, problem_response
-from service.keys import settings_key
+from service.keys import settings_key, slow_by_design_key
 
 log = logging.getLogger("service.http")
-
-# Long-polls and event streams set request[SLOW_BY_DESIGN] = True: their duration is not a problem.
-SLOW_BY_DESIGN = "slow_by_design"
 
 # The database is down, restarting, or the pool had no free connection in time.
 DATABASE_DOWN = (asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError, asyncpg.InterfaceError,
@@ -61,7 +58,7 @@ async def log_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         ms = (time.perf_counter() - started) * 1000
         fields = {"action": "request", "method": request.method, "path": request.path,
                   "status": status, "ms": round(ms, 1)}
-        if ms > request.app[settings_key].slow_request_ms and not request.get(SLOW_BY_DESIGN):
+        if ms > request.app[settings_key].slow_request_ms and not request.get(slow_by_design_key):
             log.warning("slow request: %s %s took %.0f ms", request.method, request.path, ms,
                         extra={**fields, "action": "slow_request"})
         else:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 
@@ -35,3 +36,65 @@ class CurrentUser:
     @property
     def is_admin(self) -> bool:
         return self.role == Role.ADMIN
+
+
+# uploads and files
+TERMINAL_STATUSES = frozenset({FileStatus.COMPLETED, FileStatus.FAILED})
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file seen as an upload session of the native protocol."""
+    id: str
+    status: str
+    original_name: str
+    mimetype: str
+    size: int
+    chunk_size: int
+    bytes_received: int
+    sha256: str | None
+    expires_at: datetime | None
+    expired: bool
+    size_deferred: bool
+    created_at: datetime
+
+    @property
+    def total_chunks(self) -> int:
+        return -(-self.size // self.chunk_size)
+
+    def chunk_length(self, index: int) -> int:
+        """Exact length of chunk `index`: the chunk size, or the remainder for the last chunk."""
+        return min(self.chunk_size, self.size - index * self.chunk_size)
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A row of `files` as the files API and the worker see it."""
+    id: str
+    status: str
+    type: str
+    mimetype: str
+    size: int
+    original_name: str
+    filename: str
+    path: str
+    url: str | None
+    thumbnail: str | None
+    metadata: dict | None
+    error: str | None
+    uploaded_by_id: str
+    post_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class ClaimedFile:
+    """A file a worker holds the lease of."""
+    id: str
+    size: int
+    sha256: str | None
+    mimetype: str
+    filename: str
+    path: str
+    attempts: int

@@ -21,6 +21,17 @@ def thumbnail_path(filename: str) -> str:
     return f"thumbs/{filename[:2]}/{filename}"
 
 
+THUMBNAIL_SUFFIXES = (".webp", ".jpg")
+
+
+def remove_blobs(storage_dir: Path, path: str, filename: str) -> None:
+    """A file's blob and its thumbnail, whichever exist."""
+    resolve(storage_dir, path).unlink(missing_ok=True)
+    base = resolve(storage_dir, thumbnail_path(filename))
+    for suffix in THUMBNAIL_SUFFIXES:
+        base.with_name(base.name + suffix).unlink(missing_ok=True)
+
+
 def resolve(storage_dir: Path, relative: str) -> Path:
     """An absolute path inside storage_dir; refuses anything that would leave it."""
     root = storage_dir.resolve()

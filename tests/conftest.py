@@ -137,6 +137,7 @@ def chunkd(database_url: str, storage_dir: Path) -> Iterator:
     yield start
     for process in started:
         process.stop()
+        process.log.close()
         os.unlink(process.log.name)
 
 

@@ -1,0 +1,117 @@
+"""One big tus upload against a real `chunkd serve`: PATCH throughput, the server's peak memory while
+the body streams in (it must not grow with the file), and the time until the worker has COMPLETED it.
+
+    .venv/bin/python -m bench.tus_upload --size-mib 1024 [--chunk 8MiB] [--checksum]
+
+Starts its own throwaway PostgreSQL (like the test suite) and server; prints one line of results."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+
+from service import migrate
+from service.auth import hash_password, issue_access_token
+from service.embedded import EmbeddedPostgres
+from tests.support import JWT_SECRET, ChunkdProcess, make_settings, scratch_dir, with_database
+
+MiB = 1024 * 1024
+PIECE = 4 * MiB
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def run(size: int, chunk: str, checksum: bool) -> None:
+    base, storage = scratch_dir("chunkd-bench-pg-"), scratch_dir("chunkd-bench-storage-")
+    pg = EmbeddedPostgres(base, server_options={"fsync": "off", "synchronous_commit": "off"})
+    pg.start()
+    server = worker = None
+    try:
+        url = with_database(pg.url("postgres"), "bench")
+        admin = await asyncpg.connect(pg.url("postgres"))
+        await admin.execute("CREATE DATABASE bench")
+        await admin.close()
+        conn = await asyncpg.connect(url)
+        await migrate.deploy(conn)
+        user_id = await conn.fetchval("INSERT INTO users (email, password) VALUES ($1, $2) RETURNING id",
+                                      f"{uuid.uuid4().hex}@bench", hash_password("x"))
+        token = issue_access_token(make_settings(url, storage), user_id, "USER")
+        env = {"DATABASE_URL": url, "STORAGE_DIR": str(storage), "JWT_SECRET": JWT_SECRET,
+               "DEFAULT_CHUNK_SIZE": chunk, "LOG_LEVEL": "WARNING"}
+        # The worker in a process of its own: the server's memory is then the upload path's alone.
+        server = ChunkdProcess(env, "serve", "--no-worker").start()
+        worker = ChunkdProcess(env, "worker").start(wait_path=None)
+        await asyncio.sleep(1)
+        idle_rss = peak_rss_mib(server.proc.pid)  # type: ignore[union-attr]
+
+        piece = os.urandom(PIECE)
+        digest = hashlib.sha1()
+        for _ in range(size // PIECE):
+            digest.update(piece)
+
+        async def body():  # type: ignore[no-untyped-def]
+            for _ in range(size // PIECE):
+                yield piece
+
+        headers = {"Authorization": f"Bearer {token}", "Tus-Resumable": "1.0.0"}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as http:
+            r = await http.post(f"{server.url}/api/tus/", headers={**headers, "Upload-Length": str(size)})
+            location = r.headers["Location"]
+            extra = {"Upload-Checksum": "sha1 " + base64.b64encode(digest.digest()).decode()} if checksum else {}
+            started = time.perf_counter()
+            r = await http.patch(location, data=body(), headers={
+                **headers, **extra, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream",
+                "Content-Length": str(size)})
+            patch_seconds = time.perf_counter() - started
+            assert r.status == 204, await r.text()
+            patch_rss = peak_rss_mib(server.proc.pid)  # type: ignore[union-attr]
+            file_id = location.rsplit("/", 1)[-1]
+            while True:
+                r = await http.get(f"{server.url}/api/files/{file_id}", params={"wait": "5"},
+                                   headers={"Authorization": headers["Authorization"]})
+                status = (await r.json())["status"]
+                if status in ("COMPLETED", "FAILED"):
+                    break
+            total_seconds = time.perf_counter() - started
+        rows = await conn.fetchval("SELECT count(*) FROM file_chunks WHERE file_id = $1", file_id)
+        await conn.close()
+        print(f"tus PATCH {size // MiB} MiB, DEFAULT_CHUNK_SIZE={chunk}, checksum={'sha1' if checksum else 'none'}: "
+              f"{patch_seconds:.1f} s ({size / MiB / patch_seconds:.0f} MiB/s); server peak RSS "
+              f"{idle_rss:.0f} MiB idle -> {patch_rss:.0f} MiB after the PATCH; "
+              f"{status} {total_seconds:.1f} s after the PATCH began; chunk rows left: {rows}")
+    finally:
+        for process in (server, worker):
+            if process is not None:
+                process.stop()
+                process.log.close()
+                os.unlink(process.log.name)
+        pg.stop()
+        shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(storage, ignore_errors=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size-mib", type=int, default=512)
+    p.add_argument("--chunk", default="8MiB")
+    p.add_argument("--checksum", action="store_true", help="send Upload-Checksum (sha1): one transaction")
+    args = p.parse_args()
+    asyncio.run(run(args.size_mib * MiB, args.chunk, args.checksum))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""The files API: status (ETag, long-poll), server-sent events, content with Range, thumbnail, list, delete."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import math
+import re
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+
+from service import storage
+from service.auth import current_user
+from service.errors import FileNotFound, FileNotReady, ThumbnailNotFound, ValidationFailed
+from service.keys import file_events_key, pool_key, settings_key, slow_by_design_key
+from service.models import TERMINAL_STATUSES, FileStatus, FileType, StoredFile
+from service.processing import thumbnail_suffix
+from service.store import files as store
+
+MAX_WAIT = 60            # seconds a long-poll may ask for
+FALLBACK_POLL = 5.0      # seconds between re-reads while waiting, in case a NOTIFY was lost
+SSE_KEEPALIVE = 15.0     # seconds between comments on an idle event stream (proxies close silent ones)
+DEFAULT_LIMIT, MAX_LIMIT = 20, 100
+# Served bytes are the user's, not ours: never rendered, never sniffed, never scripted.
+CONTENT_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'; sandbox",
+                   "Cache-Control": "private, no-cache"}
+
+
+async def get_file(request: web.Request) -> web.Response:
+    """With ?wait=N and a file still UPLOADING or PROCESSING, answers as soon as its status changes
+    (at most N seconds); with If-None-Match, only when the client's copy is current."""
+    wait = _wait_seconds(request.query.get("wait"))
+    if wait:
+        request[slow_by_design_key] = True
+    known = _if_none_match(request)
+    file_id = request.match_info["id"]
+    with request.app[file_events_key].subscribe(file_id) as changed:
+        file = await _load(request, file_id)
+        view, etag = _view_and_etag(file)
+        if wait and file.status not in TERMINAL_STATUSES and (not known or _matches(etag, known)):
+            file = await _wait_for_change(request, file, changed, wait)
+            view, etag = _view_and_etag(file)
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+    if _matches(etag, known):
+        return web.Response(status=304, headers=headers)
+    return web.json_response(view, headers=headers)
+
+
+async def get_file_events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: the file now, then one `status` event per change, until COMPLETED or
+    FAILED (or `deleted`). Driven by the file_status NOTIFY, with a re-read at every keep-alive."""
+    request[slow_by_design_key] = True
+    file_id = request.match_info["id"]
+    with request.app[file_events_key].subscribe(file_id) as changed:
+        file: StoredFile | None = await _load(request, file_id)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                               "X-Accel-Buffering": "no"})
+        await response.prepare(request)
+        sent = None
+        while True:
+            if file is None:
+                await response.write(b"event: deleted\ndata: {\"id\": %s}\n\n" % json.dumps(file_id).encode())
+                break
+            if file.status != sent:
+                await response.write(f"event: status\ndata: {json.dumps(file_view(file))}\n\n".encode())
+                sent = file.status
+            if file.status in TERMINAL_STATUSES:
+                break
+            try:
+                await asyncio.wait_for(changed.wait(), SSE_KEEPALIVE)
+            except asyncio.TimeoutError:
+                await response.write(b": keep-alive\n\n")
+            changed.clear()
+            file = await _find(request, file_id)
+        await response.write_eof()
+        return response
+
+
+async def get_file_content(request: web.Request) -> web.FileResponse:
+    file = await _load(request, request.match_info["id"])
+    if file.status != FileStatus.COMPLETED:
+        raise FileNotReady(f"file {file.id} is {file.status}")
+    path = storage.resolve(request.app[settings_key].storage_path, file.path)
+    return web.FileResponse(path, headers={"Content-Type": file.mimetype,
+                                           "Content-Disposition": content_disposition(file.original_name),
+                                           **CONTENT_HEADERS})
+
+
+async def get_file_thumbnail(request: web.Request) -> web.FileResponse:
+    file = await _load(request, request.match_info["id"])
+    thumbnail = (file.metadata or {}).get("thumbnail")
+    if file.status != FileStatus.COMPLETED or not file.thumbnail or not thumbnail:
+        raise ThumbnailNotFound(f"file {file.id} has no thumbnail")
+    base = storage.resolve(request.app[settings_key].storage_path, storage.thumbnail_path(file.filename))
+    path = base.with_name(base.name + thumbnail_suffix(thumbnail["mimetype"]))
+    return web.FileResponse(path, headers={"Content-Type": thumbnail["mimetype"], **CONTENT_HEADERS})
+
+
+async def list_files(request: web.Request) -> web.Response:
+    """The caller's files, newest first; an admin sees everyone's."""
+    user = current_user(request)
+    status = _choice(request.query.get("status"), "status", FileStatus)
+    type_ = _choice(request.query.get("type"), "type", FileType)
+    page = _positive(request.query.get("page"), "page", 1)
+    limit = _positive(request.query.get("limit"), "limit", DEFAULT_LIMIT)
+    if limit > MAX_LIMIT:
+        raise ValidationFailed(f"limit must be at most {MAX_LIMIT}", field="limit")
+    async with request.app[pool_key].acquire() as conn:
+        files, total = await store.list_files(conn, None if user.is_admin else user.id, status, type_,
+                                              limit, (page - 1) * limit)
+    return web.json_response({"files": [file_view(f) for f in files],
+                              "pagination": {"page": page, "limit": limit, "total": total,
+                                             "pages": math.ceil(total / limit)}})
+
+
+async def delete_file(request: web.Request) -> web.Response:
+    user = current_user(request)
+    file_id = request.match_info["id"]
+    async with request.app[pool_key].acquire() as conn:
+        file = await store.delete_file(conn, file_id, user.id, user.is_admin)
+    if file is None:
+        raise FileNotFound(f"file {file_id}")
+    await asyncio.to_thread(storage.remove_blobs, request.app[settings_key].storage_path, file.path, file.filename)
+    return web.Response(status=204)
+
+
+def file_view(file: StoredFile) -> dict[str, Any]:
+    return {"id": file.id, "status": file.status, "type": file.type, "mimetype": file.mimetype, "size": file.size,
+            "original_name": file.original_name, "url": file.url, "thumbnail": file.thumbnail,
+            "metadata": file.metadata, "error": file.error, "post_id": file.post_id,
+            "uploaded_by_id": file.uploaded_by_id, "created_at": file.created_at.isoformat(),
+            "updated_at": file.updated_at.isoformat()}
+
+
+def content_disposition(name: str) -> str:
+    """RFC 6266: an ASCII fallback for old clients, and the exact name in RFC 5987 `filename*`."""
+    fallback = re.sub(r'[^\x20-\x7e]|["\\%;]', "_", name).strip() or "download"
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+async def _wait_for_change(request: web.Request, file: StoredFile, changed: asyncio.Event, wait: float) -> StoredFile:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    current = file
+    while (remaining := deadline - loop.time()) > 0:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(changed.wait(), min(remaining, FALLBACK_POLL))
+        changed.clear()
+        current = await _load(request, file.id)
+        if current.status != file.status:
+            break
+    return current
+
+
+async def _find(request: web.Request, file_id: str) -> StoredFile | None:
+    user = current_user(request)
+    async with request.app[pool_key].acquire() as conn:
+        return await store.get_file(conn, file_id, user.id, user.is_admin)
+
+
+async def _load(request: web.Request, file_id: str) -> StoredFile:
+    """The file if the caller may see it (owner or admin); 404 for anyone else, as for a missing one."""
+    file = await _find(request, file_id)
+    if file is None:
+        raise FileNotFound(f"file {file_id}")
+    return file
+
+
+def _view_and_etag(file: StoredFile) -> tuple[dict[str, Any], str]:
+    view = file_view(file)
+    return view, '"' + hashlib.sha256(json.dumps(view, sort_keys=True).encode()).hexdigest()[:32] + '"'
+
+
+def _if_none_match(request: web.Request) -> set[str]:
+    header = request.headers.get("If-None-Match", "")
+    return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}
+
+
+def _matches(etag: str, known: set[str]) -> bool:
+    return etag in known or "*" in known
+
+
+def _wait_seconds(raw: str | None) -> float:
+    if raw is None:
+        return 0.0
+    try:
+        wait = float(raw)
+    except ValueError:
+        wait = -1.0
+    if not 0 <= wait <= MAX_WAIT:  # also refuses nan
+        raise ValidationFailed(f"wait must be a number of seconds from 0 to {MAX_WAIT}", field="wait")
+    return wait
+
+
+def _choice(raw: str | None, name: str, enum: Any) -> str | None:
+    if raw is None or raw == "":
+        return None
+    value = raw.upper()
+    if value not in enum.__members__:
+        raise ValidationFailed(f"{name} must be one of {', '.join(enum.__members__)}", field=name)
+    return value
+
+
+def _positive(raw: str | None, name: str, default: int) -> int:
+    if raw is None or raw == "":
+        return default
+    if not re.fullmatch(r"[0-9]{1,9}", raw) or int(raw) < 1:
+        raise ValidationFailed(f"{name} must be a positive integer", field=name)
+    return int(raw)

@@ -1,0 +1,235 @@
+"""The native upload protocol: create a session, PUT chunks in any order, resume, complete, abort."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import mimetypes
+import re
+from typing import Any
+
+from aiohttp import web
+
+from service import storage
+from service.auth import current_user
+from service.errors import (BadRequest, ChecksumMismatch, ChunkConflict, ChunkOutOfRange, ChunkSizeMismatch,
+                            ChunkTooLarge, InvalidJson, UploadClosed, UploadExpired, UploadIncomplete,
+                            UploadNotFound, UploadTooLarge, ValidationFailed)
+from service.keys import pool_key, settings_key
+from service.metrics import BYTES_RECEIVED, UPLOADS_CREATED
+from service.models import FileStatus, Upload
+from service.processing import classify
+from service.store import uploads as store
+
+PROTOCOL = "native"
+MAX_CHUNKS = 100_000          # bounds the received/missing lists and chunk_index
+MAX_NAME_LENGTH = 255
+CHUNK_INDEX = re.compile(r"[0-9]{1,9}")
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+MIMETYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
+
+
+async def create_upload(request: web.Request) -> web.Response:
+    user = current_user(request)
+    settings = request.app[settings_key]
+    body = await _json_object(request)
+    filename = _filename(body.get("filename"))
+    size = _integer(body, "size", minimum=0)
+    if size > settings.max_upload_size:
+        raise UploadTooLarge(f"{size} bytes is more than MAX_UPLOAD_SIZE ({settings.max_upload_size})")
+    chunk_size = _integer(body, "chunk_size", minimum=1, default=settings.default_chunk_size)
+    if chunk_size > settings.max_chunk_size:
+        raise ValidationFailed(f"chunk_size must be at most {settings.max_chunk_size}", field="chunk_size")
+    if -(-size // chunk_size) > MAX_CHUNKS:
+        raise ValidationFailed(f"chunk_size {chunk_size} makes more than {MAX_CHUNKS} chunks; use larger chunks",
+                               field="chunk_size")
+    mimetype = _mimetype(body.get("mimetype"), filename)
+    blob = storage.new_blob_name()
+    new = store.NewUpload(original_name=filename, filename=blob, path=storage.blob_path(blob), mimetype=mimetype,
+                          type=classify(mimetype), size=size, chunk_size=chunk_size, sha256=_sha256(body.get("sha256")),
+                          post_id=_optional_text(body, "post_id"), uploaded_by_id=user.id,
+                          expires_in=settings.upload_expiry)
+    async with request.app[pool_key].acquire() as conn:
+        upload = await store.insert_upload(conn, new)
+    UPLOADS_CREATED.labels(PROTOCOL).inc()
+    return web.json_response(upload_view(upload), status=201, headers={"Location": f"/api/uploads/{upload.id}"})
+
+
+async def get_upload(request: web.Request) -> web.Response:
+    async with request.app[pool_key].acquire() as conn:
+        upload = await _load(conn, request, allow_closed=True)
+        received = await store.received_chunks(conn, upload.id) if upload.status == FileStatus.UPLOADING else None
+    if received is None:  # past UPLOADING the chunks were all there (and may be gone now)
+        received = list(range(upload.total_chunks))
+    present = set(received)
+    return web.json_response({**upload_view(upload), "received": received,
+                              "missing": [i for i in range(upload.total_chunks) if i not in present]})
+
+
+async def put_chunk(request: web.Request) -> web.Response:
+    settings = request.app[settings_key]
+    index = _chunk_index(request.match_info["index"])
+    declared = _content_sha256(request)
+    async with request.app[pool_key].acquire() as conn:
+        upload = await _load(conn, request)
+    if index >= upload.total_chunks:
+        raise ChunkOutOfRange(f"chunk {index} of an upload of {upload.total_chunks} chunks (0..{upload.total_chunks - 1})")
+    expected = upload.chunk_length(index)
+    # No pooled connection is held while a slow client sends its chunk.
+    pieces = await read_exactly(request, expected, settings.max_chunk_size, index)
+    digest = await asyncio.to_thread(sha256_hex, pieces) if declared else None
+    if declared and digest != declared:
+        raise ChecksumMismatch(f"Content-SHA256 is {declared}, the body's is {digest}; nothing stored")
+    async with request.app[pool_key].acquire() as conn:
+        received = await store.insert_chunk(conn, upload.id, index, pieces, expected)
+        stored_digest = await store.chunk_sha256(conn, upload.id, index) if received is None else None
+    if received is not None:
+        BYTES_RECEIVED.labels(PROTOCOL).inc(expected)
+        return web.json_response({"index": index, "size": expected, "bytes_received": received}, status=201)
+    digest = digest or await asyncio.to_thread(sha256_hex, pieces)
+    if stored_digest is None:
+        raise UploadClosed(f"upload {upload.id} stopped accepting chunks")
+    if stored_digest != digest:
+        raise ChunkConflict(f"chunk {index} is already stored with different bytes (sha256 {stored_digest})")
+    return web.json_response({"index": index, "size": expected, "bytes_received": upload.bytes_received}, status=200)
+
+
+async def complete_upload(request: web.Request) -> web.Response:
+    async with request.app[pool_key].acquire() as conn:
+        upload = await _load(conn, request, allow_closed=True)
+        if upload.status == FileStatus.FAILED:
+            raise UploadClosed(f"upload {upload.id} FAILED")
+        missing = await store.complete_upload(conn, upload)
+    if missing:
+        shown = ", ".join(map(str, missing[:20])) + (", ..." if len(missing) > 20 else "")
+        raise UploadIncomplete(f"{len(missing)} of {upload.total_chunks} chunks missing: {shown}", missing=missing)
+    status = FileStatus.PROCESSING if upload.status == FileStatus.UPLOADING else upload.status
+    return web.json_response({"id": upload.id, "status": status, "file_url": f"/api/files/{upload.id}"},
+                             status=202, headers={"Location": f"/api/files/{upload.id}"})
+
+
+async def delete_upload(request: web.Request) -> web.Response:
+    user = current_user(request)
+    async with request.app[pool_key].acquire() as conn:
+        upload = await _load(conn, request, allow_closed=True, allow_expired=True)
+        if not await store.delete_upload(conn, upload.id, user.id):
+            raise UploadClosed(f"upload {upload.id} is {upload.status}; delete the file instead")
+    return web.Response(status=204)
+
+
+def upload_view(upload: Upload) -> dict[str, Any]:
+    return {"id": upload.id, "status": upload.status, "filename": upload.original_name, "mimetype": upload.mimetype,
+            "size": upload.size, "chunk_size": upload.chunk_size, "total_chunks": upload.total_chunks,
+            "bytes_received": upload.bytes_received, "sha256": upload.sha256,
+            "expires_at": upload.expires_at.isoformat() if upload.expires_at else None,
+            "created_at": upload.created_at.isoformat(), "file_url": f"/api/files/{upload.id}"}
+
+
+async def _load(conn: Any, request: web.Request, *, allow_closed: bool = False, allow_expired: bool = False) -> Upload:
+    """The caller's upload, or the reason it cannot be used: 404 (missing or another user's), 410, 409."""
+    file_id = request.match_info["id"]
+    upload = await store.get_upload(conn, file_id, current_user(request).id)
+    if upload is None:
+        raise UploadNotFound(f"upload {file_id}")
+    if upload.status == FileStatus.UPLOADING and upload.expired and not allow_expired:
+        raise UploadExpired(f"upload {file_id} expired at {upload.expires_at.isoformat()}")  # type: ignore[union-attr]
+    if upload.status != FileStatus.UPLOADING and not allow_closed:
+        raise UploadClosed(f"upload {file_id} is {upload.status}: it takes no more chunks")
+    if upload.size_deferred:
+        raise UploadClosed(f"upload {file_id} has no declared length yet: continue it with tus")
+    return upload
+
+
+async def read_exactly(request: web.Request, expected: int, max_chunk: int, index: int) -> list[bytes]:
+    """The body as the pieces it arrived in, exactly `expected` bytes in all: never joined, they go to
+    the database as they are. Refused before reading when Content-Length says the length is wrong,
+    and as soon as a chunked body goes past it. A client that goes away mid-body raises here, before
+    anything reaches the database."""
+    length = request.content_length
+    if length is not None and length > max_chunk:
+        raise ChunkTooLarge(f"Content-Length {length} is more than MAX_CHUNK_SIZE ({max_chunk})")
+    if length is not None and length != expected:
+        raise ChunkSizeMismatch(f"chunk {index} must be exactly {expected} bytes, Content-Length is {length}")
+    pieces: list[bytes] = []
+    got = 0
+    while piece := await request.content.readany():
+        got += len(piece)
+        if got > expected:  # stop reading at once: the rest is never buffered
+            raise ChunkSizeMismatch(f"chunk {index} must be exactly {expected} bytes, the body is longer")
+        pieces.append(piece)
+    if got != expected:
+        raise ChunkSizeMismatch(f"chunk {index} must be exactly {expected} bytes, the body has {got}")
+    return pieces
+
+
+def sha256_hex(pieces: list[bytes]) -> str:
+    digest = hashlib.sha256()
+    for piece in pieces:
+        digest.update(piece)
+    return digest.hexdigest()
+
+
+# request parsing ---------------------------------------------------------------------------------
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise InvalidJson("the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise InvalidJson("the body must be a JSON object")
+    return body
+
+
+def _integer(body: dict[str, Any], name: str, *, minimum: int, default: int | None = None) -> int:
+    value = body.get(name, default)
+    if value is None and default is None:
+        raise ValidationFailed(f"{name} is required", field=name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValidationFailed(f"{name} must be an integer of at least {minimum}", field=name)
+    return value
+
+
+def _filename(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationFailed("filename is required: the original name of the file", field="filename")
+    if len(value) > MAX_NAME_LENGTH or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValidationFailed(f"filename must be at most {MAX_NAME_LENGTH} printable characters", field="filename")
+    return value.strip()
+
+
+def _mimetype(value: Any, filename: str) -> str:
+    """The client's claim, or a guess from the name; only a hint until the worker reads the bytes."""
+    if value is None:
+        return mimetypes.guess_type(filename, strict=False)[0] or "application/octet-stream"
+    if not isinstance(value, str) or len(value) > 255 or not MIMETYPE.fullmatch(value.strip().lower()):
+        raise ValidationFailed("mimetype must look like type/subtype", field="mimetype")
+    return value.strip().lower()
+
+
+def _sha256(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not SHA256_HEX.fullmatch(value.lower()):
+        raise ValidationFailed("sha256 must be 64 hexadecimal characters", field="sha256")
+    return value.lower()
+
+
+def _optional_text(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ValidationFailed(f"{name} must be a string", field=name)
+    return value
+
+
+def _chunk_index(raw: str) -> int:
+    if not CHUNK_INDEX.fullmatch(raw):
+        raise BadRequest(f"chunk index must be a non-negative integer, got {raw!r}")
+    return int(raw)
+
+
+def _content_sha256(request: web.Request) -> str | None:
+    value = request.headers.get("Content-SHA256")
+    if value is None:
+        return None
+    if not SHA256_HEX.fullmatch(value.strip().lower()):
+        raise BadRequest("Content-SHA256 must be the hex SHA-256 of the body (64 characters)")
+    return value.strip().lower()

@@ -1,0 +1,177 @@
+"""tus uploads: rows of `files` (protocol = 'tus') whose bytes are `file_chunks` appended in order,
+chunk_index 0, 1, 2, ... with lengths of up to files.chunk_size. The worker joins them by chunk_index."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from service import storage
+from service.models import FileStatus, FileType
+
+
+@dataclass(frozen=True)
+class TusUpload:
+    id: str
+    owner_id: str
+    status: FileStatus
+    size: int
+    size_deferred: bool
+    offset: int
+    chunk_size: int
+    expires_at: datetime | None
+    metadata: str | None
+    concat: str | None
+    parts: list[str] | None
+    expired: bool
+
+    @property
+    def length_known(self) -> bool:
+        return not self.size_deferred
+
+    @property
+    def complete(self) -> bool:
+        return self.length_known and self.offset == self.size
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> TusUpload:
+        return cls(row["id"], row["uploaded_by_id"], FileStatus(row["status"]), row["size"], row["size_deferred"],
+                   row["bytes_received"], row["chunk_size"], row["expires_at"], row["tus_metadata"],
+                   row["tus_concat"], row["tus_parts"], row["expired"])
+
+
+COLUMNS = """id, uploaded_by_id, status, size, size_deferred, bytes_received, chunk_size, expires_at,
+             tus_metadata, tus_concat, tus_parts, (status = 'UPLOADING' AND expires_at <= now()) AS expired"""
+
+INSERT_UPLOAD = f"""
+INSERT INTO files (protocol, uploaded_by_id, original_name, filename, path, mimetype, type, size, size_deferred,
+                   chunk_size, expires_at, tus_metadata, tus_concat, tus_parts)
+VALUES ('tus', $1, $2, $3, $4, $5, $6, $7, $8, $9, now() + make_interval(secs => $10), $11, $12, $13)
+RETURNING {COLUMNS}
+"""
+
+
+async def insert_upload(conn: asyncpg.Connection, *, owner_id: str, original_name: str, mimetype: str,
+                        type: FileType, size: int, size_deferred: bool, chunk_size: int, expiry_seconds: int,
+                        metadata: str | None, concat: str | None, parts: list[str] | None = None) -> TusUpload:
+    filename = storage.new_blob_name()
+    row = await conn.fetchrow(INSERT_UPLOAD, owner_id, original_name, filename, storage.blob_path(filename),
+                              mimetype, type.value, size, size_deferred, chunk_size, expiry_seconds, metadata,
+                              concat, parts)
+    return TusUpload.from_row(row)
+
+
+SELECT_UPLOAD = f"SELECT {COLUMNS} FROM files WHERE id = $1 AND protocol = 'tus'"
+
+
+async def select_upload(conn: asyncpg.Connection, upload_id: str) -> TusUpload | None:
+    row = await conn.fetchrow(SELECT_UPLOAD, upload_id)
+    return None if row is None else TusUpload.from_row(row)
+
+
+NEXT_CHUNK_INDEX = "SELECT coalesce(max(chunk_index) + 1, 0) FROM file_chunks WHERE file_id = $1"
+
+
+async def next_chunk_index(conn: asyncpg.Connection, upload_id: str) -> int:
+    return await conn.fetchval(NEXT_CHUNK_INDEX, upload_id)
+
+
+INSERT_CHUNK = "INSERT INTO file_chunks (file_id, chunk_index, data) VALUES ($1, $2, $3)"
+
+
+async def insert_chunk(conn: asyncpg.Connection, upload_id: str, chunk_index: int, data: bytes) -> None:
+    await conn.execute(INSERT_CHUNK, upload_id, chunk_index, data)
+
+
+# The offset moves only from the value this writer read under its lock: anything else is a lost race.
+# An upload that is still being written stays alive: every write pushes its expiry out again.
+ADVANCE_OFFSET = """
+UPDATE files SET bytes_received = bytes_received + $3, expires_at = now() + make_interval(secs => $4)
+ WHERE id = $1 AND bytes_received = $2 AND status = 'UPLOADING'
+RETURNING bytes_received, expires_at
+"""
+
+
+async def advance_offset(conn: asyncpg.Connection, upload_id: str, offset: int, count: int,
+                         expiry_seconds: int) -> tuple[int, datetime] | None:
+    row = await conn.fetchrow(ADVANCE_OFFSET, upload_id, offset, count, expiry_seconds)
+    return None if row is None else (row["bytes_received"], row["expires_at"])
+
+
+DECLARE_LENGTH = f"""
+UPDATE files SET size = $2, size_deferred = false
+ WHERE id = $1 AND size_deferred AND bytes_received <= $2
+RETURNING {COLUMNS}
+"""
+
+
+async def declare_length(conn: asyncpg.Connection, upload_id: str, size: int) -> TusUpload | None:
+    """Upload-Defer-Length: the length is set once, never below what was received."""
+    row = await conn.fetchrow(DECLARE_LENGTH, upload_id, size)
+    return None if row is None else TusUpload.from_row(row)
+
+
+DELETE_UPLOAD = "DELETE FROM files WHERE id = $1 AND protocol = 'tus' RETURNING path, filename"
+
+
+async def delete_upload(conn: asyncpg.Connection, upload_id: str) -> tuple[str, str] | None:
+    """Removes the upload and (by cascade) its chunks: its path and blob name, or None if it was gone."""
+    row = await conn.fetchrow(DELETE_UPLOAD, upload_id)
+    return None if row is None else (row["path"], row["filename"])
+
+
+SELECT_PARTS_FOR_UPDATE = f"SELECT {COLUMNS} FROM files WHERE id = any($1::text[]) AND protocol = 'tus' FOR UPDATE"
+
+
+async def select_parts_for_update(conn: asyncpg.Connection, part_ids: list[str]) -> dict[str, TusUpload]:
+    """The partial uploads a final one names, row-locked until the concatenation commits."""
+    return {r["id"]: TusUpload.from_row(r) for r in await conn.fetch(SELECT_PARTS_FOR_UPDATE, part_ids)}
+
+
+# No byte is copied: an UPDATE that leaves `data` alone keeps the row's TOAST pointer, so only the
+# small heap tuples are rewritten, whatever the size of the chunks.
+MOVE_CHUNKS = """
+WITH parts AS (SELECT part_id, position FROM unnest($2::text[]) WITH ORDINALITY AS p(part_id, position)),
+     numbered AS (SELECT c.id, row_number() OVER (ORDER BY p.position, c.chunk_index) - 1 AS chunk_index
+                    FROM file_chunks c JOIN parts p ON p.part_id = c.file_id)
+UPDATE file_chunks c SET file_id = $1, chunk_index = n.chunk_index
+  FROM numbered n
+ WHERE c.id = n.id
+"""
+COMPLETE_FINAL = "UPDATE files SET bytes_received = size WHERE id = $1"
+DELETE_PARTS = "DELETE FROM files WHERE id = any($1::text[]) AND tus_concat = 'partial'"
+
+
+async def move_chunks(conn: asyncpg.Connection, final_id: str, part_ids: list[str]) -> None:
+    """The partials' chunks become the final upload's, in order; the partials, now empty, are removed."""
+    async with conn.transaction():
+        await conn.execute(MOVE_CHUNKS, final_id, part_ids)
+        await conn.execute(COMPLETE_FINAL, final_id)
+        await conn.execute(DELETE_PARTS, part_ids)
+
+
+# Advisory locks: one writer per upload across every process. The two-key form keeps tus locks apart
+# from any other advisory lock of the application (migrations use the one-key form).
+TUS_LOCK_SPACE = "hashtext('chunkd.tus')"
+TRY_LOCK_UPLOAD = f"SELECT pg_try_advisory_lock({TUS_LOCK_SPACE}, hashtext($1))"
+
+
+async def try_lock_upload(conn: asyncpg.Connection, upload_id: str) -> bool:
+    return await conn.fetchval(TRY_LOCK_UPLOAD, upload_id)
+
+
+UNLOCK_UPLOAD = f"SELECT pg_advisory_unlock({TUS_LOCK_SPACE}, hashtext($1))"
+
+
+async def unlock_upload(conn: asyncpg.Connection, upload_id: str) -> None:
+    await conn.fetchval(UNLOCK_UPLOAD, upload_id)
+
+
+# Payload `<1|0> <upload id>`: 1 = terminate (the writer stops even if active), 0 = only if stalled.
+RELEASE_CHANNEL = "tus_release"
+NOTIFY_RELEASE = "SELECT pg_notify($1, $2)"
+
+
+async def notify_release(conn: asyncpg.Connection, upload_id: str, force: bool) -> None:
+    await conn.execute(NOTIFY_RELEASE, RELEASE_CHANNEL, f"{int(force)} {upload_id}")

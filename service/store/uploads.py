@@ -1,0 +1,148 @@
+"""uploads: the native protocol's sessions and chunks."""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import AsyncIterator, Sequence
+
+import asyncpg
+
+from service.errors import UploadClosed, UploadNotFound, ValidationFailed
+from service.models import FileStatus, Upload
+from service.store.files import mark_ready
+
+UPLOAD_COLUMNS = """id, status, original_name, mimetype, size, chunk_size, bytes_received, sha256, expires_at,
+       expires_at IS NOT NULL AND expires_at <= now() AS expired, size_deferred, created_at"""
+
+
+@dataclass(frozen=True)
+class NewUpload:
+    original_name: str
+    filename: str
+    path: str
+    mimetype: str
+    type: str
+    size: int
+    chunk_size: int
+    sha256: str | None
+    post_id: str | None
+    uploaded_by_id: str
+    expires_in: int  # seconds
+
+
+INSERT_UPLOAD = f"""
+INSERT INTO files (original_name, filename, path, mimetype, type, size, chunk_size, sha256, post_id,
+                   uploaded_by_id, expires_at)
+SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now() + make_interval(secs => $11)
+ WHERE $9::text IS NULL OR EXISTS (SELECT 1 FROM posts WHERE id = $9 AND author_id = $10)
+RETURNING {UPLOAD_COLUMNS}
+"""
+
+
+async def insert_upload(conn: asyncpg.Connection, new: NewUpload) -> Upload:
+    """A new UPLOADING file; an empty one is complete at once and goes straight to PROCESSING."""
+    async with conn.transaction():
+        row = await conn.fetchrow(INSERT_UPLOAD, new.original_name, new.filename, new.path, new.mimetype,
+                                  new.type, new.size, new.chunk_size, new.sha256, new.post_id,
+                                  new.uploaded_by_id, float(new.expires_in))
+        if row is None:
+            raise ValidationFailed(f"post {new.post_id} does not exist or is not yours", field="post_id")
+        if new.size == 0:
+            await mark_ready(conn, row["id"])
+            return await get_upload(conn, row["id"], new.uploaded_by_id)  # type: ignore[return-value]
+        return Upload(**row)
+
+
+# protocol: a tus upload (sql/0004) appends variable-length chunks; fixed-index PUTs would corrupt it.
+GET_UPLOAD = f"SELECT {UPLOAD_COLUMNS} FROM files WHERE id = $1 AND uploaded_by_id = $2 AND protocol = 'native'"
+
+
+async def get_upload(conn: asyncpg.Connection, file_id: str, user_id: str) -> Upload | None:
+    """The caller's upload; None for a missing one and for anyone else's (both answer 404)."""
+    row = await conn.fetchrow(GET_UPLOAD, file_id, user_id)
+    return Upload(**row) if row else None
+
+
+RECEIVED_CHUNKS = "SELECT chunk_index FROM file_chunks WHERE file_id = $1 ORDER BY chunk_index"
+
+
+async def received_chunks(conn: asyncpg.Connection, file_id: str) -> list[int]:
+    return [r[0] for r in await conn.fetch(RECEIVED_CHUNKS, file_id)]
+
+
+ADD_RECEIVED_BYTES = """
+UPDATE files SET bytes_received = bytes_received + $2
+ WHERE id = $1 AND status = 'UPLOADING' AND (expires_at IS NULL OR expires_at > now())
+RETURNING bytes_received
+"""
+async def insert_chunk(conn: asyncpg.Connection, file_id: str, index: int, pieces: Sequence[bytes],
+                       length: int) -> int | None:
+    """Stores one chunk (`length` bytes, received as `pieces`) and counts its bytes in the same
+    transaction, so bytes_received stays exact under parallel PUTs. Returns the new bytes_received,
+    or None when the index was already stored. Raises UploadClosed (nothing stored) when the upload
+    stopped accepting chunks meanwhile.
+
+    The row goes in with a binary COPY fed the pieces as they came off the socket, not as a bind
+    parameter: asyncpg would copy a parameter whole into one message, and the socket's write buffer
+    would take most of it again, three copies of every chunk in flight instead of one. COPY has no
+    ON CONFLICT: an index already stored is the unique violation."""
+    try:
+        async with conn.transaction():
+            await conn.copy_to_table("file_chunks", columns=("file_id", "chunk_index", "data"), format="binary",
+                                     source=_copy_row(file_id, index, pieces, length))
+            received = await conn.fetchval(ADD_RECEIVED_BYTES, file_id, length)
+            if received is None:
+                raise UploadClosed(f"upload {file_id} was completed, aborted or expired meanwhile")
+            return received
+    except asyncpg.UniqueViolationError:
+        return None
+    except asyncpg.ForeignKeyViolationError:
+        raise UploadNotFound(f"upload {file_id}") from None
+
+
+async def _copy_row(file_id: str, index: int, pieces: Sequence[bytes], length: int) -> AsyncIterator[bytes]:
+    """One row in PostgreSQL's binary COPY format: header, (file_id, chunk_index, data), trailer."""
+    key = file_id.encode()
+    yield (b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
+           + struct.pack("!hi", 3, len(key)) + key + struct.pack("!ii", 4, index) + struct.pack("!i", length))
+    for piece in pieces:
+        yield piece
+    yield struct.pack("!h", -1)
+
+
+CHUNK_SHA256 = "SELECT encode(sha256(data), 'hex') FROM file_chunks WHERE file_id = $1 AND chunk_index = $2"
+
+
+async def chunk_sha256(conn: asyncpg.Connection, file_id: str, index: int) -> str | None:
+    """Computed by PostgreSQL next to the data: a repeat is compared without fetching the stored chunk."""
+    return await conn.fetchval(CHUNK_SHA256, file_id, index)
+
+
+LOCK_UPLOAD_STATUS = "SELECT status FROM files WHERE id = $1 FOR UPDATE"
+
+
+async def complete_upload(conn: asyncpg.Connection, upload: Upload) -> list[int]:
+    """UPLOADING -> PROCESSING (waking a worker) when every chunk is stored; otherwise nothing changes
+    and the missing indexes are returned. The row lock orders this against concurrent chunk PUTs:
+    a chunk either counted before, or its transaction sees PROCESSING and stores nothing."""
+    async with conn.transaction():
+        status = await conn.fetchval(LOCK_UPLOAD_STATUS, upload.id)
+        if status is None:
+            raise UploadNotFound(f"upload {upload.id}")
+        if status != FileStatus.UPLOADING:
+            return []
+        received = set(await received_chunks(conn, upload.id))
+        missing = [i for i in range(upload.total_chunks) if i not in received]
+        if not missing:
+            await mark_ready(conn, upload.id)
+        return missing
+
+
+DELETE_UPLOAD = """
+DELETE FROM files WHERE id = $1 AND uploaded_by_id = $2 AND status = 'UPLOADING' AND protocol = 'native' RETURNING id
+"""
+
+
+async def delete_upload(conn: asyncpg.Connection, file_id: str, user_id: str) -> bool:
+    """Aborts an unfinished upload: the row goes, its chunks with it (ON DELETE CASCADE)."""
+    return await conn.fetchval(DELETE_UPLOAD, file_id, user_id) is not None

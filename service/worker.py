@@ -1,0 +1,357 @@
+"""The processing worker: claims PROCESSING files, assembles, analyses and finishes them.
+
+Any number of workers share one database. A file is claimed with one UPDATE ... FOR UPDATE SKIP LOCKED,
+so two workers never take the same one; NOTIFY files_ready wakes idle workers, polling is the safety
+net. A claim is a lease: files.worker_id points at the worker's row in `workers`, kept alive by
+heartbeats; a worker silent for WORKER_LEASE is deleted by the others, which puts its files back
+in the queue (ON DELETE SET NULL). Every state change is guarded by `worker_id = me` in SQL."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+from typing import AsyncIterator, Awaitable, Callable
+
+import asyncpg
+from aiohttp import web
+
+from service import db, processing, storage
+from service.config import MiB, Settings
+from service.keys import pool_key, settings_key, worker_key
+from service.metrics import PROCESSING_SECONDS, UPLOADS_COMPLETED, UPLOADS_FAILED
+from service.models import ClaimedFile
+from service.processing import Analysis, Assembly, CorruptContent
+from service.store import workers as store
+from service.store.files import FILES_READY
+
+log = logging.getLogger("service.worker")
+
+MAX_ATTEMPTS = 5            # claims of one file; then FAILED, so a file that kills workers cannot loop forever
+MAX_RETRY_DELAY = 300       # seconds; transient failures back off 2, 4, 8 ... up to this
+POLL_INTERVAL = 5.0         # seconds between claims when no NOTIFY arrives
+ASSEMBLY_SLICE = 4 * MiB    # bytes fetched per query while assembling: memory stays flat for any chunk size
+SHUTDOWN_TIMEOUT = 30.0     # seconds running files get to finish on stop; the rest go back to the queue
+
+
+class Worker:
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, *, concurrency: int | None = None,
+                 poll_interval: float = POLL_INTERVAL, shutdown_timeout: float = SHUTDOWN_TIMEOUT) -> None:
+        self.settings, self.pool = settings, pool
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease = settings.worker_lease
+        self.poll_interval, self.shutdown_timeout = poll_interval, shutdown_timeout
+        self._slots = asyncio.Semaphore(concurrency or settings.worker_concurrency)
+        self._wake, self._stop = asyncio.Event(), asyncio.Event()
+        self._running: set[asyncio.Task[None]] = set()
+        self._registered = False
+        self.listener = db.Listener(settings, {FILES_READY: lambda _payload: self._wake.set()},
+                                    on_connect=self._wake.set)
+
+    # lifecycle ---------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Claims and processes files until stop(); then lets running ones finish and unregisters."""
+        if not await self._register_until_stopped():
+            return
+        background = [asyncio.create_task(self.listener.run(), name="worker listener"),
+                      asyncio.create_task(self._heartbeat_loop(), name="worker heartbeat")]
+        log.info("worker started", extra={"action": "worker_started", "worker_id": self.id})
+        try:
+            await self._loop()
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await self._drain()
+            await self.close()
+            log.info("worker stopped", extra={"action": "worker_stopped", "worker_id": self.id})
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run_once(self) -> int:
+        """Processes every file ready now and returns how many (procrastinate's wait=False): for tests
+        and one-shot runs. Leaves the worker registered; close() unregisters."""
+        await self._register()
+        claimed = 0
+        while True:
+            await self._slots.acquire()
+            file = await self._claim()
+            if file is None:
+                self._slots.release()
+                break
+            self._start(file)
+            claimed += 1
+        if self._running:
+            await asyncio.wait(set(self._running))
+        return claimed
+
+    async def close(self) -> None:
+        """Unregisters: files still held (a stop that timed out) go back to the queue at once."""
+        if not self._registered:
+            return
+        with contextlib.suppress(*db_errors()):
+            async with self.pool.acquire() as conn:
+                await store.delete_worker(conn, self.id)
+        self._registered = False
+
+    async def _register_until_stopped(self) -> bool:
+        """The database may not be up yet when the process starts: keep trying, as the pool would."""
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                await self._register()
+                return True
+            except db_errors() as e:
+                log.warning("cannot register the worker yet: %s", e, extra={"action": "worker_register_failed"})
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                delay = min(delay * 2, 10)
+        return False
+
+    async def _register(self) -> None:
+        async with self.pool.acquire() as conn:
+            await store.register_worker(conn, self.id, socket.gethostname(), os.getpid())
+        self._registered = True
+
+    async def _drain(self) -> None:
+        if not self._running:
+            return
+        _, pending = await asyncio.wait(set(self._running), timeout=self.shutdown_timeout)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    # claiming -------------------------------------------------------------------------------------
+    async def _loop(self) -> None:
+        while await self._free_slot():  # a free slot before claiming: never hold a file we cannot start
+            file = None
+            try:
+                file = await self._claim()
+            except db_errors() as e:
+                log.warning("claim failed: %s", e, extra={"action": "claim_failed", "worker_id": self.id})
+            if file is None:
+                self._slots.release()
+                await self._idle()
+                continue
+            self._start(file)
+
+    async def _free_slot(self) -> bool:
+        """Takes a slot; False (holding none) once stop() is called, even while every slot is busy."""
+        acquire = asyncio.ensure_future(self._slots.acquire())
+        stopping = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({acquire, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not acquire.done():
+            acquire.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await acquire
+        if acquire.cancelled():
+            return False
+        if self._stop.is_set():
+            self._slots.release()
+            return False
+        return True
+
+    async def _idle(self) -> None:
+        waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(self._stop.wait())]
+        try:
+            await asyncio.wait(waits, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        self._wake.clear()  # cleared before the next claim, which sees whatever the wake-up announced
+
+    async def _claim(self) -> ClaimedFile | None:
+        async with self.pool.acquire() as conn:
+            try:
+                return await store.claim_next_file(conn, self.id)
+            except asyncpg.ForeignKeyViolationError:  # presumed dead by the others: back in the game
+                await store.register_worker(conn, self.id, socket.gethostname(), os.getpid())
+                return await store.claim_next_file(conn, self.id)
+
+    def _start(self, file: ClaimedFile) -> None:
+        task = asyncio.create_task(self._process(file), name=f"process file {file.id}")
+        self._running.add(task)
+        task.add_done_callback(self._on_done)
+
+    def _on_done(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._slots.release()
+        if not task.cancelled() and task.exception() is not None:  # a bug: say so, keep working
+            log.error("processing task failed", exc_info=task.exception(), extra={"action": "worker_bug"})
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            try:
+                async with self.pool.acquire() as conn:
+                    if not await store.heartbeat(conn, self.id):
+                        log.warning("this worker was presumed dead; registering again",
+                                    extra={"action": "worker_reregistered", "worker_id": self.id})
+                        await store.register_worker(conn, self.id, socket.gethostname(), os.getpid())
+                    dead = await store.delete_stale_workers(conn, self.lease)
+                if dead:
+                    log.warning("released the files of dead workers %s", dead,
+                                extra={"action": "workers_reaped", "worker_id": self.id})
+                    self._wake.set()
+            except db_errors() as e:
+                log.warning("heartbeat failed: %s", e, extra={"action": "heartbeat_failed", "worker_id": self.id})
+            await asyncio.sleep(self.lease / 3)
+
+    # processing -----------------------------------------------------------------------------------
+    async def _process(self, file: ClaimedFile) -> None:
+        started = time.monotonic()
+        log.info("file claimed", extra={"action": "file_claimed", "file_id": file.id, "attempt": file.attempts})
+        try:
+            if file.attempts > MAX_ATTEMPTS:
+                raise CorruptContent(f"gave up after {MAX_ATTEMPTS} attempts: the workers processing it stopped")
+            digest, analysis = await self._assemble_and_analyse(file)
+            await asyncio.shield(self._settle(lambda: self._finish(file, digest, analysis)))
+        except CorruptContent as e:
+            await asyncio.shield(self._settle(lambda: self._fail(file, str(e))))
+        except asyncio.CancelledError:
+            raise  # stopping: close() hands the file back
+        except Exception as e:
+            log.warning("processing file %s failed: %r", file.id, e,
+                        extra={"action": "file_error", "file_id": file.id, "attempt": file.attempts})
+            if file.attempts >= MAX_ATTEMPTS:
+                await asyncio.shield(self._settle(
+                    lambda: self._fail(file, f"gave up after {file.attempts} attempts: {type(e).__name__}: {e}")))
+            else:
+                delay = min(2 ** file.attempts, MAX_RETRY_DELAY)
+                await asyncio.shield(self._settle(lambda: self._retry(file, delay)))
+        finally:
+            PROCESSING_SECONDS.observe(time.monotonic() - started)
+
+    async def _assemble_and_analyse(self, file: ClaimedFile) -> tuple[str, Analysis]:
+        root = self.settings.storage_path
+        final = storage.resolve(root, file.path)
+        thumbnail_base = storage.resolve(root, storage.thumbnail_path(file.filename))
+        async with self.pool.acquire() as conn:
+            chunks = await store.chunk_lengths(conn, file.id)
+            check_chunks(chunks, file.size)
+            assembly = await asyncio.to_thread(Assembly, final, self.id.rsplit(":", 1)[-1])
+            started = time.monotonic()
+            try:
+                digest = await assemble(conn, file.id, chunks, assembly)
+            except BaseException:
+                await asyncio.to_thread(assembly.discard)
+                raise
+        seconds = time.monotonic() - started
+        log.info("file assembled: %d bytes in %.3f s", file.size, seconds,
+                 extra={"action": "file_assembled", "file_id": file.id, "bytes": file.size, "ms": round(seconds * 1000)})
+        try:
+            if file.sha256 and digest != file.sha256:
+                raise CorruptContent(f"sha256 mismatch: declared {file.sha256}, assembled {digest}")
+            analysis = await asyncio.to_thread(processing.analyse, assembly.temp, thumbnail_base)
+            await asyncio.to_thread(assembly.commit)
+        except BaseException:
+            await asyncio.to_thread(assembly.discard)
+            raise
+        return digest, analysis
+
+    async def _finish(self, file: ClaimedFile, digest: str, analysis: Analysis) -> None:
+        metadata = {"sha256": digest, "size": file.size, "claimed_mimetype": file.mimetype, **analysis.metadata}
+        thumbnail = f"/api/files/{file.id}/thumbnail" if analysis.thumbnail_mimetype else None
+        async with self.pool.acquire() as conn:
+            if await store.finish_file(conn, file.id, self.id, analysis.type, analysis.mimetype, metadata,
+                                       f"/api/files/{file.id}/content", thumbnail):
+                UPLOADS_COMPLETED.inc()
+                log.info("file completed", extra={"action": "file_completed", "file_id": file.id,
+                                                  "type": analysis.type, "mimetype": analysis.mimetype})
+                return
+            owned_by_someone = await store.file_exists(conn, file.id)
+        log.warning("lease on file %s lost before completion", file.id,
+                    extra={"action": "lease_lost", "file_id": file.id})
+        if not owned_by_someone:  # deleted meanwhile: our blobs are orphans. Otherwise they are the new owner's too.
+            await asyncio.to_thread(storage.remove_blobs, self.settings.storage_path, file.path, file.filename)
+
+    async def _fail(self, file: ClaimedFile, reason: str) -> None:
+        async with self.pool.acquire() as conn:
+            failed = await store.fail_file(conn, file.id, self.id, reason)
+        if failed:
+            UPLOADS_FAILED.inc()
+            await asyncio.to_thread(storage.remove_blobs, self.settings.storage_path, file.path, file.filename)
+        log.warning("file failed: %s", reason, extra={"action": "file_failed" if failed else "lease_lost",
+                                                       "file_id": file.id})
+
+    async def _retry(self, file: ClaimedFile, delay: float) -> None:
+        async with self.pool.acquire() as conn:
+            await store.retry_file(conn, file.id, self.id, delay)
+
+    async def _settle(self, record: Callable[[], Awaitable[None]]) -> None:
+        """Recording the outcome must not be lost to a database hiccup: while this worker lives and
+        heartbeats, nobody else would take the file back. Retried until it sticks or we stop."""
+        delay = 0.5
+        while True:
+            try:
+                return await record()
+            except db_errors() as e:
+                if self._stop.is_set():
+                    return  # close() releases the file
+                log.warning("recording an outcome failed: %s", e, extra={"action": "settle_retry"})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+
+
+async def assemble(conn: asyncpg.Connection, file_id: str, chunks: list[tuple[int, int]], assembly: Assembly) -> str:
+    """Chunks in index order, a slice at a time; fetching the next slice overlaps writing and hashing
+    the previous one in a thread. Returns the SHA-256; the caller commits or discards."""
+    writing: asyncio.Future[None] | None = None
+    try:
+        for index, length in chunks:
+            for offset in range(0, length, ASSEMBLY_SLICE):
+                size = min(ASSEMBLY_SLICE, length - offset)
+                data = await store.read_chunk_slice(conn, file_id, index, offset, size)
+                if data is None or len(data) != size:
+                    raise CorruptContent(f"chunk {index} vanished during assembly")
+                if writing is not None:
+                    await writing
+                writing = asyncio.ensure_future(asyncio.to_thread(assembly.write, data))
+        if writing is not None:
+            await writing
+        return await asyncio.to_thread(assembly.finish)
+    finally:
+        if writing is not None and not writing.done():  # never discard under a running write
+            await asyncio.wait([writing])
+
+
+def check_chunks(chunks: list[tuple[int, int]], size: int) -> None:
+    """Chunks may have any lengths (tus writes what it receives), but must be 0..n-1 with no gap and
+    hold exactly the declared size."""
+    gaps = [i for i, (index, _) in enumerate(chunks) if index != i]
+    if gaps:
+        raise CorruptContent(f"chunks are not contiguous from 0: expected index {gaps[0]}, found {chunks[gaps[0]][0]}")
+    total = sum(length for _, length in chunks)
+    if total != size:
+        raise CorruptContent(f"chunks hold {total} bytes, the upload declared {size}")
+
+
+def db_errors() -> tuple[type[BaseException], ...]:
+    return (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+
+
+async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The worker inside `chunkd serve`, on the app's pool."""
+    worker = app[worker_key] = Worker(app[settings_key], app[pool_key])
+    task = asyncio.create_task(worker.run(), name="worker")
+    yield
+    worker.stop()
+    await task
+
+
+async def run_standalone(settings: Settings) -> None:
+    """`chunkd worker`: its own small pool, until SIGTERM or SIGINT."""
+    pool = await db.create_pool(settings, max_size=settings.worker_concurrency + 2)
+    try:
+        worker = Worker(settings, pool)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
+        await worker.run()
+    finally:
+        await asyncio.wait_for(pool.close(), timeout=10)

@@ -1,0 +1,194 @@
+"""The files API: ETag/304, long-poll, server-sent events, Range downloads, thumbnails, list, delete."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import asyncpg
+import pytest
+
+from service import storage
+from service.app import create_app
+from service.config import Settings
+from tests.support import make_settings
+from tests.uploading import UPLOAD_ENV, create, jpeg, put_chunks, sha256, upload, wait_for_status
+
+
+@pytest.fixture
+def settings(database_url: str, storage_dir: Path) -> Settings:
+    return make_settings(database_url, storage_dir, **UPLOAD_ENV)
+
+
+@pytest.fixture
+async def served(aiohttp_client, settings: Settings):  # type: ignore[no-untyped-def]
+    return await aiohttp_client(create_app(settings, with_worker=True))
+
+
+async def completed(served, user, data: bytes, name: str = "file.bin") -> dict:  # type: ignore[no-untyped-def]
+    body = await wait_for_status(served, user, await upload(served, user, data, name))
+    assert body["status"] == "COMPLETED", body["error"]
+    return body
+
+
+async def insert_file(conn: asyncpg.Connection, user_id: str, status: str, type_: str) -> str:
+    blob = storage.new_blob_name()
+    return await conn.fetchval(
+        "INSERT INTO files (original_name, filename, path, mimetype, type, status, size, chunk_size, uploaded_by_id)"
+        " VALUES ('n', $1, $2, 'application/octet-stream', $3, $4, 1, 1, $5) RETURNING id",
+        blob, storage.blob_path(blob), type_, status, user_id)
+
+
+async def test_etag_and_304(client, user, conn) -> None:  # type: ignore[no-untyped-def]
+    created = await create(client, user, os.urandom(10))
+    r = await client.get(f"/api/files/{created['id']}", headers=user.headers)
+    body = await r.json()
+    assert r.status == 200 and body["status"] == "UPLOADING" and body["original_name"] == "file.bin"
+    assert {"id", "status", "type", "mimetype", "size", "original_name", "url", "thumbnail", "metadata", "error",
+            "created_at", "updated_at"} <= set(body)
+    etag = r.headers["ETag"]
+    r = await client.get(f"/api/files/{created['id']}", headers={**user.headers, "If-None-Match": etag})
+    assert r.status == 304 and r.headers["ETag"] == etag and await r.read() == b""
+    await conn.execute("UPDATE files SET status = 'FAILED', error = 'x' WHERE id = $1", created["id"])
+    r = await client.get(f"/api/files/{created['id']}", headers={**user.headers, "If-None-Match": etag})
+    assert r.status == 200 and r.headers["ETag"] != etag and (await r.json())["status"] == "FAILED"
+
+
+async def test_long_poll_returns_as_soon_as_the_status_changes(client, user) -> None:  # type: ignore[no-untyped-def]
+    data = os.urandom(1000)
+    created = await create(client, user, data)
+    url = f"/api/files/{created['id']}"
+    etag = (await client.get(url, headers=user.headers)).headers["ETag"]
+
+    started = time.monotonic()
+    r = await client.get(url, params={"wait": "1"}, headers={**user.headers, "If-None-Match": etag})
+    assert r.status == 304 and 0.9 < time.monotonic() - started < 3  # nothing changed within the wait
+
+    poll = asyncio.create_task(client.get(url, params={"wait": "30"}, headers={**user.headers, "If-None-Match": etag}))
+    await asyncio.sleep(0.3)
+    assert not poll.done()
+    started = time.monotonic()
+    await put_chunks(client, user, created, data)
+    assert (await client.post(f"/api/uploads/{created['id']}/complete", headers=user.headers)).status == 202
+    r = await poll
+    assert r.status == 200 and (await r.json())["status"] == "PROCESSING"
+    assert time.monotonic() - started < 2  # woken by NOTIFY, not by the 5 s fallback poll
+
+    for bad in ("61", "-1", "soon", "nan"):
+        r = await client.get(url, params={"wait": bad}, headers=user.headers)
+        assert r.status == 422 and (await r.json())["field"] == "wait"
+
+
+async def test_long_poll_on_a_finished_file_answers_at_once(client, user, conn) -> None:  # type: ignore[no-untyped-def]
+    file_id = await insert_file(conn, user.id, "COMPLETED", "OTHER")
+    started = time.monotonic()
+    r = await client.get(f"/api/files/{file_id}", params={"wait": "30"}, headers=user.headers)
+    assert r.status == 200 and time.monotonic() - started < 1
+
+
+async def read_event(response) -> tuple[str, dict]:  # type: ignore[no-untyped-def]
+    kind, data = "", ""
+    while True:
+        line = (await asyncio.wait_for(response.content.readline(), 10)).decode()
+        if line.startswith("event: "):
+            kind = line[7:].strip()
+        elif line.startswith("data: "):
+            data = line[6:].strip()
+        elif line == "\n" and kind:
+            return kind, json.loads(data)
+
+
+async def test_server_sent_events_follow_the_status(client, user, conn) -> None:  # type: ignore[no-untyped-def]
+    data = os.urandom(1000)
+    created = await create(client, user, data)
+    async with client.get(f"/api/files/{created['id']}/events", headers=user.headers) as events:
+        assert events.status == 200 and events.headers["Content-Type"] == "text/event-stream"
+        assert await read_event(events) == ("status", (await read_event_body(client, user, created["id"])))
+        await put_chunks(client, user, created, data)
+        await client.post(f"/api/uploads/{created['id']}/complete", headers=user.headers)
+        kind, body = await read_event(events)
+        assert kind == "status" and body["status"] == "PROCESSING"
+        await conn.execute("UPDATE files SET status = 'COMPLETED' WHERE id = $1", created["id"])
+        kind, body = await read_event(events)
+        assert kind == "status" and body["status"] == "COMPLETED"
+        assert await asyncio.wait_for(events.content.read(), 5) == b""  # the stream ends with the file
+
+    other = await create(client, user, data)
+    async with client.get(f"/api/files/{other['id']}/events", headers=user.headers) as events:
+        assert (await read_event(events))[0] == "status"
+        await conn.execute("DELETE FROM files WHERE id = $1", other["id"])
+        assert await read_event(events) == ("deleted", {"id": other["id"]})
+
+
+async def read_event_body(client, user, file_id: str) -> dict:  # type: ignore[no-untyped-def]
+    return await (await client.get(f"/api/files/{file_id}", headers=user.headers)).json()
+
+
+async def test_content_range_and_safe_headers(served, user) -> None:  # type: ignore[no-untyped-def]
+    data = os.urandom(300_000)
+    name = 'résumé "final"; 100%\\ 東京.pdf'
+    body = await completed(served, user, data, name)
+    r = await served.get(body["url"], headers=user.headers)
+    assert r.status == 200 and await r.read() == data
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    disposition = r.headers["Content-Disposition"]
+    assert disposition.startswith('attachment; filename="r_sum_ _final__ 100__ __.pdf"; ')
+    assert disposition.endswith("filename*=UTF-8''" + quote(name, safe=""))
+
+    r = await served.get(body["url"], headers={**user.headers, "Range": "bytes=1000-1999"})
+    assert r.status == 206 and await r.read() == data[1000:2000]
+    assert r.headers["Content-Range"] == f"bytes 1000-1999/{len(data)}"
+    r = await served.get(body["url"], headers={**user.headers, "Range": "bytes=-10"})
+    assert r.status == 206 and await r.read() == data[-10:]
+    r = await served.get(body["url"], headers={**user.headers, "Range": f"bytes={len(data)}-"})
+    assert r.status == 416
+
+
+async def test_another_users_file_is_404_everywhere(served, user, make_user, admin, storage_dir) -> None:  # type: ignore[no-untyped-def]
+    body = await completed(served, user, jpeg(64, 48), "p.jpg")
+    stranger = await make_user()
+    paths = ["", "/content", "/thumbnail", "/events"]
+    for path in paths:
+        r = await served.get(f"/api/files/{body['id']}{path}", headers=stranger.headers)
+        assert r.status == 404 and (await r.json())["code"] == "FILE_NOT_FOUND", path
+        r = await served.get(f"/api/files/{body['id']}{path}", headers=admin.headers)
+        assert r.status == 200, path
+        r.close()
+    assert (await served.delete(f"/api/files/{body['id']}", headers=stranger.headers)).status == 404
+    assert (await served.get("/api/files/no-such-id", headers=user.headers)).status == 404
+
+    blobs = [p for p in storage_dir.rglob("*") if p.is_file()]
+    assert len(blobs) == 2  # the file and its thumbnail
+    r = await served.delete(f"/api/files/{body['id']}", headers=user.headers)
+    assert r.status == 204
+    assert not [p for p in storage_dir.rglob("*") if p.is_file()]
+    assert (await served.get(f"/api/files/{body['id']}", headers=user.headers)).status == 404
+
+
+async def test_list_filters_and_pages(client, user, make_user, admin, conn) -> None:  # type: ignore[no-untyped-def]
+    mine = [await insert_file(conn, user.id, s, t) for s, t in
+            [("COMPLETED", "IMAGE"), ("COMPLETED", "DOCUMENT"), ("FAILED", "IMAGE"), ("UPLOADING", "OTHER"),
+             ("COMPLETED", "IMAGE")]]
+    other = await make_user()
+    await insert_file(conn, other.id, "COMPLETED", "IMAGE")
+
+    async def listing(who, **params):  # type: ignore[no-untyped-def]
+        r = await client.get("/api/files", params=params, headers=who.headers)
+        assert r.status == 200, await r.text()
+        return await r.json()
+
+    everything = await listing(user)
+    assert {f["id"] for f in everything["files"]} == set(mine)
+    assert everything["pagination"] == {"page": 1, "limit": 20, "total": 5, "pages": 1}
+    images = await listing(user, status="COMPLETED", type="image")
+    assert len(images["files"]) == 2 and all(f["type"] == "IMAGE" and f["status"] == "COMPLETED" for f in images["files"])
+    page2 = await listing(user, limit="2", page="2")
+    assert page2["pagination"] == {"page": 2, "limit": 2, "total": 5, "pages": 3}
+    assert [f["id"] for f in page2["files"]] == [f["id"] for f in everything["files"][2:4]]
+    assert (await listing(admin))["pagination"]["total"] == 6  # an admin sees every user's files
+    for bad in ({"status": "DONE"}, {"type": "PICTURE"}, {"page": "0"}, {"limit": "101"}, {"limit": "x"}):
+        r = await client.get("/api/files", params=bad, headers=user.headers)
+        assert r.status == 422 and (await r.json())["code"] == "VALIDATION_FAILED", bad

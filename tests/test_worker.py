@@ -1,0 +1,303 @@
+"""The processing worker: assembly, sniffing, thumbnails, failures, retries, leases, crashes."""
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import struct
+import time
+import zlib
+from pathlib import Path
+from typing import AsyncIterator
+
+import aiohttp
+import asyncpg
+import pytest
+from PIL import Image
+
+from service import db, storage
+from service.app import create_app
+from service.config import Settings
+from service.store.files import mark_ready
+from service.worker import MAX_ATTEMPTS, Worker
+from tests.support import make_settings
+from tests.uploading import UPLOAD_ENV, create, jpeg, noise_png, put_chunks, sha256, upload, wait_for_status
+
+
+@pytest.fixture
+def settings(database_url: str, storage_dir: Path) -> Settings:
+    return make_settings(database_url, storage_dir, **UPLOAD_ENV)
+
+
+@pytest.fixture
+async def served(aiohttp_client, settings: Settings):  # type: ignore[no-untyped-def]
+    """The app with its worker, as `chunkd serve` runs it, over a real socket."""
+    return await aiohttp_client(create_app(settings, with_worker=True))
+
+
+@pytest.fixture
+async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    p = await db.create_pool(settings, max_size=6)
+    yield p
+    await p.close()
+
+
+async def insert_ready_file(conn: asyncpg.Connection, user_id: str, chunks: list[bytes], *, name: str = "f.bin",
+                            sha: str | None = None, size: int | None = None) -> str:
+    """A file as any protocol leaves it: chunks of any lengths, then mark_ready (tus does exactly this)."""
+    blob = storage.new_blob_name()
+    file_id = await conn.fetchval(
+        "INSERT INTO files (original_name, filename, path, mimetype, type, size, chunk_size, sha256, uploaded_by_id)"
+        " VALUES ($1, $2, $3, 'application/octet-stream', 'OTHER', $4, 65536, $5, $6) RETURNING id",
+        name, blob, storage.blob_path(blob), sum(map(len, chunks)) if size is None else size, sha, user_id)
+    for i, chunk in enumerate(chunks):
+        if chunk is not None:
+            await conn.execute("INSERT INTO file_chunks (file_id, chunk_index, data) VALUES ($1, $2, $3)", file_id, i, chunk)
+    assert await mark_ready(conn, file_id)
+    return file_id
+
+
+async def file_row(conn: asyncpg.Connection, file_id: str) -> asyncpg.Record:
+    return await conn.fetchrow("SELECT *, (SELECT count(*) FROM file_chunks WHERE file_id = files.id) AS chunks "
+                               "FROM files WHERE id = $1", file_id)
+
+
+async def test_image_uploaded_in_shuffled_parallel_chunks_completes(served, user, conn, storage_dir) -> None:  # type: ignore[no-untyped-def]
+    data = noise_png(1200, 1000)  # about 3.5 MiB: 55 chunks of 64 KiB
+    file_id = await upload(served, user, data, "holiday photo.png", sha256=sha256(data), mimetype="image/png")
+    body = await wait_for_status(served, user, file_id)
+    assert body["status"] == "COMPLETED", body["error"]
+    assert body["type"] == "IMAGE" and body["mimetype"] == "image/png" and body["size"] == len(data)
+    meta = body["metadata"]
+    assert (meta["width"], meta["height"], meta["format"], meta["sha256"]) == (1200, 1000, "PNG", sha256(data))
+    assert body["url"] == f"/api/files/{file_id}/content" and body["thumbnail"] == f"/api/files/{file_id}/thumbnail"
+
+    r = await served.get(body["url"], headers=user.headers)
+    assert r.status == 200 and r.headers["Content-Type"] == "image/png"
+    assert sha256(await r.read()) == sha256(data)
+    r = await served.get(body["thumbnail"], headers=user.headers)
+    assert r.status == 200 and r.headers["Content-Type"] == "image/webp"
+    with Image.open(io.BytesIO(await r.read())) as thumb:
+        assert thumb.format == "WEBP" and thumb.size == (320, 267)
+
+    row = await file_row(conn, file_id)
+    assert row["chunks"] == 0 and row["worker_id"] is None and row["attempts"] == 1
+    assert (storage_dir / row["path"]).stat().st_size == len(data)
+    assert not list(storage_dir.rglob("*.part"))  # no temporary file left behind
+
+
+async def test_type_comes_from_the_bytes_not_the_name(served, user) -> None:  # type: ignore[no-untyped-def]
+    data = b"Dear diary.\nThis is plain text whatever the name says.\n" * 2000
+    file_id = await upload(served, user, data, "cat.jpg", mimetype="image/jpeg")
+    body = await wait_for_status(served, user, file_id)
+    assert body["status"] == "COMPLETED", body["error"]
+    assert body["mimetype"] == "text/plain" and body["type"] == "DOCUMENT"
+    assert body["thumbnail"] is None and body["metadata"]["claimed_mimetype"] == "image/jpeg"
+    r = await served.get(f"/api/files/{file_id}/thumbnail", headers=user.headers)
+    assert r.status == 404 and (await r.json())["code"] == "THUMBNAIL_NOT_FOUND"
+
+
+async def test_exif_orientation_is_honoured(served, user) -> None:  # type: ignore[no-untyped-def]
+    data = jpeg(400, 200, orientation=6)  # stored landscape, displayed portrait
+    file_id = await upload(served, user, data, "phone.jpg")
+    body = await wait_for_status(served, user, file_id)
+    assert body["status"] == "COMPLETED", body["error"]
+    meta = body["metadata"]
+    assert (meta["width"], meta["height"], meta["format"], meta["orientation"]) == (200, 400, "JPEG", 6)
+    r = await served.get(body["thumbnail"], headers=user.headers)
+    with Image.open(io.BytesIO(await r.read())) as thumb:
+        assert thumb.size == (160, 320)
+
+
+async def test_empty_file_completes(served, user) -> None:  # type: ignore[no-untyped-def]
+    created = await create(served, user, b"", "empty.txt")
+    body = await wait_for_status(served, user, created["id"])
+    assert body["status"] == "COMPLETED" and body["size"] == 0
+    assert body["metadata"]["sha256"] == sha256(b"")
+    r = await served.get(body["url"], headers=user.headers)
+    assert r.status == 200 and await r.read() == b""
+
+
+async def test_declared_checksum_mismatch_fails(served, user, conn, storage_dir) -> None:  # type: ignore[no-untyped-def]
+    data = os.urandom(200_000)
+    file_id = await upload(served, user, data, sha256=sha256(b"something else"))
+    body = await wait_for_status(served, user, file_id)
+    assert body["status"] == "FAILED" and "sha256 mismatch" in body["error"]
+    assert (await file_row(conn, file_id))["chunks"] == 0
+    assert not [p for p in storage_dir.rglob("*") if p.is_file()]
+    r = await served.get(f"/api/files/{file_id}/content", headers=user.headers)
+    assert r.status == 409 and (await r.json())["code"] == "FILE_NOT_READY"
+
+
+def png(width: int, height: int, pixel_data: bytes) -> bytes:
+    """A PNG whose header claims width x height, whatever the data holds."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixel_data) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("content, reason", [
+    (png(100, 100, os.urandom(5000)), "unreadable image"),                  # garbage pixel data
+    (png(100, 100, zlib.compress(b"\0" * 3000)), "unreadable image"),       # truncated
+    (png(30_000, 30_000, zlib.compress(b"\0" * 1000)), "pixel limit"),      # a decompression bomb
+    (b"\xff\xd8\xff\xe0" + os.urandom(3000), "unreadable image"),                      # JPEG magic, then noise
+])
+async def test_corrupt_images_fail_with_a_reason(pool, settings, user, conn, content, reason) -> None:  # type: ignore[no-untyped-def]
+    file_id = await insert_ready_file(conn, user.id, [content], name="x.png")
+    worker = Worker(settings, pool)
+    assert await worker.run_once() == 1
+    await worker.close()
+    row = await file_row(conn, file_id)
+    assert row["status"] == "FAILED" and reason in row["error"] and row["attempts"] == 1, row["error"]
+
+
+async def test_chunks_of_any_length_are_assembled_in_index_order(pool, settings, user, conn, storage_dir) -> None:  # type: ignore[no-untyped-def]
+    pieces = [os.urandom(n) for n in (10, 70_000, 1, 65_536, 5_000_000, 3)]  # as tus leaves them
+    file_id = await insert_ready_file(conn, user.id, pieces, sha=sha256(b"".join(pieces)))
+    worker = Worker(settings, pool)
+    assert await worker.run_once() == 1
+    await worker.close()
+    row = await file_row(conn, file_id)
+    assert row["status"] == "COMPLETED", row["error"]
+    assert sha256((storage_dir / row["path"]).read_bytes()) == sha256(b"".join(pieces))
+
+
+async def test_gaps_and_wrong_totals_fail(pool, settings, user, conn) -> None:  # type: ignore[no-untyped-def]
+    gap = await insert_ready_file(conn, user.id, [b"a" * 10, None, b"c" * 10], size=30)  # type: ignore[list-item]
+    short = await insert_ready_file(conn, user.id, [b"a" * 10], size=11)
+    worker = Worker(settings, pool)
+    assert await worker.run_once() == 2
+    await worker.close()
+    assert "not contiguous" in (await file_row(conn, gap))["error"]
+    assert "hold 10 bytes" in (await file_row(conn, short))["error"]
+
+
+async def test_transient_errors_are_retried_with_backoff_then_fail(pool, settings, user, conn, storage_dir) -> None:  # type: ignore[no-untyped-def]
+    blocker = storage_dir / "blocked"
+    blocker.write_bytes(b"")  # a file where a directory must go: writing the blob fails with an OSError
+    file_id = await insert_ready_file(conn, user.id, [b"hello"])
+    await conn.execute("UPDATE files SET path = 'blocked/' || filename WHERE id = $1", file_id)
+    worker = Worker(settings, pool)
+    assert await worker.run_once() == 1
+    row = await file_row(conn, file_id)
+    assert row["status"] == "PROCESSING" and row["worker_id"] is None and row["attempts"] == 1
+    assert await conn.fetchval("SELECT run_after > now() FROM files WHERE id = $1", file_id)  # backing off
+    assert await worker.run_once() == 0  # not before its time
+
+    blocker.unlink()
+    await conn.execute("UPDATE files SET run_after = now() WHERE id = $1", file_id)
+    assert await worker.run_once() == 1
+    assert (await file_row(conn, file_id))["status"] == "COMPLETED"
+    assert (storage_dir / "blocked").is_dir()
+
+    (storage_dir / "blocked2").write_bytes(b"")
+    doomed = await insert_ready_file(conn, user.id, [b"bye"])
+    await conn.execute("UPDATE files SET path = 'blocked2/' || filename, attempts = $2 - 1 WHERE id = $1",
+                       doomed, MAX_ATTEMPTS)
+    assert await worker.run_once() == 1
+    await worker.close()
+    row = await file_row(conn, doomed)
+    assert row["status"] == "FAILED" and f"gave up after {MAX_ATTEMPTS} attempts" in row["error"]
+
+
+async def test_two_workers_never_take_the_same_file(pool, settings, user, conn) -> None:  # type: ignore[no-untyped-def]
+    ids = [await insert_ready_file(conn, user.id, [os.urandom(50_000)]) for _ in range(16)]
+    first, second = Worker(settings, pool, concurrency=3), Worker(settings, pool, concurrency=3)
+    counts = await asyncio.gather(first.run_once(), second.run_once())
+    await first.close()
+    await second.close()
+    assert sum(counts) == 16
+    rows = await conn.fetch("SELECT status, attempts FROM files WHERE id = any($1::text[])", ids)
+    assert {(r["status"], r["attempts"]) for r in rows} == {("COMPLETED", 1)}
+
+
+async def test_dead_workers_files_are_taken_again(pool, settings, user, conn) -> None:  # type: ignore[no-untyped-def]
+    file_id = await insert_ready_file(conn, user.id, [b"orphan"])
+    await conn.execute("INSERT INTO workers (id, hostname, pid, last_heartbeat) VALUES ('ghost', 'h', 1, now() - interval '1 hour')")
+    await conn.execute("UPDATE files SET worker_id = 'ghost', attempts = 1 WHERE id = $1", file_id)
+    worker = Worker(settings, pool)
+    task = asyncio.create_task(worker.run())
+    deadline = time.monotonic() + 10
+    while (await file_row(conn, file_id))["status"] != "COMPLETED":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    assert (await file_row(conn, file_id))["attempts"] == 2
+    assert await conn.fetchval("SELECT count(*) FROM workers WHERE id = 'ghost'") == 0
+    worker.stop()
+    await task
+    assert await conn.fetchval("SELECT count(*) FROM workers") == 0  # a clean stop unregisters
+
+
+async def test_worker_process_killed_mid_file_is_replaced(chunkd, settings, user, conn, database_url) -> None:  # type: ignore[no-untyped-def]
+    data = os.urandom(300_000)
+    file_id = await insert_ready_file(conn, user.id, [data[:100_000], data[100_000:]], sha=sha256(data))
+    env = {**UPLOAD_ENV, "LOG_LEVEL": "DEBUG"}
+    # Hold the chunks table: the first worker claims the file, then blocks reading its chunks.
+    blocker = await asyncpg.connect(database_url)
+    tx = blocker.transaction()
+    await tx.start()
+    await blocker.execute("LOCK TABLE file_chunks IN ACCESS EXCLUSIVE MODE")
+    first = chunkd("worker", wait_path=None, **env)
+    deadline = time.monotonic() + 20
+    while (row := await file_row_no_chunks(conn, file_id))["worker_id"] is None:
+        assert time.monotonic() < deadline, first.output()
+        await asyncio.sleep(0.05)
+    dead_worker = row["worker_id"]
+    first.kill()  # SIGKILL mid-file: no cleanup, no unregistering
+    await tx.rollback()
+    await blocker.close()
+
+    second = chunkd("worker", wait_path=None, **env)
+    deadline = time.monotonic() + 30
+    while (row := await file_row(conn, file_id))["status"] == "PROCESSING":
+        assert time.monotonic() < deadline, second.output()
+        await asyncio.sleep(0.1)
+    assert row["status"] == "COMPLETED" and row["attempts"] == 2, row["error"]
+    assert row["metadata"]  # JSON text here: this connection has no codec
+    assert await conn.fetchval("SELECT count(*) FROM workers WHERE id = $1", dead_worker) == 0
+    assert second.stop() == 0  # SIGTERM: a graceful stop
+    assert await conn.fetchval("SELECT count(*) FROM workers") == 0
+
+
+async def file_row_no_chunks(conn: asyncpg.Connection, file_id: str) -> asyncpg.Record:
+    """Reads only `files`: file_chunks is locked while this is used."""
+    return await conn.fetchrow("SELECT status, worker_id FROM files WHERE id = $1", file_id)
+
+
+async def test_stop_hands_back_a_file_that_cannot_finish_in_time(settings, user, conn, database_url) -> None:  # type: ignore[no-untyped-def]
+    file_id = await insert_ready_file(conn, user.id, [b"stuck"])
+    blocker = await asyncpg.connect(database_url)
+    tx = blocker.transaction()
+    await tx.start()
+    await blocker.execute("LOCK TABLE file_chunks IN ACCESS EXCLUSIVE MODE")  # the worker blocks mid-file
+    pool = await db.create_pool(settings, max_size=4)
+    try:
+        worker = Worker(settings, pool, concurrency=1, shutdown_timeout=0.5)
+        task = asyncio.create_task(worker.run())
+        deadline = time.monotonic() + 10
+        while (await file_row_no_chunks(conn, file_id))["worker_id"] is None:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        started = time.monotonic()
+        worker.stop()  # every slot is busy: stop must not wait for one to free up
+        await asyncio.wait_for(task, 5)
+        assert time.monotonic() - started < 3
+        row = await file_row_no_chunks(conn, file_id)
+        assert row["status"] == "PROCESSING" and row["worker_id"] is None  # back in the queue for others
+    finally:
+        await tx.rollback()
+        await blocker.close()
+        await pool.close()
+
+
+async def test_chunkd_serve_runs_a_worker(chunkd, user) -> None:  # type: ignore[no-untyped-def]
+    server = chunkd("serve", **UPLOAD_ENV)
+    data = jpeg(640, 480)
+    async with aiohttp.ClientSession(server.url) as session:
+        file_id = await upload(session, user, data, "photo.jpg")
+        body = await wait_for_status(session, user, file_id)
+        assert body["status"] == "COMPLETED" and body["metadata"]["width"] == 640
+        async with session.get(body["url"], headers=user.headers) as r:
+            assert sha256(await r.read()) == sha256(data)
+    assert server.stop() == 0
