@@ -1,6 +1,7 @@
 """Operations over real uploads processed by the worker: statistics, metrics, cleanup and backup/restore."""
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import time
@@ -105,3 +106,23 @@ async def test_backup_and_restore_of_processed_files(served, aiohttp_client, use
         os.utime(path, (day_ago, day_ago))  # past every grace period
     report = await cleanup.run_cleanup(served.server.app[pool_key], settings, dry_run=True)
     assert report.blobs == [] and report.files == []  # nothing the worker left behind is garbage
+
+
+async def test_the_worker_runs_cleanup_every_interval(aiohttp_client, database_url: str, storage_dir: Path,
+                                                      conn, user) -> None:  # type: ignore[no-untyped-def]
+    orphan = storage_dir / "files" / "ab" / ("ab" + "0" * 30)
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"no row points here")
+    old = time.time() - 7200
+    os.utime(orphan, (old, old))
+    expired = await conn.fetchval("""
+        INSERT INTO files (original_name, filename, mimetype, size, type, path, uploaded_by_id, chunk_size, expires_at)
+        VALUES ('e', 'expired-blob', 'x', 1, 'OTHER', 'files/ex/expired-blob', $1, 1, now() - interval '1 minute')
+        RETURNING id""", user.id)
+    settings = make_settings(database_url, storage_dir, CLEANUP_INTERVAL="1s", **UPLOAD_ENV)
+    await aiohttp_client(create_app(settings, with_worker=True))
+    deadline = time.monotonic() + 10
+    while orphan.exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert not orphan.exists()
+    assert await conn.fetchval("SELECT count(*) FROM files WHERE id = $1", expired) == 0
