@@ -4,12 +4,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
+from pathlib import Path
 from typing import Callable
 
 from aiohttp import web
 
-from service import __version__, db, doctor, embedded, logs, migrate, seed, worker
+from service import __version__, backup, cleanup, client, db, doctor, embedded, logs, migrate, seed, worker
 from service.app import create_app
 from service.config import ConfigError, Settings, load_settings
 from service.embedded import EmbeddedError
@@ -79,6 +81,84 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if any(c.required and not c.ok for c in checks) else 0
 
 
+# operations: cleanup, backup, restore, upload
+def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:
+    with embedded.database(settings) as settings:
+        report = asyncio.run(_with_conn(settings, lambda conn: cleanup.run_cleanup(conn, settings, args.dry_run)))
+    print("\n".join(report.lines()))
+    return 1 if report.skipped else 0
+
+
+def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
+    with embedded.database(settings) as settings:
+        archive, pruned = asyncio.run(backup.backup(settings, Path(args.dir)))
+    for path in pruned:
+        print(f"removed expired backup {path}", file=sys.stderr)
+    print(archive)
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
+    if not Path(args.archive).is_file():
+        print(f"chunkd: {args.archive}: no such file", file=sys.stderr)
+        return 2
+    with embedded.database(settings) as settings:
+        manifest = asyncio.run(backup.restore(settings, Path(args.archive), force=args.force))
+    print(f"restored {args.archive}: database and {manifest['blobs']} blobs (backup of {manifest['created_at']})")
+    return 0
+
+
+def cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"chunkd: {path}: not a file", file=sys.stderr)
+        return 2
+    url = args.url or os.environ.get("CHUNKD_URL") or f"http://{settings.host}:{settings.port}"
+    token = args.token or (None if args.email else os.environ.get("CHUNKD_TOKEN"))
+    if not token and not args.email:
+        print("chunkd: pass --token (or CHUNKD_TOKEN) or --email (password from CHUNKD_PASSWORD or asked)",
+              file=sys.stderr)
+        return 2
+    credentials = client.Credentials(token, args.email, client.password_from(args.email))
+    try:
+        file = asyncio.run(client.upload(path, url, credentials, state_dir=Path(args.state_dir),
+                                         chunk_size=args.chunk_size, parallel=args.parallel))
+    except client.UploadError as e:
+        print(f"chunkd: {e}", file=sys.stderr)
+        return 2
+    if file["status"] == "FAILED":
+        print(f"FAILED {file['id']}: {file.get('error')}")
+        return 1
+    sha256 = (file.get("metadata") or {}).get("sha256")
+    print(f"COMPLETED {file['id']} {file['original_name']} {file['size']} bytes {file['type']} sha256 {sha256}")
+    return 0
+
+
+def add_operations(sub: argparse._SubParsersAction) -> None:
+    c = sub.add_parser("cleanup", help="remove old FAILED files, expired uploads, orphaned chunks and blobs")
+    c.add_argument("--dry-run", action="store_true", help="show what would be removed, remove nothing")
+    c.set_defaults(run=cmd_cleanup)
+    b = sub.add_parser("backup", help="write one archive of the database and the blobs; keep 7 days of them")
+    b.add_argument("--dir", default="backups", help="directory of the archives (default ./backups)")
+    b.set_defaults(run=cmd_backup)
+    r = sub.add_parser("restore", help="restore an archive into the configured database and STORAGE_DIR")
+    r.add_argument("archive")
+    r.add_argument("--force", action="store_true", help="replace a database or storage that is not empty")
+    r.set_defaults(run=cmd_restore)
+    u = sub.add_parser("upload", help="upload a file, resumably, and wait until it is processed")
+    u.add_argument("file")
+    u.add_argument("--url", help="server URL (default CHUNKD_URL, else http://HOST:PORT)")
+    who = u.add_mutually_exclusive_group()
+    who.add_argument("--token", help="access token (default CHUNKD_TOKEN)")
+    who.add_argument("--email", help="log in as this user (password from CHUNKD_PASSWORD, else asked)")
+    u.add_argument("--chunk-size", type=int, help="bytes per chunk (default: the server's)")
+    u.add_argument("--parallel", type=int, default=client.DEFAULT_PARALLEL, help="chunks in flight (default 4)")
+    u.add_argument("--state-dir", default=str(client.default_state_dir()),
+                   help="where unfinished uploads are remembered (default ~/.local/state/chunkd/uploads)")
+    u.set_defaults(run=cmd_upload)
+# end of operations
+
+
 async def _with_conn(settings: Settings, operation: Callable) -> object:
     conn = await db.connect(settings)
     try:
@@ -109,6 +189,7 @@ def parser() -> argparse.ArgumentParser:
     m.set_defaults(run=cmd_migrate)
     sub.add_parser("seed", help="create the seed's admin, users and posts (idempotent)").set_defaults(run=cmd_seed)
     sub.add_parser("doctor", help="check database, migrations, storage and libmagic").set_defaults(run=cmd_doctor)
+    add_operations(sub)
     return p
 
 
@@ -118,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
         logs.setup(settings.log_level)
         return args.run(args, settings)
-    except (ConfigError, EmbeddedError, migrate.MigrationError) as e:
+    except (ConfigError, EmbeddedError, migrate.MigrationError, backup.BackupError) as e:
         print(f"chunkd: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

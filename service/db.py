@@ -16,12 +16,22 @@ log = logging.getLogger("service.db")
 
 
 class Pool(asyncpg.Pool):
-    """asyncpg's pool with DATABASE_POOL_TIMEOUT applied to every acquire()."""
+    """asyncpg's pool with DATABASE_POOL_TIMEOUT applied to every acquire(), counting the acquires
+    in progress (asyncpg keeps no public count of tasks waiting for a connection)."""
 
     acquire_timeout: float | None = None
+    waiting: int = 0
 
     def acquire(self, *, timeout: float | None = None) -> Any:
         return super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
+
+    async def _acquire(self, timeout: float | None) -> Any:
+        # Both `async with pool.acquire()` and `await pool.acquire()` go through here (asyncpg < 0.33).
+        self.waiting += 1
+        try:
+            return await super()._acquire(timeout)  # type: ignore[misc]
+        finally:
+            self.waiting -= 1
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:

@@ -1,7 +1,7 @@
 """Prometheus metrics, defined once per process; /metrics renders them."""
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter("chunkd_http_requests_total", "HTTP requests", ["route", "method", "status"])
 REQUEST_SECONDS = Histogram("chunkd_http_request_duration_seconds", "HTTP request latency", ["route", "method"])
@@ -11,3 +11,8 @@ UPLOADS_COMPLETED = Counter("chunkd_uploads_completed_total", "Files that reache
 UPLOADS_FAILED = Counter("chunkd_uploads_failed_total", "Files that reached FAILED")
 PROCESSING_SECONDS = Histogram("chunkd_processing_duration_seconds", "Time from claim to COMPLETED/FAILED",
                                buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600))
+# Set at scrape time by GET /metrics.
+QUEUE_DEPTH = Gauge("chunkd_processing_queue_depth", "Files in PROCESSING, waiting for or claimed by a worker",
+                    ["state"])
+POOL_CONNECTIONS = Gauge("chunkd_db_pool_connections", "This process's database pool", ["state"])
+POOL_WAITING = Gauge("chunkd_db_pool_waiting", "Tasks of this process waiting for a pooled connection")

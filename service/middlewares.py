@@ -9,6 +9,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from service import metrics
 from service.errors import ApiError, DatabaseUnavailable, from_http_exception, problem_response
 from service.keys import settings_key, slow_by_design_key
 
@@ -62,3 +63,29 @@ async def log_middleware(request: web.Request, handler: Handler) -> web.StreamRe
                         extra={**fields, "action": "slow_request"})
         else:
             log.info("%s %s %s %.1f ms", request.method, request.path, status, ms, extra=fields)
+
+
+# Status of a request whose client went away before an answer (nginx's convention).
+CLIENT_CLOSED = 499
+# Any token is a method to HTTP: unknown ones share one label value, so clients cannot mint series.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Requests by route pattern (/api/files/{id}, never the raw path: bounded label values) and status."""
+    started = time.perf_counter()
+    status = CLIENT_CLOSED
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as e:
+        status = e.status
+        raise
+    finally:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        method = request.method if request.method in KNOWN_METHODS else "OTHER"
+        metrics.REQUESTS.labels(route, method, str(status)).inc()
+        metrics.REQUEST_SECONDS.labels(route, method).observe(time.perf_counter() - started)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.handlers import auth, files, health, posts, tus, uploads, users
+from service.handlers import admin, auth, docs, files, health, metrics, posts, tus, uploads, users
 
 ROUTES: list[web.AbstractRouteDef] = [
     web.get("/healthz", health.get_healthz, allow_head=True),
@@ -25,6 +25,12 @@ ROUTES: list[web.AbstractRouteDef] = [
     web.get("/api/posts/{id}", posts.get_post),
     web.patch("/api/posts/{id}", posts.patch_post),
     web.delete("/api/posts/{id}", posts.delete_post),
+    # admin and ops
+    web.get("/api/admin/stats/files", admin.get_file_stats),
+    web.get("/api/admin/stats/uploads/daily", admin.get_daily_upload_stats),
+    web.get("/api/admin/db", admin.get_database_health),
+    web.get("/metrics", metrics.get_metrics),
+    web.get("/openapi.json", docs.get_openapi),
     # uploads and files
     web.post("/api/uploads", uploads.create_upload),
     web.get("/api/uploads/{id}", uploads.get_upload, allow_head=False),

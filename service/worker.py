@@ -20,7 +20,7 @@ from typing import AsyncIterator, Awaitable, Callable
 import asyncpg
 from aiohttp import web
 
-from service import db, processing, storage
+from service import cleanup, db, processing, storage
 from service.config import MiB, Settings
 from service.keys import pool_key, settings_key, worker_key
 from service.metrics import PROCESSING_SECONDS, UPLOADS_COMPLETED, UPLOADS_FAILED
@@ -58,7 +58,8 @@ class Worker:
         if not await self._register_until_stopped():
             return
         background = [asyncio.create_task(self.listener.run(), name="worker listener"),
-                      asyncio.create_task(self._heartbeat_loop(), name="worker heartbeat")]
+                      asyncio.create_task(self._heartbeat_loop(), name="worker heartbeat"),
+                      asyncio.create_task(self._cleanup_loop(), name="worker cleanup")]
         log.info("worker started", extra={"action": "worker_started", "worker_id": self.id})
         try:
             await self._loop()
@@ -201,6 +202,15 @@ class Worker:
             except db_errors() as e:
                 log.warning("heartbeat failed: %s", e, extra={"action": "heartbeat_failed", "worker_id": self.id})
             await asyncio.sleep(self.lease / 3)
+
+    async def _cleanup_loop(self) -> None:
+        """The cleanup pass every CLEANUP_INTERVAL; its advisory lock keeps it to one process at a time."""
+        while True:
+            await asyncio.sleep(self.settings.cleanup_interval)
+            try:
+                await cleanup.run_cleanup(self.pool, self.settings)
+            except db_errors() + (OSError,) as e:
+                log.warning("cleanup failed: %s", e, extra={"action": "cleanup_failed", "worker_id": self.id})
 
     # processing -----------------------------------------------------------------------------------
     async def _process(self, file: ClaimedFile) -> None:

@@ -1,0 +1,37 @@
+"""GET /metrics: Prometheus text format. Outside /api, so it needs no token: firewall it like any
+metrics port."""
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from prometheus_client import REGISTRY
+from prometheus_client.exposition import choose_encoder
+
+from service import metrics
+from service.keys import pool_key
+from service.middlewares import DATABASE_DOWN
+from service.store import stats
+
+log = logging.getLogger(__name__)
+
+SCRAPE_DB_TIMEOUT = 2  # seconds; a scrape must not hang on a sick database
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    pool = request.app[pool_key]
+    size, free = pool.get_size(), pool.get_idle_size()
+    for state, value in (("in_use", size - free), ("idle", free), ("max", pool.get_max_size())):
+        metrics.POOL_CONNECTIONS.labels(state).set(value)
+    metrics.POOL_WAITING.set(pool.waiting)
+    try:
+        async with pool.acquire(timeout=SCRAPE_DB_TIMEOUT) as conn:
+            depth = await stats.queue_depth(conn)
+    except DATABASE_DOWN + (OSError,) as e:
+        log.warning("metrics: queue depth unavailable: %s", e, extra={"action": "metrics_db_unavailable"})
+        depth = {"waiting": float("nan"), "claimed": float("nan")}
+    for state, value in depth.items():
+        metrics.QUEUE_DEPTH.labels(state).set(value)
+    # Prometheus asks for OpenMetrics in Accept; anything else gets the classic text format 0.0.4.
+    encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return web.Response(body=encode(REGISTRY), headers={"Content-Type": content_type})

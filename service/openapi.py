@@ -1,0 +1,236 @@
+"""The OpenAPI 3.1 document of the HTTP API, built from the route table: every route the server has is
+described here (tests/test_openapi.py walks the router), and only routes the server has are emitted."""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp import web
+
+from service import __version__
+from service.auth import PUBLIC_PATHS
+
+JSON = "application/json"
+PROBLEM = {"$ref": "#/components/schemas/Problem"}
+OBJECT: dict[str, Any] = {"type": "object"}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def op(summary: str, tag: str, ok: dict[int, Any], *, body: dict[str, Any] | None = None,
+       query: tuple[tuple[str, str, str], ...] = (), errors: tuple[int, ...] = (), admin: bool = False,
+       headers: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
+    """One operation. ok: {status: schema, or a description string for bodiless answers}.
+    query/headers: (name, JSON type, description). Errors are problem+json."""
+    responses: dict[str, Any] = {}
+    for status, schema in ok.items():
+        if isinstance(schema, str):
+            responses[str(status)] = {"description": schema}
+        else:
+            responses[str(status)] = {"description": "OK", "content": {JSON: {"schema": schema}}}
+    for status in sorted(set(errors) | ({403} if admin else set())):
+        responses[str(status)] = {"$ref": f"#/components/responses/Problem{status}"}
+    operation: dict[str, Any] = {"summary": summary + (" (admin)" if admin else ""), "tags": [tag],
+                                 "responses": responses}
+    parameters = [{"name": n, "in": "query", "required": False, "schema": {"type": t}, "description": d}
+                  for n, t, d in query]
+    parameters += [{"name": n, "in": "header", "required": False, "schema": {"type": t}, "description": d}
+                   for n, t, d in headers]
+    if parameters:
+        operation["parameters"] = parameters
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": body}
+    return operation
+
+
+def _json_body(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {JSON: {"schema": {"type": "object", "properties": properties, "required": list(required)}}}
+
+
+STRING, INTEGER, BOOLEAN = {"type": "string"}, {"type": "integer"}, {"type": "boolean"}
+PAGE = (("page", "integer", "page number, from 1"), ("limit", "integer", "items per page"))
+TUS_HEADERS = (("Tus-Resumable", "string", "1.0.0"), ("Upload-Offset", "string", "bytes already stored"),
+               ("Upload-Length", "string", "total size"), ("Upload-Metadata", "string", "key base64 pairs"),
+               ("Upload-Checksum", "string", "algorithm and base64 digest of this request's body"))
+RAW_CHUNK = {"application/octet-stream": {"schema": {"type": "string", "contentMediaType": "application/octet-stream"}}}
+
+# (METHOD, path) -> operation; one block per area, like the route table.
+OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
+    # health
+    ("GET", "/healthz"): op("The process is alive", "ops", {200: OBJECT}),
+    ("GET", "/readyz"): op("The database answers", "ops", {200: OBJECT}, errors=(503,)),
+    # accounts and posts
+    ("POST", "/api/auth/register"): op("Create an account and a session", "auth", {201: _ref("Session")},
+                                       body=_json_body({"email": STRING, "password": STRING, "name": STRING},
+                                                       ("email", "password")), errors=(400, 409, 422)),
+    ("POST", "/api/auth/login"): op("Log in", "auth", {200: _ref("Session")},
+                                    body=_json_body({"email": STRING, "password": STRING}, ("email", "password")),
+                                    errors=(400, 401, 422)),
+    ("POST", "/api/auth/refresh"): op("Rotate the refresh token", "auth", {200: _ref("Session")},
+                                      body=_json_body({"refresh_token": STRING}, ("refresh_token",)),
+                                      errors=(400, 401, 422)),
+    ("POST", "/api/auth/logout"): op("End the session", "auth", {204: "logged out"}),
+    ("GET", "/api/users/me"): op("The caller, with posts and files", "users", {200: _ref("User")}),
+    ("GET", "/api/users"): op("List users", "users", {200: OBJECT}, query=PAGE, admin=True, errors=(422,)),
+    ("GET", "/api/users/{id}"): op("One user", "users", {200: _ref("User")}, admin=True, errors=(404,)),
+    ("PATCH", "/api/users/{id}"): op("Change a user", "users", {200: _ref("User")}, admin=True,
+                                     body=_json_body({"name": STRING, "email": STRING, "role": STRING,
+                                                      "is_active": BOOLEAN}), errors=(404, 409, 422)),
+    ("DELETE", "/api/users/{id}"): op("Delete a user", "users", {204: "deleted"}, admin=True, errors=(404, 409)),
+    ("GET", "/api/admin/stats/users"): op("User counts", "admin", {200: OBJECT}, admin=True),
+    ("POST", "/api/posts"): op("Create a post, attaching the caller's files", "posts", {201: _ref("Post")},
+                               body=_json_body({"title": STRING, "content": STRING, "published": BOOLEAN,
+                                                "file_ids": {"type": "array", "items": STRING}}, ("title",)),
+                               errors=(400, 422)),
+    ("GET", "/api/posts"): op("List posts", "posts", {200: OBJECT},
+                              query=(("author_id", "string", "only this author's"), *PAGE), errors=(422,)),
+    ("GET", "/api/posts/recent"): op("Recent published posts", "posts", {200: {"type": "array", "items": OBJECT}},
+                                     query=(("limit", "integer", "how many"),), errors=(422,)),
+    ("GET", "/api/posts/{id}"): op("One post", "posts", {200: _ref("Post")}, errors=(404,)),
+    ("PATCH", "/api/posts/{id}"): op("Change a post (author or admin)", "posts", {200: _ref("Post")},
+                                     body=_json_body({"title": STRING, "content": STRING, "published": BOOLEAN}),
+                                     errors=(404, 422)),
+    ("DELETE", "/api/posts/{id}"): op("Delete a post (author or admin)", "posts", {204: "deleted"}, errors=(404,)),
+    # uploads and files
+    ("POST", "/api/uploads"): op("Start an upload", "uploads", {201: _ref("Upload")},
+                                 body=_json_body({"filename": STRING, "size": INTEGER, "mimetype": STRING,
+                                                  "chunk_size": INTEGER, "sha256": STRING, "post_id": STRING},
+                                                 ("filename", "size")), errors=(400, 413, 422)),
+    ("GET", "/api/uploads/{id}"): op("An upload's state: received and missing chunks", "uploads",
+                                     {200: _ref("Upload")}, errors=(404, 410)),
+    ("PUT", "/api/uploads/{id}/chunks/{index}"): op(
+        "Store one chunk (201 stored, 200 identical repeat)", "uploads", {201: OBJECT, 200: OBJECT}, body=RAW_CHUNK,
+        headers=(("Content-SHA256", "string", "hex SHA-256 of the body"),), errors=(400, 404, 409, 410, 413, 422)),
+    ("POST", "/api/uploads/{id}/complete"): op("All chunks are there: process the file", "uploads", {202: OBJECT},
+                                               errors=(404, 409, 410)),
+    ("DELETE", "/api/uploads/{id}"): op("Abort an upload", "uploads", {204: "aborted"}, errors=(404, 409)),
+    ("GET", "/api/files"): op("List the caller's files", "files", {200: OBJECT},
+                              query=(("status", "string", "UPLOADING, PROCESSING, COMPLETED or FAILED"),
+                                     ("type", "string", "IMAGE, DOCUMENT, VIDEO, AUDIO or OTHER"), *PAGE),
+                              errors=(422,)),
+    ("GET", "/api/files/{id}"): op("A file's status and metadata (ETag; ?wait= long-poll)", "files",
+                                   {200: _ref("File"), 304: "not modified"},
+                                   query=(("wait", "integer", "seconds to wait for a status change"),),
+                                   headers=(("If-None-Match", "string", "the ETag already held"),),
+                                   errors=(404, 422)),
+    ("GET", "/api/files/{id}/events"): op("Status changes as server-sent events", "files",
+                                          {200: "text/event-stream of `status` events"}, errors=(404,)),
+    ("GET", "/api/files/{id}/content"): op("The file's bytes (Range supported)", "files",
+                                           {200: "the bytes", 206: "a range of them"},
+                                           headers=(("Range", "string", "bytes=start-end"),), errors=(404, 409, 416)),
+    ("GET", "/api/files/{id}/thumbnail"): op("The image's thumbnail", "files", {200: "WebP or JPEG"},
+                                             errors=(404, 409)),
+    ("DELETE", "/api/files/{id}"): op("Delete a file and its blobs", "files", {204: "deleted"}, errors=(404,)),
+    # tus 1.0 (core, creation, creation-with-upload, creation-defer-length, expiration, checksum,
+    # termination, concatenation)
+    ("OPTIONS", "/api/tus"): op("tus capabilities", "tus", {204: "Tus-Version, Tus-Extension, Tus-Max-Size"}),
+    ("POST", "/api/tus"): op("tus creation", "tus", {201: "Location of the new upload"}, headers=TUS_HEADERS,
+                             body=RAW_CHUNK, errors=(400, 412, 413)),
+    ("OPTIONS", "/api/tus/"): op("tus capabilities", "tus", {204: "Tus-Version, Tus-Extension, Tus-Max-Size"}),
+    ("POST", "/api/tus/"): op("tus creation", "tus", {201: "Location of the new upload"}, headers=TUS_HEADERS,
+                              body=RAW_CHUNK, errors=(400, 412, 413)),
+    ("HEAD", "/api/tus/{upload_id}"): op("tus offset", "tus", {200: "Upload-Offset, Upload-Length"},
+                                         headers=TUS_HEADERS, errors=(404, 410)),
+    ("PATCH", "/api/tus/{upload_id}"): op("tus append", "tus", {204: "the new Upload-Offset"}, headers=TUS_HEADERS,
+                                          body={"application/offset+octet-stream": RAW_CHUNK[
+                                              "application/octet-stream"]}, errors=(400, 404, 409, 410, 412, 460)),
+    ("DELETE", "/api/tus/{upload_id}"): op("tus termination", "tus", {204: "terminated"}, headers=TUS_HEADERS,
+                                           errors=(404,)),
+    ("OPTIONS", "/api/tus/{upload_id}"): op("tus capabilities", "tus", {204: "Tus-Version, Tus-Extension"}),
+    # admin and ops
+    ("GET", "/api/admin/stats/files"): op("Files by type and status", "admin",
+                                          {200: {"type": "array", "items": _ref("FileStats")}}, admin=True),
+    ("GET", "/api/admin/stats/uploads/daily"): op(
+        "Uploads per UTC day, zero-filled, oldest first", "admin", {200: {"type": "array", "items": _ref("DailyUploads")}},
+        query=(("days", "integer", "1 to 366, default 30"),), admin=True, errors=(422,)),
+    ("GET", "/api/admin/db"): op("Database health", "admin", {200: _ref("DatabaseHealth")}, admin=True),
+    ("GET", "/metrics"): op("Prometheus metrics (no token: firewall it)", "ops",
+                            {200: "Prometheus text format 0.0.4, or OpenMetrics when asked"}),
+    ("GET", "/openapi.json"): op("This document", "ops", {200: OBJECT}),
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Problem": {"type": "object", "description": "RFC 9457 problem details", "required": ["type", "title", "status",
+                                                                                           "detail", "code"],
+                "properties": {"type": STRING, "title": STRING, "status": INTEGER, "detail": STRING,
+                               "code": {"type": "string", "pattern": "^[A-Z0-9_]+$"}}},
+    "User": {"type": "object", "properties": {"id": STRING, "email": STRING, "name": {"type": ["string", "null"]},
+                                              "role": {"enum": ["USER", "ADMIN"]}, "is_active": BOOLEAN,
+                                              "created_at": STRING, "updated_at": STRING}},
+    "Session": {"type": "object", "properties": {"access_token": STRING, "refresh_token": STRING,
+                                                 "token_type": {"const": "Bearer"}, "expires_in": INTEGER,
+                                                 "user": _ref("User")}},
+    "Post": {"type": "object", "properties": {"id": STRING, "title": STRING, "content": {"type": ["string", "null"]},
+                                              "published": BOOLEAN, "author_id": STRING}},
+    "Upload": {"type": "object", "properties": {"id": STRING, "status": STRING, "size": INTEGER, "chunk_size": INTEGER,
+                                                "total_chunks": INTEGER, "bytes_received": INTEGER,
+                                                "expires_at": {"type": ["string", "null"]},
+                                                "received": {"type": "array", "items": INTEGER},
+                                                "missing": {"type": "array", "items": INTEGER}}},
+    "File": {"type": "object", "properties": {"id": STRING, "status": STRING, "type": STRING, "mimetype": STRING,
+                                              "size": INTEGER, "original_name": STRING, "url": {"type": ["string", "null"]},
+                                              "thumbnail": {"type": ["string", "null"]}, "metadata": OBJECT,
+                                              "error": {"type": ["string", "null"]}}},
+    "FileStats": {"type": "object", "properties": {"type": STRING, "status": STRING, "count": INTEGER,
+                                                   "total_size": INTEGER, "average_size": INTEGER}},
+    "DailyUploads": {"type": "object", "properties": {"date": {"type": "string", "format": "date"},
+                                                      "uploads": INTEGER, "total_size": INTEGER}},
+    "DatabaseHealth": {"type": "object", "properties": {
+        "connections": OBJECT, "pool": OBJECT, "database": OBJECT, "tables": {"type": "array", "items": OBJECT},
+        "indexes": {"type": "array", "items": OBJECT},
+        "pg_stat_statements": {"type": ["array", "null"], "items": OBJECT},
+        "pg_stat_statements_reason": {"type": ["string", "null"]}}},
+}
+
+_PARAM = re.compile(r"\{([^}:]+)")
+
+
+def document(router: web.UrlDispatcher) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path in sorted(served_operations(router)):
+        operation = OPERATIONS.get((method, path))
+        if operation is None and method == "HEAD" and ("GET", path) in OPERATIONS:  # aiohttp's allow_head
+            get = OPERATIONS[("GET", path)]
+            operation = {**get, "summary": f"Headers of: {get['summary']}"}
+        if operation is None:
+            continue  # tests/test_openapi.py fails on this route
+        entry = paths.setdefault(path, {})
+        operation = dict(operation)
+        if path.startswith("/api/") and path not in PUBLIC_PATHS:
+            operation["security"] = [{"bearerAuth": []}]
+            operation["responses"] = {**operation["responses"], "401": {"$ref": "#/components/responses/Problem401"}}
+        names = _PARAM.findall(path)
+        if names:
+            operation["parameters"] = [{"name": n, "in": "path", "required": True, "schema": STRING} for n in names] \
+                + operation.get("parameters", [])
+        entry[method.lower()] = operation
+    statuses = {int(s) for p in paths.values() for o in p.values() for s in o["responses"] if s.isdigit()} | {401}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "chunkd", "version": __version__,
+                 "description": "Resumable chunked file uploads on PostgreSQL. Errors are application/problem+json."},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "schemas": SCHEMAS,
+            "responses": {f"Problem{s}": {"description": f"problem {s}",
+                                          "content": {"application/problem+json": {"schema": PROBLEM}}}
+                          for s in sorted(statuses) if s >= 400},
+        },
+    }
+
+
+def served_operations(router: web.UrlDispatcher) -> set[tuple[str, str]]:
+    """(METHOD, path) of every route; a `*` route stands for the methods OPERATIONS gives its path."""
+    found = set()
+    for route in router.routes():
+        if route.resource is None:
+            continue
+        path = route.resource.canonical
+        if route.method == "*":
+            found |= {(m, p) for m, p in OPERATIONS if p == path} or {("*", path)}
+        else:
+            found.add((route.method, path))
+    return found

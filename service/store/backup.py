@@ -1,0 +1,48 @@
+"""backup: what a backup archive holds, read in the snapshot pg_dump uses; what a restore target holds."""
+from __future__ import annotations
+
+import asyncpg
+
+EXPORT_SNAPSHOT = "SELECT pg_export_snapshot()"
+
+
+async def export_snapshot(conn: asyncpg.Connection) -> str:
+    """Called in a REPEATABLE READ transaction kept open while pg_dump --snapshot reads the same data."""
+    return await conn.fetchval(EXPORT_SNAPSHOT)
+
+
+REFERENCED_FILENAMES = "SELECT filename FROM files"
+
+
+async def referenced_filenames(conn: asyncpg.Connection) -> set[str]:
+    return {r["filename"] for r in await conn.fetch(REFERENCED_FILENAMES)}
+
+
+# Relations outside the system schemas, except those an extension owns (pg_stat_statements' views).
+USER_RELATIONS = """
+SELECT n.nspname || '.' || c.relname AS name
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+   AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+   AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                    WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+ ORDER BY 1
+"""
+
+
+async def user_relations(conn: asyncpg.Connection) -> list[str]:
+    return [r["name"] for r in await conn.fetch(USER_RELATIONS)]
+
+
+STAT_STATEMENTS_INSTALLED = "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements')"
+
+
+async def stat_statements_installed(conn: asyncpg.Connection) -> bool:
+    return await conn.fetchval(STAT_STATEMENTS_INSTALLED)
+
+
+async def drop_public_schema(conn: asyncpg.Connection, keep_stat_statements: bool) -> None:
+    """restore --force: everything in public goes (as `migrate reset`), pg_stat_statements comes back."""
+    await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    if keep_stat_statements:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")

@@ -1,0 +1,44 @@
+"""cleanup: the rows the periodic cleanup pass removes. Each DELETE returns what it removed, so a
+dry run is the same statement in a transaction that is rolled back."""
+from __future__ import annotations
+
+import asyncpg
+
+# The seed's cleanupOldFiles: FAILED files created more than $1 days ago. Chunks go with them (ON DELETE CASCADE).
+DELETE_OLD_FAILED_FILES = """
+DELETE FROM files WHERE status = 'FAILED' AND created_at < now() - make_interval(days => $1)
+RETURNING id, filename, path
+"""
+
+
+async def delete_old_failed_files(conn: asyncpg.Connection, days: int) -> list[asyncpg.Record]:
+    return await conn.fetch(DELETE_OLD_FAILED_FILES, days)
+
+
+# Guarded on status: an upload completed meanwhile (PROCESSING, expires_at NULL) is not touched.
+DELETE_EXPIRED_UPLOADS = """
+DELETE FROM files WHERE status = 'UPLOADING' AND expires_at < now()
+RETURNING id, filename, path
+"""
+
+
+async def delete_expired_uploads(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await conn.fetch(DELETE_EXPIRED_UPLOADS)
+
+
+# file_chunks.file_id REFERENCES files ON DELETE CASCADE, so this finds nothing unless the constraint was
+# dropped (a partial restore, manual surgery); the anti-join only reads the chunk tuples, not their TOASTed data.
+DELETE_ORPHAN_CHUNKS = """
+DELETE FROM file_chunks c WHERE NOT EXISTS (SELECT 1 FROM files f WHERE f.id = c.file_id)
+"""
+
+
+async def delete_orphan_chunks(conn: asyncpg.Connection) -> int:
+    return int((await conn.execute(DELETE_ORPHAN_CHUNKS)).split()[-1])
+
+
+KNOWN_FILENAMES = "SELECT filename FROM files WHERE filename = any($1::text[])"
+
+
+async def known_filenames(conn: asyncpg.Connection, names: list[str]) -> set[str]:
+    return {r["filename"] for r in await conn.fetch(KNOWN_FILENAMES, names)}

@@ -1,0 +1,165 @@
+"""chunkd backup -> chunkd restore into an empty database and storage: same rows, byte-identical blobs."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Iterator
+
+import asyncpg
+import pytest
+
+from service import migrate, storage
+from tests.support import JWT_SECRET, ROOT, scratch_dir
+
+TABLES = ["users", "user_preferences", "posts", "files", "file_chunks", "schema_migrations"]
+
+
+def run_chunkd(database_url: str, storage_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": database_url, "STORAGE_DIR": str(storage_dir), "JWT_SECRET": JWT_SECRET}
+    return subprocess.run([sys.executable, "-m", "service", *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def other_storage() -> Iterator[Path]:
+    path = scratch_dir("chunkd-test-restore-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def sha256_tree(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+async def fill(conn: asyncpg.Connection, storage_dir: Path, user_id: str) -> set[str]:
+    """Rows in every table and the blobs they point to; returns the blobs' relative paths."""
+    await conn.execute("INSERT INTO user_preferences (user_id, theme) VALUES ($1, 'dark')", user_id)
+    post_id = await conn.fetchval("INSERT INTO posts (title, content, author_id) VALUES ('t', 'c', $1) RETURNING id",
+                                  user_id)
+    blobs = set()
+    for i, status in enumerate(["COMPLETED", "COMPLETED", "UPLOADING", "FAILED"]):
+        name = uuid.uuid4().hex
+        file_id = await conn.fetchval("""
+            INSERT INTO files (original_name, filename, mimetype, size, type, status, path, uploaded_by_id,
+                               post_id, chunk_size, metadata)
+            VALUES ($1, $2, 'image/png', 70000, 'IMAGE', $3, $4, $5, $6, 65536, '{"sha256": "x"}') RETURNING id""",
+            f"photo {i}.png", name, status, storage.blob_path(name), user_id, post_id)
+        if status == "UPLOADING":
+            await conn.execute("INSERT INTO file_chunks (file_id, chunk_index, data) VALUES ($1, 0, $2)",
+                               file_id, os.urandom(65536))
+            continue
+        for relative in (storage.blob_path(name), storage.thumbnail_path(name) + ".webp"):
+            (storage_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+            (storage_dir / relative).write_bytes(os.urandom(70000 + i))
+            blobs.add(relative)
+    return blobs
+
+
+async def dump_tables(url: str) -> dict[str, list[tuple]]:  # type: ignore[type-arg]
+    conn = await asyncpg.connect(url)
+    try:
+        return {t: [tuple(r) for r in await conn.fetch(f"SELECT * FROM {t} ORDER BY 1, 2")] for t in TABLES}
+    finally:
+        await conn.close()
+
+
+async def test_backup_then_restore_into_an_empty_database(database_url: str, empty_database_url: str, conn,
+                                                          storage_dir: Path, other_storage: Path, user,
+                                                          tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    blobs = await fill(conn, storage_dir, user.id)
+    orphan = storage_dir / storage.blob_path(uuid.uuid4().hex)  # no row points to it
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    orphan.write_bytes(b"not referenced")
+    (storage_dir / "files" / ".assembling.tmp").write_bytes(b"in flight")
+
+    made = run_chunkd(database_url, storage_dir, "backup", "--dir", str(tmp_path / "backups"))
+    assert made.returncode == 0, made.stderr
+    archive = Path(made.stdout.strip())
+    assert archive.parent == tmp_path / "backups" and archive.name.startswith("chunkd-backup-")
+    assert "dumping database:" in made.stderr and "writing archive: 100%" in made.stderr
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+    assert names == {"manifest.json", "database.dump"} | {f"storage/{b}" for b in blobs}
+
+    target = await asyncpg.connect(empty_database_url)
+    await target.execute("CREATE EXTENSION pg_stat_statements")  # an extension's views are not "data"
+    await target.close()
+    restored = run_chunkd(empty_database_url, other_storage, "restore", str(archive))
+    assert restored.returncode == 0, restored.stderr
+    assert restored.stdout.startswith(f"restored {archive}: database and 6 blobs")
+    assert "restoring database: 100%" in restored.stderr and "restoring blobs: 100%" in restored.stderr
+
+    assert await dump_tables(empty_database_url) == await dump_tables(database_url)
+    expected = sha256_tree(storage_dir)
+    del expected[str(orphan.relative_to(storage_dir))], expected["files/.assembling.tmp"]
+    assert sha256_tree(other_storage) == expected
+    check = await asyncpg.connect(empty_database_url)
+    try:
+        assert (await migrate.status(check)).pending == []
+    finally:
+        await check.close()
+
+
+async def test_restore_refuses_a_non_empty_target_unless_forced(database_url: str, conn, storage_dir: Path,
+                                                                other_storage: Path, user,
+                                                                tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    blobs = await fill(conn, storage_dir, user.id)
+    archive = Path(run_chunkd(database_url, storage_dir, "backup", "--dir", str(tmp_path)).stdout.strip())
+    before = await dump_tables(database_url)
+    await conn.execute("DELETE FROM posts")
+    await conn.execute("INSERT INTO users (email, password) VALUES ('later@example.com', 'x')")
+    await conn.execute("CREATE EXTENSION pg_stat_statements")  # the embedded database has it: --force keeps it
+
+    refused = run_chunkd(database_url, other_storage, "restore", str(archive))
+    assert refused.returncode == 2 and "the database is not empty" in refused.stderr and "--force" in refused.stderr
+    assert await conn.fetchval("SELECT count(*) FROM users WHERE email = 'later@example.com'") == 1
+
+    (other_storage / "files").mkdir()
+    (other_storage / "files" / "something").write_bytes(b"x")
+    refused = run_chunkd(database_url, other_storage, "restore", str(archive), "--force")
+    assert refused.returncode == 0, refused.stderr  # --force covers both targets
+    assert await dump_tables(database_url) == before
+    assert await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'") == 1
+    assert set(sha256_tree(other_storage)) == blobs
+
+
+def test_restore_refuses_non_empty_storage(empty_database_url: str, storage_dir: Path, tmp_path: Path) -> None:
+    (storage_dir / "thumbs").mkdir()
+    (storage_dir / "thumbs" / "x.webp").write_bytes(b"x")
+    archive = tmp_path / "a.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name in ("manifest.json", "database.dump"):
+            (tmp_path / name).write_text('{"format": "chunkd-backup/1"}')
+            tar.add(tmp_path / name, arcname=name)
+    refused = run_chunkd(empty_database_url, storage_dir, "restore", str(archive))
+    assert refused.returncode == 2 and "already holds blobs (thumbs)" in refused.stderr
+
+
+def test_restore_refuses_what_is_not_a_backup(empty_database_url: str, storage_dir: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "other.tar"
+    with tarfile.open(archive, "w") as tar:
+        (tmp_path / "x").write_text("x")
+        tar.add(tmp_path / "x", arcname="x")
+    refused = run_chunkd(empty_database_url, storage_dir, "restore", str(archive))
+    assert refused.returncode == 2 and "is not a chunkd backup archive" in refused.stderr
+
+
+def test_backup_keeps_seven_days_of_archives(database_url: str, storage_dir: Path, tmp_path: Path) -> None:
+    now = datetime.now(timezone.utc)
+    old = tmp_path / f"chunkd-backup-{(now - timedelta(days=8)).strftime('%Y%m%dT%H%M%SZ')}.tar"
+    recent = tmp_path / f"chunkd-backup-{(now - timedelta(days=6)).strftime('%Y%m%dT%H%M%SZ')}.tar"
+    unrelated = tmp_path / "chunkd-backup-notes.txt"
+    for path in (old, recent, unrelated):
+        path.write_bytes(b"x")
+    made = run_chunkd(database_url, storage_dir, "backup", "--dir", str(tmp_path))
+    assert made.returncode == 0, made.stderr
+    assert not old.exists() and recent.exists() and unrelated.exists() and Path(made.stdout.strip()).exists()
+    assert f"removed expired backup {old}" in made.stderr
