@@ -42,11 +42,15 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return problem_response(ApiError())
 
 
+# Status of a request whose client went away before an answer (nginx's convention).
+CLIENT_CLOSED = 499
+
+
 @web.middleware
 async def log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The seed's slow-query interceptor: every request timed, slow ones warned about."""
     started = time.perf_counter()
-    status = 500
+    status = CLIENT_CLOSED  # problem_middleware answers every other exception
     try:
         response = await handler(request)
         status = response.status
@@ -65,8 +69,6 @@ async def log_middleware(request: web.Request, handler: Handler) -> web.StreamRe
             log.info("%s %s %s %.1f ms", request.method, request.path, status, ms, extra=fields)
 
 
-# Status of a request whose client went away before an answer (nginx's convention).
-CLIENT_CLOSED = 499
 # Any token is a method to HTTP: unknown ones share one label value, so clients cannot mint series.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 

@@ -5,7 +5,6 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import math
 import re
 from typing import Any
 from urllib.parse import quote
@@ -14,11 +13,12 @@ from aiohttp import web
 
 from service import storage
 from service.auth import current_user
-from service.errors import FileNotFound, FileNotReady, ThumbnailNotFound, ValidationFailed
+from service.errors import FileNotFound, FileNotReady, ThumbnailNotFound
 from service.keys import file_events_key, pool_key, settings_key, slow_by_design_key
 from service.models import TERMINAL_STATUSES, FileStatus, FileType, StoredFile
 from service.processing import thumbnail_suffix
 from service.store import files as store
+from service.validation import MAX_PAGE, Page, path_id, query_choice, query_int, query_seconds
 
 MAX_WAIT = 60            # seconds a long-poll may ask for
 FALLBACK_POLL = 5.0      # seconds between re-reads while waiting, in case a NOTIFY was lost
@@ -32,11 +32,11 @@ CONTENT_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy
 async def get_file(request: web.Request) -> web.Response:
     """With ?wait=N and a file still UPLOADING or PROCESSING, answers as soon as its status changes
     (at most N seconds); with If-None-Match, only when the client's copy is current."""
-    wait = _wait_seconds(request.query.get("wait"))
+    wait = query_seconds(request, "wait", MAX_WAIT)
     if wait:
         request[slow_by_design_key] = True
     known = _if_none_match(request)
-    file_id = request.match_info["id"]
+    file_id = path_id(request)
     with request.app[file_events_key].subscribe(file_id) as changed:
         file = await _load(request, file_id)
         view, etag = _view_and_etag(file)
@@ -53,7 +53,7 @@ async def get_file_events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: the file now, then one `status` event per change, until COMPLETED or
     FAILED (or `deleted`). Driven by the file_status NOTIFY, with a re-read at every keep-alive."""
     request[slow_by_design_key] = True
-    file_id = request.match_info["id"]
+    file_id = path_id(request)
     with request.app[file_events_key].subscribe(file_id) as changed:
         file: StoredFile | None = await _load(request, file_id)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
@@ -80,7 +80,7 @@ async def get_file_events(request: web.Request) -> web.StreamResponse:
 
 
 async def get_file_content(request: web.Request) -> web.FileResponse:
-    file = await _load(request, request.match_info["id"])
+    file = await _load(request, path_id(request))
     if file.status != FileStatus.COMPLETED:
         raise FileNotReady(f"file {file.id} is {file.status}")
     path = storage.resolve(request.app[settings_key].storage_path, file.path)
@@ -90,7 +90,7 @@ async def get_file_content(request: web.Request) -> web.FileResponse:
 
 
 async def get_file_thumbnail(request: web.Request) -> web.FileResponse:
-    file = await _load(request, request.match_info["id"])
+    file = await _load(request, path_id(request))
     thumbnail = (file.metadata or {}).get("thumbnail")
     if file.status != FileStatus.COMPLETED or not file.thumbnail or not thumbnail:
         raise ThumbnailNotFound(f"file {file.id} has no thumbnail")
@@ -102,23 +102,19 @@ async def get_file_thumbnail(request: web.Request) -> web.FileResponse:
 async def list_files(request: web.Request) -> web.Response:
     """The caller's files, newest first; an admin sees everyone's."""
     user = current_user(request)
-    status = _choice(request.query.get("status"), "status", FileStatus)
-    type_ = _choice(request.query.get("type"), "type", FileType)
-    page = _positive(request.query.get("page"), "page", 1)
-    limit = _positive(request.query.get("limit"), "limit", DEFAULT_LIMIT)
-    if limit > MAX_LIMIT:
-        raise ValidationFailed(f"limit must be at most {MAX_LIMIT}", field="limit")
+    status = query_choice(request, "status", FileStatus)
+    type_ = query_choice(request, "type", FileType)
+    # Unlike posts and users, a limit above MAX_LIMIT is refused, not capped (as documented).
+    page = Page(query_int(request, "page", 1, 1, MAX_PAGE), query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT))
     async with request.app[pool_key].acquire() as conn:
         files, total = await store.list_files(conn, None if user.is_admin else user.id, status, type_,
-                                              limit, (page - 1) * limit)
-    return web.json_response({"files": [file_view(f) for f in files],
-                              "pagination": {"page": page, "limit": limit, "total": total,
-                                             "pages": math.ceil(total / limit)}})
+                                              page.limit, page.offset)
+    return web.json_response({"files": [file_view(f) for f in files], "pagination": page.pagination(total)})
 
 
 async def delete_file(request: web.Request) -> web.Response:
     user = current_user(request)
-    file_id = request.match_info["id"]
+    file_id = path_id(request)
     async with request.app[pool_key].acquire() as conn:
         file = await store.delete_file(conn, file_id, user.id, user.is_admin)
     if file is None:
@@ -181,32 +177,3 @@ def _if_none_match(request: web.Request) -> set[str]:
 
 def _matches(etag: str, known: set[str]) -> bool:
     return etag in known or "*" in known
-
-
-def _wait_seconds(raw: str | None) -> float:
-    if raw is None:
-        return 0.0
-    try:
-        wait = float(raw)
-    except ValueError:
-        wait = -1.0
-    if not 0 <= wait <= MAX_WAIT:  # also refuses nan
-        raise ValidationFailed(f"wait must be a number of seconds from 0 to {MAX_WAIT}", field="wait")
-    return wait
-
-
-def _choice(raw: str | None, name: str, enum: Any) -> str | None:
-    if raw is None or raw == "":
-        return None
-    value = raw.upper()
-    if value not in enum.__members__:
-        raise ValidationFailed(f"{name} must be one of {', '.join(enum.__members__)}", field=name)
-    return value
-
-
-def _positive(raw: str | None, name: str, default: int) -> int:
-    if raw is None or raw == "":
-        return default
-    if not re.fullmatch(r"[0-9]{1,9}", raw) or int(raw) < 1:
-        raise ValidationFailed(f"{name} must be a positive integer", field=name)
-    return int(raw)
