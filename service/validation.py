@@ -181,10 +181,15 @@ def query_text(request: web.Request, name: str, max_len: int = MAX_ID_LENGTH) ->
 
 def path_id(request: web.Request, name: str = "id") -> str:
     value = request.match_info[name]
-    check_text(value, name)
-    if len(value) > MAX_ID_LENGTH:
-        raise ValidationFailed(f"{name} must be at most {MAX_ID_LENGTH} characters", field=name)
+    check_id(value, name)
     return value
+
+
+def check_id(value: str, where: str) -> None:
+    """An id the client names (in a path, a header, a URL): text PostgreSQL can hold, of a bounded length."""
+    check_text(value, where)
+    if len(value) > MAX_ID_LENGTH:
+        raise ValidationFailed(f"{where} must be at most {MAX_ID_LENGTH} characters", field=where)
 
 
 def path_int(request: web.Request, name: str, minimum: int, maximum: int) -> int:

@@ -360,3 +360,31 @@ async def test_query_values_on_files(client, user, conn) -> None:  # type: ignor
         assert (await problem(r, 422))["field"] == field, query
     r = await client.get("/api/files?status=processing&type=Image", headers=user.headers)  # case does not matter
     assert r.status == 200 and [f["id"] for f in (await r.json())["files"]] == [file["id"]]
+
+
+async def test_ranges_and_missing_blobs_are_problems(client, user, conn, storage_dir) -> None:  # type: ignore[no-untyped-def]
+    """aiohttp's FileResponse would answer these with a bare body in the file's own Content-Type."""
+    file = await insert_file(conn, user.id, size=100)
+    blob = storage_dir / file["path"]
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    blob.write_bytes(bytes(range(100)))
+    url = f"/api/files/{file['id']}/content"
+    for rng in ("bytes=100-", "bytes=99999999999999999999-", "bytes=5-1", "bytes=x", "bytes=0-1,5-6", "items=0-1",
+                "bytes=1-2-3", "bytes=0-\u0663", "bytes=-"):
+        r = await client.get(url, headers={**user.headers, "Range": rng})
+        assert (await problem(r, 416))["code"] == "RANGE_NOT_SATISFIABLE", rng
+        assert r.headers["Content-Range"] == "bytes */100"
+    for rng, expected in (("bytes=98-", bytes([98, 99])), ("bytes=-2", bytes([98, 99])), ("bytes=-500", bytes(range(100))),
+                          ("bytes=0-0", b"\x00"), ("bytes=90-1000", bytes(range(90, 100)))):
+        r = await client.get(url, headers={**user.headers, "Range": rng})
+        assert r.status == 206 and await r.read() == expected, rng
+    blob.unlink()
+    assert (await problem(await client.get(url, headers=user.headers), 404))["code"] == "FILE_NOT_FOUND"
+
+
+async def test_concatenation_names_only_real_ids(client, user, conn) -> None:  # type: ignore[no-untyped-def]
+    for ids in ("/api/tus/%00", "/api/tus/a%00b /api/tus/c", "/api/tus/" + "a" * 300, "/api/tus/%ff%fe", "/api/tus/%ED%A0%80",
+                "/api/tus/' OR 1=1 --"):
+        r = await client.post("/api/tus/", headers={**user.headers, **TUS, "Upload-Concat": f"final;{ids}"})
+        assert (await problem(r, 400))["code"] == "TUS_INVALID_CONCAT", ids
+    assert await conn.fetchval("SELECT count(*) FROM files") == 0

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import re
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -13,7 +14,7 @@ from aiohttp import web
 
 from service import storage
 from service.auth import current_user
-from service.errors import FileNotFound, FileNotReady, ThumbnailNotFound
+from service.errors import ApiError, FileNotFound, FileNotReady, RangeNotSatisfiable, ThumbnailNotFound
 from service.keys import file_events_key, pool_key, settings_key, slow_by_design_key
 from service.models import TERMINAL_STATUSES, FileStatus, FileType, StoredFile
 from service.processing import thumbnail_suffix
@@ -84,9 +85,8 @@ async def get_file_content(request: web.Request) -> web.FileResponse:
     if file.status != FileStatus.COMPLETED:
         raise FileNotReady(f"file {file.id} is {file.status}")
     path = storage.resolve(request.app[settings_key].storage_path, file.path)
-    return web.FileResponse(path, headers={"Content-Type": file.mimetype,
-                                           "Content-Disposition": content_disposition(file.original_name),
-                                           **CONTENT_HEADERS})
+    return await _serve(request, path, FileNotFound(f"file {file.id} has no bytes on disk"),
+                        {"Content-Type": file.mimetype, "Content-Disposition": content_disposition(file.original_name)})
 
 
 async def get_file_thumbnail(request: web.Request) -> web.FileResponse:
@@ -96,7 +96,26 @@ async def get_file_thumbnail(request: web.Request) -> web.FileResponse:
         raise ThumbnailNotFound(f"file {file.id} has no thumbnail")
     base = storage.resolve(request.app[settings_key].storage_path, storage.thumbnail_path(file.filename))
     path = base.with_name(base.name + thumbnail_suffix(thumbnail["mimetype"]))
-    return web.FileResponse(path, headers={"Content-Type": thumbnail["mimetype"], **CONTENT_HEADERS})
+    return await _serve(request, path, ThumbnailNotFound(f"file {file.id} has no thumbnail on disk"),
+                        {"Content-Type": thumbnail["mimetype"]})
+
+
+async def _serve(request: web.Request, path: Path, missing: ApiError, headers: dict[str, str]) -> web.FileResponse:
+    """FileResponse answers a missing file or a bad Range itself, with a bare body in the file's
+    Content-Type; those refusals are made here instead, as problems (same rules as aiohttp's)."""
+    try:
+        size = (await asyncio.to_thread(path.stat)).st_size
+    except FileNotFoundError:
+        raise missing from None
+    if "Range" in request.headers and request.if_range is None:  # with If-Range, aiohttp may ignore Range
+        try:
+            start = request.http_range.start
+        except ValueError:
+            raise RangeNotSatisfiable("Range must be one `bytes=start-end`, `bytes=start-` or `bytes=-suffix`",
+                                      headers={"Content-Range": f"bytes */{size}"}) from None
+        if start is not None and (max(start + size, 0) if start < 0 else start) >= size:
+            raise RangeNotSatisfiable(f"the file has {size} bytes", headers={"Content-Range": f"bytes */{size}"})
+    return web.FileResponse(path, headers={**headers, **CONTENT_HEADERS})
 
 
 async def list_files(request: web.Request) -> web.Response:
