@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import io
 import json
 import logging
@@ -388,3 +389,28 @@ async def test_concatenation_names_only_real_ids(client, user, conn) -> None:  #
         r = await client.post("/api/tus/", headers={**user.headers, **TUS, "Upload-Concat": f"final;{ids}"})
         assert (await problem(r, 400))["code"] == "TUS_INVALID_CONCAT", ids
     assert await conn.fetchval("SELECT count(*) FROM files") == 0
+
+
+async def test_undecodable_content_encoding_is_a_problem(client, user, conn) -> None:  # type: ignore[no-untyped-def]
+    """aiohttp decodes gzip/deflate bodies as they are read; a broken stream was an unhandled 500."""
+    data = b"e" * (CHUNK + 1)
+    upload = await create(client, user, data)
+    before = await upload_state(conn, upload["id"])
+
+    async def streamed(body: bytes):  # no Content-Length: the chunk is read (and decoded) until it fails
+        yield body
+
+    for encoding in ("gzip", "deflate"):
+        r = await client.post("/api/posts", data=b"not compressed",
+                              headers={**user.headers, **JSON, "Content-Encoding": encoding})
+        assert (await problem(r, 400))["code"] == "BAD_REQUEST" and r.headers["Connection"] == "close"
+        r = await client.put(f"/api/uploads/{upload['id']}/chunks/0", data=streamed(b"x" * 1000),
+                             headers={**user.headers, "Content-Encoding": encoding})
+        assert (await problem(r, 400))["code"] == "BAD_REQUEST"
+    bomb = gzip.compress(json.dumps({"title": "x" * (50 * 1024 * 1024)}).encode())  # 50 KiB that inflate to 50 MiB
+    r = await client.post("/api/posts", data=bomb, headers={**user.headers, **JSON, "Content-Encoding": "gzip"})
+    assert (await problem(r, 413))["code"] == "PAYLOAD_TOO_LARGE"
+    assert await upload_state(conn, upload["id"]) == before and await conn.fetchval("SELECT count(*) FROM posts") == 0
+    r = await client.post("/api/posts", data=gzip.compress(b'{"title": "zipped"}'),
+                          headers={**user.headers, **JSON, "Content-Encoding": "gzip"})
+    assert r.status == 201 and (await r.json())["title"] == "zipped"
