@@ -21,7 +21,7 @@ from service import storage
 from service.app import create_app
 from service.config import Settings
 from tests.support import JWT_SECRET, insert_file, make_settings
-from tests.uploading import UPLOAD_ENV, create, put_chunks, sha256, wait_for_status
+from tests.uploading import UPLOAD_ENV, create, put_chunks, wait_for_status
 
 PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
 JSON = {"Content-Type": "application/json"}
@@ -140,7 +140,8 @@ async def test_sizes_must_be_plain_integers(client, user, conn) -> None:  # type
         r = await client.post("/api/uploads", json={"filename": "a", "size": 10, "chunk_size": chunk_size},
                               headers=user.headers)
         assert (await problem(r, 422))["field"] == "chunk_size", chunk_size
-    for raw in (b'{"filename": "a", "size": 1e400}', b'{"filename": "a", "size": -0.0}', b'{"filename": "a", "size": Infinity}'):
+    for raw in (b'{"filename": "a", "size": 1e400}', b'{"filename": "a", "size": -0.0}', b'{"filename": "a", "size": Infinity}',
+                b'{"filename": "a", "size": ' + b"9" * 5000 + b"}"):  # past Python's 4300-digit int limit
         r = await client.post("/api/uploads", data=raw, headers={**user.headers, **JSON})
         await problem(r, 400, 422)
     assert await conn.fetchval("SELECT count(*) FROM files") == 0
