@@ -74,8 +74,9 @@ def assert_safe_disposition(header: str, name: str) -> None:
 # filenames --------------------------------------------------------------------------------------
 
 NAMES_ACCEPTED = ["../../etc/passwd", "..\\..\\x", "/etc/passwd", "C:\\Windows\\win.ini", "🦄 naïve.png",
-                  "evil\u202egnp.exe", "...", "..", 'say "hi"; x=1 %41.txt']
-NAMES_REFUSED = ["", "   ", "a\x00b", "report\r\nX-Injected: yes", "line\nbreak", "x" * 10_000]
+                  "...", "..", 'say "hi"; x=1 %41.txt', "日本語 ファイル.txt"]
+NAMES_REFUSED = ["", "   ", "a\x00b", "report\r\nX-Injected: yes", "line\nbreak", "tab\there", "x" * 10_000,
+                 "evil\u202egnp.exe", "zero\u200bwidth", "line\u2028separator"]
 
 
 async def test_native_filenames_never_reach_the_disk_or_the_headers(served, user, conn, storage_dir) -> None:  # type: ignore[no-untyped-def]

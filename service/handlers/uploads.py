@@ -139,9 +139,11 @@ async def _load(conn: Any, request: web.Request, *, allow_closed: bool = False, 
 
 # request parsing ---------------------------------------------------------------------------------
 def _filename(value: str) -> str:
-    """Only shown and offered on download (the blob's name is generated), but never with control characters."""
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValidationFailed("filename must not contain control characters", field="filename")
+    """Only shown and offered on download (the blob's name is generated), so only printable characters:
+    no control characters, and no format ones such as U+202E, which would show "evil\u202egnp.exe" as
+    "evilexe.png" (tus drops the same characters from its metadata, see tus.file_hints)."""
+    if not value.isprintable():
+        raise ValidationFailed("filename must be printable: no control or format characters", field="filename")
     return value.strip()
 
 
