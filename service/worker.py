@@ -64,10 +64,10 @@ class Worker:
         try:
             await self._loop()
         finally:
+            await self._drain()  # still heartbeating: the files being finished stay ours
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            await self._drain()
             await self.close()
             log.info("worker stopped", extra={"action": "worker_stopped", "worker_id": self.id})
 
@@ -356,7 +356,8 @@ async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def run_standalone(settings: Settings) -> None:
     """`chunkd worker`: its own small pool, until SIGTERM or SIGINT."""
-    pool = await db.create_pool(settings, max_size=settings.worker_concurrency + 2)
+    # min_size=0: started before the database, the worker waits for it instead of failing.
+    pool = await db.create_pool(settings, min_size=0, max_size=settings.worker_concurrency + 2)
     try:
         worker = Worker(settings, pool)
         loop = asyncio.get_running_loop()

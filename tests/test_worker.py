@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import struct
 import time
@@ -254,7 +255,7 @@ async def test_worker_process_killed_mid_file_is_replaced(chunkd, settings, user
         assert time.monotonic() < deadline, second.output()
         await asyncio.sleep(0.1)
     assert row["status"] == "COMPLETED" and row["attempts"] == 2, row["error"]
-    assert row["metadata"]  # JSON text here: this connection has no codec
+    assert json.loads(row["metadata"])["sha256"] == sha256(data)  # JSON text: this connection has no codec
     assert await conn.fetchval("SELECT count(*) FROM workers WHERE id = $1", dead_worker) == 0
     assert second.stop() == 0  # SIGTERM: a graceful stop
     assert await conn.fetchval("SELECT count(*) FROM workers") == 0
@@ -289,6 +290,17 @@ async def test_stop_hands_back_a_file_that_cannot_finish_in_time(settings, user,
         await tx.rollback()
         await blocker.close()
         await pool.close()
+
+
+async def test_serve_without_worker_and_a_separate_worker(chunkd, user) -> None:  # type: ignore[no-untyped-def]
+    server = chunkd("serve", "--no-worker", **UPLOAD_ENV)
+    async with aiohttp.ClientSession(server.url) as session:
+        file_id = await upload(session, user, b"scaled out\n" * 100, "notes.txt")
+        async with session.get(f"/api/files/{file_id}", params={"wait": "1"}, headers=user.headers) as r:
+            assert (await r.json())["status"] == "PROCESSING"  # nobody processes it yet
+        chunkd("worker", wait_path=None, **UPLOAD_ENV)
+        body = await wait_for_status(session, user, file_id)
+        assert body["status"] == "COMPLETED" and body["mimetype"] == "text/plain"
 
 
 async def test_chunkd_serve_runs_a_worker(chunkd, user) -> None:  # type: ignore[no-untyped-def]

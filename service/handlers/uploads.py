@@ -1,8 +1,6 @@
 """The native upload protocol: create a session, PUT chunks in any order, resume, complete, abort."""
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import mimetypes
 import re
 from typing import Any
@@ -11,9 +9,9 @@ from aiohttp import web
 
 from service import storage
 from service.auth import current_user
-from service.errors import (BadRequest, ChecksumMismatch, ChunkConflict, ChunkOutOfRange, ChunkSizeMismatch,
-                            ChunkTooLarge, InvalidJson, UploadClosed, UploadExpired, UploadIncomplete,
-                            UploadNotFound, UploadTooLarge, ValidationFailed)
+from service.chunks import ChunkBody
+from service.errors import (BadRequest, ChunkConflict, ChunkOutOfRange, InvalidJson, UploadClosed, UploadExpired,
+                            UploadIncomplete, UploadNotFound, UploadTooLarge, ValidationFailed)
 from service.keys import pool_key, settings_key
 from service.metrics import BYTES_RECEIVED, UPLOADS_CREATED
 from service.models import FileStatus, Upload
@@ -74,22 +72,18 @@ async def put_chunk(request: web.Request) -> web.Response:
     if index >= upload.total_chunks:
         raise ChunkOutOfRange(f"chunk {index} of an upload of {upload.total_chunks} chunks (0..{upload.total_chunks - 1})")
     expected = upload.chunk_length(index)
-    # No pooled connection is held while a slow client sends its chunk.
-    pieces = await read_exactly(request, expected, settings.max_chunk_size, index)
-    digest = await asyncio.to_thread(sha256_hex, pieces) if declared else None
-    if declared and digest != declared:
-        raise ChecksumMismatch(f"Content-SHA256 is {declared}, the body's is {digest}; nothing stored")
+    body = ChunkBody(request, expected, settings.max_chunk_size, index, declared)
+    await body.start()  # a slow client's chunk is read whole here, before any connection is taken
     async with request.app[pool_key].acquire() as conn:
-        received = await store.insert_chunk(conn, upload.id, index, pieces, expected)
-        stored_digest = await store.chunk_sha256(conn, upload.id, index) if received is None else None
+        received = await store.insert_chunk(conn, upload.id, index, body.pieces(), expected)
+        stored_sha256 = await store.chunk_sha256(conn, upload.id, index) if received is None else None
     if received is not None:
         BYTES_RECEIVED.labels(PROTOCOL).inc(expected)
         return web.json_response({"index": index, "size": expected, "bytes_received": received}, status=201)
-    digest = digest or await asyncio.to_thread(sha256_hex, pieces)
-    if stored_digest is None:
+    if stored_sha256 is None:
         raise UploadClosed(f"upload {upload.id} stopped accepting chunks")
-    if stored_digest != digest:
-        raise ChunkConflict(f"chunk {index} is already stored with different bytes (sha256 {stored_digest})")
+    if stored_sha256 != await body.sha256():
+        raise ChunkConflict(f"chunk {index} is already stored with different bytes (sha256 {stored_sha256})")
     return web.json_response({"index": index, "size": expected, "bytes_received": upload.bytes_received}, status=200)
 
 
@@ -137,35 +131,6 @@ async def _load(conn: Any, request: web.Request, *, allow_closed: bool = False, 
     if upload.size_deferred:
         raise UploadClosed(f"upload {file_id} has no declared length yet: continue it with tus")
     return upload
-
-
-async def read_exactly(request: web.Request, expected: int, max_chunk: int, index: int) -> list[bytes]:
-    """The body as the pieces it arrived in, exactly `expected` bytes in all: never joined, they go to
-    the database as they are. Refused before reading when Content-Length says the length is wrong,
-    and as soon as a chunked body goes past it. A client that goes away mid-body raises here, before
-    anything reaches the database."""
-    length = request.content_length
-    if length is not None and length > max_chunk:
-        raise ChunkTooLarge(f"Content-Length {length} is more than MAX_CHUNK_SIZE ({max_chunk})")
-    if length is not None and length != expected:
-        raise ChunkSizeMismatch(f"chunk {index} must be exactly {expected} bytes, Content-Length is {length}")
-    pieces: list[bytes] = []
-    got = 0
-    while piece := await request.content.readany():
-        got += len(piece)
-        if got > expected:  # stop reading at once: the rest is never buffered
-            raise ChunkSizeMismatch(f"chunk {index} must be exactly {expected} bytes, the body is longer")
-        pieces.append(piece)
-    if got != expected:
-        raise ChunkSizeMismatch(f"chunk {index} must be exactly {expected} bytes, the body has {got}")
-    return pieces
-
-
-def sha256_hex(pieces: list[bytes]) -> str:
-    digest = hashlib.sha256()
-    for piece in pieces:
-        digest.update(piece)
-    return digest.hexdigest()
 
 
 # request parsing ---------------------------------------------------------------------------------

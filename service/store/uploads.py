@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import AsyncIterator, Sequence
+from typing import AsyncIterable, AsyncIterator
 
 import asyncpg
 
@@ -75,17 +75,17 @@ UPDATE files SET bytes_received = bytes_received + $2
  WHERE id = $1 AND status = 'UPLOADING' AND (expires_at IS NULL OR expires_at > now())
 RETURNING bytes_received
 """
-async def insert_chunk(conn: asyncpg.Connection, file_id: str, index: int, pieces: Sequence[bytes],
+async def insert_chunk(conn: asyncpg.Connection, file_id: str, index: int, pieces: AsyncIterable[bytes],
                        length: int) -> int | None:
-    """Stores one chunk (`length` bytes, received as `pieces`) and counts its bytes in the same
+    """Stores one chunk (`length` bytes, given as `pieces`) and counts its bytes in the same
     transaction, so bytes_received stays exact under parallel PUTs. Returns the new bytes_received,
     or None when the index was already stored. Raises UploadClosed (nothing stored) when the upload
-    stopped accepting chunks meanwhile.
+    stopped accepting chunks meanwhile; an exception from `pieces` aborts the COPY, storing nothing.
 
-    The row goes in with a binary COPY fed the pieces as they came off the socket, not as a bind
+    The row goes in by a binary COPY fed the pieces as they come off the socket, not as a bind
     parameter: asyncpg would copy a parameter whole into one message, and the socket's write buffer
-    would take most of it again, three copies of every chunk in flight instead of one. COPY has no
-    ON CONFLICT: an index already stored is the unique violation."""
+    would take most of it again, three copies of every chunk in flight instead of one (or none,
+    streamed). COPY has no ON CONFLICT: an index already stored is the unique violation."""
     try:
         async with conn.transaction():
             await conn.copy_to_table("file_chunks", columns=("file_id", "chunk_index", "data"), format="binary",
@@ -100,12 +100,12 @@ async def insert_chunk(conn: asyncpg.Connection, file_id: str, index: int, piece
         raise UploadNotFound(f"upload {file_id}") from None
 
 
-async def _copy_row(file_id: str, index: int, pieces: Sequence[bytes], length: int) -> AsyncIterator[bytes]:
+async def _copy_row(file_id: str, index: int, pieces: AsyncIterable[bytes], length: int) -> AsyncIterator[bytes]:
     """One row in PostgreSQL's binary COPY format: header, (file_id, chunk_index, data), trailer."""
     key = file_id.encode()
     yield (b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
            + struct.pack("!hi", 3, len(key)) + key + struct.pack("!ii", 4, index) + struct.pack("!i", length))
-    for piece in pieces:
+    async for piece in pieces:
         yield piece
     yield struct.pack("!h", -1)
 
