@@ -1,0 +1,261 @@
+"""Faults: PostgreSQL restarted under uploads, processing, long-polls and event streams, and the server
+killed mid-upload. Each time the client resumes and the file completes with exactly its bytes.
+
+The tests share one PostgreSQL cluster of their own (the suite's is not theirs to stop), with a fresh
+migrated database each; `chunkd serve` runs as a real process unless the test needs to shorten a timer."""
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator, Iterator
+
+import aiohttp
+import asyncpg
+import pytest
+
+from service import migrate
+from service.auth import hash_password, issue_access_token
+from service.db import ensure_database
+from service.embedded import EmbeddedPostgres
+from service.store.files import mark_ready
+from tests.conftest import FAST, User
+from tests.support import JWT_SECRET, ChunkdProcess, make_settings, scratch_dir
+from tests.tus_support import STREAM, TUS, raw_patch, stored_bytes, until, upload_id, upload_path
+from tests.uploading import UPLOAD_ENV, create, put_chunks, sha256, wait_for_status
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[EmbeddedPostgres]:
+    base = scratch_dir("chunkd-test-faults-")
+    server = EmbeddedPostgres(base, server_options=FAST)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@dataclass
+class Site:
+    """One test's database on the restartable cluster, its storage, and a user with a token."""
+    pg: EmbeddedPostgres
+    url: str
+    storage: Path
+    user: User
+
+    def serve(self) -> ChunkdProcess:
+        env = {"DATABASE_URL": self.url, "STORAGE_DIR": str(self.storage), "JWT_SECRET": JWT_SECRET, **UPLOAD_ENV}
+        return ChunkdProcess(env, "serve").start()
+
+    async def stop_database(self) -> None:
+        await asyncio.to_thread(self.pg.stop)
+
+    async def start_database(self) -> None:
+        await asyncio.to_thread(self.pg.start)
+
+    async def execute_function(self, function, *args: object) -> object:  # type: ignore[no-untyped-def]
+        conn = await asyncpg.connect(self.url)
+        try:
+            return await function(conn, *args)
+        finally:
+            await conn.close()
+
+    async def fetchrow(self, query: str, *args: object) -> asyncpg.Record:
+        conn = await asyncpg.connect(self.url)  # a connection per look: the server restarts under us
+        try:
+            return await conn.fetchrow(query, *args)
+        finally:
+            await conn.close()
+
+
+@pytest.fixture
+async def site(pg: EmbeddedPostgres, storage_dir: Path) -> AsyncIterator[Site]:
+    if not pg.running():
+        pg.start()  # a failed test may have left it stopped
+    name = f"faults_{uuid.uuid4().hex}"
+    await ensure_database(pg.url("postgres"), name)
+    url = pg.url(name)
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate.deploy(conn)
+        email = f"{name[-10:]}@example.com"
+        user_id = await conn.fetchval("INSERT INTO users (email, password, name) VALUES ($1, $2, 'faulty') RETURNING id",
+                                      email, hash_password("correct horse"))
+    finally:
+        await conn.close()
+    token = issue_access_token(make_settings(url, storage_dir), user_id, "USER")
+    yield Site(pg, url, storage_dir, User(user_id, email, "correct horse", "USER", token))
+    if not pg.running():
+        pg.start()
+    admin = await asyncpg.connect(pg.url("postgres"))
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+def serve(site: Site) -> Iterator:
+    """Factory of `chunkd serve` processes on the site; all stopped at the end."""
+    started: list[ChunkdProcess] = []
+
+    def start() -> ChunkdProcess:
+        started.append(site.serve())
+        return started[-1]
+
+    yield start
+    for process in started:
+        process.stop()
+        print(process.output())  # shown when the test fails
+        process.log.close()
+        os.unlink(process.log.name)
+
+
+def http(server: ChunkdProcess) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(base_url=server.url, timeout=aiohttp.ClientTimeout(total=60))
+
+
+async def problem(response: aiohttp.ClientResponse) -> dict:
+    assert response.headers["Content-Type"].startswith("application/problem+json"), await response.text()
+    return await response.json()
+
+
+async def assert_database_unavailable(response: aiohttp.ClientResponse) -> None:
+    assert response.status == 503, await response.text()
+    assert (await problem(response))["code"] == "DATABASE_UNAVAILABLE"
+
+
+async def download(client: aiohttp.ClientSession, user: User, file_id: str) -> bytes:
+    r = await client.get(f"/api/files/{file_id}/content", headers=user.headers)
+    assert r.status == 200, await r.text()
+    return await r.read()
+
+
+# 1. PostgreSQL restarted between the chunks of a native upload ---------------------------------------
+async def test_native_upload_resumes_after_a_database_restart(site: Site, serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve()
+    user = site.user
+    data = os.urandom(3 * MiB)  # 48 chunks of 64 KiB
+    async with http(server) as client:
+        upload = await create(client, user, data, "restart.bin", sha256=sha256(data))
+        half = upload["total_chunks"] // 2
+        await put_chunks(client, user, upload, data, list(range(half)))
+
+        await site.stop_database()
+        started = time.monotonic()
+        chunk = data[half * upload["chunk_size"]:(half + 1) * upload["chunk_size"]]
+        await assert_database_unavailable(await client.put(f"/api/uploads/{upload['id']}/chunks/{half}",
+                                                           data=chunk, headers=user.headers))
+        r = await client.get(f"/api/uploads/{upload['id']}", headers=user.headers)
+        await assert_database_unavailable(r)
+        assert r.headers["Retry-After"] == "1"
+        await assert_database_unavailable(await client.get("/readyz"))
+        assert time.monotonic() - started < 5  # refused at once, not after a hang
+
+        await site.start_database()
+        r = await client.get(f"/api/uploads/{upload['id']}", headers=user.headers)  # the very first request
+        assert r.status == 200, await r.text()
+        state = await r.json()
+        assert state["missing"] == list(range(half, upload["total_chunks"]))
+        assert state["bytes_received"] == half * upload["chunk_size"]
+
+        await put_chunks(client, user, upload, data, state["missing"])
+        r = await client.post(f"/api/uploads/{upload['id']}/complete", headers=user.headers)
+        assert r.status == 202, await r.text()
+        body = await wait_for_status(client, user, upload["id"], timeout=20)
+        assert body["status"] == "COMPLETED", body["error"]
+        assert body["metadata"]["sha256"] == sha256(data)
+        assert sha256(await download(client, user, upload["id"])) == sha256(data)
+
+
+# 2. PostgreSQL restarted while the worker processes a file ------------------------------------------
+async def test_a_file_being_processed_survives_a_database_restart(site: Site, serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve()
+    user = site.user
+    data = os.urandom(2 * MiB)
+    async with http(server) as client:
+        upload = await create(client, user, data, "processing.bin", sha256=sha256(data))
+        await put_chunks(client, user, upload, data)
+        # The worker claims the file, then waits for its chunks behind this lock: a file surely in the
+        # middle of processing when the database goes. (mark_ready is what /complete does.)
+        blocker = await asyncpg.connect(site.url)
+        await blocker.execute("BEGIN; LOCK TABLE file_chunks IN ACCESS EXCLUSIVE MODE")
+        await site.execute_function(mark_ready, upload["id"])
+        await until(lambda: worker_waits_for_chunks(site, upload["id"]))
+
+        await site.stop_database()
+        blocker.terminate()
+        await site.start_database()
+        restarted = time.monotonic()
+        body = await wait_for_status(client, user, upload["id"], timeout=20)
+        assert body["status"] == "COMPLETED", body["error"]
+        assert time.monotonic() - restarted < 4  # taken again at once, not after a backoff or a poll
+        assert sha256(await download(client, user, upload["id"])) == sha256(data)
+    row = await site.fetchrow("SELECT attempts, worker_id FROM files WHERE id = $1", upload["id"])
+    assert (row["attempts"], row["worker_id"]) == (1, None)  # the interrupted attempt was not the file's fault
+
+
+async def worker_waits_for_chunks(site: Site, file_id: str) -> bool:
+    row = await site.fetchrow(
+        "SELECT (SELECT worker_id FROM files WHERE id = $1) AS worker_id,"
+        "       (SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        "           AND query LIKE '%FROM file_chunks%') AS waiting", file_id)
+    return row["worker_id"] is not None and row["waiting"] > 0
+
+
+# 3. PostgreSQL restarted under a tus PATCH ------------------------------------------------------------
+async def test_tus_upload_resumes_from_the_committed_offset_after_a_database_restart(site: Site, serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve()
+    user = site.user
+    data = os.urandom(3 * MiB)
+    tus_headers = {**user.headers, **TUS}
+    async with http(server) as client:
+        r = await client.post("/api/tus/", headers={**tus_headers, "Upload-Length": str(len(data))})
+        assert r.status == 201, await r.text()
+        path = upload_path(r.headers["Location"])
+        file_id = upload_id(path)
+        r = await client.patch(path, data=io.BytesIO(data[:MiB]), headers={**tus_headers, **STREAM, "Upload-Offset": "0"})
+        assert r.status == 204 and r.headers["Upload-Offset"] == str(MiB)
+
+        # A second PATCH is half-way through its body when the database stops.
+        request = await raw_patch(server, user, path, MiB, len(data) - MiB)
+        await request.send(data[MiB:MiB + MiB // 2])
+        await until(lambda: offset_at_least(site, file_id, MiB + MiB // 4))
+        await site.stop_database()
+        await request.send(data[MiB + MiB // 2:2 * MiB])  # more bytes: the server must write, and cannot
+        status, _ = await request.response()
+        assert status == 503
+        await request.close()
+        r = await client.head(path, headers=tus_headers)
+        assert r.status == 503 and r.headers["Tus-Resumable"] == "1.0.0"
+
+        await site.start_database()
+        r = await client.head(path, headers=tus_headers)
+        assert r.status == 200, await r.text()
+        offset = int(r.headers["Upload-Offset"])
+        assert MiB + MiB // 4 <= offset <= 2 * MiB
+        conn = await asyncpg.connect(site.url)
+        try:
+            assert await stored_bytes(conn, file_id) == data[:offset]  # exactly the committed bytes, no more
+        finally:
+            await conn.close()
+
+        r = await client.patch(path, data=io.BytesIO(data[offset:]),
+                               headers={**tus_headers, **STREAM, "Upload-Offset": str(offset)})
+        assert r.status == 204 and r.headers["Upload-Offset"] == str(len(data))
+        body = await wait_for_status(client, user, file_id, timeout=20)
+        assert body["status"] == "COMPLETED", body["error"]
+        assert sha256(await download(client, user, file_id)) == sha256(data)
+
+
+async def offset_at_least(site: Site, file_id: str, offset: int) -> bool:
+    return (await site.fetchrow("SELECT bytes_received FROM files WHERE id = $1", file_id))[0] >= offset
