@@ -107,6 +107,11 @@ async def ensure_database(admin_url: str, name: str) -> None:
         await conn.close()
 
 
+# Seconds between attempts to LISTEN again while the database is down. Short: until it is back, status
+# changes reach long-polls and event streams only by their re-reads, and workers only by polling.
+LISTENER_MAX_BACKOFF = 2.0
+
+
 class Listener:
     """LISTEN on a dedicated connection: never a pooled one, whose listeners asyncpg drops on release.
     A `SELECT 1` every `heartbeat` seconds notices a dead connection, which is then re-opened with
@@ -129,7 +134,7 @@ class Listener:
                 raise
             except Exception as e:  # any failure of the connection: log, wait, reconnect
                 log.warning("listener connection lost: %s", e, extra={"action": "listener_lost"})
-            backoff = 0.5 if self.was_connected else min(backoff * 2, 10)
+            backoff = 0.5 if self.was_connected else min(backoff * 2, LISTENER_MAX_BACKOFF)
             await asyncio.sleep(backoff)
 
     async def _listen(self) -> None:

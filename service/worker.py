@@ -33,6 +33,7 @@ log = logging.getLogger("service.worker")
 
 MAX_ATTEMPTS = 5            # claims of one file; then FAILED, so a file that kills workers cannot loop forever
 MAX_RETRY_DELAY = 300       # seconds; transient failures back off 2, 4, 8 ... up to this
+SETTLE_MAX_DELAY = 2.0      # seconds between tries to record an outcome: the file waits on them, a try is cheap
 INTERRUPTED_RETRY_DELAY = 1.0  # seconds before a file whose processing lost the database is taken again
 POLL_INTERVAL = 5.0         # seconds between claims when no NOTIFY arrives
 ASSEMBLY_SLICE = 4 * MiB    # bytes fetched per query while assembling: memory stays flat for any chunk size
@@ -315,7 +316,7 @@ class Worker:
                     return  # close() releases the file
                 log.warning("recording an outcome failed: %s", e, extra={"action": "settle_retry"})
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 10)
+                delay = min(delay * 2, SETTLE_MAX_DELAY)
 
 
 async def assemble(conn: asyncpg.Connection, file_id: str, chunks: list[tuple[int, int]], assembly: Assembly) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import shutil
 import time
@@ -20,16 +21,19 @@ import asyncpg
 import pytest
 
 from service import migrate
+from service.app import create_app
+from service.handlers import files as files_handlers
 from service.auth import hash_password, issue_access_token
 from service.db import ensure_database
 from service.embedded import EmbeddedPostgres
 from service.store.files import mark_ready
 from tests.conftest import FAST, User
 from tests.support import JWT_SECRET, ChunkdProcess, make_settings, scratch_dir
-from tests.tus_support import STREAM, TUS, raw_patch, stored_bytes, until, upload_id, upload_path
+from tests.tus_support import STREAM, TUS, RawRequest, raw_patch, stored_bytes, until, upload_id, upload_path
 from tests.uploading import UPLOAD_ENV, create, put_chunks, sha256, wait_for_status
 
 MiB = 1024 * 1024
+LEASE = 3  # WORKER_LEASE of UPLOAD_ENV
 
 
 @pytest.fixture(scope="module")
@@ -169,10 +173,13 @@ async def test_native_upload_resumes_after_a_database_restart(site: Site, serve)
         assert state["bytes_received"] == half * upload["chunk_size"]
 
         await put_chunks(client, user, upload, data, state["missing"])
+        completed = time.monotonic()
         r = await client.post(f"/api/uploads/{upload['id']}/complete", headers=user.headers)
         assert r.status == 202, await r.text()
         body = await wait_for_status(client, user, upload["id"], timeout=20)
         assert body["status"] == "COMPLETED", body["error"]
+        # Woken by NOTIFY on its new LISTEN connection: its next poll would come seconds later.
+        assert time.monotonic() - completed < 3
         assert body["metadata"]["sha256"] == sha256(data)
         assert sha256(await download(client, user, upload["id"])) == sha256(data)
 
@@ -194,6 +201,7 @@ async def test_a_file_being_processed_survives_a_database_restart(site: Site, se
 
         await site.stop_database()
         blocker.terminate()
+        await asyncio.sleep(LEASE + 0.5)  # down longer than a lease: the worker still holds its file after
         await site.start_database()
         restarted = time.monotonic()
         body = await wait_for_status(client, user, upload["id"], timeout=20)
@@ -259,3 +267,139 @@ async def test_tus_upload_resumes_from_the_committed_offset_after_a_database_res
 
 async def offset_at_least(site: Site, file_id: str, offset: int) -> bool:
     return (await site.fetchrow("SELECT bytes_received FROM files WHERE id = $1", file_id))[0] >= offset
+
+
+# 4. Long-polls and event streams across a restart -----------------------------------------------------
+async def test_waiting_clients_get_an_answer_across_a_database_restart(site: Site, serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve()
+    user = site.user
+    data = os.urandom(256 * 1024)
+    async with http(server) as client:
+        upload = await create(client, user, data, "waited.bin")
+        file_url = f"/api/files/{upload['id']}"
+        events = await client.get(f"{file_url}/events", headers=user.headers)
+        assert events.status == 200
+        assert await next_event(events) == ("status", "UPLOADING")
+        poll = asyncio.create_task(client.get(file_url, params={"wait": "2"}, headers=user.headers))
+        await asyncio.sleep(0.3)  # the long-poll has read the file and waits
+
+        await site.stop_database()
+        started = time.monotonic()
+        r = await poll
+        assert time.monotonic() - started < 3  # its own deadline, then an answer: no hang
+        await assert_database_unavailable(r)  # its last look at the file found no database
+        await asyncio.sleep(1)
+        await site.start_database()
+
+        # Status changes reach the waiting stream and a new long-poll by NOTIFY again, at once: the
+        # LISTEN connection is back (without it they would wait for a 5 s re-read or a 15 s keep-alive).
+        poll = asyncio.create_task(client.get(file_url, params={"wait": "10"}, headers=user.headers))
+        await put_chunks(client, user, upload, data)
+        completed = time.monotonic()
+        r = await client.post(f"/api/uploads/{upload['id']}/complete", headers=user.headers)
+        assert r.status == 202, await r.text()
+        r = await poll
+        assert r.status == 200 and (await r.json())["status"] in ("PROCESSING", "COMPLETED")
+        assert await next_event(events) == ("status", "PROCESSING")
+        assert await next_event(events) == ("status", "COMPLETED")
+        assert time.monotonic() - completed < 4
+        assert await events.content.read() == b""  # the stream ends after the final status
+        events.release()
+
+
+async def next_event(response: aiohttp.ClientResponse, timeout: float = 10) -> tuple[str, str | None]:
+    """The next server-sent event as (event, status of its data); keep-alive comments skipped."""
+    event = data = None
+    while True:
+        line = (await asyncio.wait_for(response.content.readline(), timeout)).decode()
+        if line == "":
+            return "end", None
+        line = line.rstrip("\n")
+        if line == "" and event is not None:
+            return event, (json.loads(data)["status"] if event == "status" and data else data)
+        key, _, value = line.partition(": ")
+        if key == "event":
+            event = value
+        elif key == "data":
+            data = value
+
+
+async def test_an_event_stream_that_cannot_reread_ends_with_a_problem_event(site: Site, aiohttp_client,  # type: ignore[no-untyped-def]
+                                                                             monkeypatch) -> None:
+    """The stream re-reads the file at every keep-alive (shortened here): with the database gone at
+    that moment it says so in an `error` event and ends, a clean end EventSource reconnects after."""
+    monkeypatch.setattr(files_handlers, "SSE_KEEPALIVE", 0.3)
+    client = await aiohttp_client(create_app(make_settings(site.url, site.storage, **UPLOAD_ENV)))
+    user = site.user
+    upload = await create(client, user, b"x" * 1000, "streamed.bin")
+    events = await client.get(f"/api/files/{upload['id']}/events", headers=user.headers)
+    assert await next_event(events) == ("status", "UPLOADING")
+    await site.stop_database()
+    event, data = await next_event(events)
+    assert event == "error" and json.loads(data)["code"] == "DATABASE_UNAVAILABLE"
+    assert await next_event(events) == ("end", None)
+    await site.start_database()
+
+
+# 5. The server killed mid-upload -------------------------------------------------------------------------
+async def test_native_upload_resumes_on_a_new_server_after_a_kill(site: Site, serve) -> None:  # type: ignore[no-untyped-def]
+    user = site.user
+    data = os.urandom(3 * MiB)
+    first = serve()
+    async with http(first) as client:
+        upload = await create(client, user, data, "killed.bin", sha256=sha256(data))
+        await put_chunks(client, user, upload, data, list(range(20)))
+    size = upload["chunk_size"]
+    request = await RawRequest.open(first, "PUT", f"/api/uploads/{upload['id']}/chunks/20",
+                                    {**user.headers, "Content-Length": str(size)})
+    await request.send(data[20 * size:20 * size + size // 2])  # chunk 20 is half-way when the server dies
+    first.kill()
+    await request.close()
+
+    second = serve()
+    async with http(second) as client:
+        r = await client.get(f"/api/uploads/{upload['id']}", headers=user.headers)
+        assert r.status == 200, await r.text()
+        state = await r.json()
+        assert state["missing"] == list(range(20, upload["total_chunks"]))  # half a chunk is no chunk
+        await put_chunks(client, user, upload, data, state["missing"])
+        r = await client.post(f"/api/uploads/{upload['id']}/complete", headers=user.headers)
+        assert r.status == 202, await r.text()
+        body = await wait_for_status(client, user, upload["id"], timeout=20)
+        assert body["status"] == "COMPLETED", body["error"]
+        assert sha256(await download(client, user, upload["id"])) == sha256(data)
+
+
+async def test_tus_upload_resumes_on_a_new_server_after_a_kill(site: Site, serve) -> None:  # type: ignore[no-untyped-def]
+    user = site.user
+    tus_headers = {**user.headers, **TUS}
+    data = os.urandom(3 * MiB)
+    first = serve()
+    async with http(first) as client:
+        r = await client.post("/api/tus/", headers={**tus_headers, "Upload-Length": str(len(data))})
+        assert r.status == 201, await r.text()
+        path = upload_path(r.headers["Location"])
+    file_id = upload_id(path)
+    request = await raw_patch(first, user, path, 0, len(data))
+    await request.send(data[:MiB + MiB // 2])
+    await until(lambda: offset_at_least(site, file_id, MiB))
+    first.kill()
+    await request.close()
+
+    second = serve()
+    async with http(second) as client:
+        r = await client.head(path, headers=tus_headers)
+        assert r.status == 200, await r.text()
+        offset = int(r.headers["Upload-Offset"])
+        assert MiB <= offset <= MiB + MiB // 2
+        conn = await asyncpg.connect(site.url)
+        try:
+            assert await stored_bytes(conn, file_id) == data[:offset]
+        finally:
+            await conn.close()
+        r = await client.patch(path, data=io.BytesIO(data[offset:]),
+                               headers={**tus_headers, **STREAM, "Upload-Offset": str(offset)})
+        assert r.status == 204 and r.headers["Upload-Offset"] == str(len(data))
+        body = await wait_for_status(client, user, file_id, timeout=20)
+        assert body["status"] == "COMPLETED", body["error"]
+        assert sha256(await download(client, user, file_id)) == sha256(data)
