@@ -206,7 +206,7 @@ async def test_a_file_being_processed_survives_a_database_restart(site: Site, se
         restarted = time.monotonic()
         body = await wait_for_status(client, user, upload["id"], timeout=20)
         assert body["status"] == "COMPLETED", body["error"]
-        assert time.monotonic() - restarted < 4  # taken again at once, not after a backoff or a poll
+        assert time.monotonic() - restarted < 5  # settled within 2 s of the restart, taken again 1 s later
         assert sha256(await download(client, user, upload["id"])) == sha256(data)
     row = await site.fetchrow("SELECT attempts, worker_id FROM files WHERE id = $1", upload["id"])
     assert (row["attempts"], row["worker_id"]) == (1, None)  # the interrupted attempt was not the file's fault
