@@ -184,6 +184,46 @@ async def test_native_upload_resumes_after_a_database_restart(site: Site, serve)
         assert sha256(await download(client, user, upload["id"])) == sha256(data)
 
 
+async def test_chunks_in_flight_when_the_database_stops_get_201_or_503(site: Site, serve) -> None:  # type: ignore[no-untyped-def]
+    """Six clients PUT chunks in parallel and go on while the database stops under them: each answer
+    is 201 (then the chunk is kept) or 503, never a 500; afterwards `missing` is the whole truth."""
+    server = serve()
+    user = site.user
+    data = os.urandom(6 * MiB)  # 96 chunks of 64 KiB
+    async with http(server) as client:
+        upload = await create(client, user, data, "parallel.bin", sha256=sha256(data))
+        size, queue, answers = upload["chunk_size"], list(range(upload["total_chunks"])), {}
+
+        async def sender() -> None:
+            while queue:
+                i = queue.pop(0)
+                r = await client.put(f"/api/uploads/{upload['id']}/chunks/{i}", data=data[i * size:(i + 1) * size],
+                                     headers={**user.headers, "Content-SHA256": sha256(data[i * size:(i + 1) * size])})
+                answers[i] = r.status
+                if r.status != 201:
+                    await assert_database_unavailable(r)
+
+        async def stop_midway() -> None:
+            while len(answers) < 30:
+                await asyncio.sleep(0.005)
+            await site.stop_database()
+
+        await asyncio.gather(stop_midway(), *(sender() for _ in range(6)))
+        assert set(answers.values()) == {201, 503}
+        await site.start_database()
+
+        r = await client.get(f"/api/uploads/{upload['id']}", headers=user.headers)
+        assert r.status == 200, await r.text()
+        missing = (await r.json())["missing"]
+        assert not {i for i, status in answers.items() if status == 201} & set(missing)  # a 201 is kept
+        await put_chunks(client, user, upload, data, missing)
+        r = await client.post(f"/api/uploads/{upload['id']}/complete", headers=user.headers)
+        assert r.status == 202, await r.text()
+        body = await wait_for_status(client, user, upload["id"], timeout=20)
+        assert body["status"] == "COMPLETED", body["error"]
+        assert sha256(await download(client, user, upload["id"])) == sha256(data)
+
+
 # 2. PostgreSQL restarted while the worker processes a file ------------------------------------------
 async def test_a_file_being_processed_survives_a_database_restart(site: Site, serve) -> None:  # type: ignore[no-untyped-def]
     server = serve()
