@@ -6,6 +6,8 @@ migrated database each; `chunkd serve` runs as a real process unless the test ne
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import io
 import json
 import os
@@ -255,13 +257,17 @@ async def test_a_file_being_processed_survives_a_database_restart(site: Site, se
 async def worker_waits_for_chunks(site: Site, file_id: str) -> bool:
     row = await site.fetchrow(
         "SELECT (SELECT worker_id FROM files WHERE id = $1) AS worker_id,"
-        "       (SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        "       (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
         "           AND query LIKE '%FROM file_chunks%') AS waiting", file_id)
     return row["worker_id"] is not None and row["waiting"] > 0
 
 
 # 3. PostgreSQL restarted under a tus PATCH ------------------------------------------------------------
-async def test_tus_upload_resumes_from_the_committed_offset_after_a_database_restart(site: Site, serve) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("checksum", [False, True], ids=["plain", "with-checksum"])
+async def test_tus_upload_resumes_from_the_committed_offset_after_a_database_restart(site: Site, serve,  # type: ignore[no-untyped-def]
+                                                                                     checksum: bool) -> None:
+    """Without Upload-Checksum every chunk row is committed as it comes; with it the body is all or
+    nothing. Either way HEAD after the restart gives exactly the bytes that were committed."""
     server = serve()
     user = site.user
     data = os.urandom(3 * MiB)
@@ -275,9 +281,13 @@ async def test_tus_upload_resumes_from_the_committed_offset_after_a_database_res
         assert r.status == 204 and r.headers["Upload-Offset"] == str(MiB)
 
         # A second PATCH is half-way through its body when the database stops.
-        request = await raw_patch(server, user, path, MiB, len(data) - MiB)
+        verified = {"Upload-Checksum": "sha256 " + base64.b64encode(hashlib.sha256(data[MiB:]).digest()).decode()}
+        request = await raw_patch(server, user, path, MiB, len(data) - MiB, **(verified if checksum else {}))
         await request.send(data[MiB:MiB + MiB // 2])
-        await until(lambda: offset_at_least(site, file_id, MiB + MiB // 4))
+        if checksum:
+            await until(lambda: rows_written_uncommitted(site))
+        else:
+            await until(lambda: offset_at_least(site, file_id, MiB + MiB // 4))
         await site.stop_database()
         await request.send(data[MiB + MiB // 2:2 * MiB])  # more bytes: the server must write, and cannot
         status, _ = await request.response()
@@ -290,7 +300,10 @@ async def test_tus_upload_resumes_from_the_committed_offset_after_a_database_res
         r = await client.head(path, headers=tus_headers)
         assert r.status == 200, await r.text()
         offset = int(r.headers["Upload-Offset"])
-        assert MiB + MiB // 4 <= offset <= 2 * MiB
+        if checksum:
+            assert offset == MiB  # the unverified body left nothing behind
+        else:
+            assert MiB + MiB // 4 <= offset <= 2 * MiB
         conn = await asyncpg.connect(site.url)
         try:
             assert await stored_bytes(conn, file_id) == data[:offset]  # exactly the committed bytes, no more
@@ -307,6 +320,13 @@ async def test_tus_upload_resumes_from_the_committed_offset_after_a_database_res
 
 async def offset_at_least(site: Site, file_id: str, offset: int) -> bool:
     return (await site.fetchrow("SELECT bytes_received FROM files WHERE id = $1", file_id))[0] >= offset
+
+
+async def rows_written_uncommitted(site: Site) -> bool:
+    """The PATCH's transaction has inserted chunk rows (they are not visible until it commits)."""
+    row = await site.fetchrow("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                              " AND state = 'idle in transaction' AND query LIKE 'INSERT INTO file_chunks%'")
+    return row[0] > 0
 
 
 # 4. Long-polls and event streams across a restart -----------------------------------------------------
