@@ -5,20 +5,18 @@ import asyncio
 import logging
 import time
 
-import asyncpg
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from service import metrics
+from service.db import CONNECTION_LOST
 from service.errors import ApiError, DatabaseUnavailable, from_http_exception, problem_response
 from service.keys import settings_key, slow_by_design_key
 
 log = logging.getLogger("service.http")
 
-# The database is down, restarting, or the pool had no free connection in time.
-DATABASE_DOWN = (asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError, asyncpg.InterfaceError,
-                 asyncpg.ConnectionDoesNotExistError, ConnectionRefusedError, asyncio.TimeoutError,
-                 asyncpg.AdminShutdownError)
+# The database is down, restarting, or the pool had no free connection in time (or is closing).
+DATABASE_DOWN = CONNECTION_LOST + (asyncio.TimeoutError,)
 
 
 @web.middleware
