@@ -40,29 +40,6 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return problem_response(ApiError())
 
 
-@web.middleware
-async def log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The seed's slow-query interceptor: every request timed, slow ones warned about."""
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as e:
-        status = e.status
-        raise
-    finally:
-        ms = (time.perf_counter() - started) * 1000
-        fields = {"action": "request", "method": request.method, "path": request.path,
-                  "status": status, "ms": round(ms, 1)}
-        if ms > request.app[settings_key].slow_request_ms and not request.get(slow_by_design_key):
-            log.warning("slow request: %s %s took %.0f ms", request.method, request.path, ms,
-                        extra={**fields, "action": "slow_request"})
-        else:
-            log.info("%s %s %s %.1f ms", request.method, request.path, status, ms, extra=fields)
-
-
 # Status of a request whose client went away before an answer (nginx's convention).
 CLIENT_CLOSED = 499
 # Any token is a method to HTTP: unknown ones share one label value, so clients cannot mint series.
@@ -70,10 +47,11 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 
 
 @web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Requests by route pattern (/api/files/{id}, never the raw path: bounded label values) and status."""
+async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every request timed once, outermost (preflights included): logged, with the seed's slow-request
+    warning, and counted by route pattern (/api/files/{id}, never the raw path: bounded label values)."""
     started = time.perf_counter()
-    status = CLIENT_CLOSED
+    status = CLIENT_CLOSED  # stays so only when the handler was cancelled: problem_middleware answers the rest
     try:
         response = await handler(request)
         status = response.status
@@ -82,8 +60,19 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = e.status
         raise
     finally:
+        seconds = time.perf_counter() - started
+        _log_request(request, status, seconds * 1000)
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
         method = request.method if request.method in KNOWN_METHODS else "OTHER"
         metrics.REQUESTS.labels(route, method, str(status)).inc()
-        metrics.REQUEST_SECONDS.labels(route, method).observe(time.perf_counter() - started)
+        metrics.REQUEST_SECONDS.labels(route, method).observe(seconds)
+
+
+def _log_request(request: web.Request, status: int, ms: float) -> None:
+    fields = {"action": "request", "method": request.method, "path": request.path, "status": status, "ms": round(ms, 1)}
+    if ms > request.app[settings_key].slow_request_ms and not request.get(slow_by_design_key):
+        log.warning("slow request: %s %s took %.0f ms", request.method, request.path, ms,
+                    extra={**fields, "action": "slow_request"})
+    else:
+        log.info("%s %s %s %.1f ms", request.method, request.path, status, ms, extra=fields)
