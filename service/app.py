@@ -8,7 +8,7 @@ from service.auth import auth_middleware
 from service.config import Settings
 from service.cors import add_cors_headers, cors_middleware
 from service.keys import settings_key
-from service.middlewares import log_middleware, metrics_middleware, problem_middleware
+from service.middlewares import access_middleware, problem_middleware
 from service.routes import ROUTES
 from service.tus import tus_middleware
 from service.tus_locks import tus_locks_ctx
@@ -22,10 +22,9 @@ READ_BUFFER = 1024 * 1024
 
 def create_app(settings: Settings, *, with_worker: bool = False) -> web.Application:
     """with_worker: run a processing worker in this process too (`chunkd serve` does unless --no-worker)."""
-    # metrics outermost (counts every answer, preflights too); then cors (preflights need no route, token or
-    # tus version); tus outside problem so that its Tus-Resumable header lands on error responses too.
-    middlewares = [metrics_middleware, cors_middleware, log_middleware, tus_middleware, problem_middleware,
-                   auth_middleware]
+    # access (log + metrics) outermost: it sees every answer, preflights too; then cors (preflights need no
+    # route, token or tus version); tus outside problem so that its Tus-Resumable header lands on errors too.
+    middlewares = [access_middleware, cors_middleware, tus_middleware, problem_middleware, auth_middleware]
     app = web.Application(middlewares=middlewares, client_max_size=MAX_JSON_BODY,
                           handler_args={"read_bufsize": READ_BUFFER})
     app[settings_key] = settings

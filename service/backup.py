@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
@@ -98,7 +99,8 @@ def _referenced_blobs(storage_dir: Path, referenced: set[str]) -> list[Blob]:
             for name in names:
                 blob_name = name if area == "files" else name.partition(".")[0]
                 path = Path(directory, name)
-                if name.startswith(".") or blob_name not in referenced or not path.is_file():
+                temporary = name.startswith(".") or name.endswith(".tmp")
+                if temporary or blob_name not in referenced or not path.is_file():
                     continue
                 blobs.append(Blob(str(path.relative_to(storage_dir)), path.stat().st_size))
     return sorted(blobs, key=lambda b: b.relative)
@@ -116,7 +118,7 @@ def _write_archive(path: Path, manifest: dict, dump: Path, storage_dir: Path, bl
             try:
                 _add_file(tar, storage_dir / blob.relative, BLOBS + blob.relative, progress)
             except FileNotFoundError:  # deleted since the snapshot: its row is in the dump, the bytes are gone
-                print(f"warning: {blob.relative} vanished during the backup", flush=True)
+                print(f"warning: {blob.relative} vanished during the backup", file=sys.stderr, flush=True)
         tar.close()
         raw.flush()
         os.fsync(raw.fileno())

@@ -34,6 +34,30 @@ class Pool(asyncpg.Pool):
             self.waiting -= 1
 
 
+class DatabaseUnreachable(ConnectionError):
+    """No connection could be opened: the server is down or restarting. asyncpg lets the OS error of
+    the attempt through (FileNotFoundError for a unix socket that is gone, ConnectionRefusedError for
+    a closed port); this one name lets the error middleware tell it from a storage error."""
+
+
+# The connection went away, or none could be made: the database is down, restarting or unreachable.
+# Nothing about the request or the file is wrong; the same work succeeds once it is back.
+# asyncpg's client-side errors belong here too: once a pooled connection is lost, the pool takes it
+# back and any further use raises InterfaceError ("released back to the pool"), and a connection the
+# server dropped before asyncpg noticed raises InternalClientError ("another operation is in progress").
+CONNECTION_LOST = (asyncpg.PostgresConnectionError, asyncpg.ConnectionDoesNotExistError, asyncpg.CannotConnectNowError,
+                   asyncpg.AdminShutdownError, asyncpg.CrashShutdownError, asyncpg.InterfaceError,
+                   asyncpg.InternalClientError, DatabaseUnreachable)
+
+
+async def open_connection(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+    """asyncpg.connect for the pool and for dedicated connections."""
+    try:
+        return await asyncpg.connect(*args, **kwargs)
+    except OSError as e:
+        raise DatabaseUnreachable(f"cannot connect to the database: {e}") from e
+
+
 async def init_connection(conn: asyncpg.Connection) -> None:
     """Runs once per new connection: json/jsonb in and out as Python objects."""
     for name in ("json", "jsonb"):
@@ -47,7 +71,7 @@ async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int | 
         max_size=max_size or settings.db_pool_size,
         max_queries=50_000,
         max_inactive_connection_lifetime=settings.db_pool_idle_timeout_ms / 1000,
-        connect=None, setup=None, init=init_connection, reset=None, loop=None,
+        connect=open_connection, setup=None, init=init_connection, reset=None, loop=None,
         connection_class=asyncpg.Connection, record_class=asyncpg.Record,
         command_timeout=300,
     )
@@ -65,7 +89,7 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def connect(settings: Settings) -> asyncpg.Connection:
     """A connection of its own, outside the pool: LISTEN, migrations, CLI commands."""
-    conn = await asyncpg.connect(settings.database_url)
+    conn = await open_connection(settings.database_url)
     await init_connection(conn)
     return conn
 
@@ -81,6 +105,11 @@ async def ensure_database(admin_url: str, name: str) -> None:
                 pass
     finally:
         await conn.close()
+
+
+# Seconds between attempts to LISTEN again while the database is down. Short: until it is back, status
+# changes reach long-polls and event streams only by their re-reads, and workers only by polling.
+LISTENER_MAX_BACKOFF = 2.0
 
 
 class Listener:
@@ -105,7 +134,7 @@ class Listener:
                 raise
             except Exception as e:  # any failure of the connection: log, wait, reconnect
                 log.warning("listener connection lost: %s", e, extra={"action": "listener_lost"})
-            backoff = 0.5 if self.was_connected else min(backoff * 2, 10)
+            backoff = 0.5 if self.was_connected else min(backoff * 2, LISTENER_MAX_BACKOFF)
             await asyncio.sleep(backoff)
 
     async def _listen(self) -> None:

@@ -104,12 +104,15 @@ def from_http_exception(exc: web.HTTPException) -> ApiError:
     return cls(detail, headers=headers)
 
 
+def problem_body(error: ApiError) -> dict[str, Any]:
+    return {"type": "about:blank", "title": error.title, "status": error.status,
+            "detail": error.detail or error.title, "code": error.code, **error.extra}
+
+
 def problem_response(error: ApiError) -> web.Response:
-    body: dict[str, Any] = {"type": "about:blank", "title": error.title, "status": error.status,
-                            "detail": error.detail or error.title, "code": error.code, **error.extra}
     # Statuses outside the IANA registry (tus's 460) need their reason phrase spelled out.
     reason = None if error.status in _REGISTERED else error.title
-    return web.json_response(body, status=error.status, reason=reason, content_type=PROBLEM_JSON,
+    return web.json_response(problem_body(error), status=error.status, reason=reason, content_type=PROBLEM_JSON,
                              headers=error.headers)
 
 

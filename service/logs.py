@@ -20,4 +20,4 @@ def setup(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # log_middleware logs requests
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # access_middleware logs requests

@@ -5,21 +5,19 @@ import asyncio
 import logging
 import time
 
-import asyncpg
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
 from service import metrics
+from service.db import CONNECTION_LOST
 from service.errors import ApiError, BadRequest, DatabaseUnavailable, from_http_exception, problem_response
 from service.keys import settings_key, slow_by_design_key
 
 log = logging.getLogger("service.http")
 
-# The database is down, restarting, or the pool had no free connection in time.
-DATABASE_DOWN = (asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError, asyncpg.InterfaceError,
-                 asyncpg.ConnectionDoesNotExistError, ConnectionRefusedError, asyncio.TimeoutError,
-                 asyncpg.AdminShutdownError)
+# The database is down, restarting, or the pool had no free connection in time (or is closing).
+DATABASE_DOWN = CONNECTION_LOST + (asyncio.TimeoutError,)
 
 
 @web.middleware
@@ -53,40 +51,16 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 # Status of a request whose client went away before an answer (nginx's convention).
 CLIENT_CLOSED = 499
-
-
-@web.middleware
-async def log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The seed's slow-query interceptor: every request timed, slow ones warned about."""
-    started = time.perf_counter()
-    status = CLIENT_CLOSED  # problem_middleware answers every other exception
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as e:
-        status = e.status
-        raise
-    finally:
-        ms = (time.perf_counter() - started) * 1000
-        fields = {"action": "request", "method": request.method, "path": request.path,
-                  "status": status, "ms": round(ms, 1)}
-        if ms > request.app[settings_key].slow_request_ms and not request.get(slow_by_design_key):
-            log.warning("slow request: %s %s took %.0f ms", request.method, request.path, ms,
-                        extra={**fields, "action": "slow_request"})
-        else:
-            log.info("%s %s %s %.1f ms", request.method, request.path, status, ms, extra=fields)
-
-
 # Any token is a method to HTTP: unknown ones share one label value, so clients cannot mint series.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 @web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Requests by route pattern (/api/files/{id}, never the raw path: bounded label values) and status."""
+async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every request timed once, outermost (preflights included): logged, with the seed's slow-request
+    warning, and counted by route pattern (/api/files/{id}, never the raw path: bounded label values)."""
     started = time.perf_counter()
-    status = CLIENT_CLOSED
+    status = CLIENT_CLOSED  # stays so only when the handler was cancelled: problem_middleware answers the rest
     try:
         response = await handler(request)
         status = response.status
@@ -95,8 +69,19 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = e.status
         raise
     finally:
+        seconds = time.perf_counter() - started
+        _log_request(request, status, seconds * 1000)
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
         method = request.method if request.method in KNOWN_METHODS else "OTHER"
         metrics.REQUESTS.labels(route, method, str(status)).inc()
-        metrics.REQUEST_SECONDS.labels(route, method).observe(time.perf_counter() - started)
+        metrics.REQUEST_SECONDS.labels(route, method).observe(seconds)
+
+
+def _log_request(request: web.Request, status: int, ms: float) -> None:
+    fields = {"action": "request", "method": request.method, "path": request.path, "status": status, "ms": round(ms, 1)}
+    if ms > request.app[settings_key].slow_request_ms and not request.get(slow_by_design_key):
+        log.warning("slow request: %s %s took %.0f ms", request.method, request.path, ms,
+                    extra={**fields, "action": "slow_request"})
+    else:
+        log.info("%s %s %s %.1f ms", request.method, request.path, status, ms, extra=fields)

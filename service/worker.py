@@ -33,6 +33,8 @@ log = logging.getLogger("service.worker")
 
 MAX_ATTEMPTS = 5            # claims of one file; then FAILED, so a file that kills workers cannot loop forever
 MAX_RETRY_DELAY = 300       # seconds; transient failures back off 2, 4, 8 ... up to this
+SETTLE_MAX_DELAY = 2.0      # seconds between tries to record an outcome: the file waits on them, a try is cheap
+INTERRUPTED_RETRY_DELAY = 1.0  # seconds before a file whose processing lost the database is taken again
 POLL_INTERVAL = 5.0         # seconds between claims when no NOTIFY arrives
 ASSEMBLY_SLICE = 4 * MiB    # bytes fetched per query while assembling: memory stays flat for any chunk size
 SHUTDOWN_TIMEOUT = 30.0     # seconds running files get to finish on stop; the rest go back to the queue
@@ -225,6 +227,15 @@ class Worker:
             await asyncio.shield(self._settle(lambda: self._fail(file, str(e))))
         except asyncio.CancelledError:
             raise  # stopping: close() hands the file back
+        except db.CONNECTION_LOST as e:
+            # The database went away under us (a restart, a failover): nothing is wrong with the file,
+            # so the attempt does not count towards MAX_ATTEMPTS. _settle returns once the database
+            # is back; the file is taken again a moment later (not hot: a client-side asyncpg error
+            # that keeps coming back is then a steady trickle of warnings, not a busy loop).
+            log.warning("processing file %s interrupted: %r", file.id, e,
+                        extra={"action": "file_interrupted", "file_id": file.id, "attempt": file.attempts})
+            await asyncio.shield(self._settle(lambda: self._retry(file, INTERRUPTED_RETRY_DELAY, count_attempt=False)))
+            asyncio.get_running_loop().call_later(INTERRUPTED_RETRY_DELAY, self._wake.set)
         except Exception as e:
             log.warning("processing file %s failed: %r", file.id, e,
                         extra={"action": "file_error", "file_id": file.id, "attempt": file.attempts})
@@ -289,9 +300,9 @@ class Worker:
         log.warning("file failed: %s", reason, extra={"action": "file_failed" if failed else "lease_lost",
                                                        "file_id": file.id})
 
-    async def _retry(self, file: ClaimedFile, delay: float) -> None:
+    async def _retry(self, file: ClaimedFile, delay: float, count_attempt: bool = True) -> None:
         async with self.pool.acquire() as conn:
-            await store.retry_file(conn, file.id, self.id, delay)
+            await store.retry_file(conn, file.id, self.id, delay, count_attempt)
 
     async def _settle(self, record: Callable[[], Awaitable[None]]) -> None:
         """Recording the outcome must not be lost to a database hiccup: while this worker lives and
@@ -305,7 +316,7 @@ class Worker:
                     return  # close() releases the file
                 log.warning("recording an outcome failed: %s", e, extra={"action": "settle_retry"})
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 10)
+                delay = min(delay * 2, SETTLE_MAX_DELAY)
 
 
 async def assemble(conn: asyncpg.Connection, file_id: str, chunks: list[tuple[int, int]], assembly: Assembly) -> str:
@@ -342,7 +353,7 @@ def check_chunks(chunks: list[tuple[int, int]], size: int) -> None:
 
 
 def db_errors() -> tuple[type[BaseException], ...]:
-    return (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+    return db.CONNECTION_LOST + (asyncpg.PostgresError, OSError, asyncio.TimeoutError)
 
 
 async def worker_ctx(app: web.Application) -> AsyncIterator[None]:

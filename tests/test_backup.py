@@ -1,6 +1,7 @@
 """chunkd backup -> chunkd restore into an empty database and storage: same rows, byte-identical blobs."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import shutil
@@ -15,8 +16,8 @@ from typing import Iterator
 import asyncpg
 import pytest
 
-from service import migrate, storage
-from tests.support import JWT_SECRET, ROOT, scratch_dir
+from service import backup, migrate, storage
+from tests.support import JWT_SECRET, ROOT, make_settings, scratch_dir
 
 TABLES = ["users", "user_preferences", "posts", "files", "file_chunks", "schema_migrations"]
 
@@ -163,3 +164,43 @@ def test_backup_keeps_seven_days_of_archives(database_url: str, storage_dir: Pat
     assert made.returncode == 0, made.stderr
     assert not old.exists() and recent.exists() and unrelated.exists() and Path(made.stdout.strip()).exists()
     assert f"removed expired backup {old}" in made.stderr
+
+
+async def test_backup_is_one_snapshot(database_url: str, empty_database_url: str, conn, storage_dir: Path,
+                                      other_storage: Path, user, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A file created while pg_dump runs is in neither the dump nor the archive's blobs."""
+    before = await fill(conn, storage_dir, user.id)
+    blocker = await asyncpg.connect(database_url)
+    await blocker.execute("BEGIN; LOCK TABLE user_preferences IN ACCESS EXCLUSIVE MODE")  # pg_dump waits here
+    task = asyncio.create_task(backup.backup(make_settings(database_url, storage_dir), tmp_path))
+    try:
+        for _ in range(200):
+            if await conn.fetchval("SELECT count(*) FROM pg_locks"
+                                   " WHERE relation = 'user_preferences'::regclass AND NOT granted"):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("pg_dump never waited for the lock")
+        # Committed after the snapshot, before pg_dump reads files: a new COMPLETED file and its blob.
+        name = uuid.uuid4().hex
+        await conn.execute("""
+            INSERT INTO files (original_name, filename, mimetype, size, type, status, path, uploaded_by_id, chunk_size)
+            VALUES ('late.bin', $1, 'application/octet-stream', 4, 'OTHER', 'COMPLETED', $2, $3, 4)""",
+            name, storage.blob_path(name), user.id)
+        late = storage_dir / storage.blob_path(name)
+        late.parent.mkdir(parents=True, exist_ok=True)
+        late.write_bytes(b"late")
+    finally:
+        await blocker.execute("ROLLBACK")
+        await blocker.close()
+    archive, _ = await task
+    with tarfile.open(archive) as tar:
+        assert {n.removeprefix("storage/") for n in tar.getnames() if n.startswith("storage/")} == before
+    restored = run_chunkd(empty_database_url, other_storage, "restore", str(archive))
+    assert restored.returncode == 0, restored.stderr
+    target = await asyncpg.connect(empty_database_url)
+    try:
+        assert await target.fetchval("SELECT count(*) FROM files") == 4  # not late.bin
+        assert await conn.fetchval("SELECT count(*) FROM files") == 5
+    finally:
+        await target.close()

@@ -14,8 +14,10 @@ from aiohttp import web
 
 from service import storage
 from service.auth import current_user
-from service.errors import ApiError, FileNotFound, FileNotReady, RangeNotSatisfiable, ThumbnailNotFound
+from service.errors import (ApiError, DatabaseUnavailable, FileNotFound, FileNotReady, RangeNotSatisfiable,
+                            ThumbnailNotFound, problem_body)
 from service.keys import file_events_key, pool_key, settings_key, slow_by_design_key
+from service.middlewares import DATABASE_DOWN
 from service.models import TERMINAL_STATUSES, FileStatus, FileType, StoredFile
 from service.processing import thumbnail_suffix
 from service.store import files as store
@@ -52,7 +54,8 @@ async def get_file(request: web.Request) -> web.Response:
 
 async def get_file_events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: the file now, then one `status` event per change, until COMPLETED or
-    FAILED (or `deleted`). Driven by the file_status NOTIFY, with a re-read at every keep-alive."""
+    FAILED (or `deleted`, or `error` when the database is gone). Driven by the file_status NOTIFY,
+    with a re-read at every keep-alive."""
     request[slow_by_design_key] = True
     file_id = path_id(request)
     with request.app[file_events_key].subscribe(file_id) as changed:
@@ -75,7 +78,14 @@ async def get_file_events(request: web.Request) -> web.StreamResponse:
             except asyncio.TimeoutError:
                 await response.write(b": keep-alive\n\n")
             changed.clear()
-            file = await _find(request, file_id)
+            try:
+                file = await _find(request, file_id)
+            except DATABASE_DOWN:
+                # Too late for an error response: the stream says so and ends cleanly, and the client
+                # (EventSource reconnects by itself) opens a new one.
+                problem = DatabaseUnavailable("the database cannot be reached; reconnect shortly")
+                await response.write(f"event: error\ndata: {json.dumps(problem_body(problem))}\n\n".encode())
+                break
         await response.write_eof()
         return response
 

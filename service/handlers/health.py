@@ -16,6 +16,6 @@ async def get_readyz(request: web.Request) -> web.Response:
     try:
         async with request.app[pool_key].acquire(timeout=5) as conn:
             await conn.fetchval("SELECT 1", timeout=5)
-    except DATABASE_DOWN + (OSError,) as e:
+    except DATABASE_DOWN as e:
         raise DatabaseUnavailable(f"database check failed: {type(e).__name__}") from None
     return web.json_response({"status": "ready"})

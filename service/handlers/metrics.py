@@ -27,7 +27,7 @@ async def get_metrics(request: web.Request) -> web.Response:
     try:
         async with pool.acquire(timeout=SCRAPE_DB_TIMEOUT) as conn:
             depth = await stats.queue_depth(conn)
-    except DATABASE_DOWN + (OSError,) as e:
+    except DATABASE_DOWN as e:
         log.warning("metrics: queue depth unavailable: %s", e, extra={"action": "metrics_db_unavailable"})
         depth = {"waiting": float("nan"), "claimed": float("nan")}
     for state, value in depth.items():

@@ -117,15 +117,18 @@ async def fail_file(conn: asyncpg.Connection, file_id: str, worker_id: str, erro
 
 
 RETRY_FILE = """
-UPDATE files SET worker_id = NULL, run_after = now() + make_interval(secs => $3)
+UPDATE files SET worker_id = NULL, run_after = now() + make_interval(secs => $3),
+                 attempts = attempts - CASE WHEN $4 THEN 0 ELSE 1 END
  WHERE id = $1 AND status = 'PROCESSING' AND worker_id = $2
 RETURNING id
 """
 
 
-async def retry_file(conn: asyncpg.Connection, file_id: str, worker_id: str, delay_seconds: float) -> bool:
-    """Back to the queue, not before `delay_seconds`: a transient failure is retried with backoff."""
-    return await conn.fetchval(RETRY_FILE, file_id, worker_id, float(delay_seconds)) is not None
+async def retry_file(conn: asyncpg.Connection, file_id: str, worker_id: str, delay_seconds: float,
+                     count_attempt: bool = True) -> bool:
+    """Back to the queue, not before `delay_seconds`: a transient failure is retried with backoff.
+    count_attempt=False hands the claim's attempt back: the failure was not the file's."""
+    return await conn.fetchval(RETRY_FILE, file_id, worker_id, float(delay_seconds), count_attempt) is not None
 
 
 FILE_EXISTS = "SELECT 1 FROM files WHERE id = $1"
