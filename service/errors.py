@@ -47,6 +47,7 @@ class ChecksumMismatch(ApiError): status, code, title = 422, "CHECKSUM_MISMATCH"
 class FileNotFound(ApiError): status, code, title = 404, "FILE_NOT_FOUND", "File not found"
 class FileNotReady(ApiError): status, code, title = 409, "FILE_NOT_READY", "File is not COMPLETED"
 class ThumbnailNotFound(ApiError): status, code, title = 404, "THUMBNAIL_NOT_FOUND", "File has no thumbnail"
+class RangeNotSatisfiable(ApiError): status, code, title = 416, "RANGE_NOT_SATISFIABLE", "Range not satisfiable"
 # 5xx
 class DatabaseUnavailable(ApiError): status, code, title = 503, "DATABASE_UNAVAILABLE", "Database unavailable"
 
@@ -82,7 +83,8 @@ class UnknownFiles(ApiError): status, code, title = 422, "UNKNOWN_FILES", "Some 
 # aiohttp's own HTTP exceptions (router 404/405, client_max_size 413, ...) map onto the catalogue.
 _BY_STATUS: dict[int, type[ApiError]] = {
     400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 405: MethodNotAllowed,
-    409: Conflict, 413: PayloadTooLarge, 415: UnsupportedMediaType, 503: DatabaseUnavailable,
+    409: Conflict, 413: PayloadTooLarge, 415: UnsupportedMediaType, 416: RangeNotSatisfiable,
+    503: DatabaseUnavailable,
 }
 
 

@@ -6,11 +6,12 @@ import logging
 import time
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
 from service import metrics
 from service.db import CONNECTION_LOST
-from service.errors import ApiError, DatabaseUnavailable, from_http_exception, problem_response
+from service.errors import ApiError, BadRequest, DatabaseUnavailable, from_http_exception, problem_response
 from service.keys import settings_key, slow_by_design_key
 
 log = logging.getLogger("service.http")
@@ -35,6 +36,14 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
                                                     headers={"Retry-After": "1"}))
     except (ConnectionResetError, asyncio.CancelledError):
         raise  # the client went away: nothing to answer
+    except (web.RequestPayloadError, HttpProcessingError) as e:
+        # A body aiohttp cannot decode (a bad Content-Encoding stream, broken chunked framing), met
+        # while a handler reads it: the client's fault, and nothing was written from it.
+        cause = e.__cause__ or e
+        message = getattr(cause, "message", "") or str(cause)
+        response = problem_response(BadRequest(f"the request body could not be read: {message.strip()[:200]}"))
+        response.force_close()  # the rest of the stream cannot be framed: this connection is done
+        return response
     except Exception:
         log.exception("unhandled error", extra={"action": "unhandled_error", "path": request.path})
         return problem_response(ApiError())

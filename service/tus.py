@@ -16,8 +16,9 @@ from aiohttp.typedefs import Handler
 from yarl import URL
 
 from service.errors import (TusInvalidChecksum, TusInvalidConcat, TusInvalidLength, TusInvalidMetadata,
-                            TusInvalidOffset, TusVersionUnsupported, problem_response)
+                            TusInvalidOffset, TusVersionUnsupported, ValidationFailed, problem_response)
 from service.models import FileType
+from service.validation import check_id
 
 TUS_VERSION = "1.0.0"
 PREFIX = "/api/tus"
@@ -173,6 +174,10 @@ def _upload_id(url: str, request: web.Request) -> str:
     upload_id = parsed.path.removeprefix(PREFIX + "/")
     if not parsed.path.startswith(PREFIX + "/") or not upload_id or "/" in upload_id:
         raise TusInvalidConcat(f"{url} is not a tus upload URL ({PREFIX}/<id>)")
+    try:
+        check_id(upload_id, "Upload-Concat")
+    except ValidationFailed:
+        raise TusInvalidConcat(f"{url[:100]!r} does not name an upload") from None
     return upload_id
 
 

@@ -13,7 +13,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 from aiohttp import web
 
@@ -23,6 +23,7 @@ MAX_PAGE = 1_000_000       # page * limit must stay a bigint OFFSET; nobody page
 DEFAULT_LIMIT, MAX_LIMIT = 10, 100
 MAX_ID_LENGTH = 200
 _INTEGER = re.compile(r"-?[0-9]{1,18}")  # ASCII digits only, and small enough for a bigint
+_SECONDS = re.compile(r"[0-9]{1,6}(\.[0-9]{1,6})?")
 _TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer", list: "a list"}
 
 
@@ -47,9 +48,9 @@ async def read_json(request: web.Request, *fields: Field) -> dict[str, Any]:
         raise UnsupportedMediaType(f"send the body as application/json, not {request.content_type}")
     raw = await request.read()
     try:
-        body = json.loads(raw, parse_constant=_no_constant)
+        body = json.loads(raw, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError):
-        raise InvalidJson("the body is not valid JSON") from None
+        raise InvalidJson("the body is not valid JSON (one object, UTF-8, no NaN, no repeated keys)") from None
     if not isinstance(body, dict):
         raise InvalidJson("the body must be a JSON object")
     known = {f.name: f for f in fields}
@@ -118,6 +119,14 @@ def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Parsers disagree on which of two equal keys wins (first or last): such a body means two things."""
+    body = dict(pairs)
+    if len(body) != len(pairs):
+        raise ValueError("repeated key")
+    return body
+
+
 # Query strings and paths
 
 
@@ -139,6 +148,27 @@ def query_int(request: web.Request, name: str, default: int, minimum: int, maxim
     return value
 
 
+def query_choice(request: web.Request, name: str, choices: Iterable[str]) -> str | None:
+    """One of `choices`, matched case-insensitively and returned as spelled there; absent or empty: None."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    allowed = {c.upper(): c for c in choices}
+    if raw.upper() not in allowed:
+        raise ValidationFailed(f"{name} must be one of {', '.join(allowed.values())}", field=name)
+    return allowed[raw.upper()]
+
+
+def query_seconds(request: web.Request, name: str, maximum: int) -> float:
+    """A duration like `5` or `2.5`, from 0 to `maximum` (absent: 0). ASCII digits only, so no nan or inf."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return 0.0
+    if not _SECONDS.fullmatch(raw) or float(raw) > maximum:
+        raise ValidationFailed(f"{name} must be a number of seconds from 0 to {maximum}", field=name)
+    return float(raw)
+
+
 def query_text(request: web.Request, name: str, max_len: int = MAX_ID_LENGTH) -> str | None:
     raw = request.query.get(name)
     if raw is None or raw == "":
@@ -151,10 +181,24 @@ def query_text(request: web.Request, name: str, max_len: int = MAX_ID_LENGTH) ->
 
 def path_id(request: web.Request, name: str = "id") -> str:
     value = request.match_info[name]
-    check_text(value, name)
-    if len(value) > MAX_ID_LENGTH:
-        raise ValidationFailed(f"{name} must be at most {MAX_ID_LENGTH} characters", field=name)
+    check_id(value, name)
     return value
+
+
+def check_id(value: str, where: str) -> None:
+    """An id the client names (in a path, a header, a URL): text PostgreSQL can hold, of a bounded length."""
+    check_text(value, where)
+    if len(value) > MAX_ID_LENGTH:
+        raise ValidationFailed(f"{where} must be at most {MAX_ID_LENGTH} characters", field=where)
+
+
+def path_int(request: web.Request, name: str, minimum: int, maximum: int) -> int:
+    """An integer path segment: ASCII digits (no sign, exponent or fullwidth digit), within bounds."""
+    raw = request.match_info[name]
+    if not _INTEGER.fullmatch(raw) or not minimum <= int(raw) <= maximum:
+        raise ValidationFailed(f"{name} must be an integer from {minimum} to {maximum}, got {raw[:40]!r}",
+                               field=name)
+    return int(raw)
 
 
 @dataclass(frozen=True)

@@ -52,13 +52,17 @@ async def test_create_upload_refusals(client, user) -> None:  # type: ignore[no-
         ({"filename": "a", "size": 10, "sha256": "nothex"}, 422, "VALIDATION_FAILED"),
         ({"filename": "a", "size": 10, "mimetype": "no slash"}, 422, "VALIDATION_FAILED"),
         ({"filename": "a", "size": 10, "post_id": "no-such-post"}, 422, "VALIDATION_FAILED"),
+        ({"filename": "a", "size": 10, "owner": "someone"}, 422, "VALIDATION_FAILED"),  # unknown fields are refused
     ]
     for payload, status, code in cases:
         r = await client.post("/api/uploads", json=payload, headers=user.headers)
         assert r.status == status, payload
         assert (await r.json())["code"] == code, payload
-    r = await client.post("/api/uploads", data=b"{not json", headers=user.headers)
+    r = await client.post("/api/uploads", data=b"{not json", headers={**user.headers, "Content-Type": "application/json"})
     assert r.status == 400 and (await r.json())["code"] == "INVALID_JSON"
+    # A body that is not declared JSON is refused as such, as on every JSON endpoint (validation.read_json).
+    r = await client.post("/api/uploads", data=b'{"filename": "a", "size": 1}', headers=user.headers)
+    assert r.status == 415 and (await r.json())["code"] == "UNSUPPORTED_MEDIA_TYPE"
     assert (await client.post("/api/uploads", json={"filename": "a", "size": 1})).status == 401
 
 
@@ -126,8 +130,9 @@ async def test_every_bad_chunk_is_refused_and_changes_nothing(client, user, conn
         (f"{url}/1", chunked(os.urandom(2 * 1024 * 1024)), {}, 400, "CHUNK_SIZE_MISMATCH"),
         (f"{url}/1", io.BytesIO(os.urandom(1024 * 1024 + 1)), {}, 413, "CHUNK_TOO_LARGE"),
         (f"{url}/3", data[:100], {}, 409, "CHUNK_OUT_OF_RANGE"),
-        (f"{url}/-1", data[:CHUNK], {}, 400, "BAD_REQUEST"),
-        (f"{url}/x", data[:CHUNK], {}, 400, "BAD_REQUEST"),
+        # A malformed index is a bad path value, as everywhere else (was 400 BAD_REQUEST before validation.py).
+        (f"{url}/-1", data[:CHUNK], {}, 422, "VALIDATION_FAILED"),
+        (f"{url}/x", data[:CHUNK], {}, 422, "VALIDATION_FAILED"),
         (f"{url}/1", data[CHUNK:2 * CHUNK], {"Content-SHA256": sha256(b"other")}, 422, "CHECKSUM_MISMATCH"),
         (f"{url}/1", data[CHUNK:2 * CHUNK], {"Content-SHA256": "zz"}, 400, "BAD_REQUEST"),
         (f"{url}/0", os.urandom(CHUNK), {}, 409, "CHUNK_CONFLICT"),                    # different bytes, stored index

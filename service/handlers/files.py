@@ -5,8 +5,8 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import math
 import re
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -14,13 +14,14 @@ from aiohttp import web
 
 from service import storage
 from service.auth import current_user
-from service.errors import (DatabaseUnavailable, FileNotFound, FileNotReady, ThumbnailNotFound, ValidationFailed,
-                            problem_body)
+from service.errors import (ApiError, DatabaseUnavailable, FileNotFound, FileNotReady, RangeNotSatisfiable,
+                            ThumbnailNotFound, problem_body)
 from service.keys import file_events_key, pool_key, settings_key, slow_by_design_key
 from service.middlewares import DATABASE_DOWN
 from service.models import TERMINAL_STATUSES, FileStatus, FileType, StoredFile
 from service.processing import thumbnail_suffix
 from service.store import files as store
+from service.validation import MAX_PAGE, Page, path_id, query_choice, query_int, query_seconds
 
 MAX_WAIT = 60            # seconds a long-poll may ask for
 FALLBACK_POLL = 5.0      # seconds between re-reads while waiting, in case a NOTIFY was lost
@@ -34,11 +35,11 @@ CONTENT_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy
 async def get_file(request: web.Request) -> web.Response:
     """With ?wait=N and a file still UPLOADING or PROCESSING, answers as soon as its status changes
     (at most N seconds); with If-None-Match, only when the client's copy is current."""
-    wait = _wait_seconds(request.query.get("wait"))
+    wait = query_seconds(request, "wait", MAX_WAIT)
     if wait:
         request[slow_by_design_key] = True
     known = _if_none_match(request)
-    file_id = request.match_info["id"]
+    file_id = path_id(request)
     with request.app[file_events_key].subscribe(file_id) as changed:
         file = await _load(request, file_id)
         view, etag = _view_and_etag(file)
@@ -56,7 +57,7 @@ async def get_file_events(request: web.Request) -> web.StreamResponse:
     FAILED (or `deleted`, or `error` when the database is gone). Driven by the file_status NOTIFY,
     with a re-read at every keep-alive."""
     request[slow_by_design_key] = True
-    file_id = request.match_info["id"]
+    file_id = path_id(request)
     with request.app[file_events_key].subscribe(file_id) as changed:
         file: StoredFile | None = await _load(request, file_id)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
@@ -90,45 +91,59 @@ async def get_file_events(request: web.Request) -> web.StreamResponse:
 
 
 async def get_file_content(request: web.Request) -> web.FileResponse:
-    file = await _load(request, request.match_info["id"])
+    file = await _load(request, path_id(request))
     if file.status != FileStatus.COMPLETED:
         raise FileNotReady(f"file {file.id} is {file.status}")
     path = storage.resolve(request.app[settings_key].storage_path, file.path)
-    return web.FileResponse(path, headers={"Content-Type": file.mimetype,
-                                           "Content-Disposition": content_disposition(file.original_name),
-                                           **CONTENT_HEADERS})
+    return await _serve(request, path, FileNotFound(f"file {file.id} has no bytes on disk"),
+                        {"Content-Type": file.mimetype, "Content-Disposition": content_disposition(file.original_name)})
 
 
 async def get_file_thumbnail(request: web.Request) -> web.FileResponse:
-    file = await _load(request, request.match_info["id"])
+    file = await _load(request, path_id(request))
     thumbnail = (file.metadata or {}).get("thumbnail")
     if file.status != FileStatus.COMPLETED or not file.thumbnail or not thumbnail:
         raise ThumbnailNotFound(f"file {file.id} has no thumbnail")
     base = storage.resolve(request.app[settings_key].storage_path, storage.thumbnail_path(file.filename))
     path = base.with_name(base.name + thumbnail_suffix(thumbnail["mimetype"]))
-    return web.FileResponse(path, headers={"Content-Type": thumbnail["mimetype"], **CONTENT_HEADERS})
+    return await _serve(request, path, ThumbnailNotFound(f"file {file.id} has no thumbnail on disk"),
+                        {"Content-Type": thumbnail["mimetype"]})
+
+
+async def _serve(request: web.Request, path: Path, missing: ApiError, headers: dict[str, str]) -> web.FileResponse:
+    """FileResponse answers a missing file or a bad Range itself, with a bare body in the file's
+    Content-Type; those refusals are made here instead, as problems (same rules as aiohttp's)."""
+    try:
+        size = (await asyncio.to_thread(path.stat)).st_size
+    except FileNotFoundError:
+        raise missing from None
+    if "Range" in request.headers and request.if_range is None:  # with If-Range, aiohttp may ignore Range
+        try:
+            start = request.http_range.start
+        except ValueError:
+            raise RangeNotSatisfiable("Range must be one `bytes=start-end`, `bytes=start-` or `bytes=-suffix`",
+                                      headers={"Content-Range": f"bytes */{size}"}) from None
+        if start is not None and (max(start + size, 0) if start < 0 else start) >= size:
+            raise RangeNotSatisfiable(f"the file has {size} bytes", headers={"Content-Range": f"bytes */{size}"})
+    return web.FileResponse(path, headers={**headers, **CONTENT_HEADERS})
 
 
 async def list_files(request: web.Request) -> web.Response:
     """The caller's files, newest first; an admin sees everyone's."""
     user = current_user(request)
-    status = _choice(request.query.get("status"), "status", FileStatus)
-    type_ = _choice(request.query.get("type"), "type", FileType)
-    page = _positive(request.query.get("page"), "page", 1)
-    limit = _positive(request.query.get("limit"), "limit", DEFAULT_LIMIT)
-    if limit > MAX_LIMIT:
-        raise ValidationFailed(f"limit must be at most {MAX_LIMIT}", field="limit")
+    status = query_choice(request, "status", FileStatus)
+    type_ = query_choice(request, "type", FileType)
+    # Unlike posts and users, a limit above MAX_LIMIT is refused, not capped (as documented).
+    page = Page(query_int(request, "page", 1, 1, MAX_PAGE), query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT))
     async with request.app[pool_key].acquire() as conn:
         files, total = await store.list_files(conn, None if user.is_admin else user.id, status, type_,
-                                              limit, (page - 1) * limit)
-    return web.json_response({"files": [file_view(f) for f in files],
-                              "pagination": {"page": page, "limit": limit, "total": total,
-                                             "pages": math.ceil(total / limit)}})
+                                              page.limit, page.offset)
+    return web.json_response({"files": [file_view(f) for f in files], "pagination": page.pagination(total)})
 
 
 async def delete_file(request: web.Request) -> web.Response:
     user = current_user(request)
-    file_id = request.match_info["id"]
+    file_id = path_id(request)
     async with request.app[pool_key].acquire() as conn:
         file = await store.delete_file(conn, file_id, user.id, user.is_admin)
     if file is None:
@@ -191,32 +206,3 @@ def _if_none_match(request: web.Request) -> set[str]:
 
 def _matches(etag: str, known: set[str]) -> bool:
     return etag in known or "*" in known
-
-
-def _wait_seconds(raw: str | None) -> float:
-    if raw is None:
-        return 0.0
-    try:
-        wait = float(raw)
-    except ValueError:
-        wait = -1.0
-    if not 0 <= wait <= MAX_WAIT:  # also refuses nan
-        raise ValidationFailed(f"wait must be a number of seconds from 0 to {MAX_WAIT}", field="wait")
-    return wait
-
-
-def _choice(raw: str | None, name: str, enum: Any) -> str | None:
-    if raw is None or raw == "":
-        return None
-    value = raw.upper()
-    if value not in enum.__members__:
-        raise ValidationFailed(f"{name} must be one of {', '.join(enum.__members__)}", field=name)
-    return value
-
-
-def _positive(raw: str | None, name: str, default: int) -> int:
-    if raw is None or raw == "":
-        return default
-    if not re.fullmatch(r"[0-9]{1,9}", raw) or int(raw) < 1:
-        raise ValidationFailed(f"{name} must be a positive integer", field=name)
-    return int(raw)

@@ -23,6 +23,7 @@ from service.tus import (CHECKSUMS, EXTENSIONS, OFFSET_STREAM, TUS_VERSION, Chec
                          effective_method, file_hints, http_date, parse_checksum, parse_concat, parse_count,
                          parse_metadata, upload_url)
 from service.tus_body import Limits, receive
+from service.validation import path_id
 
 
 async def dispatch_collection(request: web.Request) -> web.StreamResponse:
@@ -128,7 +129,7 @@ async def _create_final(request: web.Request, concat: Concat, raw_metadata: str 
 
 
 async def head_upload(request: web.Request) -> web.Response:
-    upload_id = request.match_info["upload_id"]
+    upload_id = path_id(request, "upload_id")
     await _owned_upload(request, upload_id)
     try:
         # Taking the lock makes a stalled writer save what it has first, so the offset is current.
@@ -161,7 +162,7 @@ async def patch_upload(request: web.Request) -> web.Response:
         raise TusInvalidOffset("Upload-Offset is required")
     length = parse_count(request.headers.get("Upload-Length"), "Upload-Length", TusInvalidLength)
     checksum = _checksum(request)
-    upload_id = request.match_info["upload_id"]
+    upload_id = path_id(request, "upload_id")
     upload = await _owned_upload(request, upload_id)
     if upload.concat == "final":
         raise TusUploadIsFinal("a final upload is made of its partial uploads and takes no bytes of its own")
@@ -171,7 +172,7 @@ async def patch_upload(request: web.Request) -> web.Response:
 
 async def delete_upload(request: web.Request) -> web.Response:
     """Termination, finished or not; a PATCH in flight is stopped first (and answered 404)."""
-    upload_id = request.match_info["upload_id"]
+    upload_id = path_id(request, "upload_id")
     await _owned_upload(request, upload_id, allow_expired=True)
     async with request.app[tus_locks_key].hold(upload_id, force=True) as (conn, _):
         deleted = await store.delete_upload(conn, upload_id)

@@ -10,33 +10,38 @@ from aiohttp import web
 from service import storage
 from service.auth import current_user
 from service.chunks import ChunkBody
-from service.errors import (BadRequest, ChunkConflict, ChunkOutOfRange, InvalidJson, UploadClosed, UploadExpired,
-                            UploadIncomplete, UploadNotFound, UploadTooLarge, ValidationFailed)
+from service.errors import (BadRequest, ChunkConflict, ChunkOutOfRange, UploadClosed, UploadExpired, UploadIncomplete,
+                            UploadNotFound, UploadTooLarge, ValidationFailed)
 from service.keys import pool_key, settings_key
 from service.metrics import BYTES_RECEIVED, UPLOADS_CREATED
 from service.models import FileStatus, Upload
 from service.processing import classify
 from service.store import uploads as store
+from service.validation import MAX_ID_LENGTH, Field, path_id, path_int, read_json
 
 PROTOCOL = "native"
 MAX_CHUNKS = 100_000          # bounds the received/missing lists and chunk_index
+MAX_CHUNK_INDEX = 2**31 - 1   # file_chunks.chunk_index is an INTEGER; past the upload's end is a 409
 MAX_NAME_LENGTH = 255
-CHUNK_INDEX = re.compile(r"[0-9]{1,9}")
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 MIMETYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
+FILENAME = Field("filename", str, required=True, min_len=1, max_len=MAX_NAME_LENGTH)
+SIZE = Field("size", int, required=True, minimum=0)
+MIMETYPE_HINT = Field("mimetype", str, nullable=True, max_len=255)
+SHA256 = Field("sha256", str, nullable=True, max_len=64)
+POST_ID = Field("post_id", str, nullable=True, min_len=1, max_len=MAX_ID_LENGTH)
 
 
 async def create_upload(request: web.Request) -> web.Response:
     user = current_user(request)
     settings = request.app[settings_key]
-    body = await _json_object(request)
-    filename = _filename(body.get("filename"))
-    size = _integer(body, "size", minimum=0)
+    chunk_size_field = Field("chunk_size", int, nullable=True, minimum=1, maximum=settings.max_chunk_size)
+    body = await read_json(request, FILENAME, SIZE, chunk_size_field, MIMETYPE_HINT, SHA256, POST_ID)
+    filename = _filename(body["filename"])
+    size = body["size"]
     if size > settings.max_upload_size:
         raise UploadTooLarge(f"{size} bytes is more than MAX_UPLOAD_SIZE ({settings.max_upload_size})")
-    chunk_size = _integer(body, "chunk_size", minimum=1, default=settings.default_chunk_size)
-    if chunk_size > settings.max_chunk_size:
-        raise ValidationFailed(f"chunk_size must be at most {settings.max_chunk_size}", field="chunk_size")
+    chunk_size = body.get("chunk_size") or settings.default_chunk_size
     if -(-size // chunk_size) > MAX_CHUNKS:
         raise ValidationFailed(f"chunk_size {chunk_size} makes more than {MAX_CHUNKS} chunks; use larger chunks",
                                field="chunk_size")
@@ -44,8 +49,7 @@ async def create_upload(request: web.Request) -> web.Response:
     blob = storage.new_blob_name()
     new = store.NewUpload(original_name=filename, filename=blob, path=storage.blob_path(blob), mimetype=mimetype,
                           type=classify(mimetype), size=size, chunk_size=chunk_size, sha256=_sha256(body.get("sha256")),
-                          post_id=_optional_text(body, "post_id"), uploaded_by_id=user.id,
-                          expires_in=settings.upload_expiry)
+                          post_id=body.get("post_id"), uploaded_by_id=user.id, expires_in=settings.upload_expiry)
     async with request.app[pool_key].acquire() as conn:
         upload = await store.insert_upload(conn, new)
     UPLOADS_CREATED.labels(PROTOCOL).inc()
@@ -65,7 +69,7 @@ async def get_upload(request: web.Request) -> web.Response:
 
 async def put_chunk(request: web.Request) -> web.Response:
     settings = request.app[settings_key]
-    index = _chunk_index(request.match_info["index"])
+    index = path_int(request, "index", 0, MAX_CHUNK_INDEX)
     declared = _content_sha256(request)
     async with request.app[pool_key].acquire() as conn:
         upload = await _load(conn, request)
@@ -120,7 +124,7 @@ def upload_view(upload: Upload) -> dict[str, Any]:
 
 async def _load(conn: Any, request: web.Request, *, allow_closed: bool = False, allow_expired: bool = False) -> Upload:
     """The caller's upload, or the reason it cannot be used: 404 (missing or another user's), 410, 409."""
-    file_id = request.match_info["id"]
+    file_id = path_id(request)
     upload = await store.get_upload(conn, file_id, current_user(request).id)
     if upload is None:
         raise UploadNotFound(f"upload {file_id}")
@@ -134,61 +138,30 @@ async def _load(conn: Any, request: web.Request, *, allow_closed: bool = False, 
 
 
 # request parsing ---------------------------------------------------------------------------------
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise InvalidJson("the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise InvalidJson("the body must be a JSON object")
-    return body
-
-
-def _integer(body: dict[str, Any], name: str, *, minimum: int, default: int | None = None) -> int:
-    value = body.get(name, default)
-    if value is None and default is None:
-        raise ValidationFailed(f"{name} is required", field=name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValidationFailed(f"{name} must be an integer of at least {minimum}", field=name)
-    return value
-
-
-def _filename(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValidationFailed("filename is required: the original name of the file", field="filename")
-    if len(value) > MAX_NAME_LENGTH or any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValidationFailed(f"filename must be at most {MAX_NAME_LENGTH} printable characters", field="filename")
+def _filename(value: str) -> str:
+    """Only shown and offered on download (the blob's name is generated), so only printable characters:
+    no control characters, and no format ones such as U+202E, which would show "evil\u202egnp.exe" as
+    "evilexe.png" (tus drops the same characters from its metadata, see tus.file_hints)."""
+    if not value.isprintable():
+        raise ValidationFailed("filename must be printable: no control or format characters", field="filename")
     return value.strip()
 
 
-def _mimetype(value: Any, filename: str) -> str:
+def _mimetype(value: str | None, filename: str) -> str:
     """The client's claim, or a guess from the name; only a hint until the worker reads the bytes."""
     if value is None:
         return mimetypes.guess_type(filename, strict=False)[0] or "application/octet-stream"
-    if not isinstance(value, str) or len(value) > 255 or not MIMETYPE.fullmatch(value.strip().lower()):
+    if not MIMETYPE.fullmatch(value.strip().lower()):
         raise ValidationFailed("mimetype must look like type/subtype", field="mimetype")
     return value.strip().lower()
 
 
-def _sha256(value: Any) -> str | None:
+def _sha256(value: str | None) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not SHA256_HEX.fullmatch(value.lower()):
+    if not SHA256_HEX.fullmatch(value.lower()):
         raise ValidationFailed("sha256 must be 64 hexadecimal characters", field="sha256")
     return value.lower()
-
-
-def _optional_text(body: dict[str, Any], name: str) -> str | None:
-    value = body.get(name)
-    if value is not None and (not isinstance(value, str) or not value):
-        raise ValidationFailed(f"{name} must be a string", field=name)
-    return value
-
-
-def _chunk_index(raw: str) -> int:
-    if not CHUNK_INDEX.fullmatch(raw):
-        raise BadRequest(f"chunk index must be a non-negative integer, got {raw!r}")
-    return int(raw)
 
 
 def _content_sha256(request: web.Request) -> str | None:
