@@ -224,7 +224,10 @@ class Worker:
             digest, analysis = await self._assemble_and_analyse(file)
             await asyncio.shield(self._settle(lambda: self._finish(file, digest, analysis)))
         except CorruptContent as e:
-            await asyncio.shield(self._settle(lambda: self._fail(file, str(e))))
+            # The reason is bound now: a shielded _settle may call its lambda after this block has
+            # ended (if we are cancelled meanwhile), when Python has already deleted `e`.
+            reason = str(e)
+            await asyncio.shield(self._settle(lambda: self._fail(file, reason)))
         except asyncio.CancelledError:
             raise  # stopping: close() hands the file back
         except db.CONNECTION_LOST as e:
@@ -240,8 +243,8 @@ class Worker:
             log.warning("processing file %s failed: %r", file.id, e,
                         extra={"action": "file_error", "file_id": file.id, "attempt": file.attempts})
             if file.attempts >= MAX_ATTEMPTS:
-                await asyncio.shield(self._settle(
-                    lambda: self._fail(file, f"gave up after {file.attempts} attempts: {type(e).__name__}: {e}")))
+                reason = f"gave up after {file.attempts} attempts: {type(e).__name__}: {e}"
+                await asyncio.shield(self._settle(lambda: self._fail(file, reason)))
             else:
                 delay = min(2 ** file.attempts, MAX_RETRY_DELAY)
                 await asyncio.shield(self._settle(lambda: self._retry(file, delay)))

@@ -105,8 +105,9 @@ def storage_dir() -> Iterator[Path]:
 
 
 @pytest.fixture
-def settings(database_url: str, storage_dir: Path) -> Settings:
-    return make_settings(database_url, storage_dir)
+def settings(request: pytest.FixtureRequest, database_url: str, storage_dir: Path) -> Settings:
+    """A test module may set SETTINGS_ENV = {...}: its own environment (small upload chunks, say)."""
+    return make_settings(database_url, storage_dir, **getattr(request.module, "SETTINGS_ENV", {}))
 
 
 @pytest.fixture
@@ -120,6 +121,12 @@ async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 async def client(aiohttp_client, settings: Settings):  # type: ignore[no-untyped-def]
     """The application served over a real socket on localhost."""
     return await aiohttp_client(create_app(settings))
+
+
+@pytest.fixture
+async def served(aiohttp_client, settings: Settings):  # type: ignore[no-untyped-def]
+    """The app with its worker, as `chunkd serve` runs it, over a real socket."""
+    return await aiohttp_client(create_app(settings, with_worker=True))
 
 
 @pytest.fixture

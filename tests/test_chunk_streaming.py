@@ -5,21 +5,15 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-from pathlib import Path
 
 import asyncpg
-import pytest
 
-from service.config import Settings
-from tests.support import make_settings
 from tests.uploading import create, sha256
 
 CHUNK = 4 * 1024 * 1024
 
 
-@pytest.fixture
-def settings(database_url: str, storage_dir: Path) -> Settings:
-    return make_settings(database_url, storage_dir, DEFAULT_CHUNK_SIZE="4MiB", MAX_CHUNK_SIZE="8MiB")
+SETTINGS_ENV = {"DEFAULT_CHUNK_SIZE": "4MiB", "MAX_CHUNK_SIZE": "8MiB"}
 
 
 async def copies_running(conn: asyncpg.Connection) -> int:

@@ -5,27 +5,16 @@ import asyncio
 import json
 import os
 import time
-from pathlib import Path
 from urllib.parse import quote
 
 import asyncpg
-import pytest
 
 from service import storage
-from service.app import create_app
-from service.config import Settings
-from tests.support import make_settings
-from tests.uploading import UPLOAD_ENV, create, jpeg, put_chunks, sha256, upload, wait_for_status
+from tests.uploading import UPLOAD_ENV, create, jpeg, put_chunks, upload, wait_for_status
 
 
-@pytest.fixture
-def settings(database_url: str, storage_dir: Path) -> Settings:
-    return make_settings(database_url, storage_dir, **UPLOAD_ENV)
+SETTINGS_ENV = UPLOAD_ENV
 
-
-@pytest.fixture
-async def served(aiohttp_client, settings: Settings):  # type: ignore[no-untyped-def]
-    return await aiohttp_client(create_app(settings, with_worker=True))
 
 
 async def completed(served, user, data: bytes, name: str = "file.bin") -> dict:  # type: ignore[no-untyped-def]

@@ -15,12 +15,9 @@ from urllib.parse import quote
 
 import asyncpg
 import jwt
-import pytest
 
 from service import storage
-from service.app import create_app
-from service.config import Settings
-from tests.support import JWT_SECRET, insert_file, make_settings
+from tests.support import JWT_SECRET, insert_file
 from tests.uploading import UPLOAD_ENV, create, put_chunks, wait_for_status
 
 PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
@@ -30,14 +27,8 @@ STREAM = {"Content-Type": "application/offset+octet-stream"}
 CHUNK = 64 * 1024
 
 
-@pytest.fixture
-def settings(database_url: str, storage_dir: Path) -> Settings:
-    return make_settings(database_url, storage_dir, **UPLOAD_ENV)
+SETTINGS_ENV = UPLOAD_ENV
 
-
-@pytest.fixture
-async def served(aiohttp_client, settings: Settings):  # type: ignore[no-untyped-def]
-    return await aiohttp_client(create_app(settings, with_worker=True))
 
 
 async def problem(r, *statuses: int) -> dict:  # type: ignore[no-untyped-def]

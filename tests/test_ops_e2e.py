@@ -19,14 +19,8 @@ from tests.support import make_settings, scratch_dir
 from tests.uploading import UPLOAD_ENV, create, noise_png, put_chunks, sha256, upload, wait_for_status
 
 
-@pytest.fixture
-def settings(database_url: str, storage_dir: Path) -> Settings:
-    return make_settings(database_url, storage_dir, **UPLOAD_ENV)
+SETTINGS_ENV = UPLOAD_ENV
 
-
-@pytest.fixture
-async def served(aiohttp_client, settings: Settings):  # type: ignore[no-untyped-def]
-    return await aiohttp_client(create_app(settings, with_worker=True))
 
 
 def counter(name: str, **labels: str) -> float:

@@ -4,21 +4,15 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-from pathlib import Path
 
 import asyncpg
-import pytest
 
-from service.config import Settings
-from tests.support import make_settings
 from tests.uploading import UPLOAD_ENV, create, put_chunks, sha256
 
 CHUNK = 64 * 1024
 
 
-@pytest.fixture
-def settings(database_url: str, storage_dir: Path) -> Settings:
-    return make_settings(database_url, storage_dir, **UPLOAD_ENV, MAX_UPLOAD_SIZE="10MiB")
+SETTINGS_ENV = {**UPLOAD_ENV, "MAX_UPLOAD_SIZE": "10MiB"}
 
 
 async def chunk_rows(conn: asyncpg.Connection, file_id: str) -> list[tuple[int, str]]:

@@ -8,7 +8,6 @@ import os
 import struct
 import time
 import zlib
-from pathlib import Path
 from typing import AsyncIterator
 
 import aiohttp
@@ -17,23 +16,14 @@ import pytest
 from PIL import Image
 
 from service import db, storage
-from service.app import create_app
 from service.config import Settings
 from service.store.files import mark_ready
 from service.worker import MAX_ATTEMPTS, Worker
-from tests.support import make_settings
-from tests.uploading import UPLOAD_ENV, create, jpeg, noise_png, put_chunks, sha256, upload, wait_for_status
+from tests.uploading import UPLOAD_ENV, create, jpeg, noise_png, sha256, upload, wait_for_status
 
 
-@pytest.fixture
-def settings(database_url: str, storage_dir: Path) -> Settings:
-    return make_settings(database_url, storage_dir, **UPLOAD_ENV)
+SETTINGS_ENV = UPLOAD_ENV
 
-
-@pytest.fixture
-async def served(aiohttp_client, settings: Settings):  # type: ignore[no-untyped-def]
-    """The app with its worker, as `chunkd serve` runs it, over a real socket."""
-    return await aiohttp_client(create_app(settings, with_worker=True))
 
 
 @pytest.fixture
