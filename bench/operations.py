@@ -1,6 +1,6 @@
 """Times the admin statistics, the metrics gauge query, a cleanup dry run and a backup on a large table.
 
-    .venv/bin/python bench/operations.py [FILES] [BLOBS]
+    .venv/bin/python -m bench.operations [FILES] [BLOBS]
 
 Starts a throwaway embedded PostgreSQL, migrates, loads FILES files rows (default 200000) of mixed types
 and statuses over 400 days, and BLOBS one-byte blobs (default 20000; half of them referenced by a row,
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -19,19 +18,11 @@ from pathlib import Path
 
 import asyncpg
 
+from bench.timing import median_ms
 from service import backup, cleanup, migrate, storage
 from service.config import load_settings
 from service.embedded import EmbeddedPostgres
 from service.store import stats
-
-
-async def median_ms(conn: asyncpg.Connection, sql: str, *args: object) -> float:
-    times = []
-    for _ in range(5):
-        started = time.perf_counter()
-        await conn.fetch(sql, *args)
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
 
 
 async def run(url: str, n: int, blobs: int, scratch: Path) -> None:

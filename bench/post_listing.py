@@ -1,6 +1,6 @@
 """Times the post-listing statements on a large table, with and without migration 0006's indexes.
 
-    .venv/bin/python bench/post_listing.py [POSTS]
+    .venv/bin/python -m bench.post_listing [POSTS]
 
 Starts a throwaway embedded PostgreSQL, migrates, loads POSTS posts (default 200000) by 2000 authors,
 half published, a file on every fourth post, then prints the median of 5 runs per statement."""
@@ -8,29 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import asyncpg
 
+from bench.timing import median_ms
 from service import migrate
-from service.store import posts
 from service.embedded import EmbeddedPostgres
+from service.store import posts
 
 DROP_0006 = "DROP INDEX idx_posts_recent, idx_posts_author_recent"
 CREATE_0006 = (migrate.SQL_DIR / "0006_post_listing_indexes.sql").read_text()
-
-
-async def median_ms(conn: asyncpg.Connection, sql: str, *args: object) -> float:
-    times = []
-    for _ in range(5):
-        started = time.perf_counter()
-        await conn.fetch(sql, *args)
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
 
 
 async def run(url: str, n: int) -> None:

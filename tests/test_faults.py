@@ -146,6 +146,16 @@ async def download(client: aiohttp.ClientSession, user: User, file_id: str) -> b
     return await r.read()
 
 
+async def finish_and_compare(client, user, upload: dict, data: bytes, missing: list[int]) -> None:  # type: ignore[no-untyped-def]
+    """Resume: send the missing chunks, complete, wait for COMPLETED, and download identical bytes."""
+    await put_chunks(client, user, upload, data, missing)
+    r = await client.post(f"/api/uploads/{upload['id']}/complete", headers=user.headers)
+    assert r.status == 202, await r.text()
+    body = await wait_for_status(client, user, upload["id"], timeout=20)
+    assert body["status"] == "COMPLETED", body["error"]
+    assert sha256(await download(client, user, upload["id"])) == sha256(data)
+
+
 # 1. PostgreSQL restarted between the chunks of a native upload ---------------------------------------
 async def test_native_upload_resumes_after_a_database_restart(site: Site, serve) -> None:  # type: ignore[no-untyped-def]
     server = serve()
@@ -218,12 +228,7 @@ async def test_chunks_in_flight_when_the_database_stops_get_201_or_503(site: Sit
         assert r.status == 200, await r.text()
         missing = (await r.json())["missing"]
         assert not {i for i, status in answers.items() if status == 201} & set(missing)  # a 201 is kept
-        await put_chunks(client, user, upload, data, missing)
-        r = await client.post(f"/api/uploads/{upload['id']}/complete", headers=user.headers)
-        assert r.status == 202, await r.text()
-        body = await wait_for_status(client, user, upload["id"], timeout=20)
-        assert body["status"] == "COMPLETED", body["error"]
-        assert sha256(await download(client, user, upload["id"])) == sha256(data)
+        await finish_and_compare(client, user, upload, data, missing)
 
 
 # 2. PostgreSQL restarted while the worker processes a file ------------------------------------------
@@ -422,12 +427,7 @@ async def test_native_upload_resumes_on_a_new_server_after_a_kill(site: Site, se
         assert r.status == 200, await r.text()
         state = await r.json()
         assert state["missing"] == list(range(20, upload["total_chunks"]))  # half a chunk is no chunk
-        await put_chunks(client, user, upload, data, state["missing"])
-        r = await client.post(f"/api/uploads/{upload['id']}/complete", headers=user.headers)
-        assert r.status == 202, await r.text()
-        body = await wait_for_status(client, user, upload["id"], timeout=20)
-        assert body["status"] == "COMPLETED", body["error"]
-        assert sha256(await download(client, user, upload["id"])) == sha256(data)
+        await finish_and_compare(client, user, upload, data, state["missing"])
 
 
 async def test_tus_upload_resumes_on_a_new_server_after_a_kill(site: Site, serve) -> None:  # type: ignore[no-untyped-def]
