@@ -156,7 +156,6 @@ def add_operations(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--state-dir", default=str(client.default_state_dir()),
                    help="where unfinished uploads are remembered (default ~/.local/state/chunkd/uploads)")
     u.set_defaults(run=cmd_upload)
-# end of operations
 
 
 async def _with_conn(settings: Settings, operation: Callable) -> object:
