@@ -309,18 +309,23 @@ async def test_tus_upload_resumes_from_the_committed_offset_after_a_database_res
             assert offset == MiB  # the unverified body left nothing behind
         else:
             assert MiB + MiB // 4 <= offset <= 2 * MiB
-        conn = await asyncpg.connect(site.url)
-        try:
-            assert await stored_bytes(conn, file_id) == data[:offset]  # exactly the committed bytes, no more
-        finally:
-            await conn.close()
+        await resume_tus_and_compare(site, client, user, path, file_id, data, offset, tus_headers)
 
-        r = await client.patch(path, data=io.BytesIO(data[offset:]),
-                               headers={**tus_headers, **STREAM, "Upload-Offset": str(offset)})
-        assert r.status == 204 and r.headers["Upload-Offset"] == str(len(data))
-        body = await wait_for_status(client, user, file_id, timeout=20)
-        assert body["status"] == "COMPLETED", body["error"]
-        assert sha256(await download(client, user, file_id)) == sha256(data)
+
+async def resume_tus_and_compare(site: Site, client, user, path: str, file_id: str, data: bytes,  # type: ignore[no-untyped-def]
+                                 offset: int, tus_headers: dict[str, str]) -> None:
+    """The rows hold exactly the first `offset` bytes; PATCH the rest, wait for COMPLETED, download the same."""
+    conn = await asyncpg.connect(site.url)
+    try:
+        assert await stored_bytes(conn, file_id) == data[:offset]  # exactly the committed bytes, no more
+    finally:
+        await conn.close()
+    r = await client.patch(path, data=io.BytesIO(data[offset:]),
+                           headers={**tus_headers, **STREAM, "Upload-Offset": str(offset)})
+    assert r.status == 204 and r.headers["Upload-Offset"] == str(len(data))
+    body = await wait_for_status(client, user, file_id, timeout=20)
+    assert body["status"] == "COMPLETED", body["error"]
+    assert sha256(await download(client, user, file_id)) == sha256(data)
 
 
 async def offset_at_least(site: Site, file_id: str, offset: int) -> bool:
@@ -452,14 +457,4 @@ async def test_tus_upload_resumes_on_a_new_server_after_a_kill(site: Site, serve
         assert r.status == 200, await r.text()
         offset = int(r.headers["Upload-Offset"])
         assert MiB <= offset <= MiB + MiB // 2
-        conn = await asyncpg.connect(site.url)
-        try:
-            assert await stored_bytes(conn, file_id) == data[:offset]
-        finally:
-            await conn.close()
-        r = await client.patch(path, data=io.BytesIO(data[offset:]),
-                               headers={**tus_headers, **STREAM, "Upload-Offset": str(offset)})
-        assert r.status == 204 and r.headers["Upload-Offset"] == str(len(data))
-        body = await wait_for_status(client, user, file_id, timeout=20)
-        assert body["status"] == "COMPLETED", body["error"]
-        assert sha256(await download(client, user, file_id)) == sha256(data)
+        await resume_tus_and_compare(site, client, user, path, file_id, data, offset, tus_headers)
