@@ -82,7 +82,11 @@ class ChunkBody:
                                    "nothing stored")
 
     async def _read(self) -> None:
-        piece = await self.content.readany()
+        # One piece as the socket delivered it: readany would join everything buffered into a new
+        # bytes object, copying each chunk once more on its way to the database.
+        piece, boundary = await self.content.readchunk()
+        while not piece and boundary:  # the end of one HTTP chunk of a chunked body, not of the body
+            piece, boundary = await self.content.readchunk()
         if not piece:
             if self.received != self.expected:
                 raise ChunkSizeMismatch(f"chunk {self.index} must be exactly {self.expected} bytes, "

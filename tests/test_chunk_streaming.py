@@ -100,3 +100,19 @@ async def test_a_streamed_chunk_that_goes_wrong_stores_nothing(client, user, con
                          headers={**user.headers, "Content-SHA256": sha256(data[:CHUNK])})
     assert r.status == 201  # and the pool's connections survived the aborted COPYs
     assert await stored(conn, upload["id"]) == [(0, sha256(data[:CHUNK]))]
+
+
+async def test_a_chunked_transfer_encoding_body_is_stored_byte_for_byte(client, user, conn) -> None:  # type: ignore[no-untyped-def]
+    data = os.urandom(CHUNK + 12345)
+    upload = await create(client, user, data)
+
+    async def http_chunks(part: bytes):  # type: ignore[no-untyped-def]
+        for start in range(0, len(part), 100_003):  # odd sizes: no HTTP chunk lines up with a socket read
+            yield part[start:start + 100_003]
+
+    for index, part in enumerate((data[:CHUNK], data[CHUNK:])):
+        r = await client.put(f"/api/uploads/{upload['id']}/chunks/{index}", data=http_chunks(part),
+                             headers=user.headers)
+        assert r.status == 201, await r.text()
+        assert r.request_info.headers.get("Transfer-Encoding") == "chunked"
+    assert await stored(conn, upload["id"]) == [(0, sha256(data[:CHUNK])), (1, sha256(data[CHUNK:]))]
