@@ -14,6 +14,7 @@ from typing import AsyncIterator
 
 import asyncpg
 
+from service import db
 from service.config import Settings
 from service.store import cleanup as store
 
@@ -56,6 +57,7 @@ class CleanupReport:
 async def run_cleanup(pool_or_conn: asyncpg.Pool | asyncpg.Connection, settings: Settings,
                       dry_run: bool = False) -> CleanupReport:
     async with _connection(pool_or_conn) as conn:
+        db.keeps_session_state(conn)
         if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", ADVISORY_LOCK):
             return CleanupReport(dry_run, skipped=True)
         try:

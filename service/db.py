@@ -64,6 +64,28 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+# Backend pids of pooled connections that took session-level state (an advisory lock). Everything else
+# chunkd runs on pooled connections is scoped to a transaction, which asyncpg ends on release anyway.
+_SESSION_STATE: set[int] = set()
+
+
+def keeps_session_state(conn: asyncpg.Connection) -> None:
+    """Call before taking a session-level advisory lock on a pooled connection: its release then runs
+    asyncpg's full reset (pg_advisory_unlock_all among others), even when the request was cancelled."""
+    _SESSION_STATE.add(conn.get_server_pid())
+
+
+async def reset_released(conn: asyncpg.Connection) -> None:
+    """The pool's reset on release. asyncpg has already rolled back an open transaction and dropped
+    listeners; its full reset (RESET ALL, UNLISTEN *, CLOSE ALL, pg_advisory_unlock_all) costs one more
+    round trip on every release, so only connections marked by keeps_session_state pay it. A failure
+    here makes asyncpg terminate the connection."""
+    pid = conn.get_server_pid()
+    if pid in _SESSION_STATE:
+        _SESSION_STATE.discard(pid)
+        await conn.reset()
+
+
 async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int | None = None) -> Pool:
     pool = Pool(
         settings.database_url,
@@ -71,7 +93,7 @@ async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int | 
         max_size=max_size or settings.db_pool_size,
         max_queries=50_000,
         max_inactive_connection_lifetime=settings.db_pool_idle_timeout_ms / 1000,
-        connect=open_connection, setup=None, init=init_connection, reset=None, loop=None,
+        connect=open_connection, setup=None, init=init_connection, reset=reset_released, loop=None,
         connection_class=asyncpg.Connection, record_class=asyncpg.Record,
         command_timeout=300,
     )

@@ -55,9 +55,10 @@ class UploadLocks:
     @contextlib.asynccontextmanager
     async def hold(self, upload_id: str, *, force: bool = False) -> AsyncIterator[tuple[asyncpg.Connection, Writer]]:
         """The upload's lock and the connection holding it; TusUploadLocked if it cannot be had in time.
-        Releasing the connection to the pool also drops the lock (asyncpg resets with
-        pg_advisory_unlock_all), so not even a cancelled request can leave it held."""
+        Releasing the connection to the pool also drops the lock (the connection is marked for
+        asyncpg's full reset, pg_advisory_unlock_all), so not even a cancelled request can leave it held."""
         async with self.pool.acquire() as conn:
+            db.keeps_session_state(conn)
             await self._take(conn, upload_id, force)
             writer = Writer(upload_id, self.stall_after)
             self.writers[upload_id] = writer
