@@ -3,25 +3,56 @@ either buffered or streamed depending on how fast it arrives.
 
 A fast client's body is streamed into the COPY as it arrives, so that the transfer overlaps the
 insert (on a LAN that is most of the difference to a raw INSERT). A slow client's body is read
-whole first, so that no pooled database connection waits on a slow link; memory is then one chunk
-per request, bounded by MAX_CHUNK_SIZE. The pieces are never joined either way, and are kept until
+whole first, so that no pooled database connection waits on a slow link. Memory is one chunk per
+request either way (at most MAX_CHUNK_SIZE), and CHUNK_MEMORY for all of a process's requests
+together (ChunkMemory). The pieces are never joined either way, and are kept until
 the request ends: hashing them (only when a checksum was declared, or to compare with a stored chunk)
 runs in a thread, off the event loop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from typing import AsyncIterator
 
 from aiohttp import web
 
-from service.errors import ChecksumMismatch, ChunkSizeMismatch, ChunkStalled, ChunkTooLarge
+from service.errors import ChecksumMismatch, ChunkSizeMismatch, ChunkStalled, ChunkTooLarge, ServerBusy
 
 # A client that delivers its first FAST_START bytes within FAST_START_SECONDS (20 MB/s) is streamed.
 FAST_START = 1024 * 1024
 FAST_START_SECONDS = 0.05
 # While streamed, a body silent this long is abandoned: it holds a database connection.
 STALL_TIMEOUT = 10.0
+
+
+class ChunkMemory:
+    """The bytes of chunk bodies one process holds at once (CHUNK_MEMORY): a body is kept whole until
+    its request ends, so without a bound, many slow clients sending large chunks would take all memory.
+    A PUT reserves its chunk's length before reading the body. One that does not fit waits with its body
+    unread (TCP holds the client back) and is refused with 503 after `wait` seconds."""
+
+    def __init__(self, limit: int, wait: float) -> None:
+        self.limit, self.wait, self.used = limit, wait, 0
+        self._freed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def reserve(self, length: int) -> AsyncIterator[None]:
+        length = min(length, self.limit)  # a chunk larger than the whole budget waits until it is all free
+        async with self._freed:
+            try:
+                async with asyncio.timeout(self.wait):
+                    await self._freed.wait_for(lambda: self.used + length <= self.limit)
+            except TimeoutError:
+                raise ServerBusy(f"{self.used} bytes of chunks are in flight (CHUNK_MEMORY is {self.limit}); "
+                                 "retry shortly", headers={"Retry-After": "1"}) from None
+            self.used += length
+        try:
+            yield
+        finally:
+            async with self._freed:
+                self.used -= length
+                self._freed.notify_all()
 
 
 class ChunkBody:

@@ -121,6 +121,8 @@ SETTINGS: tuple[Setting, ...] = (
             "chunk size of an upload that does not ask for one"),
     Setting("MAX_CHUNK_SIZE", "max_chunk_size", "64MiB", _bytes(1),
             "largest chunk accepted"),
+    Setting("CHUNK_MEMORY", "chunk_memory", "512MiB", _bytes(1),
+            "chunk bodies one process holds in memory at once; a chunk PUT beyond it waits, then gets 503"),
     Setting("UPLOAD_EXPIRY", "upload_expiry", "24h", _duration,
             "time an unfinished upload is kept"),
     Setting("WORKER_CONCURRENCY", "worker_concurrency", "2", _int(1, 256),
@@ -152,6 +154,7 @@ class Settings:
     max_upload_size: int
     default_chunk_size: int
     max_chunk_size: int
+    chunk_memory: int
     upload_expiry: int
     worker_concurrency: int
     worker_lease: int

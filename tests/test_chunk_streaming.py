@@ -8,7 +8,7 @@ import os
 
 import asyncpg
 
-from tests.uploading import create, sha256
+from tests.uploading import RawPut, create, sha256, stored
 
 CHUNK = 4 * 1024 * 1024
 
@@ -19,39 +19,6 @@ SETTINGS_ENV = {"DEFAULT_CHUNK_SIZE": "4MiB", "MAX_CHUNK_SIZE": "8MiB"}
 async def copies_running(conn: asyncpg.Connection) -> int:
     return await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%file_chunks%' "
                                "AND state <> 'idle' AND pid <> pg_backend_pid()")
-
-
-async def stored(conn: asyncpg.Connection, file_id: str) -> list[tuple[int, str]]:
-    rows = await conn.fetch("SELECT chunk_index, encode(sha256(data), 'hex') FROM file_chunks WHERE file_id = $1 "
-                            "ORDER BY chunk_index", file_id)
-    return [tuple(r) for r in rows]
-
-
-class RawPut:
-    """A chunk PUT written by hand, to control when each byte leaves."""
-
-    def __init__(self, client, user, file_id: str, index: int, length: int, **headers: str) -> None:  # type: ignore[no-untyped-def]
-        self.head = (f"PUT /api/uploads/{file_id}/chunks/{index} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                     f"Authorization: {user.headers['Authorization']}\r\nContent-Length: {length}\r\n"
-                     + "".join(f"{k.replace('_', '-')}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
-        self.address = (client.host, client.port)
-
-    async def __aenter__(self) -> RawPut:
-        self.reader, self.writer = await asyncio.open_connection(*self.address)
-        self.writer.write(self.head)
-        return self
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def status(self) -> int:
-        line = await asyncio.wait_for(self.reader.readline(), 10)
-        return int(line.split()[1])
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.writer.close()
-        await self.writer.wait_closed()
 
 
 async def test_fast_and_slow_clients(client, user, conn) -> None:  # type: ignore[no-untyped-def]

@@ -12,7 +12,7 @@ from service.auth import current_user
 from service.chunks import ChunkBody
 from service.errors import (BadRequest, ChunkConflict, ChunkOutOfRange, UploadClosed, UploadExpired, UploadIncomplete,
                             UploadNotFound, UploadTooLarge, ValidationFailed)
-from service.keys import pool_key, settings_key
+from service.keys import chunk_memory_key, pool_key, settings_key
 from service.metrics import BYTES_RECEIVED, UPLOADS_CREATED
 from service.models import FileStatus, Upload
 from service.processing import classify
@@ -77,17 +77,18 @@ async def put_chunk(request: web.Request) -> web.Response:
         raise ChunkOutOfRange(f"chunk {index} of an upload of {upload.total_chunks} chunks (0..{upload.total_chunks - 1})")
     expected = upload.chunk_length(index)
     body = ChunkBody(request, expected, settings.max_chunk_size, index, declared)
-    await body.start()  # a slow client's chunk is read whole here, before any connection is taken
-    async with request.app[pool_key].acquire() as conn:
-        received = await store.insert_chunk(conn, upload.id, index, body.pieces(), expected)
-        stored_sha256 = await store.chunk_sha256(conn, upload.id, index) if received is None else None
-    if received is not None:
-        BYTES_RECEIVED.labels(PROTOCOL).inc(expected)
-        return web.json_response({"index": index, "size": expected, "bytes_received": received}, status=201)
-    if stored_sha256 is None:
-        raise UploadClosed(f"upload {upload.id} stopped accepting chunks")
-    if stored_sha256 != await body.sha256():
-        raise ChunkConflict(f"chunk {index} is already stored with different bytes (sha256 {stored_sha256})")
+    async with request.app[chunk_memory_key].reserve(expected):  # the body is held until the answer
+        await body.start()  # a slow client's chunk is read whole here, before any connection is taken
+        async with request.app[pool_key].acquire() as conn:
+            received = await store.insert_chunk(conn, upload.id, index, body.pieces(), expected)
+            stored_sha256 = await store.chunk_sha256(conn, upload.id, index) if received is None else None
+        if received is not None:
+            BYTES_RECEIVED.labels(PROTOCOL).inc(expected)
+            return web.json_response({"index": index, "size": expected, "bytes_received": received}, status=201)
+        if stored_sha256 is None:
+            raise UploadClosed(f"upload {upload.id} stopped accepting chunks")
+        if stored_sha256 != await body.sha256():
+            raise ChunkConflict(f"chunk {index} is already stored with different bytes (sha256 {stored_sha256})")
     return web.json_response({"index": index, "size": expected, "bytes_received": upload.bytes_received}, status=200)
 
 

@@ -1,0 +1,65 @@
+"""CHUNK_MEMORY bounds the chunk bodies a process holds at once: a PUT beyond it waits with its body
+unread, goes on when memory is freed, and gets 503 SERVER_BUSY if none is freed in time."""
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+
+from service.keys import chunk_memory_key
+from tests.uploading import RawPut, create, sha256, stored
+
+MiB = 1024 * 1024
+SETTINGS_ENV = {"DEFAULT_CHUNK_SIZE": "1MiB", "MAX_CHUNK_SIZE": "4MiB", "CHUNK_MEMORY": "2MiB",
+                "DATABASE_POOL_TIMEOUT": "1500"}
+
+
+async def test_a_chunk_beyond_the_budget_waits_for_memory_to_be_freed(client, user, conn) -> None:  # type: ignore[no-untyped-def]
+    data = os.urandom(3 * MiB)
+    upload = await create(client, user, data)
+    memory = client.app[chunk_memory_key]
+    async with RawPut(client, user, upload["id"], 0, MiB) as first, \
+            RawPut(client, user, upload["id"], 1, MiB) as second, \
+            RawPut(client, user, upload["id"], 2, MiB) as third:
+        for index, put in enumerate((first, second, third)):  # slow clients: each body is read whole
+            await put.send(data[index * MiB:index * MiB + 1000])
+        await asyncio.sleep(0.3)
+        assert memory.used == 2 * MiB  # two admitted; the third waits, its body unread
+
+        await first.send(data[1000:MiB])
+        assert await first.status() == 201
+        await third.send(data[2 * MiB + 1000:])  # the first's memory went to the third
+        assert await third.status() == 201
+        await second.send(data[MiB + 1000:2 * MiB])
+        assert await second.status() == 201
+    assert memory.used == 0
+    assert await stored(conn, upload["id"]) == [(i, sha256(data[i * MiB:(i + 1) * MiB])) for i in range(3)]
+
+
+async def test_a_chunk_that_finds_no_memory_in_time_gets_503_and_nothing_is_stored(client, user, conn) -> None:  # type: ignore[no-untyped-def]
+    data = os.urandom(3 * MiB)
+    upload = await create(client, user, data)
+    async with RawPut(client, user, upload["id"], 0, MiB) as first, RawPut(client, user, upload["id"], 1, MiB) as second:
+        await first.send(data[:1000])
+        await second.send(data[MiB:MiB + 1000])
+        await asyncio.sleep(0.3)
+        async with RawPut(client, user, upload["id"], 2, MiB) as third:
+            await third.send(data[2 * MiB:2 * MiB + 1000])
+            status, headers, body = await third.response()
+        assert status == 503 and headers["retry-after"] == "1"  # after DATABASE_POOL_TIMEOUT
+        assert json.loads(body)["code"] == "SERVER_BUSY"
+        await first.send(data[1000:MiB])
+        await second.send(data[MiB + 1000:2 * MiB])
+        assert await first.status() == 201 and await second.status() == 201
+    r = await client.put(f"/api/uploads/{upload['id']}/chunks/2", data=io.BytesIO(data[2 * MiB:]), headers=user.headers)
+    assert r.status == 201  # the retry finds room
+    assert [i for i, _ in await stored(conn, upload["id"])] == [0, 1, 2]
+
+
+async def test_a_chunk_larger_than_the_budget_still_goes_through_alone(client, user, conn) -> None:  # type: ignore[no-untyped-def]
+    data = os.urandom(3 * MiB)
+    upload = await create(client, user, data, chunk_size=3 * MiB)
+    r = await client.put(f"/api/uploads/{upload['id']}/chunks/0", data=io.BytesIO(data), headers=user.headers)
+    assert r.status == 201, await r.text()
+    assert await stored(conn, upload["id"]) == [(0, sha256(data))]
