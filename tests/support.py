@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from service.config import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,3 +103,11 @@ async def insert_file(conn, owner_id: str, *, status: str = "COMPLETED", post_id
         " COALESCE($8::timestamptz, now())) RETURNING id, filename, path",
         name, filename, size, status, blob_path(filename), owner_id, post_id, created_at)
     return dict(row)
+
+
+async def scrape(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:  # type: ignore[no-untyped-def]
+    response = await client.get("/metrics")
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(await response.text()) for s in family.samples}

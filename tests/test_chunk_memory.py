@@ -8,6 +8,7 @@ import json
 import os
 
 from service.keys import chunk_memory_key
+from tests.support import scrape
 from tests.uploading import RawPut, create, sha256, stored
 
 MiB = 1024 * 1024
@@ -26,6 +27,7 @@ async def test_a_chunk_beyond_the_budget_waits_for_memory_to_be_freed(client, us
             await put.send(data[index * MiB:index * MiB + 1000])
         await asyncio.sleep(0.3)
         assert memory.used == 2 * MiB  # two admitted; the third waits, its body unread
+        assert (await scrape(client))[("chunkd_chunk_memory_bytes", (("state", "used"),))] == 2 * MiB
 
         await first.send(data[1000:MiB])
         assert await first.status() == 201

@@ -3,20 +3,12 @@ from __future__ import annotations
 
 import uuid
 
-from prometheus_client.parser import text_string_to_metric_families
+from tests.support import scrape
 
 INSERT_FILE = """
 INSERT INTO files (original_name, filename, mimetype, size, type, status, path, uploaded_by_id, chunk_size)
 VALUES ('f', $1, 'text/plain', 1, 'OTHER', $2, 'x', $3, 1)
 """
-
-
-async def scrape(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:  # type: ignore[no-untyped-def]
-    response = await client.get("/metrics")
-    assert response.status == 200
-    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(await response.text()) for s in family.samples}
 
 
 def requests(samples, route: str, status: str, method: str = "GET") -> float:  # type: ignore[no-untyped-def]
@@ -52,6 +44,8 @@ async def test_gauges_are_computed_at_scrape_time(client, conn, admin) -> None: 
     assert samples[("chunkd_db_pool_connections", (("state", "max"),))] == 10
     assert samples[("chunkd_db_pool_connections", (("state", "in_use"),))] >= 0
     assert samples[("chunkd_db_pool_waiting", ())] == 0
+    assert samples[("chunkd_chunk_memory_bytes", (("state", "used"),))] == 0
+    assert samples[("chunkd_chunk_memory_bytes", (("state", "max"),))] == 512 * 1024 * 1024
     # The upload counters exist from the start (the uploads code increments them).
     assert ("chunkd_uploads_completed_total", ()) in samples
 

@@ -10,7 +10,6 @@ import time
 from typing import Any
 
 import asyncpg
-
 from PIL import Image
 
 KiB = 1024

@@ -9,7 +9,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
 
 from service import metrics
-from service.keys import pool_key
+from service.keys import chunk_memory_key, pool_key
 from service.middlewares import DATABASE_DOWN
 from service.store import stats
 
@@ -24,6 +24,9 @@ async def get_metrics(request: web.Request) -> web.Response:
     for state, value in (("in_use", size - free), ("idle", free), ("max", pool.get_max_size())):
         metrics.POOL_CONNECTIONS.labels(state).set(value)
     metrics.POOL_WAITING.set(pool.waiting)
+    memory = request.app[chunk_memory_key]
+    metrics.CHUNK_MEMORY.labels("used").set(memory.used)
+    metrics.CHUNK_MEMORY.labels("max").set(memory.limit)
     try:
         async with pool.acquire(timeout=SCRAPE_DB_TIMEOUT) as conn:
             depth = await stats.queue_depth(conn)
