@@ -10,8 +10,6 @@ first tenth of each series is warm-up and not counted."""
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import statistics
 import sys
 import time
@@ -21,11 +19,10 @@ from typing import Awaitable, Callable
 import aiohttp
 import asyncpg
 
-from service import migrate
+from bench.timing import bench_database, stop
 from service.auth import LOAD_CALLER, issue_access_token
-from service.embedded import EmbeddedPostgres
 from service.store.uploads import GET_UPLOAD, RECEIVED_CHUNKS
-from tests.support import JWT_SECRET, ChunkdProcess, make_settings, scratch_dir, with_database
+from tests.support import JWT_SECRET, ChunkdProcess, make_settings
 
 
 async def timed(requests: int, call: Callable[[], Awaitable[object]]) -> list[float]:
@@ -43,51 +40,38 @@ def summary(times: list[float]) -> str:
 
 
 async def run(requests: int) -> None:
-    base, storage = scratch_dir("chunkd-bench-pg-"), scratch_dir("chunkd-bench-storage-")
-    pg = EmbeddedPostgres(base)
-    pg.start()
     server = None
-    try:
-        url = with_database(pg.url("postgres"), "bench")
-        admin = await asyncpg.connect(pg.url("postgres"))
-        await admin.execute("CREATE DATABASE bench")
-        await admin.close()
-        conn = await asyncpg.connect(url)
-        await migrate.deploy(conn)
-        user_id = await conn.fetchval("INSERT INTO users (email, password) VALUES ($1, 'x') RETURNING id",
-                                      f"{uuid.uuid4().hex}@bench")
-        token = issue_access_token(make_settings(url, storage), user_id, "USER")
-        server = ChunkdProcess({"DATABASE_URL": url, "STORAGE_DIR": str(storage), "JWT_SECRET": JWT_SECRET,
-                                "LOG_LEVEL": "WARNING"}, "serve", "--no-worker").start()
-        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
-            async with http.post(f"{server.url}/api/uploads", json={"filename": "b.bin", "size": 10}) as r:
-                upload_id = (await r.json())["id"]
+    async with bench_database() as (url, storage):
+        try:
+            conn = await asyncpg.connect(url)
+            user_id = await conn.fetchval("INSERT INTO users (email, password) VALUES ($1, 'x') RETURNING id",
+                                          f"{uuid.uuid4().hex}@bench")
+            token = issue_access_token(make_settings(url, storage), user_id, "USER")
+            server = ChunkdProcess({"DATABASE_URL": url, "STORAGE_DIR": str(storage), "JWT_SECRET": JWT_SECRET,
+                                    "LOG_LEVEL": "WARNING"}, "serve", "--no-worker").start()
+            async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+                async with http.post(f"{server.url}/api/uploads", json={"filename": "b.bin", "size": 10}) as r:
+                    upload_id = (await r.json())["id"]
 
-            async def over_http() -> None:
-                async with http.get(f"{server.url}/api/uploads/{upload_id}") as r:
-                    assert r.status == 200, await r.text()
-                    await r.read()
+                async def over_http() -> None:
+                    async with http.get(f"{server.url}/api/uploads/{upload_id}") as r:  # type: ignore[union-attr]
+                        assert r.status == 200, await r.text()
+                        await r.read()
 
-            async def straight_to_the_database() -> None:
-                await conn.fetchrow(LOAD_CALLER, user_id)
-                await conn.fetchrow(GET_UPLOAD, upload_id, user_id)
-                await conn.fetch(RECEIVED_CHUNKS, upload_id)
+                async def straight_to_the_database() -> None:
+                    await conn.fetchrow(LOAD_CALLER, user_id)
+                    await conn.fetchrow(GET_UPLOAD, upload_id, user_id)
+                    await conn.fetch(RECEIVED_CHUNKS, upload_id)
 
-            http_ms = await timed(requests, over_http)
-            raw_ms = await timed(requests, straight_to_the_database)
-        await conn.close()
-        ratio = statistics.median(http_ms) / statistics.median(raw_ms)
-        print(f"GET /api/uploads/{{id}} over HTTP:      {summary(http_ms)}")
-        print(f"same 3 statements straight to the db: {summary(raw_ms)}")
-        print(f"HTTP / database floor (medians): {ratio:.2f}")
-    finally:
-        if server is not None:
-            server.stop()
-            server.log.close()
-            os.unlink(server.log.name)
-        pg.stop()
-        shutil.rmtree(base, ignore_errors=True)
-        shutil.rmtree(storage, ignore_errors=True)
+                http_ms = await timed(requests, over_http)
+                raw_ms = await timed(requests, straight_to_the_database)
+            await conn.close()
+        finally:
+            stop(server)
+    ratio = statistics.median(http_ms) / statistics.median(raw_ms)
+    print(f"GET /api/uploads/{{id}} over HTTP:      {summary(http_ms)}")
+    print(f"same 3 statements straight to the db: {summary(raw_ms)}")
+    print(f"HTTP / database floor (medians): {ratio:.2f}")
 
 
 def main() -> None:

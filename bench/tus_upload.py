@@ -11,7 +11,6 @@ import asyncio
 import base64
 import hashlib
 import os
-import shutil
 import time
 import uuid
 from pathlib import Path
@@ -19,10 +18,9 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-from service import migrate
+from bench.timing import bench_database, stop
 from service.auth import hash_password, issue_access_token
-from service.embedded import EmbeddedPostgres
-from tests.support import JWT_SECRET, ChunkdProcess, make_settings, scratch_dir, with_database
+from tests.support import JWT_SECRET, ChunkdProcess, make_settings
 
 MiB = 1024 * 1024
 PIECE = 4 * MiB
@@ -36,72 +34,59 @@ def peak_rss_mib(pid: int) -> float:
 
 
 async def run(size: int, chunk: str, checksum: bool) -> None:
-    base, storage = scratch_dir("chunkd-bench-pg-"), scratch_dir("chunkd-bench-storage-")
-    pg = EmbeddedPostgres(base, server_options={"fsync": "off", "synchronous_commit": "off"})
-    pg.start()
     server = worker = None
-    try:
-        url = with_database(pg.url("postgres"), "bench")
-        admin = await asyncpg.connect(pg.url("postgres"))
-        await admin.execute("CREATE DATABASE bench")
-        await admin.close()
-        conn = await asyncpg.connect(url)
-        await migrate.deploy(conn)
-        user_id = await conn.fetchval("INSERT INTO users (email, password) VALUES ($1, $2) RETURNING id",
-                                      f"{uuid.uuid4().hex}@bench", hash_password("x"))
-        token = issue_access_token(make_settings(url, storage), user_id, "USER")
-        env = {"DATABASE_URL": url, "STORAGE_DIR": str(storage), "JWT_SECRET": JWT_SECRET,
-               "DEFAULT_CHUNK_SIZE": chunk, "LOG_LEVEL": "WARNING"}
-        # The worker in a process of its own: the server's memory is then the upload path's alone.
-        server = ChunkdProcess(env, "serve", "--no-worker").start()
-        worker = ChunkdProcess(env, "worker").start(wait_path=None)
-        await asyncio.sleep(1)
-        idle_rss = peak_rss_mib(server.proc.pid)  # type: ignore[union-attr]
+    async with bench_database(fsync="off", synchronous_commit="off") as (url, storage):
+        try:
+            conn = await asyncpg.connect(url)
+            user_id = await conn.fetchval("INSERT INTO users (email, password) VALUES ($1, $2) RETURNING id",
+                                          f"{uuid.uuid4().hex}@bench", hash_password("x"))
+            token = issue_access_token(make_settings(url, storage), user_id, "USER")
+            env = {"DATABASE_URL": url, "STORAGE_DIR": str(storage), "JWT_SECRET": JWT_SECRET,
+                   "DEFAULT_CHUNK_SIZE": chunk, "LOG_LEVEL": "WARNING"}
+            # The worker in a process of its own: the server's memory is then the upload path's alone.
+            server = ChunkdProcess(env, "serve", "--no-worker").start()
+            worker = ChunkdProcess(env, "worker").start(wait_path=None)
+            await asyncio.sleep(1)
+            idle_rss = peak_rss_mib(server.proc.pid)  # type: ignore[union-attr]
 
-        piece = os.urandom(PIECE)
-        digest = hashlib.sha1()
-        for _ in range(size // PIECE):
-            digest.update(piece)
-
-        async def body():  # type: ignore[no-untyped-def]
+            piece = os.urandom(PIECE)
+            digest = hashlib.sha1()
             for _ in range(size // PIECE):
-                yield piece
+                digest.update(piece)
 
-        headers = {"Authorization": f"Bearer {token}", "Tus-Resumable": "1.0.0"}
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as http:
-            r = await http.post(f"{server.url}/api/tus/", headers={**headers, "Upload-Length": str(size)})
-            location = r.headers["Location"]
-            extra = {"Upload-Checksum": "sha1 " + base64.b64encode(digest.digest()).decode()} if checksum else {}
-            started = time.perf_counter()
-            r = await http.patch(location, data=body(), headers={
-                **headers, **extra, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream",
-                "Content-Length": str(size)})
-            patch_seconds = time.perf_counter() - started
-            assert r.status == 204, await r.text()
-            patch_rss = peak_rss_mib(server.proc.pid)  # type: ignore[union-attr]
-            file_id = location.rsplit("/", 1)[-1]
-            while True:
-                r = await http.get(f"{server.url}/api/files/{file_id}", params={"wait": "5"},
-                                   headers={"Authorization": headers["Authorization"]})
-                status = (await r.json())["status"]
-                if status in ("COMPLETED", "FAILED"):
-                    break
-            total_seconds = time.perf_counter() - started
-        rows = await conn.fetchval("SELECT count(*) FROM file_chunks WHERE file_id = $1", file_id)
-        await conn.close()
-        print(f"tus PATCH {size // MiB} MiB, DEFAULT_CHUNK_SIZE={chunk}, checksum={'sha1' if checksum else 'none'}: "
-              f"{patch_seconds:.1f} s ({size / MiB / patch_seconds:.0f} MiB/s); server peak RSS "
-              f"{idle_rss:.0f} MiB idle -> {patch_rss:.0f} MiB after the PATCH; "
-              f"{status} {total_seconds:.1f} s after the PATCH began; chunk rows left: {rows}")
-    finally:
-        for process in (server, worker):
-            if process is not None:
-                process.stop()
-                process.log.close()
-                os.unlink(process.log.name)
-        pg.stop()
-        shutil.rmtree(base, ignore_errors=True)
-        shutil.rmtree(storage, ignore_errors=True)
+            async def body():  # type: ignore[no-untyped-def]
+                for _ in range(size // PIECE):
+                    yield piece
+
+            headers = {"Authorization": f"Bearer {token}", "Tus-Resumable": "1.0.0"}
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as http:
+                r = await http.post(f"{server.url}/api/tus/", headers={**headers, "Upload-Length": str(size)})
+                location = r.headers["Location"]
+                extra = {"Upload-Checksum": "sha1 " + base64.b64encode(digest.digest()).decode()} if checksum else {}
+                started = time.perf_counter()
+                r = await http.patch(location, data=body(), headers={
+                    **headers, **extra, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream",
+                    "Content-Length": str(size)})
+                patch_seconds = time.perf_counter() - started
+                assert r.status == 204, await r.text()
+                patch_rss = peak_rss_mib(server.proc.pid)  # type: ignore[union-attr]
+                file_id = location.rsplit("/", 1)[-1]
+                while True:
+                    r = await http.get(f"{server.url}/api/files/{file_id}", params={"wait": "5"},
+                                       headers={"Authorization": headers["Authorization"]})
+                    status = (await r.json())["status"]
+                    if status in ("COMPLETED", "FAILED"):
+                        break
+                total_seconds = time.perf_counter() - started
+            rows = await conn.fetchval("SELECT count(*) FROM file_chunks WHERE file_id = $1", file_id)
+            await conn.close()
+            print(f"tus PATCH {size // MiB} MiB, DEFAULT_CHUNK_SIZE={chunk}, checksum={'sha1' if checksum else 'none'}: "
+                  f"{patch_seconds:.1f} s ({size / MiB / patch_seconds:.0f} MiB/s); server peak RSS "
+                  f"{idle_rss:.0f} MiB idle -> {patch_rss:.0f} MiB after the PATCH; "
+                  f"{status} {total_seconds:.1f} s after the PATCH began; chunk rows left: {rows}")
+        finally:
+            stop(server)
+            stop(worker)
 
 
 def main() -> None:
