@@ -30,29 +30,32 @@ class ChunkMemory:
     """The bytes of chunk bodies one process holds at once (CHUNK_MEMORY): a body is kept whole until
     its request ends, so without a bound, many slow clients sending large chunks would take all memory.
     A PUT reserves its chunk's length before reading the body. One that does not fit waits with its body
-    unread (TCP holds the client back) and is refused with 503 after `wait` seconds."""
+    unread (TCP holds the client back) and is refused with 503 after `wait` seconds.
+
+    No lock: the event loop runs one task at a time, and neither taking room nor giving it back awaits
+    in between, so a cancelled request can neither take room it never gives back nor leak what it has."""
 
     def __init__(self, limit: int, wait: float) -> None:
         self.limit, self.wait, self.used = limit, wait, 0
-        self._freed = asyncio.Condition()
+        self._freed = asyncio.Event()
 
     @contextlib.asynccontextmanager
     async def reserve(self, length: int) -> AsyncIterator[None]:
         length = min(length, self.limit)  # a chunk larger than the whole budget waits until it is all free
-        async with self._freed:
-            try:
-                async with asyncio.timeout(self.wait):
-                    await self._freed.wait_for(lambda: self.used + length <= self.limit)
-            except TimeoutError:
-                raise ServerBusy(f"{self.used} bytes of chunks are in flight (CHUNK_MEMORY is {self.limit}); "
-                                 "retry shortly", headers={"Retry-After": "1"}) from None
-            self.used += length
+        try:
+            async with asyncio.timeout(self.wait):
+                while self.used + length > self.limit:
+                    self._freed.clear()
+                    await self._freed.wait()  # every release wakes every waiter; each checks again
+        except TimeoutError:
+            raise ServerBusy(f"{self.used} bytes of chunks are in flight (CHUNK_MEMORY is {self.limit}); "
+                             "retry shortly", headers={"Retry-After": "1"}) from None
+        self.used += length
         try:
             yield
         finally:
-            async with self._freed:
-                self.used -= length
-                self._freed.notify_all()
+            self.used -= length
+            self._freed.set()
 
 
 class ChunkBody:

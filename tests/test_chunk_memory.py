@@ -65,3 +65,27 @@ async def test_a_chunk_larger_than_the_budget_still_goes_through_alone(client, u
     r = await client.put(f"/api/uploads/{upload['id']}/chunks/0", data=io.BytesIO(data), headers=user.headers)
     assert r.status == 201, await r.text()
     assert await stored(conn, upload["id"]) == [(0, sha256(data))]
+
+
+async def test_clients_that_go_away_give_their_memory_back(client, user, conn) -> None:  # type: ignore[no-untyped-def]
+    data = os.urandom(3 * MiB)
+    upload = await create(client, user, data)
+    memory = client.app[chunk_memory_key]
+    async with RawPut(client, user, upload["id"], 0, MiB) as first:
+        async with RawPut(client, user, upload["id"], 1, MiB) as second, \
+                RawPut(client, user, upload["id"], 2, MiB) as third:
+            await first.send(data[:1000])
+            await second.send(data[MiB:MiB + 1000])
+            await third.send(data[2 * MiB:2 * MiB + 1000])
+            await asyncio.sleep(0.3)
+            assert memory.used == 2 * MiB
+        # the second went away mid-body, the third while it waited for memory
+        for _ in range(40):
+            if memory.used == MiB:
+                break
+            await asyncio.sleep(0.1)
+        assert memory.used == MiB  # only the first still holds its chunk
+        await first.send(data[1000:MiB])
+        assert await first.status() == 201
+    assert memory.used == 0
+    assert [i for i, _ in await stored(conn, upload["id"])] == [0]
