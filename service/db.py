@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from typing import Any, AsyncIterator, Callable, Mapping
@@ -127,6 +128,19 @@ async def ensure_database(admin_url: str, name: str) -> None:
                 pass
     finally:
         await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def listening(settings: Settings, channels: Mapping[str, Callable[[str], None]], *, name: str,
+                    on_connect: Callable[[], None] = lambda: None) -> AsyncIterator[None]:
+    """A Listener running in a task of its own for as long as the block lasts (an app's cleanup_ctx)."""
+    task = asyncio.create_task(Listener(settings, channels, on_connect=on_connect).run(), name=name)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 # Seconds between attempts to LISTEN again while the database is down. Short: until it is back, status

@@ -14,7 +14,7 @@ from typing import AsyncIterator, Iterator
 
 from aiohttp import web
 
-from service.db import Listener
+from service.db import listening
 from service.keys import file_events_key, settings_key
 
 log = logging.getLogger("service.events")
@@ -58,9 +58,6 @@ class FileEvents:
 
 async def file_events_ctx(app: web.Application) -> AsyncIterator[None]:
     events = app[file_events_key] = FileEvents()
-    listener = Listener(app[settings_key], {FILE_STATUS: events.notify}, on_connect=events.wake_all)
-    task = asyncio.create_task(listener.run(), name="file status listener")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with listening(app[settings_key], {FILE_STATUS: events.notify}, name="file status listener",
+                         on_connect=events.wake_all):
+        yield

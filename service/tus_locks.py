@@ -96,9 +96,5 @@ class UploadLocks:
 async def tus_locks_ctx(app: web.Application) -> AsyncIterator[None]:
     locks = app[tus_locks_key] = UploadLocks(app[pool_key], app[settings_key])
     # Takeover requests from other processes; a lost one is repeated every nudge_every seconds.
-    listener = db.Listener(app[settings_key], {store.RELEASE_CHANNEL: locks.on_release})
-    task = asyncio.create_task(listener.run(), name="tus release listener")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with db.listening(app[settings_key], {store.RELEASE_CHANNEL: locks.on_release}, name="tus release listener"):
+        yield
