@@ -11,23 +11,30 @@ import asyncio
 import os
 import shutil
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import asyncpg
 
-from bench.timing import median_ms
-from service import backup, cleanup, migrate, storage
+from bench.timing import bench_database, median_ms
+from service import backup, cleanup, storage
 from service.config import load_settings
-from service.embedded import EmbeddedPostgres
 from service.store import stats
+from tests.support import scratch_dir
 
 
-async def run(url: str, n: int, blobs: int, scratch: Path) -> None:
+async def run(n: int, blobs: int) -> None:
+    backups = scratch_dir("chunkd-bench-backups-")
+    try:
+        async with bench_database(fsync="off", synchronous_commit="off") as (url, store_dir):
+            await measure(url, n, blobs, store_dir, backups)
+    finally:
+        shutil.rmtree(backups, ignore_errors=True)
+
+
+async def measure(url: str, n: int, blobs: int, store_dir: Path, backups: Path) -> None:
     conn = await asyncpg.connect(url)
-    await migrate.deploy(conn)
     user_id = await conn.fetchval("INSERT INTO users (email, password) VALUES ('u@example.com', 'x') RETURNING id")
     await conn.execute("""
         INSERT INTO files (original_name, filename, mimetype, size, type, status, path, uploaded_by_id, chunk_size,
@@ -39,7 +46,6 @@ async def run(url: str, n: int, blobs: int, scratch: Path) -> None:
                now() - make_interval(secs => random() * 86400 * 400), now() + make_interval(days => 1)
           FROM generate_series(1, $2) i""", user_id, n)
     await conn.execute("ANALYZE")
-    store_dir = scratch / "storage"
     names = [r[0] for r in await conn.fetch("SELECT filename FROM files WHERE status = 'COMPLETED' LIMIT $1",
                                             blobs // 2)]
     old = time.time() - 7200
@@ -60,22 +66,14 @@ async def run(url: str, n: int, blobs: int, scratch: Path) -> None:
           f"({len(report.files)} files, {len(report.blobs)} blobs)")
     await conn.close()
     started = time.perf_counter()
-    archive, _ = await backup.backup(settings, scratch / "backups")
+    archive, _ = await backup.backup(settings, backups)
     print(f"{'backup':32} {(time.perf_counter() - started) * 1000:8.1f} ms ({archive.stat().st_size} bytes)")
 
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
     blobs = int(sys.argv[2]) if len(sys.argv) > 2 else 20_000
-    base = Path(tempfile.mkdtemp(prefix="chunkd-bench-pg-"))
-    base.chmod(0o755)  # reachable by the unprivileged postgres user when run as root
-    pg = EmbeddedPostgres(base / "pg", server_options={"fsync": "off", "synchronous_commit": "off"})
-    pg.start()
-    try:
-        asyncio.run(run(pg.url("postgres"), n, blobs, base))
-    finally:
-        pg.stop()
-        shutil.rmtree(base, ignore_errors=True)
+    asyncio.run(run(n, blobs))
 
 
 if __name__ == "__main__":

@@ -7,25 +7,26 @@ half published, a file on every fourth post, then prints the median of 5 runs pe
 from __future__ import annotations
 
 import asyncio
-import shutil
 import sys
-import tempfile
-from pathlib import Path
 
 import asyncpg
 
-from bench.timing import median_ms
+from bench.timing import bench_database, median_ms
 from service import migrate
-from service.embedded import EmbeddedPostgres
 from service.store import posts
 
 DROP_0006 = "DROP INDEX idx_posts_recent, idx_posts_author_recent"
 CREATE_0006 = (migrate.SQL_DIR / "0006_post_listing_indexes.sql").read_text()
 
 
-async def run(url: str, n: int) -> None:
-    conn = await asyncpg.connect(url)
-    await migrate.deploy(conn)
+async def run(n: int) -> None:
+    async with bench_database(fsync="off", synchronous_commit="off") as (url, _):
+        conn = await asyncpg.connect(url)
+        await measure(conn, n)
+        await conn.close()
+
+
+async def measure(conn: asyncpg.Connection, n: int) -> None:
     await conn.execute("INSERT INTO users (email, password) SELECT 'u' || i || '@example.com', 'x'"
                        " FROM generate_series(1, 2000) i")
     await conn.execute("""
@@ -50,20 +51,10 @@ async def run(url: str, n: int) -> None:
         await conn.execute("ANALYZE posts")
         for name, (sql, *args) in cases.items():
             print(f"{label:14} {name:26} {await median_ms(conn, sql, *args):8.1f} ms")
-    await conn.close()
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
-    base = Path(tempfile.mkdtemp(prefix="chunkd-bench-pg-"))
-    base.chmod(0o755)  # reachable by the unprivileged postgres user when run as root
-    pg = EmbeddedPostgres(base, server_options={"fsync": "off", "synchronous_commit": "off"})
-    pg.start()
-    try:
-        asyncio.run(run(pg.url("postgres"), n))
-    finally:
-        pg.stop()
-        shutil.rmtree(base, ignore_errors=True)
+    asyncio.run(run(int(sys.argv[1]) if len(sys.argv) > 1 else 200_000))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import statistics
 import time
@@ -54,3 +55,9 @@ def stop(process: ChunkdProcess | None) -> None:
         process.stop()
         process.log.close()
         os.unlink(process.log.name)
+
+
+def rss_kib(pid: int) -> dict[str, int]:
+    """A process's resident memory now (VmRSS) and at its peak (VmHWM), in KiB."""
+    text = Path(f"/proc/{pid}/status").read_text()
+    return {k: int(v) for k, v in re.findall(r"^(VmRSS|VmHWM):\s+(\d+) kB", text, re.M)}

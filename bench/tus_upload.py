@@ -13,12 +13,11 @@ import hashlib
 import os
 import time
 import uuid
-from pathlib import Path
 
 import aiohttp
 import asyncpg
 
-from bench.timing import bench_database, stop
+from bench.timing import bench_database, rss_kib, stop
 from service.auth import hash_password, issue_access_token
 from tests.support import JWT_SECRET, ChunkdProcess, make_settings
 
@@ -27,10 +26,7 @@ PIECE = 4 * MiB
 
 
 def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    return rss_kib(pid)["VmHWM"] / 1024
 
 
 async def run(size: int, chunk: str, checksum: bool) -> None:

@@ -37,6 +37,7 @@ import asyncpg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.timing import rss_kib  # noqa: E402
 from service import storage  # noqa: E402
 from service.auth import issue_access_token  # noqa: E402
 from service.config import MiB, _bytes, load_settings  # noqa: E402
@@ -120,11 +121,6 @@ def read_chunk(path: Path, index: int, chunk: int) -> bytes:
     with open(path, "rb") as f:
         f.seek(index * chunk)
         return f.read(chunk)
-
-
-def rss_kib(pid: int) -> dict[str, int]:
-    text = Path(f"/proc/{pid}/status").read_text()
-    return {k: int(v) for k, v in re.findall(r"^(VmRSS|VmHWM):\s+(\d+) kB", text, re.M)}
 
 
 # measurements ----------------------------------------------------------------------------------------
