@@ -163,7 +163,8 @@ async def test_checksum_mismatch_is_460_and_discards_the_whole_body(tus, user, c
     data = os.urandom(CHUNK * 3 + 99)  # several chunk rows are written, then rolled back
     path = await create(tus, user, len(data) + 1)
     assert (await patch(tus, user, path, 0, b"!")).status == 204
-    r = await patch(tus, user, path, 1, data, **checksum("sha256", data[:-1] + b"\0"))
+    last_byte_changed = data[:-1] + bytes([data[-1] ^ 1])  # always differs (b"\0" did not when it ended in 0)
+    r = await patch(tus, user, path, 1, data, **checksum("sha256", last_byte_changed))
     assert r.status == 460 and r.reason == "Checksum Mismatch"
     assert (await r.json())["code"] == "TUS_CHECKSUM_MISMATCH"
     assert (await file_row(conn, upload_id(path)))["bytes_received"] == 1
