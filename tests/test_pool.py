@@ -1,6 +1,7 @@
 """Pooled connections go back to the pool without a reset round trip, unless they took session state."""
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from service import db
@@ -32,3 +33,25 @@ async def test_release_resets_only_connections_marked_as_keeping_session_state(d
             assert await conn.fetchval("SELECT to_regclass('half_done')") is None
     finally:
         await pool.close()
+
+
+async def test_unix_socket_connections_get_a_send_buffer_that_holds_whole_pieces(database_url: str,
+                                                                                  storage_dir: Path) -> None:
+    """Chunks are relayed to PostgreSQL in pieces of up to 256 KiB: over a unix socket (the embedded
+    database's) the kernel's default 208 KiB buffer would split every one of them."""
+    wmem_max = int(Path("/proc/sys/net/core/wmem_max").read_text())
+    pool = await db.create_pool(make_settings(database_url, storage_dir, DATABASE_POOL_SIZE="1"))
+    try:
+        async with pool.acquire() as conn:
+            sock = conn._transport.get_extra_info("socket")
+            assert sock.family == socket.AF_UNIX
+            # The kernel caps the request at wmem_max and doubles it (its own bookkeeping overhead).
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 2 * min(db.UNIX_SEND_BUFFER, wmem_max)
+    finally:
+        await pool.close()
+    conn = await db.connect(make_settings(database_url, storage_dir))  # dedicated ones too (LISTEN, backup)
+    try:
+        sock = conn._transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 2 * min(db.UNIX_SEND_BUFFER, wmem_max)
+    finally:
+        await conn.close()
