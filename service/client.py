@@ -23,12 +23,12 @@ import aiohttp
 from service.progress import Progress
 
 DEFAULT_PARALLEL = 4
-ATTEMPTS = 6             # per request, for connection errors and 429/5xx answers
+ATTEMPTS = 6             # per request, for connection errors and 408/429/5xx answers
 BACKOFF = 0.5            # seconds, doubled per attempt
 WAIT_SECONDS = 30        # long-poll of GET /api/files/{id}?wait=
 HASH_BUFFER = 1024 * 1024
 TERMINAL = ("COMPLETED", "FAILED")
-RETRYABLE = (429, 500, 502, 503, 504)
+RETRYABLE = (408, 429, 500, 502, 503, 504)
 
 
 class UploadError(Exception):

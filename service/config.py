@@ -122,7 +122,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MAX_CHUNK_SIZE", "max_chunk_size", "64MiB", _bytes(1),
             "largest chunk accepted"),
     Setting("CHUNK_MEMORY", "chunk_memory", "512MiB", _bytes(1),
-            "chunk bodies one process holds in memory at once; a chunk PUT beyond it waits, then gets 503"),
+            "memory for the chunk bodies one process holds at once (each counts twice: the body, and the "
+            "database driver's copy while it is stored); a chunk PUT beyond it waits, then gets 503"),
     Setting("UPLOAD_EXPIRY", "upload_expiry", "24h", _duration,
             "time an unfinished upload is kept"),
     Setting("WORKER_CONCURRENCY", "worker_concurrency", "2", _int(1, 256),

@@ -102,7 +102,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                                      {200: _ref("Upload")}, errors=(404, 410)),
     ("PUT", "/api/uploads/{id}/chunks/{index}"): op(
         "Store one chunk (201 stored, 200 identical repeat)", "uploads", {201: OBJECT, 200: OBJECT}, body=RAW_CHUNK,
-        headers=(("Content-SHA256", "string", "hex SHA-256 of the body"),), errors=(400, 404, 409, 410, 413, 422, 503)),
+        headers=(("Content-SHA256", "string", "hex SHA-256 of the body"),), errors=(400, 404, 408, 409, 410, 413, 422, 503)),
     ("POST", "/api/uploads/{id}/complete"): op("All chunks are there: process the file", "uploads", {202: OBJECT},
                                                errors=(404, 409, 410)),
     ("DELETE", "/api/uploads/{id}"): op("Abort an upload", "uploads", {204: "aborted"}, errors=(404, 409)),

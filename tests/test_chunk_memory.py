@@ -1,5 +1,6 @@
-"""CHUNK_MEMORY bounds the chunk bodies a process holds at once: a PUT beyond it waits with its body
-unread, goes on when memory is freed, and gets 503 SERVER_BUSY if none is freed in time."""
+"""CHUNK_MEMORY bounds the chunk bodies a process holds at once (each twice: the body, and the driver's
+copy while it is stored): a PUT beyond it waits with its body unread, goes on when memory is freed,
+and gets 503 SERVER_BUSY if none is freed in time."""
 from __future__ import annotations
 
 import asyncio
@@ -12,7 +13,7 @@ from tests.support import scrape
 from tests.uploading import RawPut, create, sha256, stored
 
 MiB = 1024 * 1024
-SETTINGS_ENV = {"DEFAULT_CHUNK_SIZE": "1MiB", "MAX_CHUNK_SIZE": "4MiB", "CHUNK_MEMORY": "2MiB",
+SETTINGS_ENV = {"DEFAULT_CHUNK_SIZE": "1MiB", "MAX_CHUNK_SIZE": "4MiB", "CHUNK_MEMORY": "4MiB",
                 "DATABASE_POOL_TIMEOUT": "1500"}
 
 
@@ -26,8 +27,8 @@ async def test_a_chunk_beyond_the_budget_waits_for_memory_to_be_freed(client, us
         for index, put in enumerate((first, second, third)):  # slow clients: each body is read whole
             await put.send(data[index * MiB:index * MiB + 1000])
         await asyncio.sleep(0.3)
-        assert memory.used == 2 * MiB  # two admitted; the third waits, its body unread
-        assert (await scrape(client))[("chunkd_chunk_memory_bytes", (("state", "used"),))] == 2 * MiB
+        assert memory.used == 4 * MiB  # two admitted; the third waits, its body unread
+        assert (await scrape(client))[("chunkd_chunk_memory_bytes", (("state", "used"),))] == 4 * MiB
 
         await first.send(data[1000:MiB])
         assert await first.status() == 201
@@ -60,8 +61,8 @@ async def test_a_chunk_that_finds_no_memory_in_time_gets_503_and_nothing_is_stor
 
 
 async def test_a_chunk_larger_than_the_budget_still_goes_through_alone(client, user, conn) -> None:  # type: ignore[no-untyped-def]
-    data = os.urandom(3 * MiB)
-    upload = await create(client, user, data, chunk_size=3 * MiB)
+    data = os.urandom(4 * MiB)
+    upload = await create(client, user, data, chunk_size=4 * MiB)
     r = await client.put(f"/api/uploads/{upload['id']}/chunks/0", data=io.BytesIO(data), headers=user.headers)
     assert r.status == 201, await r.text()
     assert await stored(conn, upload["id"]) == [(0, sha256(data))]
@@ -78,13 +79,13 @@ async def test_clients_that_go_away_give_their_memory_back(client, user, conn) -
             await second.send(data[MiB:MiB + 1000])
             await third.send(data[2 * MiB:2 * MiB + 1000])
             await asyncio.sleep(0.3)
-            assert memory.used == 2 * MiB
+            assert memory.used == 4 * MiB
         # the second went away mid-body, the third while it waited for memory
         for _ in range(40):
-            if memory.used == MiB:
+            if memory.used == 2 * MiB:
                 break
             await asyncio.sleep(0.1)
-        assert memory.used == MiB  # only the first still holds its chunk
+        assert memory.used == 2 * MiB  # only the first still holds its chunk
         await first.send(data[1000:MiB])
         assert await first.status() == 201
     assert memory.used == 0

@@ -77,10 +77,11 @@ async def put_chunk(request: web.Request) -> web.Response:
         raise ChunkOutOfRange(f"chunk {index} of an upload of {upload.total_chunks} chunks (0..{upload.total_chunks - 1})")
     expected = upload.chunk_length(index)
     body = ChunkBody(request, expected, settings.max_chunk_size, index, declared)
-    async with request.app[chunk_memory_key].reserve(expected):  # the body is held until the answer
-        await body.start()  # a slow client's chunk is read whole here, before any connection is taken
+    # The body is held until the answer, and the database driver holds a copy of it while it is stored.
+    async with request.app[chunk_memory_key].reserve(2 * expected):
+        data = await body.read()  # whole, before any connection is taken: none waits on a client's link
         async with request.app[pool_key].acquire() as conn:
-            received = await store.insert_chunk(conn, upload.id, index, body.pieces(), expected)
+            received = await store.insert_chunk(conn, upload.id, index, data)
             stored_sha256 = await store.chunk_sha256(conn, upload.id, index) if received is None else None
         if received is not None:
             BYTES_RECEIVED.labels(PROTOCOL).inc(expected)

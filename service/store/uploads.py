@@ -1,9 +1,7 @@
 """uploads: the native protocol's sessions and chunks."""
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
-from typing import AsyncIterable, AsyncIterator
 
 import asyncpg
 
@@ -75,39 +73,27 @@ UPDATE files SET bytes_received = bytes_received + $2
  WHERE id = $1 AND status = 'UPLOADING' AND (expires_at IS NULL OR expires_at > now())
 RETURNING bytes_received
 """
-async def insert_chunk(conn: asyncpg.Connection, file_id: str, index: int, pieces: AsyncIterable[bytes],
-                       length: int) -> int | None:
-    """Stores one chunk (`length` bytes, given as `pieces`) and counts its bytes in the same
-    transaction, so bytes_received stays exact under parallel PUTs. Returns the new bytes_received,
-    or None when the index was already stored. Raises UploadClosed (nothing stored) when the upload
-    stopped accepting chunks meanwhile; an exception from `pieces` aborts the COPY, storing nothing.
 
-    The row goes in by a binary COPY fed the pieces as they come off the socket, not as a bind
-    parameter: asyncpg would copy a parameter whole into one message, and the socket's write buffer
-    would take most of it again, three copies of every chunk in flight instead of one (or none,
-    streamed). COPY has no ON CONFLICT: an index already stored is the unique violation."""
+INSERT_CHUNK = """
+INSERT INTO file_chunks (file_id, chunk_index, data) VALUES ($1, $2, $3)
+    ON CONFLICT (file_id, chunk_index) DO NOTHING
+"""
+
+
+async def insert_chunk(conn: asyncpg.Connection, file_id: str, index: int, data: bytearray) -> int | None:
+    """Stores one chunk and counts its bytes in the same transaction, so bytes_received stays exact
+    under parallel PUTs. Returns the new bytes_received, or None when the index was already stored.
+    Raises UploadClosed (nothing stored) when the upload stopped accepting chunks meanwhile."""
     try:
         async with conn.transaction():
-            await conn.copy_to_table("file_chunks", columns=("file_id", "chunk_index", "data"), format="binary",
-                                     source=_copy_row(file_id, index, pieces, length))
-            received = await conn.fetchval(ADD_RECEIVED_BYTES, file_id, length)
+            if await conn.execute(INSERT_CHUNK, file_id, index, data) == "INSERT 0 0":
+                return None
+            received = await conn.fetchval(ADD_RECEIVED_BYTES, file_id, len(data))
             if received is None:
                 raise UploadClosed(f"upload {file_id} was completed, aborted or expired meanwhile")
             return received
-    except asyncpg.UniqueViolationError:
-        return None
     except asyncpg.ForeignKeyViolationError:
         raise UploadNotFound(f"upload {file_id}") from None
-
-
-async def _copy_row(file_id: str, index: int, pieces: AsyncIterable[bytes], length: int) -> AsyncIterator[bytes]:
-    """One row in PostgreSQL's binary COPY format: header, (file_id, chunk_index, data), trailer."""
-    key = file_id.encode()
-    yield (b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
-           + struct.pack("!hi", 3, len(key)) + key + struct.pack("!ii", 4, index) + struct.pack("!i", length))
-    async for piece in pieces:
-        yield piece
-    yield struct.pack("!h", -1)
 
 
 CHUNK_SHA256 = "SELECT encode(sha256(data), 'hex') FROM file_chunks WHERE file_id = $1 AND chunk_index = $2"
