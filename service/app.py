@@ -14,7 +14,8 @@ from service.routes import ROUTES
 from service.tus import tus_middleware
 from service.tus_locks import tus_locks_ctx
 
-# Chunk bodies are streamed, never read whole; JSON bodies above this are refused with 413.
+# Chunk and tus bodies are read piece by piece (never by request.read(), which this limits); JSON
+# bodies above it are refused with 413.
 MAX_JSON_BODY = 1024 * 1024
 # How much of a body may wait in the socket reader before it stops reading (aiohttp's default is
 # 64 KiB): a multi-MiB chunk then arrives in a few large pieces, not hundreds of pause/resume rounds.

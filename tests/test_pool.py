@@ -1,4 +1,5 @@
-"""Pooled connections go back to the pool without a reset round trip, unless they took session state."""
+"""Pooled connections go back to the pool without a reset round trip, unless they took session state;
+over a unix socket, connections get a send buffer wide enough for chunks."""
 from __future__ import annotations
 
 import socket
@@ -35,10 +36,9 @@ async def test_release_resets_only_connections_marked_as_keeping_session_state(d
         await pool.close()
 
 
-async def test_unix_socket_connections_get_a_send_buffer_that_holds_whole_pieces(database_url: str,
-                                                                                  storage_dir: Path) -> None:
-    """Chunks are relayed to PostgreSQL in pieces of up to 256 KiB: over a unix socket (the embedded
-    database's) the kernel's default 208 KiB buffer would split every one of them."""
+async def test_unix_socket_connections_get_a_wide_send_buffer(database_url: str, storage_dir: Path) -> None:
+    """A chunk goes to PostgreSQL in one message of up to MAX_CHUNK_SIZE: over a unix socket (the
+    embedded database's) the kernel's default 208 KiB buffer would send it in slices."""
     wmem_max = int(Path("/proc/sys/net/core/wmem_max").read_text())
     pool = await db.create_pool(make_settings(database_url, storage_dir, DATABASE_POOL_SIZE="1"))
     try:
