@@ -5,20 +5,12 @@ import asyncio
 import io
 import os
 
-import asyncpg
-
-from tests.uploading import UPLOAD_ENV, create, put_chunks, sha256
+from tests.uploading import UPLOAD_ENV, create, put_chunks, sha256, stored
 
 CHUNK = 64 * 1024
 
 
 SETTINGS_ENV = {**UPLOAD_ENV, "MAX_UPLOAD_SIZE": "10MiB"}
-
-
-async def chunk_rows(conn: asyncpg.Connection, file_id: str) -> list[tuple[int, str]]:
-    rows = await conn.fetch("SELECT chunk_index, encode(sha256(data), 'hex') AS h FROM file_chunks "
-                            "WHERE file_id = $1 ORDER BY chunk_index", file_id)
-    return [(r[0], r[1]) for r in rows]
 
 
 async def test_create_upload(client, user, conn) -> None:  # type: ignore[no-untyped-def]
@@ -109,7 +101,7 @@ async def test_every_bad_chunk_is_refused_and_changes_nothing(client, user, conn
     upload = await create(client, user, data)
     url = f"/api/uploads/{upload['id']}/chunks"
     await put_chunks(client, user, upload, data, indexes=[0])
-    before = (await chunk_rows(conn, upload["id"]),
+    before = (await stored(conn, upload["id"]),
               await conn.fetchval("SELECT bytes_received FROM files WHERE id = $1", upload["id"]))
 
     async def chunked(body: bytes):  # no Content-Length: the limit is enforced while reading
@@ -135,13 +127,13 @@ async def test_every_bad_chunk_is_refused_and_changes_nothing(client, user, conn
         r = await client.put(path, data=body, headers={**user.headers, **headers})
         assert r.status == status, (path, code, await r.text())
         assert (await r.json())["code"] == code
-    after = (await chunk_rows(conn, upload["id"]),
+    after = (await stored(conn, upload["id"]),
              await conn.fetchval("SELECT bytes_received FROM files WHERE id = $1", upload["id"]))
     assert after == before
 
     r = await client.put(f"{url}/0", data=data[:CHUNK], headers=user.headers)  # identical repeat
     assert r.status == 200 and (await r.json())["bytes_received"] == CHUNK
-    assert (await chunk_rows(conn, upload["id"]), await conn.fetchval(
+    assert (await stored(conn, upload["id"]), await conn.fetchval(
         "SELECT bytes_received FROM files WHERE id = $1", upload["id"])) == before
 
 
@@ -152,7 +144,7 @@ async def test_parallel_puts_keep_bytes_received_exact(client, user, conn) -> No
     await asyncio.gather(*(client.put(f"/api/uploads/{upload['id']}/chunks/{i}", headers=user.headers,
                                       data=data[i * CHUNK:(i + 1) * CHUNK]) for i in list(range(12)) * 2))
     assert await conn.fetchval("SELECT bytes_received FROM files WHERE id = $1", upload["id"]) == len(data)
-    assert len(await chunk_rows(conn, upload["id"])) == 12
+    assert len(await stored(conn, upload["id"])) == 12
 
 
 async def test_disconnect_mid_chunk_leaves_no_row(client, user, conn) -> None:  # type: ignore[no-untyped-def]
@@ -167,7 +159,7 @@ async def test_disconnect_mid_chunk_leaves_no_row(client, user, conn) -> None:  
     writer.close()
     await writer.wait_closed()
     await asyncio.sleep(0.3)
-    assert await chunk_rows(conn, upload["id"]) == []
+    assert await stored(conn, upload["id"]) == []
     assert await conn.fetchval("SELECT bytes_received FROM files WHERE id = $1", upload["id"]) == 0
     r = await client.put(f"/api/uploads/{upload['id']}/chunks/0", data=data, headers=user.headers)
     assert r.status == 201  # the client resumes with the same chunk
@@ -204,5 +196,5 @@ async def test_abort_removes_row_and_chunks(client, user, conn) -> None:  # type
     r = await client.delete(f"/api/uploads/{upload['id']}", headers=user.headers)
     assert r.status == 204
     assert await conn.fetchval("SELECT count(*) FROM files WHERE id = $1", upload["id"]) == 0
-    assert await chunk_rows(conn, upload["id"]) == []
+    assert await stored(conn, upload["id"]) == []
     assert (await client.get(f"/api/uploads/{upload['id']}", headers=user.headers)).status == 404
