@@ -29,7 +29,7 @@ import time
 import uuid
 import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import AsyncIterator, Iterator
 
 import aiohttp
 import asyncpg
@@ -37,11 +37,10 @@ import asyncpg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.timing import rss_kib  # noqa: E402
+from bench.timing import bench_database, rss_kib  # noqa: E402
 from service import storage  # noqa: E402
 from service.auth import issue_access_token  # noqa: E402
 from service.config import MiB, _bytes, load_settings  # noqa: E402
-from service.embedded import EmbeddedPostgres  # noqa: E402
 from service.processing import Assembly  # noqa: E402
 from service.store.workers import chunk_lengths  # noqa: E402
 from service.worker import assemble  # noqa: E402
@@ -56,23 +55,13 @@ def mbps(size: int, seconds: float) -> float:
 
 
 # setup -----------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def database() -> Iterator[str]:
+@contextlib.asynccontextmanager
+async def database() -> AsyncIterator[str]:
     if os.environ.get("DATABASE_URL"):
         yield os.environ["DATABASE_URL"]
-        return
-    base = Path(tempfile.mkdtemp(prefix="chunkd-bench-pg-"))
-    base.chmod(0o755)
-    pg = EmbeddedPostgres(base, server_options={"max_wal_size": "4GB"})
-    pg.start()
-    try:
-        url = pg.url("postgres")
-        subprocess.run([sys.executable, "-m", "service", "migrate", "deploy"], check=True, cwd=ROOT,
-                       env={**os.environ, "DATABASE_URL": url}, stdout=subprocess.DEVNULL)
-        yield url
-    finally:
-        pg.stop()
-        shutil.rmtree(base, ignore_errors=True)
+    else:
+        async with bench_database(max_wal_size="4GB") as (url, _storage):
+            yield url
 
 
 @contextlib.contextmanager
@@ -232,36 +221,37 @@ async def run(args: argparse.Namespace) -> None:
         data = work / "random.bin"
         print(f"file: {size / MB:.0f} MB of random bytes, chunks of {chunk / MiB:g} MiB", flush=True)
         digest = make_random_file(data, size)
-        with database() as database_url, server(args, database_url, secret, storage_dir) as (url, pid, log):
-            await wait_ready(url)
-            settings = load_settings({"DATABASE_URL": database_url, "JWT_SECRET": secret}, dotenv=None)
-            pool = await asyncpg.create_pool(database_url, min_size=4, max_size=4)
-            user_id = await pool.fetchval("INSERT INTO users (email, password) VALUES ($1, 'x') RETURNING id",
-                                          f"bench-{uuid.uuid4().hex[:8]}@example.com")
-            headers = {"Authorization": f"Bearer {issue_access_token(settings, user_id, 'USER')}"}
-            base_rss = rss_kib(pid) if pid else {}
-            results: dict[str, float] = {}
-            async with aiohttp.ClientSession(headers=headers) as session:
-                for parallel in (1, 4):
-                    await settle(pool)
-                    run = await paired_upload(pool, session, url, user_id, data, size, chunk, parallel, digest)
-                    results[f"raw{parallel}"], results[f"http{parallel}"] = run["raw"], run["http"]  # type: ignore[assignment]
-                    if parallel == 1:
-                        # The first read of fresh rows sets their hint bits and dirties every page:
-                        # VACUUM does that once, so that neither side pays for it.
+        async with database() as database_url:
+            with server(args, database_url, secret, storage_dir) as (url, pid, log):
+                await wait_ready(url)
+                settings = load_settings({"DATABASE_URL": database_url, "JWT_SECRET": secret}, dotenv=None)
+                pool = await asyncpg.create_pool(database_url, min_size=4, max_size=4)
+                user_id = await pool.fetchval("INSERT INTO users (email, password) VALUES ($1, 'x') RETURNING id",
+                                              f"bench-{uuid.uuid4().hex[:8]}@example.com")
+                headers = {"Authorization": f"Bearer {issue_access_token(settings, user_id, 'USER')}"}
+                base_rss = rss_kib(pid) if pid else {}
+                results: dict[str, float] = {}
+                async with aiohttp.ClientSession(headers=headers) as session:
+                    for parallel in (1, 4):
                         await settle(pool)
-                        times: dict[str, list[float]] = {"raw": [], "product": []}
-                        for name in ("raw", "product", "product", "raw"):  # best of two, each first once
-                            measure = raw_assembly if name == "raw" else product_assembly
-                            times[name].append(await measure(pool, str(run["raw_id"]), work / f"{name}.out"))
-                        results["assembly_raw"], results["assembly"] = min(times["raw"]), min(times["product"])
-                    await pool.execute("DELETE FROM files WHERE id = $1", run["raw_id"])
-                    await settle(pool)
-                    results[f"done{parallel}"] = await wait_completed(session, url, str(run["file_id"]))
-                    results[f"server_assembly{parallel}"] = (server_assembly_ms(log, str(run["file_id"])) or 0) / 1000
-                    await pool.execute("DELETE FROM files WHERE id = $1", run["file_id"])
-            peak_rss = rss_kib(pid) if pid else {}
-            await pool.close()
+                        run = await paired_upload(pool, session, url, user_id, data, size, chunk, parallel, digest)
+                        results[f"raw{parallel}"], results[f"http{parallel}"] = run["raw"], run["http"]  # type: ignore[assignment]
+                        if parallel == 1:
+                            # The first read of fresh rows sets their hint bits and dirties every page:
+                            # VACUUM does that once, so that neither side pays for it.
+                            await settle(pool)
+                            times: dict[str, list[float]] = {"raw": [], "product": []}
+                            for name in ("raw", "product", "product", "raw"):  # best of two, each first once
+                                measure = raw_assembly if name == "raw" else product_assembly
+                                times[name].append(await measure(pool, str(run["raw_id"]), work / f"{name}.out"))
+                            results["assembly_raw"], results["assembly"] = min(times["raw"]), min(times["product"])
+                        await pool.execute("DELETE FROM files WHERE id = $1", run["raw_id"])
+                        await settle(pool)
+                        results[f"done{parallel}"] = await wait_completed(session, url, str(run["file_id"]))
+                        results[f"server_assembly{parallel}"] = (server_assembly_ms(log, str(run["file_id"])) or 0) / 1000
+                        await pool.execute("DELETE FROM files WHERE id = $1", run["file_id"])
+                peak_rss = rss_kib(pid) if pid else {}
+                await pool.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
