@@ -5,11 +5,11 @@ from aiohttp import web
 
 from service import db, events, worker
 from service.auth import auth_middleware
-from service.chunks import ChunkMemory
+from service.bodies import BodyMemory
 from service.config import Settings
 from service.cors import add_cors_headers, cors_middleware
-from service.keys import chunk_memory_key, settings_key
-from service.middlewares import access_middleware, problem_middleware
+from service.keys import body_memory_key, settings_key
+from service.middlewares import access_middleware, log_parser_refusals, problem_middleware
 from service.routes import ROUTES
 from service.tus import tus_middleware
 from service.tus_locks import tus_locks_ctx
@@ -30,7 +30,8 @@ def create_app(settings: Settings, *, with_worker: bool = False) -> web.Applicat
     app = web.Application(middlewares=middlewares, client_max_size=MAX_JSON_BODY,
                           handler_args={"read_bufsize": READ_BUFFER})
     app[settings_key] = settings
-    app[chunk_memory_key] = ChunkMemory(settings.chunk_memory, wait=settings.db_pool_timeout_ms / 1000)
+    log_parser_refusals()
+    app[body_memory_key] = BodyMemory.from_settings(settings)
     app.cleanup_ctx.append(db.pool_ctx)
     app.cleanup_ctx.append(events.file_events_ctx)
     app.cleanup_ctx.append(tus_locks_ctx)

@@ -123,7 +123,15 @@ SETTINGS: tuple[Setting, ...] = (
             "largest chunk accepted"),
     Setting("CHUNK_MEMORY", "chunk_memory", "512MiB", _bytes(1),
             "memory for the chunk bodies one process holds at once (each counts twice: the body, and the "
-            "database driver's copy while it is stored); a chunk PUT beyond it waits, then gets 503"),
+            "database driver's copy while it is stored), taken as bytes arrive; a body beyond it waits, then gets 503"),
+    Setting("USER_INFLIGHT_BYTES", "user_inflight_bytes", "128MiB", _bytes(1),
+            "the share of CHUNK_MEMORY (counted the same way) one user's upload bodies may hold; beyond it: 429"),
+    Setting("USER_INFLIGHT_REQUESTS", "user_inflight_requests", "32", _int(1),
+            "upload requests (chunk PUTs, tus PATCHes) one user may have in flight at once; beyond it: 429"),
+    Setting("BODY_MIN_RATE", "body_min_rate", "4KiB", _bytes(0),
+            "slowest average rate, in bytes per second, an upload body may arrive at (0: no minimum); slower: 408"),
+    Setting("BODY_RATE_WINDOW", "body_rate_window", "30s", _duration,
+            "the time BODY_MIN_RATE is averaged over: a body silent this long ends"),
     Setting("UPLOAD_EXPIRY", "upload_expiry", "24h", _duration,
             "time an unfinished upload is kept"),
     Setting("WORKER_CONCURRENCY", "worker_concurrency", "2", _int(1, 256),
@@ -156,6 +164,10 @@ class Settings:
     default_chunk_size: int
     max_chunk_size: int
     chunk_memory: int
+    user_inflight_bytes: int
+    user_inflight_requests: int
+    body_min_rate: int
+    body_rate_window: int
     upload_expiry: int
     worker_concurrency: int
     worker_lease: int

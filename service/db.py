@@ -50,6 +50,9 @@ class DatabaseUnreachable(ConnectionError):
 CONNECTION_LOST = (asyncpg.PostgresConnectionError, asyncpg.ConnectionDoesNotExistError, asyncpg.CannotConnectNowError,
                    asyncpg.AdminShutdownError, asyncpg.CrashShutdownError, asyncpg.InterfaceError,
                    asyncpg.InternalClientError, DatabaseUnreachable)
+# The database is down, restarting, or the pool had no free connection in time (or is closing): the one
+# tuple the error middleware, the handlers and the worker catch.
+DATABASE_DOWN = CONNECTION_LOST + (asyncio.TimeoutError,)
 
 
 async def open_connection(*args: Any, **kwargs: Any) -> asyncpg.Connection:

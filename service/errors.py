@@ -48,6 +48,7 @@ class FileNotFound(ApiError): status, code, title = 404, "FILE_NOT_FOUND", "File
 class FileNotReady(ApiError): status, code, title = 409, "FILE_NOT_READY", "File is not COMPLETED"
 class ThumbnailNotFound(ApiError): status, code, title = 404, "THUMBNAIL_NOT_FOUND", "File has no thumbnail"
 class RangeNotSatisfiable(ApiError): status, code, title = 416, "RANGE_NOT_SATISFIABLE", "Range not satisfiable"
+class TooManyUploads(ApiError): status, code, title = 429, "TOO_MANY_UPLOADS", "Too many of your uploads in flight"
 # 5xx
 class DatabaseUnavailable(ApiError): status, code, title = 503, "DATABASE_UNAVAILABLE", "Database unavailable"
 class ServerBusy(ApiError): status, code, title = 503, "SERVER_BUSY", "Too many chunks in flight"

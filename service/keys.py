@@ -10,7 +10,7 @@ from service.config import Settings
 from service.models import CurrentUser
 
 if TYPE_CHECKING:
-    from service.chunks import ChunkMemory
+    from service.bodies import BodyMemory
     from service.db import Pool
     from service.tus_locks import UploadLocks
     from service.events import FileEvents
@@ -24,4 +24,4 @@ tus_locks_key: web.AppKey["UploadLocks"] = web.AppKey("tus_locks_key")
 slow_by_design_key = web.RequestKey("slow_by_design_key", bool)
 file_events_key: web.AppKey["FileEvents"] = web.AppKey("file_events_key")
 worker_key: web.AppKey["Worker"] = web.AppKey("worker_key")
-chunk_memory_key: web.AppKey["ChunkMemory"] = web.AppKey("chunk_memory_key")
+body_memory_key: web.AppKey["BodyMemory"] = web.AppKey("body_memory_key")

@@ -17,5 +17,5 @@ QUEUE_DEPTH = Gauge("chunkd_processing_queue_depth", "Files in PROCESSING, waiti
 POOL_CONNECTIONS = Gauge("chunkd_db_pool_connections", "This process's database pool", ["state"])
 POOL_WAITING = Gauge("chunkd_db_pool_waiting", "Tasks of this process waiting for a pooled connection")
 CHUNK_MEMORY = Gauge("chunkd_chunk_memory_bytes",
-                     "Memory for chunk bodies this process holds, each counted twice (used), "
+                     "Memory for upload bodies this process holds, each byte counted twice (used), "
                      "and may hold (max: CHUNK_MEMORY)", ["state"])

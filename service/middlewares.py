@@ -10,14 +10,11 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
 from service import metrics
-from service.db import CONNECTION_LOST
+from service.db import DATABASE_DOWN
 from service.errors import ApiError, BadRequest, DatabaseUnavailable, from_http_exception, problem_response
 from service.keys import settings_key, slow_by_design_key
 
 log = logging.getLogger("service.http")
-
-# The database is down, restarting, or the pool had no free connection in time (or is closing).
-DATABASE_DOWN = CONNECTION_LOST + (asyncio.TimeoutError,)
 
 
 @web.middleware
@@ -34,8 +31,12 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         log.warning("database unavailable: %s", e, extra={"action": "database_unavailable", "path": request.path})
         return problem_response(DatabaseUnavailable("the database cannot be reached; try again shortly",
                                                     headers={"Retry-After": "1"}))
-    except (ConnectionResetError, asyncio.CancelledError):
-        raise  # the client went away: nothing to answer
+    except asyncio.CancelledError:
+        raise  # the client went away and aiohttp cancelled the handler: nothing to answer
+    except ConnectionResetError:
+        # The client went away while we read its body or wrote the answer: nobody will read this one.
+        # Answered (not raised) so that aiohttp does not log it as an error with a traceback.
+        return web.Response(status=CLIENT_CLOSED, reason="Client Closed Request")
     except (web.RequestPayloadError, HttpProcessingError) as e:
         # A body aiohttp cannot decode (a bad Content-Encoding stream, broken chunked framing), met
         # while a handler reads it: the client's fault, and nothing was written from it.
@@ -63,7 +64,7 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     status = CLIENT_CLOSED  # stays so only when the handler was cancelled: problem_middleware answers the rest
     try:
         response = await handler(request)
-        status = response.status
+        status = CLIENT_CLOSED if _client_gone(request) else response.status
         return response
     except web.HTTPException as e:
         status = e.status
@@ -78,10 +79,42 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         metrics.REQUEST_SECONDS.labels(route, method).observe(seconds)
 
 
+def _client_gone(request: web.Request) -> bool:
+    """The connection closed before the answer could be sent (aiohttp drops the transport on loss)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 def _log_request(request: web.Request, status: int, ms: float) -> None:
     fields = {"action": "request", "method": request.method, "path": request.path, "status": status, "ms": round(ms, 1)}
-    if ms > request.app[settings_key].slow_request_ms and not request.get(slow_by_design_key):
+    slow = ms > request.app[settings_key].slow_request_ms and not request.get(slow_by_design_key)
+    if slow and status != CLIENT_CLOSED:  # a client that left is one INFO line, however long it took
         log.warning("slow request: %s %s took %.0f ms", request.method, request.path, ms,
                     extra={**fields, "action": "slow_request"})
     else:
         log.info("%s %s %s %.1f ms", request.method, request.path, status, ms, extra=fields)
+
+
+class ParserRefusals(logging.Filter):
+    """A request aiohttp's HTTP parser refuses (a NUL in a header, a bad request line, a header too
+    long) never reaches a handler: aiohttp answers it itself and logs it with `logger.exception`. That
+    is the client's fault, so anyone could flood the log with tracebacks: the record becomes one WARNING
+    line without one, and the request is counted in chunkd_http_requests_total as route `unmatched`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            status = error.code if 400 <= error.code < 600 else 400
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                "refused a request the HTTP parser could not read: %s", (str(error.message)[:200],), None, None)
+            record.__dict__.update(action="request_refused", status=status)
+            metrics.REQUESTS.labels("unmatched", "OTHER", str(status)).inc()
+        return True
+
+
+def log_parser_refusals() -> None:
+    """Installs ParserRefusals on aiohttp's server logger, once per process."""
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ParserRefusals) for f in server.filters):
+        server.addFilter(ParserRefusals())

@@ -57,6 +57,7 @@ class Upload:
     expired: bool
     size_deferred: bool
     created_at: datetime
+    error: str | None
 
     @property
     def total_chunks(self) -> int:

@@ -71,8 +71,13 @@ MAX_SIZE = 4 * 1024 * 1024  # its MAX_UPLOAD_SIZE
 @pytest.fixture
 async def tus(aiohttp_client, database_url: str, storage_dir: Path):  # type: ignore[no-untyped-def]
     """The app with small chunks and a small Tus-Max-Size, and takeover timings short enough for tests."""
+    return await tus_app(aiohttp_client, database_url, storage_dir)
+
+
+async def tus_app(aiohttp_client, database_url: str, storage_dir: Path, **env: str):  # type: ignore[no-untyped-def]
+    """The `tus` fixture's app, with more settings of the test's own."""
     settings = make_settings(database_url, storage_dir, DEFAULT_CHUNK_SIZE=str(CHUNK), MAX_UPLOAD_SIZE=str(MAX_SIZE),
-                             CORS_ORIGINS="https://app.example")
+                             CORS_ORIGINS="https://app.example", **env)
     client = await aiohttp_client(create_app(settings))
     locks = client.server.app[tus_locks_key]
     locks.stall_after, locks.lock_wait, locks.nudge_every = 0.3, 1.5, 0.05

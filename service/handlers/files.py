@@ -14,10 +14,10 @@ from aiohttp import web
 
 from service import storage
 from service.auth import current_user
+from service.db import DATABASE_DOWN
 from service.errors import (ApiError, DatabaseUnavailable, FileNotFound, FileNotReady, RangeNotSatisfiable,
                             ThumbnailNotFound, problem_body)
 from service.keys import file_events_key, pool_key, settings_key, slow_by_design_key
-from service.middlewares import DATABASE_DOWN
 from service.models import TERMINAL_STATUSES, FileStatus, FileType, StoredFile
 from service.processing import thumbnail_suffix
 from service.store import files as store

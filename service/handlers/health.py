@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from service.db import DATABASE_DOWN
 from service.errors import DatabaseUnavailable
 from service.keys import pool_key
-from service.middlewares import DATABASE_DOWN
 
 
 async def get_healthz(request: web.Request) -> web.Response:

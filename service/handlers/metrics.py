@@ -9,8 +9,8 @@ from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
 
 from service import metrics
-from service.keys import chunk_memory_key, pool_key
-from service.middlewares import DATABASE_DOWN
+from service.keys import body_memory_key, pool_key
+from service.db import DATABASE_DOWN
 from service.store import stats
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ async def get_metrics(request: web.Request) -> web.Response:
     for state, value in (("in_use", size - free), ("idle", free), ("max", pool.get_max_size())):
         metrics.POOL_CONNECTIONS.labels(state).set(value)
     metrics.POOL_WAITING.set(pool.waiting)
-    memory = request.app[chunk_memory_key]
+    memory = request.app[body_memory_key]
     metrics.CHUNK_MEMORY.labels("used").set(memory.used)
     metrics.CHUNK_MEMORY.labels("max").set(memory.limit)
     try:

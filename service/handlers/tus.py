@@ -13,7 +13,8 @@ from service.auth import current_user
 from service.errors import (ApiError, MethodNotAllowed, TusInvalidConcat, TusInvalidLength, TusInvalidOffset,
                             TusLengthExceeded, TusOffsetMismatch, TusUploadIsFinal, TusUploadLocked,
                             UnsupportedMediaType, UploadExpired, UploadNotFound, UploadTooLarge)
-from service.keys import pool_key, settings_key, slow_by_design_key, tus_locks_key
+from service.bodies import Body, Pace
+from service.keys import body_memory_key, pool_key, settings_key, slow_by_design_key, tus_locks_key
 from service.metrics import UPLOADS_CREATED
 from service.models import FileStatus
 from service.store import files
@@ -22,7 +23,7 @@ from service.store.tus import TusUpload
 from service.tus import (CHECKSUMS, EXTENSIONS, OFFSET_STREAM, TUS_VERSION, Checksum, Concat, FileHints,
                          effective_method, file_hints, http_date, parse_checksum, parse_concat, parse_count,
                          parse_metadata, upload_url)
-from service.tus_body import Limits, receive
+from service.tus_body import receive
 from service.validation import path_id
 
 
@@ -133,7 +134,7 @@ async def head_upload(request: web.Request) -> web.Response:
     await _owned_upload(request, upload_id)
     try:
         # Taking the lock makes a stalled writer save what it has first, so the offset is current.
-        async with request.app[tus_locks_key].hold(upload_id) as (conn, _):
+        async with request.app[tus_locks_key].hold(upload_id), request.app[pool_key].acquire() as conn:
             upload = await store.select_upload(conn, upload_id)
     except TusUploadLocked:
         # A writer that is still receiving keeps its lock; its committed offset is still the truth.
@@ -174,7 +175,7 @@ async def delete_upload(request: web.Request) -> web.Response:
     """Termination, finished or not; a PATCH in flight is stopped first (and answered 404)."""
     upload_id = path_id(request, "upload_id")
     await _owned_upload(request, upload_id, allow_expired=True)
-    async with request.app[tus_locks_key].hold(upload_id, force=True) as (conn, _):
+    async with request.app[tus_locks_key].hold(upload_id, force=True), request.app[pool_key].acquire() as conn:
         deleted = await store.delete_upload(conn, upload_id)
     if deleted is None:
         raise UploadNotFound(f"upload {upload_id}")
@@ -201,23 +202,29 @@ def _retrieve(task: asyncio.Task[TusUpload]) -> None:
 
 async def _append(request: web.Request, upload_id: str, offset: int, length: int | None,
                   checksum: Checksum | None) -> TusUpload:
+    """Memory share, then lock, then the body; a pooled connection only for each short step."""
     settings = request.app[settings_key]
-    locks = request.app[tus_locks_key]
-    async with locks.hold(upload_id) as (conn, writer):
-        upload = _live(await store.select_upload(conn, upload_id), upload_id)
-        if offset != upload.offset:
-            raise TusOffsetMismatch(f"the upload is at offset {upload.offset}; Upload-Offset says {offset}")
-        if length is not None:
-            upload = await _declare_length(conn, upload, length, settings.max_upload_size)
-        room = (upload.size if upload.length_known else settings.max_upload_size) - upload.offset
-        if request.content_length is not None and request.content_length > room:
-            raise TusLengthExceeded(f"{request.content_length} bytes sent, {room} left in the upload")
-        error = await receive(request.content, conn, writer, upload,
-                              Limits(room, locks.idle_timeout, settings.upload_expiry), checksum)
-        upload = _live(await store.select_upload(conn, upload_id), upload_id)
-        if upload.complete and upload.concat is None:
-            await files.mark_ready(conn, upload_id)  # False on a repeated final PATCH: exactly once
-            upload = _live(await store.select_upload(conn, upload_id), upload_id)
+    pool = request.app[pool_key]
+    with request.app[body_memory_key].admit(current_user(request).id) as share:
+        async with request.app[tus_locks_key].hold(upload_id) as writer:
+            async with pool.acquire() as conn:
+                upload = _live(await store.select_upload(conn, upload_id), upload_id)
+                if offset != upload.offset:
+                    raise TusOffsetMismatch(f"the upload is at offset {upload.offset}; Upload-Offset says {offset}")
+                if length is not None:
+                    upload = await _declare_length(conn, upload, length, settings.max_upload_size)
+            room = (upload.size if upload.length_known else settings.max_upload_size) - upload.offset
+            if request.content_length is not None and request.content_length > room:
+                raise TusLengthExceeded(f"{request.content_length} bytes sent, {room} left in the upload")
+            async with Body(request.content, share, Pace.from_settings(settings), max_bytes=room,
+                            hasher=checksum.new() if checksum else None, stop=writer.stop,
+                            on_bytes=writer.progressed) as body:
+                error = await receive(body, writer, pool, upload, settings.upload_expiry, checksum)
+            async with pool.acquire() as conn:
+                upload = _live(await store.select_upload(conn, upload_id), upload_id)
+                if upload.complete and upload.concat is None:
+                    await files.mark_ready(conn, upload_id)  # False on a repeated final PATCH: exactly once
+                    upload = _live(await store.select_upload(conn, upload_id), upload_id)
     if error is not None:
         raise error
     return upload

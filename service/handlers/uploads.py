@@ -12,7 +12,7 @@ from service.auth import current_user
 from service.chunks import ChunkBody
 from service.errors import (BadRequest, ChunkConflict, ChunkOutOfRange, UploadClosed, UploadExpired, UploadIncomplete,
                             UploadNotFound, UploadTooLarge, ValidationFailed)
-from service.keys import chunk_memory_key, pool_key, settings_key
+from service.keys import body_memory_key, pool_key, settings_key
 from service.metrics import BYTES_RECEIVED, UPLOADS_CREATED
 from service.models import FileStatus, Upload
 from service.processing import classify
@@ -57,13 +57,17 @@ async def create_upload(request: web.Request) -> web.Response:
 
 
 async def get_upload(request: web.Request) -> web.Response:
+    """What the server holds: the stored chunks while UPLOADING, all of them once complete (in chunks
+    or, once COMPLETED, in the file), none of a FAILED upload (its chunks were dropped) — with its error."""
     async with request.app[pool_key].acquire() as conn:
         upload = await _load(conn, request, allow_closed=True)
         received = await store.received_chunks(conn, upload.id) if upload.status == FileStatus.UPLOADING else None
-    if received is None:  # past UPLOADING the chunks were all there (and may be gone now)
+    if upload.status == FileStatus.FAILED:
+        received = []
+    elif received is None:
         received = list(range(upload.total_chunks))
     present = set(received)
-    return web.json_response({**upload_view(upload), "received": received,
+    return web.json_response({**upload_view(upload), "received": received, "error": upload.error,
                               "missing": [i for i in range(upload.total_chunks) if i not in present]})
 
 
@@ -78,8 +82,8 @@ async def put_chunk(request: web.Request) -> web.Response:
     expected = upload.chunk_length(index)
     body = ChunkBody(request, expected, settings.max_chunk_size, index, declared)
     # The body is held until the answer, and the database driver holds a copy of it while it is stored.
-    async with request.app[chunk_memory_key].reserve(2 * expected):
-        data = await body.read()  # whole, before any connection is taken: none waits on a client's link
+    with request.app[body_memory_key].admit(current_user(request).id) as share:
+        data = await body.read(share)  # whole, before any connection is taken: none waits on a client's link
         async with request.app[pool_key].acquire() as conn:
             received = await store.insert_chunk(conn, upload.id, index, data)
             stored_sha256 = await store.chunk_sha256(conn, upload.id, index) if received is None else None

@@ -10,7 +10,7 @@ from service.models import FileStatus, Upload
 from service.store.files import mark_ready
 
 UPLOAD_COLUMNS = """id, status, original_name, mimetype, size, chunk_size, bytes_received, sha256, expires_at,
-       expires_at IS NOT NULL AND expires_at <= now() AS expired, size_deferred, created_at"""
+       expires_at IS NOT NULL AND expires_at <= now() AS expired, size_deferred, created_at, error"""
 
 
 @dataclass(frozen=True)
