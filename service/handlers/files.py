@@ -91,7 +91,7 @@ async def get_file_events(request: web.Request) -> web.StreamResponse:
 
 
 async def get_file_content(request: web.Request) -> web.FileResponse:
-    file = await _load(request, path_id(request))
+    file = await _load_readable(request, path_id(request))
     if file.status != FileStatus.COMPLETED:
         raise FileNotReady(f"file {file.id} is {file.status}")
     path = storage.resolve(request.app[settings_key].storage_path, file.path)
@@ -100,7 +100,7 @@ async def get_file_content(request: web.Request) -> web.FileResponse:
 
 
 async def get_file_thumbnail(request: web.Request) -> web.FileResponse:
-    file = await _load(request, path_id(request))
+    file = await _load_readable(request, path_id(request))
     thumbnail = (file.metadata or {}).get("thumbnail")
     if file.status != FileStatus.COMPLETED or not file.thumbnail or not thumbnail:
         raise ThumbnailNotFound(f"file {file.id} has no thumbnail")
@@ -189,6 +189,16 @@ async def _find(request: web.Request, file_id: str) -> StoredFile | None:
 async def _load(request: web.Request, file_id: str) -> StoredFile:
     """The file if the caller may see it (owner or admin); 404 for anyone else, as for a missing one."""
     file = await _find(request, file_id)
+    if file is None:
+        raise FileNotFound(f"file {file_id}")
+    return file
+
+
+async def _load_readable(request: web.Request, file_id: str) -> StoredFile:
+    """For its bytes: also whoever may read the published post the file is attached to."""
+    user = current_user(request)
+    async with request.app[pool_key].acquire() as conn:
+        file = await store.get_readable_file(conn, file_id, user.id, user.is_admin)
     if file is None:
         raise FileNotFound(f"file {file_id}")
     return file

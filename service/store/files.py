@@ -37,6 +37,21 @@ async def get_file(conn: asyncpg.Connection, file_id: str, user_id: str, is_admi
     return StoredFile(**row) if row else None
 
 
+# A file's bytes may also be fetched by whoever may read the post it is attached to: a published post
+# is readable by every user (drafts only by their author and admins, who pass the first test anyway).
+GET_READABLE_FILE = f"""
+SELECT {FILE_COLUMNS} FROM files f
+ WHERE id = $1
+   AND (uploaded_by_id = $2 OR $3 OR EXISTS (SELECT 1 FROM posts p WHERE p.id = f.post_id AND p.published))
+"""
+
+
+async def get_readable_file(conn: asyncpg.Connection, file_id: str, user_id: str, is_admin: bool) -> StoredFile | None:
+    """The file if the caller owns it, is an admin, or may read the published post it is attached to."""
+    row = await conn.fetchrow(GET_READABLE_FILE, file_id, user_id, is_admin)
+    return StoredFile(**row) if row else None
+
+
 LIST_FILES = f"""
 SELECT {FILE_COLUMNS} FROM files
  WHERE ($1::text IS NULL OR uploaded_by_id = $1)
