@@ -279,7 +279,9 @@ class Body:
         try:
             async with asyncio.timeout(None) as self._reading:
                 piece, boundary = await self.content.readchunk()
-                while not piece and boundary:  # the end of one HTTP chunk of a chunked body, not of the body
+                # The end of one HTTP chunk of a chunked body, not of the body (an empty body's reader
+                # says "end of chunk" for ever: at_eof tells).
+                while not piece and boundary and not self.content.at_eof():
                     piece, boundary = await self.content.readchunk()
             return piece
         except TimeoutError:
