@@ -16,7 +16,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import aiohttp
 
@@ -115,8 +115,9 @@ def _fail(status: int, problem: dict[str, Any]) -> UploadError:
 
 
 async def upload(path: Path, url: str, credentials: Credentials, *, state_dir: Path, chunk_size: int | None = None,
-                 parallel: int = DEFAULT_PARALLEL) -> dict[str, Any]:
-    """Upload (or resume) `path`, wait for COMPLETED or FAILED, and return the file as the server shows it."""
+                 parallel: int = DEFAULT_PARALLEL, uploaded: Callable[[], None] = lambda: None) -> dict[str, Any]:
+    """Upload (or resume) `path`, wait for COMPLETED or FAILED, and return the file as the server shows it.
+    `uploaded` is called once every byte is stored (complete answered), before processing is awaited."""
     state_path = state_file(state_dir, url, path)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=WAIT_SECONDS + 60)
     async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -134,6 +135,7 @@ async def upload(path: Path, url: str, credentials: Credentials, *, state_dir: P
             if status != 202:
                 raise _fail(status, answer)
             upload["status"] = answer["status"]
+        uploaded()
         file = await _wait(api, upload["id"])
     state_path.unlink(missing_ok=True)
     return file

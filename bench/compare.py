@@ -1,0 +1,408 @@
+"""chunkd against @tus/server (with @tus/file-store) on the same machine, in one run.
+
+    .venv/bin/python -m bench.compare                       # 1 GiB, 3 runs of every mode
+    .venv/bin/python -m bench.compare --size 256MiB --runs 5
+    .venv/bin/python -m bench.compare --pg stock            # chunkd's embedded PostgreSQL on stock settings
+    .venv/bin/python -m bench.compare --pg-option max_wal_size=16GB --modes native-x4,tus-js-unchunked
+
+What it does:
+  - installs @tus/server, @tus/file-store and tus-js-client from npm into a cache directory (once per
+    machine; CHUNKD_BENCH_CACHE, default ~/.cache/chunkd-bench);
+  - starts both servers: `chunkd serve` (HTTP and worker in one process, as `make run`) on an embedded
+    PostgreSQL with the settings `make run` gives it (fsync on), and @tus/server on a file store;
+  - runs every client mode against every server that can take it, interleaved: run r goes through the
+    modes starting at a different one each time, so slow minutes of a shared machine fall on all of them;
+  - checks the SHA-256 of every stored file against the source's, and removes it before the next upload.
+What it prints, per mode, as median [min..max] over the runs:
+  upload     MB/s until the client has its last answer;
+  durable    MB/s until the bytes survive a crash: for chunkd that is the upload (a chunk is answered
+             after its transaction commits, fsync on), for @tus/server the upload followed by `sync`
+             (its file store never fsyncs);
+  completed  seconds from the last answer to COMPLETED (chunkd's worker: assembled, fsynced, sniffed);
+  CPU        CPU-seconds per GiB from /proc, each server apart and chunkd's PostgreSQL apart (all its
+             processes: backends, WAL writer, checkpointer), counted from the upload's start to COMPLETED;
+then chunkd's peak RSS growth and the ratios of the issue's targets. MB is 10^6 bytes.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import io
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import asyncpg
+
+from bench.timing import bench_database, rss_kib, stop
+from service import client, embedded, storage
+from service.auth import hash_password, issue_access_token
+from service.config import _bytes
+from tests.support import JWT_SECRET, ChunkdProcess, free_port, make_settings
+
+MB = 1_000_000
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+HERE = Path(__file__).resolve().parent
+NPM_PACKAGES = ("@tus/server@2.4.5", "@tus/file-store@2.1.1", "tus-js-client@4.3.1")
+CACHE = Path(os.environ.get("CHUNKD_BENCH_CACHE", Path.home() / ".cache" / "chunkd-bench"))
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+# the parts -------------------------------------------------------------------------------------------
+def node_modules() -> Path:
+    """The npm packages, installed once into the cache (again when a pinned version changes)."""
+    prefix = CACHE / "node"
+    stamp = prefix / "installed.json"
+    if not stamp.is_file() or json.loads(stamp.read_text()) != list(NPM_PACKAGES):
+        if not (shutil.which("node") and shutil.which("npm")):
+            raise SystemExit("bench/compare.py needs node (20.19+) and npm")
+        prefix.mkdir(parents=True, exist_ok=True)
+        print(f"npm install {' '.join(NPM_PACKAGES)} into {prefix}", flush=True)
+        subprocess.run(["npm", "install", "--prefix", str(prefix), "--no-audit", "--no-fund", *NPM_PACKAGES],
+                       check=True, capture_output=True, timeout=600)
+        stamp.write_text(json.dumps(list(NPM_PACKAGES)))
+    return prefix / "node_modules"
+
+
+def cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """utime + stime of a process (all its threads); with children, also those of its live children
+    and of the ones it has reaped (PostgreSQL's backends come and go)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                child = stat.read_text().rsplit(")", 1)[1].split()
+                if int(child[1]) == pid:
+                    ticks += int(child[11]) + int(child[12])
+    return ticks / TICK
+
+
+@dataclass
+class Servers:
+    chunkd: ChunkdProcess
+    chunkd_url: str
+    token: str
+    postmaster: int
+    storage: Path
+    pool: asyncpg.Pool
+    peer: subprocess.Popen[bytes]
+    peer_url: str
+    peer_dir: Path
+    node_path: Path
+
+    def cpu(self) -> dict[str, float]:
+        return {"chunkd": cpu_seconds(self.chunkd.proc.pid),  # type: ignore[union-attr]
+                "postgres": cpu_seconds(self.postmaster, children=True),
+                "tus-server": cpu_seconds(self.peer.pid)}
+
+
+@contextlib.asynccontextmanager
+async def servers(work: Path, pg_options: dict[str, str]) -> AsyncIterator[Servers]:
+    modules = node_modules()
+    async with bench_database(**pg_options) as (url, storage_dir):
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+        chunkd = peer = None
+        try:
+            backend = await pool.fetchval("SELECT pg_backend_pid()")
+            postmaster = int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            user_id = await pool.fetchval("INSERT INTO users (email, password) VALUES ($1, $2) RETURNING id",
+                                          f"{uuid.uuid4().hex}@bench", hash_password("x"))
+            token = issue_access_token(make_settings(url, storage_dir), user_id, "USER")
+            chunkd = ChunkdProcess({"DATABASE_URL": url, "STORAGE_DIR": str(storage_dir), "JWT_SECRET": JWT_SECRET,
+                                    "MAX_UPLOAD_SIZE": "64GiB", "LOG_LEVEL": "WARNING"}, "serve").start()
+            peer_dir = work / "tus-server-files"
+            peer_dir.mkdir()
+            port = free_port()
+            peer = subprocess.Popen(["node", str(HERE / "tus_peer.mjs"), str(modules), str(peer_dir), str(port)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            await wait_listening(port)
+            yield Servers(chunkd, chunkd.url, token, postmaster, storage_dir, pool, peer,
+                          f"http://127.0.0.1:{port}/files", peer_dir, modules)
+        finally:
+            if peer is not None:
+                peer.terminate()
+                peer.wait(30)
+            stop(chunkd)
+            await pool.close()
+
+
+async def wait_listening(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        await asyncio.sleep(0.1)
+    raise SystemExit(f"@tus/server did not listen on {port} within {timeout:g} s")
+
+
+# one upload ------------------------------------------------------------------------------------------
+@dataclass
+class Result:
+    upload: float            # seconds until the client's last answer
+    durable: float           # seconds until the bytes survive a crash
+    completed: float | None  # seconds from the last answer to COMPLETED (chunkd)
+    cpu: dict[str, float]    # CPU-seconds of each process group over the upload (and processing)
+
+
+@dataclass
+class Mode:
+    name: str
+    server: str  # "chunkd" or "tus-server"
+    run: Callable[[Servers, Path, str], Awaitable[Result]]
+    notes: list[str] = field(default_factory=list)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(8 * MiB):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+async def tus_js(s: Servers, source: Path, endpoint: str, token: str | None, **options: int) -> tuple[str, float, float]:
+    """(upload URL, started, finished) in epoch seconds, as tus-js-client saw them."""
+    args = json.dumps({"endpoint": endpoint, "token": token, "file": str(source), **options})
+    proc = await asyncio.create_subprocess_exec("node", str(HERE / "tus_js_upload.js"), args,
+                                                env={**os.environ, "NODE_PATH": str(s.node_path)},
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise Unsupported(err.decode(errors="replace").strip().splitlines()[0][:200])
+    answer = json.loads(out)
+    return answer["url"], answer["started"] / 1000, answer["finished"] / 1000
+
+
+class Unsupported(Exception):
+    """The server cannot take this mode (the peer has no concatenation): reported, not measured."""
+
+
+async def wait_completed(s: Servers, file_id: str) -> float:
+    """Epoch seconds when the file was seen COMPLETED (long-poll: answered as the status changes)."""
+    headers = {"Authorization": f"Bearer {s.token}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        while True:
+            async with http.get(f"{s.chunkd_url}/api/files/{file_id}", params={"wait": "30"}) as r:
+                body = await r.json()
+            if body["status"] in ("COMPLETED", "FAILED"):
+                seen = time.time()
+                break
+    if body["status"] != "COMPLETED":
+        raise SystemExit(f"chunkd FAILED the file: {body['error']}")
+    return seen
+
+
+async def check_chunkd_file(s: Servers, file_id: str, sha256: str) -> None:
+    path = await s.pool.fetchval("SELECT path FROM files WHERE id = $1", file_id)
+    stored = await asyncio.to_thread(sha256_file, storage.resolve(s.storage, path))
+    if stored != sha256:
+        raise SystemExit(f"chunkd stored different bytes for {file_id}: sha256 {stored}, source {sha256}")
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {s.token}"}) as http:
+        async with http.delete(f"{s.chunkd_url}/api/files/{file_id}") as r:
+            assert r.status == 204, await r.text()
+
+
+def tus_js_mode(server: str, **options: int) -> Callable[[Servers, Path, str], Awaitable[Result]]:
+    async def run(s: Servers, source: Path, sha256: str) -> Result:
+        before = s.cpu()
+        if server == "tus-server":
+            url, started, finished = await tus_js(s, source, s.peer_url, None, **options)
+            synced = time.time()
+            subprocess.run(["sync"], check=True)
+            durable = time.time() - synced
+            cpu = s.cpu()
+            upload_id = url.rsplit("/", 1)[-1]
+            stored = await asyncio.to_thread(sha256_file, s.peer_dir / upload_id)
+            if stored != sha256:
+                raise SystemExit(f"@tus/server stored different bytes: sha256 {stored}, source {sha256}")
+            for leftover in s.peer_dir.iterdir():
+                leftover.unlink()
+            upload = finished - started
+            return Result(upload, upload + durable, None, diff(cpu, before))
+        url, started, finished = await tus_js(s, source, f"{s.chunkd_url}/api/tus/", s.token, **options)
+        file_id = url.rsplit("/", 1)[-1]
+        completed = await wait_completed(s, file_id)
+        cpu = s.cpu()
+        await check_chunkd_file(s, file_id, sha256)
+        return Result(finished - started, finished - started, completed - finished, diff(cpu, before))
+    return run
+
+
+def native_mode(parallel: int) -> Callable[[Servers, Path, str], Awaitable[Result]]:
+    """The bundled client (`chunkd upload`), in this process."""
+    async def run(s: Servers, source: Path, sha256: str) -> Result:
+        state = Path(tempfile.mkdtemp(prefix="chunkd-bench-client-"))
+        uploaded: list[float] = []
+        before = s.cpu()
+        started = time.time()
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):  # its progress lines
+                file = await client.upload(source, s.chunkd_url, client.Credentials(s.token), state_dir=state,
+                                           parallel=parallel, uploaded=lambda: uploaded.append(time.time()))
+        finally:
+            shutil.rmtree(state, ignore_errors=True)
+        completed = time.time()
+        cpu = s.cpu()
+        if file["status"] != "COMPLETED":
+            raise SystemExit(f"chunkd FAILED the file: {file['error']}")
+        await check_chunkd_file(s, file["id"], sha256)
+        return Result(uploaded[0] - started, uploaded[0] - started, completed - uploaded[0], diff(cpu, before))
+    return run
+
+
+def diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {k: after[k] - before[k] for k in after}
+
+
+MODES = [
+    Mode("tus-js-unchunked", "tus-server", tus_js_mode("tus-server")),
+    Mode("tus-js-8MiB", "tus-server", tus_js_mode("tus-server", chunkSize=8 * MiB)),
+    Mode("tus-js-parallel4", "tus-server", tus_js_mode("tus-server", parallel=4)),
+    Mode("tus-js-unchunked", "chunkd", tus_js_mode("chunkd")),
+    Mode("tus-js-8MiB", "chunkd", tus_js_mode("chunkd", chunkSize=8 * MiB)),
+    Mode("tus-js-parallel4", "chunkd", tus_js_mode("chunkd", parallel=4)),
+    Mode("native-x1", "chunkd", native_mode(1)),
+    Mode("native-x2", "chunkd", native_mode(2)),
+    Mode("native-x4", "chunkd", native_mode(4)),
+]
+
+
+# the run ---------------------------------------------------------------------------------------------
+def make_source(path: Path, size: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "wb") as f:
+        for offset in range(0, size, 8 * MiB):
+            block = os.urandom(min(8 * MiB, size - offset))
+            digest.update(block)
+            f.write(block)
+    return digest.hexdigest()
+
+
+def median_range(values: list[float], fmt: str = "{:.0f}") -> str:
+    if not values:
+        return "-"
+    return f"{fmt.format(statistics.median(values))} [{fmt.format(min(values))}..{fmt.format(max(values))}]"
+
+
+def pg_options(args: argparse.Namespace) -> dict[str, str]:
+    options = {} if args.pg == "stock" else embedded.tuned_options()
+    for item in args.pg_option:
+        key, _, value = item.partition("=")
+        options[key] = value
+    return options
+
+
+async def run(args: argparse.Namespace) -> None:
+    size = _bytes(1)(args.size)
+    wanted = set(args.modes.split(",")) if args.modes else None
+    modes = [m for m in MODES if wanted is None or m.name in wanted]
+    work = Path(tempfile.mkdtemp(prefix="chunkd-compare-"))
+    options = pg_options(args)
+    results: dict[tuple[str, str], list[Result]] = {(m.name, m.server): [] for m in modes}
+    failures: dict[tuple[str, str], str] = {}
+    try:
+        source = work / "source.bin"
+        sha256 = make_source(source, size)
+        print(f"{size / MB:.0f} MB of random bytes, {args.runs} runs; chunkd's PostgreSQL: "
+              f"{' '.join(f'{k}={v}' for k, v in options.items()) or 'stock settings'}; load {load()}", flush=True)
+        async with servers(work, options) as s:
+            rss_start = rss_kib(s.chunkd.proc.pid)["VmRSS"]  # type: ignore[union-attr]
+            for r in range(args.runs):
+                order = modes[r % len(modes):] + modes[:r % len(modes)]
+                for mode in order:
+                    key = (mode.name, mode.server)
+                    if key in failures:
+                        continue
+                    subprocess.run(["sync"], check=True)  # no dirty pages of the last upload left to pay for
+                    try:
+                        result = await mode.run(s, source, sha256)
+                    except Unsupported as e:
+                        failures[key] = str(e)
+                        print(f"  {mode.server:10} {mode.name:18} not supported: {e}", flush=True)
+                        continue
+                    results[key].append(result)
+                    print(f"  run {r + 1} {mode.server:10} {mode.name:18} upload {size / MB / result.upload:6.0f} MB/s"
+                          f"  durable {size / MB / result.durable:6.0f} MB/s"
+                          + (f"  COMPLETED +{result.completed:5.2f} s" if result.completed is not None else "")
+                          + "  CPU " + " ".join(f"{k} {v:.1f}" for k, v in result.cpu.items() if v >= 0.05),
+                          flush=True)
+            rss_peak = rss_kib(s.chunkd.proc.pid)["VmHWM"]  # type: ignore[union-attr]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report(size, results, failures, rss_start, rss_peak)
+    print(f"load average at the end: {load()}")
+
+
+def load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def report(size: int, results: dict[tuple[str, str], list[Result]], failures: dict[tuple[str, str], str],
+           rss_start: int, rss_peak: int) -> None:
+    gib = size / GiB
+    print(f"\n{'server':10} {'client mode':18} {'n':>2} {'upload MB/s':>20} {'durable MB/s':>20} "
+          f"{'COMPLETED after, s':>22} {'to COMPLETED MB/s':>20}  CPU-s per GiB: server, postgres")
+    for (name, server), runs in results.items():
+        if not runs:
+            print(f"{server:10} {name:18} {'-':>2} {failures.get((name, server), 'no runs')}")
+            continue
+        own = "chunkd" if server == "chunkd" else "tus-server"
+        completed = [r.completed for r in runs if r.completed is not None]
+        print(f"{server:10} {name:18} {len(runs):2} {median_range([size / MB / r.upload for r in runs]):>20} "
+              f"{median_range([size / MB / r.durable for r in runs]):>20} "
+              f"{median_range(completed, '{:.2f}') if completed else '-':>22} "
+              f"{median_range([size / MB / (r.durable + r.completed) for r in runs]) if completed else '-':>20}  "
+              f"{median_range([r.cpu[own] / gib for r in runs], '{:.1f}')}, "
+              + (median_range([r.cpu['postgres'] / gib for r in runs], '{:.1f}') if server == "chunkd" else "-"))
+
+    def best(server: str, measure: Callable[[Result], float]) -> tuple[float, str]:
+        medians = [(statistics.median([measure(r) for r in runs]), name)
+                   for (name, srv), runs in results.items() if srv == server and runs]
+        return min(medians) if medians else (float("nan"), "-")
+
+    peer, peer_mode = best("tus-server", lambda r: r.durable)
+    ours, our_mode = best("chunkd", lambda r: r.durable)
+    done, done_mode = best("chunkd", lambda r: r.durable + (r.completed or 0))
+    print(f"\nchunkd RSS: {rss_start / 1024:.0f} MiB at start, peak {rss_peak / 1024:.0f} MiB "
+          f"(growth {(rss_peak - rss_start) / 1024:.0f} MiB, target < 100)")
+    print(f"to durable:   chunkd best ({our_mode}) / @tus/server best ({peer_mode}) = {peer / ours:.2f} (target >= 1.0)")
+    print(f"to COMPLETED: chunkd best ({done_mode}) / @tus/server durable ({peer_mode}) = {peer / done:.2f} "
+          "(target >= 0.8)")
+    chunked, whole = results.get(("tus-js-8MiB", "chunkd")), results.get(("tus-js-unchunked", "chunkd"))
+    if chunked and whole:
+        ratio = statistics.median([r.upload for r in whole]) / statistics.median([r.upload for r in chunked])
+        print(f"tus-js-client 8 MiB chunks / unchunked against chunkd = {ratio:.2f} (target >= 0.8)")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", default="1GiB", help="file size (default 1GiB)")
+    p.add_argument("--runs", type=int, default=3, help="runs of every mode (default 3)")
+    p.add_argument("--modes", help=f"comma-separated subset of: {', '.join(sorted({m.name for m in MODES}))}")
+    p.add_argument("--pg", choices=("tuned", "stock"), default="tuned",
+                   help="chunkd's embedded PostgreSQL as `make run` sets it up (tuned), or on stock settings")
+    p.add_argument("--pg-option", action="append", default=[], metavar="NAME=VALUE",
+                   help="a PostgreSQL setting on top (repeatable), to measure a variant")
+    args = p.parse_args()
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()
