@@ -93,52 +93,69 @@ def cpu_seconds(pid: int, *, children: bool = False) -> float:
 
 
 @dataclass
-class Servers:
-    chunkd: ChunkdProcess
-    chunkd_url: str
+class Chunkd:
+    """One `chunkd serve` and its own PostgreSQL."""
+    process: ChunkdProcess
+    url: str
     token: str
     postmaster: int
     storage: Path
     pool: asyncpg.Pool
+
+    def cpu(self) -> dict[str, float]:
+        return {"chunkd": cpu_seconds(self.process.proc.pid),  # type: ignore[union-attr]
+                "postgres": cpu_seconds(self.postmaster, children=True)}
+
+
+@dataclass
+class Servers:
+    chunkds: dict[str, Chunkd]  # "chunkd"; with --also-stock, "chunkd-stockpg" too
     peer: subprocess.Popen[bytes]
     peer_url: str
     peer_dir: Path
     node_path: Path
 
-    def cpu(self) -> dict[str, float]:
-        return {"chunkd": cpu_seconds(self.chunkd.proc.pid),  # type: ignore[union-attr]
-                "postgres": cpu_seconds(self.postmaster, children=True),
-                "tus-server": cpu_seconds(self.peer.pid)}
+    def cpu(self, chunkd: str | None) -> dict[str, float]:
+        return {**(self.chunkds[chunkd].cpu() if chunkd else {}), "tus-server": cpu_seconds(self.peer.pid)}
 
 
 @contextlib.asynccontextmanager
-async def servers(work: Path, pg_options: dict[str, str]) -> AsyncIterator[Servers]:
-    modules = node_modules()
+async def start_chunkd(pg_options: dict[str, str]) -> AsyncIterator[Chunkd]:
     async with bench_database(**pg_options) as (url, storage_dir):
         pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
-        chunkd = peer = None
+        process = None
         try:
             backend = await pool.fetchval("SELECT pg_backend_pid()")
             postmaster = int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
             user_id = await pool.fetchval("INSERT INTO users (email, password) VALUES ($1, $2) RETURNING id",
                                           f"{uuid.uuid4().hex}@bench", hash_password("x"))
             token = issue_access_token(make_settings(url, storage_dir), user_id, "USER")
-            chunkd = ChunkdProcess({"DATABASE_URL": url, "STORAGE_DIR": str(storage_dir), "JWT_SECRET": JWT_SECRET,
-                                    "MAX_UPLOAD_SIZE": "64GiB", "LOG_LEVEL": "WARNING"}, "serve").start()
-            peer_dir = work / "tus-server-files"
-            peer_dir.mkdir()
-            port = free_port()
-            peer = subprocess.Popen(["node", str(HERE / "tus_peer.mjs"), str(modules), str(peer_dir), str(port)],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            await wait_listening(port)
-            yield Servers(chunkd, chunkd.url, token, postmaster, storage_dir, pool, peer,
-                          f"http://127.0.0.1:{port}/files", peer_dir, modules)
+            process = ChunkdProcess({"DATABASE_URL": url, "STORAGE_DIR": str(storage_dir), "JWT_SECRET": JWT_SECRET,
+                                     "MAX_UPLOAD_SIZE": "64GiB", "LOG_LEVEL": "WARNING"}, "serve").start()
+            yield Chunkd(process, process.url, token, postmaster, storage_dir, pool)
         finally:
-            if peer is not None:
-                peer.terminate()
-                peer.wait(30)
-            stop(chunkd)
+            stop(process)
             await pool.close()
+
+
+@contextlib.asynccontextmanager
+async def servers(work: Path, pg_options: dict[str, str], also_stock: bool) -> AsyncIterator[Servers]:
+    modules = node_modules()
+    async with contextlib.AsyncExitStack() as stack:
+        chunkds = {"chunkd": await stack.enter_async_context(start_chunkd(pg_options))}
+        if also_stock:
+            chunkds["chunkd-stockpg"] = await stack.enter_async_context(start_chunkd({}))
+        peer_dir = work / "tus-server-files"
+        peer_dir.mkdir()
+        port = free_port()
+        peer = subprocess.Popen(["node", str(HERE / "tus_peer.mjs"), str(modules), str(peer_dir), str(port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            await wait_listening(port)
+            yield Servers(chunkds, peer, f"http://127.0.0.1:{port}/files", peer_dir, modules)
+        finally:
+            peer.terminate()
+            peer.wait(30)
 
 
 async def wait_listening(port: int, timeout: float = 30) -> None:
@@ -165,7 +182,7 @@ class Result:
 class Mode:
     name: str
     server: str  # "chunkd" or "tus-server"
-    run: Callable[[Servers, Path, str], Awaitable[Result]]
+    run: Callable[[Servers, str, Path, str], Awaitable[Result]]
     notes: list[str] = field(default_factory=list)
 
 
@@ -194,12 +211,12 @@ class Unsupported(Exception):
     """The server cannot take this mode (the peer has no concatenation): reported, not measured."""
 
 
-async def wait_completed(s: Servers, file_id: str) -> float:
+async def wait_completed(c: Chunkd, file_id: str) -> float:
     """Epoch seconds when the file was seen COMPLETED (long-poll: answered as the status changes)."""
-    headers = {"Authorization": f"Bearer {s.token}"}
+    headers = {"Authorization": f"Bearer {c.token}"}
     async with aiohttp.ClientSession(headers=headers) as http:
         while True:
-            async with http.get(f"{s.chunkd_url}/api/files/{file_id}", params={"wait": "30"}) as r:
+            async with http.get(f"{c.url}/api/files/{file_id}", params={"wait": "30"}) as r:
                 body = await r.json()
             if body["status"] in ("COMPLETED", "FAILED"):
                 seen = time.time()
@@ -209,25 +226,25 @@ async def wait_completed(s: Servers, file_id: str) -> float:
     return seen
 
 
-async def check_chunkd_file(s: Servers, file_id: str, sha256: str) -> None:
-    path = await s.pool.fetchval("SELECT path FROM files WHERE id = $1", file_id)
-    stored = await asyncio.to_thread(sha256_file, storage.resolve(s.storage, path))
+async def check_chunkd_file(c: Chunkd, file_id: str, sha256: str) -> None:
+    path = await c.pool.fetchval("SELECT path FROM files WHERE id = $1", file_id)
+    stored = await asyncio.to_thread(sha256_file, storage.resolve(c.storage, path))
     if stored != sha256:
         raise SystemExit(f"chunkd stored different bytes for {file_id}: sha256 {stored}, source {sha256}")
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {s.token}"}) as http:
-        async with http.delete(f"{s.chunkd_url}/api/files/{file_id}") as r:
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {c.token}"}) as http:
+        async with http.delete(f"{c.url}/api/files/{file_id}") as r:
             assert r.status == 204, await r.text()
 
 
-def tus_js_mode(server: str, **options: int) -> Callable[[Servers, Path, str], Awaitable[Result]]:
-    async def run(s: Servers, source: Path, sha256: str) -> Result:
-        before = s.cpu()
+def tus_js_mode(**options: int) -> Callable[[Servers, str, Path, str], Awaitable[Result]]:
+    async def run(s: Servers, server: str, source: Path, sha256: str) -> Result:
         if server == "tus-server":
+            before = s.cpu(None)
             url, started, finished = await tus_js(s, source, s.peer_url, None, **options)
             synced = time.time()
             subprocess.run(["sync"], check=True)
             durable = time.time() - synced
-            cpu = s.cpu()
+            cpu = s.cpu(None)
             upload_id = url.rsplit("/", 1)[-1]
             stored = await asyncio.to_thread(sha256_file, s.peer_dir / upload_id)
             if stored != sha256:
@@ -236,33 +253,36 @@ def tus_js_mode(server: str, **options: int) -> Callable[[Servers, Path, str], A
                 leftover.unlink()
             upload = finished - started
             return Result(upload, upload + durable, None, diff(cpu, before))
-        url, started, finished = await tus_js(s, source, f"{s.chunkd_url}/api/tus/", s.token, **options)
+        c = s.chunkds[server]
+        before = s.cpu(server)
+        url, started, finished = await tus_js(s, source, f"{c.url}/api/tus/", c.token, **options)
         file_id = url.rsplit("/", 1)[-1]
-        completed = await wait_completed(s, file_id)
-        cpu = s.cpu()
-        await check_chunkd_file(s, file_id, sha256)
+        completed = await wait_completed(c, file_id)
+        cpu = s.cpu(server)
+        await check_chunkd_file(c, file_id, sha256)
         return Result(finished - started, finished - started, completed - finished, diff(cpu, before))
     return run
 
 
-def native_mode(parallel: int) -> Callable[[Servers, Path, str], Awaitable[Result]]:
+def native_mode(parallel: int) -> Callable[[Servers, str, Path, str], Awaitable[Result]]:
     """The bundled client (`chunkd upload`), in this process."""
-    async def run(s: Servers, source: Path, sha256: str) -> Result:
+    async def run(s: Servers, server: str, source: Path, sha256: str) -> Result:
+        c = s.chunkds[server]
         state = Path(tempfile.mkdtemp(prefix="chunkd-bench-client-"))
         uploaded: list[float] = []
-        before = s.cpu()
+        before = s.cpu(server)
         started = time.time()
         try:
             with contextlib.redirect_stderr(io.StringIO()):  # its progress lines
-                file = await client.upload(source, s.chunkd_url, client.Credentials(s.token), state_dir=state,
+                file = await client.upload(source, c.url, client.Credentials(c.token), state_dir=state,
                                            parallel=parallel, uploaded=lambda: uploaded.append(time.time()))
         finally:
             shutil.rmtree(state, ignore_errors=True)
         completed = time.time()
-        cpu = s.cpu()
+        cpu = s.cpu(server)
         if file["status"] != "COMPLETED":
             raise SystemExit(f"chunkd FAILED the file: {file['error']}")
-        await check_chunkd_file(s, file["id"], sha256)
+        await check_chunkd_file(c, file["id"], sha256)
         return Result(uploaded[0] - started, uploaded[0] - started, completed - uploaded[0], diff(cpu, before))
     return run
 
@@ -271,17 +291,21 @@ def diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
     return {k: after[k] - before[k] for k in after}
 
 
-MODES = [
-    Mode("tus-js-unchunked", "tus-server", tus_js_mode("tus-server")),
-    Mode("tus-js-8MiB", "tus-server", tus_js_mode("tus-server", chunkSize=8 * MiB)),
-    Mode("tus-js-parallel4", "tus-server", tus_js_mode("tus-server", parallel=4)),
-    Mode("tus-js-unchunked", "chunkd", tus_js_mode("chunkd")),
-    Mode("tus-js-8MiB", "chunkd", tus_js_mode("chunkd", chunkSize=8 * MiB)),
-    Mode("tus-js-parallel4", "chunkd", tus_js_mode("chunkd", parallel=4)),
-    Mode("native-x1", "chunkd", native_mode(1)),
-    Mode("native-x2", "chunkd", native_mode(2)),
-    Mode("native-x4", "chunkd", native_mode(4)),
+# (client mode, servers that take it, how); "chunkd" stands for every chunkd of the run.
+CLIENT_MODES = [
+    ("tus-js-unchunked", ("tus-server", "chunkd"), tus_js_mode()),
+    ("tus-js-8MiB", ("tus-server", "chunkd"), tus_js_mode(chunkSize=8 * MiB)),
+    ("tus-js-parallel4", ("tus-server", "chunkd"), tus_js_mode(parallel=4)),
+    ("native-x1", ("chunkd",), native_mode(1)),
+    ("native-x2", ("chunkd",), native_mode(2)),
+    ("native-x4", ("chunkd",), native_mode(4)),
+    ("native-x8", ("chunkd",), native_mode(8)),
 ]
+
+
+def modes(chunkds: list[str], wanted: set[str] | None) -> list[Mode]:
+    return [Mode(name, server, how) for name, servers, how in CLIENT_MODES if wanted is None or name in wanted
+            for server in (s for kind in servers for s in (chunkds if kind == "chunkd" else [kind]))]
 
 
 # the run ---------------------------------------------------------------------------------------------
@@ -312,38 +336,39 @@ def pg_options(args: argparse.Namespace) -> dict[str, str]:
 async def run(args: argparse.Namespace) -> None:
     size = _bytes(1)(args.size)
     wanted = set(args.modes.split(",")) if args.modes else None
-    modes = [m for m in MODES if wanted is None or m.name in wanted]
+    chosen = modes(["chunkd", "chunkd-stockpg"] if args.also_stock else ["chunkd"], wanted)
     work = Path(tempfile.mkdtemp(prefix="chunkd-compare-"))
     options = pg_options(args)
-    results: dict[tuple[str, str], list[Result]] = {(m.name, m.server): [] for m in modes}
+    results: dict[tuple[str, str], list[Result]] = {(m.name, m.server): [] for m in chosen}
     failures: dict[tuple[str, str], str] = {}
     try:
         source = work / "source.bin"
         sha256 = make_source(source, size)
         print(f"{size / MB:.0f} MB of random bytes, {args.runs} runs; chunkd's PostgreSQL: "
               f"{' '.join(f'{k}={v}' for k, v in options.items()) or 'stock settings'}; load {load()}", flush=True)
-        async with servers(work, options) as s:
-            rss_start = rss_kib(s.chunkd.proc.pid)["VmRSS"]  # type: ignore[union-attr]
+        async with servers(work, options, args.also_stock) as s:
+            pid = s.chunkds["chunkd"].process.proc.pid  # type: ignore[union-attr]
+            rss_start = rss_kib(pid)["VmRSS"]
             for r in range(args.runs):
-                order = modes[r % len(modes):] + modes[:r % len(modes)]
+                order = chosen[r % len(chosen):] + chosen[:r % len(chosen)]
                 for mode in order:
                     key = (mode.name, mode.server)
                     if key in failures:
                         continue
                     subprocess.run(["sync"], check=True)  # no dirty pages of the last upload left to pay for
                     try:
-                        result = await mode.run(s, source, sha256)
+                        result = await mode.run(s, mode.server, source, sha256)
                     except Unsupported as e:
                         failures[key] = str(e)
-                        print(f"  {mode.server:10} {mode.name:18} not supported: {e}", flush=True)
+                        print(f"  {mode.server:14} {mode.name:18} not supported: {e}", flush=True)
                         continue
                     results[key].append(result)
-                    print(f"  run {r + 1} {mode.server:10} {mode.name:18} upload {size / MB / result.upload:6.0f} MB/s"
+                    print(f"  run {r + 1} {mode.server:14} {mode.name:18} upload {size / MB / result.upload:6.0f} MB/s"
                           f"  durable {size / MB / result.durable:6.0f} MB/s"
                           + (f"  COMPLETED +{result.completed:5.2f} s" if result.completed is not None else "")
                           + "  CPU " + " ".join(f"{k} {v:.1f}" for k, v in result.cpu.items() if v >= 0.05),
                           flush=True)
-            rss_peak = rss_kib(s.chunkd.proc.pid)["VmHWM"]  # type: ignore[union-attr]
+            rss_peak = rss_kib(pid)["VmHWM"]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report(size, results, failures, rss_start, rss_peak)
@@ -357,20 +382,20 @@ def load() -> str:
 def report(size: int, results: dict[tuple[str, str], list[Result]], failures: dict[tuple[str, str], str],
            rss_start: int, rss_peak: int) -> None:
     gib = size / GiB
-    print(f"\n{'server':10} {'client mode':18} {'n':>2} {'upload MB/s':>20} {'durable MB/s':>20} "
+    print(f"\n{'server':14} {'client mode':18} {'n':>2} {'upload MB/s':>20} {'durable MB/s':>20} "
           f"{'COMPLETED after, s':>22} {'to COMPLETED MB/s':>20}  CPU-s per GiB: server, postgres")
     for (name, server), runs in results.items():
         if not runs:
-            print(f"{server:10} {name:18} {'-':>2} {failures.get((name, server), 'no runs')}")
+            print(f"{server:14} {name:18} {'-':>2} {failures.get((name, server), 'no runs')}")
             continue
-        own = "chunkd" if server == "chunkd" else "tus-server"
+        own = "tus-server" if server == "tus-server" else "chunkd"
         completed = [r.completed for r in runs if r.completed is not None]
-        print(f"{server:10} {name:18} {len(runs):2} {median_range([size / MB / r.upload for r in runs]):>20} "
+        print(f"{server:14} {name:18} {len(runs):2} {median_range([size / MB / r.upload for r in runs]):>20} "
               f"{median_range([size / MB / r.durable for r in runs]):>20} "
               f"{median_range(completed, '{:.2f}') if completed else '-':>22} "
               f"{median_range([size / MB / (r.durable + r.completed) for r in runs]) if completed else '-':>20}  "
               f"{median_range([r.cpu[own] / gib for r in runs], '{:.1f}')}, "
-              + (median_range([r.cpu['postgres'] / gib for r in runs], '{:.1f}') if server == "chunkd" else "-"))
+              + (median_range([r.cpu['postgres'] / gib for r in runs], '{:.1f}') if own == "chunkd" else "-"))
 
     def best(server: str, measure: Callable[[Result], float]) -> tuple[float, str]:
         medians = [(statistics.median([measure(r) for r in runs]), name)
@@ -395,9 +420,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", default="1GiB", help="file size (default 1GiB)")
     p.add_argument("--runs", type=int, default=3, help="runs of every mode (default 3)")
-    p.add_argument("--modes", help=f"comma-separated subset of: {', '.join(sorted({m.name for m in MODES}))}")
+    p.add_argument("--modes", help=f"comma-separated subset of: {', '.join(name for name, _, _ in CLIENT_MODES)}")
     p.add_argument("--pg", choices=("tuned", "stock"), default="tuned",
                    help="chunkd's embedded PostgreSQL as `make run` sets it up (tuned), or on stock settings")
+    p.add_argument("--also-stock", action="store_true",
+                   help="a second chunkd on a PostgreSQL with stock settings, interleaved with the first")
     p.add_argument("--pg-option", action="append", default=[], metavar="NAME=VALUE",
                    help="a PostgreSQL setting on top (repeatable), to measure a variant")
     args = p.parse_args()
