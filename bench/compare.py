@@ -120,7 +120,7 @@ class Servers:
 
 
 @contextlib.asynccontextmanager
-async def start_chunkd(pg_options: dict[str, str]) -> AsyncIterator[Chunkd]:
+async def start_chunkd(pg_options: dict[str, str], env: dict[str, str]) -> AsyncIterator[Chunkd]:
     async with bench_database(**pg_options) as (url, storage_dir):
         pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
         process = None
@@ -131,7 +131,7 @@ async def start_chunkd(pg_options: dict[str, str]) -> AsyncIterator[Chunkd]:
                                           f"{uuid.uuid4().hex}@bench", hash_password("x"))
             token = issue_access_token(make_settings(url, storage_dir), user_id, "USER")
             process = ChunkdProcess({"DATABASE_URL": url, "STORAGE_DIR": str(storage_dir), "JWT_SECRET": JWT_SECRET,
-                                     "MAX_UPLOAD_SIZE": "64GiB", "LOG_LEVEL": "WARNING"}, "serve").start()
+                                     "MAX_UPLOAD_SIZE": "64GiB", "LOG_LEVEL": "WARNING", **env}, "serve").start()
             yield Chunkd(process, process.url, token, postmaster, storage_dir, pool)
         finally:
             stop(process)
@@ -139,12 +139,13 @@ async def start_chunkd(pg_options: dict[str, str]) -> AsyncIterator[Chunkd]:
 
 
 @contextlib.asynccontextmanager
-async def servers(work: Path, pg_options: dict[str, str], also_stock: bool) -> AsyncIterator[Servers]:
+async def servers(work: Path, pg_options: dict[str, str], variants: dict[str, tuple[dict[str, str], dict[str, str]]]
+                  ) -> AsyncIterator[Servers]:
     modules = node_modules()
     async with contextlib.AsyncExitStack() as stack:
-        chunkds = {"chunkd": await stack.enter_async_context(start_chunkd(pg_options))}
-        if also_stock:
-            chunkds["chunkd-stockpg"] = await stack.enter_async_context(start_chunkd({}))
+        chunkds = {"chunkd": await stack.enter_async_context(start_chunkd(pg_options, {}))}
+        for name, (options, env) in variants.items():
+            chunkds[name] = await stack.enter_async_context(start_chunkd(options, env))
         peer_dir = work / "tus-server-files"
         peer_dir.mkdir()
         port = free_port()
@@ -336,9 +337,14 @@ def pg_options(args: argparse.Namespace) -> dict[str, str]:
 async def run(args: argparse.Namespace) -> None:
     size = _bytes(1)(args.size)
     wanted = set(args.modes.split(",")) if args.modes else None
-    chosen = modes(["chunkd", "chunkd-stockpg"] if args.also_stock else ["chunkd"], wanted)
-    work = Path(tempfile.mkdtemp(prefix="chunkd-compare-"))
     options = pg_options(args)
+    variants: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
+    if args.also_stock:
+        variants["chunkd-stockpg"] = ({}, {})
+    if args.also_env:
+        variants["chunkd-env"] = (options, dict(item.partition("=")[::2] for item in args.also_env))
+    chosen = modes(["chunkd", *variants], wanted)
+    work = Path(tempfile.mkdtemp(prefix="chunkd-compare-"))
     results: dict[tuple[str, str], list[Result]] = {(m.name, m.server): [] for m in chosen}
     failures: dict[tuple[str, str], str] = {}
     try:
@@ -346,7 +352,7 @@ async def run(args: argparse.Namespace) -> None:
         sha256 = make_source(source, size)
         print(f"{size / MB:.0f} MB of random bytes, {args.runs} runs; chunkd's PostgreSQL: "
               f"{' '.join(f'{k}={v}' for k, v in options.items()) or 'stock settings'}; load {load()}", flush=True)
-        async with servers(work, options, args.also_stock) as s:
+        async with servers(work, options, variants) as s:
             pid = s.chunkds["chunkd"].process.proc.pid  # type: ignore[union-attr]
             rss_start = rss_kib(pid)["VmRSS"]
             for r in range(args.runs):
@@ -425,6 +431,8 @@ def main() -> None:
                    help="chunkd's embedded PostgreSQL as `make run` sets it up (tuned), or on stock settings")
     p.add_argument("--also-stock", action="store_true",
                    help="a second chunkd on a PostgreSQL with stock settings, interleaved with the first")
+    p.add_argument("--also-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="a second chunkd (chunkd-env) with this in its environment (repeatable), interleaved")
     p.add_argument("--pg-option", action="append", default=[], metavar="NAME=VALUE",
                    help="a PostgreSQL setting on top (repeatable), to measure a variant")
     args = p.parse_args()

@@ -34,6 +34,7 @@ log = logging.getLogger("service.streaming")
 ACTIVE_SECONDS = 30.0     # an upload with no chunk for this long is not (or no longer) held
 CLAIM_INTERVAL = 1.0      # seconds between looks for an upload to take, while a slot is free
 POLL_MIN, POLL_MAX = 0.05, 1.0  # seconds between looks for new chunks: doubling while none come
+SWEEP_EVERY = 30          # claim looks between sweeps for files held by no task
 SYNC_EVERY = 64 * MiB     # the temporary file is synced as it grows: little is left for the last fsync
 
 
@@ -62,8 +63,13 @@ class Streamer:
 
     async def run(self) -> None:
         """Takes uploads to stream while slots are free, until cancelled."""
+        looks = 0
         try:
             while True:
+                looks += 1
+                if looks % SWEEP_EVERY == 0:
+                    with contextlib.suppress(Exception):  # the database is away: next time
+                        await self._sweep()
                 await self._slots.acquire()
                 file = None
                 try:
@@ -74,11 +80,24 @@ class Streamer:
                     self._slots.release()
                     await asyncio.sleep(CLAIM_INTERVAL)
                     continue
+                self._ready[file.id] = asyncio.Event()  # before the task runs: _sweep must see it as ours
                 task = asyncio.create_task(self._stream(file), name=f"stream file {file.id}")
                 self._tasks.add(task)
                 task.add_done_callback(self._on_done)
         finally:
             await self._stop()
+
+    async def _sweep(self) -> None:
+        """Lets go of files this worker holds but works on no more: a release that could not be recorded
+        while the database was away would otherwise keep them from everyone for as long as we live."""
+        async with self.worker.pool.acquire() as conn:
+            held = await store.held_files(conn, self.worker.id)
+            busy = set(self._ready) | set(self.worker.processing.values())
+            for file_id in held:
+                if file_id not in busy:
+                    log.warning("releasing file %s held by no task", file_id,
+                                extra={"action": "stream_swept", "file_id": file_id})
+                    await store.release_file(conn, file_id, self.worker.id)
 
     async def _claim(self) -> ClaimedFile | None:
         async with self.worker.pool.acquire() as conn:
@@ -105,7 +124,7 @@ class Streamer:
     async def _stream(self, file: ClaimedFile) -> None:
         worker = self.worker
         log.info("streaming upload", extra={"action": "stream_started", "file_id": file.id})
-        ready = self._ready[file.id] = asyncio.Event()
+        ready = self._ready[file.id]
         assembly = await asyncio.to_thread(Assembly, worker.blob_path(file), worker.tag, SYNC_EVERY)
         prefix = Prefix(assembly, 0)
         handed_over = False

@@ -52,6 +52,7 @@ class Worker:
         self._slots = asyncio.Semaphore(concurrency or settings.worker_concurrency)
         self._wake, self._stop = asyncio.Event(), asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
+        self.processing: dict[asyncio.Task[None], str] = {}  # file id of each claim being processed
         self._registered = False
         self.tag = self.id.rsplit(":", 1)[-1]  # names this worker's temporary files
         self.streamer = Streamer(self, settings.streaming_min_size, concurrency or settings.worker_concurrency)
@@ -72,13 +73,15 @@ class Worker:
         background = [asyncio.create_task(self.listener.run(), name="worker listener"),
                       asyncio.create_task(self._heartbeat_loop(), name="worker heartbeat"),
                       asyncio.create_task(self._cleanup_loop(), name="worker cleanup")]
-        if self.streamer.enabled:
-            background.append(asyncio.create_task(self.streamer.run(), name="worker streamer"))
+        streamer = asyncio.create_task(self.streamer.run(), name="worker streamer") if self.streamer.enabled else None
         log.info("worker started", extra={"action": "worker_started", "worker_id": self.id})
         try:
             await self._loop()
         finally:
             await self._drain()  # still heartbeating: the files being finished stay ours
+            if streamer is not None:  # the streamed files being finished get the same time, also heartbeating
+                streamer.cancel()
+                await asyncio.gather(streamer, return_exceptions=True)
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
@@ -192,10 +195,12 @@ class Worker:
     def _start(self, file: ClaimedFile) -> None:
         task = asyncio.create_task(self._process(file), name=f"process file {file.id}")
         self._running.add(task)
+        self.processing[task] = file.id
         task.add_done_callback(self._on_done)
 
     def _on_done(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
+        self.processing.pop(task, None)
         self._slots.release()
         if not task.cancelled() and task.exception() is not None:  # a bug: say so, keep working
             log.error("processing task failed", exc_info=task.exception(), extra={"action": "worker_bug"})

@@ -115,3 +115,29 @@ async def _no_partial(storage_dir: Path) -> bool:
 
 async def _released(conn, file_id: str, storage_dir: Path) -> bool:  # type: ignore[no-untyped-def]
     return not await held(conn, file_id) and partial_size(storage_dir) == 0
+
+
+async def test_a_hold_no_task_works_on_is_released(settings, user, conn) -> None:  # type: ignore[no-untyped-def]
+    """A release that could not be recorded (the database was away when streaming stopped) must not keep
+    the file from everyone while this worker lives: the sweep lets go of holds no task works on."""
+    from service.db import create_pool
+    from service.worker import Worker
+    pool = await create_pool(settings)
+    worker = Worker(settings, pool)
+    try:
+        await worker._register()
+        file_id = await conn.fetchval(
+            "INSERT INTO files (original_name, filename, path, mimetype, type, size, chunk_size, uploaded_by_id,"
+            " status, worker_id, claimed_at) VALUES ('a', 'b', 'files/b', 'x/y', 'OTHER', 10, 10, $1,"
+            " 'PROCESSING', $2, now() - interval '2 minutes') RETURNING id", user.id, worker.id)
+        fresh = await conn.fetchval(
+            "INSERT INTO files (original_name, filename, path, mimetype, type, size, chunk_size, uploaded_by_id,"
+            " status, worker_id, claimed_at) VALUES ('a', 'c', 'files/c', 'x/y', 'OTHER', 10, 10, $1,"
+            " 'UPLOADING', $2, now()) RETURNING id", user.id, worker.id)
+        await worker.streamer._sweep()
+        assert await conn.fetchval("SELECT worker_id FROM files WHERE id = $1", file_id) is None
+        # Claimed just now: its claimer may not have registered it yet.
+        assert await conn.fetchval("SELECT worker_id FROM files WHERE id = $1", fresh) == worker.id
+    finally:
+        await worker.close()
+        await pool.close()

@@ -13,7 +13,7 @@ from service.models import ClaimedFile, FileStatus
 # for being idle is not taken again until its client is back. tus partial uploads are excluded (their
 # chunks move into the final upload), and so are those whose length is not known yet.
 CLAIM_UPLOADING_FILE = """
-UPDATE files SET worker_id = $1
+UPDATE files SET worker_id = $1, claimed_at = now()
  WHERE id = (SELECT f.id FROM files f
               WHERE f.status = 'UPLOADING' AND f.worker_id IS NULL AND NOT f.size_deferred
                 AND f.size >= $2 AND f.tus_concat IS NULL AND (f.expires_at IS NULL OR f.expires_at > now())
@@ -74,3 +74,15 @@ async def release_file(conn: asyncpg.Connection, file_id: str, worker_id: str) -
     """Lets go of an upload that went idle or could not be streamed: once complete, any worker
     processes it the usual way."""
     await conn.execute(RELEASE_FILE, file_id, worker_id)
+
+
+# Claimed a minute ago or more: one claimed just now may not be in the claimer's task registry yet.
+HELD_FILES = """
+SELECT id FROM files WHERE worker_id = $1 AND status IN ('UPLOADING', 'PROCESSING')
+   AND coalesce(claimed_at, '-infinity') < now() - interval '1 minute'
+"""
+
+
+async def held_files(conn: asyncpg.Connection, worker_id: str) -> list[str]:
+    """Files this worker has held for a while (streamed or being processed)."""
+    return [r[0] for r in await conn.fetch(HELD_FILES, worker_id)]
