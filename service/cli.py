@@ -30,9 +30,6 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             for m in applied:
                 log.info("applied migration %s", m.path.name, extra={"action": "migration_applied"})
         app = create_app(settings, with_worker=not args.no_worker)
-        if os.environ.get("CHUNKD_UVLOOP"):  # MEASUREMENT ONLY
-            import uvloop
-            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
         # run_app turns SIGINT/SIGTERM into a graceful stop: stop accepting, finish requests, run cleanup_ctx.
         web.run_app(app, host=settings.host, port=settings.port, access_log=None,
                     shutdown_timeout=SHUTDOWN_TIMEOUT, print=lambda line: log.info(line.strip()))
