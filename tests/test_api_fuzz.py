@@ -132,4 +132,4 @@ async def test_no_operation_answers_5xx_or_a_non_problem_error(client, make_user
                     body = json.loads(text)
                     assert body.keys() >= PROBLEM_KEYS and body["status"] == r.status, f"{call} -> {body}"
     assert sent >= 30 * EXAMPLES
-    assert time.monotonic() - started < 60
+    assert time.monotonic() - started < 300  # catches a hang, not a busy machine (~10 s when idle)
