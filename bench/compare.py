@@ -35,13 +35,12 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import asyncpg
@@ -232,9 +231,9 @@ async def check_chunkd_file(c: Chunkd, file_id: str, sha256: str) -> None:
     stored = await asyncio.to_thread(sha256_file, storage.resolve(c.storage, path))
     if stored != sha256:
         raise SystemExit(f"chunkd stored different bytes for {file_id}: sha256 {stored}, source {sha256}")
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {c.token}"}) as http:
-        async with http.delete(f"{c.url}/api/files/{file_id}") as r:
-            assert r.status == 204, await r.text()
+    async with (aiohttp.ClientSession(headers={"Authorization": f"Bearer {c.token}"}) as http,
+                http.delete(f"{c.url}/api/files/{file_id}") as r):
+        assert r.status == 204, await r.text()
 
 
 def tus_js_mode(**options: int) -> Callable[[Servers, str, Path, str], Awaitable[Result]]:
@@ -399,7 +398,7 @@ def report(size: int, results: dict[tuple[str, str], list[Result]], failures: di
         print(f"{server:14} {name:18} {len(runs):2} {median_range([size / MB / r.upload for r in runs]):>20} "
               f"{median_range([size / MB / r.durable for r in runs]):>20} "
               f"{median_range(completed, '{:.2f}') if completed else '-':>22} "
-              f"{median_range([size / MB / (r.durable + r.completed) for r in runs]) if completed else '-':>20}  "
+              f"{median_range([size / MB / (r.durable + (r.completed or 0)) for r in runs]) if completed else '-':>20}  "
               f"{median_range([r.cpu[own] / gib for r in runs], '{:.1f}')}, "
               + (median_range([r.cpu['postgres'] / gib for r in runs], '{:.1f}') if own == "chunkd" else "-"))
 

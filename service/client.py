@@ -14,9 +14,10 @@ import mimetypes
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import aiohttp
 
@@ -89,7 +90,7 @@ class Api:
                     retry_after = response.headers.get("Retry-After", "")
                     delay = float(retry_after) if retry_after.isdigit() else BACKOFF * 2 ** attempt
                     reason = f"{response.status} {response.reason}"
-            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as e:
+            except (TimeoutError, aiohttp.ClientConnectionError) as e:
                 delay, reason = BACKOFF * 2 ** attempt, str(e) or type(e).__name__
             await asyncio.sleep(delay)
         raise UploadError(f"{method} {path} failed {ATTEMPTS} times, last: {reason}")

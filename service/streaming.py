@@ -140,13 +140,14 @@ class Streamer:
                     if chunks:
                         await append_chunks(conn, file.id, chunks, assembly)
                         prefix.next_index = chunks[-1][0] + 1
+                    claimed = None
                     if status == FileStatus.PROCESSING:
                         claimed = await store.take_streamed_file(conn, file.id, worker.id)
                         if claimed is None:
                             return
                     elif status != FileStatus.UPLOADING:
                         return
-                if status == FileStatus.PROCESSING:
+                if claimed is not None:
                     handed_over = True
                     self._processing.add(asyncio.current_task())  # type: ignore[arg-type]
                     await worker.process(claimed, prefix)
@@ -182,7 +183,7 @@ class Streamer:
 
 def _contiguous(chunks: list[tuple[int, int]], first: int) -> list[tuple[int, int]]:
     """The run of chunks first, first + 1, ... with no gap (native chunks may arrive out of order)."""
-    run = []
+    run: list[tuple[int, int]] = []
     for index, length in chunks:
         if index != first + len(run):
             break

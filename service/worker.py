@@ -15,21 +15,21 @@ import signal
 import socket
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 from aiohttp import web
 
 from service import cleanup, db, processing, storage
-from service.config import MiB, Settings
+from service.assembly import assemble
+from service.config import Settings
 from service.keys import pool_key, settings_key, worker_key
 from service.metrics import PROCESSING_SECONDS, UPLOADS_COMPLETED, UPLOADS_FAILED
 from service.models import ClaimedFile
 from service.processing import Analysis, Assembly, CorruptContent
 from service.store import workers as store
 from service.store.files import FILES_READY
-from service.assembly import append_chunks, assemble
 from service.streaming import Prefix, Streamer
 
 log = logging.getLogger("service.worker")
