@@ -30,7 +30,7 @@ async def append_chunks(conn: asyncpg.Connection, file_id: str, chunks: list[tup
         for index, length in chunks:
             for offset in range(0, length, ASSEMBLY_SLICE):
                 size = min(ASSEMBLY_SLICE, length - offset)
-                data = await store.read_chunk_slice(conn, file_id, index, offset, size)
+                data = await store.get_chunk_slice(conn, file_id, index, offset, size)
                 if data is None or len(data) != size:
                     raise CorruptContent(f"chunk {index} vanished during assembly")
                 if writing is not None:

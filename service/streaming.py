@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from service.assembly import append_chunks
 from service.config import MiB
-from service.models import ClaimedFile, FileStatus
+from service.models import File, FileStatus
 from service.processing import Assembly
 from service.store import streaming as store
 
@@ -91,7 +91,7 @@ class Streamer:
         """Lets go of files this worker holds but works on no more: a release that could not be recorded
         while the database was away would otherwise keep them from everyone for as long as we live."""
         async with self.worker.pool.acquire() as conn:
-            held = await store.held_files(conn, self.worker.id)
+            held = await store.list_held_files(conn, self.worker.id)
             busy = set(self._ready) | set(self.worker.processing.values())
             for file_id in held:
                 if file_id not in busy:
@@ -99,7 +99,7 @@ class Streamer:
                                 extra={"action": "stream_swept", "file_id": file_id})
                     await store.release_file(conn, file_id, self.worker.id)
 
-    async def _claim(self) -> ClaimedFile | None:
+    async def _claim(self) -> File | None:
         async with self.worker.pool.acquire() as conn:
             return await store.claim_uploading_file(conn, self.worker.id, self.min_size, ACTIVE_SECONDS)
 
@@ -121,7 +121,7 @@ class Streamer:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _stream(self, file: ClaimedFile) -> None:
+    async def _stream(self, file: File) -> None:
         worker = self.worker
         log.info("streaming upload", extra={"action": "stream_started", "file_id": file.id})
         ready = self._ready[file.id]
@@ -133,10 +133,10 @@ class Streamer:
             while True:
                 async with worker.pool.acquire() as conn:
                     # The status first: once it says PROCESSING, every chunk is committed and seen below.
-                    status = await store.held_status(conn, file.id, worker.id)
+                    status = await store.get_held_status(conn, file.id, worker.id)
                     if status is None:
                         return  # deleted, expired and cleaned up, or no longer ours
-                    chunks = _contiguous(await store.chunks_from(conn, file.id, prefix.next_index), prefix.next_index)
+                    chunks = _contiguous(await store.list_chunks_from(conn, file.id, prefix.next_index), prefix.next_index)
                     if chunks:
                         await append_chunks(conn, file.id, chunks, assembly)
                         prefix.next_index = chunks[-1][0] + 1
@@ -176,7 +176,7 @@ class Streamer:
             if not handed_over:
                 await asyncio.to_thread(assembly.discard)
 
-    async def _release(self, file: ClaimedFile) -> None:
+    async def _release(self, file: File) -> None:
         async with self.worker.pool.acquire() as conn:
             await store.release_file(conn, file.id, self.worker.id)
 

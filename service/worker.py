@@ -26,7 +26,7 @@ from service.assembly import assemble
 from service.config import Settings
 from service.keys import pool_key, settings_key, worker_key
 from service.metrics import PROCESSING_SECONDS, UPLOADS_COMPLETED, UPLOADS_FAILED
-from service.models import ClaimedFile
+from service.models import File
 from service.processing import Analysis, Assembly, CorruptContent
 from service.store import workers as store
 from service.store.files import FILES_READY
@@ -62,7 +62,7 @@ class Worker:
         self._wake.set()
         self.streamer.ready(file_id)
 
-    def blob_path(self, file: ClaimedFile) -> Path:
+    def blob_path(self, file: File) -> Path:
         return storage.resolve(self.settings.storage_path, file.path)
 
     # lifecycle ---------------------------------------------------------------------------------
@@ -184,7 +184,7 @@ class Worker:
                 w.cancel()
         self._wake.clear()  # cleared before the next claim, which sees whatever the wake-up announced
 
-    async def _claim(self) -> ClaimedFile | None:
+    async def _claim(self) -> File | None:
         async with self.pool.acquire() as conn:
             try:
                 return await store.claim_next_file(conn, self.id)
@@ -192,7 +192,7 @@ class Worker:
                 await store.register_worker(conn, self.id, socket.gethostname(), os.getpid())
                 return await store.claim_next_file(conn, self.id)
 
-    def _start(self, file: ClaimedFile) -> None:
+    def _start(self, file: File) -> None:
         task = asyncio.create_task(self._process(file), name=f"process file {file.id}")
         self._running.add(task)
         self.processing[task] = file.id
@@ -232,11 +232,11 @@ class Worker:
                 log.warning("cleanup failed: %s", e, extra={"action": "cleanup_failed", "worker_id": self.id})
 
     # processing -----------------------------------------------------------------------------------
-    async def process(self, file: ClaimedFile, prefix: Prefix | None = None) -> None:
+    async def process(self, file: File, prefix: Prefix | None = None) -> None:
         """Processes a file this worker holds: from scratch, or from the prefix the streamer assembled."""
         await self._process(file, prefix)
 
-    async def _process(self, file: ClaimedFile, prefix: Prefix | None = None) -> None:
+    async def _process(self, file: File, prefix: Prefix | None = None) -> None:
         started = time.monotonic()
         log.info("file claimed", extra={"action": "file_claimed", "file_id": file.id, "attempt": file.attempts})
         try:
@@ -272,13 +272,13 @@ class Worker:
         finally:
             PROCESSING_SECONDS.observe(time.monotonic() - started)
 
-    async def _assemble_and_analyse(self, file: ClaimedFile, prefix: Prefix | None) -> tuple[str, Analysis]:
+    async def _assemble_and_analyse(self, file: File, prefix: Prefix | None) -> tuple[str, Analysis]:
         root = self.settings.storage_path
         thumbnail_base = storage.resolve(root, storage.thumbnail_path(file.filename))
         started = time.monotonic()
         try:
             async with self.pool.acquire() as conn:
-                chunks = await store.chunk_lengths(conn, file.id)
+                chunks = await store.list_chunk_lengths(conn, file.id)
                 check_chunks(chunks, file.size)
                 if prefix is None:
                     assembly = await asyncio.to_thread(Assembly, self.blob_path(file), self.tag)
@@ -306,7 +306,7 @@ class Worker:
             raise
         return digest, analysis
 
-    async def _finish(self, file: ClaimedFile, digest: str, analysis: Analysis) -> None:
+    async def _finish(self, file: File, digest: str, analysis: Analysis) -> None:
         metadata = {"sha256": digest, "size": file.size, "claimed_mimetype": file.mimetype, **analysis.metadata}
         thumbnail = f"/api/files/{file.id}/thumbnail" if analysis.thumbnail_mimetype else None
         async with self.pool.acquire() as conn:
@@ -321,13 +321,13 @@ class Worker:
                     log.warning("dropping the chunks of %s failed: %s", file.id, e,
                                 extra={"action": "chunks_left", "file_id": file.id})
                 return
-            owned_by_someone = await store.file_exists(conn, file.id)
+            owned_by_someone = await store.get_file_exists(conn, file.id)
         log.warning("lease on file %s lost before completion", file.id,
                     extra={"action": "lease_lost", "file_id": file.id})
         if not owned_by_someone:  # deleted meanwhile: our blobs are orphans. Otherwise they are the new owner's too.
             await asyncio.to_thread(storage.remove_blobs, self.settings.storage_path, file.path, file.filename)
 
-    async def _fail(self, file: ClaimedFile, reason: str) -> None:
+    async def _fail(self, file: File, reason: str) -> None:
         async with self.pool.acquire() as conn:
             failed = await store.fail_file(conn, file.id, self.id, reason)
         if failed:
@@ -336,7 +336,7 @@ class Worker:
         log.warning("file failed: %s", reason, extra={"action": "file_failed" if failed else "lease_lost",
                                                        "file_id": file.id})
 
-    async def _retry(self, file: ClaimedFile, delay: float, count_attempt: bool = True) -> None:
+    async def _retry(self, file: File, delay: float, count_attempt: bool = True) -> None:
         async with self.pool.acquire() as conn:
             await store.retry_file(conn, file.id, self.id, delay, count_attempt)
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncpg
 
-from service.models import ClaimedFile, FileStatus
+from service.models import File, FileStatus
+from service.store.files import FILE_COLUMNS, file_from
 
 # Recently active only (a chunk in the last $3 seconds): an abandoned upload is not held, and one let go
 # for being idle is not taken again until its client is back. tus partial uploads are excluded (their
 # chunks move into the final upload), and so are those whose length is not known yet.
-CLAIM_UPLOADING_FILE = """
+CLAIM_UPLOADING_FILE = f"""
 UPDATE files SET worker_id = $1, claimed_at = now()
  WHERE id = (SELECT f.id FROM files f
               WHERE f.status = 'UPLOADING' AND f.worker_id IS NULL AND NOT f.size_deferred
@@ -21,48 +22,48 @@ UPDATE files SET worker_id = $1, claimed_at = now()
                 AND EXISTS (SELECT 1 FROM file_chunks c
                              WHERE c.file_id = f.id AND c.created_at > now() - make_interval(secs => $3))
               ORDER BY f.created_at LIMIT 1 FOR UPDATE OF f SKIP LOCKED)
-RETURNING id, size, sha256, mimetype, filename, path, attempts
+RETURNING {FILE_COLUMNS}
 """
 
 
 async def claim_uploading_file(conn: asyncpg.Connection, worker_id: str, min_size: int,
-                               active_seconds: float) -> ClaimedFile | None:
+                               active_seconds: float) -> File | None:
     row = await conn.fetchrow(CLAIM_UPLOADING_FILE, worker_id, min_size, float(active_seconds))
-    return ClaimedFile(**row) if row else None
+    return file_from(row) if row else None
 
 
-HELD_STATUS = "SELECT status FROM files WHERE id = $1 AND worker_id = $2"
+GET_HELD_STATUS = "SELECT status FROM files WHERE id = $1 AND worker_id = $2"
 
 
-async def held_status(conn: asyncpg.Connection, file_id: str, worker_id: str) -> FileStatus | None:
+async def get_held_status(conn: asyncpg.Connection, file_id: str, worker_id: str) -> FileStatus | None:
     """The file's status while this worker still holds it; None once it is gone or no longer ours."""
-    status = await conn.fetchval(HELD_STATUS, file_id, worker_id)
+    status = await conn.fetchval(GET_HELD_STATUS, file_id, worker_id)
     return None if status is None else FileStatus(status)
 
 
-CHUNKS_FROM = """
+LIST_CHUNKS_FROM = """
 SELECT chunk_index, length(data) FROM file_chunks WHERE file_id = $1 AND chunk_index >= $2 ORDER BY chunk_index
 """
 
 
-async def chunks_from(conn: asyncpg.Connection, file_id: str, first: int) -> list[tuple[int, int]]:
+async def list_chunks_from(conn: asyncpg.Connection, file_id: str, first: int) -> list[tuple[int, int]]:
     """(index, length) of the committed chunks from index `first` on, in order (lengths from the TOAST
     pointers: no chunk data is read)."""
-    return [(r[0], r[1]) for r in await conn.fetch(CHUNKS_FROM, file_id, first)]
+    return [(r[0], r[1]) for r in await conn.fetch(LIST_CHUNKS_FROM, file_id, first)]
 
 
-TAKE_STREAMED_FILE = """
+TAKE_STREAMED_FILE = f"""
 UPDATE files SET attempts = attempts + 1, claimed_at = now()
  WHERE id = $1 AND worker_id = $2 AND status = 'PROCESSING'
-RETURNING id, size, sha256, mimetype, filename, path, attempts
+RETURNING {FILE_COLUMNS}
 """
 
 
-async def take_streamed_file(conn: asyncpg.Connection, file_id: str, worker_id: str) -> ClaimedFile | None:
+async def take_streamed_file(conn: asyncpg.Connection, file_id: str, worker_id: str) -> File | None:
     """The completed upload this worker held, now claimed for processing as CLAIM_NEXT_FILE would
     (an attempt counted); None if it was lost meanwhile."""
     row = await conn.fetchrow(TAKE_STREAMED_FILE, file_id, worker_id)
-    return ClaimedFile(**row) if row else None
+    return file_from(row) if row else None
 
 
 RELEASE_FILE = """
@@ -77,12 +78,12 @@ async def release_file(conn: asyncpg.Connection, file_id: str, worker_id: str) -
 
 
 # Claimed a minute ago or more: one claimed just now may not be in the claimer's task registry yet.
-HELD_FILES = """
+LIST_HELD_FILES = """
 SELECT id FROM files WHERE worker_id = $1 AND status IN ('UPLOADING', 'PROCESSING')
    AND coalesce(claimed_at, '-infinity') < now() - interval '1 minute'
 """
 
 
-async def held_files(conn: asyncpg.Connection, worker_id: str) -> list[str]:
+async def list_held_files(conn: asyncpg.Connection, worker_id: str) -> list[str]:
     """Files this worker has held for a while (streamed or being processed)."""
-    return [r[0] for r in await conn.fetch(HELD_FILES, worker_id)]
+    return [r[0] for r in await conn.fetch(LIST_HELD_FILES, worker_id)]
