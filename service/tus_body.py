@@ -9,22 +9,43 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
 
 import asyncpg
 from aiohttp import StreamReader
 from aiohttp.client_exceptions import ClientPayloadError
 from aiohttp.http_exceptions import HttpProcessingError
 
-from service.errors import (ApiError, BadRequest, TusChecksumMismatch, TusLengthExceeded, TusUploadInterrupted,
-                            TusUploadTimeout, UploadNotFound)
+from service.errors import (ApiError, BadRequest, TusLengthExceeded, TusUploadInterrupted, TusUploadTimeout,
+                            UploadNotFound)
 from service.metrics import BYTES_RECEIVED
 from service.store import tus as store
 from service.store.tus import TusUpload
-from service.tus import Checksum
 from service.tus_locks import Writer
 
 _BODY_BROKEN = (OSError, HttpProcessingError, ClientPayloadError)
+
+
+@dataclass(frozen=True)
+class Received:
+    """Where the upload stands after a body: its committed offset and expiry, and the error to answer
+    with once the caller has looked at them (kept bytes may have completed the upload), or None."""
+    offset: int
+    expires_at: datetime | None
+    error: ApiError | None
+
+
+class Verifier(Protocol):
+    """A digest the whole body must match (tus Upload-Checksum, the draft's Content-Digest)."""
+    @property
+    def digest(self) -> bytes: ...
+
+    def new(self) -> "hashlib._Hash": ...
+
+    def mismatch(self) -> ApiError: ...
 
 
 @dataclass
@@ -85,7 +106,8 @@ class _ChunkSink:
 
     def __init__(self, conn: asyncpg.Connection, upload: TusUpload, expiry_seconds: int, verified: bool) -> None:
         self.conn, self.upload_id, self.expiry = conn, upload.id, expiry_seconds
-        self.offset = upload.offset
+        self.protocol = upload.protocol
+        self.offset, self.expires_at = upload.offset, upload.expires_at
         self.verified = verified
         self.pending = 0           # bytes inserted but not yet committed (verified mode)
         self.index = 0
@@ -108,7 +130,7 @@ class _ChunkSink:
                 async with self.conn.transaction():
                     await store.insert_chunk(self.conn, self.upload_id, self.index, data)
                     await self._advance(len(data))
-                BYTES_RECEIVED.labels("tus").inc(len(data))
+                BYTES_RECEIVED.labels(self.protocol).inc(len(data))
         except asyncpg.ForeignKeyViolationError:
             raise UploadNotFound("the upload was removed while this request was writing it") from None
         self.index += 1
@@ -120,7 +142,7 @@ class _ChunkSink:
             await self._advance(self.pending)
         await self.transaction.commit()
         self.transaction = None
-        BYTES_RECEIVED.labels("tus").inc(self.pending)
+        BYTES_RECEIVED.labels(self.protocol).inc(self.pending)
 
     async def discard(self) -> None:
         if self.transaction is not None:
@@ -131,13 +153,12 @@ class _ChunkSink:
         moved = await store.advance_offset(self.conn, self.upload_id, self.offset, count, self.expiry)
         if moved is None:  # raises inside the transaction: the chunk goes with it
             raise UploadNotFound("the upload is no longer being uploaded")
-        self.offset = moved[0]
+        self.offset, self.expires_at = moved
 
 
 async def receive(content: StreamReader, conn: asyncpg.Connection, writer: Writer, upload: TusUpload,
-                  limits: Limits, checksum: Checksum | None) -> ApiError | None:
-    """Stores the body from the upload's offset on. Returns the error to answer with once the caller
-    has looked at the new state (kept bytes may have completed the upload), or None."""
+                  limits: Limits, checksum: Verifier | None) -> Received:
+    """Stores the body from the upload's offset on; says where the upload stands after it."""
     sink = _ChunkSink(conn, upload, limits.expiry_seconds, verified=checksum is not None)
     hasher = checksum.new() if checksum else None
     buffer = bytearray()
@@ -167,14 +188,13 @@ async def receive(content: StreamReader, conn: asyncpg.Connection, writer: Write
                 del buffer[:upload.chunk_size]
         if hasher is not None and checksum is not None:
             if error is None and hasher.digest() != checksum.digest:
-                error = TusChecksumMismatch(f"the body's {checksum.algorithm} does not match Upload-Checksum; "
-                                            "it was discarded")
+                error = checksum.mismatch()
             if error is not None:  # an unverified body is never kept, even in part
                 await sink.discard()
-                return error
+                return Received(sink.offset, sink.expires_at, error)
         await sink.write(bytes(buffer))
         await sink.commit()
     except BaseException:
         await sink.discard()
         raise
-    return error
+    return Received(sink.offset, sink.expires_at, error)

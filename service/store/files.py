@@ -28,6 +28,27 @@ async def mark_ready(conn: asyncpg.Connection, file_id: str) -> bool:
 FILE_COLUMNS = """id, status, type, mimetype, size, original_name, filename, path, url, thumbnail, metadata, error,
        uploaded_by_id, post_id, created_at, updated_at"""
 
+# An appended upload (tus, the IETF draft) is done: from the offset its writer holds, never another. A
+# length left open until now (tus Upload-Defer-Length, the draft's Upload-Complete without one) becomes
+# the offset; a declared one must have been reached.
+FINISH_UPLOAD = f"""
+UPDATE files SET status = 'PROCESSING', run_after = now(), expires_at = NULL, size = bytes_received,
+                 size_deferred = false
+ WHERE id = $1 AND status = 'UPLOADING' AND bytes_received = $2 AND (size_deferred OR size = bytes_received)
+RETURNING {FILE_COLUMNS}
+"""
+
+
+async def finish_upload(conn: asyncpg.Connection, file_id: str, offset: int) -> StoredFile | None:
+    """mark_ready for appended uploads, returning the file as it now is; None if it was not UPLOADING
+    at that offset (a repeated completion, or a lost race)."""
+    async with conn.transaction():
+        row = await conn.fetchrow(FINISH_UPLOAD, file_id, offset)
+        if row is None:
+            return None
+        await conn.execute("SELECT pg_notify($1, $2)", FILES_READY, file_id)
+        return StoredFile(**row)
+
 GET_FILE = f"SELECT {FILE_COLUMNS} FROM files WHERE id = $1 AND (uploaded_by_id = $2 OR $3)"
 
 

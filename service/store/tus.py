@@ -1,5 +1,7 @@
-"""tus uploads: rows of `files` (protocol = 'tus') whose bytes are `file_chunks` appended in order,
-chunk_index 0, 1, 2, ... with lengths of up to files.chunk_size. The worker joins them by chunk_index."""
+"""Appended uploads: rows of `files` whose bytes are `file_chunks` appended in order, chunk_index 0, 1,
+2, ... with lengths of up to files.chunk_size; the worker joins them by chunk_index. Two protocols write
+them: tus (protocol = 'tus') and the IETF Resumable Uploads draft (protocol = 'rufh'); each function
+takes the protocol, so neither ever touches the other's uploads."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,6 +16,7 @@ from service.models import FileStatus, FileType
 @dataclass(frozen=True)
 class TusUpload:
     id: str
+    protocol: str
     owner_id: str
     status: FileStatus
     size: int
@@ -25,6 +28,12 @@ class TusUpload:
     concat: str | None
     parts: list[str] | None
     expired: bool
+    sha256: str | None     # of the assembled file, once the worker has processed it
+
+    @property
+    def closed(self) -> bool:
+        """No byte can be added any more: completed (tus: reached its length; the draft: Upload-Complete)."""
+        return self.status != FileStatus.UPLOADING
 
     @property
     def length_known(self) -> bool:
@@ -36,37 +45,40 @@ class TusUpload:
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> TusUpload:
-        return cls(row["id"], row["uploaded_by_id"], FileStatus(row["status"]), row["size"], row["size_deferred"],
-                   row["bytes_received"], row["chunk_size"], row["expires_at"], row["tus_metadata"],
-                   row["tus_concat"], row["tus_parts"], row["expired"])
+        return cls(row["id"], row["protocol"], row["uploaded_by_id"], FileStatus(row["status"]), row["size"],
+                   row["size_deferred"], row["bytes_received"], row["chunk_size"], row["expires_at"],
+                   row["tus_metadata"], row["tus_concat"], row["tus_parts"], row["expired"], row["assembled_sha256"])
 
 
-COLUMNS = """id, uploaded_by_id, status, size, size_deferred, bytes_received, chunk_size, expires_at,
-             tus_metadata, tus_concat, tus_parts, (status = 'UPLOADING' AND expires_at <= now()) AS expired"""
+COLUMNS = """id, protocol, uploaded_by_id, status, size, size_deferred, bytes_received, chunk_size, expires_at,
+             tus_metadata, tus_concat, tus_parts, (status = 'UPLOADING' AND expires_at <= now()) AS expired,
+             metadata ->> 'sha256' AS assembled_sha256"""
 
 INSERT_UPLOAD = f"""
 INSERT INTO files (protocol, uploaded_by_id, original_name, filename, path, mimetype, type, size, size_deferred,
-                   chunk_size, expires_at, tus_metadata, tus_concat, tus_parts)
-VALUES ('tus', $1, $2, $3, $4, $5, $6, $7, $8, $9, now() + make_interval(secs => $10), $11, $12, $13)
+                   chunk_size, expires_at, tus_metadata, tus_concat, tus_parts, sha256)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now() + make_interval(secs => $11), $12, $13, $14, $15)
 RETURNING {COLUMNS}
 """
 
 
 async def insert_upload(conn: asyncpg.Connection, *, owner_id: str, original_name: str, mimetype: str,
                         type: FileType, size: int, size_deferred: bool, chunk_size: int, expiry_seconds: int,
-                        metadata: str | None, concat: str | None, parts: list[str] | None = None) -> TusUpload:
+                        metadata: str | None, concat: str | None, parts: list[str] | None = None,
+                        protocol: str = "tus", sha256: str | None = None) -> TusUpload:
+    """sha256: the whole file's digest as the client declared it (hex); the worker checks it on assembly."""
     filename = storage.new_blob_name()
-    row = await conn.fetchrow(INSERT_UPLOAD, owner_id, original_name, filename, storage.blob_path(filename),
+    row = await conn.fetchrow(INSERT_UPLOAD, protocol, owner_id, original_name, filename, storage.blob_path(filename),
                               mimetype, type.value, size, size_deferred, chunk_size, expiry_seconds, metadata,
-                              concat, parts)
+                              concat, parts, sha256)
     return TusUpload.from_row(row)
 
 
-SELECT_UPLOAD = f"SELECT {COLUMNS} FROM files WHERE id = $1 AND protocol = 'tus'"
+SELECT_UPLOAD = f"SELECT {COLUMNS} FROM files WHERE id = $1 AND protocol = $2"
 
 
-async def select_upload(conn: asyncpg.Connection, upload_id: str) -> TusUpload | None:
-    row = await conn.fetchrow(SELECT_UPLOAD, upload_id)
+async def select_upload(conn: asyncpg.Connection, upload_id: str, protocol: str = "tus") -> TusUpload | None:
+    row = await conn.fetchrow(SELECT_UPLOAD, upload_id, protocol)
     return None if row is None else TusUpload.from_row(row)
 
 
@@ -112,12 +124,12 @@ async def declare_length(conn: asyncpg.Connection, upload_id: str, size: int) ->
     return None if row is None else TusUpload.from_row(row)
 
 
-DELETE_UPLOAD = "DELETE FROM files WHERE id = $1 AND protocol = 'tus' RETURNING path, filename"
+DELETE_UPLOAD = "DELETE FROM files WHERE id = $1 AND protocol = $2 RETURNING path, filename"
 
 
-async def delete_upload(conn: asyncpg.Connection, upload_id: str) -> tuple[str, str] | None:
+async def delete_upload(conn: asyncpg.Connection, upload_id: str, protocol: str = "tus") -> tuple[str, str] | None:
     """Removes the upload and (by cascade) its chunks: its path and blob name, or None if it was gone."""
-    row = await conn.fetchrow(DELETE_UPLOAD, upload_id)
+    row = await conn.fetchrow(DELETE_UPLOAD, upload_id, protocol)
     return None if row is None else (row["path"], row["filename"])
 
 
