@@ -29,7 +29,7 @@ from service.store import files
 from service.store import tus as store
 from service.store.tus import TusUpload
 from service.tus import http_date
-from service.tus_body import Limits, Verifier, receive
+from service.tus_body import Limits, Progress, Verifier, receive
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class AppendRequest:
     length: int | None = None         # the upload's total length, when this request declares it
     completes: bool = False           # the draft's Upload-Complete: ?1 (tus completes on reaching its length)
     verifier: Verifier | None = None  # tus Upload-Checksum, the draft's Content-Digest
+    progress: Progress | None = None  # told each committed offset (the draft's progress 104s)
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ async def _append(request: web.Request, upload_id: str, want: AppendRequest) -> 
 
         received = await receive(request.content, conn, writer, upload,
                                  Limits(min(room, max_append), locks.idle_timeout, settings.upload_expiry),
-                                 want.verifier)
+                                 want.verifier, want.progress)
         error = received.error
         if isinstance(error, TusLengthExceeded):  # a body without Content-Length that went on too long
             error = _overflow(want, upload, room, settings) if room <= max_append else \

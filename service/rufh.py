@@ -7,8 +7,10 @@ Implemented: the editor's copy after draft -11 (interop version 8); interop vers
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import math
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.message import Message
@@ -23,6 +25,7 @@ from service.config import Settings
 from service.errors import (DigestInvalidValue, DigestMismatch, DigestUnsupportedAlgorithm,
                             RufhInteropVersionUnsupported, ValidationFailed)
 from service.tus import FileHints, file_hints, is_rufh
+from service.tus_body import Progress
 
 __all__ = ["is_rufh"]  # decided where the shared path's rules are (service/tus.py)
 
@@ -246,3 +249,23 @@ async def send_104(request: web.Request, version: int | None, headers: dict[str,
     await request.writer.write(informational({**headers, INTEROP_HEADER: str(version)}))
     request.writer.output_size = 0  # the final response has not started: as aiohttp does after 100
     return True
+
+
+PROGRESS_EVERY = 1.0  # seconds between progress 104s: enough for a progress bar, few enough to cost nothing
+
+
+def progress_104s(request: web.Request, version: int | None) -> Progress | None:
+    """While content arrives, a 104 with Upload-Offset at most once a second, so the client can free
+    what the server has acknowledged. None where no 104 may be sent."""
+    if version is None or request.version < HttpVersion11:
+        return None
+    last = time.monotonic()
+
+    async def report(offset: int) -> None:
+        nonlocal last
+        if time.monotonic() - last < PROGRESS_EVERY:
+            return
+        last = time.monotonic()
+        with contextlib.suppress(ConnectionError):  # a client gone mid-body: its bytes are still kept
+            await send_104(request, version, {"Upload-Offset": str(offset)})
+    return report

@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Awaitable, Callable, Protocol
 
 import asyncpg
 from aiohttp import StreamReader
@@ -36,6 +36,9 @@ class Received:
     offset: int
     expires_at: datetime | None
     error: ApiError | None
+
+
+Progress = Callable[[int], Awaitable[None]]
 
 
 class Verifier(Protocol):
@@ -104,8 +107,10 @@ def _interrupted(writer: Writer) -> ApiError:
 class _ChunkSink:
     """Appends chunk rows after the upload's last one; commits each with its offset, or all at the end."""
 
-    def __init__(self, conn: asyncpg.Connection, upload: TusUpload, expiry_seconds: int, verified: bool) -> None:
+    def __init__(self, conn: asyncpg.Connection, upload: TusUpload, expiry_seconds: int, verified: bool,
+                 on_stored: Progress | None) -> None:
         self.conn, self.upload_id, self.expiry = conn, upload.id, expiry_seconds
+        self.on_stored = on_stored
         self.protocol = upload.protocol
         self.offset, self.expires_at = upload.offset, upload.expires_at
         self.verified = verified
@@ -131,6 +136,8 @@ class _ChunkSink:
                     await store.insert_chunk(self.conn, self.upload_id, self.index, data)
                     await self._advance(len(data))
                 BYTES_RECEIVED.labels(self.protocol).inc(len(data))
+                if self.on_stored is not None:
+                    await self.on_stored(self.offset)
         except asyncpg.ForeignKeyViolationError:
             raise UploadNotFound("the upload was removed while this request was writing it") from None
         self.index += 1
@@ -157,9 +164,10 @@ class _ChunkSink:
 
 
 async def receive(content: StreamReader, conn: asyncpg.Connection, writer: Writer, upload: TusUpload,
-                  limits: Limits, checksum: Verifier | None) -> Received:
-    """Stores the body from the upload's offset on; says where the upload stands after it."""
-    sink = _ChunkSink(conn, upload, limits.expiry_seconds, verified=checksum is not None)
+                  limits: Limits, checksum: Verifier | None, on_stored: Progress | None = None) -> Received:
+    """Stores the body from the upload's offset on; says where the upload stands after it. on_stored
+    hears each new committed offset (the draft's progress 104s)."""
+    sink = _ChunkSink(conn, upload, limits.expiry_seconds, verified=checksum is not None, on_stored=on_stored)
     hasher = checksum.new() if checksum else None
     buffer = bytearray()
     received = 0

@@ -64,8 +64,9 @@ async def create_upload(request: web.Request) -> web.StreamResponse:
     file: StoredFile | None = None
     if complete or request.body_exists:
         try:
-            appended = await append(request, upload.id,
-                                    AppendRequest(PROTOCOL, 0, length, completes=complete, verifier=verifier))
+            appended = await append(request, upload.id, AppendRequest(
+                PROTOCOL, 0, length, completes=complete, verifier=verifier,
+                progress=rufh.progress_104s(request, version)))
         except ApiError as e:
             for name, value in resource.items():  # the upload exists: the client can resume it
                 e.headers.setdefault(name, value)
@@ -91,7 +92,7 @@ async def head_upload(request: web.Request) -> web.Response:
 
 async def patch_upload(request: web.Request) -> web.StreamResponse:
     """Upload append: the content at Upload-Offset, completing the upload with Upload-Complete: ?1."""
-    rufh.interop_version(request)
+    version = rufh.interop_version(request)
     if request.content_type != PARTIAL_UPLOAD:
         raise UnsupportedMediaType(f"an append is sent as Content-Type: {PARTIAL_UPLOAD}",
                                    headers={"Accept-Patch": PARTIAL_UPLOAD})
@@ -102,7 +103,8 @@ async def patch_upload(request: web.Request) -> web.StreamResponse:
     length = _length(request, complete, offset)
     appended = await append(request, path_id(request, "upload_id"),
                             AppendRequest(PROTOCOL, offset, length, completes=complete,
-                                          verifier=rufh.content_digest(request)))
+                                          verifier=rufh.content_digest(request),
+                                          progress=rufh.progress_104s(request, version)))
     return _answer(200 if appended.file else 204, {}, appended.upload, appended.file)
 
 
