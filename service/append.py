@@ -6,6 +6,7 @@ which reads top to bottom as tusd's PatchFile does: take the upload's writer loc
 run every check, receive the body into chunk rows, and mark the upload ready with one guarded
 UPDATE ... RETURNING. What a request answers is built from that one read and what the body changed,
 never from a second read. look() is the same for HEAD: one read, under the lock when it can be had."""
+
 from __future__ import annotations
 
 import asyncio
@@ -18,9 +19,22 @@ from aiohttp import web
 from service import storage
 from service.auth import current_user
 from service.config import Settings
-from service.errors import (ApiError, AppendTooLarge, AppendTooSmall, RufhInconsistentLength, RufhOffsetMismatch,
-                            RufhUploadCompleted, TusInvalidLength, TusLengthExceeded, TusOffsetMismatch,
-                            TusUploadIsFinal, TusUploadLocked, UploadExpired, UploadNotFound, UploadTooLarge)
+from service.errors import (
+    ApiError,
+    AppendTooLarge,
+    AppendTooSmall,
+    RufhInconsistentLength,
+    RufhOffsetMismatch,
+    RufhUploadCompleted,
+    TusInvalidLength,
+    TusLengthExceeded,
+    TusOffsetMismatch,
+    TusUploadIsFinal,
+    TusUploadLocked,
+    UploadExpired,
+    UploadNotFound,
+    UploadTooLarge,
+)
 from service.keys import pool_key, settings_key, slow_by_design_key, tus_locks_key
 from service.models import FileStatus, StoredFile
 from service.rufh import Limits as UploadLimits
@@ -35,18 +49,19 @@ from service.tus_body import Limits, Progress, Verifier, receive
 @dataclass(frozen=True)
 class AppendRequest:
     """What one request asks of an upload, read from its headers by the protocol's handler."""
-    protocol: str                     # "tus" or "rufh" (files.protocol)
-    offset: int                       # where the client says its bytes start
-    length: int | None = None         # the upload's total length, when this request declares it
-    completes: bool = False           # the draft's Upload-Complete: ?1 (tus completes on reaching its length)
+
+    protocol: str  # "tus" or "rufh" (files.protocol)
+    offset: int  # where the client says its bytes start
+    length: int | None = None  # the upload's total length, when this request declares it
+    completes: bool = False  # the draft's Upload-Complete: ?1 (tus completes on reaching its length)
     verifier: Verifier | None = None  # tus Upload-Checksum, the draft's Content-Digest
     progress: Progress | None = None  # told each committed offset (the draft's progress 104s)
 
 
 @dataclass(frozen=True)
 class Appended:
-    upload: TusUpload                 # the upload after this request
-    file: StoredFile | None = None    # the file, when this request completed the upload
+    upload: TusUpload  # the upload after this request
+    file: StoredFile | None = None  # the file, when this request completed the upload
 
 
 async def append(request: web.Request, upload_id: str, want: AppendRequest) -> Appended:
@@ -75,8 +90,9 @@ async def _append(request: web.Request, upload_id: str, want: AppendRequest) -> 
         if upload.closed and want.protocol == "rufh":
             if sent == 0:
                 raise RufhUploadCompleted(f"upload {upload_id} is complete: nothing can be appended")
-            raise RufhInconsistentLength(f"upload {upload_id} is complete at {upload.offset} bytes: "
-                                         "appending more would change its length")
+            raise RufhInconsistentLength(
+                f"upload {upload_id} is complete at {upload.offset} bytes: appending more would change its length"
+            )
         if want.offset != upload.offset:
             raise _offset_mismatch(want, upload)
         if want.length is not None:
@@ -86,31 +102,49 @@ async def _append(request: web.Request, upload_id: str, want: AppendRequest) -> 
             raise _overflow(want, upload, room, settings)
         max_append = settings.max_append_size or settings.max_upload_size
         if sent is not None and sent > max_append:
-            raise AppendTooLarge(f"{sent} bytes in one request; at most {max_append} (MAX_APPEND_SIZE)",
-                                 headers=_limit_headers(want, upload, settings))
+            raise AppendTooLarge(
+                f"{sent} bytes in one request; at most {max_append} (MAX_APPEND_SIZE)",
+                headers=_limit_headers(want, upload, settings),
+            )
         completing = want.completes or (upload.length_known and sent == room)
         if sent is not None and sent < settings.min_append_size and not completing:
-            raise AppendTooSmall(f"{sent} bytes; an append that does not complete the upload carries at least "
-                                 f"{settings.min_append_size} (MIN_APPEND_SIZE)")
+            raise AppendTooSmall(
+                f"{sent} bytes; an append that does not complete the upload carries at least "
+                f"{settings.min_append_size} (MIN_APPEND_SIZE)"
+            )
 
-        received = await receive(request.content, conn, writer, upload,
-                                 Limits(min(room, max_append), locks.idle_timeout, settings.upload_expiry),
-                                 want.verifier, want.progress)
+        received = await receive(
+            request.content,
+            conn,
+            writer,
+            upload,
+            Limits(min(room, max_append), locks.idle_timeout, settings.upload_expiry),
+            want.verifier,
+            want.progress,
+        )
         error = received.error
         if isinstance(error, TusLengthExceeded):  # a body without Content-Length that went on too long
-            error = _overflow(want, upload, room, settings) if room <= max_append else \
-                AppendTooLarge(f"the body went past MAX_APPEND_SIZE ({max_append} bytes)",
-                               headers=_limit_headers(want, upload, settings))
+            error = (
+                _overflow(want, upload, room, settings)
+                if room <= max_append
+                else AppendTooLarge(
+                    f"the body went past MAX_APPEND_SIZE ({max_append} bytes)",
+                    headers=_limit_headers(want, upload, settings),
+                )
+            )
         upload = dataclasses.replace(upload, offset=received.offset, expires_at=received.expires_at)
         file = None
         if _finishes(want, upload, error):
             file = await files.finish_upload(conn, upload_id, upload.offset)
             if file is not None:  # None: a repeated final tus PATCH; exactly once either way
-                upload = dataclasses.replace(upload, status=FileStatus(file.status), size=file.size,
-                                             size_deferred=False, expires_at=None)
+                upload = dataclasses.replace(
+                    upload, status=FileStatus(file.status), size=file.size, size_deferred=False, expires_at=None
+                )
         elif error is None and want.completes and upload.length_known and upload.offset < upload.size:
-            error = RufhInconsistentLength(f"the upload was declared {upload.size} bytes and is complete at "
-                                           f"{upload.offset}; append the rest", headers=_offset_header(upload))
+            error = RufhInconsistentLength(
+                f"the upload was declared {upload.size} bytes and is complete at {upload.offset}; append the rest",
+                headers=_offset_header(upload),
+            )
     if error is not None:
         raise error
     return Appended(upload, file)
@@ -148,8 +182,9 @@ def _owned(request: web.Request, upload: TusUpload | None, upload_id: str) -> Tu
     return upload
 
 
-async def _declare_length(conn: asyncpg.Connection, upload: TusUpload, want: AppendRequest,
-                          settings: Settings) -> TusUpload:
+async def _declare_length(
+    conn: asyncpg.Connection, upload: TusUpload, want: AppendRequest, settings: Settings
+) -> TusUpload:
     """A length is set once (tus Upload-Defer-Length, the draft's creation without one), never below
     what was received; saying another one later is the client's mistake."""
     length = want.length
@@ -160,8 +195,10 @@ async def _declare_length(conn: asyncpg.Connection, upload: TusUpload, want: App
             raise mismatch(f"the upload's length is {upload.size} and cannot change (this request says {length})")
         return upload
     if length > settings.max_upload_size:
-        raise UploadTooLarge(f"a length of {length} is above the largest upload, {settings.max_upload_size}",
-                             headers=_limit_headers(want, upload, settings))
+        raise UploadTooLarge(
+            f"a length of {length} is above the largest upload, {settings.max_upload_size}",
+            headers=_limit_headers(want, upload, settings),
+        )
     declared = await store.declare_length(conn, upload.id, length)
     if declared is None:
         raise mismatch(f"a length of {length} is below the {upload.offset} bytes already received")
@@ -172,8 +209,9 @@ def _offset_mismatch(want: AppendRequest, upload: TusUpload) -> ApiError:
     detail = f"the upload is at offset {upload.offset}; Upload-Offset says {want.offset}"
     if want.protocol == "tus":
         return TusOffsetMismatch(detail)
-    return RufhOffsetMismatch(detail, headers=_offset_header(upload),
-                              **{"expected-offset": upload.offset, "provided-offset": want.offset})
+    return RufhOffsetMismatch(
+        detail, headers=_offset_header(upload), **{"expected-offset": upload.offset, "provided-offset": want.offset}
+    )
 
 
 def _overflow(want: AppendRequest, upload: TusUpload, room: int, settings: Settings) -> ApiError:
@@ -181,10 +219,14 @@ def _overflow(want: AppendRequest, upload: TusUpload, room: int, settings: Setti
     if want.protocol == "tus":
         return TusLengthExceeded(f"the body goes past the upload's length ({room} bytes were left)")
     if upload.length_known:
-        return RufhInconsistentLength(f"the content goes past the upload's length of {upload.size} bytes "
-                                      f"({room} were left)", headers=_offset_header(upload))
-    return UploadTooLarge(f"the upload would grow past the largest upload, {settings.max_upload_size} bytes",
-                          headers=_limit_headers(want, upload, settings))
+        return RufhInconsistentLength(
+            f"the content goes past the upload's length of {upload.size} bytes ({room} were left)",
+            headers=_offset_header(upload),
+        )
+    return UploadTooLarge(
+        f"the upload would grow past the largest upload, {settings.max_upload_size} bytes",
+        headers=_limit_headers(want, upload, settings),
+    )
 
 
 def _offset_header(upload: TusUpload) -> dict[str, str]:

@@ -4,6 +4,7 @@ uses it, the append routine (service/append.py) runs the upload's checks with it
 
 Implemented: the editor's copy after draft -11 (interop version 8); interop version 7 (drafts -06 to
 -08) is accepted as well, since a server's side of it differs only in what version the 104 names."""
+
 from __future__ import annotations
 
 import base64
@@ -11,30 +12,35 @@ import contextlib
 import hashlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.message import Message
 from email.utils import collapse_rfc2231_value
-from typing import Callable
 
 import http_sf
 from aiohttp import web
 from aiohttp.http import HttpVersion11
 
 from service.config import Settings
-from service.errors import (DigestInvalidValue, DigestMismatch, DigestUnsupportedAlgorithm,
-                            RufhInteropVersionUnsupported, ValidationFailed)
+from service.errors import (
+    DigestInvalidValue,
+    DigestMismatch,
+    DigestUnsupportedAlgorithm,
+    RufhInteropVersionUnsupported,
+    ValidationFailed,
+)
 from service.tus import FileHints, file_hints, is_rufh
 from service.tus_body import Progress
 
 __all__ = ["is_rufh"]  # decided where the shared path's rules are (service/tus.py)
 
 INTEROP_VERSION = 8
-INTEROP_VERSIONS = (7, 8)   # what a request's Upload-Draft-Interop-Version may say
+INTEROP_VERSIONS = (7, 8)  # what a request's Upload-Draft-Interop-Version may say
 PARTIAL_UPLOAD = "application/partial-upload"
 INTEROP_HEADER = "Upload-Draft-Interop-Version"
 
-DIGESTS: dict[str, Callable[[], "hashlib._Hash"]] = {"sha-256": hashlib.sha256, "sha-512": hashlib.sha512}
+DIGESTS: dict[str, Callable[[], hashlib._Hash]] = {"sha-256": hashlib.sha256, "sha-512": hashlib.sha512}
 # Repr-Digest is checked by the worker, which hashes the assembled file with SHA-256 anyway.
 REPR_DIGESTS = ("sha-256",)
 
@@ -48,8 +54,9 @@ def interop_version(request: web.Request) -> int | None:
     value = _item(raw)
     if type(value) is not int or value not in INTEROP_VERSIONS:
         raise RufhInteropVersionUnsupported(
-            f"{INTEROP_HEADER}: {raw[:40]} is not one this server speaks "
-            f"({', '.join(map(str, INTEROP_VERSIONS))})", headers={INTEROP_HEADER: str(INTEROP_VERSION)})
+            f"{INTEROP_HEADER}: {raw[:40]} is not one this server speaks ({', '.join(map(str, INTEROP_VERSIONS))})",
+            headers={INTEROP_HEADER: str(INTEROP_VERSION)},
+        )
     return value
 
 
@@ -95,9 +102,11 @@ def boolean(value: bool) -> str:
 
 # limits
 
+
 @dataclass(frozen=True)
 class Limits:
     """The draft's Upload-Limit keys as this server enforces them (0 = no such limit)."""
+
     max_size: int
     min_size: int
     max_append_size: int
@@ -105,8 +114,12 @@ class Limits:
 
     @classmethod
     def of(cls, settings: Settings) -> Limits:
-        return cls(settings.max_upload_size, settings.min_upload_size,
-                   settings.max_append_size or settings.max_upload_size, settings.min_append_size)
+        return cls(
+            settings.max_upload_size,
+            settings.min_upload_size,
+            settings.max_append_size or settings.max_upload_size,
+            settings.min_append_size,
+        )
 
     def header(self, max_age: int | None) -> str:
         """The Upload-Limit dictionary; max-age is the upload's remaining lifetime, when it has one."""
@@ -124,18 +137,19 @@ def max_age(expires_at: datetime | None, now: datetime | None = None) -> int | N
     """Seconds left until expires_at, never negative; None for an upload that does not expire."""
     if expires_at is None:
         return None
-    left = (expires_at - (now or datetime.now(timezone.utc))).total_seconds()
+    left = (expires_at - (now or datetime.now(UTC))).total_seconds()
     return max(0, math.floor(left))
 
 
 # digests (RFC 9530) and their problem types
+
 
 @dataclass(frozen=True)
 class Digest:
     algorithm: str
     value: bytes
 
-    def new(self) -> "hashlib._Hash":
+    def new(self) -> hashlib._Hash:
         return DIGESTS[self.algorithm]()
 
     @property
@@ -192,7 +206,8 @@ def _digests(request: web.Request, name: str, supported: tuple[str, ...]) -> lis
         raise DigestUnsupportedAlgorithm(
             f"{name} names no algorithm this server checks; supported: {', '.join(supported)}",
             headers={want: ", ".join(f"{a}={10 - i}" for i, a in enumerate(supported))},
-            **{"unsupported-algorithm": unsupported})
+            **{"unsupported-algorithm": unsupported},
+        )
     return found
 
 
@@ -202,6 +217,7 @@ def sha256_field(hex_digest: str) -> str:
 
 
 # representation metadata of the creation request
+
 
 def hints(request: web.Request) -> FileHints:
     """Name from Content-Disposition (RFC 6266, filename* preferred), media type from Content-Type;
@@ -230,6 +246,7 @@ def disposition_filename(disposition: str | None) -> str | None:
 
 
 # 104 (Upload Resumption Supported)
+
 
 def informational(headers: dict[str, str]) -> bytes:
     lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
@@ -268,4 +285,5 @@ def progress_104s(request: web.Request, version: int | None) -> Progress | None:
         last = time.monotonic()
         with contextlib.suppress(ConnectionError):  # a client gone mid-body: its bytes are still kept
             await send_104(request, version, {"Upload-Offset": str(offset)})
+
     return report

@@ -10,17 +10,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Awaitable, Callable, Protocol
+from typing import Protocol
 
 import asyncpg
 from aiohttp import StreamReader
 from aiohttp.client_exceptions import ClientPayloadError
 from aiohttp.http_exceptions import HttpProcessingError
 
-from service.errors import (ApiError, BadRequest, TusLengthExceeded, TusUploadInterrupted, TusUploadTimeout,
-                            UploadNotFound)
+from service.errors import (
+    ApiError,
+    BadRequest,
+    TusLengthExceeded,
+    TusUploadInterrupted,
+    TusUploadTimeout,
+    UploadNotFound,
+)
 from service.metrics import BYTES_RECEIVED
 from service.store import tus as store
 from service.store.tus import TusUpload
@@ -46,7 +53,7 @@ class Verifier(Protocol):
     @property
     def digest(self) -> bytes: ...
 
-    def new(self) -> "hashlib._Hash": ...
+    def new(self) -> hashlib._Hash: ...
 
     def mismatch(self) -> ApiError: ...
 

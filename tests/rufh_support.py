@@ -1,5 +1,6 @@
 """Helpers of the IETF resumable-upload tests: a raw HTTP/1.1 exchange that sees interim (104) responses,
 and the draft's fields as a client sends them."""
+
 from __future__ import annotations
 
 import asyncio
@@ -27,7 +28,7 @@ MAX_SIZE = 4 * 1024 * 1024
 class Response:
     status: int
     reason: str
-    headers: dict[str, str]           # lower-cased names; a repeated field keeps its last value
+    headers: dict[str, str]  # lower-cased names; a repeated field keeps its last value
     body: bytes = b""
     interim: list[Response] = field(default_factory=list)
 
@@ -47,8 +48,14 @@ class Exchange:
         self.reader, self.writer, self.method = reader, writer, method
 
     @classmethod
-    async def open(cls, server, method: str, path: str, headers: dict[str, str],  # type: ignore[no-untyped-def]
-                   version: str = "HTTP/1.1") -> Exchange:
+    async def open(
+        cls,
+        server,
+        method: str,
+        path: str,
+        headers: dict[str, str],  # type: ignore[no-untyped-def]
+        version: str = "HTTP/1.1",
+    ) -> Exchange:
         host, port = server.server.host, server.server.port
         reader, writer = await asyncio.open_connection(host, port)
         lines = "".join(f"{k}: {v}\r\n" for k, v in {"Host": f"{host}:{port}", **headers}.items())
@@ -68,7 +75,7 @@ class Exchange:
 
     async def response(self, timeout: float = 20) -> Response:
         """The final response, with the interim ones that came before it."""
-        interim = []
+        interim: list[Response] = []
         while True:
             response = await self._one(timeout)
             if response.status >= 200:
@@ -96,8 +103,14 @@ class Exchange:
             await self.writer.wait_closed()
 
 
-async def exchange(server, method: str, path: str, headers: dict[str, str], body: bytes = b"",  # type: ignore[no-untyped-def]
-                   version: str = "HTTP/1.1") -> Response:
+async def exchange(
+    server,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    body: bytes = b"",  # type: ignore[no-untyped-def]
+    version: str = "HTTP/1.1",
+) -> Response:
     """A whole request and its responses."""
     request = await Exchange.open(server, method, path, {**headers, "Content-Length": str(len(body))}, version)
     try:
@@ -115,16 +128,45 @@ def id_of(location: str) -> str:
     return location.rstrip("/").rsplit("/", 1)[-1]
 
 
-async def create(server, user, body: bytes = b"", complete: bool = False, **headers: str) -> Response:  # type: ignore[no-untyped-def]
-    return await exchange(server, "POST", "/api/tus/", {
-        **user.headers, **DRAFT, "Upload-Complete": "?1" if complete else "?0", **headers}, body)
+async def create(
+    server,
+    user,
+    body: bytes = b"",
+    complete: bool = False,  # type: ignore[no-untyped-def]
+    headers: dict[str, str] | None = None,
+) -> Response:
+    return await exchange(
+        server,
+        "POST",
+        "/api/tus/",
+        {**user.headers, **DRAFT, "Upload-Complete": "?1" if complete else "?0", **(headers or {})},
+        body,
+    )
 
 
-async def append(server, user, path: str, offset: int, body: bytes, complete: bool = False,  # type: ignore[no-untyped-def]
-                 **headers: str) -> Response:
-    return await exchange(server, "PATCH", path, {
-        **user.headers, **DRAFT, **PARTIAL, "Upload-Offset": str(offset),
-        "Upload-Complete": "?1" if complete else "?0", **headers}, body)
+async def append(
+    server,
+    user,
+    path: str,
+    offset: int,
+    body: bytes,
+    complete: bool = False,  # type: ignore[no-untyped-def]
+    headers: dict[str, str] | None = None,
+) -> Response:
+    return await exchange(
+        server,
+        "PATCH",
+        path,
+        {
+            **user.headers,
+            **DRAFT,
+            **PARTIAL,
+            "Upload-Offset": str(offset),
+            "Upload-Complete": "?1" if complete else "?0",
+            **(headers or {}),
+        },
+        body,
+    )
 
 
 async def head(server, user, path: str) -> Response:  # type: ignore[no-untyped-def]
@@ -143,8 +185,14 @@ async def wait_processed(server, user, file_id: str, timeout: float = 30) -> dic
 
 
 def rufh_app(database_url: str, storage_dir: Path, **env: str):  # type: ignore[no-untyped-def]
-    settings = make_settings(database_url, storage_dir, DEFAULT_CHUNK_SIZE=str(CHUNK), MAX_UPLOAD_SIZE=str(MAX_SIZE),
-                             CORS_ORIGINS="https://app.example", **env)
+    settings = make_settings(
+        database_url,
+        storage_dir,
+        DEFAULT_CHUNK_SIZE=str(CHUNK),
+        MAX_UPLOAD_SIZE=str(MAX_SIZE),
+        CORS_ORIGINS="https://app.example",
+        **env,
+    )
     return create_app(settings, with_worker=True)
 
 

@@ -1,13 +1,27 @@
 """The IETF Resumable Uploads draft over raw sockets, following its own examples: creation with the
 104 and Upload-Complete, offset retrieval, append, cancellation, the problem types, limits, digests."""
+
 from __future__ import annotations
 
 import base64
 import hashlib
 import os
 
-from tests.rufh_support import (CHUNK, DRAFT, MAX_SIZE, PARTIAL, PROBLEMS, append, create, exchange, head, id_of,
-                                path_of, rufh, wait_processed)
+from tests.rufh_support import (
+    CHUNK,
+    DRAFT,
+    MAX_SIZE,
+    PARTIAL,
+    PROBLEMS,
+    append,
+    create,
+    exchange,
+    head,
+    id_of,
+    path_of,
+    rufh,
+    wait_processed,
+)
 from tests.tus_support import file_row, stored_bytes
 
 __all__ = ["rufh"]  # the fixture
@@ -20,11 +34,19 @@ def digest(algorithm: str, data: bytes) -> str:
 
 # Upload creation (the draft's examples A and B)
 
+
 async def test_a_whole_upload_in_one_request_gets_a_104_then_the_file(rufh, user, conn) -> None:  # type: ignore[no-untyped-def]
     data = os.urandom(3 * CHUNK + 17)
-    r = await create(rufh, user, data, complete=True, **{
-        "Upload-Length": str(len(data)),
-        "Content-Disposition": "inline; filename=\"file name.jpg\"; filename*=UTF-8''f%C3%AEle%20name.bin"})
+    r = await create(
+        rufh,
+        user,
+        data,
+        complete=True,
+        headers={
+            "Upload-Length": str(len(data)),
+            "Content-Disposition": "inline; filename=\"file name.jpg\"; filename*=UTF-8''f%C3%AEle%20name.bin",
+        },
+    )
     assert [i.status for i in r.interim] == [104]
     interim = r.interim[0]
     assert interim.reason == "Upload Resumption Supported"
@@ -49,7 +71,7 @@ async def test_a_whole_upload_in_one_request_gets_a_104_then_the_file(rufh, user
 async def test_a_partial_creation_then_appends_then_completion(rufh, user, conn) -> None:  # type: ignore[no-untyped-def]
     data = os.urandom(2 * CHUNK + 999)
     first, second = CHUNK + 5, 2 * CHUNK
-    r = await create(rufh, user, data[:first], **{"Upload-Length": str(len(data))})
+    r = await create(rufh, user, data[:first], headers={"Upload-Length": str(len(data))})
     assert r.status == 201 and r.sf("Upload-Complete") == (False, {})
     location = r.headers["location"]
     assert [i.headers["location"] for i in r.interim] == [location]  # identical in 104 and 201
@@ -99,21 +121,28 @@ async def test_an_empty_complete_upload_is_a_file_of_no_bytes(rufh, user) -> Non
 
 # the interop version and the 104
 
+
 async def test_no_104_without_an_interop_version_nor_to_http_1_0(rufh, user) -> None:  # type: ignore[no-untyped-def]
     r = await exchange(rufh, "POST", "/api/tus/", {**user.headers, "Upload-Complete": "?0"})
     assert r.status == 201 and not r.interim and r.headers["location"]
-    r = await exchange(rufh, "POST", "/api/tus/", {**user.headers, **DRAFT, "Upload-Complete": "?0"},
-                       version="HTTP/1.0")
+    r = await exchange(
+        rufh, "POST", "/api/tus/", {**user.headers, **DRAFT, "Upload-Complete": "?0"}, version="HTTP/1.0"
+    )
     assert r.status == 201 and not r.interim
 
 
 async def test_the_previous_interop_version_is_spoken_and_others_refused(rufh, user, conn) -> None:  # type: ignore[no-untyped-def]
-    r = await exchange(rufh, "POST", "/api/tus/", {**user.headers, "Upload-Draft-Interop-Version": "7",
-                                                    "Upload-Complete": "?0"})
+    r = await exchange(
+        rufh, "POST", "/api/tus/", {**user.headers, "Upload-Draft-Interop-Version": "7", "Upload-Complete": "?0"}
+    )
     assert r.status == 201 and r.interim[0].headers["upload-draft-interop-version"] == "7"
     for version in ("6", "9", "?1", "8.0", "eight"):
-        r = await exchange(rufh, "POST", "/api/tus/", {**user.headers, "Upload-Draft-Interop-Version": version,
-                                                        "Upload-Complete": "?0"})
+        r = await exchange(
+            rufh,
+            "POST",
+            "/api/tus/",
+            {**user.headers, "Upload-Draft-Interop-Version": version, "Upload-Complete": "?0"},
+        )
         assert r.status == 400 and r.json()["code"] == "RUFH_INTEROP_VERSION_UNSUPPORTED", version
         assert not r.interim
     assert await conn.fetchval("SELECT count(*) FROM files") == 1
@@ -121,12 +150,18 @@ async def test_the_previous_interop_version_is_spoken_and_others_refused(rufh, u
 
 async def test_a_104_follows_100_continue(rufh, user) -> None:  # type: ignore[no-untyped-def]
     """The draft: a 104 never stands in for the 100 (Continue) that was asked for."""
-    r = await exchange(rufh, "POST", "/api/tus/", {**user.headers, **DRAFT, "Upload-Complete": "?1",
-                                                    "Expect": "100-continue"}, b"hello")
+    r = await exchange(
+        rufh,
+        "POST",
+        "/api/tus/",
+        {**user.headers, **DRAFT, "Upload-Complete": "?1", "Expect": "100-continue"},
+        b"hello",
+    )
     assert [i.status for i in r.interim] == [100, 104] and r.status == 201
 
 
 # structured fields: other values are ignored, as the draft says
+
 
 async def test_malformed_upload_complete_counts_as_missing(rufh, user, conn) -> None:  # type: ignore[no-untyped-def]
     for value in ("true", "1", "?2", "?1, ?0", '"?1"'):
@@ -138,16 +173,17 @@ async def test_malformed_upload_complete_counts_as_missing(rufh, user, conn) -> 
 
 
 async def test_malformed_length_is_ignored_and_malformed_offset_refused(rufh, user) -> None:  # type: ignore[no-untyped-def]
-    r = await create(rufh, user, **{"Upload-Length": "ten"})
+    r = await create(rufh, user, headers={"Upload-Length": "ten"})
     assert r.status == 201
     path = path_of(r.headers["location"])
     assert "upload-length" not in (await head(rufh, user, path)).headers
     for offset in ("-1", "0.0", "?0", "", "1 2"):
-        r = await append(rufh, user, path, 0, b"abc", **{"Upload-Offset": offset})
+        r = await append(rufh, user, path, 0, b"abc", headers={"Upload-Offset": offset})
         assert r.status == 400 and r.json()["code"] == "RUFH_INVALID_FIELD", offset
 
 
 # Upload append: its problem types
+
 
 async def test_offset_mismatch_is_409_with_the_expected_offset(rufh, user, conn) -> None:  # type: ignore[no-untyped-def]
     r = await create(rufh, user, b"0123456789")
@@ -173,16 +209,16 @@ async def test_a_completed_upload_takes_nothing_more(rufh, user, conn) -> None: 
 
 
 async def test_inconsistent_lengths_are_refused(rufh, user, conn) -> None:  # type: ignore[no-untyped-def]
-    r = await create(rufh, user, b"12345", complete=True, **{"Upload-Length": "10"})
+    r = await create(rufh, user, b"12345", complete=True, headers={"Upload-Length": "10"})
     assert r.status == 400 and r.json()["type"] == PROBLEMS + "inconsistent-upload-length"
     assert await conn.fetchval("SELECT count(*) FROM files") == 0  # refused before any row
 
-    r = await create(rufh, user, b"12345", **{"Upload-Length": "8"})
+    r = await create(rufh, user, b"12345", headers={"Upload-Length": "8"})
     path = path_of(r.headers["location"])
     for body, complete in ((b"6789", False), (b"67", True)):  # past the length; completing short of it
         r = await append(rufh, user, path, 5, body, complete=complete)
         assert r.status == 400 and r.json()["type"] == PROBLEMS + "inconsistent-upload-length", body
-    r = await append(rufh, user, path, 5, b"678", **{"Upload-Length": "9"})
+    r = await append(rufh, user, path, 5, b"678", headers={"Upload-Length": "9"})
     assert r.status == 400 and r.json()["type"] == PROBLEMS + "inconsistent-upload-length"
     assert await stored_bytes(conn, id_of(path)) == b"12345"
     r = await append(rufh, user, path, 5, b"678", complete=True)
@@ -192,13 +228,14 @@ async def test_inconsistent_lengths_are_refused(rufh, user, conn) -> None:  # ty
 async def test_an_append_needs_partial_upload_and_upload_complete(rufh, user) -> None:  # type: ignore[no-untyped-def]
     r = await create(rufh, user)
     path = path_of(r.headers["location"])
-    r = await append(rufh, user, path, 0, b"abc", **{"Content-Type": "application/offset+octet-stream"})
+    r = await append(rufh, user, path, 0, b"abc", headers={"Content-Type": "application/offset+octet-stream"})
     assert r.status == 415 and "application/partial-upload" in r.headers["accept-patch"]
     r = await exchange(rufh, "PATCH", path, {**user.headers, **DRAFT, **PARTIAL, "Upload-Offset": "0"}, b"abc")
     assert r.status == 400 and r.json()["code"] == "RUFH_INVALID_FIELD"
 
 
 # cancellation, OPTIONS, access
+
 
 async def test_cancellation_removes_the_upload(rufh, user, conn) -> None:  # type: ignore[no-untyped-def]
     r = await create(rufh, user, b"some bytes")
@@ -251,13 +288,35 @@ async def test_method_override_is_honoured_on_post_only(rufh, user, conn) -> Non
 
 
 async def test_cors_exposes_the_drafts_fields(rufh, user) -> None:  # type: ignore[no-untyped-def]
-    r = await exchange(rufh, "OPTIONS", "/api/tus/", {
-        "Origin": "https://app.example", "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "upload-complete, upload-draft-interop-version"})
+    r = await exchange(
+        rufh,
+        "OPTIONS",
+        "/api/tus/",
+        {
+            "Origin": "https://app.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "upload-complete, upload-draft-interop-version",
+        },
+    )
     allowed = {h.strip().lower() for h in r.headers["access-control-allow-headers"].split(",")}
-    assert {"upload-complete", "upload-draft-interop-version", "upload-offset", "upload-length",
-            "content-digest", "repr-digest", "content-disposition"} <= allowed
-    r = await create(rufh, user, b"x", **{"Origin": "https://app.example"})
+    assert {
+        "upload-complete",
+        "upload-draft-interop-version",
+        "upload-offset",
+        "upload-length",
+        "content-digest",
+        "repr-digest",
+        "content-disposition",
+    } <= allowed
+    r = await create(rufh, user, b"x", headers={"Origin": "https://app.example"})
     exposed = {h.strip().lower() for h in r.headers["access-control-expose-headers"].split(",")}
-    assert {"location", "upload-complete", "upload-offset", "upload-length", "upload-limit", "repr-digest",
-            "accept-patch", "content-location"} <= exposed
+    assert {
+        "location",
+        "upload-complete",
+        "upload-offset",
+        "upload-length",
+        "upload-limit",
+        "repr-digest",
+        "accept-patch",
+        "content-location",
+    } <= exposed

@@ -7,8 +7,15 @@ from aiohttp import web
 
 from service.append import AppendRequest, append, cancel, look
 from service.auth import current_user
-from service.errors import (ApiError, MethodNotAllowed, TusInvalidConcat, TusInvalidLength, TusInvalidOffset,
-                            UnsupportedMediaType, UploadTooLarge)
+from service.errors import (
+    ApiError,
+    MethodNotAllowed,
+    TusInvalidConcat,
+    TusInvalidLength,
+    TusInvalidOffset,
+    UnsupportedMediaType,
+    UploadTooLarge,
+)
 from service.handlers import rufh as rufh_handlers
 from service.keys import pool_key, settings_key
 from service.metrics import UPLOADS_CREATED
@@ -18,9 +25,24 @@ from service.rufh import Limits as RufhLimits
 from service.store import files
 from service.store import tus as store
 from service.store.tus import TusUpload
-from service.tus import (CHECKSUMS, EXTENSIONS, OFFSET_STREAM, TUS_VERSION, Checksum, Concat, FileHints,
-                         effective_method, file_hints, http_date, is_rufh, parse_checksum, parse_concat,
-                         parse_count, parse_metadata, upload_url)
+from service.tus import (
+    CHECKSUMS,
+    EXTENSIONS,
+    OFFSET_STREAM,
+    TUS_VERSION,
+    Checksum,
+    Concat,
+    FileHints,
+    effective_method,
+    file_hints,
+    http_date,
+    is_rufh,
+    parse_checksum,
+    parse_concat,
+    parse_count,
+    parse_metadata,
+    upload_url,
+)
 from service.validation import path_id
 
 
@@ -88,7 +110,7 @@ async def create_upload(request: web.Request) -> web.Response:
         upload = await store.insert_upload(
             conn, owner_id=user.id, original_name=hints.original_name, mimetype=hints.mimetype, type=hints.type,
             size=length or 0, size_deferred=length is None, chunk_size=settings.default_chunk_size,
-            expiry_seconds=settings.upload_expiry, metadata=raw_metadata, concat=concat and concat.kind)
+            expiry_seconds=settings.upload_expiry, metadata=raw_metadata, concat=concat.kind if concat else None)
         if upload.complete and upload.concat is None:  # Upload-Length: 0 is done at once
             await files.mark_ready(conn, upload.id)
     UPLOADS_CREATED.labels("tus").inc()
