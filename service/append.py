@@ -36,12 +36,11 @@ from service.errors import (
     UploadTooLarge,
 )
 from service.keys import pool_key, settings_key, slow_by_design_key, tus_locks_key
-from service.models import FileStatus, StoredFile
+from service.models import File
 from service.rufh import Limits as UploadLimits
 from service.rufh import max_age
 from service.store import files
 from service.store import tus as store
-from service.store.tus import TusUpload
 from service.tus import http_date
 from service.tus_body import Limits, Progress, Verifier, receive
 
@@ -60,8 +59,8 @@ class AppendRequest:
 
 @dataclass(frozen=True)
 class Appended:
-    upload: TusUpload  # the upload after this request
-    file: StoredFile | None = None  # the file, when this request completed the upload
+    upload: File  # the upload after this request
+    file: File | None = None  # the file, when this request completed the upload
 
 
 async def append(request: web.Request, upload_id: str, want: AppendRequest) -> Appended:
@@ -84,8 +83,8 @@ async def _append(request: web.Request, upload_id: str, want: AppendRequest) -> 
     locks = request.app[tus_locks_key]
     sent = request.content_length  # None for a chunked body: then the checks below run as it arrives
     async with locks.hold(upload_id) as (conn, writer):
-        upload = _owned(request, await store.select_upload(conn, upload_id, want.protocol), upload_id)
-        if upload.concat == "final":
+        upload = _owned(request, await store.get_upload(conn, upload_id, want.protocol), upload_id)
+        if upload.tus_concat == "final":
             raise TusUploadIsFinal("a final upload is made of its partial uploads and takes no bytes of its own")
         if upload.closed and want.protocol == "rufh":
             if sent == 0:
@@ -132,14 +131,12 @@ async def _append(request: web.Request, upload_id: str, want: AppendRequest) -> 
                     headers=_limit_headers(want, upload, settings),
                 )
             )
-        upload = dataclasses.replace(upload, offset=received.offset, expires_at=received.expires_at)
+        upload = dataclasses.replace(upload, bytes_received=received.offset, expires_at=received.expires_at)
         file = None
         if _finishes(want, upload, error):
             file = await files.finish_upload(conn, upload_id, upload.offset)
             if file is not None:  # None: a repeated final tus PATCH; exactly once either way
-                upload = dataclasses.replace(
-                    upload, status=FileStatus(file.status), size=file.size, size_deferred=False, expires_at=None
-                )
+                upload = file
         elif error is None and want.completes and upload.length_known and upload.offset < upload.size:
             error = RufhInconsistentLength(
                 f"the upload was declared {upload.size} bytes and is complete at {upload.offset}; append the rest",
@@ -150,32 +147,32 @@ async def _append(request: web.Request, upload_id: str, want: AppendRequest) -> 
     return Appended(upload, file)
 
 
-def _finishes(want: AppendRequest, upload: TusUpload, error: ApiError | None) -> bool:
+def _finishes(want: AppendRequest, upload: File, error: ApiError | None) -> bool:
     """tus: the declared length is reached (even by a body cut off right there). The draft: the client
     said Upload-Complete: ?1 and the whole body arrived, at the declared length if there is one."""
-    if upload.concat is not None or upload.closed:
+    if upload.tus_concat is not None or upload.closed:
         return False
     if want.protocol == "rufh":
         return error is None and want.completes and (not upload.length_known or upload.offset == upload.size)
     return upload.complete
 
 
-async def look(request: web.Request, upload_id: str, protocol: str) -> TusUpload:
+async def look(request: web.Request, upload_id: str, protocol: str) -> File:
     """An upload's state for HEAD, read once. Taking the lock makes a stalled writer save what it has
     first, so the offset is current; a writer still receiving keeps it, and its committed offset is
     the truth then."""
     try:
         async with request.app[tus_locks_key].hold(upload_id) as (conn, _):
-            upload = await store.select_upload(conn, upload_id, protocol)
+            upload = await store.get_upload(conn, upload_id, protocol)
     except TusUploadLocked:
         async with request.app[pool_key].acquire() as conn:
-            upload = await store.select_upload(conn, upload_id, protocol)
+            upload = await store.get_upload(conn, upload_id, protocol)
     return _owned(request, upload, upload_id)
 
 
-def _owned(request: web.Request, upload: TusUpload | None, upload_id: str) -> TusUpload:
+def _owned(request: web.Request, upload: File | None, upload_id: str) -> File:
     """The caller's live upload; anyone else's is as absent as one that never was."""
-    if upload is None or upload.owner_id != current_user(request).id:
+    if upload is None or upload.uploaded_by_id != current_user(request).id:
         raise UploadNotFound(f"upload {upload_id}")
     if upload.expired:
         raise UploadExpired(f"upload {upload_id} expired at {http_date(upload.expires_at)}; start a new one")  # type: ignore[arg-type]
@@ -183,8 +180,8 @@ def _owned(request: web.Request, upload: TusUpload | None, upload_id: str) -> Tu
 
 
 async def _declare_length(
-    conn: asyncpg.Connection, upload: TusUpload, want: AppendRequest, settings: Settings
-) -> TusUpload:
+    conn: asyncpg.Connection, upload: File, want: AppendRequest, settings: Settings
+) -> File:
     """A length is set once (tus Upload-Defer-Length, the draft's creation without one), never below
     what was received; saying another one later is the client's mistake."""
     length = want.length
@@ -205,7 +202,7 @@ async def _declare_length(
     return declared
 
 
-def _offset_mismatch(want: AppendRequest, upload: TusUpload) -> ApiError:
+def _offset_mismatch(want: AppendRequest, upload: File) -> ApiError:
     detail = f"the upload is at offset {upload.offset}; Upload-Offset says {want.offset}"
     if want.protocol == "tus":
         return TusOffsetMismatch(detail)
@@ -214,7 +211,7 @@ def _offset_mismatch(want: AppendRequest, upload: TusUpload) -> ApiError:
     )
 
 
-def _overflow(want: AppendRequest, upload: TusUpload, room: int, settings: Settings) -> ApiError:
+def _overflow(want: AppendRequest, upload: File, room: int, settings: Settings) -> ApiError:
     """A body longer than the upload has room for: past its declared length, or past the largest upload."""
     if want.protocol == "tus":
         return TusLengthExceeded(f"the body goes past the upload's length ({room} bytes were left)")
@@ -229,11 +226,11 @@ def _overflow(want: AppendRequest, upload: TusUpload, room: int, settings: Setti
     )
 
 
-def _offset_header(upload: TusUpload) -> dict[str, str]:
+def _offset_header(upload: File) -> dict[str, str]:
     return {"Upload-Offset": str(upload.offset)}
 
 
-def _limit_headers(want: AppendRequest, upload: TusUpload, settings: Settings) -> dict[str, str]:
+def _limit_headers(want: AppendRequest, upload: File, settings: Settings) -> dict[str, str]:
     """The draft: a 413 caused by an upload limit says what the limits are."""
     if want.protocol != "rufh":
         return {}
@@ -244,8 +241,8 @@ async def cancel(request: web.Request, upload_id: str, protocol: str) -> None:
     """Removes an upload with its chunks and blobs, finished or not. Ownership is checked first: only
     then may this request stop a writer that is still receiving (which answers 404)."""
     async with request.app[pool_key].acquire() as conn:
-        upload = await store.select_upload(conn, upload_id, protocol)
-    if upload is None or upload.owner_id != current_user(request).id:
+        upload = await store.get_upload(conn, upload_id, protocol)
+    if upload is None or upload.uploaded_by_id != current_user(request).id:
         raise UploadNotFound(f"upload {upload_id}")
     async with request.app[tus_locks_key].hold(upload_id, force=True) as (conn, _):
         deleted = await store.delete_upload(conn, upload_id, protocol)

@@ -29,8 +29,8 @@ from service.errors import (
     UploadNotFound,
 )
 from service.metrics import BYTES_RECEIVED
+from service.models import File
 from service.store import tus as store
-from service.store.tus import TusUpload
 from service.tus_locks import Writer
 
 _BODY_BROKEN = (OSError, HttpProcessingError, ClientPayloadError)
@@ -114,7 +114,7 @@ def _interrupted(writer: Writer) -> ApiError:
 class _ChunkSink:
     """Appends chunk rows after the upload's last one; commits each with its offset, or all at the end."""
 
-    def __init__(self, conn: asyncpg.Connection, upload: TusUpload, expiry_seconds: int, verified: bool,
+    def __init__(self, conn: asyncpg.Connection, upload: File, expiry_seconds: int, verified: bool,
                  on_stored: Progress | None) -> None:
         self.conn, self.upload_id, self.expiry = conn, upload.id, expiry_seconds
         self.on_stored = on_stored
@@ -126,7 +126,7 @@ class _ChunkSink:
         self.transaction: asyncpg.transaction.Transaction | None = None
 
     async def open(self) -> None:
-        self.index = await store.next_chunk_index(self.conn, self.upload_id)
+        self.index = await store.get_next_chunk_index(self.conn, self.upload_id)
         if self.verified:
             self.transaction = self.conn.transaction()
             await self.transaction.start()
@@ -170,7 +170,7 @@ class _ChunkSink:
         self.offset, self.expires_at = moved
 
 
-async def receive(content: StreamReader, conn: asyncpg.Connection, writer: Writer, upload: TusUpload,
+async def receive(content: StreamReader, conn: asyncpg.Connection, writer: Writer, upload: File,
                   limits: Limits, checksum: Verifier | None, on_stored: Progress | None = None) -> Received:
     """Stores the body from the upload's offset on; says where the upload stands after it. on_stored
     hears each new committed offset (the draft's progress 104s)."""

@@ -24,10 +24,9 @@ from service.errors import (
 from service.handlers.files import file_view
 from service.keys import pool_key, settings_key
 from service.metrics import UPLOADS_CREATED
-from service.models import StoredFile
+from service.models import File, FileStatus, NewUpload
 from service.rufh import PARTIAL_UPLOAD, Limits, boolean, max_age
-from service.store import tus as store
-from service.store.tus import TusUpload
+from service.store import files
 from service.tus import upload_url
 from service.validation import path_id
 
@@ -69,26 +68,26 @@ async def create_upload(request: web.Request) -> web.StreamResponse:
     hints = rufh.hints(request)
 
     async with request.app[pool_key].acquire() as conn:
-        upload = await store.insert_upload(
+        upload = await files.insert_upload(
             conn,
-            owner_id=user.id,
-            original_name=hints.original_name,
-            mimetype=hints.mimetype,
-            type=hints.type,
-            size=length or 0,
-            size_deferred=length is None,
-            chunk_size=settings.default_chunk_size,
-            expiry_seconds=settings.upload_expiry,
-            metadata=None,
-            concat=None,
-            protocol=PROTOCOL,
-            sha256=sha256,
+            NewUpload(
+                uploaded_by_id=user.id,
+                original_name=hints.original_name,
+                mimetype=hints.mimetype,
+                type=hints.type,
+                size=length or 0,
+                chunk_size=settings.default_chunk_size,
+                expires_in=settings.upload_expiry,
+                protocol=PROTOCOL,
+                size_deferred=length is None,
+                sha256=sha256,
+            ),
         )
     UPLOADS_CREATED.labels(PROTOCOL).inc()
     resource = {"Location": upload_url(request, upload.id), "Upload-Limit": limits.header(max_age(upload.expires_at))}
     await rufh.send_104(request, version, resource)
 
-    file: StoredFile | None = None
+    file: File | None = None
     if complete or request.body_exists:
         try:
             appended = await append(
@@ -124,8 +123,9 @@ async def head_upload(request: web.Request) -> web.Response:
     }
     if upload.length_known:
         headers["Upload-Length"] = str(upload.size)
-    if upload.sha256:  # processed: what the server holds, so the client can compare
-        headers["Repr-Digest"] = rufh.sha256_field(upload.sha256)
+    assembled = (upload.metadata or {}).get("sha256") if upload.status == FileStatus.COMPLETED else None
+    if assembled:  # processed: the digest of what the server holds, for the client to compare
+        headers["Repr-Digest"] = rufh.sha256_field(assembled)
     return web.Response(status=204, headers=headers)
 
 
@@ -183,7 +183,7 @@ def _length(request: web.Request, complete: bool, offset: int) -> int | None:
     return declared if declared is not None else implied
 
 
-def _answer(status: int, headers: dict[str, str], upload: TusUpload, file: StoredFile | None) -> web.Response:
+def _answer(status: int, headers: dict[str, str], upload: File, file: File | None) -> web.Response:
     """A completed upload answers as the collection does for a new file: its JSON (the worker takes it
     from here; GET /api/files/{id} follows it), with Upload-Complete: ?1. An incomplete one says where
     it stands."""

@@ -19,12 +19,11 @@ from service.errors import (
 from service.handlers import rufh as rufh_handlers
 from service.keys import pool_key, settings_key
 from service.metrics import UPLOADS_CREATED
-from service.models import FileStatus
+from service.models import File, FileStatus, NewUpload
 from service.rufh import PARTIAL_UPLOAD
 from service.rufh import Limits as RufhLimits
 from service.store import files
 from service.store import tus as store
-from service.store.tus import TusUpload
 from service.tus import (
     CHECKSUMS,
     EXTENSIONS,
@@ -107,12 +106,11 @@ async def create_upload(request: web.Request) -> web.Response:
     checksum = _checksum(request)
 
     async with request.app[pool_key].acquire() as conn:
-        upload = await store.insert_upload(
-            conn, owner_id=user.id, original_name=hints.original_name, mimetype=hints.mimetype, type=hints.type,
-            size=length or 0, size_deferred=length is None, chunk_size=settings.default_chunk_size,
-            expiry_seconds=settings.upload_expiry, metadata=raw_metadata, concat=concat.kind if concat else None)
-        if upload.complete and upload.concat is None:  # Upload-Length: 0 is done at once
-            await files.mark_ready(conn, upload.id)
+        upload = await files.insert_upload(conn, NewUpload(  # Upload-Length: 0 is done at once
+            uploaded_by_id=user.id, original_name=hints.original_name, mimetype=hints.mimetype, type=hints.type,
+            size=length or 0, chunk_size=settings.default_chunk_size, expires_in=settings.upload_expiry,
+            protocol="tus", size_deferred=length is None, tus_metadata=raw_metadata,
+            tus_concat=concat.kind if concat else None))
     UPLOADS_CREATED.labels("tus").inc()
     location = upload_url(request, upload.id)
     headers = {"Location": location}
@@ -136,10 +134,10 @@ async def _create_final(request: web.Request, concat: Concat, raw_metadata: str 
         raise TusInvalidLength("a final upload's length is the sum of its partial uploads: send no Upload-Length")
     part_ids = list(concat.part_ids)
     async with request.app[pool_key].acquire() as conn, conn.transaction():
-        parts = await store.select_parts_for_update(conn, part_ids)
+        parts = await store.lock_parts(conn, part_ids)
         for part_id in part_ids:
             part = parts.get(part_id)
-            if part is None or part.owner_id != user.id or part.concat != "partial":
+            if part is None or part.uploaded_by_id != user.id or part.tus_concat != "partial":
                 raise TusInvalidConcat(f"{part_id} is not a partial upload of yours")
             if part.expired:
                 raise TusInvalidConcat(f"partial upload {part_id} has expired")
@@ -149,10 +147,10 @@ async def _create_final(request: web.Request, concat: Concat, raw_metadata: str 
         size = sum(parts[p].size for p in part_ids)
         if size > settings.max_upload_size:
             raise UploadTooLarge(f"the partial uploads add up to {size} bytes, above Tus-Max-Size")
-        final = await store.insert_upload(
-            conn, owner_id=user.id, original_name=hints.original_name, mimetype=hints.mimetype, type=hints.type,
-            size=size, size_deferred=False, chunk_size=settings.default_chunk_size,
-            expiry_seconds=settings.upload_expiry, metadata=raw_metadata, concat="final", parts=part_ids)
+        final = await files.insert_upload(conn, NewUpload(
+            uploaded_by_id=user.id, original_name=hints.original_name, mimetype=hints.mimetype, type=hints.type,
+            size=size, chunk_size=settings.default_chunk_size, expires_in=settings.upload_expiry, protocol="tus",
+            tus_metadata=raw_metadata, tus_concat="final", tus_parts=part_ids))
         await store.move_chunks(conn, final.id, part_ids)
         await files.mark_ready(conn, final.id)
     UPLOADS_CREATED.labels("tus").inc()
@@ -166,12 +164,12 @@ async def head_upload(request: web.Request) -> web.Response:
         headers["Upload-Length"] = str(upload.size)
     else:
         headers["Upload-Defer-Length"] = "1"
-    if upload.metadata is not None:
-        headers["Upload-Metadata"] = upload.metadata
-    if upload.concat == "partial":
+    if upload.tus_metadata is not None:
+        headers["Upload-Metadata"] = upload.tus_metadata
+    if upload.tus_concat == "partial":
         headers["Upload-Concat"] = "partial"
-    elif upload.concat == "final":
-        headers["Upload-Concat"] = "final;" + " ".join(upload_url(request, p) for p in upload.parts or ())
+    elif upload.tus_concat == "final":
+        headers["Upload-Concat"] = "final;" + " ".join(upload_url(request, p) for p in upload.tus_parts or ())
     return web.Response(status=200, headers=headers)
 
 
@@ -199,7 +197,7 @@ def _checksum(request: web.Request) -> Checksum | None:
     return None if raw is None else parse_checksum(raw)
 
 
-def _expires(upload: TusUpload) -> dict[str, str]:
+def _expires(upload: File) -> dict[str, str]:
     if upload.status != FileStatus.UPLOADING or upload.expires_at is None:
         return {}
     return {"Upload-Expires": http_date(upload.expires_at)}
