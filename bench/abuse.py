@@ -29,9 +29,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -59,7 +60,7 @@ class Tally:
             async with http.request(method, url, **kwargs) as r:
                 body = await r.read()
                 status, headers = r.status, dict(r.headers)
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             status, headers, body = 599, {}, b""
         self.ms[kind].append((time.perf_counter() - started) * 1000)
         if status not in ok:
@@ -106,7 +107,7 @@ async def poll(http: aiohttp.ClientSession, base: str, auth: dict[str, str], tal
     etag = None
     for _ in range(times):
         headers = {**auth, **({"If-None-Match": etag} if etag else {})}
-        status, got, _ = await tally.call(http, "GET file", "GET", f"{base}/api/files/{file_id}", (200, 304),
+        _, got, _ = await tally.call(http, "GET file", "GET", f"{base}/api/files/{file_id}", (200, 304),
                                           headers=headers)
         etag = got.get("ETag", etag)
 
@@ -311,10 +312,9 @@ async def run(seconds: float) -> None:
         abuser = await make_user(conn, url, storage)
         server = serve()
         try:
-            async with Peak(server.proc.pid) as peak:  # type: ignore[union-attr]
-                async with trickling(server, abuser, server.url, 100, 100) as statuses:
-                    await asyncio.sleep(1)
-                    tally = await normal_user(server.url, normal, seconds)
+            async with Peak(server.proc.pid) as peak, trickling(server, abuser, server.url, 100, 100) as statuses:  # type: ignore[union-attr]
+                await asyncio.sleep(1)
+                tally = await normal_user(server.url, normal, seconds)
             report("trickle (b): 100 PATCHes + 100 PUTs at 1 B/s from one user", tally, peak.kib, quiet,
                    f"the trickler's answers: {dict(statuses)}")
         finally:

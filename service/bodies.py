@@ -22,8 +22,9 @@ import asyncio
 import collections
 import contextlib
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Protocol
 
 from aiohttp import StreamReader
 from aiohttp.client_exceptions import ClientPayloadError
@@ -76,7 +77,7 @@ class Pace:
 
 
 class _UserLoad:
-    __slots__ = ("requests", "held")
+    __slots__ = ("held", "requests")
 
     def __init__(self) -> None:
         self.requests, self.held = 0, 0
@@ -261,6 +262,7 @@ class Body:
 
     async def _next(self, want: int) -> bytes | memoryview:
         """Up to `want` bytes as the socket delivered them (no joining copy); b"" at the end."""
+        data: bytes | memoryview
         if self._carry is not None:
             data, self._carry = self._carry, None
         else:

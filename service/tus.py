@@ -6,17 +6,26 @@ import base64
 import binascii
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from yarl import URL
 
-from service.errors import (TusInvalidChecksum, TusInvalidConcat, TusInvalidLength, TusInvalidMetadata,
-                            TusInvalidOffset, TusVersionUnsupported, ValidationFailed, problem_response)
+from service.errors import (
+    TusChecksumMismatch,
+    TusInvalidChecksum,
+    TusInvalidConcat,
+    TusInvalidLength,
+    TusInvalidMetadata,
+    TusInvalidOffset,
+    TusVersionUnsupported,
+    ValidationFailed,
+    problem_response,
+)
 from service.models import FileType
 from service.validation import check_id
 
@@ -25,7 +34,7 @@ PREFIX = "/api/tus"
 EXTENSIONS = ("creation", "creation-with-upload", "creation-defer-length", "expiration", "checksum",
               "termination", "concatenation")
 OFFSET_STREAM = "application/offset+octet-stream"
-CHECKSUMS: dict[str, Callable[[], "hashlib._Hash"]] = {
+CHECKSUMS: dict[str, Callable[[], hashlib._Hash]] = {
     "sha1": hashlib.sha1, "sha256": hashlib.sha256, "md5": hashlib.md5,
 }
 
@@ -39,8 +48,22 @@ def is_tus_path(path: str) -> bool:
     return path == PREFIX or path.startswith(PREFIX + "/")
 
 
+# The IETF Resumable Uploads draft shares this path (handlers/rufh.py, service/rufh.py): its requests
+# name its interop version or say Upload-Complete, and never send Tus-Resumable.
+RUFH_MARKERS = ("Upload-Draft-Interop-Version", "Upload-Complete")
+
+
+def is_rufh(request: web.Request) -> bool:
+    if "Tus-Resumable" in request.headers:
+        return False
+    return any(name in request.headers for name in RUFH_MARKERS)
+
+
 def effective_method(request: web.Request) -> str:
-    """Clients behind proxies that drop PATCH/DELETE send POST with X-HTTP-Method-Override."""
+    """Clients behind proxies that drop PATCH/DELETE send POST with X-HTTP-Method-Override. Only POST
+    is overridden, as tusd does: a GET or HEAD that turned into a DELETE would be a request forgery."""
+    if request.method != "POST":
+        return request.method
     return request.headers.get("X-HTTP-Method-Override", request.method).strip().upper()
 
 
@@ -48,8 +71,8 @@ def effective_method(request: web.Request) -> str:
 async def tus_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuses other protocol versions before anything is processed, and puts Tus-Resumable on every
     tus response but OPTIONS — error responses included, so it sits outside problem_middleware."""
-    if not is_tus_path(request.path) or effective_method(request) == "OPTIONS":
-        return await handler(request)
+    if not is_tus_path(request.path) or effective_method(request) == "OPTIONS" or is_rufh(request):
+        return await handler(request)  # the IETF draft's requests share the path, not the version rule
     version = request.headers.get("Tus-Resumable")
     if version != TUS_VERSION:
         response: web.StreamResponse = problem_response(TusVersionUnsupported(
@@ -124,8 +147,11 @@ class Checksum:
     algorithm: str
     digest: bytes
 
-    def new(self) -> "hashlib._Hash":
+    def new(self) -> hashlib._Hash:
         return CHECKSUMS[self.algorithm]()
+
+    def mismatch(self) -> TusChecksumMismatch:
+        return TusChecksumMismatch(f"the body's {self.algorithm} does not match Upload-Checksum; it was discarded")
 
 
 def parse_checksum(raw: str) -> Checksum:
@@ -202,4 +228,4 @@ def upload_url(request: web.Request, upload_id: str) -> str:
 
 def http_date(moment: datetime) -> str:
     """RFC 9110 IMF-fixdate, the form Upload-Expires takes."""
-    return format_datetime(moment.astimezone(timezone.utc), usegmt=True)
+    return format_datetime(moment.astimezone(UTC), usegmt=True)

@@ -1,41 +1,76 @@
-"""A tus request body, stored as chunk rows from the upload's offset on (service/bodies.py receives it).
+"""An appended upload's request body (tus, the IETF draft), stored as chunk rows from the upload's offset
+on; service/bodies.py receives it in pieces.
 
-Without Upload-Checksum every piece (one row of up to chunk_size bytes) commits together with the
-offset it advances, on a pooled connection taken for that one statement pair: when the client
-disconnects, is too slow or is taken over, the bytes received so far are kept and the offset says
-exactly how many (the spec's "store as much as possible"). With Upload-Checksum nothing may become
-visible before the whole body is verified: the pieces wait in a temporary file (past the first) and
-go into one transaction once the digest matches; a mismatch or a cut-off body leaves the upload as it
-was. Either way no connection waits on the client's link."""
+Without a digest to match, every piece (one row of up to chunk_size bytes) commits together with the
+offset it advances, on a pooled connection taken for that one transaction: when the client disconnects,
+is too slow or is taken over, the bytes received so far are kept and the offset says exactly how many
+(the spec's "store as much as possible"). With one (tus Upload-Checksum, the draft's Content-Digest)
+nothing may become visible before the whole body is verified: past its first piece the body waits in
+a temporary file, and goes into one transaction once the digest matches; a mismatch or a cut-off
+body leaves the upload as it was. Either way no connection waits on the client's link."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import tempfile
-from typing import IO
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import IO, Protocol
 
 import asyncpg
 
-from service.bodies import Body, BodyBroken, BodyEnded, BodyStopped, BodyTooLong, BodyTooSlow
+from service.bodies import COPIES, Body, BodyBroken, BodyEnded, BodyStopped, BodyTooLong, BodyTooSlow
 from service.db import Pool
-from service.errors import (ApiError, BadRequest, TusChecksumMismatch, TusLengthExceeded, TusUploadInterrupted,
-                            TusUploadTimeout, UploadNotFound)
+from service.errors import (
+    ApiError,
+    BadRequest,
+    TusLengthExceeded,
+    TusUploadInterrupted,
+    TusUploadTimeout,
+    UploadNotFound,
+)
 from service.metrics import BYTES_RECEIVED
+from service.models import File
 from service.store import tus as store
-from service.store.tus import TusUpload
-from service.tus import Checksum
 from service.tus_locks import Writer
 
 
-async def receive(body: Body, writer: Writer, pool: Pool, upload: TusUpload, expiry_seconds: int,
-                  checksum: Checksum | None) -> ApiError | None:
-    """Stores the body after the upload's last row. Returns the error to answer with once the caller
-    has looked at the new state (kept bytes may have completed the upload), or None."""
-    rows = _Rows(pool, upload, expiry_seconds)
+@dataclass(frozen=True)
+class Received:
+    """Where the upload stands after a body: its committed offset and expiry, and the error to answer
+    with once the caller has looked at them (kept bytes may have completed the upload), or None."""
+    offset: int
+    expires_at: datetime | None
+    error: ApiError | None
+
+
+Progress = Callable[[int], Awaitable[None]]
+
+
+class Verifier(Protocol):
+    """A digest the whole body must match (tus Upload-Checksum, the draft's Content-Digest)."""
+    @property
+    def digest(self) -> bytes: ...
+
+    def new(self) -> hashlib._Hash: ...
+
+    def mismatch(self) -> ApiError: ...
+
+
+async def receive(body: Body, writer: Writer, pool: Pool, upload: File, expiry_seconds: int,
+                  verifier: Verifier | None, on_stored: Progress | None = None) -> Received:
+    """Stores the body after the upload's last row; says where the upload stands after it. The Body
+    must have been made with `hasher=verifier.new()` when there is a verifier. on_stored hears each new
+    committed offset (the draft's progress 104s)."""
+    rows = _Rows(pool, upload, expiry_seconds, on_stored)
     async with pool.acquire() as conn:
-        rows.index = await store.next_chunk_index(conn, upload.id)
-    if checksum is None:
-        return await _receive(body, writer, rows, upload.chunk_size)
-    return await _receive_verified(body, writer, rows, upload.chunk_size, checksum)
+        rows.index = await store.get_next_chunk_index(conn, upload.id)
+    if verifier is None:
+        error = await _receive(body, writer, rows, upload.chunk_size)
+    else:
+        error = await _receive_verified(body, writer, rows, upload.chunk_size, verifier)
+    return Received(rows.offset, rows.expires_at, error)
 
 
 async def _receive(body: Body, writer: Writer, rows: _Rows, chunk_size: int) -> ApiError | None:
@@ -53,7 +88,7 @@ async def _receive(body: Body, writer: Writer, rows: _Rows, chunk_size: int) -> 
 
 
 async def _receive_verified(body: Body, writer: Writer, rows: _Rows, chunk_size: int,
-                            checksum: Checksum) -> ApiError | None:
+                            verifier: Verifier) -> ApiError | None:
     """One piece is kept in memory; a longer body goes to a temporary file until it is verified."""
     spool: IO[bytes] | None = None
     try:
@@ -71,23 +106,33 @@ async def _receive_verified(body: Body, writer: Writer, rows: _Rows, chunk_size:
             if len(piece) < chunk_size:
                 break
         assert body.hasher is not None
-        if body.hasher.digest() != checksum.digest:
-            return TusChecksumMismatch(f"the body's {checksum.algorithm} does not match Upload-Checksum; "
-                                       "it was discarded")
+        if body.hasher.digest() != verifier.digest:
+            return verifier.mismatch()
         if spool is None:
-            await rows.store_together([piece] if piece else [], body)
+            await rows.store_together(_held(piece), body)
         else:
             await asyncio.to_thread(spool.seek, 0)
-            await rows.store_together(_pieces(spool, chunk_size), body)
+            await rows.store_together(_read_back(spool, chunk_size, body), body)
         return None
     finally:
         if spool is not None:
             await asyncio.to_thread(spool.close)
 
 
-async def _pieces(spool: IO[bytes], size: int):  # type: ignore[no-untyped-def]
-    while piece := await asyncio.to_thread(spool.read, size):
+async def _held(piece: bytearray) -> AsyncIterator[bytearray]:
+    """The one piece of a short body, whose memory the body already holds."""
+    if piece:
         yield piece
+
+
+async def _read_back(spool: IO[bytes], size: int, body: Body) -> AsyncIterator[bytes]:
+    """The spooled pieces, each counted in the body's memory while it is stored."""
+    while piece := await asyncio.to_thread(spool.read, size):
+        await body.share.take(COPIES * len(piece))
+        try:
+            yield piece
+        finally:
+            body.share.give(COPIES * len(piece))
 
 
 def _error(ended: BodyEnded, writer: Writer, body: Body) -> ApiError:
@@ -108,39 +153,33 @@ class _Rows:
     """Appends chunk rows after the upload's last one, each committed with the offset it advances, or
     all in one transaction."""
 
-    def __init__(self, pool: Pool, upload: TusUpload, expiry_seconds: int) -> None:
-        self.pool, self.upload_id, self.expiry = pool, upload.id, expiry_seconds
-        self.offset = upload.offset
+    def __init__(self, pool: Pool, upload: File, expiry_seconds: int, on_stored: Progress | None) -> None:
+        self.pool, self.upload_id, self.protocol, self.expiry = pool, upload.id, upload.protocol, expiry_seconds
+        self.on_stored = on_stored
+        self.offset, self.expires_at = upload.offset, upload.expires_at
         self.index = 0
 
     async def store(self, piece: bytearray) -> None:
-        async with self.pool.acquire() as conn:
-            async with conn.transaction():
-                await self._insert(conn, piece)
-                await self._advance(conn, len(piece))
-        BYTES_RECEIVED.labels("tus").inc(len(piece))
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self._insert(conn, piece)
+            await self._advance(conn, len(piece))
+        BYTES_RECEIVED.labels(self.protocol).inc(len(piece))
+        if self.on_stored is not None:
+            await self.on_stored(self.offset)
 
-    async def store_together(self, pieces, body: Body) -> None:  # type: ignore[no-untyped-def]
-        """Every piece, or none: one connection, one transaction (the pieces come from memory or a local
-        file, never from the client). Memory is taken for each piece read back."""
+    async def store_together(self, pieces: AsyncIterator[bytes | bytearray], body: Body) -> None:
+        """Every piece, or none: one connection, one transaction; the pieces come from memory or a local
+        file, never from the client."""
         count = 0
-        async with self.pool.acquire() as conn:
-            async with conn.transaction():
-                if isinstance(pieces, list):
-                    for piece in pieces:
-                        await self._insert(conn, piece)
-                        count += len(piece)
-                else:
-                    async for piece in pieces:
-                        await body.share.take(2 * len(piece))
-                        try:
-                            await self._insert(conn, piece)
-                        finally:
-                            body.share.give(2 * len(piece))
-                        count += len(piece)
-                if count:
-                    await self._advance(conn, count)
-        BYTES_RECEIVED.labels("tus").inc(count)
+        async with self.pool.acquire() as conn, conn.transaction():
+            async for piece in pieces:
+                await self._insert(conn, piece)
+                count += len(piece)
+            if count:
+                await self._advance(conn, count)
+        BYTES_RECEIVED.labels(self.protocol).inc(count)
+        if count and self.on_stored is not None:
+            await self.on_stored(self.offset)
 
     async def _insert(self, conn: asyncpg.Connection, piece: bytes | bytearray) -> None:
         try:
@@ -153,4 +192,4 @@ class _Rows:
         moved = await store.advance_offset(conn, self.upload_id, self.offset, count, self.expiry)
         if moved is None:  # raises inside the transaction: the chunk goes with it
             raise UploadNotFound("the upload is no longer being uploaded")
-        self.offset = moved[0]
+        self.offset, self.expires_at = moved

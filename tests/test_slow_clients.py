@@ -10,12 +10,13 @@ import io
 import json
 import os
 import time
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from service.app import create_app
 from service.keys import body_memory_key
 from tests.support import make_settings
-from tests.tus_support import TUS, create as tus_create, file_row, raw_patch, stored_bytes, upload_id
+from tests.tus_support import TUS, file_row, raw_patch, stored_bytes, upload_id
+from tests.tus_support import create as tus_create
 from tests.uploading import RawPut, create, stored
 
 KiB, MiB = 1024, 1024 * 1024
@@ -75,8 +76,8 @@ async def test_trickling_patches_and_puts_leave_other_users_fast(aiohttp_client,
     finally:
         for request in patches:
             await request.close()
-        for request in puts:
-            await request.__aexit__(None, None, None)
+        for put_ in puts:
+            await put_.__aexit__(None, None, None)
 
 
 async def test_a_greedy_user_gets_429_while_another_users_put_succeeds(aiohttp_client, database_url, storage_dir,  # type: ignore[no-untyped-def]
@@ -163,14 +164,14 @@ async def test_content_length_far_above_the_data_sent(aiohttp_client, database_u
     path = await tus_create(client, user, 1000)
     request = await raw_patch(client, user, path, 0, 100 * MiB)  # more than the whole upload: refused at once
     try:
-        status, headers = await request.response()
+        status, _ = await request.response()
     finally:
         await request.close()
     assert status == 413
     request = await raw_patch(client, user, path, 0, 1000)  # within it, but only 10 bytes come
     try:
         await request.send(b"0123456789")
-        status, headers = await request.response()
+        status, _ = await request.response()
     finally:
         await request.close()
     assert status == 408 and (await file_row(conn, upload_id(path)))["bytes_received"] == 10
