@@ -82,7 +82,9 @@ async def test_tus_js_client_killed_mid_patch_is_resumed_by_a_new_process(chunkd
     file_id = upload_id(url_file.read_text())
     await until(lambda: _received_and_unlocked(conn, file_id), timeout=10)
     kept = await conn.fetchval("SELECT bytes_received FROM files WHERE id = $1", file_id)
-    assert 3 * MiB <= kept < len(data)  # what arrived was kept: the new client starts from there
+    # What arrived was kept: the new client starts from there. The client's progress counts the 64 KiB
+    # piece it has queued, which the kill may catch before it leaves: one piece less may have arrived.
+    assert 3 * MiB - 64 * 1024 <= kept < len(data)
 
     code, out, err = await node(tus_js, "resume", endpoint=endpoint, token=user.token, file=str(source),
                                 urlFile=str(url_file))
