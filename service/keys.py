@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from service.tus_locks import UploadLocks
     from service.events import FileEvents
     from service.worker import Worker
+    from service.webui import WebPages
 
 settings_key = web.AppKey("settings_key", Settings)
 pool_key: web.AppKey["Pool"] = web.AppKey("pool_key", asyncpg.Pool)
@@ -25,3 +26,4 @@ slow_by_design_key = web.RequestKey("slow_by_design_key", bool)
 file_events_key: web.AppKey["FileEvents"] = web.AppKey("file_events_key")
 worker_key: web.AppKey["Worker"] = web.AppKey("worker_key")
 chunk_memory_key: web.AppKey["ChunkMemory"] = web.AppKey("chunk_memory_key")
+web_pages_key: web.AppKey["WebPages"] = web.AppKey("web_pages_key")
