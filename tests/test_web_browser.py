@@ -101,7 +101,7 @@ def jpeg(path: Path) -> Path:
 async def test_sign_in_upload_two_files_see_them_completed_and_delete_one(  # type: ignore[no-untyped-def]
         browser, chunkd, make_user, conn, tmp_path) -> None:
     server = chunkd("serve")
-    user = await make_user()
+    user = await make_user(email="ada@example.com")  # this test's own database: the README's screenshot
     page = await open_page(browser, server.url + "/")
     await page.get_by_role("heading", name="Sign in").wait_for()
     await sign_in(page, user.email, user.password)
@@ -120,6 +120,7 @@ async def test_sign_in_upload_two_files_see_them_completed_and_delete_one(  # ty
     thumbnail = page.locator("#file-list li.file", has_text="photo.jpg").get_by_role("img", name="Preview of photo.jpg")
     await thumbnail.wait_for()
     await page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=await thumbnail.element_handle())
+    await page.locator("#queue li", has_text="notes.txt").get_by_text("done").wait_for()
     await page.screenshot(path=tmp_path / "uploaded.png", full_page=True)
     # Live from the event streams: the list was fetched a bounded number of times, not polled.
     listings = [r for r in requests if r.startswith("GET /api/files?")]
@@ -162,7 +163,8 @@ async def test_reload_in_the_middle_of_a_50_mib_upload_resumes_it(  # type: igno
     page = await open_page(browser, server.url + "/")
     await sign_in(page, user.email, user.password)
 
-    # The third PATCH is held, never answered: the reload then happens with 16 MiB on the server.
+    # PATCHes 3 and 5 are held, never answered: at the first the upload is paused and resumed, at the
+    # second the page is reloaded, with 24 MiB on the server.
     patches = 0
     held = asyncio.Event()
 
@@ -170,16 +172,27 @@ async def test_reload_in_the_middle_of_a_50_mib_upload_resumes_it(  # type: igno
         nonlocal patches
         if route.request.method == "PATCH":
             patches += 1
-            if patches > 2:
+            if patches in (3, 5):
                 held.set()
                 return
         await route.continue_()
 
+    async def stored(expected: int) -> dict[str, Any]:
+        row = await conn.fetchrow("SELECT id, bytes_received, status::text FROM files WHERE uploaded_by_id = $1",
+                                  user.id)
+        assert row["status"] == "UPLOADING" and row["bytes_received"] == expected
+        return dict(row)
+
     await page.route("**/api/tus/**", gate)
     await page.get_by_label("Files to upload").set_input_files(big)
     await asyncio.wait_for(held.wait(), TIMEOUT_MS / 1000)
-    row = await conn.fetchrow("SELECT id, bytes_received, status::text FROM files WHERE uploaded_by_id = $1", user.id)
-    assert row["status"] == "UPLOADING" and row["bytes_received"] == 16 * MiB
+    held.clear()
+    await stored(16 * MiB)
+    await page.get_by_role("button", name="Pause big.bin").click()
+    await page.locator("#queue li", has_text="big.bin").get_by_text("paused at 32%").wait_for()
+    await page.get_by_role("button", name="Resume big.bin").click()
+    await asyncio.wait_for(held.wait(), TIMEOUT_MS / 1000)
+    row = await stored(24 * MiB)
     await page.screenshot(path=tmp_path / "before-reload.png", full_page=True)
     await page.reload()
     await page.unroute("**/api/tus/**")

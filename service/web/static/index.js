@@ -318,6 +318,10 @@
 
   function fillRow(row, file) {
     row.dataset.status = file.status;
+    const uploaded = document.querySelector(`#queue li[data-file-id="${file.id}"] .state`);
+    if (uploaded && TERMINAL.has(file.status)) {
+      uploaded.textContent = file.status === "COMPLETED" ? "done" : `failed: ${file.error}`;
+    }
     const thumb = el("div", { class: "thumb" }, el("span", { class: "kind", text: (file.type || "").slice(0, 3) }));
     if (file.status === "COMPLETED" && file.thumbnail) showThumbnail(thumb, file);
     const sha = file.metadata && file.metadata.sha256;
@@ -452,8 +456,6 @@
   function onStatus(data) {
     const row = rows.get(data.id);
     if (row) fillRow(row, data);
-    const done = document.querySelector(`#queue li[data-file-id="${data.id}"] .state`);
-    if (done && TERMINAL.has(data.status)) done.textContent = data.status === "COMPLETED" ? "done" : `failed: ${data.error}`;
   }
 
   function follow(file) {
