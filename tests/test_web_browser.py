@@ -132,6 +132,13 @@ async def test_sign_in_upload_two_files_see_them_completed_and_delete_one(  # ty
     # Every PATCH carried its SHA-256 (tus checksum extension), so the server checked each body.
     assert any(r.startswith("PATCH /api/tus/") for r in requests)
 
+    # Download: the very bytes that were uploaded, under their name.
+    async with page.expect_download() as download_info:
+        await page.get_by_role("button", name="Download photo.jpg").click()
+    download = await download_info.value
+    assert download.suggested_filename == "photo.jpg"
+    assert hashlib.sha256(Path(await download.path()).read_bytes()).digest() == hashlib.sha256(photo.read_bytes()).digest()
+
     # Readable on a 360 px phone: nothing wider than the screen.
     await page.set_viewport_size({"width": 360, "height": 800})
     assert await page.evaluate("document.documentElement.scrollWidth") <= 360
@@ -319,8 +326,9 @@ async def test_tokens_are_refreshed_and_a_revoked_session_returns_to_the_form(  
     await page.screenshot(path=tmp_path / "signed-out.png")
 
 
-async def test_register_and_problem_details_are_shown(browser, chunkd, make_user) -> None:  # type: ignore[no-untyped-def]
-    server = chunkd("serve", "--no-worker")
+async def test_register_drop_a_file_and_problem_details_are_shown(  # type: ignore[no-untyped-def]
+        browser, chunkd, make_user, conn) -> None:
+    server = chunkd("serve")
     taken = await make_user()
     page = await open_page(browser, server.url + "/")
     form = page.locator("#register-form")
@@ -343,5 +351,16 @@ async def test_register_and_problem_details_are_shown(browser, chunkd, make_user
     await form.get_by_label("Password (8 characters or more)").fill("long enough password")
     await form.get_by_role("button", name="Create account").click()
     await page.get_by_text("newcomer@example.com").wait_for()
+
+    # Drag and drop: a file dropped on the drop zone is uploaded like a chosen one.
+    dropped = await page.evaluate_handle("""() => {
+        const data = new DataTransfer();
+        data.items.add(new File(["dropped on the page\\n"], "dropped.txt", {type: "text/plain"}));
+        return data;
+    }""")
+    await page.dispatch_event("#drop", "drop", {"dataTransfer": dropped})
+    await page.locator('#file-list li.file[data-status="COMPLETED"]', has_text="dropped.txt").wait_for()
+    assert await conn.fetchval("SELECT metadata->>'sha256' FROM files WHERE original_name = 'dropped.txt'") \
+        == hashlib.sha256(b"dropped on the page\n").hexdigest()
     await page.get_by_role("button", name="Sign out").click()
     await page.locator("#signin").wait_for(state="visible")
