@@ -14,9 +14,10 @@ import io
 import os
 import re
 import shutil
-from datetime import datetime, timedelta, timezone
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -82,11 +83,18 @@ async def sign_in(page: Any, email: str, password: str) -> None:
     await page.locator("#app").wait_for(state="visible")
 
 
+async def call(server: Any, method: str, path: str, token: str | None = None, **kwargs: Any) -> tuple[int, Any]:
+    """The API straight, beside the page: (status, JSON body or None)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with aiohttp.ClientSession() as session, \
+            session.request(method, server.url + path, headers=headers, **kwargs) as response:
+        return response.status, (await response.json() if response.content_type.endswith("json") else None)
+
+
 async def api(server: Any, token: str, path: str) -> Any:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(server.url + path, headers={"Authorization": f"Bearer {token}"}) as response:
-            assert response.status == 200, await response.text()
-            return await response.json()
+    status, body = await call(server, "GET", path, token)
+    assert status == 200, body
+    return body
 
 
 def jpeg(path: Path) -> Path:
@@ -226,7 +234,7 @@ async def test_admin_dashboard_shows_the_api_numbers(  # type: ignore[no-untyped
     admin = await make_user(role="ADMIN")
     owner = await make_user()
     await insert_file(conn, owner.id, size=3 * MiB)
-    await insert_file(conn, owner.id, size=1500, created_at=datetime.now(timezone.utc) - timedelta(days=40))  # type: ignore[arg-type]
+    await insert_file(conn, owner.id, size=1500, created_at=datetime.now(UTC) - timedelta(days=40))  # type: ignore[arg-type]
     await insert_file(conn, owner.id, status="PROCESSING", size=70_000)
     failed = await insert_file(conn, owner.id, status="FAILED", name="broken.jpg", size=999)
     await conn.execute("UPDATE files SET error = 'not an image: cannot identify the bytes', type = 'OTHER' "
@@ -297,9 +305,7 @@ async def test_regular_users_are_refused_the_dashboard(browser, chunkd, make_use
     assert not await page.locator("#dashboard").is_visible()
     await page.screenshot(path=tmp_path / "refused.png")
     assert admin_calls == []
-    async with aiohttp.ClientSession() as session:  # and the API itself refuses too
-        async with session.get(server.url + "/api/admin/stats/queue", headers=user.headers) as response:
-            assert response.status == 403
+    assert (await call(server, "GET", "/api/admin/stats/queue", user.token))[0] == 403  # the API refuses too
 
 
 async def test_tokens_are_refreshed_and_a_revoked_session_returns_to_the_form(  # type: ignore[no-untyped-def]
@@ -318,9 +324,7 @@ async def test_tokens_are_refreshed_and_a_revoked_session_returns_to_the_form(  
 
     # Revoke the session server-side (as a sign-out elsewhere does): the next refresh fails, the form returns.
     token = await page.evaluate("JSON.parse(localStorage.getItem('chunkd.session')).access_token")
-    async with aiohttp.ClientSession() as session:
-        async with session.post(server.url + "/api/auth/logout", headers={"Authorization": f"Bearer {token}"}) as r:
-            assert r.status == 204
+    assert (await call(server, "POST", "/api/auth/logout", token))[0] == 204
     await page.locator("#signin").wait_for(state="visible", timeout=30_000)
     assert "session has ended" in await page.locator("#notice").inner_text()
     await page.screenshot(path=tmp_path / "signed-out.png")
@@ -337,11 +341,9 @@ async def test_register_drop_a_file_and_problem_details_are_shown(  # type: igno
     await form.get_by_role("button", name="Create account").click()
     alert = page.get_by_role("alert")
     await alert.wait_for()
-    async with aiohttp.ClientSession() as session:  # the page shows the API's own detail
-        async with session.post(server.url + "/api/auth/register",
-                                json={"email": taken.email, "password": "long enough password"}) as r:
-            detail = (await r.json())["detail"]
-    assert await alert.inner_text() == detail
+    status, problem = await call(server, "POST", "/api/auth/register",
+                                 json={"email": taken.email, "password": "long enough password"})
+    assert status == 409 and await alert.inner_text() == problem["detail"]  # the API's own detail, shown
     await page.locator("#signin-form").get_by_label("Email").fill(taken.email)
     await page.locator("#signin-form").get_by_label("Password").fill("wrong password")
     await page.locator("#signin-form").get_by_role("button", name="Sign in").click()
