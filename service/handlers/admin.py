@@ -29,7 +29,7 @@ async def get_queue_stats(request: web.Request) -> web.Response:
     """Files waiting for a worker, and files a worker is processing now (all processes)."""
     require_admin(request)
     async with request.app[pool_key].acquire() as conn:
-        return web.json_response(await stats.queue_depth(conn))
+        return web.json_response(await stats.get_queue_depth(conn))
 
 
 SLOWEST_STATEMENTS = 10
