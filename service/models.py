@@ -26,12 +26,32 @@ class FileStatus(StrEnum):
     FAILED = "FAILED"
 
 
+class Scope(StrEnum):
+    """What a token may do; each level includes the ones before it (upload reads, admin does all)."""
+    READ = "read"
+    UPLOAD = "upload"
+    ADMIN = "admin"
+
+
+SCOPE_ORDER = (Scope.READ, Scope.UPLOAD, Scope.ADMIN)
+
+
+def expand_scopes(scopes: list[str] | tuple[str, ...] | frozenset[str]) -> frozenset[str]:
+    """The scopes a list grants: the highest named level and every level below it."""
+    top = max((SCOPE_ORDER.index(Scope(s)) for s in scopes), default=-1)
+    return frozenset(SCOPE_ORDER[:top + 1])
+
+
 @dataclass(frozen=True)
 class CurrentUser:
-    """The authenticated caller of a request."""
+    """The authenticated caller of a request: by a session (session_id), an API token (token_id) or a
+    signed link (neither; read only)."""
     id: str
     email: str
     role: str
+    scopes: frozenset[str] = frozenset()
+    session_id: str | None = None
+    token_id: str | None = None
 
     @property
     def is_admin(self) -> bool:

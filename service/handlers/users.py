@@ -11,7 +11,7 @@ from service.auth import current_user, require_admin
 from service.errors import SelfLockout
 from service.keys import pool_key, settings_key
 from service.models import Role
-from service.store import users
+from service.store import quotas, sessions, users
 from service.validation import Field, email_address, path_id, read_json, read_page
 
 
@@ -22,11 +22,20 @@ def user_json(row: Mapping[str, Any]) -> dict[str, Any]:
             "updated_at": row["updated_at"].isoformat()}
 
 
+def admin_user_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    """What admins see of a user: the public shape and the user's own quota (null: USER_QUOTA applies)."""
+    return {**user_json(row), "quota_bytes": row["quota_bytes"]}
+
+
 async def get_me(request: web.Request) -> web.Response:
-    """The seed's findByEmail for the caller: the user with its posts and files."""
+    """The seed's findByEmail for the caller: the user with its posts and files, and its storage:
+    usage_bytes and the quota that applies (null: unlimited)."""
     async with request.app[pool_key].acquire() as conn:
         row = await users.fetch_user_with_content(conn, current_user(request).id)
-    return web.json_response({**user_json(row), "posts": row["posts"], "files": row["files"]})
+        used = await quotas.usage(conn, row["id"])
+    quota = row["quota_bytes"] if row["quota_bytes"] is not None else request.app[settings_key].user_quota
+    return web.json_response({**user_json(row), "usage_bytes": used, "quota_bytes": quota,
+                              "posts": row["posts"], "files": row["files"]})
 
 
 async def list_users(request: web.Request) -> web.Response:
@@ -34,7 +43,7 @@ async def list_users(request: web.Request) -> web.Response:
     page = read_page(request)
     async with request.app[pool_key].acquire() as conn:
         rows, total = await users.fetch_users_page(conn, page.limit, page.offset)
-    return web.json_response({"users": [user_json(r) for r in rows], "pagination": page.pagination(total)})
+    return web.json_response({"users": [admin_user_json(r) for r in rows], "pagination": page.pagination(total)})
 
 
 async def get_user(request: web.Request) -> web.Response:
@@ -42,11 +51,12 @@ async def get_user(request: web.Request) -> web.Response:
     user_id = path_id(request)
     async with request.app[pool_key].acquire() as conn:
         row = await users.fetch_user(conn, user_id)
-    return web.json_response(user_json(row))
+    return web.json_response(admin_user_json(row))
 
 
 PATCH_FIELDS = (Field("name", str, nullable=True, max_len=200), Field("email", str, min_len=1, max_len=254),
-                Field("role", str, choices=tuple(Role)), Field("is_active", bool))
+                Field("role", str, choices=tuple(Role)), Field("is_active", bool),
+                Field("quota_bytes", int, nullable=True, minimum=0, maximum=2**63 - 1))
 
 
 async def patch_user(request: web.Request) -> web.Response:
@@ -57,10 +67,22 @@ async def patch_user(request: web.Request) -> web.Response:
         changes["email"] = email_address(changes["email"])
     if user_id == admin.id and (changes.get("role", Role.ADMIN) != Role.ADMIN or changes.get("is_active") is False):
         raise SelfLockout("an admin cannot demote or deactivate their own account; ask another admin")
-    async with request.app[pool_key].acquire() as conn:
+    async with request.app[pool_key].acquire() as conn, conn.transaction():
         # An empty PATCH changes nothing, not even updated_at.
         row = await users.update_user(conn, user_id, changes) if changes else await users.fetch_user(conn, user_id)
-    return web.json_response(user_json(row))
+        if changes.get("is_active") is False:  # deactivation ends every session
+            await sessions.revoke_user_sessions(conn, user_id, "account deactivated")
+    return web.json_response(admin_user_json(row))
+
+
+async def revoke_user_sessions(request: web.Request) -> web.Response:
+    """An admin ends all of a user's sessions (a lost laptop, a departing employee); API tokens stay."""
+    require_admin(request)
+    user_id = path_id(request)
+    async with request.app[pool_key].acquire() as conn, conn.transaction():
+        await users.fetch_user(conn, user_id)  # 404 for no such user
+        ended = await sessions.revoke_user_sessions(conn, user_id, "revoked by an admin")
+    return web.json_response({"sessions_ended": ended})
 
 
 async def delete_user(request: web.Request) -> web.Response:

@@ -31,8 +31,8 @@ async def insert_missing_preferences(conn: asyncpg.Connection) -> int:
     return int((await conn.execute(INSERT_MISSING_PREFERENCES)).split()[-1])
 
 
-# The public shape of a user: never the password hash or the refresh-token digest.
-USER_COLUMNS = "id, email, name, role, is_active, created_at, updated_at"
+# The public shape of a user (and its quota, which admins see): never the password hash.
+USER_COLUMNS = "id, email, name, role, is_active, quota_bytes, created_at, updated_at"
 
 INSERT_USER = f"""
 WITH new_user AS (
@@ -59,43 +59,11 @@ async def fetch_credentials(conn: asyncpg.Connection, email: str) -> asyncpg.Rec
     return await conn.fetchrow(FETCH_CREDENTIALS, email)
 
 
-SET_REFRESH_TOKEN = f"""
-UPDATE users SET refresh_token = $2 WHERE id = $1 AND is_active
-RETURNING {USER_COLUMNS}
-"""
+SET_PASSWORD = "UPDATE users SET password = $2 WHERE id = $1"
 
 
-async def set_refresh_token(conn: asyncpg.Connection, user_id: str, digest: str) -> asyncpg.Record | None:
-    """A new session for an active user (login, register); None when the user is gone or inactive."""
-    return await conn.fetchrow(SET_REFRESH_TOKEN, user_id, digest)
-
-
-ROTATE_REFRESH_TOKEN = f"""
-UPDATE users SET refresh_token = $3
- WHERE id = $1 AND refresh_token = $2 AND is_active       -- guarded: of two refreshes with one token, one wins
-RETURNING {USER_COLUMNS}
-"""
-
-
-async def rotate_refresh_token(conn: asyncpg.Connection, user_id: str, old_digest: str,
-                               new_digest: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(ROTATE_REFRESH_TOKEN, user_id, old_digest, new_digest)
-
-
-FETCH_IS_ACTIVE = "SELECT is_active FROM users WHERE id = $1"
-
-
-async def fetch_is_active(conn: asyncpg.Connection, user_id: str) -> bool | None:
-    """True/False, or None for no such user."""
-    return await conn.fetchval(FETCH_IS_ACTIVE, user_id)
-
-
-CLEAR_REFRESH_TOKEN = "UPDATE users SET refresh_token = NULL WHERE id = $1"
-
-
-async def clear_refresh_token(conn: asyncpg.Connection, user_id: str) -> None:
-    """Logout, or revocation after a reused refresh token: no refresh token of this user works any more."""
-    await conn.execute(CLEAR_REFRESH_TOKEN, user_id)
+async def set_password(conn: asyncpg.Connection, user_id: str, password_hash: str) -> None:
+    await conn.execute(SET_PASSWORD, user_id, password_hash)
 
 
 FETCH_USER = f"SELECT {USER_COLUMNS} FROM users WHERE id = $1"
@@ -149,16 +117,17 @@ UPDATE users SET
     email         = CASE WHEN $4 THEN $5 ELSE email END,
     role          = CASE WHEN $6 THEN $7::user_role ELSE role END,
     is_active     = CASE WHEN $8 THEN $9 ELSE is_active END,
-    refresh_token = CASE WHEN $8 AND NOT $9 THEN NULL ELSE refresh_token END  -- deactivation ends the session
+    quota_bytes   = CASE WHEN $10 THEN $11 ELSE quota_bytes END
  WHERE id = $1
 RETURNING {USER_COLUMNS}
 """
 
 
 async def update_user(conn: asyncpg.Connection, user_id: str, changes: dict[str, Any]) -> asyncpg.Record:
-    """Sets the fields present in `changes` (name, email, role, is_active); others keep their value."""
+    """Sets the fields present in `changes` (name, email, role, is_active, quota_bytes); others keep
+    their value."""
     args = []
-    for name in ("name", "email", "role", "is_active"):
+    for name in ("name", "email", "role", "is_active", "quota_bytes"):
         args += [name in changes, changes.get(name)]
     try:
         row = await conn.fetchrow(UPDATE_USER, user_id, *args)
@@ -200,3 +169,10 @@ async def count_user_stats(conn: asyncpg.Connection) -> dict[str, int]:
     row = await conn.fetchrow(COUNT_USER_STATS)
     return {"total": row["total"], "active": row["active"], "admins": row["admins"],
             "regular": row["total"] - row["admins"]}
+
+
+FETCH_ACTIVE_USER = "SELECT id, email, role FROM users WHERE id = $1 AND is_active"
+
+
+async def fetch_active_user(conn: asyncpg.Connection, user_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(FETCH_ACTIVE_USER, user_id)
