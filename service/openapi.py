@@ -54,6 +54,9 @@ PAGE = (("page", "integer", "page number, from 1"), ("limit", "integer", "items 
 TUS_HEADERS = (("Tus-Resumable", "string", "1.0.0"), ("Upload-Offset", "string", "bytes already stored"),
                ("Upload-Length", "string", "total size"), ("Upload-Metadata", "string", "key base64 pairs"),
                ("Upload-Checksum", "string", "algorithm and base64 digest of this request's body"))
+# A signed link (the file JSON's content_url, thumbnail_url, events_url) replaces the Authorization header.
+LINK = (("u", "string", "signed link: the user it was made for"), ("exp", "integer", "signed link: expiry, unix time"),
+        ("sig", "string", "signed link: HMAC-SHA256, base64url"))
 RAW_CHUNK = {"application/octet-stream": {"schema": {"type": "string", "contentMediaType": "application/octet-stream"}}}
 
 # (METHOD, path) -> operation; one block per area, like the route table.
@@ -134,12 +137,15 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                                    headers=(("If-None-Match", "string", "the ETag already held"),),
                                    errors=(404, 422)),
     ("GET", "/api/files/{id}/events"): op("Status changes as server-sent events", "files",
-                                          {200: "text/event-stream of `status` events"}, errors=(404,)),
+                                          {200: "text/event-stream of `status` events"}, query=LINK,
+                                          errors=(403, 404)),
     ("GET", "/api/files/{id}/content"): op("The file's bytes (Range supported)", "files",
                                            {200: "the bytes", 206: "a range of them"},
-                                           headers=(("Range", "string", "bytes=start-end"),), errors=(404, 409, 416)),
-    ("GET", "/api/files/{id}/thumbnail"): op("The image's thumbnail", "files", {200: "WebP or JPEG"},
-                                             errors=(404, 409)),
+                                           query=(*LINK, ("disposition", "string", "attachment (default) or inline (images only)")),
+                                           headers=(("Range", "string", "bytes=start-end"),),
+                                           errors=(403, 404, 409, 416, 422)),
+    ("GET", "/api/files/{id}/thumbnail"): op("The image's thumbnail", "files", {200: "WebP or JPEG"}, query=LINK,
+                                             errors=(403, 404, 409)),
     ("DELETE", "/api/files/{id}"): op("Delete a file and its blobs", "files", {204: "deleted"}, errors=(404,)),
     # tus 1.0 (core, creation, creation-with-upload, creation-defer-length, expiration, checksum,
     # termination, concatenation)
@@ -194,6 +200,8 @@ SCHEMAS: dict[str, Any] = {
     "File": {"type": "object", "properties": {"id": STRING, "status": STRING, "type": STRING, "mimetype": STRING,
                                               "size": INTEGER, "original_name": STRING, "url": {"type": ["string", "null"]},
                                               "thumbnail": {"type": ["string", "null"]}, "metadata": OBJECT,
+                                              "content_url": {"type": ["string", "null"]},
+                                              "thumbnail_url": {"type": ["string", "null"]}, "events_url": STRING,
                                               "error": {"type": ["string", "null"]}}},
     "FileStats": {"type": "object", "properties": {"type": STRING, "status": STRING, "count": INTEGER,
                                                    "total_size": INTEGER, "average_size": INTEGER}},

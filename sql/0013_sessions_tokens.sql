@@ -42,8 +42,11 @@ CREATE TABLE api_tokens (
 CREATE INDEX idx_api_tokens_user ON api_tokens(user_id, created_at);
 
 -- Failed logins, per account (`email:<address>`) and per client address (`ip:<address>`), counted
--- over a sliding window; old rows are deleted as new ones are written.
+-- over a sliding window; old rows are deleted as new ones are written. An attempt is written before
+-- its password is checked and removed if it succeeds, so a burst of concurrent attempts cannot all
+-- pass the count.
 CREATE TABLE login_failures (
+    id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     key        TEXT NOT NULL,
     failed_at  TIMESTAMPTZ NOT NULL DEFAULT now()
 );

@@ -40,28 +40,29 @@ async def register(request: web.Request) -> web.Response:
 
 async def login(request: web.Request) -> web.Response:
     """Failed logins are counted per account and per client address; past LOGIN_MAX_FAILURES within
-    LOGIN_WINDOW either one answers 429 before any password is hashed, so a flood costs one cheap query
-    per request. An unknown email costs the same argon2 verification as a wrong password."""
+    LOGIN_WINDOW either one answers 429 before any password is hashed, so a flood costs a few cheap
+    statements per request. An unknown email costs the same argon2 verification as a wrong password."""
     settings = request.app[settings_key]
     body = await read_json(request, EMAIL, PASSWORD, DEVICE)
     email = body["email"].strip().lower()
     keys = [f"email:{email}", f"ip:{request.remote}"]
     async with request.app[pool_key].acquire() as conn:
-        failures = await logins.count_failures(conn, keys, settings.login_window)
+        attempt = await logins.insert_attempt(conn, keys, settings.login_window)
+        if attempt.failures > settings.login_max_failures:
+            await logins.delete_attempt(conn, attempt)
+            raise TooManyLogins(f"too many failed logins; try again in {attempt.retry_after} s",
+                                headers={"Retry-After": str(attempt.retry_after)})
         row = await users.fetch_credentials(conn, email)
-    blocked = [retry for count, retry in failures.values() if count >= settings.login_max_failures]
-    if blocked:
-        raise TooManyLogins(f"too many failed logins; try again in {max(blocked)} s",
-                            headers={"Retry-After": str(max(blocked))})
-    if not await request.app[passwords_key].verify(row["password"] if row else None, body["password"]):
-        async with request.app[pool_key].acquire() as conn:
-            await logins.insert_failures(conn, keys, settings.login_window)
-        raise InvalidCredentials("wrong email or password")
-    if not row["is_active"]:
-        raise AccountInactive("this account is deactivated")
-    async with request.app[pool_key].acquire() as conn, conn.transaction():
+    valid = await request.app[passwords_key].verify(row["password"] if row else None, body["password"])
+    if row is None or not valid:
+        raise InvalidCredentials("wrong email or password")  # the attempt stays: a failure
+    async with request.app[pool_key].acquire() as conn:
+        await logins.delete_attempt(conn, attempt)
         await logins.delete_failures(conn, keys[0])
-        session = await _start_session(request, conn, row["id"], body.get("device"))
+        if not row["is_active"]:
+            raise AccountInactive("this account is deactivated")
+        async with conn.transaction():
+            session = await _start_session(request, conn, row["id"], body.get("device"))
     return web.json_response(session)
 
 

@@ -9,9 +9,10 @@ from typing import Any, Mapping
 
 from aiohttp import web
 
+from service import links
 from service.auth import current_user
 from service.errors import Forbidden, PostNotFound
-from service.keys import pool_key
+from service.keys import pool_key, settings_key
 from service.models import CurrentUser
 from service.store import posts
 from service.validation import Field, path_id, query_int, query_text, read_json, read_page
@@ -23,11 +24,21 @@ FILE_IDS = Field("file_ids", list, max_len=100, items=Field("file_id", str, min_
 RECENT_DEFAULT, RECENT_MAX = 10, 100
 
 
-def post_json(row: Mapping[str, Any]) -> dict[str, Any]:
+def post_json(row: Mapping[str, Any], request: web.Request) -> dict[str, Any]:
     return {"id": row["id"], "title": row["title"], "content": row["content"], "published": row["published"],
-            "author_id": row["author_id"], "author": row["author"], "files": row["files"],
+            "author_id": row["author_id"], "author": row["author"], "files": _files_json(row["files"], request),
             "file_count": row["file_count"], "created_at": row["created_at"].isoformat(),
             "updated_at": row["updated_at"].isoformat()}
+
+
+def _files_json(files: list[dict[str, Any]], request: web.Request) -> list[dict[str, Any]]:
+    """A post's files with signed links for the reader: `<img src>` and downloads work for anyone who
+    may read the post, though the files are the author's."""
+    settings, reader = request.app[settings_key], current_user(request).id
+    return [{"id": f["id"], "original_name": f["original_name"], "type": f["type"], "size": f["size"],
+             "url": links.sign(settings, f["id"], reader, "content"),
+             "thumbnail_url": links.sign(settings, f["id"], reader, "thumbnail") if f["has_thumbnail"] else None}
+            for f in files]
 
 
 async def create_post(request: web.Request) -> web.Response:
@@ -37,7 +48,7 @@ async def create_post(request: web.Request) -> web.Response:
         post_id = await posts.insert_post_with_files(conn, current_user(request).id, body["title"],
                                                      body.get("content"), body.get("published", False), file_ids)
         row = await posts.fetch_post(conn, post_id)
-    return web.json_response(post_json(row), status=201)
+    return web.json_response(post_json(row, request), status=201)
 
 
 async def list_posts(request: web.Request) -> web.Response:
@@ -48,7 +59,7 @@ async def list_posts(request: web.Request) -> web.Response:
     async with request.app[pool_key].acquire() as conn:
         rows, total = await posts.fetch_posts_page(conn, author_id, viewer.id, viewer.is_admin,
                                                    page.limit, page.offset)
-    return web.json_response({"posts": [post_json(r) for r in rows], "pagination": page.pagination(total)})
+    return web.json_response({"posts": [post_json(r, request) for r in rows], "pagination": page.pagination(total)})
 
 
 async def list_recent_posts(request: web.Request) -> web.Response:
@@ -65,7 +76,7 @@ async def get_post(request: web.Request) -> web.Response:
         row = await posts.fetch_post(conn, post_id)
     if row is None or not (row["published"] or _may_change(current_user(request), row)):
         raise PostNotFound(f"post {post_id}")
-    return web.json_response(post_json(row))
+    return web.json_response(post_json(row, request))
 
 
 async def patch_post(request: web.Request) -> web.Response:
@@ -76,7 +87,7 @@ async def patch_post(request: web.Request) -> web.Response:
         if changes:  # an empty PATCH changes nothing, not even updated_at
             await posts.update_post(conn, post_id, changes)
         row = await posts.fetch_post(conn, post_id)
-    return web.json_response(post_json(row))
+    return web.json_response(post_json(row, request))
 
 
 async def delete_post(request: web.Request) -> web.Response:

@@ -10,13 +10,14 @@ from aiohttp import web
 
 from service import storage
 from service.auth import current_user
+from service.config import Settings
 from service.errors import (ApiError, MethodNotAllowed, TusInvalidConcat, TusInvalidLength, TusInvalidOffset,
                             TusLengthExceeded, TusOffsetMismatch, TusUploadIsFinal, TusUploadLocked,
                             UnsupportedMediaType, UploadExpired, UploadNotFound, UploadTooLarge)
 from service.keys import pool_key, settings_key, slow_by_design_key, tus_locks_key
 from service.metrics import UPLOADS_CREATED
 from service.models import FileStatus
-from service.store import files
+from service.store import files, quotas
 from service.store import tus as store
 from service.store.tus import TusUpload
 from service.tus import (CHECKSUMS, EXTENSIONS, OFFSET_STREAM, TUS_VERSION, Checksum, Concat, FileHints,
@@ -75,7 +76,8 @@ async def create_upload(request: web.Request) -> web.Response:
         raise UploadTooLarge(f"Upload-Length {length} is above Tus-Max-Size {settings.max_upload_size}")
     checksum = _checksum(request)
 
-    async with request.app[pool_key].acquire() as conn:
+    async with request.app[pool_key].acquire() as conn, conn.transaction():
+        await quotas.check_quota(conn, user.id, length or 0, settings.user_quota)
         upload = await store.insert_upload(
             conn, owner_id=user.id, original_name=hints.original_name, mimetype=hints.mimetype, type=hints.type,
             size=length or 0, size_deferred=length is None, chunk_size=settings.default_chunk_size,
@@ -208,7 +210,7 @@ async def _append(request: web.Request, upload_id: str, offset: int, length: int
         if offset != upload.offset:
             raise TusOffsetMismatch(f"the upload is at offset {upload.offset}; Upload-Offset says {offset}")
         if length is not None:
-            upload = await _declare_length(conn, upload, length, settings.max_upload_size)
+            upload = await _declare_length(conn, upload, length, settings)
         room = (upload.size if upload.length_known else settings.max_upload_size) - upload.offset
         if request.content_length is not None and request.content_length > room:
             raise TusLengthExceeded(f"{request.content_length} bytes sent, {room} left in the upload")
@@ -223,14 +225,16 @@ async def _append(request: web.Request, upload_id: str, offset: int, length: int
     return upload
 
 
-async def _declare_length(conn: asyncpg.Connection, upload: TusUpload, length: int, max_size: int) -> TusUpload:
+async def _declare_length(conn: asyncpg.Connection, upload: TusUpload, length: int, settings: Settings) -> TusUpload:
     if upload.length_known:
         if length != upload.size:
             raise TusInvalidLength(f"the upload's length is {upload.size} and cannot change")
         return upload
-    if length > max_size:
-        raise UploadTooLarge(f"Upload-Length {length} is above Tus-Max-Size {max_size}")
-    declared = await store.declare_length(conn, upload.id, length)
+    if length > settings.max_upload_size:
+        raise UploadTooLarge(f"Upload-Length {length} is above Tus-Max-Size {settings.max_upload_size}")
+    async with conn.transaction():  # a deferred length counts against the quota once it is known
+        await quotas.check_quota(conn, upload.owner_id, length, settings.user_quota)
+        declared = await store.declare_length(conn, upload.id, length)
     if declared is None:
         raise TusInvalidLength(f"Upload-Length {length} is below the {upload.offset} bytes already received")
     return declared

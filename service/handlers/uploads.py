@@ -16,6 +16,7 @@ from service.keys import chunk_memory_key, pool_key, settings_key
 from service.metrics import BYTES_RECEIVED, UPLOADS_CREATED
 from service.models import FileStatus, Upload
 from service.processing import classify
+from service.store import quotas
 from service.store import uploads as store
 from service.validation import MAX_ID_LENGTH, Field, path_id, path_int, read_json
 
@@ -50,7 +51,8 @@ async def create_upload(request: web.Request) -> web.Response:
     new = store.NewUpload(original_name=filename, filename=blob, path=storage.blob_path(blob), mimetype=mimetype,
                           type=classify(mimetype), size=size, chunk_size=chunk_size, sha256=_sha256(body.get("sha256")),
                           post_id=body.get("post_id"), uploaded_by_id=user.id, expires_in=settings.upload_expiry)
-    async with request.app[pool_key].acquire() as conn:
+    async with request.app[pool_key].acquire() as conn, conn.transaction():
+        await quotas.check_quota(conn, user.id, size, settings.user_quota)
         upload = await store.insert_upload(conn, new)
     UPLOADS_CREATED.labels(PROTOCOL).inc()
     return web.json_response(upload_view(upload), status=201, headers={"Location": f"/api/uploads/{upload.id}"})

@@ -1,10 +1,18 @@
-"""login_failures: failed logins per key (`email:...`, `ip:...`) over a sliding window."""
+"""login_failures: failed logins per key (`email:...`, `ip:...`) over a sliding window. An attempt is
+recorded before its password is checked and forgiven when it succeeds: concurrent attempts then see
+each other, and a burst cannot slip past the limit by all counting before any failed."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import asyncpg
 
+DELETE_OLD_FAILURES = """
+DELETE FROM login_failures WHERE key = any($1::text[]) AND failed_at <= now() - make_interval(secs => $2)
+"""
+INSERT_ATTEMPTS = "INSERT INTO login_failures (key) SELECT unnest($1::text[]) RETURNING id"
 COUNT_FAILURES = """
-SELECT key, count(*) AS failures,
+SELECT count(*) AS failures,
        ceil(extract(epoch FROM min(failed_at) + make_interval(secs => $2) - now()))::int AS retry_after
   FROM login_failures
  WHERE key = any($1::text[]) AND failed_at > now() - make_interval(secs => $2)
@@ -12,21 +20,28 @@ SELECT key, count(*) AS failures,
 """
 
 
-async def count_failures(conn: asyncpg.Connection, keys: list[str], window: int) -> dict[str, tuple[int, int]]:
-    """key -> (failures within the window, seconds until the oldest of them leaves it)."""
+@dataclass(frozen=True)
+class Attempt:
+    ids: list[int]
+    failures: int      # the most of any key, this attempt included
+    retry_after: int   # seconds until that key's oldest failure leaves the window
+
+
+async def insert_attempt(conn: asyncpg.Connection, keys: list[str], window: int) -> Attempt:
+    """Records an attempt under each key (committed at once, so others see it), then counts."""
+    await conn.execute(DELETE_OLD_FAILURES, keys, float(window))
+    ids = [r["id"] for r in await conn.fetch(INSERT_ATTEMPTS, keys)]
     rows = await conn.fetch(COUNT_FAILURES, keys, float(window))
-    return {r["key"]: (r["failures"], max(r["retry_after"], 1)) for r in rows}
+    worst = max(rows, key=lambda r: r["failures"])
+    return Attempt(ids, worst["failures"], max(worst["retry_after"], 1))
 
 
-INSERT_FAILURES = "INSERT INTO login_failures (key) SELECT unnest($1::text[])"
-DELETE_OLD_FAILURES = "DELETE FROM login_failures WHERE key = any($1::text[]) AND failed_at <= now() - make_interval(secs => $2)"
+DELETE_ATTEMPTS = "DELETE FROM login_failures WHERE id = any($1::bigint[])"
 
 
-async def insert_failures(conn: asyncpg.Connection, keys: list[str], window: int) -> None:
-    """One failure for each key; the keys' rows that left the window go at the same time."""
-    async with conn.transaction():
-        await conn.execute(DELETE_OLD_FAILURES, keys, float(window))
-        await conn.execute(INSERT_FAILURES, keys)
+async def delete_attempt(conn: asyncpg.Connection, attempt: Attempt) -> None:
+    """A refused (throttled) or successful attempt is not a failure."""
+    await conn.execute(DELETE_ATTEMPTS, attempt.ids)
 
 
 DELETE_FAILURES = "DELETE FROM login_failures WHERE key = $1"
