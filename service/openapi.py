@@ -90,6 +90,17 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                                     ("name", "scopes")), errors=(400, 403, 415, 422)),
     ("GET", "/api/tokens"): op("The caller's API tokens (never their secrets)", "tokens", {200: OBJECT}),
     ("DELETE", "/api/tokens/{id}"): op("Revoke an API token", "tokens", {204: "revoked"}, errors=(404, 422)),
+    ("POST", "/api/webhooks"): op("Register a webhook for file events (the secret is shown once)", "webhooks",
+                                  {201: OBJECT}, body=_json_body({
+                                      "url": STRING, "events": {"type": "array", "items": {
+                                          "enum": ["upload.created", "file.completed", "file.failed"]}},
+                                      "description": STRING, "all_users": BOOLEAN}, ("url", "events")),
+                                  errors=(400, 403, 415, 422)),
+    ("GET", "/api/webhooks"): op("The caller's webhooks", "webhooks", {200: OBJECT}),
+    ("DELETE", "/api/webhooks/{id}"): op("Delete a webhook and its deliveries", "webhooks", {204: "deleted"},
+                                         errors=(404, 422)),
+    ("GET", "/api/webhooks/{id}/deliveries"): op("A webhook's deliveries, newest first: status codes and times",
+                                                 "webhooks", {200: OBJECT}, query=PAGE, errors=(404, 422)),
     ("GET", "/api/users/me"): op("The caller, with posts and files", "users", {200: _ref("User")}),
     ("GET", "/api/users"): op("List users", "users", {200: OBJECT}, query=PAGE, admin=True, errors=(422,)),
     ("GET", "/api/users/{id}"): op("One user", "users", {200: _ref("User")}, admin=True, errors=(404,)),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.handlers import admin, auth, docs, files, health, metrics, posts, tokens, tus, uploads, users
+from service.handlers import admin, auth, docs, files, health, metrics, posts, tokens, tus, uploads, users, webhooks
 
 ROUTES: list[web.AbstractRouteDef] = [
     web.get("/healthz", health.get_healthz, allow_head=True),
@@ -19,6 +19,10 @@ ROUTES: list[web.AbstractRouteDef] = [
     web.post("/api/tokens", tokens.create_token),
     web.get("/api/tokens", tokens.list_tokens, allow_head=False),
     web.delete("/api/tokens/{id}", tokens.delete_token),
+    web.post("/api/webhooks", webhooks.create_webhook),
+    web.get("/api/webhooks", webhooks.list_webhooks, allow_head=False),
+    web.delete("/api/webhooks/{id}", webhooks.delete_webhook),
+    web.get("/api/webhooks/{id}/deliveries", webhooks.list_deliveries, allow_head=False),
     web.get("/api/users/me", users.get_me),
     web.get("/api/users", users.list_users),
     web.get("/api/users/{id}", users.get_user),

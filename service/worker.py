@@ -20,7 +20,7 @@ from typing import AsyncIterator, Awaitable, Callable
 import asyncpg
 from aiohttp import web
 
-from service import cleanup, db, processing, storage
+from service import cleanup, db, processing, storage, webhooks
 from service.config import MiB, Settings
 from service.keys import pool_key, settings_key, worker_key
 from service.metrics import PROCESSING_SECONDS, UPLOADS_COMPLETED, UPLOADS_FAILED
@@ -51,8 +51,10 @@ class Worker:
         self._wake, self._stop = asyncio.Event(), asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
         self._registered = False
-        self.listener = db.Listener(settings, {FILES_READY: lambda _payload: self._wake.set()},
-                                    on_connect=self._wake.set)
+        self.deliveries = webhooks.Deliverer(settings, pool)
+        self.listener = db.Listener(settings, {FILES_READY: lambda _payload: self._wake.set(),
+                                               webhooks.CHANNEL: self.deliveries.wake},
+                                    on_connect=self._woken)
 
     # lifecycle ---------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -61,7 +63,8 @@ class Worker:
             return
         background = [asyncio.create_task(self.listener.run(), name="worker listener"),
                       asyncio.create_task(self._heartbeat_loop(), name="worker heartbeat"),
-                      asyncio.create_task(self._cleanup_loop(), name="worker cleanup")]
+                      asyncio.create_task(self._cleanup_loop(), name="worker cleanup"),
+                      asyncio.create_task(self.deliveries.run(), name="webhook deliveries")]
         log.info("worker started", extra={"action": "worker_started", "worker_id": self.id})
         try:
             await self._loop()
@@ -75,6 +78,11 @@ class Worker:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _woken(self) -> None:
+        """(Re)connected to LISTEN: notifications may have been missed, look for work of both kinds."""
+        self._wake.set()
+        self.deliveries.wake()
 
     async def run_once(self) -> int:
         """Processes every file ready now and returns how many (procrastinate's wait=False): for tests

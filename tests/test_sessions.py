@@ -150,3 +150,16 @@ async def test_session_endpoints_refuse_api_tokens_and_bad_input(client, user) -
     assert r.status == 403 and (await r.json())["code"] == "SESSION_REQUIRED"
     r = await client.post("/api/auth/login", json={"email": user.email, "password": user.password, "device": 5})
     assert r.status == 422 and (await r.json())["field"] == "device"
+
+
+async def test_cleanup_removes_expired_sessions_only(client, settings: Settings, make_user,
+                                                     conn: asyncpg.Connection) -> None:  # type: ignore[no-untyped-def]
+    from service.cleanup import run_cleanup
+    user = await make_user()
+    old, live = await login(client, user, "old"), await login(client, user, "live")
+    await conn.execute("UPDATE sessions SET expires_at = now() - interval '1 second' WHERE id = $1", old["session_id"])
+    report = await run_cleanup(conn, settings)
+    assert report.account_rows == 1
+    assert await conn.fetchval("SELECT count(*) FROM sessions WHERE id = any($1::text[])",
+                               [old["session_id"], live["session_id"]]) == 1
+    assert (await client.get("/api/users/me", headers=bearer(live))).status == 200
