@@ -154,7 +154,8 @@ SETTINGS: tuple[Setting, ...] = (
             "how often the worker runs the cleanup pass"),
     # accounts (issue 13)
     Setting("LINK_TTL", "link_ttl", "1h", _duration,
-            "lifetime of signed links to a file's content, thumbnail and events (handed out with 1/2 to all of it left)"),
+            "lifetime of signed links to a file's content, thumbnail and events (handed out with 1/2 to all "
+            "of it left)"),
     Setting("ARGON2_CONCURRENCY", "argon2_concurrency", "2", _int(1, 64),
             "password hashes computed at once; more logins wait, so a login flood cannot starve uploads"),
     Setting("LOGIN_MAX_FAILURES", "login_max_failures", "10", _int(1),

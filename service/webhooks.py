@@ -94,7 +94,8 @@ class CheckedResolver(AbstractResolver):
         self._resolver = DefaultResolver()
         self._allow_private = allow_private
 
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
         results = await self._resolver.resolve(host, port, family)
         if not self._allow_private and any(refused(r["host"]) for r in results):
             raise AddressRefused(f"{host} resolves to a non-public address")
@@ -147,7 +148,8 @@ class Deliverer:
     def _session(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(resolver=CheckedResolver(self.settings.webhook_allow_private),
                                          limit=BATCH, force_close=True)
-        return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=self.settings.webhook_timeout))
+        timeout = aiohttp.ClientTimeout(total=self.settings.webhook_timeout)
+        return aiohttp.ClientSession(connector=connector, timeout=timeout)
 
     async def _deliver_due(self, http: aiohttp.ClientSession) -> int:
         async with self.pool.acquire() as conn:

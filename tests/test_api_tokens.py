@@ -113,7 +113,8 @@ async def test_token_bad_input(client, user) -> None:  # type: ignore[no-untyped
              ({"name": "x", "scopes": ["write"]}, "scopes[0]"), ({"name": "x", "scopes": []}, "scopes"),
              ({"name": "x", "scopes": ["read"], "expires_in": 5}, "expires_in"),
              ({"name": "x", "scopes": ["read"], "expires_in": "1h"}, "expires_in"),
-             ({"name": "x", "scopes": ["read"], "owner": "someone"}, "owner"), ({"name": " ", "scopes": ["read"]}, "name")]
+             ({"name": "x", "scopes": ["read"], "owner": "someone"}, "owner"),
+             ({"name": " ", "scopes": ["read"]}, "name")]
     for body, field in cases:
         r = await client.post("/api/tokens", headers=user.headers, json=body)
         problem = await r.json()

@@ -204,7 +204,8 @@ async def _find(request: web.Request, file_id: str) -> StoredFile | None:
     user = current_user(request)
     link = request.get(link_key)
     async with request.app[pool_key].acquire() as conn:
-        return await store.get_file(conn, file_id, user.id, user.is_admin or (link is not None and link.file_id == file_id))
+        granted = user.is_admin or (link is not None and link.file_id == file_id)
+        return await store.get_file(conn, file_id, user.id, granted)
 
 
 async def _load(request: web.Request, file_id: str) -> StoredFile:

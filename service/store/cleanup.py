@@ -50,7 +50,8 @@ async def known_filenames(conn: asyncpg.Connection, names: list[str]) -> set[str
 DELETE_EXPIRED_SESSIONS = "DELETE FROM sessions WHERE expires_at < now()"
 DELETE_OLD_LOGIN_FAILURES = "DELETE FROM login_failures WHERE failed_at < now() - interval '1 day'"
 DELETE_OLD_DELIVERIES = """
-DELETE FROM webhook_deliveries WHERE status <> 'pending' AND coalesce(delivered_at, last_attempt_at) < now() - interval '30 days'
+DELETE FROM webhook_deliveries
+ WHERE status <> 'pending' AND coalesce(delivered_at, last_attempt_at) < now() - interval '30 days'
 """
 
 
