@@ -8,9 +8,9 @@ import logging
 import os
 import stat
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator
 
 import asyncpg
 

@@ -99,7 +99,7 @@ async def _call(http: aiohttp.ClientSession, method: str, path: str, token: str 
                     problem = {}
                 detail = problem.get("detail", response.reason) if isinstance(problem, dict) else response.reason
                 raise AccountError(f"{method} {path}: {response.status} {detail}")
-            if expect is not None and response.status == expect or response.status == 204:
+            if (expect is not None and response.status == expect) or response.status == 204:
                 return None
             return await response.json()
     except (aiohttp.ClientError, TimeoutError) as e:

@@ -21,7 +21,7 @@ import logging
 import secrets
 import socket
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -106,7 +106,7 @@ class CheckedResolver(AbstractResolver):
 
 
 def signed_headers(secret: str, message_id: str, body: str, now: datetime | None = None) -> dict[str, str]:
-    timestamp = now or datetime.now(timezone.utc)
+    timestamp = now or datetime.now(UTC)
     return {"webhook-id": message_id, "webhook-timestamp": str(int(timestamp.timestamp())),
             "webhook-signature": Webhook(secret).sign(message_id, timestamp, body),
             "Content-Type": "application/json", "User-Agent": "chunkd-webhooks"}
@@ -177,18 +177,19 @@ class Deliverer:
             refusal = e.os_error if isinstance(e.os_error, AddressRefused) else None
             error = (f"refused: {refusal}; set WEBHOOK_ALLOW_PRIVATE=true to allow it" if refusal
                      else f"{type(e).__name__}: {e}")
-        except asyncio.TimeoutError:
+        except TimeoutError:
             error = f"no answer within WEBHOOK_TIMEOUT ({self.settings.webhook_timeout} s)"
         except (aiohttp.ClientError, OSError) as e:
             error = f"{type(e).__name__}: {e}"
         ms = round((time.monotonic() - started) * 1000)
         fields = {"webhook_id": delivery["webhook_id"], "delivery_id": delivery["id"], "status": status, "ms": ms}
         async with self.pool.acquire() as conn:
-            if error is None:
+            if error is None and status is not None:
                 await store.record_success(conn, delivery["id"], delivery["webhook_id"], status)
                 log.info("webhook delivered", extra={"action": "webhook_delivered", **fields})
             else:
-                await store.record_failure(conn, delivery["id"], delivery["webhook_id"], status, error[:MAX_ERROR],
+                reason = (error or "no status")[:MAX_ERROR]
+                await store.record_failure(conn, delivery["id"], delivery["webhook_id"], status, reason,
                                            retry_delay(delivery["attempts"]))
                 log.warning("webhook delivery failed: %s", error, extra={"action": "webhook_failed", **fields})
 

@@ -16,11 +16,11 @@ SETTINGS_ENV = {**UPLOAD_ENV, "LOGIN_MAX_FAILURES": str(MAX_FAILURES), "LOGIN_WI
 
 async def attempt(client, email: str, password: str, source: str = "127.0.0.1") -> aiohttp.ClientResponse:  # type: ignore[no-untyped-def]
     """A login from `source` (any 127/8 address reaches the server on Linux): another client address."""
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(source, 0))) as http:
-        async with http.post(f"http://{client.host}:{client.port}/api/auth/login",
-                             json={"email": email, "password": password}) as r:
-            await r.read()
-            return r
+    url = f"http://{client.host}:{client.port}/api/auth/login"
+    async with (aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(source, 0))) as http,
+                http.post(url, json={"email": email, "password": password}) as r):
+        await r.read()
+        return r
 
 
 async def test_failures_are_limited_per_account_and_per_address(client, make_user) -> None:  # type: ignore[no-untyped-def]

@@ -20,9 +20,9 @@ def expiry(link: str) -> int:
 
 async def bare_get(served, link: str, **headers: str) -> tuple[int, dict, bytes]:  # type: ignore[no-untyped-def]
     """A request as a browser's <img> makes it: its own connection, no Authorization header."""
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"http://{served.host}:{served.port}{link}", headers=headers) as r:
-            return r.status, dict(r.headers), await r.read()
+    async with (aiohttp.ClientSession() as http,
+                http.get(f"http://{served.host}:{served.port}{link}", headers=headers) as r):
+        return r.status, dict(r.headers), await r.read()
 
 
 async def test_links_work_without_a_header_and_stop_after_expiry(served, user) -> None:  # type: ignore[no-untyped-def]

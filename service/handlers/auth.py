@@ -3,13 +3,21 @@ sessions, and the password change."""
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from aiohttp import web
 
 from service.auth import RefreshToken, issue_access_token, new_session_secret, require_session
-from service.errors import (AccountInactive, CurrentPasswordWrong, InvalidCredentials, RefreshTokenInvalid,
-                            RefreshTokenReused, SessionNotFound, TooManyLogins)
+from service.errors import (
+    AccountInactive,
+    CurrentPasswordWrong,
+    InvalidCredentials,
+    RefreshTokenInvalid,
+    RefreshTokenReused,
+    SessionNotFound,
+    TooManyLogins,
+)
 from service.handlers.users import user_json
 from service.keys import passwords_key, pool_key, settings_key
 from service.store import logins, sessions, users

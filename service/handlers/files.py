@@ -14,8 +14,15 @@ from aiohttp import web
 
 from service import links, storage
 from service.auth import current_user
-from service.errors import (ApiError, DatabaseUnavailable, FileNotFound, FileNotReady, RangeNotSatisfiable,
-                            ThumbnailNotFound, problem_body)
+from service.errors import (
+    ApiError,
+    DatabaseUnavailable,
+    FileNotFound,
+    FileNotReady,
+    RangeNotSatisfiable,
+    ThumbnailNotFound,
+    problem_body,
+)
 from service.keys import file_events_key, link_key, pool_key, settings_key, slow_by_design_key
 from service.middlewares import DATABASE_DOWN
 from service.models import TERMINAL_STATUSES, FileStatus, FileType, StoredFile
@@ -80,7 +87,7 @@ async def get_file_events(request: web.Request) -> web.StreamResponse:
                 break
             try:
                 await asyncio.wait_for(changed.wait(), SSE_KEEPALIVE)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 await response.write(b": keep-alive\n\n")
             changed.clear()
             try:

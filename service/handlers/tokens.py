@@ -3,14 +3,15 @@ revoked. A token never grants more than its minter holds: only an admin mints `a
 can mint only tokens within its own scopes."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from aiohttp import web
 
 from service.auth import current_user, digest, new_api_token
 from service.errors import InsufficientScope, TokenNotFound, ValidationFailed
 from service.keys import pool_key
-from service.models import Scope, expand_scopes
+from service.models import SCOPE_ORDER, Scope, expand_scopes
 from service.store import tokens
 from service.validation import Field, path_id, read_json
 
@@ -30,7 +31,7 @@ def token_json(row: Mapping[str, Any]) -> dict[str, Any]:
 async def create_token(request: web.Request) -> web.Response:
     user = current_user(request)
     body = await read_json(request, NAME, SCOPES, EXPIRES_IN)
-    scopes = sorted(set(body["scopes"]), key=list(Scope).index)
+    scopes = sorted(set(body["scopes"]), key=_level)
     if not scopes:
         raise ValidationFailed("scopes must name at least one of read, upload, admin", field="scopes")
     if Scope.ADMIN in scopes and not user.is_admin:
@@ -38,12 +39,16 @@ async def create_token(request: web.Request) -> web.Response:
     wider = expand_scopes(scopes) - user.scopes
     if wider:
         raise InsufficientScope(f"a token cannot grant more than its minter holds: {', '.join(sorted(wider))}",
-                                needed=max(wider, key=list(Scope).index))
+                                needed=max(wider, key=_level))
     secret = new_api_token()
     async with request.app[pool_key].acquire() as conn:
         row = await tokens.insert_token(conn, user.id, body["name"].strip(), digest(secret), scopes,
                                         body.get("expires_in"))
     return web.json_response({**token_json(row), "token": secret}, status=201)
+
+
+def _level(scope: str) -> int:
+    return SCOPE_ORDER.index(Scope(scope))
 
 
 async def list_tokens(request: web.Request) -> web.Response:

@@ -2,7 +2,8 @@
 was delivered. A user hears of their own files; an admin's webhook may ask for everyone's."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from aiohttp import web
 
