@@ -20,7 +20,7 @@ import aiohttp
 import asyncpg
 
 from bench.timing import bench_database, stop
-from service.store.sessions import LOAD_SESSION_CALLER
+from service.store.sessions import GET_SESSION_USER
 from service.store.uploads import GET_UPLOAD, RECEIVED_CHUNKS
 from tests.support import JWT_SECRET, ChunkdProcess, make_settings, session_token
 
@@ -60,7 +60,7 @@ async def run(requests: int) -> None:
                         await r.read()
 
                 async def straight_to_the_database() -> None:
-                    await conn.fetchrow(LOAD_SESSION_CALLER, session_id, user_id)
+                    await conn.fetchrow(GET_SESSION_USER, session_id, user_id)
                     await conn.fetchrow(GET_UPLOAD, upload_id, user_id)
                     await conn.fetch(RECEIVED_CHUNKS, upload_id)
 

@@ -41,7 +41,7 @@ from bench.timing import bench_database, rss_kib  # noqa: E402
 from service import storage  # noqa: E402
 from service.config import MiB, _bytes, load_settings  # noqa: E402
 from service.processing import Assembly  # noqa: E402
-from service.store.workers import chunk_lengths  # noqa: E402
+from service.store.workers import list_chunk_lengths  # noqa: E402
 from service.worker import assemble  # noqa: E402
 from tests.support import session_token  # noqa: E402
 
@@ -186,7 +186,7 @@ async def product_assembly(pool: asyncpg.Pool, file_id: str, out: Path) -> float
     """What the worker runs: service.worker.assemble (slices, pipelined write + SHA-256, fsync)."""
     started = time.perf_counter()
     async with pool.acquire() as conn:
-        chunks = await chunk_lengths(conn, file_id)
+        chunks = await list_chunk_lengths(conn, file_id)
         assembly = await asyncio.to_thread(Assembly, out, "bench")
         await assemble(conn, file_id, chunks, assembly)
         await asyncio.to_thread(assembly.commit)

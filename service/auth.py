@@ -178,22 +178,23 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 async def _session_caller(request: web.Request, token: str) -> CurrentUser:
     user_id, session_id = decode_access_token(request.app[settings_key], token)
     async with request.app[pool_key].acquire() as conn:
-        row = await sessions.load_session_caller(conn, session_id, user_id)
-    if row is None:
+        user = await sessions.get_session_user(conn, session_id, user_id)
+    if user is None:
         raise Unauthorized("the session has ended or the account is inactive: log in again")
-    scopes = expand_scopes([Scope.ADMIN] if row["role"] == Role.ADMIN else [Scope.UPLOAD])
-    return CurrentUser(row["id"], row["email"], row["role"], scopes=scopes, session_id=session_id)
+    scopes = expand_scopes([Scope.ADMIN] if user.role == Role.ADMIN else [Scope.UPLOAD])
+    return CurrentUser(user.id, user.email, user.role, scopes=scopes, session_id=session_id)
 
 
 async def _api_token_caller(request: web.Request, token: str) -> CurrentUser:
     async with request.app[pool_key].acquire() as conn:
-        row = await tokens.load_token_caller(conn, digest(token))
-    if row is None:
+        found = await tokens.get_token_user(conn, digest(token))
+    if found is None:
         raise Unauthorized("API token unknown, revoked or expired, or its account is inactive")
-    scopes = expand_scopes(row["scopes"])
-    if row["role"] != Role.ADMIN:
+    api_token, user = found
+    scopes = expand_scopes(api_token.scopes)
+    if user.role != Role.ADMIN:
         scopes -= {Scope.ADMIN}  # minted by an admin since demoted: the role is what counts
-    return CurrentUser(row["id"], row["email"], row["role"], scopes=scopes, token_id=row["token_id"])
+    return CurrentUser(user.id, user.email, user.role, scopes=scopes, token_id=api_token.id)
 
 
 def current_user(request: web.Request) -> CurrentUser:

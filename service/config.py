@@ -132,6 +132,12 @@ SETTINGS: tuple[Setting, ...] = (
             "lifetime of a refresh token"),
     Setting("MAX_UPLOAD_SIZE", "max_upload_size", "10GiB", _bytes(1),
             "largest file accepted, in bytes (units: KiB, MiB, GiB)"),
+    Setting("MIN_UPLOAD_SIZE", "min_upload_size", "0", _bytes(0),
+            "smallest file a resumable upload (IETF draft) may declare, in bytes; 0 for none (Upload-Limit min-size)"),
+    Setting("MAX_APPEND_SIZE", "max_append_size", "0", _bytes(0),
+            "largest body of one append (tus or IETF draft PATCH, creation with content); 0: MAX_UPLOAD_SIZE"),
+    Setting("MIN_APPEND_SIZE", "min_append_size", "0", _bytes(0),
+            "smallest body of an append that does not complete its upload (Slowloris guard); 0 for none"),
     Setting("DEFAULT_CHUNK_SIZE", "default_chunk_size", "8MiB", _bytes(1),
             "chunk size of an upload that does not ask for one"),
     Setting("MAX_CHUNK_SIZE", "max_chunk_size", "64MiB", _bytes(1),
@@ -185,6 +191,9 @@ class Settings:
     access_token_ttl: int
     refresh_token_ttl: int
     max_upload_size: int
+    min_upload_size: int
+    max_append_size: int
+    min_append_size: int
     default_chunk_size: int
     max_chunk_size: int
     chunk_memory: int

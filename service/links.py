@@ -60,11 +60,11 @@ async def caller(request: web.Request) -> CurrentUser:
     if int(expiry) <= time.time():
         raise LinkExpired("the link has expired: fetch the file again for a fresh one")
     async with request.app[pool_key].acquire() as conn:
-        row = await users.fetch_active_user(conn, user_id)
-    if row is None:
+        user = await users.get_active_user(conn, user_id)
+    if user is None:
         raise LinkInvalid("the link's user is unknown or inactive")
     request[link_key] = SignedLink(file_id, user_id, purpose)
-    return CurrentUser(row["id"], row["email"], row["role"], scopes=frozenset({Scope.READ}))
+    return CurrentUser(user.id, user.email, user.role, scopes=frozenset({Scope.READ}))
 
 
 def _mac(settings: Settings, file_id: str, user_id: str, purpose: str, expires: int) -> str:

@@ -28,11 +28,12 @@ import aiohttp
 import asyncpg
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
-from standardwebhooks.webhooks import Webhook
+from standardwebhooks.webhooks import Webhook as Signer
 
 from service import db
 from service.config import Settings
 from service.errors import WebhookUrlRefused
+from service.models import Webhook, WebhookDelivery
 from service.store import webhooks as store
 
 log = logging.getLogger("service.webhooks")
@@ -108,7 +109,7 @@ class CheckedResolver(AbstractResolver):
 def signed_headers(secret: str, message_id: str, body: str, now: datetime | None = None) -> dict[str, str]:
     timestamp = now or datetime.now(UTC)
     return {"webhook-id": message_id, "webhook-timestamp": str(int(timestamp.timestamp())),
-            "webhook-signature": Webhook(secret).sign(message_id, timestamp, body),
+            "webhook-signature": Signer(secret).sign(message_id, timestamp, body),
             "Content-Type": "application/json", "User-Agent": "chunkd-webhooks"}
 
 
@@ -154,19 +155,19 @@ class Deliverer:
     async def _deliver_due(self, http: aiohttp.ClientSession) -> int:
         async with self.pool.acquire() as conn:
             due = await store.claim_deliveries(conn, BATCH, self.settings.webhook_timeout + 30)
-        await asyncio.gather(*(self._deliver(http, d) for d in due))
+        await asyncio.gather(*(self._deliver(http, d, w) for d, w in due))
         return len(due)
 
-    async def _deliver(self, http: aiohttp.ClientSession, delivery: asyncpg.Record) -> None:
-        body = json.dumps(delivery["payload"], separators=(",", ":"))
-        headers = signed_headers(delivery["secret"], delivery["id"], body)
+    async def _deliver(self, http: aiohttp.ClientSession, delivery: WebhookDelivery, webhook: Webhook) -> None:
+        body = json.dumps(delivery.payload, separators=(",", ":"))
+        headers = signed_headers(webhook.secret, delivery.id, body)
         status, error, started = None, None, time.monotonic()
         try:
-            host = urlsplit(delivery["url"]).hostname or ""
+            host = urlsplit(webhook.url).hostname or ""
             with contextlib.suppress(ValueError):  # a literal IP skips the resolver: check it here
                 if refused(host) and not self.settings.webhook_allow_private:
                     raise AddressRefused(f"{host} is a non-public address")
-            async with http.post(delivery["url"], data=body.encode(), headers=headers, allow_redirects=False) as r:
+            async with http.post(webhook.url, data=body.encode(), headers=headers, allow_redirects=False) as r:
                 status = r.status
                 await r.content.read(64 * 1024)  # a little of the answer, never all of a huge one
             if not 200 <= status < 300:
@@ -182,14 +183,14 @@ class Deliverer:
         except (aiohttp.ClientError, OSError) as e:
             error = f"{type(e).__name__}: {e}"
         ms = round((time.monotonic() - started) * 1000)
-        fields = {"webhook_id": delivery["webhook_id"], "delivery_id": delivery["id"], "status": status, "ms": ms}
+        fields = {"webhook_id": webhook.id, "delivery_id": delivery.id, "status": status, "ms": ms}
         async with self.pool.acquire() as conn:
             if error is None and status is not None:
-                await store.record_success(conn, delivery["id"], delivery["webhook_id"], status)
+                await store.record_success(conn, delivery.id, webhook.id, status)
                 log.info("webhook delivered", extra={"action": "webhook_delivered", **fields})
             else:
                 reason = (error or "no status")[:MAX_ERROR]
-                await store.record_failure(conn, delivery["id"], delivery["webhook_id"], status, reason,
-                                           retry_delay(delivery["attempts"]))
+                await store.record_failure(conn, delivery.id, webhook.id, status, reason,
+                                           retry_delay(delivery.attempts))
                 log.warning("webhook delivery failed: %s", error, extra={"action": "webhook_failed", **fields})
 

@@ -3,7 +3,6 @@ sessions, and the password change."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +19,7 @@ from service.errors import (
 )
 from service.handlers.users import user_json
 from service.keys import passwords_key, pool_key, settings_key
+from service.models import Session, User
 from service.store import logins, sessions, users
 from service.validation import Field, email_address, path_id, read_json
 
@@ -34,6 +34,7 @@ REFRESH = Field("refresh_token", str, required=True, min_len=1, max_len=1024)
 CURRENT_PASSWORD = Field("current_password", str, required=True, max_len=1024)
 CHANGED_PASSWORD = Field("new_password", str, required=True, min_len=8, max_len=1024)
 MAX_DEVICE = 200
+REUSED = "refresh token reused"  # why a session was revoked, when it was for reuse
 
 
 async def register(request: web.Request) -> web.Response:
@@ -42,7 +43,7 @@ async def register(request: web.Request) -> web.Response:
     password_hash = await request.app[passwords_key].hash(body["password"])
     async with request.app[pool_key].acquire() as conn, conn.transaction():
         user = await users.insert_user(conn, email, password_hash, body.get("name"))
-        session = await _start_session(request, conn, user["id"], body.get("device"))
+        session = await _start_session(request, conn, user.id, body.get("device"))
     return web.json_response(session, status=201)
 
 
@@ -60,17 +61,18 @@ async def login(request: web.Request) -> web.Response:
             await logins.delete_attempt(conn, attempt)
             raise TooManyLogins(f"too many failed logins; try again in {attempt.retry_after} s",
                                 headers={"Retry-After": str(attempt.retry_after)})
-        row = await users.fetch_credentials(conn, email)
-    valid = await request.app[passwords_key].verify(row["password"] if row else None, body["password"])
-    if row is None or not valid:
+        found = await users.get_credentials(conn, email)
+    valid = await request.app[passwords_key].verify(found[1] if found else None, body["password"])
+    if found is None or not valid:
         raise InvalidCredentials("wrong email or password")  # the attempt stays: a failure
+    user = found[0]
     async with request.app[pool_key].acquire() as conn:
         await logins.delete_attempt(conn, attempt)
         await logins.delete_failures(conn, keys[0])
-        if not row["is_active"]:
+        if not user.is_active:
             raise AccountInactive("this account is deactivated")
         async with conn.transaction():
-            session = await _start_session(request, conn, row["id"], body.get("device"))
+            session = await _start_session(request, conn, user.id, body.get("device"))
     return web.json_response(session)
 
 
@@ -88,19 +90,20 @@ async def refresh(request: web.Request) -> web.Response:
                                                    request.remote, settings.refresh_token_ttl)
         if user is not None:
             return web.json_response(session_json(request, user, presented.session_id, token))
-        state = await sessions.fetch_session_state(conn, presented.session_id)
-        if state is None:
+        found = await sessions.get_session(conn, presented.session_id)
+        owner = None if found is None else await users.get_user(conn, found[0].user_id)
+        if found is None or owner is None:
             raise RefreshTokenInvalid("refresh token invalid")
-        if not state["is_active"]:
+        session, expired = found
+        if not owner.is_active:
             raise AccountInactive("this account is deactivated")
-        if state["revoked"] and state["revoked_why"] != "refresh token reused":
-            raise RefreshTokenInvalid(f"this session has ended ({state['revoked_why']}): log in again")
-        if state["expired"]:
+        if session.revoked_at is not None and session.revoked_why != REUSED:
+            raise RefreshTokenInvalid(f"this session has ended ({session.revoked_why}): log in again")
+        if expired:
             raise RefreshTokenInvalid("this session has expired: log in again")
-        await sessions.revoke_session(conn, presented.session_id, None, "refresh token reused")
+        await sessions.revoke_session(conn, session.id, None, REUSED)
     log.warning("refresh token reused: session revoked",
-                extra={"action": "refresh_token_reused", "user_id": state["user_id"],
-                       "session_id": presented.session_id})
+                extra={"action": "refresh_token_reused", "user_id": session.user_id, "session_id": session.id})
     raise RefreshTokenReused("this refresh token was already used; its session is revoked: log in again")
 
 
@@ -116,7 +119,7 @@ async def list_sessions(request: web.Request) -> web.Response:
     user = require_session(request)
     async with request.app[pool_key].acquire() as conn:
         rows = await sessions.list_sessions(conn, user.id)
-    return web.json_response({"sessions": [_session_view(r, r["id"] == user.session_id) for r in rows]})
+    return web.json_response({"sessions": [_session_view(s, s.id == user.session_id) for s in rows]})
 
 
 async def delete_session(request: web.Request) -> web.Response:
@@ -134,8 +137,8 @@ async def change_password(request: web.Request) -> web.Response:
     body = await read_json(request, CURRENT_PASSWORD, CHANGED_PASSWORD)
     passwords = request.app[passwords_key]
     async with request.app[pool_key].acquire() as conn:
-        row = await users.fetch_credentials(conn, user.email)
-    if row is None or not await passwords.verify(row["password"], body["current_password"]):
+        found = await users.get_credentials(conn, user.email)
+    if found is None or not await passwords.verify(found[1], body["current_password"]):
         raise CurrentPasswordWrong("current_password is not this account's password")
     new_hash = await passwords.hash(body["new_password"])
     async with request.app[pool_key].acquire() as conn, conn.transaction():
@@ -155,14 +158,14 @@ async def _start_session(request: web.Request, conn: Any, user_id: str, device: 
     return session_json(request, user, session_id, token)
 
 
-def session_json(request: web.Request, user: Mapping[str, Any], session_id: str, token: RefreshToken) -> dict[str, Any]:
+def session_json(request: web.Request, user: User, session_id: str, token: RefreshToken) -> dict[str, Any]:
     settings = request.app[settings_key]
-    return {"access_token": issue_access_token(settings, user["id"], user["role"], session_id),
+    return {"access_token": issue_access_token(settings, user.id, user.role, session_id),
             "refresh_token": token.token, "token_type": "Bearer", "expires_in": settings.access_token_ttl,
             "session_id": session_id, "user": user_json(user)}
 
 
-def _session_view(row: Mapping[str, Any], current: bool) -> dict[str, Any]:
-    return {"id": row["id"], "device": row["device"], "ip": row["ip"], "current": current,
-            "created_at": row["created_at"].isoformat(), "last_used_at": row["last_used_at"].isoformat(),
-            "expires_at": row["expires_at"].isoformat()}
+def _session_view(session: Session, current: bool) -> dict[str, Any]:
+    return {"id": session.id, "device": session.device, "ip": session.ip, "current": current,
+            "created_at": session.created_at.isoformat(), "last_used_at": session.last_used_at.isoformat(),
+            "expires_at": session.expires_at.isoformat()}

@@ -25,7 +25,7 @@ from service.errors import (
 )
 from service.keys import file_events_key, link_key, pool_key, settings_key, slow_by_design_key
 from service.middlewares import DATABASE_DOWN
-from service.models import TERMINAL_STATUSES, FileStatus, FileType, StoredFile
+from service.models import TERMINAL_STATUSES, File, FileStatus, FileType
 from service.processing import thumbnail_suffix
 from service.store import files as store
 from service.validation import MAX_PAGE, Page, path_id, query_choice, query_int, query_seconds
@@ -70,7 +70,7 @@ async def get_file_events(request: web.Request) -> web.StreamResponse:
     request[slow_by_design_key] = True
     file_id = path_id(request)
     with request.app[file_events_key].subscribe(file_id) as changed:
-        file: StoredFile | None = await _load(request, file_id)
+        file: File | None = await _load(request, file_id)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                                "X-Accel-Buffering": "no"})
         await response.prepare(request)
@@ -169,7 +169,7 @@ async def delete_file(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def file_view(file: StoredFile, request: web.Request) -> dict[str, Any]:
+def file_view(file: File, request: web.Request) -> dict[str, Any]:
     """The file as its API shows it, with signed links for the caller (service/links.py): content once
     COMPLETED, the thumbnail when there is one, the event stream always."""
     settings, viewer = request.app[settings_key], current_user(request).id
@@ -191,7 +191,7 @@ def content_disposition(name: str, disposition: str = "attachment") -> str:
     return f"{disposition}; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
-async def _wait_for_change(request: web.Request, file: StoredFile, changed: asyncio.Event, wait: float) -> StoredFile:
+async def _wait_for_change(request: web.Request, file: File, changed: asyncio.Event, wait: float) -> File:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     current = file
@@ -205,7 +205,7 @@ async def _wait_for_change(request: web.Request, file: StoredFile, changed: asyn
     return current
 
 
-async def _find(request: web.Request, file_id: str) -> StoredFile | None:
+async def _find(request: web.Request, file_id: str) -> File | None:
     """A signed link is a grant of its own (a post's reader sees its author's files): it opens its
     file whoever owns it. Otherwise only the owner or an admin."""
     user = current_user(request)
@@ -215,7 +215,7 @@ async def _find(request: web.Request, file_id: str) -> StoredFile | None:
         return await store.get_file(conn, file_id, user.id, granted)
 
 
-async def _load(request: web.Request, file_id: str) -> StoredFile:
+async def _load(request: web.Request, file_id: str) -> File:
     """The file if the caller may see it (owner or admin); 404 for anyone else, as for a missing one."""
     file = await _find(request, file_id)
     if file is None:
@@ -223,7 +223,7 @@ async def _load(request: web.Request, file_id: str) -> StoredFile:
     return file
 
 
-def _view_and_etag(request: web.Request, file: StoredFile) -> tuple[dict[str, Any], str]:
+def _view_and_etag(request: web.Request, file: File) -> tuple[dict[str, Any], str]:
     view = file_view(file, request)
     return view, '"' + hashlib.sha256(json.dumps(view, sort_keys=True).encode()).hexdigest()[:32] + '"'
 

@@ -3,7 +3,6 @@ revoked. A token never grants more than its minter holds: only an admin mints `a
 can mint only tokens within its own scopes."""
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -11,7 +10,7 @@ from aiohttp import web
 from service.auth import current_user, digest, new_api_token
 from service.errors import InsufficientScope, TokenNotFound, ValidationFailed
 from service.keys import pool_key
-from service.models import SCOPE_ORDER, Scope, expand_scopes
+from service.models import SCOPE_ORDER, ApiToken, Scope, expand_scopes
 from service.store import tokens
 from service.validation import Field, path_id, read_json
 
@@ -21,11 +20,10 @@ SCOPES = Field("scopes", list, required=True, max_len=3, items=Field("scope", st
 EXPIRES_IN = Field("expires_in", int, nullable=True, minimum=60, maximum=MAX_TOKEN_LIFETIME)
 
 
-def token_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {"id": row["id"], "name": row["name"], "scopes": list(row["scopes"]),
-            "created_at": row["created_at"].isoformat(),
-            "expires_at": row["expires_at"].isoformat() if row["expires_at"] else None,
-            "last_used_at": row["last_used_at"].isoformat() if row["last_used_at"] else None}
+def token_json(token: ApiToken) -> dict[str, Any]:
+    return {"id": token.id, "name": token.name, "scopes": list(token.scopes), "created_at": token.created_at.isoformat(),
+            "expires_at": token.expires_at.isoformat() if token.expires_at else None,
+            "last_used_at": token.last_used_at.isoformat() if token.last_used_at else None}
 
 
 async def create_token(request: web.Request) -> web.Response:

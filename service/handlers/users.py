@@ -2,57 +2,60 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 
 from service import storage
 from service.auth import current_user, require_admin
-from service.errors import SelfLockout
+from service.errors import SelfLockout, UserNotFound
 from service.keys import pool_key, settings_key
-from service.models import Role
+from service.models import Role, User
 from service.store import quotas, sessions, users
 from service.validation import Field, email_address, path_id, read_json, read_page
 
 
-def user_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The one public shape of a user (DESIGN.md): never the password hash or the refresh-token digest."""
-    return {"id": row["id"], "email": row["email"], "name": row["name"], "role": row["role"],
-            "is_active": row["is_active"], "created_at": row["created_at"].isoformat(),
-            "updated_at": row["updated_at"].isoformat()}
+def user_json(user: User) -> dict[str, Any]:
+    """The one public shape of a user: never the password hash or the refresh-token digest."""
+    return {"id": user.id, "email": user.email, "name": user.name, "role": user.role, "is_active": user.is_active,
+            "created_at": user.created_at.isoformat(), "updated_at": user.updated_at.isoformat()}
 
 
-def admin_user_json(row: Mapping[str, Any]) -> dict[str, Any]:
+def admin_user_json(user: User) -> dict[str, Any]:
     """What admins see of a user: the public shape and the user's own quota (null: USER_QUOTA applies)."""
-    return {**user_json(row), "quota_bytes": row["quota_bytes"]}
+    return {**user_json(user), "quota_bytes": user.quota_bytes}
 
 
 async def get_me(request: web.Request) -> web.Response:
-    """The seed's findByEmail for the caller: the user with its posts and files, and its storage:
-    usage_bytes and the quota that applies (null: unlimited)."""
+    """The seed's findByEmail for the caller: the user with its posts and files."""
     async with request.app[pool_key].acquire() as conn:
-        row = await users.fetch_user_with_content(conn, current_user(request).id)
-        used = await quotas.usage(conn, row["id"])
-    quota = row["quota_bytes"] if row["quota_bytes"] is not None else request.app[settings_key].user_quota
-    return web.json_response({**user_json(row), "usage_bytes": used, "quota_bytes": quota,
-                              "posts": row["posts"], "files": row["files"]})
+        found = await users.get_user_with_content(conn, current_user(request).id)
+    if found is None:
+        raise UserNotFound("the caller's account is gone")
+    user, posts, files = found
+    async with request.app[pool_key].acquire() as conn:
+        used = await quotas.get_usage(conn, user.id)
+    quota = user.quota_bytes if user.quota_bytes is not None else request.app[settings_key].user_quota
+    return web.json_response({**user_json(user), "usage_bytes": used, "quota_bytes": quota, "posts": posts,
+                              "files": files})
 
 
 async def list_users(request: web.Request) -> web.Response:
     require_admin(request)
     page = read_page(request)
     async with request.app[pool_key].acquire() as conn:
-        rows, total = await users.fetch_users_page(conn, page.limit, page.offset)
-    return web.json_response({"users": [admin_user_json(r) for r in rows], "pagination": page.pagination(total)})
+        found, total = await users.list_users(conn, page.limit, page.offset)
+    return web.json_response({"users": [admin_user_json(u) for u in found], "pagination": page.pagination(total)})
 
 
 async def get_user(request: web.Request) -> web.Response:
     require_admin(request)
     user_id = path_id(request)
     async with request.app[pool_key].acquire() as conn:
-        row = await users.fetch_user(conn, user_id)
-    return web.json_response(admin_user_json(row))
+        user = await users.get_user(conn, user_id)
+    if user is None:
+        raise UserNotFound(f"user {user_id}")
+    return web.json_response(admin_user_json(user))
 
 
 PATCH_FIELDS = (Field("name", str, nullable=True, max_len=200), Field("email", str, min_len=1, max_len=254),
@@ -70,10 +73,12 @@ async def patch_user(request: web.Request) -> web.Response:
         raise SelfLockout("an admin cannot demote or deactivate their own account; ask another admin")
     async with request.app[pool_key].acquire() as conn, conn.transaction():
         # An empty PATCH changes nothing, not even updated_at.
-        row = await users.update_user(conn, user_id, changes) if changes else await users.fetch_user(conn, user_id)
+        user = await users.update_user(conn, user_id, changes) if changes else await users.get_user(conn, user_id)
         if changes.get("is_active") is False:  # deactivation ends every session
             await sessions.revoke_user_sessions(conn, user_id, "account deactivated")
-    return web.json_response(admin_user_json(row))
+    if user is None:
+        raise UserNotFound(f"user {user_id}")
+    return web.json_response(admin_user_json(user))
 
 
 async def revoke_user_sessions(request: web.Request) -> web.Response:
@@ -81,7 +86,8 @@ async def revoke_user_sessions(request: web.Request) -> web.Response:
     require_admin(request)
     user_id = path_id(request)
     async with request.app[pool_key].acquire() as conn, conn.transaction():
-        await users.fetch_user(conn, user_id)  # 404 for no such user
+        if await users.get_user(conn, user_id) is None:
+            raise UserNotFound(f"user {user_id}")
         ended = await sessions.revoke_user_sessions(conn, user_id, "revoked by an admin")
     return web.json_response({"sessions_ended": ended})
 
@@ -97,7 +103,7 @@ async def delete_user(request: web.Request) -> web.Response:
     # After the commit: a rolled-back delete must not have lost blobs. A crash in between leaves
     # orphaned blobs, which `chunkd cleanup` removes.
     await asyncio.to_thread(storage.delete_blobs, request.app[settings_key].storage_path,
-                            [(f["path"], f["filename"]) for f in files])
+                            files)
     return web.Response(status=204)
 
 

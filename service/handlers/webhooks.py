@@ -2,7 +2,7 @@
 was delivered. A user hears of their own files; an admin's webhook may ask for everyone's."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -11,6 +11,7 @@ from service import webhooks
 from service.auth import current_user, require_admin
 from service.errors import ValidationFailed, WebhookNotFound
 from service.keys import pool_key, settings_key
+from service.models import Webhook, WebhookDelivery
 from service.store import webhooks as store
 from service.validation import Field, path_id, read_json, read_page
 
@@ -21,11 +22,10 @@ DESCRIPTION = Field("description", str, nullable=True, max_len=500)
 ALL_USERS = Field("all_users", bool)
 
 
-def webhook_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {"id": row["id"], "url": row["url"], "events": list(row["events"]), "all_users": row["all_users"],
-            "description": row["description"], "created_at": row["created_at"].isoformat(),
-            "failing_since": row["failing_since"].isoformat() if row["failing_since"] else None,
-            "disabled_at": row["disabled_at"].isoformat() if row["disabled_at"] else None}
+def webhook_json(webhook: Webhook) -> dict[str, Any]:
+    return {"id": webhook.id, "url": webhook.url, "events": list(webhook.events), "all_users": webhook.all_users,
+            "description": webhook.description, "created_at": webhook.created_at.isoformat(),
+            "failing_since": _time(webhook.failing_since), "disabled_at": _time(webhook.disabled_at)}
 
 
 async def create_webhook(request: web.Request) -> web.Response:
@@ -49,7 +49,7 @@ async def create_webhook(request: web.Request) -> web.Response:
 async def list_webhooks(request: web.Request) -> web.Response:
     async with request.app[pool_key].acquire() as conn:
         rows = await store.list_webhooks(conn, current_user(request).id)
-    return web.json_response({"webhooks": [webhook_json(r) for r in rows]})
+    return web.json_response({"webhooks": [webhook_json(w) for w in rows]})
 
 
 async def delete_webhook(request: web.Request) -> web.Response:
@@ -68,14 +68,19 @@ async def list_deliveries(request: web.Request) -> web.Response:
     if found is None:
         raise WebhookNotFound(f"webhook {webhook_id}")
     rows, total = found
-    return web.json_response({"deliveries": [_delivery_json(r) for r in rows], "pagination": page.pagination(total)})
+    return web.json_response({"deliveries": [_delivery_json(d) for d in rows], "pagination": page.pagination(total)})
 
 
-def _delivery_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    def time(name: str) -> str | None:
-        return row[name].isoformat() if row[name] else None
-    return {"id": row["id"], "event": row["event_type"], "file_id": row["file_id"], "status": row["status"],
-            "attempts": row["attempts"], "last_status_code": row["last_status_code"], "last_error": row["last_error"],
-            "created_at": time("created_at"), "last_attempt_at": time("last_attempt_at"),
-            "next_attempt_at": time("next_attempt_at") if row["status"] == "pending" else None,
-            "delivered_at": time("delivered_at")}
+def _delivery_json(delivery: WebhookDelivery) -> dict[str, Any]:
+    data = delivery.payload.get("data")
+    return {"id": delivery.id, "event": delivery.event_type,
+            "file_id": data.get("id") if isinstance(data, dict) else None, "status": delivery.status,
+            "attempts": delivery.attempts, "last_status_code": delivery.last_status_code,
+            "last_error": delivery.last_error, "created_at": _time(delivery.created_at),
+            "last_attempt_at": _time(delivery.last_attempt_at),
+            "next_attempt_at": _time(delivery.next_attempt_at) if delivery.status == "pending" else None,
+            "delivered_at": _time(delivery.delivered_at)}
+
+
+def _time(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None

@@ -10,7 +10,7 @@ from service.errors import QuotaExceeded
 USAGE = "SELECT coalesce(sum(size), 0)::bigint FROM files WHERE uploaded_by_id = $1 AND status <> 'FAILED'"
 
 
-async def usage(conn: asyncpg.Connection, user_id: str) -> int:
+async def get_usage(conn: asyncpg.Connection, user_id: str) -> int:
     return await conn.fetchval(USAGE, user_id)
 
 
@@ -31,7 +31,7 @@ async def check_quota(conn: asyncpg.Connection, user_id: str, adding: int, defau
         quota = default_quota
     if quota is None:
         return
-    used = await usage(conn, user_id)
+    used = await get_usage(conn, user_id)
     if used + adding > quota:
         raise QuotaExceeded(f"{adding} more bytes would make {used + adding}; the quota is {quota} bytes "
                             f"({used} used)", quota_bytes=quota, usage_bytes=used, requested_bytes=adding)

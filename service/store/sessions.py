@@ -3,17 +3,24 @@ from __future__ import annotations
 
 import asyncpg
 
-from service.store.users import USER_COLUMNS
+from service.models import Session, User
+from service.store.rows import columns, row_to
+from service.store.users import USER_COLUMNS, user_from
 
-# The per-request check of an access token: its session and its user, in one statement.
-LOAD_SESSION_CALLER = """
-SELECT u.id, u.email, u.role FROM sessions s JOIN users u ON u.id = s.user_id
- WHERE s.id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL AND s.expires_at > now() AND u.is_active
+SESSION_COLUMNS = columns(Session)
+
+# The per-request check of an access token: its user, if active and the session live, in one statement.
+GET_SESSION_USER = f"""
+SELECT {USER_COLUMNS} FROM users u
+ WHERE u.id = $2 AND u.is_active
+   AND EXISTS (SELECT 1 FROM sessions s WHERE s.id = $1 AND s.user_id = u.id
+                                          AND s.revoked_at IS NULL AND s.expires_at > now())
 """
 
 
-async def load_session_caller(conn: asyncpg.Connection, session_id: str, user_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(LOAD_SESSION_CALLER, session_id, user_id)
+async def get_session_user(conn: asyncpg.Connection, session_id: str, user_id: str) -> User | None:
+    row = await conn.fetchrow(GET_SESSION_USER, session_id, user_id)
+    return None if row is None else user_from(row)
 
 
 INSERT_SESSION = f"""
@@ -27,9 +34,10 @@ SELECT {USER_COLUMNS} FROM users WHERE id = (SELECT user_id FROM new_session)
 
 
 async def insert_session(conn: asyncpg.Connection, session_id: str, user_id: str, device: str, ip: str | None,
-                         refresh_digest: str, ttl: int) -> asyncpg.Record | None:
-    """A new session for an active user; its user row, or None when the user is gone or inactive."""
-    return await conn.fetchrow(INSERT_SESSION, session_id, user_id, device, ip, refresh_digest, float(ttl))
+                         refresh_digest: str, ttl: int) -> User | None:
+    """A new session for an active user; the user, or None when the user is gone or inactive."""
+    row = await conn.fetchrow(INSERT_SESSION, session_id, user_id, device, ip, refresh_digest, float(ttl))
+    return None if row is None else user_from(row)
 
 
 ROTATE_REFRESH_TOKEN = f"""
@@ -46,19 +54,18 @@ SELECT {USER_COLUMNS} FROM users WHERE id = (SELECT user_id FROM rotated)
 
 
 async def rotate_refresh_token(conn: asyncpg.Connection, session_id: str, old_digest: str, new_digest: str,
-                               ip: str | None, ttl: int) -> asyncpg.Record | None:
-    return await conn.fetchrow(ROTATE_REFRESH_TOKEN, session_id, old_digest, new_digest, ip, float(ttl))
+                               ip: str | None, ttl: int) -> User | None:
+    row = await conn.fetchrow(ROTATE_REFRESH_TOKEN, session_id, old_digest, new_digest, ip, float(ttl))
+    return None if row is None else user_from(row)
 
 
-FETCH_SESSION_STATE = """
-SELECT s.user_id, s.revoked_at IS NOT NULL AS revoked, s.revoked_why, s.expires_at <= now() AS expired, u.is_active
-  FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1
-"""
+GET_SESSION = f"SELECT {SESSION_COLUMNS}, expires_at <= now() AS expired FROM sessions WHERE id = $1"
 
 
-async def fetch_session_state(conn: asyncpg.Connection, session_id: str) -> asyncpg.Record | None:
-    """Why a refresh failed: the session's revocation, expiry and its user's state."""
-    return await conn.fetchrow(FETCH_SESSION_STATE, session_id)
+async def get_session(conn: asyncpg.Connection, session_id: str) -> tuple[Session, bool] | None:
+    """The session and whether it has expired (by the database's clock), or None."""
+    row = await conn.fetchrow(GET_SESSION, session_id)
+    return None if row is None else (row_to(Session, row), row["expired"])
 
 
 REVOKE_SESSION = """
@@ -84,12 +91,12 @@ async def revoke_user_sessions(conn: asyncpg.Connection, user_id: str, why: str,
     return int((await conn.execute(REVOKE_USER_SESSIONS, user_id, keep, why)).split()[-1])
 
 
-LIST_SESSIONS = """
-SELECT id, device, ip, created_at, last_used_at, expires_at FROM sessions
+LIST_SESSIONS = f"""
+SELECT {SESSION_COLUMNS} FROM sessions
  WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now()
  ORDER BY last_used_at DESC, id
 """
 
 
-async def list_sessions(conn: asyncpg.Connection, user_id: str) -> list[asyncpg.Record]:
-    return await conn.fetch(LIST_SESSIONS, user_id)
+async def list_sessions(conn: asyncpg.Connection, user_id: str) -> list[Session]:
+    return [row_to(Session, r) for r in await conn.fetch(LIST_SESSIONS, user_id)]

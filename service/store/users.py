@@ -1,23 +1,27 @@
 """users: SQL and the functions that run it."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import asyncpg
 
 from service.errors import EmailTaken, UserNotFound
+from service.models import User
 
 UPSERT_USER = """
 INSERT INTO users (email, password, name, role) VALUES ($1, $2, $3, $4)
 ON CONFLICT (email) DO NOTHING                              -- seeding twice changes nothing
 RETURNING id
 """
+GET_USER_ID = "SELECT id FROM users WHERE email = $1"
 
 
 async def upsert_user(conn: asyncpg.Connection, email: str, password_hash: str, name: str, role: str) -> str:
     """The seed's upsert with `update: {}`: an existing user is left as it is. Returns the id."""
     user_id = await conn.fetchval(UPSERT_USER, email, password_hash, name, role)
-    return user_id or await conn.fetchval("SELECT id FROM users WHERE email = $1", email)
+    return user_id or await conn.fetchval(GET_USER_ID, email)
+
 
 
 INSERT_MISSING_PREFERENCES = """
@@ -31,8 +35,13 @@ async def insert_missing_preferences(conn: asyncpg.Connection) -> int:
     return int((await conn.execute(INSERT_MISSING_PREFERENCES)).split()[-1])
 
 
-# The public shape of a user (and its quota, which admins see): never the password hash.
-USER_COLUMNS = "id, email, name, role, is_active, quota_bytes, created_at, updated_at"
+# A user row (models.User): never the password hash.
+USER_COLUMNS = ", ".join(f.name for f in dataclasses.fields(User))
+
+
+def user_from(row: asyncpg.Record) -> User:
+    return User(**{f.name: row[f.name] for f in dataclasses.fields(User)})
+
 
 INSERT_USER = f"""
 WITH new_user AS (
@@ -45,18 +54,20 @@ SELECT * FROM new_user
 """
 
 
-async def insert_user(conn: asyncpg.Connection, email: str, password_hash: str, name: str | None) -> asyncpg.Record:
+async def insert_user(conn: asyncpg.Connection, email: str, password_hash: str, name: str | None) -> User:
     try:
-        return await conn.fetchrow(INSERT_USER, email, password_hash, name)
+        return user_from(await conn.fetchrow(INSERT_USER, email, password_hash, name))
     except asyncpg.UniqueViolationError:
         raise EmailTaken(f"{email} is already registered") from None
 
 
-FETCH_CREDENTIALS = "SELECT id, password, is_active FROM users WHERE email = $1"
+GET_CREDENTIALS = f"SELECT {USER_COLUMNS}, password FROM users WHERE email = $1"
 
 
-async def fetch_credentials(conn: asyncpg.Connection, email: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(FETCH_CREDENTIALS, email)
+async def get_credentials(conn: asyncpg.Connection, email: str) -> tuple[User, str] | None:
+    """The user of this email and its password hash, for login only."""
+    row = await conn.fetchrow(GET_CREDENTIALS, email)
+    return None if row is None else (user_from(row), row["password"])
 
 
 SET_PASSWORD = "UPDATE users SET password = $2 WHERE id = $1"
@@ -66,17 +77,23 @@ async def set_password(conn: asyncpg.Connection, user_id: str, password_hash: st
     await conn.execute(SET_PASSWORD, user_id, password_hash)
 
 
-FETCH_USER = f"SELECT {USER_COLUMNS} FROM users WHERE id = $1"
+GET_USER = f"SELECT {USER_COLUMNS} FROM users WHERE id = $1"
 
 
-async def fetch_user(conn: asyncpg.Connection, user_id: str) -> asyncpg.Record:
-    row = await conn.fetchrow(FETCH_USER, user_id)
-    if row is None:
-        raise UserNotFound(f"user {user_id}")
-    return row
+async def get_user(conn: asyncpg.Connection, user_id: str) -> User | None:
+    row = await conn.fetchrow(GET_USER, user_id)
+    return None if row is None else user_from(row)
 
 
-FETCH_USER_WITH_CONTENT = f"""
+GET_ACTIVE_USER = f"SELECT {USER_COLUMNS} FROM users WHERE id = $1 AND is_active"
+
+
+async def get_active_user(conn: asyncpg.Connection, user_id: str) -> User | None:
+    row = await conn.fetchrow(GET_ACTIVE_USER, user_id)
+    return None if row is None else user_from(row)
+
+
+GET_USER_WITH_CONTENT = f"""
 SELECT {USER_COLUMNS},
        COALESCE((SELECT json_agg(json_build_object('id', p.id, 'title', p.title, 'published', p.published)
                                  ORDER BY p.created_at DESC, p.id)
@@ -89,15 +106,13 @@ SELECT {USER_COLUMNS},
 """
 
 
-async def fetch_user_with_content(conn: asyncpg.Connection, user_id: str) -> asyncpg.Record:
-    """The seed's findByEmail: the user with its posts and files, in one statement."""
-    row = await conn.fetchrow(FETCH_USER_WITH_CONTENT, user_id)
-    if row is None:
-        raise UserNotFound(f"user {user_id}")
-    return row
+async def get_user_with_content(conn: asyncpg.Connection, user_id: str) -> tuple[User, list[Any], list[Any]] | None:
+    """The seed's findByEmail: the user with its posts and files (short forms), in one statement."""
+    row = await conn.fetchrow(GET_USER_WITH_CONTENT, user_id)
+    return None if row is None else (user_from(row), row["posts"], row["files"])
 
 
-FETCH_USERS_PAGE = f"""
+LIST_USERS = f"""
 SELECT {USER_COLUMNS}, count(*) OVER () AS total FROM users
  ORDER BY created_at DESC, id
  LIMIT $1 OFFSET $2
@@ -105,10 +120,10 @@ SELECT {USER_COLUMNS}, count(*) OVER () AS total FROM users
 COUNT_USERS = "SELECT count(*) FROM users"
 
 
-async def fetch_users_page(conn: asyncpg.Connection, limit: int, offset: int) -> tuple[list[asyncpg.Record], int]:
+async def list_users(conn: asyncpg.Connection, limit: int, offset: int) -> tuple[list[User], int]:
     """A page of users and the total; the count runs again only for a page past the end."""
-    rows = await conn.fetch(FETCH_USERS_PAGE, limit, offset)
-    return rows, rows[0]["total"] if rows else await conn.fetchval(COUNT_USERS)
+    rows = await conn.fetch(LIST_USERS, limit, offset)
+    return [user_from(r) for r in rows], rows[0]["total"] if rows else await conn.fetchval(COUNT_USERS)
 
 
 UPDATE_USER = f"""
@@ -123,7 +138,7 @@ RETURNING {USER_COLUMNS}
 """
 
 
-async def update_user(conn: asyncpg.Connection, user_id: str, changes: dict[str, Any]) -> asyncpg.Record:
+async def update_user(conn: asyncpg.Connection, user_id: str, changes: dict[str, Any]) -> User:
     """Sets the fields present in `changes` (name, email, role, is_active, quota_bytes); others keep
     their value."""
     args = []
@@ -135,7 +150,7 @@ async def update_user(conn: asyncpg.Connection, user_id: str, changes: dict[str,
         raise EmailTaken(f"{changes['email']} is already registered") from None
     if row is None:
         raise UserNotFound(f"user {user_id}")
-    return row
+    return user_from(row)
 
 
 DELETE_USER_FILES = """
@@ -145,7 +160,7 @@ RETURNING path, filename
 DELETE_USER = "DELETE FROM users WHERE id = $1 RETURNING id"
 
 
-async def delete_user(conn: asyncpg.Connection, user_id: str) -> list[asyncpg.Record]:
+async def delete_user(conn: asyncpg.Connection, user_id: str) -> list[tuple[str, str]]:
     """Deletes the user, its posts, preferences, files and their chunks (the schema's cascades), in one
     transaction. Returns the deleted files' blob locations: the caller removes them after the commit."""
     async with conn.transaction():
@@ -153,7 +168,7 @@ async def delete_user(conn: asyncpg.Connection, user_id: str) -> list[asyncpg.Re
         files = await conn.fetch(DELETE_USER_FILES, user_id)
         if await conn.fetchval(DELETE_USER, user_id) is None:
             raise UserNotFound(f"user {user_id}")
-    return files
+    return [(f["path"], f["filename"]) for f in files]
 
 
 COUNT_USER_STATS = """
@@ -169,10 +184,3 @@ async def count_user_stats(conn: asyncpg.Connection) -> dict[str, int]:
     row = await conn.fetchrow(COUNT_USER_STATS)
     return {"total": row["total"], "active": row["active"], "admins": row["admins"],
             "regular": row["total"] - row["admins"]}
-
-
-FETCH_ACTIVE_USER = "SELECT id, email, role FROM users WHERE id = $1 AND is_active"
-
-
-async def fetch_active_user(conn: asyncpg.Connection, user_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(FETCH_ACTIVE_USER, user_id)

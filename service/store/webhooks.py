@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import asyncpg
 
-WEBHOOK_COLUMNS = "id, url, events, all_users, description, created_at, failing_since, disabled_at"
+from service.models import Webhook, WebhookDelivery
+from service.store.rows import columns, row_to
+
+WEBHOOK_COLUMNS = columns(Webhook)
+DELIVERY_COLUMNS = columns(WebhookDelivery)
 
 INSERT_WEBHOOK = f"""
 INSERT INTO webhooks (user_id, url, events, all_users, description, secret) VALUES ($1, $2, $3, $4, $5, $6)
@@ -12,15 +16,15 @@ RETURNING {WEBHOOK_COLUMNS}
 
 
 async def insert_webhook(conn: asyncpg.Connection, user_id: str, url: str, events: list[str], all_users: bool,
-                         description: str | None, secret: str) -> asyncpg.Record:
-    return await conn.fetchrow(INSERT_WEBHOOK, user_id, url, events, all_users, description, secret)
+                         description: str | None, secret: str) -> Webhook:
+    return row_to(Webhook, await conn.fetchrow(INSERT_WEBHOOK, user_id, url, events, all_users, description, secret))
 
 
 LIST_WEBHOOKS = f"SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE user_id = $1 ORDER BY created_at, id"
 
 
-async def list_webhooks(conn: asyncpg.Connection, user_id: str) -> list[asyncpg.Record]:
-    return await conn.fetch(LIST_WEBHOOKS, user_id)
+async def list_webhooks(conn: asyncpg.Connection, user_id: str) -> list[Webhook]:
+    return [row_to(Webhook, r) for r in await conn.fetch(LIST_WEBHOOKS, user_id)]
 
 
 DELETE_WEBHOOK = "DELETE FROM webhooks WHERE id = $1 AND user_id = $2 RETURNING id"
@@ -32,26 +36,24 @@ async def delete_webhook(conn: asyncpg.Connection, webhook_id: str, user_id: str
 
 
 OWNS_WEBHOOK = "SELECT 1 FROM webhooks WHERE id = $1 AND user_id = $2"
-LIST_DELIVERIES = """
-SELECT id, event_type, status, attempts, last_status_code, last_error, created_at, last_attempt_at,
-       next_attempt_at, delivered_at, payload->'data'->>'id' AS file_id
-  FROM webhook_deliveries WHERE webhook_id = $1
+LIST_DELIVERIES = f"""
+SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE webhook_id = $1
  ORDER BY created_at DESC, id LIMIT $2 OFFSET $3
 """
 COUNT_DELIVERIES = "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = $1"
 
 
 async def list_deliveries(conn: asyncpg.Connection, webhook_id: str, user_id: str, limit: int,
-                          offset: int) -> tuple[list[asyncpg.Record], int] | None:
+                          offset: int) -> tuple[list[WebhookDelivery], int] | None:
     """A page of the webhook's deliveries, newest first, and their total; None if it is not the user's."""
     if await conn.fetchval(OWNS_WEBHOOK, webhook_id, user_id) is None:
         return None
     rows = await conn.fetch(LIST_DELIVERIES, webhook_id, limit, offset)
-    return rows, await conn.fetchval(COUNT_DELIVERIES, webhook_id)
+    return [row_to(WebhookDelivery, r) for r in rows], await conn.fetchval(COUNT_DELIVERIES, webhook_id)
 
 
 # Due, not being sent by anyone (or by someone whose lock ran out: it died), of a live webhook.
-CLAIM_DELIVERIES = """
+CLAIM_DELIVERIES = f"""
 UPDATE webhook_deliveries d SET locked_until = now() + make_interval(secs => $2), attempts = d.attempts + 1
   FROM webhooks w
  WHERE w.id = d.webhook_id AND d.id IN (
@@ -59,12 +61,15 @@ UPDATE webhook_deliveries d SET locked_until = now() + make_interval(secs => $2)
         WHERE d2.status = 'pending' AND d2.next_attempt_at <= now() AND w2.disabled_at IS NULL
           AND (d2.locked_until IS NULL OR d2.locked_until < now())
         ORDER BY d2.next_attempt_at LIMIT $1 FOR UPDATE OF d2 SKIP LOCKED)
-RETURNING d.id, d.webhook_id, d.payload, d.attempts, w.url, w.secret
+RETURNING {columns(WebhookDelivery, "d", "d_")}, {columns(Webhook, "w", "w_")}
 """
 
 
-async def claim_deliveries(conn: asyncpg.Connection, limit: int, lock_seconds: float) -> list[asyncpg.Record]:
-    return await conn.fetch(CLAIM_DELIVERIES, limit, float(lock_seconds))
+async def claim_deliveries(conn: asyncpg.Connection, limit: int,
+                           lock_seconds: float) -> list[tuple[WebhookDelivery, Webhook]]:
+    """Due deliveries with their webhooks, locked for `lock_seconds` (a dead deliverer's come back)."""
+    rows = await conn.fetch(CLAIM_DELIVERIES, limit, float(lock_seconds))
+    return [(row_to(WebhookDelivery, r, "d_"), row_to(Webhook, r, "w_")) for r in rows]
 
 
 DELIVERED = """
