@@ -149,6 +149,9 @@ SETTINGS: tuple[Setting, ...] = (
             "time an unfinished upload is kept"),
     Setting("WORKER_CONCURRENCY", "worker_concurrency", "2", _int(1, 256),
             "files one worker processes at a time"),
+    Setting("STREAMING_MIN_SIZE", "streaming_min_size", "32MiB", _bytes(0),
+            "uploads at least this large are assembled while they arrive (0: only once complete), so that "
+            "they are COMPLETED soon after their last byte"),
     Setting("WORKER_LEASE", "worker_lease", "30s", _duration,
             "a worker silent this long is presumed dead and its files are taken again (heartbeat: a third of it)"),
     Setting("SLOW_REQUEST_MS", "slow_request_ms", "1000", _int(1),
@@ -199,6 +202,7 @@ class Settings:
     chunk_memory: int
     upload_expiry: int
     worker_concurrency: int
+    streaming_min_size: int
     worker_lease: int
     slow_request_ms: int
     host: str

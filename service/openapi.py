@@ -21,7 +21,7 @@ def _ref(name: str) -> dict[str, str]:
 
 def op(summary: str, tag: str, ok: dict[int, Any], *, body: dict[str, Any] | None = None,
        query: tuple[tuple[str, str, str], ...] = (), errors: tuple[int, ...] = (), admin: bool = False,
-       headers: tuple[tuple[str, str, str], ...] = ()) -> dict[str, Any]:
+       headers: tuple[tuple[str, str, str], ...] = (), body_required: bool = True) -> dict[str, Any]:
     """One operation. ok: {status: schema, or a description string for bodiless answers}.
     query/headers: (name, JSON type, description). Errors are problem+json."""
     responses: dict[str, Any] = {}
@@ -41,7 +41,7 @@ def op(summary: str, tag: str, ok: dict[int, Any], *, body: dict[str, Any] | Non
     if parameters:
         operation["parameters"] = parameters
     if body is not None:
-        operation["requestBody"] = {"required": True, "content": body}
+        operation["requestBody"] = {"required": body_required, "content": body}
     return operation
 
 
@@ -147,8 +147,9 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("PUT", "/api/uploads/{id}/chunks/{index}"): op(
         "Store one chunk (201 stored, 200 identical repeat)", "uploads", {201: OBJECT, 200: OBJECT}, body=RAW_CHUNK,
         headers=(("Content-SHA256", "string", "hex SHA-256 of the body"),), errors=(400, 404, 408, 409, 410, 413, 422, 503)),
-    ("POST", "/api/uploads/{id}/complete"): op("All chunks are there: process the file", "uploads", {202: OBJECT},
-                                               errors=(404, 409, 410)),
+    ("POST", "/api/uploads/{id}/complete"): op(
+        "All chunks are there: process the file (optionally checked against the whole file's sha256)", "uploads",
+        {202: OBJECT}, body=_json_body({"sha256": STRING}, ()), body_required=False, errors=(400, 404, 409, 410, 415, 422)),
     ("DELETE", "/api/uploads/{id}"): op("Abort an upload", "uploads", {204: "aborted"}, errors=(404, 409)),
     ("GET", "/api/files"): op("List the caller's files", "files", {200: OBJECT},
                               query=(("status", "string", "UPLOADING, PROCESSING, COMPLETED or FAILED"),
