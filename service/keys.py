@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from service.events import FileEvents
     from service.links import SignedLink
     from service.tus_locks import UploadLocks
+    from service.webui import WebPages
     from service.worker import Worker
 
 settings_key = web.AppKey("settings_key", Settings)
@@ -30,3 +31,4 @@ chunk_memory_key: web.AppKey[ChunkMemory] = web.AppKey("chunk_memory_key")
 passwords_key: web.AppKey[Passwords] = web.AppKey("passwords_key")
 # A request authorised by a signed link (service/links.py): which file and resource it opens.
 link_key: web.RequestKey[SignedLink] = web.RequestKey("link_key")
+web_pages_key: web.AppKey[WebPages] = web.AppKey("web_pages_key")
