@@ -24,7 +24,7 @@ import asyncpg
 from prometheus_client.parser import text_string_to_metric_families
 
 from service import storage
-from service.auth import hash_password, issue_access_token
+from service.auth import hash_password, issue_access_token, new_session_secret
 from service.config import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,7 +137,7 @@ async def insert_user(conn: asyncpg.Connection, settings: Settings | None = None
     user_id = await conn.fetchval(
         "INSERT INTO users (email, password, name, role, is_active) VALUES ($1, $2, $3, $4, $5) RETURNING id",
         email, _hashed(password), name or email.split("@")[0], role, is_active)
-    token = issue_access_token(settings or _token_settings(), user_id, role)
+    token = await session_token(conn, settings or _token_settings(), user_id, role)
     return User(user_id, email, password, role, token)
 
 
@@ -243,3 +243,11 @@ async def scrape(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
     assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(await response.text()) for s in family.samples}
+
+
+async def session_token(conn, settings: Settings, user_id: str, role: str = "USER") -> str:  # type: ignore[no-untyped-def]
+    """An access token of a new session of the user, made directly in the database (as a login would)."""
+    session_id, refresh = new_session_secret(settings)
+    await conn.execute("INSERT INTO sessions (id, user_id, device, refresh_hash, expires_at)"
+                       " VALUES ($1, $2, 'test', $3, now() + interval '1 day')", session_id, user_id, refresh.digest)
+    return issue_access_token(settings, user_id, role, session_id)
