@@ -18,8 +18,8 @@ from service.errors import (ApiError, DatabaseUnavailable, FileNotFound, FileNot
                             ThumbnailNotFound, problem_body)
 from service.keys import file_events_key, pool_key, settings_key, slow_by_design_key
 from service.middlewares import DATABASE_DOWN
+from service.media.thumbnail import suffix as thumbnail_suffix
 from service.models import TERMINAL_STATUSES, FileStatus, FileType, StoredFile
-from service.processing import thumbnail_suffix
 from service.store import files as store
 from service.validation import MAX_PAGE, Page, path_id, query_choice, query_int, query_seconds
 
