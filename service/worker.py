@@ -23,9 +23,9 @@ from aiohttp import web
 from service import cleanup, db, processing, storage
 from service.config import MiB, Settings
 from service.keys import pool_key, settings_key, worker_key
-from service.metrics import PROCESSING_SECONDS, UPLOADS_COMPLETED, UPLOADS_FAILED
 from service.media.pool import DecoderPool
 from service.media.result import Analysis
+from service.metrics import PROCESSING_SECONDS, UPLOADS_COMPLETED, UPLOADS_FAILED
 from service.models import ClaimedFile
 from service.processing import Assembly, CorruptContent
 from service.store import workers as store

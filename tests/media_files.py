@@ -10,7 +10,8 @@ import os
 import struct
 import wave
 import zlib
-from typing import Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import av
 import pillow_heif
@@ -110,10 +111,10 @@ def slow_pdf(operators: int) -> bytes:
     operators for every pixel: PDFium spends minutes on it, a KiB of bytes, little memory."""
     function = b"{ " + b"1 add 0.5 mul " * operators + b"pop dup 0.5 }"
     return pdf([b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-                b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 600 600] /Resources << /Shading << /S 4 0 R >> >>"
-                b" /Contents 6 0 R >>",
-                b"<< /ShadingType 1 /ColorSpace /DeviceRGB /Domain [0 1 0 1] /Matrix [600 0 0 600 0 0]"
-                b" /Function 5 0 R >>",
+                (b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 600 600] /Resources << /Shading << /S 4 0 R >> >>"
+                 b" /Contents 6 0 R >>"),
+                (b"<< /ShadingType 1 /ColorSpace /DeviceRGB /Domain [0 1 0 1] /Matrix [600 0 0 600 0 0]"
+                 b" /Function 5 0 R >>"),
                 stream(function, b"/FunctionType 4 /Domain [0 1 0 1] /Range [0 1 0 1 0 1]"),
                 stream(b"/S sh")])
 
@@ -162,11 +163,11 @@ def video(fmt: str, codec: str, *, seconds: float = 3, size: tuple[int, int] = (
     out = io.BytesIO()
     width, height = size
     with av.open(out, "w", format=fmt) as container:
-        stream = container.add_stream(codec, rate=fps)
+        stream: Any = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if rotation:
             stream.set_display_rotation(rotation)
-        sound = container.add_stream(audio_codec, rate=48000, layout="stereo") if audio_codec else None
+        sound: Any = container.add_stream(audio_codec, rate=48000, layout="stereo") if audio_codec else None
         base = picture(width, height)
         frames = int(seconds * fps)
         for i in range(frames):
@@ -182,7 +183,7 @@ def video(fmt: str, codec: str, *, seconds: float = 3, size: tuple[int, int] = (
     return out.getvalue()
 
 
-def silence(stream: av.audio.stream.AudioStream, seconds: float) -> Iterable[av.Packet]:
+def silence(stream: Any, seconds: float) -> Iterable[av.Packet]:
     context = stream.codec_context
     size = context.frame_size or 1024
     for start in range(0, int(seconds * context.sample_rate), size):
@@ -197,7 +198,7 @@ def silence(stream: av.audio.stream.AudioStream, seconds: float) -> Iterable[av.
 def video_claiming(width: int, height: int) -> bytes:
     """A WebM whose track header claims width x height and whose packets are noise: FFmpeg cannot
     learn the real size from the bitstream, so the claim is all there is."""
-    source = av.open(io.BytesIO(video("webm", "libvpx-vp9", seconds=1, size=(64, 48))))
+    source: Any = av.open(io.BytesIO(video("webm", "libvpx-vp9", seconds=1, size=(64, 48))))
     out = io.BytesIO()
     with source, av.open(out, "w", format="webm") as container:
         template = source.streams.video[0]
@@ -218,7 +219,7 @@ def tone(fmt: str, codec: str, *, seconds: float = 2, rate: int = 44100) -> byte
     """Stereo silence encoded by PyAV (the codecs' own tag writers stay out: mutagen adds tags)."""
     out = io.BytesIO()
     with av.open(out, "w", format=fmt) as container:
-        stream = container.add_stream(codec, rate=rate, layout="stereo")
+        stream: Any = container.add_stream(codec, rate=rate, layout="stereo")
         for packet in silence(stream, seconds):
             container.mux(packet)
     return out.getvalue()

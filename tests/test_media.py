@@ -39,8 +39,9 @@ async def thumbnail(client: Any, user: Any, body: dict) -> tuple[bytes, Image.Im
 
 def colour_at(image: Image.Image, x: float, y: float) -> str:
     """Which of `media.picture`'s colours is at (x, y), as fractions of the width and height."""
-    r, g, b = image.convert("RGB").getpixel((int(x * (image.width - 1)), int(y * (image.height - 1))))
-    return max((("red", r), ("green", g), ("blue", b)), key=lambda c: c[1])[0]
+    pixel = image.convert("RGB").getpixel((int(x * (image.width - 1)), int(y * (image.height - 1))))
+    assert isinstance(pixel, tuple)
+    return max(zip(("red", "green", "blue"), pixel), key=lambda c: c[1])[0]
 
 
 def riff_chunks(webp: bytes) -> list[bytes]:

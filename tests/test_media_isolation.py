@@ -7,15 +7,27 @@ import asyncio
 import os
 import signal
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
+import pytest
+
+from service import db
 from service.app import create_app
 from service.worker import Worker
 from tests import media_files as media
-from tests.test_worker import file_row, insert_ready_file, pool  # noqa: F401 (pool: the fixture)
+from tests.test_worker import file_row, insert_ready_file
 from tests.uploading import UPLOAD_ENV, jpeg, upload, wait_for_status
 
 SETTINGS_ENV = {**UPLOAD_ENV, "PROCESSING_TIMEOUT": "1s"}
+
+
+@pytest.fixture
+async def pool(settings) -> AsyncIterator[asyncpg.Pool]:  # type: ignore[no-untyped-def]
+    p = await db.create_pool(settings, max_size=4)
+    yield p
+    await p.close()
 
 
 def decoder_children() -> list[int]:
@@ -60,7 +72,9 @@ async def test_a_decoder_stuck_past_the_time_limit_fails_the_file_and_nothing_el
     assert not [pid for pid in decoder_children() if decoding(pid)]  # no stuck decoder left behind
 
 
-async def test_a_crashing_decoder_is_retried_once_then_fails_the_file(aiohttp_client, settings, user) -> None:  # type: ignore[no-untyped-def]
+async def test_a_crashing_decoder_is_retried_once_then_fails_the_file(aiohttp_client, settings, user,  # type: ignore[no-untyped-def]
+                                                                      monkeypatch) -> None:
+    monkeypatch.setenv("JWT_SECRET", "a-secret-no-decoder-may-see-" + "x" * 10)
     client = await aiohttp_client(create_app(settings.replace(processing_timeout=600), with_worker=True))
     file_id = await upload(client, user, media.slow_pdf(20000), "crash.pdf")
     for _ in range(2):  # the first decoder, then the fresh one that retries the file
@@ -68,6 +82,7 @@ async def test_a_crashing_decoder_is_retried_once_then_fails_the_file(aiohttp_cl
         while not (busy := [pid for pid in decoder_children() if decoding(pid)]):
             assert time.monotonic() < deadline, "no decoder took the file"
             await asyncio.sleep(0.05)
+        assert b"JWT_SECRET" not in Path(f"/proc/{busy[0]}/environ").read_bytes()
         os.kill(busy[0], signal.SIGSEGV)  # as a decoder bug would
         while busy[0] in decoder_children():
             await asyncio.sleep(0.05)

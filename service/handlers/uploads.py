@@ -13,9 +13,9 @@ from service.chunks import ChunkBody
 from service.errors import (BadRequest, ChunkConflict, ChunkOutOfRange, UploadClosed, UploadExpired, UploadIncomplete,
                             UploadNotFound, UploadTooLarge, ValidationFailed)
 from service.keys import chunk_memory_key, pool_key, settings_key
+from service.media.types import MIMETYPE, classify
 from service.metrics import BYTES_RECEIVED, UPLOADS_CREATED
 from service.models import FileStatus, Upload
-from service.media.types import MIMETYPE, classify
 from service.store import uploads as store
 from service.validation import MAX_ID_LENGTH, Field, path_id, path_int, read_json
 

@@ -2,8 +2,8 @@
 thumbnail. It decodes hostile bytes, so it runs only in the children of pool.py (child.py)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from service.media import audio, image, pdf, thumbnail, video
 from service.media.result import Analysis, Found

@@ -30,6 +30,17 @@ MAX_REPLY = 16 * MiB        # a reply line (metadata) or a thumbnail larger than
 ATTEMPTS = 2                # a hang or a crash is retried once in a fresh child, then the file fails
 
 
+# All a child inherits of the environment: a decoder taken over by a file must not find DATABASE_URL,
+# JWT_SECRET or any other secret there.
+INHERITED = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
+
+
+def child_environment() -> dict[str, str]:
+    env = {name: os.environ[name] for name in INHERITED if name in os.environ}
+    env["MALLOC_ARENA_MAX"] = "2"  # glibc's arena per decoder thread would eat RLIMIT_AS
+    return env
+
+
 class DecoderFault(Exception):
     """The child died or hung on this file: retried once, then the file's fault."""
 
@@ -47,11 +58,11 @@ class Child:
             sys.executable, "-m", "service.media.child", str(memory),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=MAX_REPLY,
             start_new_session=True,  # a terminal's Ctrl-C is the worker's to handle, not the decoders'
-            env={**os.environ, "MALLOC_ARENA_MAX": "2"})  # glibc's arena per thread would eat RLIMIT_AS
+            env=child_environment())
         child = cls(process)
         try:
             ready = await asyncio.wait_for(child._read_reply(), STARTUP_TIMEOUT)
-        except (DecoderFault, asyncio.TimeoutError) as e:
+        except (DecoderFault, TimeoutError) as e:
             await child.kill()
             raise OSError(f"the media decoder process did not start: {e or 'timed out'}") from None
         except BaseException:
@@ -105,7 +116,7 @@ class Child:
         """Why the child ended its replies: it exited (a signal, for a crash), said nothing more."""
         try:
             code = await asyncio.wait_for(self.process.wait(), STOP_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self.kill()
             return "the decoder stopped answering"
         if code < 0:
@@ -118,7 +129,7 @@ class Child:
             self.process.stdin.close()
         try:
             await asyncio.wait_for(self.process.wait(), STOP_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self.kill()
 
     async def kill(self) -> None:
@@ -158,7 +169,7 @@ class DecoderPool:
         child = await self._take()
         try:
             reply, data = await asyncio.wait_for(child.analyse(path), self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await child.kill()
             raise DecoderFault(f"decoding took longer than PROCESSING_TIMEOUT ({self.timeout:g} s)") from None
         except BaseException:  # a fault, or the worker stopping: the child's state is unknown
