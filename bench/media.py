@@ -19,6 +19,7 @@ for the CLI) is that method's alone, the interpreter and libraries included (abo
 is chunkd's whole path as the worker runs it: DecoderPool.analyse, child process and IPC included
 (after one warm-up file), with the child's peak RSS (VmHWM).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,10 @@ def make_files(directory: Path) -> dict[str, Path]:
 
     from tests import media_files as media
 
-    paths = {name: directory / f"{name}.{suffix}" for name, suffix in
-             (("jpeg", "jpg"), ("heic", "heic"), ("pdf", "pdf"), ("video", "mp4"))}
+    paths = {
+        name: directory / f"{name}.{suffix}"
+        for name, suffix in (("jpeg", "jpg"), ("heic", "heic"), ("pdf", "pdf"), ("video", "mp4"))
+    }
     if all(p.exists() for p in paths.values()):
         return paths
 
@@ -72,15 +75,16 @@ def text_pdf(pages: int) -> bytes:
     from tests import media_files as media
 
     line = b"The quick brown fox jumps over the lazy dog; chunkd renders only the first page. "
-    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"",
-               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"", b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
     kids = []
     for page in range(pages):
         text = b"BT /F1 10 Tf 50 740 Td 12 TL " + b"".join(b"(%d: %s) '\n" % (i, line) for i in range(55)) + b"ET"
         shapes = b"".join(b"%.2f 0.3 0.6 rg %d 30 40 40 re f\n" % (i / 10, 50 + i * 50) for i in range(10))
         objects.append(media.stream(b"q " + shapes + b" Q 0 0 0 rg " + text + b" %% page %d" % page))
-        objects.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents %d 0 R"
-                       b" /Resources << /Font << /F1 3 0 R >> >> >>" % len(objects))
+        objects.append(
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents %d 0 R"
+            b" /Resources << /Font << /F1 3 0 R >> >> >>" % len(objects)
+        )
         kids.append(len(objects))
     objects[1] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (b" ".join(b"%d 0 R" % k for k in kids), pages)
     return media.pdf(objects)
@@ -109,6 +113,7 @@ def write_video(path: Path, seconds: int) -> None:
 # the methods, each run in a fresh process by measure() ------------------------------------------
 def chunkd_image(path: Path) -> None:
     from service.media import image, thumbnail
+
     thumbnail.encode(image.analyse(path, "image/jpeg").picture)  # type: ignore[arg-type]
 
 
@@ -125,6 +130,7 @@ def naive_image(path: Path) -> None:
 
 def chunkd_pdf(path: Path) -> None:
     from service.media import pdf, thumbnail
+
     thumbnail.encode(pdf.analyse(path, "application/pdf").picture)  # type: ignore[arg-type]
 
 
@@ -142,6 +148,7 @@ def naive_pdf(path: Path) -> None:
 
 def chunkd_video(path: Path) -> None:
     from service.media import thumbnail, video
+
     thumbnail.encode(video.analyse(path, "video/mp4").picture)  # type: ignore[arg-type]
 
 
@@ -151,15 +158,42 @@ def ffmpeg_cli(path: Path) -> None:
     with av.open(str(path)) as container:
         at = (container.duration or 0) / 1_000_000 * POSTER_AT
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-ss", f"{at:.3f}", "-noaccurate_seek",
-                        "-i", str(path), "-frames:v", "1", "-vf", f"scale={THUMBNAIL_SIDE}:-2", "-y",
-                        f"{tmp}/poster.webp"], check=True)
+        subprocess.run(
+            [
+                "ffmpeg",
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-ss",
+                f"{at:.3f}",
+                "-noaccurate_seek",
+                "-i",
+                str(path),
+                "-frames:v",
+                "1",
+                "-vf",
+                f"scale={THUMBNAIL_SIDE}:-2",
+                "-y",
+                f"{tmp}/poster.webp",
+            ],
+            check=True,
+        )
 
 
-METHODS = {"chunkd_image": chunkd_image, "naive_image": naive_image, "chunkd_pdf": chunkd_pdf,
-           "naive_pdf": naive_pdf, "chunkd_video": chunkd_video, "ffmpeg_cli": ffmpeg_cli}
-CASES = {"jpeg": ("chunkd_image", "naive_image"), "heic": ("chunkd_image", "naive_image"),
-         "pdf": ("chunkd_pdf", "naive_pdf"), "video": ("chunkd_video", "ffmpeg_cli")}
+METHODS = {
+    "chunkd_image": chunkd_image,
+    "naive_image": naive_image,
+    "chunkd_pdf": chunkd_pdf,
+    "naive_pdf": naive_pdf,
+    "chunkd_video": chunkd_video,
+    "ffmpeg_cli": ffmpeg_cli,
+}
+CASES = {
+    "jpeg": ("chunkd_image", "naive_image"),
+    "heic": ("chunkd_image", "naive_image"),
+    "pdf": ("chunkd_pdf", "naive_pdf"),
+    "video": ("chunkd_video", "ffmpeg_cli"),
+}
 
 
 def run_method(method: str, path: Path, rounds: int) -> None:
@@ -176,8 +210,12 @@ def run_method(method: str, path: Path, rounds: int) -> None:
 
 
 def measure(method: str, path: Path, rounds: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--run", method, str(path), "--rounds", str(rounds)],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--run", method, str(path), "--rounds", str(rounds)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -212,8 +250,10 @@ def main() -> None:
     directory.mkdir(parents=True, exist_ok=True)
     try:
         paths = make_files(directory)
-        print(f"{'case':6} {'file':>9} {'chunkd/s':>9} {'MiB':>6} {'pool/s':>7} {'MiB':>6} "
-              f"{'baseline':12} {'/s':>7} {'MiB':>6} {'speed':>6} {'memory':>7}")
+        print(
+            f"{'case':6} {'file':>9} {'chunkd/s':>9} {'MiB':>6} {'pool/s':>7} {'MiB':>6} "
+            f"{'baseline':12} {'/s':>7} {'MiB':>6} {'speed':>6} {'memory':>7}"
+        )
         for case, (ours, baseline) in CASES.items():
             path = paths[case]
             if baseline == "ffmpeg_cli" and shutil.which("ffmpeg") is None:
@@ -222,10 +262,12 @@ def main() -> None:
             mine, theirs = measure(ours, path, args.rounds), measure(baseline, path, args.rounds)
             pooled = asyncio.run(measure_pool(path, args.rounds))
             name = "ffmpeg CLI" if baseline == "ffmpeg_cli" else "naive"
-            print(f"{case:6} {path.stat().st_size / 2**20:7.1f}MB {mine['per_second']:9.2f} {mine['rss_mib']:6.0f} "
-                  f"{pooled['per_second']:7.2f} {pooled['rss_mib']:6.0f} {name:12} {theirs['per_second']:7.2f} "
-                  f"{theirs['rss_mib']:6.0f} {mine['per_second'] / theirs['per_second']:5.2f}x "
-                  f"{theirs['rss_mib'] / mine['rss_mib']:6.2f}x")
+            print(
+                f"{case:6} {path.stat().st_size / 2**20:7.1f}MB {mine['per_second']:9.2f} {mine['rss_mib']:6.0f} "
+                f"{pooled['per_second']:7.2f} {pooled['rss_mib']:6.0f} {name:12} {theirs['per_second']:7.2f} "
+                f"{theirs['rss_mib']:6.0f} {mine['per_second'] / theirs['per_second']:5.2f}x "
+                f"{theirs['rss_mib'] / mine['rss_mib']:6.2f}x"
+            )
         print("speed: chunkd's thumbnails/s over the baseline's; memory: the baseline's peak RSS over chunkd's")
     finally:
         if args.keep is None:

@@ -28,8 +28,8 @@ import tempfile
 import time
 import uuid
 import warnings
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import AsyncIterator, Iterator
 
 import aiohttp
 import asyncpg
@@ -42,7 +42,7 @@ from service import storage  # noqa: E402
 from service.auth import issue_access_token  # noqa: E402
 from service.config import MiB, _bytes, load_settings  # noqa: E402
 from service.processing import Assembly  # noqa: E402
-from service.store.workers import chunk_lengths  # noqa: E402
+from service.store.workers import list_chunk_lengths  # noqa: E402
 from service.worker import assemble  # noqa: E402
 
 # aiohttp warns about request bodies above 1 MiB sent as bytes; chunks are meant to be sent whole.
@@ -186,7 +186,7 @@ async def product_assembly(pool: asyncpg.Pool, file_id: str, out: Path) -> float
     """What the worker runs: service.worker.assemble (slices, pipelined write + SHA-256, fsync)."""
     started = time.perf_counter()
     async with pool.acquire() as conn:
-        chunks = await chunk_lengths(conn, file_id)
+        chunks = await list_chunk_lengths(conn, file_id)
         assembly = await asyncio.to_thread(Assembly, out, "bench")
         await assemble(conn, file_id, chunks, assembly)
         await asyncio.to_thread(assembly.commit)

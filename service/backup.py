@@ -9,6 +9,7 @@ dump nor in the archive.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import io
 import json
@@ -20,8 +21,9 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -30,6 +32,7 @@ from service.config import Settings
 from service.embedded import EmbeddedError, find_bin_dir
 from service.progress import Progress
 from service.store import backup as store
+from service.store import server
 
 ARCHIVE_PATTERN = re.compile(r"^chunkd-backup-(\d{8}T\d{6}Z)\.tar$")
 TIMESTAMP = "%Y%m%dT%H%M%SZ"
@@ -54,7 +57,7 @@ class Blob:
 
 async def backup(settings: Settings, directory: Path, now: datetime | None = None) -> tuple[Path, list[Path]]:
     """Write the archive; return its path and the expired archives removed."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     directory.mkdir(parents=True, exist_ok=True)
     name = f"chunkd-backup-{now.strftime(TIMESTAMP)}.tar"
     final, partial = directory / name, directory / f".{name}.partial"
@@ -76,11 +79,11 @@ async def backup(settings: Settings, directory: Path, now: datetime | None = Non
 async def _dump(settings: Settings, target: Path) -> tuple[set[str], str]:
     conn = await db.connect(settings)
     try:
-        server_version = await conn.fetchval("SHOW server_version")
-        pg_dump = find_client("pg_dump", int(await conn.fetchval("SHOW server_version_num")) // 10000)
+        server_version, major = await server.get_server_version(conn)
+        pg_dump = find_client("pg_dump", major)
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             snapshot = await store.export_snapshot(conn)
-            referenced = await store.referenced_filenames(conn)
+            referenced = await store.list_referenced_filenames(conn)
             dbname, env = libpq_target(settings.database_url)
             await _run_with_progress(
                 [str(pg_dump), "--format=custom", "--no-owner", "--no-privileges", f"--snapshot={snapshot}",
@@ -152,7 +155,7 @@ def prune(directory: Path, now: datetime) -> list[Path]:
         match = ARCHIVE_PATTERN.match(path.name)
         if not match:
             continue
-        taken = datetime.strptime(match.group(1), TIMESTAMP).replace(tzinfo=timezone.utc)
+        taken = datetime.strptime(match.group(1), TIMESTAMP).replace(tzinfo=UTC)
         if now - taken > RETENTION:
             path.unlink(missing_ok=True)
             removed.append(path)
@@ -196,7 +199,7 @@ def _extract_dump(archive: Path, target: Path) -> None:
 async def _check_database(settings: Settings, force: bool) -> None:
     conn = await db.connect(settings)
     try:
-        relations = await store.user_relations(conn)
+        relations = await store.list_user_relations(conn)
     finally:
         await conn.close()
     if relations and not force:
@@ -215,9 +218,9 @@ def _check_storage(storage_dir: Path, force: bool) -> None:
 async def _restore_database(settings: Settings, dump: Path, force: bool) -> None:
     conn = await db.connect(settings)
     try:
-        pg_restore = find_client("pg_restore", int(await conn.fetchval("SHOW server_version_num")) // 10000)
+        pg_restore = find_client("pg_restore", (await server.get_server_version(conn))[1])
         if force:
-            await store.drop_public_schema(conn, await store.stat_statements_installed(conn))
+            await store.drop_public_schema(conn)
     finally:
         await conn.close()
     listing = await asyncio.to_thread(subprocess.run, [str(pg_restore), "--list", str(dump)],
@@ -270,10 +273,8 @@ def find_client(name: str, server_major: int) -> Path:
     """pg_dump / pg_restore of the server's major version or newer: PATH, then /usr/lib/postgresql/*/bin,
     then the embedded server's binaries (the pgserver wheel)."""
     candidates = [shutil.which(name)] + sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)
-    try:
+    with contextlib.suppress(EmbeddedError):
         candidates.append(str(find_bin_dir() / name))
-    except EmbeddedError:
-        pass
     found = []
     for candidate in filter(None, candidates):
         major = _client_major(candidate)
@@ -307,7 +308,7 @@ def libpq_target(url: str) -> tuple[str, dict[str, str]]:
 
 
 async def _run_with_progress(command: list[str], env: dict[str, str], progress: Progress,
-                             measure=None, verbose_lines: bool = False) -> None:  # type: ignore[no-untyped-def]
+                             measure: Callable[[], int] | None = None, verbose_lines: bool = False) -> None:
     process = await asyncio.create_subprocess_exec(*command, env=env, stdout=asyncio.subprocess.DEVNULL,
                                                    stderr=asyncio.subprocess.PIPE)
     assert process.stderr is not None

@@ -8,9 +8,9 @@ import logging
 import os
 import stat
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator
 
 import asyncpg
 
@@ -24,7 +24,6 @@ FAILED_FILE_DAYS = 90       # the seed's cleanupOldFiles
 BLOB_GRACE = 3600           # seconds: a blob this new may belong to a row not yet visible or an assembly in flight
 TEMP_GRACE = 86400          # seconds: a temporary file ('.name' or 'name.tmp') this old was left by a crash
 LOOKUP_BATCH = 1000         # blob names per database lookup
-ADVISORY_LOCK = 0x63_6C_65_61  # one pass at a time across every server and worker ('clea')
 BLOB_AREAS = ("files", "thumbs")
 
 
@@ -58,12 +57,12 @@ async def run_cleanup(pool_or_conn: asyncpg.Pool | asyncpg.Connection, settings:
                       dry_run: bool = False) -> CleanupReport:
     async with _connection(pool_or_conn) as conn:
         db.keeps_session_state(conn)
-        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", ADVISORY_LOCK):
+        if not await store.try_lock(conn):
             return CleanupReport(dry_run, skipped=True)
         try:
             report = await _run(conn, settings.storage_path, dry_run)
         finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK)
+            await store.unlock(conn)
     log.info("cleanup: %s", report.lines()[-1], extra={"action": "cleanup", "dry_run": dry_run,
                                                         "files": len(report.files), "blobs": len(report.blobs)})
     return report
@@ -85,9 +84,8 @@ async def _run(conn: asyncpg.Connection, storage_dir: Path, dry_run: bool) -> Cl
         await transaction.rollback()
         raise
     await (transaction.rollback() if dry_run else transaction.commit())
-    report.files = ([RemovedFile(r["id"], r["filename"], f"FAILED more than {FAILED_FILE_DAYS} days ago")
-                     for r in failed] +
-                    [RemovedFile(r["id"], r["filename"], "unfinished upload past expires_at") for r in expired])
+    report.files = ([RemovedFile(f.id, f.filename, f"FAILED more than {FAILED_FILE_DAYS} days ago") for f in failed] +
+                    [RemovedFile(f.id, f.filename, "unfinished upload past expires_at") for f in expired])
     report.blobs = await asyncio.to_thread(_unlink_all, storage_dir, garbage, dry_run)
     return report
 
@@ -96,7 +94,7 @@ async def _orphan_blobs(conn: asyncpg.Connection, storage_dir: Path) -> list[Pat
     garbage, candidates = await asyncio.to_thread(_scan_storage, storage_dir, time.time())
     for start in range(0, len(candidates), LOOKUP_BATCH):
         batch = candidates[start:start + LOOKUP_BATCH]
-        known = await store.known_filenames(conn, sorted({name for name, _ in batch}))
+        known = await store.list_known_filenames(conn, sorted({name for name, _ in batch}))
         garbage += [path for name, path in batch if name not in known]
     return sorted(garbage)
 

@@ -6,8 +6,9 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Callable
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -17,6 +18,8 @@ from service.config import ConfigError, Settings, load_settings
 from service.embedded import EmbeddedError
 
 log = logging.getLogger("service")
+
+T = TypeVar("T")
 
 SHUTDOWN_TIMEOUT = 30  # seconds in-flight requests get after SIGTERM/SIGINT
 
@@ -158,7 +161,7 @@ def add_operations(sub: argparse._SubParsersAction) -> None:
     u.set_defaults(run=cmd_upload)
 
 
-async def _with_conn(settings: Settings, operation: Callable) -> object:
+async def _with_conn(settings: Settings, operation: Callable[[Any], Awaitable[T]]) -> T:
     conn = await db.connect(settings)
     try:
         return await operation(conn)

@@ -6,13 +6,15 @@ import contextlib
 import json
 import logging
 import socket
-from typing import Any, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
 
 import asyncpg
 from aiohttp import web
 
 from service.config import MiB, Settings
 from service.keys import pool_key, settings_key
+from service.store import server
 
 log = logging.getLogger("service.db")
 
@@ -27,7 +29,7 @@ class Pool(asyncpg.Pool):
     def acquire(self, *, timeout: float | None = None) -> Any:
         return super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
 
-    async def _acquire(self, timeout: float | None) -> Any:
+    async def _acquire(self, timeout: float | None) -> Any:  # noqa: ASYNC109 - asyncpg.Pool.acquire(timeout=)
         # Both `async with pool.acquire()` and `await pool.acquire()` go through here (asyncpg < 0.33).
         self.waiting += 1
         try:
@@ -141,11 +143,7 @@ async def ensure_database(admin_url: str, name: str) -> None:
     """CREATE DATABASE unless it exists; two processes racing are both fine."""
     conn = await asyncpg.connect(admin_url)
     try:
-        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-            try:
-                await conn.execute(f'CREATE DATABASE "{name}"')
-            except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
-                pass
+        await server.create_database_unless_exists(conn, name)
     finally:
         await conn.close()
 
@@ -207,8 +205,8 @@ class Listener:
             while not lost.is_set():
                 try:
                     await asyncio.wait_for(lost.wait(), self.heartbeat)
-                except asyncio.TimeoutError:
-                    await conn.fetchval("SELECT 1", timeout=10)
+                except TimeoutError:
+                    await server.ping(conn, 10)
         finally:
             self.connected.clear()
             conn.terminate()

@@ -23,7 +23,7 @@ class Assembly:
         self.final = final
         self.temp = final.with_name(f".{final.name}.{tag}.part")
         final.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.temp, "wb", buffering=0)
+        self._file = open(self.temp, "wb", buffering=0)  # noqa: SIM115 - closed by close()/discard()
         self._hash = hashlib.sha256()
         self.size = 0
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import glob
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 
 def new_blob_name() -> str:

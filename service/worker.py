@@ -15,7 +15,7 @@ import signal
 import socket
 import time
 import uuid
-from typing import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 from aiohttp import web
@@ -26,7 +26,7 @@ from service.keys import pool_key, settings_key, worker_key
 from service.media.pool import DecoderPool
 from service.media.result import Analysis
 from service.metrics import PROCESSING_SECONDS, UPLOADS_COMPLETED, UPLOADS_FAILED
-from service.models import ClaimedFile
+from service.models import File
 from service.processing import Assembly, CorruptContent
 from service.store import workers as store
 from service.store.files import FILES_READY
@@ -174,7 +174,7 @@ class Worker:
                 w.cancel()
         self._wake.clear()  # cleared before the next claim, which sees whatever the wake-up announced
 
-    async def _claim(self) -> ClaimedFile | None:
+    async def _claim(self) -> File | None:
         async with self.pool.acquire() as conn:
             try:
                 return await store.claim_next_file(conn, self.id)
@@ -182,7 +182,7 @@ class Worker:
                 await store.register_worker(conn, self.id, socket.gethostname(), os.getpid())
                 return await store.claim_next_file(conn, self.id)
 
-    def _start(self, file: ClaimedFile) -> None:
+    def _start(self, file: File) -> None:
         task = asyncio.create_task(self._process(file), name=f"process file {file.id}")
         self._running.add(task)
         task.add_done_callback(self._on_done)
@@ -220,7 +220,7 @@ class Worker:
                 log.warning("cleanup failed: %s", e, extra={"action": "cleanup_failed", "worker_id": self.id})
 
     # processing -----------------------------------------------------------------------------------
-    async def _process(self, file: ClaimedFile) -> None:
+    async def _process(self, file: File) -> None:
         started = time.monotonic()
         log.info("file claimed", extra={"action": "file_claimed", "file_id": file.id, "attempt": file.attempts})
         try:
@@ -256,12 +256,12 @@ class Worker:
         finally:
             PROCESSING_SECONDS.observe(time.monotonic() - started)
 
-    async def _assemble_and_analyse(self, file: ClaimedFile) -> tuple[str, Analysis]:
+    async def _assemble_and_analyse(self, file: File) -> tuple[str, Analysis]:
         root = self.settings.storage_path
         final = storage.resolve(root, file.path)
         thumbnail_base = storage.resolve(root, storage.thumbnail_path(file.filename))
         async with self.pool.acquire() as conn:
-            chunks = await store.chunk_lengths(conn, file.id)
+            chunks = await store.list_chunk_lengths(conn, file.id)
             check_chunks(chunks, file.size)
             assembly = await asyncio.to_thread(Assembly, final, self.id.rsplit(":", 1)[-1])
             started = time.monotonic()
@@ -285,7 +285,7 @@ class Worker:
             raise
         return digest, analysis
 
-    async def _finish(self, file: ClaimedFile, digest: str, analysis: Analysis) -> None:
+    async def _finish(self, file: File, digest: str, analysis: Analysis) -> None:
         metadata = {"sha256": digest, "size": file.size, "claimed_mimetype": file.mimetype, **analysis.metadata}
         thumbnail = f"/api/files/{file.id}/thumbnail" if analysis.thumbnail_mimetype else None
         async with self.pool.acquire() as conn:
@@ -295,13 +295,13 @@ class Worker:
                 log.info("file completed", extra={"action": "file_completed", "file_id": file.id,
                                                   "type": analysis.type, "mimetype": analysis.mimetype})
                 return
-            owned_by_someone = await store.file_exists(conn, file.id)
+            owned_by_someone = await store.get_file_exists(conn, file.id)
         log.warning("lease on file %s lost before completion", file.id,
                     extra={"action": "lease_lost", "file_id": file.id})
         if not owned_by_someone:  # deleted meanwhile: our blobs are orphans. Otherwise they are the new owner's too.
             await asyncio.to_thread(storage.remove_blobs, self.settings.storage_path, file.path, file.filename)
 
-    async def _fail(self, file: ClaimedFile, reason: str) -> None:
+    async def _fail(self, file: File, reason: str) -> None:
         async with self.pool.acquire() as conn:
             failed = await store.fail_file(conn, file.id, self.id, reason)
         if failed:
@@ -310,7 +310,7 @@ class Worker:
         log.warning("file failed: %s", reason, extra={"action": "file_failed" if failed else "lease_lost",
                                                        "file_id": file.id})
 
-    async def _retry(self, file: ClaimedFile, delay: float, count_attempt: bool = True) -> None:
+    async def _retry(self, file: File, delay: float, count_attempt: bool = True) -> None:
         async with self.pool.acquire() as conn:
             await store.retry_file(conn, file.id, self.id, delay, count_attempt)
 
@@ -337,7 +337,7 @@ async def assemble(conn: asyncpg.Connection, file_id: str, chunks: list[tuple[in
         for index, length in chunks:
             for offset in range(0, length, ASSEMBLY_SLICE):
                 size = min(ASSEMBLY_SLICE, length - offset)
-                data = await store.read_chunk_slice(conn, file_id, index, offset, size)
+                data = await store.get_chunk_slice(conn, file_id, index, offset, size)
                 if data is None or len(data) != size:
                     raise CorruptContent(f"chunk {index} vanished during assembly")
                 if writing is not None:

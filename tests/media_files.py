@@ -1,5 +1,6 @@
 """Real media files for the media tests, made here by the libraries that write them (Pillow and its
 plugins, PyAV, mutagen, the standard library) or, for hostile PDFs, byte by byte."""
+
 from __future__ import annotations
 
 import base64
@@ -56,15 +57,19 @@ def encoded(image: Image.Image, fmt: str, **params: object) -> bytes:
 
 def animated(fmt: str, frames: int = 6, size: tuple[int, int] = (120, 80)) -> bytes:
     """GIF, WEBP or PNG (APNG): the first frame is red, the others shades of green."""
-    images = [Image.new("RGB", size, (220, 30, 30))] + [Image.new("RGB", size, (0, 40 * i, 0)) for i in range(1, frames)]
+    images = [Image.new("RGB", size, (220, 30, 30))] + [
+        Image.new("RGB", size, (0, 40 * i, 0)) for i in range(1, frames)
+    ]
     return encoded(images[0], fmt, save_all=True, append_images=images[1:], duration=80, loop=0)
 
 
 def solid_png(width: int, height: int) -> bytes:
     """A valid PNG of one colour, compressed row by row: a few hundred KiB for any size, made without
     ever holding the pixels (Pillow would need width x height x 4 bytes)."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
     compressor = zlib.compressobj(9)
     row = b"\0" + b"\x80\x40\x20" * width
     data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
@@ -102,21 +107,36 @@ def many_pages_pdf(pages: int) -> bytes:
     """`pages` pages sharing one small content stream: a tiny file that claims to be a book."""
     kids = b" ".join(b"%d 0 R" % (4 + i) for i in range(pages))
     page = b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 3 0 R >>"
-    return pdf([b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [%s] /Count %d >>" % (kids, pages),
-                stream(b"0 0.5 0 rg 100 100 400 600 re f")] + [page] * pages)
+    return pdf(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [%s] /Count %d >>" % (kids, pages),
+            stream(b"0 0.5 0 rg 100 100 400 600 re f"),
+        ]
+        + [page] * pages
+    )
 
 
 def slow_pdf(operators: int) -> bytes:
     """One page painted by a function-based shading whose PostScript function runs `operators`
     operators for every pixel: PDFium spends minutes on it, a KiB of bytes, little memory."""
     function = b"{ " + b"1 add 0.5 mul " * operators + b"pop dup 0.5 }"
-    return pdf([b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-                (b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 600 600] /Resources << /Shading << /S 4 0 R >> >>"
-                 b" /Contents 6 0 R >>"),
-                (b"<< /ShadingType 1 /ColorSpace /DeviceRGB /Domain [0 1 0 1] /Matrix [600 0 0 600 0 0]"
-                 b" /Function 5 0 R >>"),
-                stream(function, b"/FunctionType 4 /Domain [0 1 0 1] /Range [0 1 0 1 0 1]"),
-                stream(b"/S sh")])
+    return pdf(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            (
+                b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 600 600] /Resources << /Shading << /S 4 0 R >> >>"
+                b" /Contents 6 0 R >>"
+            ),
+            (
+                b"<< /ShadingType 1 /ColorSpace /DeviceRGB /Domain [0 1 0 1] /Matrix [600 0 0 600 0 0]"
+                b" /Function 5 0 R >>"
+            ),
+            stream(function, b"/FunctionType 4 /Domain [0 1 0 1] /Range [0 1 0 1 0 1]"),
+            stream(b"/S sh"),
+        ]
+    )
 
 
 PASSWORD_PAD = bytes.fromhex("28BF4E5E4E758A4164004E56FFFA01082E2E00B6D0683E802F0CA9FE6453697A")
@@ -146,18 +166,35 @@ def encrypted_pdf(user_password: bytes) -> bytes:
     key = hashlib.md5(padded + owner + struct.pack("<i", permissions) + file_id).digest()[:5]
     user = rc4(key, PASSWORD_PAD)
     encrypt = b"<< /Filter /Standard /V 1 /R 2 /O <%s> /U <%s> /P %d >>" % (
-        owner.hex().encode(), user.hex().encode(), permissions)
+        owner.hex().encode(),
+        user.hex().encode(),
+        permissions,
+    )
     content = b""  # an empty page: no stream needs encrypting
-    return pdf([b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R 5 0 R] /Count 2 >>",
-                b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>",
-                b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content),
-                b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>", encrypt],
-               b"/Encrypt 6 0 R /ID [<%s> <%s>]" % (file_id.hex().encode(), file_id.hex().encode()))
+    return pdf(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R 5 0 R] /Count 2 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>",
+            b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content),
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>",
+            encrypt,
+        ],
+        b"/Encrypt 6 0 R /ID [<%s> <%s>]" % (file_id.hex().encode(), file_id.hex().encode()),
+    )
 
 
 # video --------------------------------------------------------------------------------------------
-def video(fmt: str, codec: str, *, seconds: float = 3, size: tuple[int, int] = (320, 240), fps: int = 25,
-          audio_codec: str | None = None, rotation: int = 0) -> bytes:
+def video(
+    fmt: str,
+    codec: str,
+    *,
+    seconds: float = 3,
+    size: tuple[int, int] = (320, 240),
+    fps: int = 25,
+    audio_codec: str | None = None,
+    rotation: int = 0,
+) -> bytes:
     """A video encoded by PyAV: frames of `picture`, a grey bar moving along the bottom; a silent
     stereo track when audio_codec is given; a display matrix turning it by `rotation` degrees."""
     out = io.BytesIO()
@@ -274,13 +311,17 @@ def wav(seconds: float = 1.5, rate: int = 8000) -> bytes:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(rate)
-        w.writeframes(b"".join(struct.pack("<h", int(12000 * math.sin(2 * math.pi * 440 * i / rate)))
-                               for i in range(int(seconds * rate))))
+        w.writeframes(
+            b"".join(
+                struct.pack("<h", int(12000 * math.sin(2 * math.pi * 440 * i / rate)))
+                for i in range(int(seconds * rate))
+            )
+        )
     return out.getvalue()
 
 
 def truncated(data: bytes, keep: float = 0.5) -> bytes:
-    return data[:max(1, int(len(data) * keep))]
+    return data[: max(1, int(len(data) * keep))]
 
 
 def garbage_tailed(data: bytes, tail: int = 64 * 1024) -> bytes:

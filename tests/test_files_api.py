@@ -12,7 +12,6 @@ import asyncpg
 from service import storage
 from tests.uploading import UPLOAD_ENV, create, jpeg, put_chunks, upload, wait_for_status
 
-
 SETTINGS_ENV = UPLOAD_ENV
 
 

@@ -1,6 +1,7 @@
 """Media beyond JPEG through a real upload and the real worker, checked in the files API: HEIC, AVIF
 and animated images, PDF, video and audio get their documented metadata and a thumbnail; hostile
 versions of each end in a definite state, with a reason when FAILED."""
+
 from __future__ import annotations
 
 import io
@@ -14,8 +15,18 @@ from tests import media_files as media
 from tests.uploading import UPLOAD_ENV, sha256, upload, wait_for_status
 
 SETTINGS_ENV = UPLOAD_ENV
-IMAGE_KEYS = {"sha256", "size", "claimed_mimetype", "mimetype", "width", "height", "format", "animated", "frames",
-              "thumbnail"}
+IMAGE_KEYS = {
+    "sha256",
+    "size",
+    "claimed_mimetype",
+    "mimetype",
+    "width",
+    "height",
+    "format",
+    "animated",
+    "frames",
+    "thumbnail",
+}
 
 
 async def processed(client: Any, user: Any, data: bytes, name: str) -> dict:
@@ -33,7 +44,10 @@ async def thumbnail(client: Any, user: Any, body: dict) -> tuple[bytes, Image.Im
     image = Image.open(io.BytesIO(data))
     image.load()
     assert image.format == "WEBP" and body["metadata"]["thumbnail"] == {
-        "width": image.width, "height": image.height, "mimetype": "image/webp"}
+        "width": image.width,
+        "height": image.height,
+        "mimetype": "image/webp",
+    }
     return data, image
 
 
@@ -41,15 +55,15 @@ def colour_at(image: Image.Image, x: float, y: float) -> str:
     """Which of `media.picture`'s colours is at (x, y), as fractions of the width and height."""
     pixel = image.convert("RGB").getpixel((int(x * (image.width - 1)), int(y * (image.height - 1))))
     assert isinstance(pixel, tuple)
-    return max(zip(("red", "green", "blue"), pixel), key=lambda c: c[1])[0]
+    return max(zip(("red", "green", "blue"), pixel[:3], strict=True), key=lambda c: c[1])[0]
 
 
 def riff_chunks(webp: bytes) -> list[bytes]:
     """The chunk types of a WebP file (RIFF): EXIF and XMP would be chunks of their own."""
     chunks, offset = [], 12
     while offset + 8 <= len(webp):
-        size = int.from_bytes(webp[offset + 4:offset + 8], "little")
-        chunks.append(webp[offset:offset + 4])
+        size = int.from_bytes(webp[offset + 4 : offset + 8], "little")
+        chunks.append(webp[offset : offset + 4])
         offset += 8 + size + (size & 1)
     return chunks
 
@@ -61,23 +75,34 @@ async def no_missing_thumbnail(client: Any, user: Any, body: dict) -> None:
 
 
 # images ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("fmt, name, mimetype, reported", [
-    ("HEIF", "IMG_0001.HEIC", "image/heic", "HEIF"),
-    ("AVIF", "photo.avif", "image/avif", "AVIF"),
-])
+@pytest.mark.parametrize(
+    "fmt, name, mimetype, reported",
+    [
+        ("HEIF", "IMG_0001.HEIC", "image/heic", "HEIF"),
+        ("AVIF", "photo.avif", "image/avif", "AVIF"),
+    ],
+)
 async def test_heic_and_avif_photos_get_metadata_and_a_thumbnail(served, user, fmt, name, mimetype, reported) -> None:  # type: ignore[no-untyped-def]
     data = media.encoded(media.picture(1200, 900), fmt, exif=media.camera_exif().tobytes())
     body = await processed(served, user, data, name)
     assert body["status"] == "COMPLETED" and body["type"] == "IMAGE" and body["mimetype"] == mimetype, body
     meta = body["metadata"]
-    assert (meta["width"], meta["height"], meta["format"], meta["animated"], meta["frames"]) == (1200, 900, reported,
-                                                                                                 False, 1)
+    assert (meta["width"], meta["height"], meta["format"], meta["animated"], meta["frames"]) == (
+        1200,
+        900,
+        reported,
+        False,
+        1,
+    )
     assert meta["camera"] == {"make": "Apple", "model": "iPhone 15 Pro"}
     assert meta["taken_at"] == "2024-07-14T18:30:05+02:00"
     _, thumb = await thumbnail(served, user, body)
     assert thumb.size == (320, 240)
     assert (colour_at(thumb, 0.25, 0.5), colour_at(thumb, 0.75, 0.5), colour_at(thumb, 0.02, 0.02)) == (
-        "red", "blue", "green")
+        "red",
+        "blue",
+        "green",
+    )
 
 
 @pytest.mark.parametrize("fmt, mimetype", [("GIF", "image/gif"), ("WEBP", "image/webp"), ("PNG", "image/png")])
@@ -118,13 +143,19 @@ async def test_a_multi_page_pdf_gets_pages_title_author_and_a_first_page_thumbna
     assert body["status"] == "COMPLETED" and body["type"] == "DOCUMENT" and body["mimetype"] == "application/pdf"
     meta = body["metadata"]
     assert (meta["page_count"], meta["title"], meta["author"], meta["encrypted"]) == (
-        3, "Quarterly report", "Ada Lovelace", False)
+        3,
+        "Quarterly report",
+        "Ada Lovelace",
+        False,
+    )
     _, thumb = await thumbnail(served, user, body)
     assert thumb.size == (320, 240) and colour_at(thumb, 0.25, 0.5) == "red" and colour_at(thumb, 0.75, 0.5) == "blue"
 
 
 @pytest.mark.parametrize("password, page_count", [(b"secret", None), (b"", 2)])
-async def test_an_encrypted_pdf_completes_marked_encrypted_without_a_thumbnail(served, user, password, page_count) -> None:  # type: ignore[no-untyped-def]
+async def test_an_encrypted_pdf_completes_marked_encrypted_without_a_thumbnail(
+    served, user, password, page_count
+) -> None:  # type: ignore[no-untyped-def]
     body = await processed(served, user, media.encrypted_pdf(password), "locked.pdf")
     assert body["status"] == "COMPLETED" and body["type"] == "DOCUMENT", body
     assert body["metadata"]["encrypted"] is True and body["metadata"].get("page_count") == page_count
@@ -139,10 +170,13 @@ async def test_a_pdf_of_thousands_of_pages_renders_only_its_first(served, user) 
 
 
 # video -------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("fmt, codec, audio_codec, mimetype", [
-    ("mp4", "libx264", "aac", "video/mp4"),
-    ("webm", "libvpx-vp9", "libopus", "video/webm"),
-])
+@pytest.mark.parametrize(
+    "fmt, codec, audio_codec, mimetype",
+    [
+        ("mp4", "libx264", "aac", "video/mp4"),
+        ("webm", "libvpx-vp9", "libopus", "video/webm"),
+    ],
+)
 async def test_a_video_gets_duration_codecs_and_a_poster_frame(served, user, fmt, codec, audio_codec, mimetype) -> None:  # type: ignore[no-untyped-def]
     data = media.video(fmt, codec, seconds=3, size=(480, 270), audio_codec=audio_codec)
     body = await processed(served, user, data, f"clip.{fmt}")
@@ -167,10 +201,13 @@ async def test_a_rotated_video_is_measured_and_shown_as_played(served, user) -> 
     assert colour_at(thumb, 0.02, 0.98) == "green"
 
 
-@pytest.mark.parametrize("width, height, reason", [
-    (100_000, 100_000, "video declares no valid dimensions (0x0)"),  # FFmpeg refuses the claim
-    (16_000, 16_000, "video of 16000x16000 pixels exceeds the 100000000 pixel limit"),  # FFmpeg would decode it
-])
+@pytest.mark.parametrize(
+    "width, height, reason",
+    [
+        (100_000, 100_000, "video declares no valid dimensions (0x0)"),  # FFmpeg refuses the claim
+        (16_000, 16_000, "video of 16000x16000 pixels exceeds the 100000000 pixel limit"),  # FFmpeg would decode it
+    ],
+)
 async def test_a_video_claiming_enormous_frames_fails_before_decoding(served, user, width, height, reason) -> None:  # type: ignore[no-untyped-def]
     body = await processed(served, user, media.video_claiming(width, height), "huge.webm")
     assert body["status"] == "FAILED" and body["type"] == "VIDEO", body
@@ -181,12 +218,17 @@ async def test_a_video_claiming_enormous_frames_fails_before_decoding(served, us
 TAGS = {"title": "Clair de lune", "artist": "Claude Debussy", "album": "Suite bergamasque"}
 
 
-@pytest.mark.parametrize("make, name, mimetype, codec, rate", [
-    (media.mp3_with_tags, "song.mp3", "audio/mpeg", "mp3", 44100),
-    (media.flac_with_tags, "song.flac", "audio/flac", "flac", 44100),
-    (media.opus_with_tags, "song.opus", "audio/ogg", "opus", 48000),
-])
-async def test_audio_gets_duration_tags_and_its_cover_art_as_thumbnail(served, user, make, name, mimetype, codec, rate) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    "make, name, mimetype, codec, rate",
+    [
+        (media.mp3_with_tags, "song.mp3", "audio/mpeg", "mp3", 44100),
+        (media.flac_with_tags, "song.flac", "audio/flac", "flac", 44100),
+        (media.opus_with_tags, "song.opus", "audio/ogg", "opus", 48000),
+    ],
+)
+async def test_audio_gets_duration_tags_and_its_cover_art_as_thumbnail(
+    served, user, make, name, mimetype, codec, rate
+) -> None:  # type: ignore[no-untyped-def]
     data = make(media.cover_png(400), **TAGS)
     body = await processed(served, user, data, name)
     assert body["status"] == "COMPLETED" and body["type"] == "AUDIO" and body["mimetype"] == mimetype, body
@@ -212,7 +254,12 @@ async def test_a_wav_from_the_standard_library(served, user) -> None:  # type: i
     assert body["status"] == "COMPLETED" and body["type"] == "AUDIO" and body["mimetype"] == "audio/x-wav", body
     meta = body["metadata"]
     assert (meta["codec"], meta["sample_rate"], meta["channels"], meta["duration"], meta["bit_rate"]) == (
-        "pcm_s16le", 8000, 1, 1.5, 128000)
+        "pcm_s16le",
+        8000,
+        1,
+        1.5,
+        128000,
+    )
     await no_missing_thumbnail(served, user, body)
 
 
@@ -220,23 +267,35 @@ async def test_a_wav_from_the_standard_library(served, user) -> None:  # type: i
 def originals() -> dict[str, bytes]:
     cover = media.cover_png(200)
     return {
-        "jpg": media.encoded(media.picture(800, 600), "JPEG"), "heic": media.encoded(media.picture(800, 600), "HEIF"),
-        "avif": media.encoded(media.picture(800, 600), "AVIF"), "gif": media.animated("GIF"),
-        "webp": media.animated("WEBP"), "png": media.animated("PNG"), "pdf": media.pillow_pdf(3, "T", "A"),
+        "jpg": media.encoded(media.picture(800, 600), "JPEG"),
+        "heic": media.encoded(media.picture(800, 600), "HEIF"),
+        "avif": media.encoded(media.picture(800, 600), "AVIF"),
+        "gif": media.animated("GIF"),
+        "webp": media.animated("WEBP"),
+        "png": media.animated("PNG"),
+        "pdf": media.pillow_pdf(3, "T", "A"),
         "mp4": media.video("mp4", "libx264", audio_codec="aac"),
         "webm": media.video("webm", "libvpx-vp9", audio_codec="libopus"),
-        "mp3": media.mp3_with_tags(cover, **TAGS), "flac": media.flac_with_tags(cover, **TAGS),
-        "opus": media.opus_with_tags(cover, **TAGS), "wav": media.wav(),
+        "mp3": media.mp3_with_tags(cover, **TAGS),
+        "flac": media.flac_with_tags(cover, **TAGS),
+        "opus": media.opus_with_tags(cover, **TAGS),
+        "wav": media.wav(),
     }
 
 
 # What each damaged file becomes. Cut in half: formats whose index or header points past the end fail;
 # streams that decoders play as far as they go complete (as any player would play them). A garbage tail
 # after the end of the data is ignored by every decoder.
-TRUNCATED_FAILS = {"jpg": "unreadable image: image file is truncated", "heic": "unreadable image: Invalid input",
-                   "avif": "unreadable image: not a valid image/avif", "webp": "unreadable image",
-                   "pdf": "unreadable PDF", "mp4": "unreadable video: Invalid data found when processing input",
-                   "flac": "unreadable audio: End of file", "opus": "unreadable audio: End of file"}
+TRUNCATED_FAILS = {
+    "jpg": "unreadable image: image file is truncated",
+    "heic": "unreadable image: Invalid input",
+    "avif": "unreadable image: not a valid image/avif",
+    "webp": "unreadable image",
+    "pdf": "unreadable PDF",
+    "mp4": "unreadable video: Invalid data found when processing input",
+    "flac": "unreadable audio: End of file",
+    "opus": "unreadable audio: End of file",
+}
 TRUNCATED_COMPLETES = {"gif", "png", "webm", "mp3", "wav"}
 
 

@@ -1,6 +1,7 @@
 """Decoders run in child processes: a file that hangs, crashes or starves one fails with a reason
 after one retry, while the worker and the other files go on; a child that cannot start is the
 environment's fault and retried. Real uploads, a real worker, real child processes."""
+
 from __future__ import annotations
 
 import asyncio
@@ -72,8 +73,12 @@ async def test_a_decoder_stuck_past_the_time_limit_fails_the_file_and_nothing_el
     assert not [pid for pid in decoder_children() if decoding(pid)]  # no stuck decoder left behind
 
 
-async def test_a_crashing_decoder_is_retried_once_then_fails_the_file(aiohttp_client, settings, user,  # type: ignore[no-untyped-def]
-                                                                      monkeypatch) -> None:
+async def test_a_crashing_decoder_is_retried_once_then_fails_the_file(
+    aiohttp_client,
+    settings,
+    user,  # type: ignore[no-untyped-def]
+    monkeypatch,
+) -> None:
     monkeypatch.setenv("JWT_SECRET", "a-secret-no-decoder-may-see-" + "x" * 10)
     client = await aiohttp_client(create_app(settings.replace(processing_timeout=600), with_worker=True))
     file_id = await upload(client, user, media.slow_pdf(20000), "crash.pdf")

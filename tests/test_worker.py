@@ -8,7 +8,7 @@ import os
 import struct
 import time
 import zlib
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import aiohttp
 import asyncpg
@@ -20,7 +20,6 @@ from service.config import Settings
 from service.store.files import mark_ready
 from service.worker import MAX_ATTEMPTS, Worker
 from tests.uploading import UPLOAD_ENV, create, jpeg, noise_png, sha256, upload, wait_for_status
-
 
 SETTINGS_ENV = UPLOAD_ENV
 

@@ -1,5 +1,6 @@
 """The one entry point of media analysis: sniff, classify, run the analyser of the kind, make the
 thumbnail. It decodes hostile bytes, so it runs only in the children of pool.py (child.py)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -12,8 +13,11 @@ from service.media.types import classify
 from service.models import FileType
 
 Analyser = Callable[[Path, str], Found]
-BY_KIND: dict[FileType, Analyser] = {FileType.IMAGE: image.analyse, FileType.VIDEO: video.analyse,
-                                     FileType.AUDIO: audio.analyse}
+BY_KIND: dict[FileType, Analyser] = {
+    FileType.IMAGE: image.analyse,
+    FileType.VIDEO: video.analyse,
+    FileType.AUDIO: audio.analyse,
+}
 BY_MIMETYPE: dict[str, Analyser] = {"application/pdf": pdf.analyse}
 
 

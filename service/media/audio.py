@@ -1,5 +1,6 @@
 """Audio: PyAV (FFmpeg) reads the stream, the tags (ID3, Vorbis comments, MP4 atoms: FFmpeg names
 them alike) and the embedded cover art, which becomes the thumbnail."""
+
 from __future__ import annotations
 
 import io
@@ -14,8 +15,8 @@ from service.media.result import Found, Unreadable, check_pixels, decode_failed
 from service.media.thumbnail import THUMBNAIL_SIDE
 
 TAGS = ("title", "artist", "album")
-MAX_TAG = 500          # characters kept of a tag
-MAX_PACKETS = 200      # demuxed in search of one decodable frame
+MAX_TAG = 500  # characters kept of a tag
+MAX_PACKETS = 200  # demuxed in search of one decodable frame
 DECODE_ERRORS = (av.FFmpegError, ValueError, OSError, IndexError, MemoryError)
 
 
@@ -36,8 +37,11 @@ def describe(container: Any, path: Path) -> Found:
     cover = cover_art(container, path)  # first: FFmpeg hands the attached picture out before any audio
     check_decodable(container, stream)
     context = stream.codec_context
-    metadata: dict[str, Any] = {"codec": str(context.codec.canonical_name), "sample_rate": context.sample_rate,
-                                "channels": context.channels}
+    metadata: dict[str, Any] = {
+        "codec": str(context.codec.canonical_name),
+        "sample_rate": context.sample_rate,
+        "channels": context.channels,
+    }
     seconds = duration(container, stream)
     if seconds is not None:
         metadata["duration"] = seconds

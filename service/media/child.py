@@ -4,6 +4,7 @@ Reads one JSON request per line on stdin ({"path": ...}), answers each with one 
 original stdout, followed by the thumbnail's bytes when there is one. Only JSON and raw bytes cross:
 a decoder taken over by a hostile file cannot hand the worker a pickle to run. Before the first
 request: the address-space limit (RLIMIT_AS), no core dumps, and death with the parent."""
+
 from __future__ import annotations
 
 import ctypes
@@ -52,10 +53,15 @@ def answer(analysis: Any, path: Path) -> tuple[dict[str, Any], bytes]:
     except Exception as e:  # a decoder (or analyser) bug: the pool retries once, then fails the file
         return {"status": "error", "reason": f"{type(e).__name__}: {e}"}, b""
     thumb = result.thumbnail
-    return {"status": "ok", "mimetype": result.mimetype, "type": str(result.type), "metadata": result.metadata,
-            "thumbnail": None if thumb is None else {"width": thumb.width, "height": thumb.height,
-                                                     "mimetype": thumb.mimetype, "size": len(thumb.data)},
-            }, thumb.data if thumb else b""
+    return {
+        "status": "ok",
+        "mimetype": result.mimetype,
+        "type": str(result.type),
+        "metadata": result.metadata,
+        "thumbnail": None
+        if thumb is None
+        else {"width": thumb.width, "height": thumb.height, "mimetype": thumb.mimetype, "size": len(thumb.data)},
+    }, thumb.data if thumb else b""
 
 
 def send(out: BinaryIO, reply: dict[str, Any], data: bytes = b"") -> None:

@@ -1,5 +1,6 @@
 """Images: Pillow, with pillow-heif for HEIC/HEIF (AVIF is Pillow's own since 11.2). Dimensions as
 displayed, animation, camera and capture time; the thumbnail is of the first frame."""
+
 from __future__ import annotations
 
 import struct
@@ -20,15 +21,29 @@ Image.MAX_IMAGE_PIXELS = None
 
 # libmagic names these; Pillow must be able to read them, or the file is corrupt. Other images
 # (SVG, JPEG XL, ...) complete without a thumbnail.
-READABLE = frozenset({"image/jpeg", "image/png", "image/apng", "image/gif", "image/webp", "image/bmp",
-                      "image/x-ms-bmp", "image/tiff", "image/heic", "image/heif", "image/heic-sequence",
-                      "image/heif-sequence", "image/avif"})
+READABLE = frozenset(
+    {
+        "image/jpeg",
+        "image/png",
+        "image/apng",
+        "image/gif",
+        "image/webp",
+        "image/bmp",
+        "image/x-ms-bmp",
+        "image/tiff",
+        "image/heic",
+        "image/heif",
+        "image/heic-sequence",
+        "image/heif-sequence",
+        "image/avif",
+    }
+)
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
 
 ORIENTATION, MAKE, MODEL, DATETIME, EXIF_IFD = 0x0112, 0x010F, 0x0110, 0x0132, 0x8769
 DATETIME_ORIGINAL, OFFSET_TIME_ORIGINAL = 0x9003, 0x9011
 ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height when applied
-MAX_TEXT = 200          # characters kept of a camera's make or model
+MAX_TEXT = 200  # characters kept of a camera's make or model
 
 
 def analyse(path: Path, mimetype: str) -> Found:
@@ -70,7 +85,9 @@ def camera_and_time(exif: Image.Exif) -> dict[str, Any]:
     if camera:
         found["camera"] = camera
     details = exif.get_ifd(EXIF_IFD)
-    taken = exif_time(details.get(DATETIME_ORIGINAL), details.get(OFFSET_TIME_ORIGINAL)) or exif_time(exif.get(DATETIME))
+    taken = exif_time(details.get(DATETIME_ORIGINAL), details.get(OFFSET_TIME_ORIGINAL)) or exif_time(
+        exif.get(DATETIME)
+    )
     if taken:
         found["taken_at"] = taken
     return found

@@ -1,4 +1,5 @@
 """PDF: PDFium (pypdfium2) counts the pages, reads the title and author, renders the first page."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -3,6 +3,7 @@ analysis back, or the reason it has none. A file that hangs a decoder past PROCE
 it exceed PROCESSING_MEMORY or crashes it costs that child only: it is killed or reaped, a fresh one
 takes its place, and the file is tried once more before it fails. Children start on demand, one per
 file being analysed at once, and are reused."""
+
 from __future__ import annotations
 
 import asyncio
@@ -23,11 +24,11 @@ from service.processing import CorruptContent
 
 log = logging.getLogger("service.media")
 
-STARTUP_TIMEOUT = 60.0      # seconds for a child to import its libraries (a loaded machine is slow)
-STOP_TIMEOUT = 5.0          # seconds a child gets to exit on its own before it is killed
-FILES_PER_CHILD = 200       # then a fresh process: whatever a decoder leaked or fragmented is gone
-MAX_REPLY = 16 * MiB        # a reply line (metadata) or a thumbnail larger than this is a broken child
-ATTEMPTS = 2                # a hang or a crash is retried once in a fresh child, then the file fails
+STARTUP_TIMEOUT = 60.0  # seconds for a child to import its libraries (a loaded machine is slow)
+STOP_TIMEOUT = 5.0  # seconds a child gets to exit on its own before it is killed
+FILES_PER_CHILD = 200  # then a fresh process: whatever a decoder leaked or fragmented is gone
+MAX_REPLY = 16 * MiB  # a reply line (metadata) or a thumbnail larger than this is a broken child
+ATTEMPTS = 2  # a hang or a crash is retried once in a fresh child, then the file fails
 
 
 # All a child inherits of the environment: a decoder taken over by a file must not find DATABASE_URL,
@@ -55,10 +56,16 @@ class Child:
         """A running child, or OSError: a child that cannot start is the environment's fault (no
         memory for a process, a broken installation), never the file's."""
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "service.media.child", str(memory),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=MAX_REPLY,
+            sys.executable,
+            "-m",
+            "service.media.child",
+            str(memory),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=MAX_REPLY,
             start_new_session=True,  # a terminal's Ctrl-C is the worker's to handle, not the decoders'
-            env=child_environment())
+            env=child_environment(),
+        )
         child = cls(process)
         try:
             ready = await asyncio.wait_for(child._read_reply(), STARTUP_TIMEOUT)
@@ -159,8 +166,14 @@ class DecoderPool:
                     reply, data = await self._ask(path)
                 except DecoderFault as e:
                     fault = str(e)
-                    log.warning("decoding %s failed (attempt %d of %d): %s", path.name, attempt, ATTEMPTS, fault,
-                                extra={"action": "decoder_fault", "attempt": attempt})
+                    log.warning(
+                        "decoding %s failed (attempt %d of %d): %s",
+                        path.name,
+                        attempt,
+                        ATTEMPTS,
+                        fault,
+                        extra={"action": "decoder_fault", "attempt": attempt},
+                    )
                     continue
                 return self._outcome(reply, data)
             raise CorruptContent(f"{fault}, {ATTEMPTS} times")

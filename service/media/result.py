@@ -1,4 +1,5 @@
 """What analysing a file yields, in the child that decodes it and in the worker that records it."""
+
 from __future__ import annotations
 
 import errno
@@ -22,6 +23,7 @@ class Unreadable(Exception):
 @dataclass
 class Found:
     """An analyser's answer: metadata keys of its kind, and the picture the thumbnail is made of."""
+
     metadata: dict[str, Any]
     picture: Image.Image | None = None
     kind: FileType | None = None  # when the bytes say better than the MIME type (a WebM holding only audio)
@@ -48,14 +50,15 @@ def check_pixels(width: int, height: int, what: str) -> None:
 
 # An OSError with one of these is the system failing to read the file (a bad disk, a vanished temporary
 # file), not the bytes being wrong: it is the environment's fault and the worker retries.
-ENVIRONMENT_ERRNOS = frozenset({errno.EIO, errno.ENOENT, errno.ESTALE, errno.EACCES, errno.EPERM, errno.ENXIO,
-                                errno.ENODEV, errno.EBADF})
+ENVIRONMENT_ERRNOS = frozenset(
+    {errno.EIO, errno.ENOENT, errno.ESTALE, errno.EACCES, errno.EPERM, errno.ENXIO, errno.ENODEV, errno.EBADF}
+)
 
 
 def decode_failed(what: str, path: Path, e: BaseException) -> BaseException:
     """What to raise for a decoder's error: the OSError itself when it is the environment's fault,
     MemoryError as is (the pool names the limit), else Unreadable with the decoder's own words."""
-    if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS or isinstance(e, MemoryError):
+    if (isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS) or isinstance(e, MemoryError):
         return e
     words = (getattr(e, "strerror", None) or str(e) or type(e).__name__).strip()
     if path.is_absolute():  # where the worker keeps the bytes is nobody's business

@@ -1,4 +1,5 @@
 """The MIME type of a file, from its bytes (libmagic); the client's claim is never consulted."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +10,7 @@ from service.media.types import UNKNOWN
 
 MAGIC_HEAD = 16 * 1024  # libmagic decides on the head; the whole file costs time and memory
 ID3_HEADER = 10
-MAX_ID3_TAGS = 4        # tags may follow one another (appended by different taggers); more is not audio
+MAX_ID3_TAGS = 4  # tags may follow one another (appended by different taggers); more is not audio
 
 
 def detect_mimetype(path: Path) -> str:

@@ -1,4 +1,5 @@
 """Thumbnails: one format, one size rule, and nothing of the source's metadata carried over."""
+
 from __future__ import annotations
 
 import io

@@ -1,4 +1,5 @@
 """The one classification of MIME types into the kinds of files chunkd knows (files.type)."""
+
 from __future__ import annotations
 
 import re
@@ -9,11 +10,19 @@ from service.models import FileType
 MIMETYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
 UNKNOWN = "application/octet-stream"
 
-DOCUMENT_TYPES = frozenset({
-    "application/pdf", "application/rtf", "application/msword", "application/vnd.ms-excel",
-    "application/vnd.ms-powerpoint", "application/epub+zip", "application/json", "application/xml",
-    "application/x-tex",
-})
+DOCUMENT_TYPES = frozenset(
+    {
+        "application/pdf",
+        "application/rtf",
+        "application/msword",
+        "application/vnd.ms-excel",
+        "application/vnd.ms-powerpoint",
+        "application/epub+zip",
+        "application/json",
+        "application/xml",
+        "application/x-tex",
+    }
+)
 DOCUMENT_PREFIXES = ("text/", "application/vnd.openxmlformats-officedocument.", "application/vnd.oasis.opendocument.")
 KINDS = {"image": FileType.IMAGE, "video": FileType.VIDEO, "audio": FileType.AUDIO}
 

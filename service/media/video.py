@@ -1,4 +1,5 @@
 """Video: PyAV (FFmpeg) reads the container's streams and decodes one poster frame."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,8 +13,8 @@ from service.media.result import Found, Unreadable, check_pixels, decode_failed
 from service.media.thumbnail import THUMBNAIL_SIDE
 from service.models import FileType
 
-POSTER_AT = 0.10       # of the duration: past a fade-in from black, cheap to reach (the keyframe before it)
-MAX_PACKETS = 2_000    # demuxed in search of the poster frame before giving up on the file
+POSTER_AT = 0.10  # of the duration: past a fade-in from black, cheap to reach (the keyframe before it)
+MAX_PACKETS = 2_000  # demuxed in search of the poster frame before giving up on the file
 DECODE_ERRORS = (av.FFmpegError, ValueError, OSError, IndexError, MemoryError)
 
 
@@ -36,8 +37,7 @@ def describe(container: Any, stream: Any, mimetype: str) -> Found:
     context = stream.codec_context
     width, height = context.width, context.height
     check_pixels(width, height, "video")  # before a frame of that size is ever allocated
-    metadata: dict[str, Any] = {"container": container_name(container, mimetype),
-                                "video_codec": codec_name(stream)}
+    metadata: dict[str, Any] = {"container": container_name(container, mimetype), "video_codec": codec_name(stream)}
     duration = audio.duration(container, stream)
     if duration is not None:
         metadata["duration"] = duration
