@@ -19,13 +19,16 @@ class Assembly:
     """A blob being written: temporary name beside its final place, SHA-256 on the way, fsync,
     atomic rename. Nobody ever sees a partial file under the final name."""
 
-    def __init__(self, final: Path, tag: str) -> None:
+    def __init__(self, final: Path, tag: str, sync_every: int = 0) -> None:
         self.final = final
         self.temp = final.with_name(f".{final.name}.{tag}.part")
         final.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.temp, "wb", buffering=0)  # noqa: SIM115 - closed by close()/discard()
         self._hash = hashlib.sha256()
         self.size = 0
+        # Written while an upload arrives, the file is synced as it grows, so that the fsync after the
+        # last byte has little left to write (the kernel would otherwise keep most of it dirty).
+        self._sync_every, self._synced = sync_every, 0
 
     def write(self, data: bytes) -> None:
         self._hash.update(data)
@@ -33,6 +36,9 @@ class Assembly:
         while view:  # unbuffered writes may be short
             view = view[self._file.write(view):]
         self.size += len(data)
+        if self._sync_every and self.size - self._synced >= self._sync_every:
+            os.fdatasync(self._file.fileno())
+            self._synced = self.size
 
     def finish(self) -> str:
         """Durable under the temporary name; returns the SHA-256 (hex)."""
