@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from service.db import Pool
     from service.events import FileEvents
     from service.tus_locks import UploadLocks
+    from service.webui import WebPages
     from service.worker import Worker
 
 settings_key = web.AppKey("settings_key", Settings)
@@ -25,3 +26,4 @@ slow_by_design_key = web.RequestKey("slow_by_design_key", bool)
 file_events_key: web.AppKey[FileEvents] = web.AppKey("file_events_key")
 worker_key: web.AppKey[Worker] = web.AppKey("worker_key")
 chunk_memory_key: web.AppKey[ChunkMemory] = web.AppKey("chunk_memory_key")
+web_pages_key: web.AppKey[WebPages] = web.AppKey("web_pages_key")

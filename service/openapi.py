@@ -209,10 +209,18 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/api/admin/stats/uploads/daily"): op(
         "Uploads per UTC day, zero-filled, oldest first", "admin", {200: {"type": "array", "items": _ref("DailyUploads")}},
         query=(("days", "integer", "1 to 366, default 30"),), admin=True, errors=(422,)),
+    ("GET", "/api/admin/stats/queue"): op("Processing queue depth: files waiting for a worker, files being processed",
+                                          "admin", {200: _ref("QueueDepth")}, admin=True),
     ("GET", "/api/admin/db"): op("Database health", "admin", {200: _ref("DatabaseHealth")}, admin=True),
     ("GET", "/metrics"): op("Prometheus metrics (no token: firewall it)", "ops",
                             {200: "Prometheus text format 0.0.4, or OpenMetrics when asked"}),
     ("GET", "/openapi.json"): op("This document", "ops", {200: OBJECT}),
+    # the web UI (HTML; its /static/ files are not operations and are left out)
+    ("GET", "/"): op("The web UI: sign in, upload, my files (text/html)", "web", {200: "the HTML page"}),
+    ("GET", "/admin"): op("The admin dashboard (text/html; its data needs an admin's token)", "web",
+                          {200: "the HTML page"}),
+    ("GET", "/vendor/{name}"): op("A browser library installed by npm (service/web/package.json)", "web",
+                                  {200: "the JavaScript file"}, errors=(404,)),
 }
 
 SCHEMAS: dict[str, Any] = {
@@ -243,6 +251,8 @@ SCHEMAS: dict[str, Any] = {
                                                    "total_size": INTEGER, "average_size": INTEGER}},
     "DailyUploads": {"type": "object", "properties": {"date": {"type": "string", "format": "date"},
                                                       "uploads": INTEGER, "total_size": INTEGER}},
+    "QueueDepth": {"type": "object", "required": ["waiting", "claimed"],
+                   "properties": {"waiting": INTEGER, "claimed": INTEGER}},
     "DatabaseHealth": {"type": "object", "properties": {
         "connections": OBJECT, "pool": OBJECT, "database": OBJECT, "tables": {"type": "array", "items": OBJECT},
         "indexes": {"type": "array", "items": OBJECT},
@@ -292,7 +302,7 @@ def served_operations(router: web.UrlDispatcher) -> set[tuple[str, str]]:
     """(METHOD, path) of every route; a `*` route stands for the methods OPERATIONS gives its path."""
     found = set()
     for route in router.routes():
-        if route.resource is None:
+        if route.resource is None or isinstance(route.resource, web.StaticResource):
             continue
         path = route.resource.canonical
         if route.method == "*":
