@@ -212,18 +212,18 @@ class Unsupported(Exception):
 
 
 async def wait_completed(c: Chunkd, file_id: str) -> float:
-    """Epoch seconds when the file was seen COMPLETED (long-poll: answered as the status changes)."""
+    """Epoch seconds when the file became COMPLETED: the time of the worker's transaction (updated_at, the
+    file's last change), not when this process got round to looking, which a loaded machine delays."""
     headers = {"Authorization": f"Bearer {c.token}"}
     async with aiohttp.ClientSession(headers=headers) as http:
         while True:
             async with http.get(f"{c.url}/api/files/{file_id}", params={"wait": "30"}) as r:
                 body = await r.json()
             if body["status"] in ("COMPLETED", "FAILED"):
-                seen = time.time()
                 break
     if body["status"] != "COMPLETED":
         raise SystemExit(f"chunkd FAILED the file: {body['error']}")
-    return seen
+    return await c.pool.fetchval("SELECT extract(epoch FROM updated_at)::float8 FROM files WHERE id = $1", file_id)
 
 
 async def check_chunkd_file(c: Chunkd, file_id: str, sha256: str) -> None:
@@ -278,10 +278,11 @@ def native_mode(parallel: int) -> Callable[[Servers, str, Path, str], Awaitable[
                                            parallel=parallel, uploaded=lambda: uploaded.append(time.time()))
         finally:
             shutil.rmtree(state, ignore_errors=True)
-        completed = time.time()
         cpu = s.cpu(server)
         if file["status"] != "COMPLETED":
             raise SystemExit(f"chunkd FAILED the file: {file['error']}")
+        completed = await c.pool.fetchval("SELECT extract(epoch FROM updated_at)::float8 FROM files WHERE id = $1",
+                                          file["id"])
         await check_chunkd_file(c, file["id"], sha256)
         return Result(uploaded[0] - started, uploaded[0] - started, completed - uploaded[0], diff(cpu, before))
     return run
