@@ -47,9 +47,9 @@ import asyncpg
 
 from bench.timing import bench_database, rss_kib, stop
 from service import client, embedded, storage
-from service.auth import hash_password, issue_access_token
+from service.auth import hash_password
 from service.config import _bytes
-from tests.support import JWT_SECRET, ChunkdProcess, free_port, make_settings
+from tests.support import JWT_SECRET, ChunkdProcess, free_port, make_settings, session_token
 
 MB = 1_000_000
 MiB = 1024 * 1024
@@ -128,7 +128,8 @@ async def start_chunkd(pg_options: dict[str, str], env: dict[str, str]) -> Async
             postmaster = int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
             user_id = await pool.fetchval("INSERT INTO users (email, password) VALUES ($1, $2) RETURNING id",
                                           f"{uuid.uuid4().hex}@bench", hash_password("x"))
-            token = issue_access_token(make_settings(url, storage_dir), user_id, "USER")
+            async with pool.acquire() as conn:
+                token = await session_token(conn, make_settings(url, storage_dir), user_id)
             process = ChunkdProcess({"DATABASE_URL": url, "STORAGE_DIR": str(storage_dir), "JWT_SECRET": JWT_SECRET,
                                      "MAX_UPLOAD_SIZE": "64GiB", "LOG_LEVEL": "WARNING", **env}, "serve").start()
             yield Chunkd(process, process.url, token, postmaster, storage_dir, pool)

@@ -39,7 +39,7 @@ from service.keys import pool_key, settings_key, slow_by_design_key, tus_locks_k
 from service.models import File
 from service.rufh import Limits as UploadLimits
 from service.rufh import max_age
-from service.store import files
+from service.store import files, quotas
 from service.store import tus as store
 from service.tus import http_date
 from service.tus_body import Limits, Progress, Verifier, receive
@@ -196,7 +196,9 @@ async def _declare_length(
             f"a length of {length} is above the largest upload, {settings.max_upload_size}",
             headers=_limit_headers(want, upload, settings),
         )
-    declared = await store.declare_length(conn, upload.id, length)
+    async with conn.transaction():  # a deferred length counts against the quota once it is known
+        await quotas.check_quota(conn, upload.uploaded_by_id, length, settings.user_quota)
+        declared = await store.declare_length(conn, upload.id, length)
     if declared is None:
         raise mismatch(f"a length of {length} is below the {upload.offset} bytes already received")
     return declared

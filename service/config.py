@@ -86,6 +86,20 @@ def _secret(raw: str) -> str:
     return value
 
 
+def _quota(raw: str) -> int | None:
+    """A byte count, or empty / `unlimited` for none."""
+    if raw.strip().lower() in ("", "unlimited", "none"):
+        return None
+    return _bytes(0)(raw)
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(f"expected true or false, got {raw!r}")
+    return value in ("true", "1", "yes")
+
+
 def _origins(raw: str) -> tuple[str, ...]:
     return tuple(o.strip() for o in raw.split(",") if o.strip())
 
@@ -154,6 +168,23 @@ SETTINGS: tuple[Setting, ...] = (
             "comma-separated origins allowed to call the API from a browser (* for any)"),
     Setting("CLEANUP_INTERVAL", "cleanup_interval", "1h", _duration,
             "how often the worker runs the cleanup pass"),
+    # accounts (issue 13)
+    Setting("LINK_TTL", "link_ttl", "1h", _duration,
+            "lifetime of signed links to a file's content, thumbnail and events (handed out with 1/2 to all "
+            "of it left)"),
+    Setting("ARGON2_CONCURRENCY", "argon2_concurrency", "2", _int(1, 64),
+            "password hashes computed at once; more logins wait, so a login flood cannot starve uploads"),
+    Setting("LOGIN_MAX_FAILURES", "login_max_failures", "10", _int(1),
+            "failed logins per account, and per client address, within LOGIN_WINDOW before 429"),
+    Setting("LOGIN_WINDOW", "login_window", "15m", _duration,
+            "the sliding window failed logins are counted over"),
+    Setting("USER_QUOTA", "user_quota", "unlimited", _quota,
+            "bytes one user may store (stored files plus declared sizes of unfinished uploads), unless an "
+            "admin sets the user's quota_bytes; `unlimited` for no limit"),
+    Setting("WEBHOOK_ALLOW_PRIVATE", "webhook_allow_private", "false", _bool,
+            "allow webhook targets on loopback, private and link-local addresses (tests, private networks)"),
+    Setting("WEBHOOK_TIMEOUT", "webhook_timeout", "10s", _duration,
+            "how long a webhook receiver gets to answer one delivery"),
     Setting("LOG_LEVEL", "log_level", "INFO", _text, "DEBUG, INFO, WARNING or ERROR"),
 )
 
@@ -186,6 +217,13 @@ class Settings:
     port: int
     cors_origins: tuple[str, ...]
     cleanup_interval: int
+    link_ttl: int
+    argon2_concurrency: int
+    login_max_failures: int
+    login_window: int
+    user_quota: int | None
+    webhook_allow_private: bool
+    webhook_timeout: int
     log_level: str
 
     @property

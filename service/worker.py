@@ -21,7 +21,7 @@ from pathlib import Path
 import asyncpg
 from aiohttp import web
 
-from service import cleanup, db, processing, storage
+from service import cleanup, db, processing, storage, webhooks
 from service.assembly import assemble
 from service.config import Settings
 from service.keys import pool_key, settings_key, worker_key
@@ -60,7 +60,9 @@ class Worker:
         self._registered = False
         self.tag = self.id.rsplit(":", 1)[-1]  # names this worker's temporary files
         self.streamer = Streamer(self, settings.streaming_min_size, concurrency or settings.worker_concurrency)
-        self.listener = db.Listener(settings, {FILES_READY: self._on_ready}, on_connect=self._wake.set)
+        self.deliveries = webhooks.Deliverer(settings, pool)
+        self.listener = db.Listener(settings, {FILES_READY: self._on_ready, webhooks.CHANNEL: self.deliveries.wake},
+                                    on_connect=self._woken)
 
     def _on_ready(self, file_id: str) -> None:
         self._wake.set()
@@ -76,7 +78,8 @@ class Worker:
             return
         background = [asyncio.create_task(self.listener.run(), name="worker listener"),
                       asyncio.create_task(self._heartbeat_loop(), name="worker heartbeat"),
-                      asyncio.create_task(self._cleanup_loop(), name="worker cleanup")]
+                      asyncio.create_task(self._cleanup_loop(), name="worker cleanup"),
+                      asyncio.create_task(self.deliveries.run(), name="webhook deliveries")]
         streamer = asyncio.create_task(self.streamer.run(), name="worker streamer") if self.streamer.enabled else None
         log.info("worker started", extra={"action": "worker_started", "worker_id": self.id})
         try:
@@ -94,6 +97,11 @@ class Worker:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _woken(self) -> None:
+        """(Re)connected to LISTEN: notifications may have been missed, look for work of both kinds."""
+        self._wake.set()
+        self.deliveries.wake()
 
     async def run_once(self) -> int:
         """Processes every file ready now and returns how many (procrastinate's wait=False): for tests

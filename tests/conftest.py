@@ -15,10 +15,10 @@ import pytest
 
 from service import migrate
 from service.app import create_app
-from service.auth import hash_password, issue_access_token
+from service.auth import hash_password
 from service.config import Settings
 from service.embedded import EmbeddedPostgres
-from tests.support import JWT_SECRET, ChunkdProcess, make_settings, scratch_dir, with_database
+from tests.support import JWT_SECRET, ChunkdProcess, make_settings, scratch_dir, session_token, with_database
 
 # Durability buys nothing in a throwaway cluster; it costs seconds per test run.
 FAST = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off", "max_connections": "300"}
@@ -172,7 +172,7 @@ def make_user(conn: asyncpg.Connection, settings: Settings):  # type: ignore[no-
         user_id = await conn.fetchval(
             "INSERT INTO users (email, password, name, role, is_active) VALUES ($1, $2, $3, $4, $5) RETURNING id",
             email, hash_password(password), email.split("@")[0], role, is_active)
-        return User(user_id, email, password, role, issue_access_token(settings, user_id, role))
+        return User(user_id, email, password, role, await session_token(conn, settings, user_id, role))
     return make
 
 

@@ -111,3 +111,12 @@ async def scrape(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
     assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(await response.text()) for s in family.samples}
+
+
+async def session_token(conn, settings: Settings, user_id: str, role: str = "USER") -> str:  # type: ignore[no-untyped-def]
+    """An access token of a new session of the user, made directly in the database (as a login would)."""
+    from service.auth import issue_access_token, new_session_secret
+    session_id, refresh = new_session_secret(settings)
+    await conn.execute("INSERT INTO sessions (id, user_id, device, refresh_hash, expires_at)"
+                       " VALUES ($1, $2, 'test', $3, now() + interval '1 day')", session_id, user_id, refresh.digest)
+    return issue_access_token(settings, user_id, role, session_id)

@@ -24,13 +24,13 @@ import pytest
 
 from service import migrate
 from service.app import create_app
-from service.auth import hash_password, issue_access_token
+from service.auth import hash_password
 from service.db import ensure_database
 from service.embedded import EmbeddedPostgres
 from service.handlers import files as files_handlers
 from service.store.files import mark_ready
 from tests.conftest import FAST, User
-from tests.support import JWT_SECRET, ChunkdProcess, make_settings, scratch_dir
+from tests.support import JWT_SECRET, ChunkdProcess, make_settings, scratch_dir, session_token
 from tests.tus_support import STREAM, TUS, RawRequest, raw_patch, stored_bytes, until, upload_id, upload_path
 from tests.uploading import UPLOAD_ENV, create, put_chunks, sha256, wait_for_status
 
@@ -97,9 +97,9 @@ async def site(pg: EmbeddedPostgres, storage_dir: Path) -> AsyncIterator[Site]:
         email = f"{name[-10:]}@example.com"
         user_id = await conn.fetchval("INSERT INTO users (email, password, name) VALUES ($1, $2, 'faulty') RETURNING id",
                                       email, hash_password("correct horse"))
+        token = await session_token(conn, make_settings(url, storage_dir), user_id)
     finally:
         await conn.close()
-    token = issue_access_token(make_settings(url, storage_dir), user_id, "USER")
     yield Site(pg, url, storage_dir, User(user_id, email, "correct horse", "USER", token))
     if not pg.running():
         pg.start()

@@ -32,8 +32,10 @@ async def test_create_post_attaches_the_callers_files(client, conn: asyncpg.Conn
     assert set(post) == POST_KEYS
     assert (post["title"], post["content"], post["published"], post["author_id"]) == ("Holiday", "pictures", False, user.id)
     assert post["author"] == {"id": user.id, "name": user.email.split("@")[0], "email": user.email}
-    assert post["files"] == [{"id": done["id"], "original_name": "done.jpg", "url": f"/api/files/{done['id']}/content",
-                              "type": "IMAGE", "size": 10}]  # COMPLETED only...
+    [attached_file] = post["files"]  # COMPLETED only...
+    assert attached_file.pop("url").startswith(f"/api/files/{done['id']}/content?u={user.id}&exp=")  # signed
+    assert attached_file == {"id": done["id"], "original_name": "done.jpg", "type": "IMAGE", "size": 10,
+                             "thumbnail_url": None}
     assert post["file_count"] == 2  # ...but the count is of every attached file, as the seed's _count
     attached = await conn.fetch("SELECT id FROM files WHERE post_id = $1 ORDER BY id", post["id"])
     assert sorted(r["id"] for r in attached) == sorted([done["id"], pending["id"]])

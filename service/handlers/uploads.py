@@ -24,7 +24,7 @@ from service.keys import chunk_memory_key, pool_key, settings_key
 from service.media.types import MIMETYPE, classify
 from service.metrics import BYTES_RECEIVED, UPLOADS_CREATED
 from service.models import File, FileStatus, NewUpload
-from service.store import files
+from service.store import files, quotas
 from service.store import uploads as store
 from service.validation import MAX_ID_LENGTH, Field, path_id, path_int, read_json
 
@@ -57,7 +57,8 @@ async def create_upload(request: web.Request) -> web.Response:
     new = NewUpload(uploaded_by_id=user.id, original_name=filename, mimetype=mimetype, type=classify(mimetype),
                     size=size, chunk_size=chunk_size, expires_in=settings.upload_expiry, protocol=PROTOCOL,
                     sha256=_sha256(body.get("sha256")), post_id=body.get("post_id"))
-    async with request.app[pool_key].acquire() as conn:
+    async with request.app[pool_key].acquire() as conn, conn.transaction():
+        await quotas.check_quota(conn, user.id, size, settings.user_quota)
         upload = await files.insert_upload(conn, new)
     UPLOADS_CREATED.labels(PROTOCOL).inc()
     return web.json_response(upload_view(upload), status=201, headers={"Location": f"/api/uploads/{upload.id}"})
