@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
 
@@ -101,7 +102,19 @@ def _bool(raw: str) -> bool:
 
 
 def _origins(raw: str) -> tuple[str, ...]:
-    return tuple(o.strip() for o in raw.split(",") if o.strip())
+    """Each exactly as a browser sends Origin (scheme://host[:port], no path, no trailing slash), or `*`:
+    any other spelling would start fine and never match."""
+    origins = tuple(o.strip() for o in raw.split(",") if o.strip())
+    for origin in origins:
+        if origin == "*":
+            continue
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"{origin!r} is not an origin: write it as scheme://host[:port], e.g. https://app.example")
+        if origin != f"{parts.scheme}://{parts.netloc}" or parts.netloc != parts.netloc.lower():
+            raise ValueError(f"{origin!r} never matches a browser's Origin: write it as "
+                             f"{parts.scheme}://{parts.netloc.lower()} (no path, no trailing slash, lower case)")
+    return origins
 
 
 @dataclass(frozen=True)
