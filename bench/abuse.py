@@ -38,8 +38,8 @@ import aiohttp
 import asyncpg
 
 from bench.timing import bench_database, rss_kib, stop
-from service.auth import hash_password, issue_access_token
-from tests.support import JWT_SECRET, ChunkdProcess, make_settings, scratch_dir
+from service.auth import hash_password
+from tests.support import JWT_SECRET, ChunkdProcess, make_settings, scratch_dir, session_token
 
 KiB, MiB = 1024, 1024 * 1024
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -71,7 +71,7 @@ class Tally:
 async def make_user(conn: asyncpg.Connection, url: str, storage: Path) -> dict[str, str]:
     user_id = await conn.fetchval("INSERT INTO users (email, password, name) VALUES ($1, $2, 'bench') RETURNING id",
                                   f"{uuid.uuid4().hex}@bench", hash_password("x"))
-    token = issue_access_token(make_settings(url, storage, JWT_SECRET=JWT_SECRET), user_id, "USER")
+    token = await session_token(conn, make_settings(url, storage, JWT_SECRET=JWT_SECRET), user_id)
     return {"Authorization": f"Bearer {token}"}
 
 

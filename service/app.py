@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service import db, events, worker
-from service.auth import auth_middleware
+from service import db, events, webui, worker
+from service.auth import Passwords, auth_middleware
 from service.bodies import BodyMemory
 from service.config import Settings
 from service.cors import add_cors_headers, cors_middleware
-from service.keys import body_memory_key, settings_key
+from service.keys import body_memory_key, passwords_key, settings_key
 from service.middlewares import access_middleware, log_parser_refusals, problem_middleware
 from service.routes import ROUTES
 from service.tus import tus_middleware
@@ -30,13 +30,16 @@ def create_app(settings: Settings, *, with_worker: bool = False) -> web.Applicat
     app = web.Application(middlewares=middlewares, client_max_size=MAX_JSON_BODY,
                           handler_args={"read_bufsize": READ_BUFFER})
     app[settings_key] = settings
+    app[passwords_key] = Passwords(settings.argon2_concurrency)
     log_parser_refusals()
     app[body_memory_key] = BodyMemory.from_settings(settings)
     app.cleanup_ctx.append(db.pool_ctx)
     app.cleanup_ctx.append(events.file_events_ctx)
     app.cleanup_ctx.append(tus_locks_ctx)
+    app.cleanup_ctx.append(webui.web_pages_ctx)
     if with_worker:
         app.cleanup_ctx.append(worker.worker_ctx)
     app.on_response_prepare.append(add_cors_headers)
+    app.on_response_prepare.append(webui.add_web_headers)
     app.router.add_routes(ROUTES)
     return app

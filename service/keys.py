@@ -10,10 +10,13 @@ from service.config import Settings
 from service.models import CurrentUser
 
 if TYPE_CHECKING:
+    from service.auth import Passwords
     from service.bodies import BodyMemory
     from service.db import Pool
     from service.events import FileEvents
+    from service.links import SignedLink
     from service.tus_locks import UploadLocks
+    from service.webui import WebPages
     from service.worker import Worker
 
 settings_key = web.AppKey("settings_key", Settings)
@@ -25,3 +28,7 @@ slow_by_design_key = web.RequestKey("slow_by_design_key", bool)
 file_events_key: web.AppKey[FileEvents] = web.AppKey("file_events_key")
 worker_key: web.AppKey[Worker] = web.AppKey("worker_key")
 body_memory_key: web.AppKey[BodyMemory] = web.AppKey("body_memory_key")
+passwords_key: web.AppKey[Passwords] = web.AppKey("passwords_key")
+# A request authorised by a signed link (service/links.py): which file and resource it opens.
+link_key: web.RequestKey[SignedLink] = web.RequestKey("link_key")
+web_pages_key: web.AppKey[WebPages] = web.AppKey("web_pages_key")

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from service.app import create_app
 from tests.support import make_settings, scrape
-from tests.uploading import RawPut, create
+from tests.uploading import create, raw_put
 
 
 async def nap(request: web.Request) -> web.Response:
@@ -55,7 +55,7 @@ async def test_a_client_that_goes_away_mid_body_is_one_info_line_and_499(client,
     data = os.urandom(256 * 1024)
     upload = await create(client, user, data, chunk_size=len(data))
     with caplog.at_level(logging.DEBUG):
-        async with RawPut(client, user, upload["id"], 0, len(data)) as put:
+        async with raw_put(client, user, upload["id"], 0, len(data)) as put:
             await put.send(data[:1000])
             await asyncio.sleep(0.3)
         for _ in range(50):

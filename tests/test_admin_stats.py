@@ -1,16 +1,12 @@
 """Admin statistics: equal to what the database holds; admins only."""
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import asyncpg
 import pytest
 
-INSERT_FILE = """
-INSERT INTO files (original_name, filename, mimetype, size, type, status, path, uploaded_by_id, chunk_size, created_at)
-VALUES ('f', $1, 'application/octet-stream', $2, $3, $4, 'x', $5, 1024, $6)
-"""
+from tests.support import insert_file
 
 # (type, status, size, days ago): several groups, FAILED ones, averages that round half up.
 FILES = [
@@ -25,7 +21,7 @@ FILES = [
 async def insert_files(conn: asyncpg.Connection, user_id: str, files=FILES) -> datetime:  # type: ignore[no-untyped-def]
     now = datetime.now(UTC)
     for type_, status, size, days_ago in files:
-        await conn.execute(INSERT_FILE, uuid.uuid4().hex, size, type_, status, user_id, now - timedelta(days=days_ago))
+        await insert_file(conn, user_id, size=size, type=type_, status=status, created_at=now - timedelta(days=days_ago))
     return now
 
 
@@ -70,7 +66,7 @@ async def test_daily_uploads_count_by_utc_date(client, conn, admin) -> None:  # 
     """A file made at 23:30 in UTC-05:00 belongs to the next UTC day."""
     today = datetime.now(UTC).date()
     late = datetime.combine(today - timedelta(days=2), datetime.min.time(), timezone(timedelta(hours=-5)))
-    await conn.execute(INSERT_FILE, "late", 42, "OTHER", "COMPLETED", admin.id, late.replace(hour=23, minute=30))
+    await insert_file(conn, admin.id, size=42, type="OTHER", created_at=late.replace(hour=23, minute=30))
     body = await (await client.get("/api/admin/stats/uploads/daily?days=3", headers=admin.headers)).json()
     assert body == [{"date": (today - timedelta(days=2)).isoformat(), "uploads": 0, "total_size": 0},
                     {"date": (today - timedelta(days=1)).isoformat(), "uploads": 1, "total_size": 42},
@@ -91,7 +87,19 @@ async def test_daily_uploads_accepts_the_bounds(client, admin) -> None:  # type:
         assert response.status == 200 and len(await response.json()) == days
 
 
-@pytest.mark.parametrize("path", ["/api/admin/stats/files", "/api/admin/stats/uploads/daily", "/api/admin/db"])
+async def test_queue_counts_files_waiting_for_and_held_by_a_worker(client, conn, admin) -> None:  # type: ignore[no-untyped-def]
+    empty = await client.get("/api/admin/stats/queue", headers=admin.headers)
+    assert empty.status == 200 and await empty.json() == {"waiting": 0, "claimed": 0}
+    await insert_files(conn, admin.id)  # one PROCESSING file among the others, no worker holds it
+    await insert_files(conn, admin.id, [("IMAGE", "PROCESSING", 5, 0), ("IMAGE", "PROCESSING", 6, 0)])
+    await conn.execute("INSERT INTO workers (id, hostname, pid) VALUES ('w1', 'here', 1)")
+    await conn.execute("UPDATE files SET worker_id = 'w1' WHERE id = (SELECT id FROM files WHERE size = 6)")
+    response = await client.get("/api/admin/stats/queue", headers=admin.headers)
+    assert await response.json() == {"waiting": 2, "claimed": 1}
+
+
+@pytest.mark.parametrize("path", ["/api/admin/stats/files", "/api/admin/stats/uploads/daily", "/api/admin/db",
+                                  "/api/admin/stats/queue"])
 async def test_admin_endpoints_refuse_others(client, user, path: str) -> None:  # type: ignore[no-untyped-def]
     forbidden = await client.get(path, headers=user.headers)
     assert forbidden.status == 403 and (await forbidden.json())["code"] == "FORBIDDEN"

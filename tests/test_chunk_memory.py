@@ -11,7 +11,7 @@ import os
 
 from service.keys import body_memory_key
 from tests.support import scrape
-from tests.uploading import RawPut, create, sha256, stored
+from tests.uploading import create, raw_put, sha256, stored
 
 MiB = 1024 * 1024
 SETTINGS_ENV = {"DEFAULT_CHUNK_SIZE": "1MiB", "MAX_CHUNK_SIZE": "4MiB", "CHUNK_MEMORY": "4MiB",
@@ -30,9 +30,9 @@ async def test_slow_bodies_hold_only_the_bytes_they_sent(client, user, conn) -> 
     data = os.urandom(3 * MiB)
     upload = await create(client, user, data)
     memory = client.app[body_memory_key]
-    async with RawPut(client, user, upload["id"], 0, MiB) as first, \
-            RawPut(client, user, upload["id"], 1, MiB) as second, \
-            RawPut(client, user, upload["id"], 2, MiB) as third:
+    async with raw_put(client, user, upload["id"], 0, MiB) as first, \
+            raw_put(client, user, upload["id"], 1, MiB) as second, \
+            raw_put(client, user, upload["id"], 2, MiB) as third:
         for index, put in enumerate((first, second, third)):  # slow clients, each announcing 1 MiB
             await put.send(data[index * MiB:index * MiB + 1000])
         await until_used(memory, 3 * 2 * 1000)  # what arrived, twice; nothing for what was only announced
@@ -50,13 +50,14 @@ async def test_a_body_that_finds_no_memory_in_time_gets_503_and_nothing_is_store
     upload = await create(client, user, data)
     memory = client.app[body_memory_key]
     almost = MiB - 1000
-    async with RawPut(client, user, upload["id"], 0, MiB) as first, RawPut(client, user, upload["id"], 1, MiB) as second:
+    async with raw_put(client, user, upload["id"], 0, MiB) as first, raw_put(client, user, upload["id"], 1, MiB) as second:
         await first.send(data[:almost])
         await second.send(data[MiB:MiB + almost])
         await until_used(memory, 4 * almost)  # nearly all of the 4 MiB
-        async with RawPut(client, user, upload["id"], 2, MiB) as third:
+        async with raw_put(client, user, upload["id"], 2, MiB) as third:
             await third.send(data[2 * MiB:2 * MiB + 200_000])
-            status, headers, body = await third.response()
+            status, headers = await third.response()
+            body = await third.body(headers)
         assert status == 503 and headers["retry-after"] == "1"  # after DATABASE_POOL_TIMEOUT
         assert json.loads(body)["code"] == "SERVER_BUSY"
         await first.send(data[almost:MiB])
@@ -72,9 +73,9 @@ async def test_a_body_waiting_for_memory_goes_on_when_it_is_freed(client, user, 
     upload = await create(client, user, data)
     memory = client.app[body_memory_key]
     almost = MiB - 1000
-    async with RawPut(client, user, upload["id"], 0, MiB) as first, \
-            RawPut(client, user, upload["id"], 1, MiB) as second, \
-            RawPut(client, user, upload["id"], 2, MiB) as third:
+    async with raw_put(client, user, upload["id"], 0, MiB) as first, \
+            raw_put(client, user, upload["id"], 1, MiB) as second, \
+            raw_put(client, user, upload["id"], 2, MiB) as third:
         await first.send(data[:almost])
         await second.send(data[MiB:MiB + almost])
         await until_used(memory, 4 * almost)
@@ -103,8 +104,8 @@ async def test_clients_that_go_away_give_their_memory_back(client, user, conn) -
     data = os.urandom(3 * MiB)
     upload = await create(client, user, data)
     memory = client.app[body_memory_key]
-    async with RawPut(client, user, upload["id"], 0, MiB) as first:
-        async with RawPut(client, user, upload["id"], 1, MiB) as second:
+    async with raw_put(client, user, upload["id"], 0, MiB) as first:
+        async with raw_put(client, user, upload["id"], 1, MiB) as second:
             await first.send(data[:1000])
             await second.send(data[MiB:MiB + 500_000])
             await until_used(memory, 2 * (1000 + 500_000))

@@ -17,7 +17,7 @@ from service.keys import body_memory_key
 from tests.support import make_settings
 from tests.tus_support import TUS, file_row, raw_patch, stored_bytes, upload_id
 from tests.tus_support import create as tus_create
-from tests.uploading import RawPut, create, stored
+from tests.uploading import create, raw_put, stored
 
 KiB, MiB = 1024, 1024 * 1024
 POOL = 2
@@ -61,7 +61,7 @@ async def test_trickling_patches_and_puts_leave_other_users_fast(aiohttp_client,
     paths = [await tus_create(client, slow, 10 * MiB) for _ in range(count)]
     native = await create(client, slow, os.urandom(count * 64 * KiB))
     patches = [await raw_patch(client, slow, path, 0, 10 * MiB) for path in paths]
-    puts = [await RawPut(client, slow, native["id"], i, 64 * KiB).__aenter__() for i in range(count)]
+    puts = [await raw_put(client, slow, native["id"], i, 64 * KiB).__aenter__() for i in range(count)]
     try:
         async with trickling(patches + puts):
             await asyncio.sleep(1.0)  # every trickler is inside its handler, reading its body
@@ -87,7 +87,7 @@ async def test_a_greedy_user_gets_429_while_another_users_put_succeeds(aiohttp_c
     data = os.urandom(5 * 64 * KiB)
     mine = await create(client, greedy, data)
     path = await tus_create(client, greedy, 1000)
-    puts = [await RawPut(client, greedy, mine["id"], i, 64 * KiB).__aenter__() for i in range(3)]
+    puts = [await raw_put(client, greedy, mine["id"], i, 64 * KiB).__aenter__() for i in range(3)]
     try:
         async with trickling(puts):
             await asyncio.sleep(0.5)
@@ -143,10 +143,11 @@ async def test_a_chunk_below_the_minimum_rate_ends_408_keeping_nothing(aiohttp_c
     client = await app_client(aiohttp_client, database_url, storage_dir, BODY_MIN_RATE="16KiB", BODY_RATE_WINDOW="2")
     data = os.urandom(64 * KiB)
     upload = await create(client, user, data)
-    async with RawPut(client, user, upload["id"], 0, len(data)) as put:
+    async with raw_put(client, user, upload["id"], 0, len(data)) as put:
         await put.send(data[:1000])
         async with trickling([put], every=0.1):
-            status, _, body = await asyncio.wait_for(put.response(), 10)
+            status, headers = await asyncio.wait_for(put.response(), 10)
+            body = await put.body(headers)
     assert status == 408 and json.loads(body)["code"] == "CHUNK_STALLED"
     assert await stored(conn, upload["id"]) == []
     assert client.app[body_memory_key].used == 0
@@ -156,9 +157,10 @@ async def test_content_length_far_above_the_data_sent(aiohttp_client, database_u
     client = await app_client(aiohttp_client, database_url, storage_dir, BODY_RATE_WINDOW="1")
     data = os.urandom(64 * KiB)
     upload = await create(client, user, data)
-    async with RawPut(client, user, upload["id"], 0, len(data)) as put:  # announces 64 KiB, sends 10 and waits
+    async with raw_put(client, user, upload["id"], 0, len(data)) as put:  # announces 64 KiB, sends 10 and waits
         await put.send(data[:10])
-        status, _, body = await asyncio.wait_for(put.response(), 10)
+        status, headers = await asyncio.wait_for(put.response(), 10)
+        body = await put.body(headers)
     assert status == 408 and json.loads(body)["code"] == "CHUNK_STALLED"
 
     path = await tus_create(client, user, 1000)

@@ -17,14 +17,10 @@ from tests.tus_support import (
     patch,
     raw_patch,
     stored_bytes,
-    tus,
-    tus_app,
     unlocked,
     until,
     upload_id,
 )
-
-__all__ = ["tus"]
 
 
 async def _offset(conn, path: str) -> int:  # type: ignore[no-untyped-def]
@@ -75,9 +71,8 @@ async def _offset_is(conn, path: str, expected: int) -> bool:  # type: ignore[no
     return await _offset(conn, path) == expected
 
 
-async def test_a_body_that_goes_quiet_times_out_and_keeps_its_bytes(aiohttp_client, database_url, storage_dir,  # type: ignore[no-untyped-def]
-                                                                      user, conn) -> None:
-    tus = await tus_app(aiohttp_client, database_url, storage_dir, BODY_RATE_WINDOW="1")
+async def test_a_body_that_goes_quiet_times_out_and_keeps_its_bytes(tus_app, user, conn) -> None:  # type: ignore[no-untyped-def]
+    tus = await tus_app(BODY_RATE_WINDOW="1")
     path = await create(tus, user, 10_000)
     request = await raw_patch(tus, user, path, 0, 10_000)
     try:
