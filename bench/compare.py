@@ -47,9 +47,9 @@ import asyncpg
 
 from bench.timing import bench_database, rss_kib, stop
 from service import client, embedded, storage
-from service.auth import hash_password, issue_access_token
-from service.config import Settings, _bytes
-from tests.support import JWT_SECRET, ChunkdProcess, free_port, make_settings
+from service.auth import hash_password
+from service.config import _bytes
+from tests.support import JWT_SECRET, ChunkdProcess, free_port, make_settings, session_token
 
 MB = 1_000_000
 MiB = 1024 * 1024
@@ -96,16 +96,10 @@ class Chunkd:
     """One `chunkd serve` and its own PostgreSQL."""
     process: ChunkdProcess
     url: str
-    settings: Settings
-    user_id: str
+    token: str
     postmaster: int
     storage: Path
     pool: asyncpg.Pool
-
-    @property
-    def token(self) -> str:
-        """A fresh one each time: a run outlasts an access token's lifetime."""
-        return issue_access_token(self.settings, self.user_id, "USER")
 
     def cpu(self) -> dict[str, float]:
         return {"chunkd": cpu_seconds(self.process.proc.pid),  # type: ignore[union-attr]
@@ -134,9 +128,12 @@ async def start_chunkd(pg_options: dict[str, str], env: dict[str, str]) -> Async
             postmaster = int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
             user_id = await pool.fetchval("INSERT INTO users (email, password) VALUES ($1, $2) RETURNING id",
                                           f"{uuid.uuid4().hex}@bench", hash_password("x"))
+            # A run outlasts the default access-token lifetime.
+            async with pool.acquire() as conn:
+                token = await session_token(conn, make_settings(url, storage_dir, ACCESS_TOKEN_TTL="24h"), user_id)
             process = ChunkdProcess({"DATABASE_URL": url, "STORAGE_DIR": str(storage_dir), "JWT_SECRET": JWT_SECRET,
                                      "MAX_UPLOAD_SIZE": "64GiB", "LOG_LEVEL": "WARNING", **env}, "serve").start()
-            yield Chunkd(process, process.url, make_settings(url, storage_dir), user_id, postmaster, storage_dir, pool)
+            yield Chunkd(process, process.url, token, postmaster, storage_dir, pool)
         finally:
             stop(process)
             await pool.close()

@@ -18,8 +18,8 @@ import aiohttp
 import asyncpg
 
 from bench.timing import bench_database, rss_kib, stop
-from service.auth import hash_password, issue_access_token
-from tests.support import JWT_SECRET, ChunkdProcess, make_settings
+from service.auth import hash_password
+from tests.support import JWT_SECRET, ChunkdProcess, make_settings, session_token
 
 MiB = 1024 * 1024
 PIECE = 4 * MiB
@@ -36,7 +36,7 @@ async def run(size: int, chunk: str, checksum: bool) -> None:
             conn = await asyncpg.connect(url)
             user_id = await conn.fetchval("INSERT INTO users (email, password) VALUES ($1, $2) RETURNING id",
                                           f"{uuid.uuid4().hex}@bench", hash_password("x"))
-            token = issue_access_token(make_settings(url, storage), user_id, "USER")
+            token = await session_token(conn, make_settings(url, storage), user_id)
             env = {"DATABASE_URL": url, "STORAGE_DIR": str(storage), "JWT_SECRET": JWT_SECRET,
                    "DEFAULT_CHUNK_SIZE": chunk, "LOG_LEVEL": "WARNING"}
             # The worker in a process of its own: the server's memory is then the upload path's alone.

@@ -40,6 +40,7 @@ class CleanupReport:
     skipped: bool = False  # another process was running a pass
     files: list[RemovedFile] = field(default_factory=list)
     orphan_chunks: int = 0
+    account_rows: int = 0  # expired sessions, old failed logins, settled webhook deliveries
     blobs: list[str] = field(default_factory=list)  # relative to STORAGE_DIR
 
     def lines(self) -> list[str]:
@@ -48,13 +49,16 @@ class CleanupReport:
         verb = "would remove" if self.dry_run else "removed"
         lines = [f"{verb} file {f.id} ({f.reason})" for f in self.files]
         lines += [f"{verb} {self.orphan_chunks} chunks whose file is gone"] if self.orphan_chunks else []
+        lines += [f"{verb} {self.account_rows} expired sessions, old failed logins and settled webhook deliveries"] \
+            if self.account_rows else []
         lines += [f"{verb} blob {b}" for b in self.blobs]
         lines.append(f"{verb}: {len(self.files)} files, {self.orphan_chunks} orphaned chunks, {len(self.blobs)} blobs")
         return lines
 
 
 async def run_cleanup(pool_or_conn: asyncpg.Pool | asyncpg.Connection, settings: Settings,
-                      dry_run: bool = False) -> CleanupReport:
+                      dry_run: bool = False, *, log_summary: bool = True) -> CleanupReport:
+    """One pass. log_summary=False when the caller shows the report itself (`chunkd cleanup` prints it)."""
     async with _connection(pool_or_conn) as conn:
         db.keeps_session_state(conn)
         if not await store.try_lock(conn):
@@ -63,8 +67,9 @@ async def run_cleanup(pool_or_conn: asyncpg.Pool | asyncpg.Connection, settings:
             report = await _run(conn, settings.storage_path, dry_run)
         finally:
             await store.unlock(conn)
-    log.info("cleanup: %s", report.lines()[-1], extra={"action": "cleanup", "dry_run": dry_run,
-                                                        "files": len(report.files), "blobs": len(report.blobs)})
+    if log_summary:
+        log.info("cleanup: %s", report.lines()[-1], extra={"action": "cleanup", "dry_run": dry_run,
+                                                            "files": len(report.files), "blobs": len(report.blobs)})
     return report
 
 
@@ -79,6 +84,7 @@ async def _run(conn: asyncpg.Connection, storage_dir: Path, dry_run: bool) -> Cl
         failed = await store.delete_old_failed_files(conn, FAILED_FILE_DAYS)
         expired = await store.delete_expired_uploads(conn)
         report.orphan_chunks = await store.delete_orphan_chunks(conn)
+        report.account_rows = await store.delete_stale_account_rows(conn)
         garbage = await _orphan_blobs(conn, storage_dir)
     except BaseException:
         await transaction.rollback()

@@ -3,16 +3,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import os
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
 from aiohttp import web
 
-from service import __version__, backup, cleanup, client, db, doctor, embedded, logs, migrate, seed, worker
+from service import __version__, backup, cleanup, client, credentials, db, doctor, embedded, logs, migrate, seed, worker
 from service.app import create_app
 from service.config import ConfigError, Settings, load_settings
 from service.embedded import EmbeddedError
@@ -32,11 +35,33 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             applied = asyncio.run(_with_conn(settings, migrate.deploy))
             for m in applied:
                 log.info("applied migration %s", m.path.name, extra={"action": "migration_applied"})
+        sock = listening_socket(settings.host, settings.port)  # before anything starts: a bad HOST/PORT is one line
         app = create_app(settings, with_worker=not args.no_worker)
         # run_app turns SIGINT/SIGTERM into a graceful stop: stop accepting, finish requests, run cleanup_ctx.
-        web.run_app(app, host=settings.host, port=settings.port, access_log=None,
-                    shutdown_timeout=SHUTDOWN_TIMEOUT, print=lambda line: log.info(line.strip()))
+        web.run_app(app, sock=sock, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT,
+                    print=lambda line: log.info(line.strip()))
     return 0
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound here so that what is wrong with HOST or PORT is said in one line."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as e:
+        raise ConfigError(f"HOST: cannot listen on {host!r}: {e.strerror} (an IP address such as 127.0.0.1 "
+                          "or 0.0.0.0, or a name of this machine)") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp does: restart over TIME_WAIT
+    try:
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise ConfigError(f"PORT: {host}:{port} is already in use (another chunkd?); "
+                              "stop it or set PORT to a free port") from None
+        raise ConfigError(f"HOST/PORT: cannot listen on {host}:{port}: {e.strerror}") from None
+    return sock
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -87,7 +112,8 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
 # operations: cleanup, backup, restore, upload
 def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:
     with embedded.database(settings) as settings:
-        report = asyncio.run(_with_conn(settings, lambda conn: cleanup.run_cleanup(conn, settings, args.dry_run)))
+        report = asyncio.run(_with_conn(settings, lambda conn: cleanup.run_cleanup(conn, settings, args.dry_run,
+                                                                                log_summary=False)))
     print("\n".join(report.lines()))
     return 1 if report.skipped else 0
 
@@ -117,14 +143,14 @@ def cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
         print(f"chunkd: {path}: not a file", file=sys.stderr)
         return 2
     url = args.url or os.environ.get("CHUNKD_URL") or f"http://{settings.host}:{settings.port}"
-    token = args.token or (None if args.email else os.environ.get("CHUNKD_TOKEN"))
+    token = args.token or (None if args.email else os.environ.get("CHUNKD_TOKEN") or credentials.saved_token(url))
     if not token and not args.email:
-        print("chunkd: pass --token (or CHUNKD_TOKEN) or --email (password from CHUNKD_PASSWORD or asked)",
-              file=sys.stderr)
+        print("chunkd: run `chunkd login`, or pass --token (or CHUNKD_TOKEN) or --email (password from "
+              "CHUNKD_PASSWORD or asked)", file=sys.stderr)
         return 2
-    credentials = client.Credentials(token, args.email, client.password_from(args.email))
+    who = client.Credentials(token, args.email, client.password_from(args.email))
     try:
-        file = asyncio.run(client.upload(path, url, credentials, state_dir=Path(args.state_dir),
+        file = asyncio.run(client.upload(path, url, who, state_dir=Path(args.state_dir),
                                          chunk_size=args.chunk_size, parallel=args.parallel,
                                          verify_chunks=args.verify_chunks))
     except client.UploadError as e:
@@ -166,6 +192,69 @@ def add_operations(sub: argparse._SubParsersAction) -> None:
     u.set_defaults(run=cmd_upload)
 
 
+# accounts: login, token create|list|revoke (HTTP clients of a running server; service/credentials.py)
+def cmd_login(args: argparse.Namespace, settings: Settings) -> int:
+    url = _server_url(args, settings)
+    email = args.email or input("email: ").strip()
+    password = client.password_from(email) or ""
+    try:
+        token = asyncio.run(credentials.login(url, email, password, args.scopes.split(",")))
+    except credentials.AccountError as e:
+        print(f"chunkd: {e}", file=sys.stderr)
+        return 2
+    path = credentials.save_token(url, email, token["token"])
+    print(f"logged in to {url} as {email}: token {token['id']} ({','.join(token['scopes'])}) saved in {path}")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    url = _server_url(args, settings)
+    token = os.environ.get("CHUNKD_TOKEN") or credentials.saved_token(url)
+    if not token:
+        print(f"chunkd: not logged in to {url}: run `chunkd login` (or set CHUNKD_TOKEN)", file=sys.stderr)
+        return 2
+    try:
+        if args.action == "create":
+            made = asyncio.run(credentials.create_token(url, token, args.name, args.scopes.split(","), args.expires_in))
+            print(made["token"])
+            print(f"token {made['id']} ({','.join(made['scopes'])}): shown once, keep it safe", file=sys.stderr)
+        elif args.action == "list":
+            for t in asyncio.run(credentials.list_tokens(url, token)):
+                print(f"{t['id']}  {','.join(t['scopes']):<18} {t['name']}  last used {t['last_used_at'] or 'never'}"
+                      f"  expires {t['expires_at'] or 'never'}")
+        else:
+            asyncio.run(credentials.revoke_token(url, token, args.id))
+            print(f"revoked {args.id}")
+    except credentials.AccountError as e:
+        print(f"chunkd: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _server_url(args: argparse.Namespace, settings: Settings) -> str:
+    return args.url or os.environ.get("CHUNKD_URL") or f"http://{settings.host}:{settings.port}"
+
+
+def add_accounts(sub: argparse._SubParsersAction) -> None:
+    url_help = "server URL (default CHUNKD_URL, else http://HOST:PORT)"
+    login = sub.add_parser("login", help="log in and save an API token, so later commands need no flags")
+    login.add_argument("--url", help=url_help)
+    login.add_argument("--email", help="account (asked when not given); password from CHUNKD_PASSWORD, else asked")
+    login.add_argument("--scopes", default="upload", help="scopes of the saved token: read, upload or admin")
+    login.set_defaults(run=cmd_login)
+    token = sub.add_parser("token", help="API tokens for scripts: create, list, revoke")
+    token.add_argument("--url", help=url_help)
+    actions = token.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="mint a token and print its secret (shown once)")
+    create.add_argument("name")
+    create.add_argument("--scopes", default="read", help="comma-separated: read, upload, admin (default read)")
+    create.add_argument("--expires-in", type=int, help="seconds until it expires (default never)")
+    actions.add_parser("list", help="the account's tokens")
+    revoke = actions.add_parser("revoke", help="revoke a token by id")
+    revoke.add_argument("id")
+    token.set_defaults(run=cmd_token)
+
+
 async def _with_conn(settings: Settings, operation: Callable[[Any], Awaitable[T]]) -> T:
     conn = await db.connect(settings)
     try:
@@ -197,6 +286,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("seed", help="create the seed's admin, users and posts (idempotent)").set_defaults(run=cmd_seed)
     sub.add_parser("doctor", help="check database, migrations, storage and libmagic").set_defaults(run=cmd_doctor)
     add_operations(sub)
+    add_accounts(sub)
     return p
 
 
@@ -208,6 +298,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args, settings)
     except (ConfigError, EmbeddedError, migrate.MigrationError, backup.BackupError) as e:
         print(f"chunkd: {e}", file=sys.stderr)
+        return 2
+    except db.DatabaseUnreachable as e:
+        print(f"chunkd: DATABASE_URL: {e}", file=sys.stderr)
+        return 2
+    except (asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidCatalogNameError) as e:
+        print(f"chunkd: DATABASE_URL: the server refused the connection: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
 
@@ -32,34 +34,39 @@ _UNITS = {"": 1, "b": 1, "k": KiB, "kb": KiB, "kib": KiB, "m": MiB, "mb": MiB, "
           "g": GiB, "gb": GiB, "gib": GiB, "t": 1024 * GiB, "tb": 1024 * GiB, "tib": 1024 * GiB}
 
 
+# Sizes and durations are read by one rule: a plain decimal number (digits, an optional fraction; no sign,
+# no exponent) and then a unit. A size's unit may be left out (bytes); a duration's may not: `24` could be
+# seconds, hours or milliseconds, so it is refused rather than guessed.
+_QUANTITY = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([a-z]*)")
+
+
+def _quantity(raw: str, units: Mapping[str, int], example: str) -> int:
+    match = _QUANTITY.fullmatch(raw.strip().lower())
+    if not match or match[2] not in units:
+        raise ValueError(f"expected {example}, got {raw!r}")
+    return int(float(match[1]) * units[match[2]])
+
+
 def _bytes(minimum: int) -> Callable[[str], int]:
-    """Byte counts accept binary units: `8MiB`, `512k`, `2G` (all powers of 1024)."""
+    """Byte counts accept binary units: `8MiB`, `512k`, `1.5G` (all powers of 1024)."""
     def parse(raw: str) -> int:
-        text = raw.strip().lower().replace(" ", "")
-        number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
-        unit = text[len(number):]
-        if not number or unit not in _UNITS:
-            raise ValueError(f"expected a size such as 8388608, 8MiB or 2G, got {raw!r}")
-        try:
-            value = int(float(number) * _UNITS[unit])
-        except ValueError:
-            raise ValueError(f"expected a size such as 8388608, 8MiB or 2G, got {raw!r}") from None
+        value = _quantity(raw, _UNITS, "a size such as 8388608, 8MiB or 1.5G")
         if value < minimum:
             raise ValueError(f"must be at least {minimum} bytes, got {value}")
         return value
     return parse
 
 
-_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def _duration(raw: str) -> int:
-    """Durations in seconds, or with a unit: `900`, `15m`, `24h`, `30d`."""
-    text = raw.strip().lower()
-    number, unit = text.rstrip("smhd"), text[len(text.rstrip("smhd")):]
-    if not number.isdigit() or unit not in _SECONDS or int(number) == 0:
-        raise ValueError(f"expected a positive duration such as 900, 15m, 24h or 30d, got {raw!r}")
-    return int(number) * _SECONDS[unit]
+    """Whole seconds from a number with a unit: `900s`, `15m`, `1.5h`, `30d`."""
+    example = "a positive duration with a unit, such as 900s, 15m, 1.5h or 30d"
+    value = _quantity(raw, _SECONDS, example)
+    if value <= 0:
+        raise ValueError(f"expected {example}, got {raw!r}")
+    return value
 
 
 def _text(raw: str) -> str:
@@ -86,8 +93,34 @@ def _secret(raw: str) -> str:
     return value
 
 
+def _quota(raw: str) -> int | None:
+    """A byte count, or empty / `unlimited` for none."""
+    if raw.strip().lower() in ("", "unlimited", "none"):
+        return None
+    return _bytes(0)(raw)
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(f"expected true or false, got {raw!r}")
+    return value in ("true", "1", "yes")
+
+
 def _origins(raw: str) -> tuple[str, ...]:
-    return tuple(o.strip() for o in raw.split(",") if o.strip())
+    """Each exactly as a browser sends Origin (scheme://host[:port], no path, no trailing slash), or `*`:
+    any other spelling would start fine and never match."""
+    origins = tuple(o.strip() for o in raw.split(",") if o.strip())
+    for origin in origins:
+        if origin == "*":
+            continue
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"{origin!r} is not an origin: write it as scheme://host[:port], e.g. https://app.example")
+        if origin != f"{parts.scheme}://{parts.netloc}" or parts.netloc != parts.netloc.lower():
+            raise ValueError(f"{origin!r} never matches a browser's Origin: write it as "
+                             f"{parts.scheme}://{parts.netloc.lower()} (no path, no trailing slash, lower case)")
+    return origins
 
 
 @dataclass(frozen=True)
@@ -140,6 +173,12 @@ SETTINGS: tuple[Setting, ...] = (
             "they are COMPLETED soon after their last byte"),
     Setting("WORKER_LEASE", "worker_lease", "30s", _duration,
             "a worker silent this long is presumed dead and its files are taken again (heartbeat: a third of it)"),
+    Setting("PROCESSING_TIMEOUT", "processing_timeout", "120s", _duration,
+            "time a decoder may spend on one file (metadata and thumbnail); then it is killed, the file tried "
+            "once more, then FAILED"),
+    Setting("PROCESSING_MEMORY", "processing_memory", "1GiB", _bytes(256 * MiB),
+            "address space of one decoder process (RLIMIT_AS, its ~200 MiB of libraries included); a file "
+            "needing more is FAILED"),
     Setting("SLOW_REQUEST_MS", "slow_request_ms", "1000", _int(1),
             "requests slower than this are logged as warnings"),
     Setting("HOST", "host", "127.0.0.1", _host, "address the HTTP server binds"),
@@ -148,6 +187,23 @@ SETTINGS: tuple[Setting, ...] = (
             "comma-separated origins allowed to call the API from a browser (* for any)"),
     Setting("CLEANUP_INTERVAL", "cleanup_interval", "1h", _duration,
             "how often the worker runs the cleanup pass"),
+    # accounts (issue 13)
+    Setting("LINK_TTL", "link_ttl", "1h", _duration,
+            "lifetime of signed links to a file's content, thumbnail and events (handed out with 1/2 to all "
+            "of it left)"),
+    Setting("ARGON2_CONCURRENCY", "argon2_concurrency", "2", _int(1, 64),
+            "password hashes computed at once; more logins wait, so a login flood cannot starve uploads"),
+    Setting("LOGIN_MAX_FAILURES", "login_max_failures", "10", _int(1),
+            "failed logins per account, and per client address, within LOGIN_WINDOW before 429"),
+    Setting("LOGIN_WINDOW", "login_window", "15m", _duration,
+            "the sliding window failed logins are counted over"),
+    Setting("USER_QUOTA", "user_quota", "unlimited", _quota,
+            "bytes one user may store (stored files plus declared sizes of unfinished uploads), unless an "
+            "admin sets the user's quota_bytes; `unlimited` for no limit"),
+    Setting("WEBHOOK_ALLOW_PRIVATE", "webhook_allow_private", "false", _bool,
+            "allow webhook targets on loopback, private and link-local addresses (tests, private networks)"),
+    Setting("WEBHOOK_TIMEOUT", "webhook_timeout", "10s", _duration,
+            "how long a webhook receiver gets to answer one delivery"),
     Setting("LOG_LEVEL", "log_level", "INFO", _text, "DEBUG, INFO, WARNING or ERROR"),
 )
 
@@ -173,11 +229,20 @@ class Settings:
     worker_concurrency: int
     streaming_min_size: int
     worker_lease: int
+    processing_timeout: int
+    processing_memory: int
     slow_request_ms: int
     host: str
     port: int
     cors_origins: tuple[str, ...]
     cleanup_interval: int
+    link_ttl: int
+    argon2_concurrency: int
+    login_max_failures: int
+    login_window: int
+    user_quota: int | None
+    webhook_allow_private: bool
+    webhook_timeout: int
     log_level: str
 
     @property

@@ -21,13 +21,15 @@ from pathlib import Path
 import asyncpg
 from aiohttp import web
 
-from service import cleanup, db, processing, storage
+from service import cleanup, db, processing, storage, webhooks
 from service.assembly import assemble
 from service.config import Settings
 from service.keys import pool_key, settings_key, worker_key
+from service.media.pool import DecoderPool
+from service.media.result import Analysis
 from service.metrics import PROCESSING_SECONDS, UPLOADS_COMPLETED, UPLOADS_FAILED
 from service.models import File
-from service.processing import Analysis, Assembly, CorruptContent
+from service.processing import Assembly, CorruptContent
 from service.store import workers as store
 from service.store.files import FILES_READY
 from service.streaming import Prefix, Streamer
@@ -50,13 +52,17 @@ class Worker:
         self.lease = settings.worker_lease
         self.poll_interval, self.shutdown_timeout = poll_interval, shutdown_timeout
         self._slots = asyncio.Semaphore(concurrency or settings.worker_concurrency)
+        self.decoders = DecoderPool(concurrency or settings.worker_concurrency, settings.processing_timeout,
+                                    settings.processing_memory)
         self._wake, self._stop = asyncio.Event(), asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
         self.processing: dict[asyncio.Task[None], str] = {}  # file id of each claim being processed
         self._registered = False
         self.tag = self.id.rsplit(":", 1)[-1]  # names this worker's temporary files
         self.streamer = Streamer(self, settings.streaming_min_size, concurrency or settings.worker_concurrency)
-        self.listener = db.Listener(settings, {FILES_READY: self._on_ready}, on_connect=self._wake.set)
+        self.deliveries = webhooks.Deliverer(settings, pool)
+        self.listener = db.Listener(settings, {FILES_READY: self._on_ready, webhooks.CHANNEL: self.deliveries.wake},
+                                    on_connect=self._woken)
 
     def _on_ready(self, file_id: str) -> None:
         self._wake.set()
@@ -72,7 +78,8 @@ class Worker:
             return
         background = [asyncio.create_task(self.listener.run(), name="worker listener"),
                       asyncio.create_task(self._heartbeat_loop(), name="worker heartbeat"),
-                      asyncio.create_task(self._cleanup_loop(), name="worker cleanup")]
+                      asyncio.create_task(self._cleanup_loop(), name="worker cleanup"),
+                      asyncio.create_task(self.deliveries.run(), name="webhook deliveries")]
         streamer = asyncio.create_task(self.streamer.run(), name="worker streamer") if self.streamer.enabled else None
         log.info("worker started", extra={"action": "worker_started", "worker_id": self.id})
         try:
@@ -90,6 +97,11 @@ class Worker:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _woken(self) -> None:
+        """(Re)connected to LISTEN: notifications may have been missed, look for work of both kinds."""
+        self._wake.set()
+        self.deliveries.wake()
 
     async def run_once(self) -> int:
         """Processes every file ready now and returns how many (procrastinate's wait=False): for tests
@@ -110,6 +122,7 @@ class Worker:
 
     async def close(self) -> None:
         """Unregisters: files still held (a stop that timed out) go back to the queue at once."""
+        await self.decoders.close()
         if not self._registered:
             return
         with contextlib.suppress(*db_errors()):
@@ -299,7 +312,9 @@ class Worker:
         try:
             if file.sha256 and digest != file.sha256:
                 raise CorruptContent(f"sha256 mismatch: declared {file.sha256}, assembled {digest}")
-            analysis = await asyncio.to_thread(processing.analyse, assembly.temp, thumbnail_base)
+            analysis = await self.decoders.analyse(assembly.temp)
+            if analysis.thumbnail is not None:
+                await asyncio.to_thread(processing.save_thumbnail, thumbnail_base, analysis.thumbnail)
             await asyncio.to_thread(assembly.commit)
         except BaseException:
             await asyncio.to_thread(assembly.discard)
