@@ -15,7 +15,7 @@ from tests.uploading import create, raw_put, sha256, stored
 CHUNK = 4 * 1024 * 1024
 
 
-SETTINGS_ENV = {"DEFAULT_CHUNK_SIZE": "4MiB", "MAX_CHUNK_SIZE": "8MiB", "BODY_RATE_WINDOW": "2"}
+SETTINGS_ENV = {"DEFAULT_CHUNK_SIZE": "4MiB", "MAX_CHUNK_SIZE": "8MiB", "BODY_RATE_WINDOW": "2s"}
 
 
 async def chunk_statements(conn: asyncpg.Connection) -> int:

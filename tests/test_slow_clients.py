@@ -113,7 +113,7 @@ async def test_a_greedy_user_gets_429_while_another_users_put_succeeds(aiohttp_c
 
 async def test_a_patch_below_the_minimum_rate_ends_408_keeping_an_exact_offset(aiohttp_client, database_url,  # type: ignore[no-untyped-def]
                                                                                 storage_dir, user, conn) -> None:
-    client = await app_client(aiohttp_client, database_url, storage_dir, BODY_MIN_RATE="16KiB", BODY_RATE_WINDOW="2")
+    client = await app_client(aiohttp_client, database_url, storage_dir, BODY_MIN_RATE="16KiB", BODY_RATE_WINDOW="2s")
     data = os.urandom(MiB)
     path = await tus_create(client, user, len(data))
     request = await raw_patch(client, user, path, 0, len(data))
@@ -140,7 +140,7 @@ async def test_a_patch_below_the_minimum_rate_ends_408_keeping_an_exact_offset(a
 
 async def test_a_chunk_below_the_minimum_rate_ends_408_keeping_nothing(aiohttp_client, database_url,  # type: ignore[no-untyped-def]
                                                                        storage_dir, user, conn) -> None:
-    client = await app_client(aiohttp_client, database_url, storage_dir, BODY_MIN_RATE="16KiB", BODY_RATE_WINDOW="2")
+    client = await app_client(aiohttp_client, database_url, storage_dir, BODY_MIN_RATE="16KiB", BODY_RATE_WINDOW="2s")
     data = os.urandom(64 * KiB)
     upload = await create(client, user, data)
     async with raw_put(client, user, upload["id"], 0, len(data)) as put:
@@ -154,7 +154,7 @@ async def test_a_chunk_below_the_minimum_rate_ends_408_keeping_nothing(aiohttp_c
 
 
 async def test_content_length_far_above_the_data_sent(aiohttp_client, database_url, storage_dir, user, conn) -> None:  # type: ignore[no-untyped-def]
-    client = await app_client(aiohttp_client, database_url, storage_dir, BODY_RATE_WINDOW="1")
+    client = await app_client(aiohttp_client, database_url, storage_dir, BODY_RATE_WINDOW="1s")
     data = os.urandom(64 * KiB)
     upload = await create(client, user, data)
     async with raw_put(client, user, upload["id"], 0, len(data)) as put:  # announces 64 KiB, sends 10 and waits

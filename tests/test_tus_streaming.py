@@ -72,7 +72,7 @@ async def _offset_is(conn, path: str, expected: int) -> bool:  # type: ignore[no
 
 
 async def test_a_body_that_goes_quiet_times_out_and_keeps_its_bytes(tus_app, user, conn) -> None:  # type: ignore[no-untyped-def]
-    tus = await tus_app(BODY_RATE_WINDOW="1")
+    tus = await tus_app(BODY_RATE_WINDOW="1s")
     path = await create(tus, user, 10_000)
     request = await raw_patch(tus, user, path, 0, 10_000)
     try:
