@@ -139,7 +139,7 @@ def from_http_exception(exc: web.HTTPException) -> ApiError:
         return error
     detail = None
     if exc.status == 405:
-        detail = f"{exc.method} is not allowed here; allowed: {', '.join(sorted(exc.allowed_methods))}"  # type: ignore[attr-defined]
+        detail = f"{exc.method} is not allowed here; allowed: {', '.join(sorted(exc.allowed_methods))}"  # type: ignore[attr-defined]  # set by aiohttp on 405
     elif exc.status == 413:
         detail = exc.text.strip() if exc.text else None
     return cls(detail, headers=headers)
