@@ -151,7 +151,8 @@ def cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
     who = client.Credentials(token, args.email, client.password_from(args.email))
     try:
         file = asyncio.run(client.upload(path, url, who, state_dir=Path(args.state_dir),
-                                         chunk_size=args.chunk_size, parallel=args.parallel))
+                                         chunk_size=args.chunk_size, parallel=args.parallel,
+                                         verify_chunks=args.verify_chunks))
     except client.UploadError as e:
         print(f"chunkd: {e}", file=sys.stderr)
         return 2
@@ -181,7 +182,11 @@ def add_operations(sub: argparse._SubParsersAction) -> None:
     who.add_argument("--token", help="access token (default CHUNKD_TOKEN)")
     who.add_argument("--email", help="log in as this user (password from CHUNKD_PASSWORD, else asked)")
     u.add_argument("--chunk-size", type=int, help="bytes per chunk (default: the server's)")
-    u.add_argument("--parallel", type=int, default=client.DEFAULT_PARALLEL, help="chunks in flight (default 4)")
+    u.add_argument("--parallel", type=int, default=client.DEFAULT_PARALLEL,
+                   help=f"chunks in flight (default {client.DEFAULT_PARALLEL})")
+    u.add_argument("--verify-chunks", action="store_true",
+                   help="send each chunk's SHA-256 too: the server refuses a damaged chunk at once, "
+                        "instead of the whole file failing its check at the end")
     u.add_argument("--state-dir", default=str(client.default_state_dir()),
                    help="where unfinished uploads are remembered (default ~/.local/state/chunkd/uploads)")
     u.set_defaults(run=cmd_upload)

@@ -50,7 +50,8 @@ def _json_body(properties: dict[str, Any], required: tuple[str, ...] = ()) -> di
 
 
 STRING, INTEGER, BOOLEAN = {"type": "string"}, {"type": "integer"}, {"type": "boolean"}
-PAGE = (("page", "integer", "page number, from 1"), ("limit", "integer", "items per page"))
+PAGE = (("page", "integer", "page number, from 1"),
+        ("limit", "integer", "items per page: 10 by default, above 100 capped at 100 (every list)"))
 TUS_HEADERS = (("Tus-Resumable", "string", "1.0.0"), ("Upload-Offset", "string", "bytes already stored"),
                ("Upload-Length", "string", "total size"), ("Upload-Metadata", "string", "key base64 pairs"),
                ("Upload-Checksum", "string", "algorithm and base64 digest of this request's body"))
