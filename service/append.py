@@ -134,7 +134,7 @@ async def _append(request: web.Request, upload_id: str, want: AppendRequest) -> 
         upload = dataclasses.replace(upload, bytes_received=received.offset, expires_at=received.expires_at)
         file = None
         if _finishes(want, upload, error):
-            file = await files.finish_upload(conn, upload_id, upload.offset)
+            file = await _finish(conn, upload, settings)
             if file is not None:  # None: a repeated final tus PATCH; exactly once either way
                 upload = file
         elif error is None and want.completes and upload.length_known and upload.offset < upload.size:
@@ -155,6 +155,17 @@ def _finishes(want: AppendRequest, upload: File, error: ApiError | None) -> bool
     if want.protocol == "rufh":
         return error is None and want.completes and (not upload.length_known or upload.offset == upload.size)
     return upload.complete
+
+
+async def _finish(conn: asyncpg.Connection, upload: File, settings: Settings) -> File | None:
+    """The upload is complete. A length known only now (the draft's Upload-Complete without one ever
+    declared) counts against the quota first: the draft asks for the policy to be checked again before
+    an upload is finalised; refused, it stays incomplete with its bytes, for the client to cancel."""
+    if upload.length_known:
+        return await files.finish_upload(conn, upload.id, upload.offset)
+    async with conn.transaction():
+        await quotas.check_quota(conn, upload.uploaded_by_id, upload.offset, settings.user_quota)
+        return await files.finish_upload(conn, upload.id, upload.offset)
 
 
 async def look(request: web.Request, upload_id: str, protocol: str) -> File:

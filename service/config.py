@@ -154,6 +154,12 @@ SETTINGS: tuple[Setting, ...] = (
             "they are COMPLETED soon after their last byte"),
     Setting("WORKER_LEASE", "worker_lease", "30s", _duration,
             "a worker silent this long is presumed dead and its files are taken again (heartbeat: a third of it)"),
+    Setting("PROCESSING_TIMEOUT", "processing_timeout", "120s", _duration,
+            "time a decoder may spend on one file (metadata and thumbnail); then it is killed, the file tried "
+            "once more, then FAILED"),
+    Setting("PROCESSING_MEMORY", "processing_memory", "1GiB", _bytes(256 * MiB),
+            "address space of one decoder process (RLIMIT_AS, its ~200 MiB of libraries included); a file "
+            "needing more is FAILED"),
     Setting("SLOW_REQUEST_MS", "slow_request_ms", "1000", _int(1),
             "requests slower than this are logged as warnings"),
     Setting("HOST", "host", "127.0.0.1", _host, "address the HTTP server binds"),
@@ -204,6 +210,8 @@ class Settings:
     worker_concurrency: int
     streaming_min_size: int
     worker_lease: int
+    processing_timeout: int
+    processing_memory: int
     slow_request_ms: int
     host: str
     port: int

@@ -71,6 +71,50 @@ CREATED = {201: "Location of the new upload (the draft: Upload-Complete, Upload-
 CREATE_ERRORS = (400, 404, 408, 409, 412, 413, 415, 422, 423, 460)
 OPTIONS_ANSWER = "Tus-Version, Tus-Extension, Tus-Max-Size; Accept-Patch and Upload-Limit for the draft"
 
+NUMBER = {"type": "number"}
+
+
+def _key(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {**schema, "description": description}
+
+
+# What the worker records of a file (service/media/), null until it is processed. Keys are absent when
+# the bytes do not tell; the kind of the file (its `type`) says which of them to expect.
+FILE_METADATA: dict[str, Any] = {"type": "object", "properties": {
+    # every processed file
+    "sha256": _key(STRING, "hex SHA-256 of the bytes"), "size": _key(INTEGER, "bytes"),
+    "mimetype": _key(STRING, "the type sniffed from the bytes (as the file's mimetype)"),
+    "claimed_mimetype": _key(STRING, "the type the client declared: only a hint"),
+    "thumbnail": _key({"type": "object", "properties": {"width": INTEGER, "height": INTEGER, "mimetype": STRING}},
+                      "the thumbnail made (longest side 320 px), when one was"),
+    # IMAGE
+    "width": _key(INTEGER, "IMAGE, VIDEO: pixels as displayed (EXIF orientation or rotation applied)"),
+    "height": _key(INTEGER, "IMAGE, VIDEO: pixels as displayed"),
+    "format": _key(STRING, "IMAGE: Pillow's name of the format (JPEG, PNG, HEIF, AVIF, GIF, WEBP ...)"),
+    "orientation": _key({"type": "integer", "minimum": 1, "maximum": 8}, "IMAGE: the EXIF orientation, when not 1"),
+    "animated": _key(BOOLEAN, "IMAGE: more than one frame (GIF, WebP, APNG)"),
+    "frames": _key(INTEGER, "IMAGE: number of frames (the thumbnail is of the first)"),
+    "camera": _key({"type": "object", "properties": {"make": STRING, "model": STRING}},
+                   "IMAGE: from EXIF; no other EXIF (GPS, serial numbers) is kept"),
+    "taken_at": _key(STRING, "IMAGE: capture time from EXIF, ISO 8601 (with the offset when the camera wrote one)"),
+    # DOCUMENT (PDF)
+    "page_count": _key(INTEGER, "PDF: pages (unknown for an encrypted PDF that needs a password)"),
+    "title": _key(STRING, "PDF: the document's title"), "author": _key(STRING, "PDF: the document's author"),
+    "encrypted": _key(BOOLEAN, "PDF: encrypted; then nothing is rendered and there is no thumbnail"),
+    # VIDEO
+    "duration": _key(NUMBER, "VIDEO, AUDIO: seconds"),
+    "container": _key(STRING, "VIDEO: FFmpeg's name of the container (mp4, webm, matroska, mov, avi ...)"),
+    "video_codec": _key(STRING, "VIDEO: h264, hevc, vp9, av1 ..."),
+    "audio_codec": _key(STRING, "VIDEO: of the first audio track, when there is one"),
+    "fps": _key(NUMBER, "VIDEO: average frame rate"),
+    "bit_rate": _key(INTEGER, "VIDEO, AUDIO: bits per second"),
+    # AUDIO
+    "codec": _key(STRING, "AUDIO: mp3, aac, flac, opus, vorbis, pcm_s16le ..."),
+    "sample_rate": _key(INTEGER, "AUDIO: samples per second"), "channels": _key(INTEGER, "AUDIO: channels"),
+    "tags": _key({"type": "object", "properties": {"title": STRING, "artist": STRING, "album": STRING}},
+                 "AUDIO: from ID3, Vorbis comments or MP4 atoms; the cover art becomes the thumbnail"),
+}}
+
 # (METHOD, path) -> operation; one block per area, like the route table.
 OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     # health
@@ -168,7 +212,9 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                                            query=(*LINK, ("disposition", "string", "attachment (default) or inline (images only)")),
                                            headers=(("Range", "string", "bytes=start-end"),),
                                            errors=(403, 404, 409, 416, 422)),
-    ("GET", "/api/files/{id}/thumbnail"): op("The image's thumbnail", "files", {200: "WebP or JPEG"}, query=LINK,
+    ("GET", "/api/files/{id}/thumbnail"): op("The file's thumbnail: an image, a PDF's first page, a video's poster "
+                                             "frame or an audio file's cover art", "files", {200: "WebP or JPEG"},
+                                             query=LINK,
                                              errors=(403, 404, 409)),
     ("DELETE", "/api/files/{id}"): op("Delete a file and its blobs", "files", {204: "deleted"}, errors=(404,)),
     # tus 1.0 (core, creation, creation-with-upload, creation-defer-length, expiration, checksum,
@@ -237,10 +283,12 @@ SCHEMAS: dict[str, Any] = {
                                                 "missing": {"type": "array", "items": INTEGER}}},
     "File": {"type": "object", "properties": {"id": STRING, "status": STRING, "type": STRING, "mimetype": STRING,
                                               "size": INTEGER, "original_name": STRING, "url": {"type": ["string", "null"]},
-                                              "thumbnail": {"type": ["string", "null"]}, "metadata": OBJECT,
+                                              "thumbnail": {"type": ["string", "null"]},
+                                              "metadata": {"oneOf": [_ref("FileMetadata"), {"type": "null"}]},
                                               "content_url": {"type": ["string", "null"]},
                                               "thumbnail_url": {"type": ["string", "null"]}, "events_url": STRING,
                                               "error": {"type": ["string", "null"]}}},
+    "FileMetadata": FILE_METADATA,
     "FileStats": {"type": "object", "properties": {"type": STRING, "status": STRING, "count": INTEGER,
                                                    "total_size": INTEGER, "average_size": INTEGER}},
     "DailyUploads": {"type": "object", "properties": {"date": {"type": "string", "format": "date"},

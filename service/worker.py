@@ -25,9 +25,11 @@ from service import cleanup, db, processing, storage, webhooks
 from service.assembly import assemble
 from service.config import Settings
 from service.keys import pool_key, settings_key, worker_key
+from service.media.pool import DecoderPool
+from service.media.result import Analysis
 from service.metrics import PROCESSING_SECONDS, UPLOADS_COMPLETED, UPLOADS_FAILED
 from service.models import File
-from service.processing import Analysis, Assembly, CorruptContent
+from service.processing import Assembly, CorruptContent
 from service.store import workers as store
 from service.store.files import FILES_READY
 from service.streaming import Prefix, Streamer
@@ -50,6 +52,8 @@ class Worker:
         self.lease = settings.worker_lease
         self.poll_interval, self.shutdown_timeout = poll_interval, shutdown_timeout
         self._slots = asyncio.Semaphore(concurrency or settings.worker_concurrency)
+        self.decoders = DecoderPool(concurrency or settings.worker_concurrency, settings.processing_timeout,
+                                    settings.processing_memory)
         self._wake, self._stop = asyncio.Event(), asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
         self.processing: dict[asyncio.Task[None], str] = {}  # file id of each claim being processed
@@ -118,6 +122,7 @@ class Worker:
 
     async def close(self) -> None:
         """Unregisters: files still held (a stop that timed out) go back to the queue at once."""
+        await self.decoders.close()
         if not self._registered:
             return
         with contextlib.suppress(*db_errors()):
@@ -307,7 +312,9 @@ class Worker:
         try:
             if file.sha256 and digest != file.sha256:
                 raise CorruptContent(f"sha256 mismatch: declared {file.sha256}, assembled {digest}")
-            analysis = await asyncio.to_thread(processing.analyse, assembly.temp, thumbnail_base)
+            analysis = await self.decoders.analyse(assembly.temp)
+            if analysis.thumbnail is not None:
+                await asyncio.to_thread(processing.save_thumbnail, thumbnail_base, analysis.thumbnail)
             await asyncio.to_thread(assembly.commit)
         except BaseException:
             await asyncio.to_thread(assembly.discard)

@@ -7,14 +7,13 @@ from pathlib import Path
 import asyncpg
 
 from service import storage
-from tests.support import insert_file
+from tests.support import insert_chunk, insert_file, insert_post
 
 USER_KEYS = {"id", "email", "name", "role", "is_active", "created_at", "updated_at"}
 
 
 async def test_me_has_posts_and_files(client, conn: asyncpg.Connection, user) -> None:  # type: ignore[no-untyped-def]
-    post_id = await conn.fetchval("INSERT INTO posts (title, author_id, published) VALUES ('Hello', $1, true) RETURNING id",
-                                  user.id)
+    post_id = await insert_post(conn, user.id, "Hello")
     file = await insert_file(conn, user.id, status="UPLOADING", name="movie.mp4")
     r = await client.get("/api/users/me", headers=user.headers)
     assert r.status == 200
@@ -90,9 +89,9 @@ async def test_delete_user_cascades_rows_and_removes_blobs(client, conn: asyncpg
     user = await make_user()
     bystander = await make_user()
     await conn.execute("INSERT INTO user_preferences (user_id) VALUES ($1)", user.id)
-    post_id = await conn.fetchval("INSERT INTO posts (title, author_id) VALUES ('mine', $1) RETURNING id", user.id)
+    post_id = await insert_post(conn, user.id, "mine", published=False)
     files = [await insert_file(conn, user.id, post_id=post_id), await insert_file(conn, user.id, status="UPLOADING")]
-    await conn.execute("INSERT INTO file_chunks (file_id, chunk_index, data) VALUES ($1, 0, 'abc')", files[1]["id"])
+    await insert_chunk(conn, files[1]["id"], 0, b"abc")
     blob = storage.resolve(storage_dir, files[0]["path"])
     thumb = storage.resolve(storage_dir, storage.thumbnail_path(files[0]["filename"]) + ".webp")
     # A bystander's file attached to the deleted user's post stays, detached; so does its blob.

@@ -24,9 +24,9 @@ from service.errors import (
     problem_body,
 )
 from service.keys import file_events_key, link_key, pool_key, settings_key, slow_by_design_key
+from service.media.thumbnail import suffix as thumbnail_suffix
 from service.middlewares import DATABASE_DOWN
 from service.models import TERMINAL_STATUSES, File, FileStatus, FileType
-from service.processing import thumbnail_suffix
 from service.store import files as store
 from service.validation import MAX_PAGE, Page, path_id, query_choice, query_int, query_seconds
 

@@ -21,9 +21,9 @@ from service.errors import (
     ValidationFailed,
 )
 from service.keys import chunk_memory_key, pool_key, settings_key
+from service.media.types import MIMETYPE, classify
 from service.metrics import BYTES_RECEIVED, UPLOADS_CREATED
 from service.models import File, FileStatus, NewUpload
-from service.processing import classify
 from service.store import files, quotas
 from service.store import uploads as store
 from service.validation import MAX_ID_LENGTH, Field, path_id, path_int, read_json
@@ -33,7 +33,6 @@ MAX_CHUNKS = 100_000          # bounds the received/missing lists and chunk_inde
 MAX_CHUNK_INDEX = 2**31 - 1   # file_chunks.chunk_index is an INTEGER; past the upload's end is a 409
 MAX_NAME_LENGTH = 255
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-MIMETYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
 FILENAME = Field("filename", str, required=True, min_len=1, max_len=MAX_NAME_LENGTH)
 SIZE = Field("size", int, required=True, minimum=0)
 MIMETYPE_HINT = Field("mimetype", str, nullable=True, max_len=255)
