@@ -57,7 +57,8 @@ class CleanupReport:
 
 
 async def run_cleanup(pool_or_conn: asyncpg.Pool | asyncpg.Connection, settings: Settings,
-                      dry_run: bool = False) -> CleanupReport:
+                      dry_run: bool = False, *, log_summary: bool = True) -> CleanupReport:
+    """One pass. log_summary=False when the caller shows the report itself (`chunkd cleanup` prints it)."""
     async with _connection(pool_or_conn) as conn:
         db.keeps_session_state(conn)
         if not await store.try_lock(conn):
@@ -66,8 +67,9 @@ async def run_cleanup(pool_or_conn: asyncpg.Pool | asyncpg.Connection, settings:
             report = await _run(conn, settings.storage_path, dry_run)
         finally:
             await store.unlock(conn)
-    log.info("cleanup: %s", report.lines()[-1], extra={"action": "cleanup", "dry_run": dry_run,
-                                                        "files": len(report.files), "blobs": len(report.blobs)})
+    if log_summary:
+        log.info("cleanup: %s", report.lines()[-1], extra={"action": "cleanup", "dry_run": dry_run,
+                                                            "files": len(report.files), "blobs": len(report.blobs)})
     return report
 
 
