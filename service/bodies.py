@@ -48,6 +48,10 @@ class BodyBroken(BodyEnded):
     """The connection broke or the body's framing is wrong: the client may be gone."""
 
 
+class BodyDisconnected(BodyBroken):
+    """The connection was lost mid-body (a browser's abort, a dead link): the client left."""
+
+
 class BodyTooSlow(BodyEnded):
     """Slower than the minimum rate over the window."""
 
@@ -292,7 +296,8 @@ class Body:
             raise self._ending from None
         except _BROKEN as e:
             await self._keep_leftover()
-            raise BodyBroken(f"the request body broke off ({type(e).__name__})") from None
+            ended = BodyDisconnected if isinstance(e, ConnectionError) else BodyBroken
+            raise ended(f"the request body broke off ({type(e).__name__})") from None
         finally:
             self._reading = None
             self._waited += time.monotonic() - self._read_started

@@ -20,11 +20,12 @@ from typing import IO, Protocol
 
 import asyncpg
 
-from service.bodies import COPIES, Body, BodyBroken, BodyEnded, BodyStopped, BodyTooLong, BodyTooSlow
+from service.bodies import COPIES, Body, BodyBroken, BodyDisconnected, BodyEnded, BodyStopped, BodyTooLong, BodyTooSlow
 from service.db import Pool
 from service.errors import (
     ApiError,
     BadRequest,
+    ClientClosedRequest,
     TusLengthExceeded,
     TusUploadInterrupted,
     TusUploadTimeout,
@@ -146,7 +147,10 @@ def _error(ended: BodyEnded, writer: Writer, body: Body) -> ApiError:
     if isinstance(ended, BodyTooSlow):
         return TusUploadTimeout(f"{ended}; what arrived before is kept")
     assert isinstance(ended, BodyBroken)
-    return BadRequest(f"{ended}; HEAD the upload for the offset that was kept")
+    # A connection lost mid-body is the client leaving (499), not a bad request; a body that cannot be
+    # framed is (400).
+    kind = ClientClosedRequest if isinstance(ended, BodyDisconnected) else BadRequest
+    return kind(f"{ended}; HEAD the upload for the offset that was kept")
 
 
 class _Rows:
