@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service import db, events, worker
+from service import db, events, storage, worker
 from service.auth import auth_middleware
 from service.chunks import ChunkMemory
 from service.config import Settings
@@ -34,6 +34,7 @@ def create_app(settings: Settings, *, with_worker: bool = False) -> web.Applicat
     app.cleanup_ctx.append(db.pool_ctx)
     app.cleanup_ctx.append(events.file_events_ctx)
     app.cleanup_ctx.append(tus_locks_ctx)
+    app.cleanup_ctx.append(storage.storage_ctx)
     if with_worker:
         app.cleanup_ctx.append(worker.worker_ctx)
     app.on_response_prepare.append(add_cors_headers)

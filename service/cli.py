@@ -84,7 +84,7 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
 # operations: cleanup, backup, restore, upload
 def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:
     with embedded.database(settings) as settings:
-        report = asyncio.run(_with_conn(settings, lambda conn: cleanup.run_cleanup(conn, settings, args.dry_run)))
+        report = asyncio.run(_with_conn(settings, lambda conn: cleanup.run_cleanup(conn, settings, dry_run=args.dry_run)))
     print("\n".join(report.lines()))
     return 1 if report.skipped else 0
 

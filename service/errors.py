@@ -50,6 +50,7 @@ class ThumbnailNotFound(ApiError): status, code, title = 404, "THUMBNAIL_NOT_FOU
 class RangeNotSatisfiable(ApiError): status, code, title = 416, "RANGE_NOT_SATISFIABLE", "Range not satisfiable"
 # 5xx
 class DatabaseUnavailable(ApiError): status, code, title = 503, "DATABASE_UNAVAILABLE", "Database unavailable"
+class StorageUnavailable(ApiError): status, code, title = 503, "STORAGE_UNAVAILABLE", "Blob storage unavailable"
 class ServerBusy(ApiError): status, code, title = 503, "SERVER_BUSY", "Too many chunks in flight"
 
 # tus (service/handlers/tus.py), besides UploadNotFound, UploadExpired and UploadTooLarge above.

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from service.db import Pool
     from service.tus_locks import UploadLocks
     from service.events import FileEvents
+    from service.storage import BlobStore
     from service.worker import Worker
 
 settings_key = web.AppKey("settings_key", Settings)
@@ -25,3 +26,4 @@ slow_by_design_key = web.RequestKey("slow_by_design_key", bool)
 file_events_key: web.AppKey["FileEvents"] = web.AppKey("file_events_key")
 worker_key: web.AppKey["Worker"] = web.AppKey("worker_key")
 chunk_memory_key: web.AppKey["ChunkMemory"] = web.AppKey("chunk_memory_key")
+storage_key: web.AppKey["BlobStore"] = web.AppKey("storage_key")

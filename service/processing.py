@@ -1,8 +1,7 @@
-"""What the worker does to a file's bytes: assemble, sniff, classify, thumbnail. Synchronous by design;
-the worker runs every function here with asyncio.to_thread (hashlib, zlib, libjpeg release the GIL)."""
+"""What the worker does to a file's bytes: sniff, classify, thumbnail, from a local file. Synchronous by design;
+the worker runs every function here with asyncio.to_thread (zlib, libjpeg release the GIL)."""
 from __future__ import annotations
 
-import hashlib
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -54,48 +53,6 @@ def classify(mimetype: str) -> FileType:
     return FileType.OTHER
 
 
-class Assembly:
-    """A blob being written: temporary name beside its final place, SHA-256 on the way, fsync,
-    atomic rename. Nobody ever sees a partial file under the final name."""
-
-    def __init__(self, final: Path, tag: str) -> None:
-        self.final = final
-        self.temp = final.with_name(f".{final.name}.{tag}.part")
-        final.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.temp, "wb", buffering=0)
-        self._hash = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> None:
-        self._hash.update(data)
-        view = memoryview(data)
-        while view:  # unbuffered writes may be short
-            view = view[self._file.write(view):]
-        self.size += len(data)
-
-    def finish(self) -> str:
-        """Durable under the temporary name; returns the SHA-256 (hex)."""
-        os.fsync(self._file.fileno())
-        self._file.close()
-        return self._hash.hexdigest()
-
-    def commit(self) -> None:
-        os.replace(self.temp, self.final)
-        fsync_dir(self.final.parent)
-
-    def discard(self) -> None:
-        self._file.close()
-        self.temp.unlink(missing_ok=True)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def detect_mimetype(path: Path) -> str:
     with open(path, "rb") as f:
         head = f.read(MAGIC_HEAD)
@@ -126,10 +83,6 @@ def analyse(path: Path, thumbnail_base: Path) -> Analysis:
 
 
 THUMBNAIL_FORMATS = {"image/webp": ("WEBP", ".webp"), "image/jpeg": ("JPEG", ".jpg")}
-
-
-def thumbnail_suffix(mimetype: str) -> str:
-    return THUMBNAIL_FORMATS[mimetype][1]
 
 
 def make_thumbnail(src: Path, thumbnail_base: Path) -> tuple[dict[str, Any], str]:

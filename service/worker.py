@@ -22,10 +22,12 @@ from aiohttp import web
 
 from service import cleanup, db, processing, storage
 from service.config import MiB, Settings
-from service.keys import pool_key, settings_key, worker_key
+from service.keys import pool_key, settings_key, storage_key, worker_key
 from service.metrics import PROCESSING_SECONDS, UPLOADS_COMPLETED, UPLOADS_FAILED
 from service.models import ClaimedFile
-from service.processing import Analysis, Assembly, CorruptContent
+from service.processing import Analysis, CorruptContent
+from service.storage import BlobStore, StorageUnavailable
+from service.storage.assembly import Assembly
 from service.store import workers as store
 from service.store.files import FILES_READY
 
@@ -38,12 +40,17 @@ INTERRUPTED_RETRY_DELAY = 1.0  # seconds before a file whose processing lost the
 POLL_INTERVAL = 5.0         # seconds between claims when no NOTIFY arrives
 ASSEMBLY_SLICE = 4 * MiB    # bytes fetched per query while assembling: memory stays flat for any chunk size
 SHUTDOWN_TIMEOUT = 30.0     # seconds running files get to finish on stop; the rest go back to the queue
+STORAGE_RETRY_DELAY = 5.0   # seconds before a file whose store was unavailable is taken again
 
 
 class Worker:
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, *, concurrency: int | None = None,
-                 poll_interval: float = POLL_INTERVAL, shutdown_timeout: float = SHUTDOWN_TIMEOUT) -> None:
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, store: BlobStore | None = None, *,
+                 concurrency: int | None = None, poll_interval: float = POLL_INTERVAL,
+                 shutdown_timeout: float = SHUTDOWN_TIMEOUT) -> None:
+        """store: the app's, or None for one of the worker's own (closed by close())."""
         self.settings, self.pool = settings, pool
+        self._own_store = store is None
+        self.store = store if store is not None else storage.from_settings(settings)
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease = settings.worker_lease
         self.poll_interval, self.shutdown_timeout = poll_interval, shutdown_timeout
@@ -95,6 +102,8 @@ class Worker:
 
     async def close(self) -> None:
         """Unregisters: files still held (a stop that timed out) go back to the queue at once."""
+        if self._own_store:
+            await self.store.close()
         if not self._registered:
             return
         with contextlib.suppress(*db_errors()):
@@ -210,8 +219,8 @@ class Worker:
         while True:
             await asyncio.sleep(self.settings.cleanup_interval)
             try:
-                await cleanup.run_cleanup(self.pool, self.settings)
-            except db_errors() + (OSError,) as e:
+                await cleanup.run_cleanup(self.pool, self.settings, self.store)
+            except db_errors() + (OSError, StorageUnavailable) as e:
                 log.warning("cleanup failed: %s", e, extra={"action": "cleanup_failed", "worker_id": self.id})
 
     # processing -----------------------------------------------------------------------------------
@@ -239,6 +248,13 @@ class Worker:
                         extra={"action": "file_interrupted", "file_id": file.id, "attempt": file.attempts})
             await asyncio.shield(self._settle(lambda: self._retry(file, INTERRUPTED_RETRY_DELAY, count_attempt=False)))
             asyncio.get_running_loop().call_later(INTERRUPTED_RETRY_DELAY, self._wake.set)
+        except StorageUnavailable as e:
+            # The store's fault (unreachable, 5xx, throttled, full disk): the chunks stay, the attempt does
+            # not count, the file is taken again later, for as long as it lasts.
+            log.warning("processing file %s waits for the store: %s", file.id, e,
+                        extra={"action": "storage_unavailable", "file_id": file.id, "attempt": file.attempts})
+            await asyncio.shield(self._settle(lambda: self._retry(file, STORAGE_RETRY_DELAY, count_attempt=False)))
+            asyncio.get_running_loop().call_later(STORAGE_RETRY_DELAY, self._wake.set)
         except Exception as e:
             log.warning("processing file %s failed: %r", file.id, e,
                         extra={"action": "file_error", "file_id": file.id, "attempt": file.attempts})
@@ -252,29 +268,38 @@ class Worker:
             PROCESSING_SECONDS.observe(time.monotonic() - started)
 
     async def _assemble_and_analyse(self, file: ClaimedFile) -> tuple[str, Analysis]:
-        root = self.settings.storage_path
-        final = storage.resolve(root, file.path)
-        thumbnail_base = storage.resolve(root, storage.thumbnail_path(file.filename))
+        """The chunks streamed into the store (and a local copy), analysed from the local copy, the
+        thumbnail stored, then the blob committed: its key shows only complete, checked bytes."""
+        work = self.settings.work_path
         async with self.pool.acquire() as conn:
             chunks = await store.chunk_lengths(conn, file.id)
             check_chunks(chunks, file.size)
-            assembly = await asyncio.to_thread(Assembly, final, self.id.rsplit(":", 1)[-1])
+            assembly = await Assembly.begin(self.store, storage.blob_key(file.filename), work, file.size)
             started = time.monotonic()
             try:
                 digest = await assemble(conn, file.id, chunks, assembly)
             except BaseException:
-                await asyncio.to_thread(assembly.discard)
+                await asyncio.shield(assembly.discard())
                 raise
         seconds = time.monotonic() - started
         log.info("file assembled: %d bytes in %.3f s", file.size, seconds,
                  extra={"action": "file_assembled", "file_id": file.id, "bytes": file.size, "ms": round(seconds * 1000)})
+        thumbnail_base = work / f"{file.filename}.thumbnail"
         try:
             if file.sha256 and digest != file.sha256:
                 raise CorruptContent(f"sha256 mismatch: declared {file.sha256}, assembled {digest}")
-            analysis = await asyncio.to_thread(processing.analyse, assembly.temp, thumbnail_base)
-            await asyncio.to_thread(assembly.commit)
+            analysis = await asyncio.to_thread(processing.analyse, assembly.path, thumbnail_base)
+            if analysis.thumbnail_mimetype:
+                suffix = storage.layout.THUMBNAIL_SUFFIXES[analysis.thumbnail_mimetype]
+                thumbnail = thumbnail_base.with_name(thumbnail_base.name + suffix)
+                try:
+                    await storage.put_file(self.store, storage.thumbnail_key(file.filename, analysis.thumbnail_mimetype),
+                                           thumbnail)
+                finally:
+                    thumbnail.unlink(missing_ok=True)
+            await assembly.commit()
         except BaseException:
-            await asyncio.to_thread(assembly.discard)
+            await asyncio.shield(assembly.discard())
             raise
         return digest, analysis
 
@@ -292,16 +317,23 @@ class Worker:
         log.warning("lease on file %s lost before completion", file.id,
                     extra={"action": "lease_lost", "file_id": file.id})
         if not owned_by_someone:  # deleted meanwhile: our blobs are orphans. Otherwise they are the new owner's too.
-            await asyncio.to_thread(storage.remove_blobs, self.settings.storage_path, file.path, file.filename)
+            await self._drop_blobs(file)
 
     async def _fail(self, file: ClaimedFile, reason: str) -> None:
         async with self.pool.acquire() as conn:
             failed = await store.fail_file(conn, file.id, self.id, reason)
         if failed:
             UPLOADS_FAILED.inc()
-            await asyncio.to_thread(storage.remove_blobs, self.settings.storage_path, file.path, file.filename)
+            await self._drop_blobs(file)
         log.warning("file failed: %s", reason, extra={"action": "file_failed" if failed else "lease_lost",
                                                        "file_id": file.id})
+
+    async def _drop_blobs(self, file: ClaimedFile) -> None:
+        try:
+            await storage.delete_file_blobs(self.store, [file.filename])
+        except StorageUnavailable as e:  # orphans now: the cleanup pass removes them later
+            log.warning("could not remove the blobs of file %s: %s", file.id, e,
+                        extra={"action": "blob_delete_failed", "file_id": file.id})
 
     async def _retry(self, file: ClaimedFile, delay: float, count_attempt: bool = True) -> None:
         async with self.pool.acquire() as conn:
@@ -324,7 +356,7 @@ class Worker:
 
 async def assemble(conn: asyncpg.Connection, file_id: str, chunks: list[tuple[int, int]], assembly: Assembly) -> str:
     """Chunks in index order, a slice at a time; fetching the next slice overlaps writing and hashing
-    the previous one in a thread. Returns the SHA-256; the caller commits or discards."""
+    the previous one. Returns the SHA-256; the caller commits or discards."""
     writing: asyncio.Future[None] | None = None
     try:
         for index, length in chunks:
@@ -335,10 +367,10 @@ async def assemble(conn: asyncpg.Connection, file_id: str, chunks: list[tuple[in
                     raise CorruptContent(f"chunk {index} vanished during assembly")
                 if writing is not None:
                     await writing
-                writing = asyncio.ensure_future(asyncio.to_thread(assembly.write, data))
+                writing = asyncio.ensure_future(assembly.write(data))
         if writing is not None:
             await writing
-        return await asyncio.to_thread(assembly.finish)
+        return await assembly.finish()
     finally:
         if writing is not None and not writing.done():  # never discard under a running write
             await asyncio.wait([writing])
@@ -361,7 +393,7 @@ def db_errors() -> tuple[type[BaseException], ...]:
 
 async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
     """The worker inside `chunkd serve`, on the app's pool."""
-    worker = app[worker_key] = Worker(app[settings_key], app[pool_key])
+    worker = app[worker_key] = Worker(app[settings_key], app[pool_key], app[storage_key])
     task = asyncio.create_task(worker.run(), name="worker")
     yield
     worker.stop()

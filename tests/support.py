@@ -95,13 +95,13 @@ class ChunkdProcess:
 async def insert_file(conn, owner_id: str, *, status: str = "COMPLETED", post_id: str | None = None,  # type: ignore[no-untyped-def]
                       name: str = "photo.jpg", size: int = 1234, created_at: str | None = None) -> dict:
     """A files row made directly in SQL, as the worker would leave it; returns id, filename and path."""
-    from service.storage import blob_path, new_blob_name
+    from service.storage import blob_key, new_blob_name
     filename = new_blob_name()
     row = await conn.fetchrow(
         "INSERT INTO files (original_name, filename, mimetype, size, type, status, path, uploaded_by_id, post_id,"
         " chunk_size, created_at) VALUES ($1, $2, 'image/jpeg', $3, 'IMAGE', $4, $5, $6, $7, 1048576,"
         " COALESCE($8::timestamptz, now())) RETURNING id, filename, path",
-        name, filename, size, status, blob_path(filename), owner_id, post_id, created_at)
+        name, filename, size, status, blob_key(filename), owner_id, post_id, created_at)
     return dict(row)
 
 

@@ -52,12 +52,12 @@ async def fill(conn: asyncpg.Connection, storage_dir: Path, user_id: str) -> set
             INSERT INTO files (original_name, filename, mimetype, size, type, status, path, uploaded_by_id,
                                post_id, chunk_size, metadata)
             VALUES ($1, $2, 'image/png', 70000, 'IMAGE', $3, $4, $5, $6, 65536, '{"sha256": "x"}') RETURNING id""",
-            f"photo {i}.png", name, status, storage.blob_path(name), user_id, post_id)
+            f"photo {i}.png", name, status, storage.blob_key(name), user_id, post_id)
         if status == "UPLOADING":
             await conn.execute("INSERT INTO file_chunks (file_id, chunk_index, data) VALUES ($1, 0, $2)",
                                file_id, os.urandom(65536))
             continue
-        for relative in (storage.blob_path(name), storage.thumbnail_path(name) + ".webp"):
+        for relative in (storage.blob_key(name), storage.thumbnail_key(name, "image/webp")):
             (storage_dir / relative).parent.mkdir(parents=True, exist_ok=True)
             (storage_dir / relative).write_bytes(os.urandom(70000 + i))
             blobs.add(relative)
@@ -76,7 +76,7 @@ async def test_backup_then_restore_into_an_empty_database(database_url: str, emp
                                                           storage_dir: Path, other_storage: Path, user,
                                                           tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     blobs = await fill(conn, storage_dir, user.id)
-    orphan = storage_dir / storage.blob_path(uuid.uuid4().hex)  # no row points to it
+    orphan = storage_dir / storage.blob_key(uuid.uuid4().hex)  # no row points to it
     orphan.parent.mkdir(parents=True, exist_ok=True)
     orphan.write_bytes(b"not referenced")
     (storage_dir / "files" / ".assembling.tmp").write_bytes(b"in flight")
@@ -186,8 +186,8 @@ async def test_backup_is_one_snapshot(database_url: str, empty_database_url: str
         await conn.execute("""
             INSERT INTO files (original_name, filename, mimetype, size, type, status, path, uploaded_by_id, chunk_size)
             VALUES ('late.bin', $1, 'application/octet-stream', 4, 'OTHER', 'COMPLETED', $2, $3, 4)""",
-            name, storage.blob_path(name), user.id)
-        late = storage_dir / storage.blob_path(name)
+            name, storage.blob_key(name), user.id)
+        late = storage_dir / storage.blob_key(name)
         late.parent.mkdir(parents=True, exist_ok=True)
         late.write_bytes(b"late")
     finally:

@@ -28,7 +28,7 @@ async def insert_file(conn: asyncpg.Connection, user_id: str, status: str, type_
     return await conn.fetchval(
         "INSERT INTO files (original_name, filename, path, mimetype, type, status, size, chunk_size, uploaded_by_id)"
         " VALUES ('n', $1, $2, 'application/octet-stream', $3, $4, 1, 1, $5) RETURNING id",
-        blob, storage.blob_path(blob), type_, status, user_id)
+        blob, storage.blob_key(blob), type_, status, user_id)
 
 
 async def test_etag_and_304(client, user, conn) -> None:  # type: ignore[no-untyped-def]

@@ -13,7 +13,7 @@ from service.auth import current_user
 from service.errors import (ApiError, MethodNotAllowed, TusInvalidConcat, TusInvalidLength, TusInvalidOffset,
                             TusLengthExceeded, TusOffsetMismatch, TusUploadIsFinal, TusUploadLocked,
                             UnsupportedMediaType, UploadExpired, UploadNotFound, UploadTooLarge)
-from service.keys import pool_key, settings_key, slow_by_design_key, tus_locks_key
+from service.keys import pool_key, settings_key, slow_by_design_key, storage_key, tus_locks_key
 from service.metrics import UPLOADS_CREATED
 from service.models import FileStatus
 from service.store import files
@@ -178,7 +178,7 @@ async def delete_upload(request: web.Request) -> web.Response:
         deleted = await store.delete_upload(conn, upload_id)
     if deleted is None:
         raise UploadNotFound(f"upload {upload_id}")
-    await asyncio.to_thread(storage.remove_blobs, request.app[settings_key].storage_path, *deleted)
+    await storage.delete_file_blobs(request.app[storage_key], [deleted[1]])
     return web.Response(status=204)
 
 

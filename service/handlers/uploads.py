@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from service import storage
+from service.storage import layout
 from service.auth import current_user
 from service.chunks import ChunkBody
 from service.errors import (BadRequest, ChunkConflict, ChunkOutOfRange, UploadClosed, UploadExpired, UploadIncomplete,
@@ -46,8 +46,8 @@ async def create_upload(request: web.Request) -> web.Response:
         raise ValidationFailed(f"chunk_size {chunk_size} makes more than {MAX_CHUNKS} chunks; use larger chunks",
                                field="chunk_size")
     mimetype = _mimetype(body.get("mimetype"), filename)
-    blob = storage.new_blob_name()
-    new = store.NewUpload(original_name=filename, filename=blob, path=storage.blob_path(blob), mimetype=mimetype,
+    blob = layout.new_blob_name()
+    new = store.NewUpload(original_name=filename, filename=blob, path=layout.blob_key(blob), mimetype=mimetype,
                           type=classify(mimetype), size=size, chunk_size=chunk_size, sha256=_sha256(body.get("sha256")),
                           post_id=body.get("post_id"), uploaded_by_id=user.id, expires_in=settings.upload_expiry)
     async with request.app[pool_key].acquire() as conn:

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import asyncpg
 
-from service import storage
+from service.storage import layout
 from service.models import FileStatus, FileType
 
 
@@ -55,8 +55,8 @@ RETURNING {COLUMNS}
 async def insert_upload(conn: asyncpg.Connection, *, owner_id: str, original_name: str, mimetype: str,
                         type: FileType, size: int, size_deferred: bool, chunk_size: int, expiry_seconds: int,
                         metadata: str | None, concat: str | None, parts: list[str] | None = None) -> TusUpload:
-    filename = storage.new_blob_name()
-    row = await conn.fetchrow(INSERT_UPLOAD, owner_id, original_name, filename, storage.blob_path(filename),
+    filename = layout.new_blob_name()
+    row = await conn.fetchrow(INSERT_UPLOAD, owner_id, original_name, filename, layout.blob_key(filename),
                               mimetype, type.value, size, size_deferred, chunk_size, expiry_seconds, metadata,
                               concat, parts)
     return TusUpload.from_row(row)
