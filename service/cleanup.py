@@ -51,8 +51,9 @@ class CleanupReport:
 
 
 async def run_cleanup(pool_or_conn: asyncpg.Pool | asyncpg.Connection, settings: Settings,
-                      blobs: BlobStore | None = None, dry_run: bool = False) -> CleanupReport:
-    """blobs: the store to clean (the worker's); None opens the configured one for this pass."""
+                      blobs: BlobStore | None = None, dry_run: bool = False, now: float | None = None) -> CleanupReport:
+    """blobs: the store to clean (the worker's); None opens the configured one for this pass. now: the time
+    ages are judged at (objects in a bucket cannot be made older: a test passes a later time instead)."""
     own = blobs is None
     blobs = blobs if blobs is not None else storage.from_settings(settings)
     try:
@@ -61,7 +62,7 @@ async def run_cleanup(pool_or_conn: asyncpg.Pool | asyncpg.Connection, settings:
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", ADVISORY_LOCK):
                 return CleanupReport(dry_run, skipped=True)
             try:
-                report = await _run(conn, blobs, dry_run)
+                report = await _run(conn, blobs, dry_run, time.time() if now is None else now)
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK)
     finally:
@@ -72,7 +73,7 @@ async def run_cleanup(pool_or_conn: asyncpg.Pool | asyncpg.Connection, settings:
     return report
 
 
-async def _run(conn: asyncpg.Connection, blobs: BlobStore, dry_run: bool) -> CleanupReport:
+async def _run(conn: asyncpg.Connection, blobs: BlobStore, dry_run: bool, now: float) -> CleanupReport:
     """Rows are deleted first; blobs are then looked up in the same transaction, so the blobs of the rows
     just deleted count as orphans too (and a dry run, rolled back, reports exactly what a real run removes).
     Objects are deleted only after the commit: a crash in between leaves orphans the next pass removes."""
@@ -83,7 +84,7 @@ async def _run(conn: asyncpg.Connection, blobs: BlobStore, dry_run: bool) -> Cle
         failed = await store.delete_old_failed_files(conn, FAILED_FILE_DAYS)
         expired = await store.delete_expired_uploads(conn)
         report.orphan_chunks = await store.delete_orphan_chunks(conn)
-        orphans, stale = await _garbage(conn, blobs, time.time())
+        orphans, stale = await _garbage(conn, blobs, now)
     except BaseException:
         await transaction.rollback()
         raise

@@ -98,7 +98,7 @@ def _flag(raw: str) -> bool:
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
-def _storage_url(raw: str) -> str:
+def parse_storage_url(raw: str) -> str:
     """Unset: STORAGE_DIR. file:///path: a local directory. s3://bucket/prefix: a bucket (prefix optional)."""
     value = raw.strip()
     if not value:
@@ -147,7 +147,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("STORAGE_DIR", "storage_dir", "./storage", _host,
             "directory of the assembled files and thumbnails; with an s3:// STORAGE_URL, only the worker's "
             "working copies (under .work/)"),
-    Setting("STORAGE_URL", "storage_url", "", _storage_url,
+    Setting("STORAGE_URL", "storage_url", "", parse_storage_url,
             "where blobs live: unset (STORAGE_DIR), file:///path, or s3://bucket/prefix (needs chunkd[s3])"),
     Setting("AWS_ACCESS_KEY_ID", "aws_access_key_id", "", _text,
             "S3 access key; unset uses the AWS default chain (~/.aws, instance role)"),

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.config import Settings, load_settings
@@ -111,3 +112,19 @@ async def scrape(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
     assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(await response.text()) for s in family.samples}
+
+
+# A test marked with this runs twice: blobs in the local STORAGE_DIR, then in a bucket of the suite's Ceph RGW.
+on_both_stores = pytest.mark.parametrize("storage_env", ["local", "s3"], indirect=True)
+
+
+async def stored_keys(settings: Settings) -> set[str]:
+    """Every committed object of the blob areas in the configured store, and every unfinished write (as its
+    label): what a test compares with what it expects the store to hold."""
+    from service import storage
+    store = storage.from_settings(settings)
+    try:
+        keys = {info.key for area in storage.AREAS async for info in store.list(area + "/")}
+        return keys | {w.label for area in storage.AREAS for w in await store.unfinished(area + "/")}
+    finally:
+        await store.close()

@@ -20,6 +20,7 @@ from service.config import Settings
 from service.store.files import mark_ready
 from service.worker import MAX_ATTEMPTS, Worker
 from tests.uploading import UPLOAD_ENV, create, jpeg, noise_png, sha256, upload, wait_for_status
+from tests.support import on_both_stores, stored_keys
 
 
 SETTINGS_ENV = UPLOAD_ENV
@@ -53,7 +54,8 @@ async def file_row(conn: asyncpg.Connection, file_id: str) -> asyncpg.Record:
                                "FROM files WHERE id = $1", file_id)
 
 
-async def test_image_uploaded_in_shuffled_parallel_chunks_completes(served, user, conn, storage_dir) -> None:  # type: ignore[no-untyped-def]
+@on_both_stores
+async def test_image_uploaded_in_shuffled_parallel_chunks_completes(served, user, conn, settings) -> None:  # type: ignore[no-untyped-def]
     data = noise_png(1200, 1000)  # about 3.5 MiB: 55 chunks of 64 KiB
     file_id = await upload(served, user, data, "holiday photo.png", sha256=sha256(data), mimetype="image/png")
     body = await wait_for_status(served, user, file_id)
@@ -73,8 +75,10 @@ async def test_image_uploaded_in_shuffled_parallel_chunks_completes(served, user
 
     row = await file_row(conn, file_id)
     assert row["chunks"] == 0 and row["worker_id"] is None and row["attempts"] == 1
-    assert (storage_dir / row["path"]).stat().st_size == len(data)
-    assert not list(storage_dir.rglob("*.part"))  # no temporary file left behind
+    # the blob and its thumbnail, no unfinished write left behind
+    assert await stored_keys(settings) == {storage.blob_key(row["filename"]),
+                                           storage.thumbnail_key(row["filename"], "image/webp")}
+    assert not [p for p in settings.work_path.rglob("*") if p.is_file()]  # nor a working copy
 
 
 async def test_type_comes_from_the_bytes_not_the_name(served, user) -> None:  # type: ignore[no-untyped-def]
@@ -88,6 +92,7 @@ async def test_type_comes_from_the_bytes_not_the_name(served, user) -> None:  # 
     assert r.status == 404 and (await r.json())["code"] == "THUMBNAIL_NOT_FOUND"
 
 
+@on_both_stores
 async def test_exif_orientation_is_honoured(served, user) -> None:  # type: ignore[no-untyped-def]
     data = jpeg(400, 200, orientation=6)  # stored landscape, displayed portrait
     file_id = await upload(served, user, data, "phone.jpg")
@@ -100,6 +105,7 @@ async def test_exif_orientation_is_honoured(served, user) -> None:  # type: igno
         assert thumb.size == (160, 320)
 
 
+@on_both_stores
 async def test_empty_file_completes(served, user) -> None:  # type: ignore[no-untyped-def]
     created = await create(served, user, b"", "empty.txt")
     body = await wait_for_status(served, user, created["id"])
@@ -109,13 +115,14 @@ async def test_empty_file_completes(served, user) -> None:  # type: ignore[no-un
     assert r.status == 200 and await r.read() == b""
 
 
-async def test_declared_checksum_mismatch_fails(served, user, conn, storage_dir) -> None:  # type: ignore[no-untyped-def]
+@on_both_stores
+async def test_declared_checksum_mismatch_fails(served, user, conn, settings) -> None:  # type: ignore[no-untyped-def]
     data = os.urandom(200_000)
     file_id = await upload(served, user, data, sha256=sha256(b"something else"))
     body = await wait_for_status(served, user, file_id)
     assert body["status"] == "FAILED" and "sha256 mismatch" in body["error"]
     assert (await file_row(conn, file_id))["chunks"] == 0
-    assert not [p for p in storage_dir.rglob("*") if p.is_file()]
+    assert await stored_keys(settings) == set()
     r = await served.get(f"/api/files/{file_id}/content", headers=user.headers)
     assert r.status == 409 and (await r.json())["code"] == "FILE_NOT_READY"
 

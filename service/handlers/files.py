@@ -167,8 +167,16 @@ async def _stream(request: web.Request, blobs: BlobStore, key: str, missing: Api
         raise missing from None
     await response.prepare(request)
     async with contextlib.aclosing(pieces):  # type: ignore[type-var]
-        async for piece in pieces:
-            await response.write(piece)
+        # The next piece is fetched from the store while this one goes to the client.
+        fetching = asyncio.ensure_future(anext(pieces, None))
+        try:
+            while (piece := await fetching) is not None:
+                fetching = asyncio.ensure_future(anext(pieces, None))
+                await response.write(piece)
+        finally:
+            if not fetching.done():
+                fetching.cancel()
+                await asyncio.wait([fetching])
     await response.write_eof()
     return response
 

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from service.config import Settings
+from service.config import Settings, parse_storage_url
 from service.keys import settings_key, storage_key
 from service.storage.base import (BlobInfo, BlobNotFound, BlobStore, BlobWriter, StorageConfigError, StorageError,
                                   StorageUnavailable, Unfinished)
@@ -17,7 +17,7 @@ from service.storage.layout import AREAS, blob_key, keys_of, new_blob_name, owne
 from service.storage.local import LocalStore
 
 __all__ = ["AREAS", "BlobInfo", "BlobNotFound", "BlobStore", "BlobWriter", "LocalStore", "StorageConfigError",
-           "StorageError", "StorageUnavailable", "Unfinished", "blob_key", "delete_file_blobs", "from_settings",
+           "StorageError", "StorageUnavailable", "Unfinished", "blob_key", "check", "delete_file_blobs", "from_settings", "from_url",
            "keys_of", "new_blob_name", "owner_of", "put_file", "storage_ctx", "thumbnail_key"]
 
 PUT_FILE_READ = 1024 * 1024
@@ -27,9 +27,33 @@ def from_settings(settings: Settings) -> BlobStore:
     """The configured store; nothing is contacted yet (check() does that). Raises StorageConfigError."""
     parts = urlsplit(settings.storage_url)
     if parts.scheme == "s3":
-        from service.storage import s3  # the s3 extra: imported only when a bucket is configured
+        try:
+            from service.storage import s3  # the s3 extra: imported only when a bucket is configured
+        except ImportError as e:
+            raise StorageConfigError(f"STORAGE_URL={settings.storage_url} needs the S3 client ({e.name} is "
+                                     "missing): pip install 'chunkd[s3]'") from None
         return s3.S3Store.from_settings(settings)
     return LocalStore(settings.storage_path)
+
+
+async def check(settings: Settings) -> str:
+    """Opens the configured store, puts, gets and deletes a probe, closes it: what doctor and start-up say."""
+    store = from_settings(settings)
+    try:
+        return await store.check()
+    finally:
+        await store.close()
+
+
+def from_url(url: str, settings: Settings) -> BlobStore:
+    """A store named on the command line: file:///path, a plain path, or s3://bucket/prefix (with the
+    configured credentials and endpoint)."""
+    if "://" not in url:
+        url = Path(url).resolve().as_uri()
+    try:
+        return from_settings(settings.replace(storage_url=parse_storage_url(url)))
+    except ValueError as e:
+        raise StorageConfigError(f"{url}: {e}") from None
 
 
 async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
