@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from typing import Any
 
 import asyncpg
 
@@ -41,7 +42,7 @@ async def measure(conn: asyncpg.Connection, n: int) -> None:
     await conn.execute("ANALYZE")
     author = await conn.fetchval("SELECT author_id FROM posts LIMIT 1")
     reader = await conn.fetchval("SELECT id FROM users ORDER BY email DESC LIMIT 1")
-    cases = {"recent 10": (posts.FETCH_RECENT_POSTS, 10),
+    cases: dict[str, tuple[Any, ...]] = {"recent 10": (posts.FETCH_RECENT_POSTS, 10),
              "list page 1 (all)": (posts.FETCH_POSTS_PAGE, reader, False, 10, 0),
              "list count (all)": (posts.COUNT_POSTS, reader, False),
              "list page 1 (one author)": (posts.FETCH_AUTHOR_POSTS_PAGE, reader, False, 10, 0, author),

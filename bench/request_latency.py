@@ -14,7 +14,7 @@ import statistics
 import sys
 import time
 import uuid
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import asyncpg

@@ -7,8 +7,8 @@ import re
 import shutil
 import statistics
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import asyncpg
 

@@ -28,8 +28,8 @@ import tempfile
 import time
 import uuid
 import warnings
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import AsyncIterator, Iterator
 
 import aiohttp
 import asyncpg

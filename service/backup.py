@@ -9,6 +9,7 @@ in the archive.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import io
 import json
@@ -20,8 +21,9 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -54,7 +56,7 @@ class Blob:
 
 async def backup(settings: Settings, directory: Path, now: datetime | None = None) -> tuple[Path, list[Path]]:
     """Write the archive; return its path and the expired archives removed."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     directory.mkdir(parents=True, exist_ok=True)
     name = f"chunkd-backup-{now.strftime(TIMESTAMP)}.tar"
     final, partial = directory / name, directory / f".{name}.partial"
@@ -191,7 +193,7 @@ def prune(directory: Path, now: datetime) -> list[Path]:
         match = ARCHIVE_PATTERN.match(path.name)
         if not match:
             continue
-        taken = datetime.strptime(match.group(1), TIMESTAMP).replace(tzinfo=timezone.utc)
+        taken = datetime.strptime(match.group(1), TIMESTAMP).replace(tzinfo=UTC)
         if now - taken > RETENTION:
             path.unlink(missing_ok=True)
             removed.append(path)
@@ -329,10 +331,8 @@ def find_client(name: str, server_major: int) -> Path:
     """pg_dump / pg_restore of the server's major version or newer: PATH, then /usr/lib/postgresql/*/bin,
     then the embedded server's binaries (the pgserver wheel)."""
     candidates = [shutil.which(name)] + sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)
-    try:
+    with contextlib.suppress(EmbeddedError):
         candidates.append(str(find_bin_dir() / name))
-    except EmbeddedError:
-        pass
     found = []
     for candidate in filter(None, candidates):
         major = _client_major(candidate)
@@ -366,7 +366,7 @@ def libpq_target(url: str) -> tuple[str, dict[str, str]]:
 
 
 async def _run_with_progress(command: list[str], env: dict[str, str], progress: Progress,
-                             measure=None, verbose_lines: bool = False) -> None:  # type: ignore[no-untyped-def]
+                             measure: Callable[[], int] | None = None, verbose_lines: bool = False) -> None:
     process = await asyncio.create_subprocess_exec(*command, env=env, stdout=asyncio.subprocess.DEVNULL,
                                                    stderr=asyncio.subprocess.PIPE)
     assert process.stderr is not None

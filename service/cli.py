@@ -6,8 +6,9 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Callable
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -19,6 +20,8 @@ from service.storage import StorageError, StorageUnavailable
 from service.storage.copy import copy_all
 
 log = logging.getLogger("service")
+
+T = TypeVar("T")
 
 SHUTDOWN_TIMEOUT = 30  # seconds in-flight requests get after SIGTERM/SIGINT
 
@@ -193,7 +196,7 @@ def add_operations(sub: argparse._SubParsersAction) -> None:
     cp.set_defaults(run=cmd_storage_copy)
 
 
-async def _with_conn(settings: Settings, operation: Callable) -> object:
+async def _with_conn(settings: Settings, operation: Callable[[Any], Awaitable[T]]) -> T:
     conn = await db.connect(settings)
     try:
         return await operation(conn)

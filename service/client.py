@@ -89,7 +89,7 @@ class Api:
                     retry_after = response.headers.get("Retry-After", "")
                     delay = float(retry_after) if retry_after.isdigit() else BACKOFF * 2 ** attempt
                     reason = f"{response.status} {response.reason}"
-            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as e:
+            except (TimeoutError, aiohttp.ClientConnectionError) as e:
                 delay, reason = BACKOFF * 2 ** attempt, str(e) or type(e).__name__
             await asyncio.sleep(delay)
         raise UploadError(f"{method} {path} failed {ATTEMPTS} times, last: {reason}")

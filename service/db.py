@@ -6,7 +6,8 @@ import contextlib
 import json
 import logging
 import socket
-from typing import Any, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
 
 import asyncpg
 from aiohttp import web
@@ -27,7 +28,7 @@ class Pool(asyncpg.Pool):
     def acquire(self, *, timeout: float | None = None) -> Any:
         return super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
 
-    async def _acquire(self, timeout: float | None) -> Any:
+    async def _acquire(self, timeout: float | None) -> Any:  # noqa: ASYNC109 - asyncpg.Pool.acquire(timeout=)
         # Both `async with pool.acquire()` and `await pool.acquire()` go through here (asyncpg < 0.33).
         self.waiting += 1
         try:
@@ -142,10 +143,8 @@ async def ensure_database(admin_url: str, name: str) -> None:
     conn = await asyncpg.connect(admin_url)
     try:
         if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-            try:
+            with contextlib.suppress(asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
                 await conn.execute(f'CREATE DATABASE "{name}"')
-            except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
-                pass
     finally:
         await conn.close()
 
@@ -207,7 +206,7 @@ class Listener:
             while not lost.is_set():
                 try:
                     await asyncio.wait_for(lost.wait(), self.heartbeat)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     await conn.fetchval("SELECT 1", timeout=10)
         finally:
             self.connected.clear()

@@ -10,7 +10,7 @@ import contextlib
 import json
 import logging
 from collections import defaultdict
-from typing import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 from aiohttp import web
 

@@ -12,18 +12,18 @@ from service.models import CurrentUser
 if TYPE_CHECKING:
     from service.chunks import ChunkMemory
     from service.db import Pool
-    from service.tus_locks import UploadLocks
     from service.events import FileEvents
     from service.storage import BlobStore
+    from service.tus_locks import UploadLocks
     from service.worker import Worker
 
 settings_key = web.AppKey("settings_key", Settings)
-pool_key: web.AppKey["Pool"] = web.AppKey("pool_key", asyncpg.Pool)
+pool_key: web.AppKey[Pool] = web.AppKey("pool_key", asyncpg.Pool)
 user_key = web.RequestKey("user_key", CurrentUser)
-tus_locks_key: web.AppKey["UploadLocks"] = web.AppKey("tus_locks_key")
+tus_locks_key: web.AppKey[UploadLocks] = web.AppKey("tus_locks_key")
 # Long-polls and event streams are slow on purpose: access_middleware does not warn about them.
 slow_by_design_key = web.RequestKey("slow_by_design_key", bool)
-file_events_key: web.AppKey["FileEvents"] = web.AppKey("file_events_key")
-worker_key: web.AppKey["Worker"] = web.AppKey("worker_key")
-chunk_memory_key: web.AppKey["ChunkMemory"] = web.AppKey("chunk_memory_key")
-storage_key: web.AppKey["BlobStore"] = web.AppKey("storage_key")
+file_events_key: web.AppKey[FileEvents] = web.AppKey("file_events_key")
+worker_key: web.AppKey[Worker] = web.AppKey("worker_key")
+chunk_memory_key: web.AppKey[ChunkMemory] = web.AppKey("chunk_memory_key")
+storage_key: web.AppKey[BlobStore] = web.AppKey("storage_key")

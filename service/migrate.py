@@ -14,6 +14,7 @@ from pathlib import Path
 
 import asyncpg
 
+
 def _sql_dir() -> Path:
     """sql/ beside the package in a checkout; share/chunkd/sql where a wheel installed it."""
     checkout = Path(__file__).resolve().parent.parent / "sql"

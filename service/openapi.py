@@ -21,7 +21,7 @@ def _ref(name: str) -> dict[str, str]:
 
 def op(summary: str, tag: str, ok: dict[int, Any], *, body: dict[str, Any] | None = None,
        query: tuple[tuple[str, str, str], ...] = (), errors: tuple[int, ...] = (), admin: bool = False,
-       headers: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
+       headers: tuple[tuple[str, str, str], ...] = ()) -> dict[str, Any]:
     """One operation. ok: {status: schema, or a description string for bodiless answers}.
     query/headers: (name, JSON type, description). Errors are problem+json."""
     responses: dict[str, Any] = {}

@@ -6,17 +6,25 @@ import base64
 import binascii
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from yarl import URL
 
-from service.errors import (TusInvalidChecksum, TusInvalidConcat, TusInvalidLength, TusInvalidMetadata,
-                            TusInvalidOffset, TusVersionUnsupported, ValidationFailed, problem_response)
+from service.errors import (
+    TusInvalidChecksum,
+    TusInvalidConcat,
+    TusInvalidLength,
+    TusInvalidMetadata,
+    TusInvalidOffset,
+    TusVersionUnsupported,
+    ValidationFailed,
+    problem_response,
+)
 from service.models import FileType
 from service.validation import check_id
 
@@ -25,7 +33,7 @@ PREFIX = "/api/tus"
 EXTENSIONS = ("creation", "creation-with-upload", "creation-defer-length", "expiration", "checksum",
               "termination", "concatenation")
 OFFSET_STREAM = "application/offset+octet-stream"
-CHECKSUMS: dict[str, Callable[[], "hashlib._Hash"]] = {
+CHECKSUMS: dict[str, Callable[[], hashlib._Hash]] = {
     "sha1": hashlib.sha1, "sha256": hashlib.sha256, "md5": hashlib.md5,
 }
 
@@ -124,7 +132,7 @@ class Checksum:
     algorithm: str
     digest: bytes
 
-    def new(self) -> "hashlib._Hash":
+    def new(self) -> hashlib._Hash:
         return CHECKSUMS[self.algorithm]()
 
 
@@ -202,4 +210,4 @@ def upload_url(request: web.Request, upload_id: str) -> str:
 
 def http_date(moment: datetime) -> str:
     """RFC 9110 IMF-fixdate, the form Upload-Expires takes."""
-    return format_datetime(moment.astimezone(timezone.utc), usegmt=True)
+    return format_datetime(moment.astimezone(UTC), usegmt=True)

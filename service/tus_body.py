@@ -16,8 +16,15 @@ from aiohttp import StreamReader
 from aiohttp.client_exceptions import ClientPayloadError
 from aiohttp.http_exceptions import HttpProcessingError
 
-from service.errors import (ApiError, BadRequest, TusChecksumMismatch, TusLengthExceeded, TusUploadInterrupted,
-                            TusUploadTimeout, UploadNotFound)
+from service.errors import (
+    ApiError,
+    BadRequest,
+    TusChecksumMismatch,
+    TusLengthExceeded,
+    TusUploadInterrupted,
+    TusUploadTimeout,
+    UploadNotFound,
+)
 from service.metrics import BYTES_RECEIVED
 from service.store import tus as store
 from service.store.tus import TusUpload

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from aiohttp import web
 
@@ -31,7 +32,7 @@ _TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer", list: 
 class Field:
     """One member of a JSON object body. Lengths count characters (str) or items (list)."""
     name: str
-    type: type
+    type: type[Any]
     required: bool = False
     nullable: bool = False
     min_len: int = 0           # for str, >= 1 also refuses blank (whitespace-only) strings

@@ -49,7 +49,7 @@ class ChunkdProcess:
         self.port = int(env.get("PORT", 0)) or free_port()
         self.env = {**os.environ, "PORT": str(self.port), "PYTHONUNBUFFERED": "1", **env}
         self.args = args
-        self.log = tempfile.NamedTemporaryFile(prefix="chunkd-proc-", suffix=".log", delete=False)
+        self.log = tempfile.NamedTemporaryFile(prefix="chunkd-proc-", suffix=".log", delete=False)  # noqa: SIM115 - closed by the fixture
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

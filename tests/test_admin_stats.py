@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import asyncpg
 import pytest
@@ -23,7 +23,7 @@ FILES = [
 
 
 async def insert_files(conn: asyncpg.Connection, user_id: str, files=FILES) -> datetime:  # type: ignore[no-untyped-def]
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for type_, status, size, days_ago in files:
         await conn.execute(INSERT_FILE, uuid.uuid4().hex, size, type_, status, user_id, now - timedelta(days=days_ago))
     return now
@@ -68,7 +68,7 @@ async def test_daily_uploads_zero_fill_every_utc_day(client, conn, admin) -> Non
 
 async def test_daily_uploads_count_by_utc_date(client, conn, admin) -> None:  # type: ignore[no-untyped-def]
     """A file made at 23:30 in UTC-05:00 belongs to the next UTC day."""
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
     late = datetime.combine(today - timedelta(days=2), datetime.min.time(), timezone(timedelta(hours=-5)))
     await conn.execute(INSERT_FILE, "late", 42, "OTHER", "COMPLETED", admin.id, late.replace(hour=23, minute=30))
     body = await (await client.get("/api/admin/stats/uploads/daily?days=3", headers=admin.headers)).json()

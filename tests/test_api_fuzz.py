@@ -45,8 +45,9 @@ class Call:
 
 def value_for(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
     """A value of the schema's type most of the time, anything JSON otherwise."""
-    typed = {"string": NASTY, "integer": NUMBERS, "boolean": st.booleans(),
-             "array": st.lists(NASTY, max_size=4)}.get(schema.get("type"), JUNK_JSON)
+    strategies: dict[str, st.SearchStrategy[Any]] = {"string": NASTY, "integer": NUMBERS, "boolean": st.booleans(),
+                                                     "array": st.lists(NASTY, max_size=4)}
+    typed = strategies.get(schema.get("type", ""), JUNK_JSON)
     return st.one_of(typed, typed, typed, JUNK_JSON)
 
 
@@ -87,7 +88,7 @@ def calls_for(method: str, path: str, operation: dict[str, Any], ids: list[str],
 
     @settings(max_examples=count, database=None, derandomize=True, deadline=None, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck))
-    @given(st.fixed_dictionaries({n: ids_or_junk for n in path_names}), query, headers, body_for(operation))
+    @given(st.fixed_dictionaries(dict.fromkeys(path_names, ids_or_junk)), query, headers, body_for(operation))
     def collect(path_values: dict[str, str], q: dict[str, str], h: dict[str, str],
                 body: tuple[bytes | None, str | None]) -> None:
         filled = path
@@ -129,6 +130,6 @@ async def test_no_operation_answers_5xx_or_a_non_problem_error(client, make_user
                 if r.status >= 400 and call.method != "HEAD":
                     assert r.content_type == "application/problem+json", f"{call} -> {r.status} {text[:300]}"
                     body = json.loads(text)
-                    assert PROBLEM_KEYS <= body.keys() and body["status"] == r.status, f"{call} -> {body}"
+                    assert body.keys() >= PROBLEM_KEYS and body["status"] == r.status, f"{call} -> {body}"
     assert sent >= 30 * EXAMPLES
-    assert time.monotonic() - started < 60
+    assert time.monotonic() - started < 300  # catches a hang, not a busy machine (~10 s when idle)

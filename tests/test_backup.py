@@ -9,9 +9,9 @@ import subprocess
 import sys
 import tarfile
 import uuid
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Iterator
 
 import asyncpg
 import pytest
@@ -154,7 +154,7 @@ def test_restore_refuses_what_is_not_a_backup(empty_database_url: str, storage_d
 
 
 def test_backup_keeps_seven_days_of_archives(database_url: str, storage_dir: Path, tmp_path: Path) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     old = tmp_path / f"chunkd-backup-{(now - timedelta(days=8)).strftime('%Y%m%dT%H%M%SZ')}.tar"
     recent = tmp_path / f"chunkd-backup-{(now - timedelta(days=6)).strftime('%Y%m%dT%H%M%SZ')}.tar"
     unrelated = tmp_path / "chunkd-backup-notes.txt"

@@ -38,10 +38,10 @@ async def wait_for_bytes(conn: asyncpg.Connection, name: str, timeout: float = 3
 
 
 async def content_sha256(url: str, file_id: str, headers: dict[str, str]) -> str:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{url}/api/files/{file_id}/content", headers=headers) as response:
-            assert response.status == 200
-            return hashlib.sha256(await response.read()).hexdigest()
+    async with aiohttp.ClientSession() as session, \
+            session.get(f"{url}/api/files/{file_id}/content", headers=headers) as response:
+        assert response.status == 200
+        return hashlib.sha256(await response.read()).hexdigest()
 
 
 async def test_killed_upload_resumes_and_finishes_with_identical_bytes(chunkd, conn, user, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -53,7 +53,7 @@ async def test_killed_upload_resumes_and_finishes_with_identical_bytes(chunkd, c
 
     first = subprocess.Popen(upload_command(path, server.url, state_dir, "--token", user.token, parallel=1),
                              env=env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    file_id, sent = await wait_for_bytes(conn, "big.bin")
+    file_id, _sent = await wait_for_bytes(conn, "big.bin")
     first.send_signal(signal.SIGKILL)
     first.communicate()
     received = await conn.fetchval("SELECT bytes_received FROM files WHERE id = $1", file_id)

@@ -22,7 +22,7 @@ DESIGN_NAMES = {"DATABASE_URL", "DATABASE_POOL_SIZE", "DATABASE_POOL_TIMEOUT", "
 
 def test_every_design_setting_is_declared_and_documented() -> None:
     declared = {s.env for s in SETTINGS}
-    assert DESIGN_NAMES <= declared
+    assert declared >= DESIGN_NAMES
     readme = (ROOT / "README.md").read_text()
     for s in SETTINGS:
         assert s.help, s.env

@@ -15,7 +15,7 @@ PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
 
 
 def assert_problem(body: dict, status: int, code: str) -> None:
-    assert PROBLEM_KEYS <= set(body)
+    assert set(body) >= PROBLEM_KEYS
     assert body["status"] == status and body["code"] == code
     assert body["type"] == "about:blank" and body["title"] and body["detail"]
 

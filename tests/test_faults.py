@@ -14,9 +14,9 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Iterator
 
 import aiohttp
 import asyncpg
@@ -24,10 +24,10 @@ import pytest
 
 from service import migrate
 from service.app import create_app
-from service.handlers import files as files_handlers
 from service.auth import hash_password, issue_access_token
 from service.db import ensure_database
 from service.embedded import EmbeddedPostgres
+from service.handlers import files as files_handlers
 from service.store.files import mark_ready
 from tests.conftest import FAST, User
 from tests.support import JWT_SECRET, ChunkdProcess, make_settings, scratch_dir
@@ -406,7 +406,7 @@ async def test_an_event_stream_that_cannot_reread_ends_with_a_problem_event(site
     assert await next_event(events) == ("status", "UPLOADING")
     await site.stop_database()
     event, data = await next_event(events)
-    assert event == "error" and json.loads(data)["code"] == "DATABASE_UNAVAILABLE"
+    assert event == "error" and data is not None and json.loads(data)["code"] == "DATABASE_UNAVAILABLE"
     assert await next_event(events) == ("end", None)
     await site.start_database()
 

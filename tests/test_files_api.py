@@ -13,7 +13,6 @@ from service import storage
 from tests.support import on_both_stores, stored_keys
 from tests.uploading import UPLOAD_ENV, create, jpeg, put_chunks, upload, wait_for_status
 
-
 SETTINGS_ENV = UPLOAD_ENV
 
 

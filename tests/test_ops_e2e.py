@@ -5,8 +5,8 @@ import asyncio
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from prometheus_client import REGISTRY
@@ -17,7 +17,6 @@ from service.config import Settings
 from service.keys import pool_key
 from tests.support import make_settings, on_both_stores, scratch_dir, stored_keys
 from tests.uploading import UPLOAD_ENV, create, noise_png, put_chunks, sha256, upload, wait_for_status
-
 
 SETTINGS_ENV = UPLOAD_ENV
 

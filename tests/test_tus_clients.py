@@ -5,6 +5,7 @@ the stored upload URL; tus-js-client's parallel uploads exercise concatenation."
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import shutil
@@ -27,14 +28,17 @@ CACHE = Path(os.environ.get("CHUNKD_TEST_CACHE", Path.home() / ".cache" / "chunk
 
 @pytest.fixture(scope="session")
 def tus_js() -> Path:
-    """node_modules holding tus-js-client, installed from npm once per machine (a fresh CI clone too)."""
+    """node_modules holding tus-js-client, installed from npm once per machine (a fresh CI clone too).
+    Every xdist worker asks: the first installs under an exclusive lock, the others wait and find it there."""
     prefix = CACHE / "node"
     package = prefix / "node_modules" / "tus-js-client" / "package.json"
-    if not package.is_file() or json.loads(package.read_text())["version"] != TUS_JS_CLIENT.split("@")[1]:
-        assert shutil.which("node") and shutil.which("npm"), "the tus-js-client tests need node and npm"
-        prefix.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["npm", "install", "--prefix", str(prefix), "--no-audit", "--no-fund", TUS_JS_CLIENT],
-                       check=True, capture_output=True, timeout=300)
+    prefix.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / "node.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not package.is_file() or json.loads(package.read_text())["version"] != TUS_JS_CLIENT.split("@")[1]:
+            assert shutil.which("node") and shutil.which("npm"), "the tus-js-client tests need node and npm"
+            subprocess.run(["npm", "install", "--prefix", str(prefix), "--no-audit", "--no-fund", TUS_JS_CLIENT],
+                           check=True, capture_output=True, timeout=300)
     return prefix / "node_modules"
 
 
@@ -130,7 +134,7 @@ async def test_tuspy_with_checksums_stopped_and_resumed_by_a_new_client(chunkd, 
                 file_stream=stream, chunk_size=MiB, upload_checksum=True,
                 metadata={"filename": "photo.png", "filetype": "image/png"})
             uploader.upload(stop_at=2 * MiB)  # the app is closed here
-        assert uploader.offset == 2 * MiB
+        assert uploader.offset == 2 * MiB and uploader.url is not None
         return uploader.url
 
     def second_session(url: str) -> int:

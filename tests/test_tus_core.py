@@ -3,8 +3,19 @@ from __future__ import annotations
 
 import os
 
-from tests.tus_support import (CHUNK, MAX_SIZE, STREAM, TUS, create, file_row, metadata, patch, stored_bytes,
-                               tus, upload_id)
+from tests.tus_support import (
+    CHUNK,
+    MAX_SIZE,
+    STREAM,
+    TUS,
+    create,
+    file_row,
+    metadata,
+    patch,
+    stored_bytes,
+    tus,
+    upload_id,
+)
 
 __all__ = ["tus"]  # the fixture
 

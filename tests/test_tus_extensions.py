@@ -7,11 +7,27 @@ import base64
 import hashlib
 import os
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
-from tests.tus_support import (CHUNK, MAX_SIZE, STREAM, TUS, b64, create, file_row, metadata, patch, raw_patch,
-                               stored_bytes, tus, unlocked, until, upload_id, upload_path)
+from tests.tus_support import (
+    CHUNK,
+    MAX_SIZE,
+    STREAM,
+    TUS,
+    b64,
+    create,
+    file_row,
+    metadata,
+    patch,
+    raw_patch,
+    stored_bytes,
+    tus,
+    unlocked,
+    until,
+    upload_id,
+    upload_path,
+)
 
 __all__ = ["tus"]
 
@@ -127,7 +143,7 @@ async def test_upload_expires_on_post_and_every_patch(tus, user, settings) -> No
     r = await tus.post("/api/tus/", headers={**user.headers, **TUS, "Upload-Length": "4"})
     expires = parsedate_to_datetime(r.headers["Upload-Expires"])
     assert r.headers["Upload-Expires"].endswith(" GMT")
-    assert abs(expires - (datetime.now(timezone.utc) + timedelta(seconds=settings.upload_expiry))) < timedelta(seconds=5)
+    assert abs(expires - (datetime.now(UTC) + timedelta(seconds=settings.upload_expiry))) < timedelta(seconds=5)
     path = upload_path(r.headers["Location"])
     r = await patch(tus, user, path, 0, b"ab")
     assert parsedate_to_datetime(r.headers["Upload-Expires"]) >= expires
@@ -151,7 +167,7 @@ async def test_checksums_of_each_algorithm_are_verified(tus, user, conn) -> None
     data = os.urandom(3 * CHUNK + 10)
     path = await create(tus, user, len(data))
     offset = 0
-    for algorithm, piece in zip(("sha1", "sha256", "md5"), (data[:CHUNK], data[CHUNK:3 * CHUNK - 1], data[3 * CHUNK - 1:])):
+    for algorithm, piece in zip(("sha1", "sha256", "md5"), (data[:CHUNK], data[CHUNK:3 * CHUNK - 1], data[3 * CHUNK - 1:]), strict=False):
         r = await patch(tus, user, path, offset, piece, **checksum(algorithm, piece))
         assert r.status == 204, algorithm
         offset += len(piece)

@@ -9,8 +9,19 @@ import time
 import aiohttp
 
 from service.keys import tus_locks_key
-from tests.tus_support import (CHUNK, TUS, create, file_row, patch, raw_patch, stored_bytes, tus, unlocked, until,
-                               upload_id)
+from tests.tus_support import (
+    CHUNK,
+    TUS,
+    create,
+    file_row,
+    patch,
+    raw_patch,
+    stored_bytes,
+    tus,
+    unlocked,
+    until,
+    upload_id,
+)
 
 __all__ = ["tus"]
 

@@ -150,7 +150,7 @@ async def test_parallel_puts_keep_bytes_received_exact(client, user, conn) -> No
 async def test_disconnect_mid_chunk_leaves_no_row(client, user, conn) -> None:  # type: ignore[no-untyped-def]
     data = os.urandom(CHUNK)
     upload = await create(client, user, data + b"more")
-    reader, writer = await asyncio.open_connection(client.host, client.port)
+    _reader, writer = await asyncio.open_connection(client.host, client.port)
     head = (f"PUT /api/uploads/{upload['id']}/chunks/0 HTTP/1.1\r\nHost: x\r\n"
             f"Authorization: {user.headers['Authorization']}\r\nContent-Length: {CHUNK}\r\n\r\n")
     writer.write(head.encode() + data[:CHUNK // 2])

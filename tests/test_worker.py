@@ -8,7 +8,7 @@ import os
 import struct
 import time
 import zlib
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import aiohttp
 import asyncpg
@@ -21,7 +21,6 @@ from service.store.files import mark_ready
 from service.worker import MAX_ATTEMPTS, Worker
 from tests.uploading import UPLOAD_ENV, create, jpeg, noise_png, sha256, upload, wait_for_status
 from tests.support import on_both_stores, stored_keys
-
 
 SETTINGS_ENV = UPLOAD_ENV
 

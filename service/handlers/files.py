@@ -16,8 +16,15 @@ from aiohttp import web
 from service import storage
 from service.storage import BlobNotFound, BlobStore
 from service.auth import current_user
-from service.errors import (ApiError, DatabaseUnavailable, FileNotFound, FileNotReady, RangeNotSatisfiable,
-                            ThumbnailNotFound, problem_body)
+from service.errors import (
+    ApiError,
+    DatabaseUnavailable,
+    FileNotFound,
+    FileNotReady,
+    RangeNotSatisfiable,
+    ThumbnailNotFound,
+    problem_body,
+)
 from service.keys import file_events_key, pool_key, settings_key, slow_by_design_key, storage_key
 from service.middlewares import DATABASE_DOWN
 from service.models import TERMINAL_STATUSES, FileStatus, FileType, StoredFile
@@ -77,7 +84,7 @@ async def get_file_events(request: web.Request) -> web.StreamResponse:
                 break
             try:
                 await asyncio.wait_for(changed.wait(), SSE_KEEPALIVE)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 await response.write(b": keep-alive\n\n")
             changed.clear()
             try:

@@ -5,7 +5,8 @@ get 404, as if the draft did not exist); changes only the author or an admin (ot
 draft, 403 for a published post)."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from aiohttp import web
 
@@ -37,6 +38,7 @@ async def create_post(request: web.Request) -> web.Response:
         post_id = await posts.insert_post_with_files(conn, current_user(request).id, body["title"],
                                                      body.get("content"), body.get("published", False), file_ids)
         row = await posts.fetch_post(conn, post_id)
+    assert row is not None  # inserted above, in this transaction
     return web.json_response(post_json(row), status=201)
 
 
@@ -76,6 +78,7 @@ async def patch_post(request: web.Request) -> web.Response:
         if changes:  # an empty PATCH changes nothing, not even updated_at
             await posts.update_post(conn, post_id, changes)
         row = await posts.fetch_post(conn, post_id)
+    assert row is not None  # locked above, in this transaction
     return web.json_response(post_json(row))
 
 

@@ -10,18 +10,44 @@ from aiohttp import web
 
 from service import storage
 from service.auth import current_user
-from service.errors import (ApiError, MethodNotAllowed, TusInvalidConcat, TusInvalidLength, TusInvalidOffset,
-                            TusLengthExceeded, TusOffsetMismatch, TusUploadIsFinal, TusUploadLocked,
-                            UnsupportedMediaType, UploadExpired, UploadNotFound, UploadTooLarge)
+from service.errors import (
+    ApiError,
+    MethodNotAllowed,
+    TusInvalidConcat,
+    TusInvalidLength,
+    TusInvalidOffset,
+    TusLengthExceeded,
+    TusOffsetMismatch,
+    TusUploadIsFinal,
+    TusUploadLocked,
+    UnsupportedMediaType,
+    UploadExpired,
+    UploadNotFound,
+    UploadTooLarge,
+)
 from service.keys import pool_key, settings_key, slow_by_design_key, storage_key, tus_locks_key
 from service.metrics import UPLOADS_CREATED
 from service.models import FileStatus
 from service.store import files
 from service.store import tus as store
 from service.store.tus import TusUpload
-from service.tus import (CHECKSUMS, EXTENSIONS, OFFSET_STREAM, TUS_VERSION, Checksum, Concat, FileHints,
-                         effective_method, file_hints, http_date, parse_checksum, parse_concat, parse_count,
-                         parse_metadata, upload_url)
+from service.tus import (
+    CHECKSUMS,
+    EXTENSIONS,
+    OFFSET_STREAM,
+    TUS_VERSION,
+    Checksum,
+    Concat,
+    FileHints,
+    effective_method,
+    file_hints,
+    http_date,
+    parse_checksum,
+    parse_concat,
+    parse_count,
+    parse_metadata,
+    upload_url,
+)
 from service.tus_body import Limits, receive
 from service.validation import path_id
 
@@ -79,7 +105,7 @@ async def create_upload(request: web.Request) -> web.Response:
         upload = await store.insert_upload(
             conn, owner_id=user.id, original_name=hints.original_name, mimetype=hints.mimetype, type=hints.type,
             size=length or 0, size_deferred=length is None, chunk_size=settings.default_chunk_size,
-            expiry_seconds=settings.upload_expiry, metadata=raw_metadata, concat=concat and concat.kind)
+            expiry_seconds=settings.upload_expiry, metadata=raw_metadata, concat=concat.kind if concat else None)
         if upload.complete and upload.concat is None:  # Upload-Length: 0 is done at once
             await files.mark_ready(conn, upload.id)
     UPLOADS_CREATED.labels("tus").inc()

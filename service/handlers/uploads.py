@@ -10,8 +10,17 @@ from aiohttp import web
 from service.storage import layout
 from service.auth import current_user
 from service.chunks import ChunkBody
-from service.errors import (BadRequest, ChunkConflict, ChunkOutOfRange, UploadClosed, UploadExpired, UploadIncomplete,
-                            UploadNotFound, UploadTooLarge, ValidationFailed)
+from service.errors import (
+    BadRequest,
+    ChunkConflict,
+    ChunkOutOfRange,
+    UploadClosed,
+    UploadExpired,
+    UploadIncomplete,
+    UploadNotFound,
+    UploadTooLarge,
+    ValidationFailed,
+)
 from service.keys import chunk_memory_key, pool_key, settings_key
 from service.metrics import BYTES_RECEIVED, UPLOADS_CREATED
 from service.models import FileStatus, Upload

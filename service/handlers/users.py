@@ -1,7 +1,8 @@
 """Users: the caller's own account, and the admin's user management and statistics."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from aiohttp import web
 
