@@ -28,10 +28,10 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from service import __version__, db, storage
-from service.storage import AREAS, BlobNotFound, BlobStore, keys_of, owner_of
 from service.config import Settings
 from service.embedded import EmbeddedError, find_bin_dir
 from service.progress import Progress
+from service.storage import AREAS, BlobNotFound, BlobStore, keys_of, owner_of
 from service.store import backup as store
 
 ARCHIVE_PATTERN = re.compile(r"^chunkd-backup-(\d{8}T\d{6}Z)\.tar$")
@@ -102,7 +102,7 @@ async def _referenced_blobs(store: BlobStore, referenced: set[str]) -> list[Blob
     """The objects whose name a dumped row holds; unfinished writes and orphans stay out."""
     blobs = []
     for area in AREAS:
-        async for info in store.list(area + "/"):
+        async for info in store.objects(area + "/"):
             if owner_of(info.key) in referenced:
                 blobs.append(Blob(info.key, info.size))
     return sorted(blobs, key=lambda b: b.key)
@@ -251,7 +251,7 @@ async def _check_database(settings: Settings, force: bool) -> None:
 
 
 async def _check_storage(store: BlobStore, force: bool) -> None:
-    present = [area for area in AREAS if await anext(aiter(store.list(area + "/")), None) is not None]
+    present = [area for area in AREAS if await anext(aiter(store.objects(area + "/")), None) is not None]
     if present and not force:
         raise BackupError(f"{store.description} already holds blobs ({', '.join(present)}); "
                           "restore --force replaces them")
@@ -279,7 +279,7 @@ async def _restore_database(settings: Settings, dump: Path, force: bool) -> None
 async def _restore_blobs(archive: Path, store: BlobStore, force: bool) -> None:
     if force:
         for area in AREAS:
-            async for info in store.list(area + "/"):
+            async for info in store.objects(area + "/"):
                 await store.delete(info.key)
             for write in await store.unfinished(area + "/"):
                 await store.abort(write)

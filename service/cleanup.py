@@ -109,7 +109,7 @@ async def _garbage(conn: asyncpg.Connection, blobs: BlobStore, now: float) -> tu
     candidates: list[tuple[str, str]] = []
     stale: list[Unfinished] = []
     for area in AREAS:
-        async for info in blobs.list(area + "/"):
+        async for info in blobs.objects(area + "/"):
             name = owner_of(info.key)
             if name is not None and now - info.modified > BLOB_GRACE:
                 candidates.append((name, info.key))

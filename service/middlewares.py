@@ -11,10 +11,16 @@ from aiohttp.typedefs import Handler
 
 from service import metrics
 from service.db import CONNECTION_LOST
-from service.errors import (ApiError, BadRequest, DatabaseUnavailable, StorageUnavailable, from_http_exception,
-                            problem_response)
-from service.storage import base as storage
+from service.errors import (
+    ApiError,
+    BadRequest,
+    DatabaseUnavailable,
+    StorageUnavailable,
+    from_http_exception,
+    problem_response,
+)
 from service.keys import settings_key, slow_by_design_key
+from service.storage import base as storage
 
 log = logging.getLogger("service.http")
 

@@ -82,6 +82,7 @@ class CephRGW:
         self.memstore_bytes = memstore_bytes
         self.access_key, self.secret_key = "chunkd" + uuid.uuid4().hex[:14], uuid.uuid4().hex
         self.daemons: list[subprocess.Popen[bytes]] = []
+        self.names: list[str] = []
         self.rgw_port = 0
         self.env = {**os.environ, "CEPH_CONF": str(directory / "ceph.conf")}
 
@@ -138,6 +139,7 @@ class CephRGW:
                 process.kill()
                 process.wait()
         self.daemons.clear()
+        self.names.clear()
         if remove:
             shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -148,10 +150,10 @@ class CephRGW:
         return "\n".join(out)
 
     def _daemon(self, *command: str) -> None:
-        log = open(self.dir / "log" / f"{command[0]}.stdout", "wb")
-        self.daemons.append(subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                             stdin=subprocess.DEVNULL))
-        log.close()
+        self.names.append(command[0])
+        with open(self.dir / "log" / f"{command[0]}.stdout", "wb") as log:
+            self.daemons.append(subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                                 stdin=subprocess.DEVNULL))
 
     def _run(self, *command: str) -> str:
         result = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=START_TIMEOUT)
@@ -169,9 +171,9 @@ class CephRGW:
     def _until(self, what: str, condition) -> None:  # type: ignore[no-untyped-def]
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
-            for process in self.daemons:
+            for name, process in zip(self.names, self.daemons, strict=True):
                 if process.poll() is not None:
-                    raise CephError(f"{process.args[0]} exited ({process.returncode}) before {what}:\n{self.logs()}")
+                    raise CephError(f"{name} exited ({process.returncode}) before {what}:\n{self.logs()}")
             if condition():
                 return
             time.sleep(0.1)

@@ -124,7 +124,7 @@ async def stored_keys(settings: Settings) -> set[str]:
     from service import storage
     store = storage.from_settings(settings)
     try:
-        keys = {info.key for area in storage.AREAS async for info in store.list(area + "/")}
+        keys = {info.key for area in storage.AREAS async for info in store.objects(area + "/")}
         return keys | {w.label for area in storage.AREAS for w in await store.unfinished(area + "/")}
     finally:
         await store.close()

@@ -152,6 +152,7 @@ async def test_another_users_file_is_404_everywhere(served, user, make_user, adm
     assert (await served.get("/api/files/no-such-id", headers=user.headers)).status == 404
 
     filename = storage.owner_of(next(iter(await stored_keys(settings))))
+    assert filename is not None
     assert await stored_keys(settings) == {storage.blob_key(filename), storage.thumbnail_key(filename, "image/webp")}
     r = await served.delete(f"/api/files/{body['id']}", headers=user.headers)
     assert r.status == 204

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import aiohttp
 import pytest
@@ -35,7 +35,7 @@ async def read(store: BlobStore, key: str, offset: int = 0, length: int | None =
 
 
 async def keys(store: BlobStore, prefix: str) -> set[str]:
-    return {info.key async for info in store.list(prefix)}
+    return {info.key async for info in store.objects(prefix)}
 
 
 async def test_a_streamed_put_is_visible_only_once_committed(blobs: BlobStore) -> None:

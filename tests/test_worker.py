@@ -19,8 +19,8 @@ from service import db, storage
 from service.config import Settings
 from service.store.files import mark_ready
 from service.worker import MAX_ATTEMPTS, Worker
-from tests.uploading import UPLOAD_ENV, create, jpeg, noise_png, sha256, upload, wait_for_status
 from tests.support import on_both_stores, stored_keys
+from tests.uploading import UPLOAD_ENV, create, jpeg, noise_png, sha256, upload, wait_for_status
 
 SETTINGS_ENV = UPLOAD_ENV
 

@@ -6,7 +6,7 @@ import contextlib
 import hashlib
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -14,7 +14,6 @@ from urllib.parse import quote
 from aiohttp import web
 
 from service import storage
-from service.storage import BlobNotFound, BlobStore
 from service.auth import current_user
 from service.errors import (
     ApiError,
@@ -28,6 +27,7 @@ from service.errors import (
 from service.keys import file_events_key, pool_key, settings_key, slow_by_design_key, storage_key
 from service.middlewares import DATABASE_DOWN
 from service.models import TERMINAL_STATUSES, FileStatus, FileType, StoredFile
+from service.storage import BlobNotFound, BlobStore
 from service.store import files as store
 from service.validation import MAX_PAGE, Page, path_id, query_choice, query_int, query_seconds
 
@@ -154,7 +154,7 @@ async def _stream(request: web.Request, blobs: BlobStore, key: str, missing: Api
     info = await blobs.head(key)
     if info is None:
         raise missing
-    modified = datetime.fromtimestamp(int(info.modified), timezone.utc)
+    modified = datetime.fromtimestamp(int(info.modified), UTC)
     wanted = None
     if "Range" in request.headers and (request.if_range is None or request.if_range >= modified):
         wanted = _byte_range(request, info.size)

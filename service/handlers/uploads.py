@@ -7,7 +7,6 @@ from typing import Any
 
 from aiohttp import web
 
-from service.storage import layout
 from service.auth import current_user
 from service.chunks import ChunkBody
 from service.errors import (
@@ -25,6 +24,7 @@ from service.keys import chunk_memory_key, pool_key, settings_key
 from service.metrics import BYTES_RECEIVED, UPLOADS_CREATED
 from service.models import FileStatus, Upload
 from service.processing import classify
+from service.storage import layout
 from service.store import uploads as store
 from service.validation import MAX_ID_LENGTH, Field, path_id, path_int, read_json
 

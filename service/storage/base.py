@@ -65,11 +65,11 @@ class BlobStore(Protocol):
     async def head(self, key: str) -> BlobInfo | None: ...
     async def delete(self, key: str) -> None:
         """Removes the object; a missing one is fine."""
-    def list(self, prefix: str) -> AsyncIterator[BlobInfo]:
+    def objects(self, prefix: str) -> AsyncIterator[BlobInfo]:
         """Committed objects whose key starts with prefix, in no promised order."""
     async def unfinished(self, prefix: str) -> list[Unfinished]: ...
     async def abort(self, write: Unfinished) -> None: ...
-    async def presign_get(self, key: str, expires: int, content_type: str, disposition: str) -> str | None:
+    async def presign_get(self, key: str, expires: int, content_type: str, disposition: str | None) -> str | None:
         """A URL that GETs the object for `expires` seconds with these response headers; None if the store
         cannot make one (the local directory)."""
     def local_path(self, key: str) -> Path | None:

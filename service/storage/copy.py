@@ -19,7 +19,7 @@ class CopyReport:
 
 
 async def copy_all(source: BlobStore, target: BlobStore) -> CopyReport:
-    objects = [info for area in AREAS async for info in source.list(area + "/")]
+    objects = [info for area in AREAS async for info in source.objects(area + "/")]
     progress = Progress(f"copying {len(objects)} blobs", sum(o.size for o in objects))
     report = CopyReport()
     for info in sorted(objects, key=lambda o: o.key):

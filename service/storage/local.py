@@ -5,6 +5,7 @@ failing disk is the environment's fault), except a missing object."""
 from __future__ import annotations
 
 import asyncio
+import io
 import contextlib
 import os
 import stat
@@ -35,7 +36,7 @@ class LocalWriter:
     def __init__(self, final: Path, key: str) -> None:
         self.key, self.final = key, final
         self.local_path: Path | None = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.part")
-        self._file = None
+        self._file: io.FileIO | None = None
 
     def open(self) -> None:
         assert self.local_path is not None
@@ -132,7 +133,7 @@ class LocalStore:
         with _unavailable(f"deleting {key}"):
             await asyncio.to_thread(self.path(key).unlink, missing_ok=True)
 
-    async def list(self, prefix: str) -> AsyncIterator[BlobInfo]:  # type: ignore[override]
+    async def objects(self, prefix: str) -> AsyncIterator[BlobInfo]:  # type: ignore[override]
         with _unavailable(f"listing {prefix}"):
             found = await asyncio.to_thread(self._walk, prefix, False)
         for key, info in found:
@@ -179,7 +180,7 @@ class LocalStore:
                     found.append((key, info))
         return found
 
-    async def presign_get(self, key: str, expires: int, content_type: str, disposition: str) -> str | None:
+    async def presign_get(self, key: str, expires: int, content_type: str, disposition: str | None) -> str | None:
         return None
 
     async def check(self) -> str:

@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from typing import Any, AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
@@ -135,7 +137,7 @@ class S3Store:
         with self.errors(f"deleting {key}"):
             await client.delete_object(Bucket=self.bucket, Key=self.full(key))
 
-    async def list(self, prefix: str) -> AsyncIterator[BlobInfo]:  # type: ignore[override]
+    async def objects(self, prefix: str) -> AsyncIterator[BlobInfo]:  # type: ignore[override]
         client = await self.client()
         pages = client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.full(prefix))
         with self.errors(f"listing {prefix}"):
@@ -171,7 +173,7 @@ class S3Store:
         with self.errors(f"presigning {key}"):
             return await client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires)
 
-    def local_path(self, key: str) -> None:
+    def local_path(self, key: str) -> Path | None:
         return None
 
     async def check(self) -> str:
@@ -214,7 +216,7 @@ async def _nothing() -> AsyncIterator[bytes]:
 
 
 class S3Writer:
-    local_path = None
+    local_path: Path | None = None  # no local file: the worker keeps its own working copy
 
     def __init__(self, store: S3Store, key: str, part_size: int) -> None:
         self.store, self.key, self.part_size = store, key, part_size

@@ -7,8 +7,8 @@ from datetime import datetime
 
 import asyncpg
 
-from service.storage import layout
 from service.models import FileStatus, FileType
+from service.storage import layout
 
 
 @dataclass(frozen=True)
