@@ -42,10 +42,10 @@ async def measure(conn: asyncpg.Connection, n: int) -> None:
     await conn.execute("ANALYZE")
     author = await conn.fetchval("SELECT author_id FROM posts LIMIT 1")
     reader = await conn.fetchval("SELECT id FROM users ORDER BY email DESC LIMIT 1")
-    cases: dict[str, tuple[Any, ...]] = {"recent 10": (posts.FETCH_RECENT_POSTS, 10),
-             "list page 1 (all)": (posts.FETCH_POSTS_PAGE, reader, False, 10, 0),
+    cases: dict[str, tuple[Any, ...]] = {"recent 10": (posts.LIST_RECENT_POSTS, 10),
+             "list page 1 (all)": (posts.LIST_POSTS, reader, False, 10, 0),
              "list count (all)": (posts.COUNT_POSTS, reader, False),
-             "list page 1 (one author)": (posts.FETCH_AUTHOR_POSTS_PAGE, reader, False, 10, 0, author),
+             "list page 1 (one author)": (posts.LIST_AUTHOR_POSTS, reader, False, 10, 0, author),
              "list count (one author)": (posts.COUNT_AUTHOR_POSTS, reader, False, author)}
     for label, ddl in (("without 0006", DROP_0006), ("with 0006", CREATE_0006)):
         await conn.execute(ddl)

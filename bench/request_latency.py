@@ -20,8 +20,9 @@ import aiohttp
 import asyncpg
 
 from bench.timing import bench_database, stop
-from service.auth import LOAD_CALLER, issue_access_token
+from service.auth import issue_access_token
 from service.store.uploads import GET_UPLOAD, RECEIVED_CHUNKS
+from service.store.users import GET_USER
 from tests.support import JWT_SECRET, ChunkdProcess, make_settings
 
 
@@ -59,7 +60,7 @@ async def run(requests: int) -> None:
                         await r.read()
 
                 async def straight_to_the_database() -> None:
-                    await conn.fetchrow(LOAD_CALLER, user_id)
+                    await conn.fetchrow(GET_USER, user_id)
                     await conn.fetchrow(GET_UPLOAD, upload_id, user_id)
                     await conn.fetch(RECEIVED_CHUNKS, upload_id)
 

@@ -37,7 +37,7 @@ from service.config import MiB, _bytes, load_settings  # noqa: E402
 from service.storage import LocalStore  # noqa: E402
 from service.storage.assembly import Assembly  # noqa: E402
 from service.storage.s3 import S3Store  # noqa: E402
-from service.store.workers import chunk_lengths  # noqa: E402
+from service.store.workers import list_chunk_lengths  # noqa: E402
 from service.worker import assemble  # noqa: E402
 from tests import ceph  # noqa: E402
 from tests.support import ChunkdProcess  # noqa: E402
@@ -70,7 +70,7 @@ async def assembly_seconds(pool: asyncpg.Pool, file_id: str, store, key: str, wo
                            sha: str) -> float:
     started = time.perf_counter()
     async with pool.acquire() as conn:
-        chunks = await chunk_lengths(conn, file_id)
+        chunks = await list_chunk_lengths(conn, file_id)
         assembly = await Assembly.begin(store, key, work, size)
         digest = await assemble(conn, file_id, chunks, assembly)
         await assembly.commit()

@@ -43,7 +43,7 @@ from service.auth import issue_access_token  # noqa: E402
 from service.config import MiB, _bytes, load_settings  # noqa: E402
 from service.storage import LocalStore  # noqa: E402
 from service.storage.assembly import Assembly  # noqa: E402
-from service.store.workers import chunk_lengths  # noqa: E402
+from service.store.workers import list_chunk_lengths  # noqa: E402
 from service.worker import assemble  # noqa: E402
 
 # aiohttp warns about request bodies above 1 MiB sent as bytes; chunks are meant to be sent whole.
@@ -187,7 +187,7 @@ async def product_assembly(pool: asyncpg.Pool, file_id: str, out: Path) -> float
     """What the worker runs: service.worker.assemble (slices, pipelined write + SHA-256, fsync)."""
     started = time.perf_counter()
     async with pool.acquire() as conn:
-        chunks = await chunk_lengths(conn, file_id)
+        chunks = await list_chunk_lengths(conn, file_id)
         assembly = await Assembly.begin(LocalStore(out.parent), out.name, out.parent)
         await assemble(conn, file_id, chunks, assembly)
         await assembly.commit()

@@ -19,6 +19,7 @@ from service.config import Settings
 from service.errors import Forbidden, RefreshTokenInvalid, Unauthorized
 from service.keys import pool_key, settings_key, user_key
 from service.models import CurrentUser
+from service.store import users
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
 ALGORITHM = "HS256"
@@ -100,9 +101,6 @@ def _mac(settings: Settings, body: str) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
-LOAD_CALLER = "SELECT id, email, role, is_active FROM users WHERE id = $1"
-
-
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every /api route needs a valid access token of an active user, except PUBLIC_PATHS and
@@ -115,10 +113,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
                            headers={"WWW-Authenticate": 'Bearer realm="chunkd"'})
     user_id = decode_access_token(request.app[settings_key], token.strip())
     async with request.app[pool_key].acquire() as conn:
-        row = await conn.fetchrow(LOAD_CALLER, user_id)
-    if row is None or not row["is_active"]:
+        user = await users.get_user(conn, user_id)
+    if user is None or not user.is_active:
         raise Unauthorized("account unknown or inactive")
-    request[user_key] = CurrentUser(row["id"], row["email"], row["role"])
+    request[user_key] = CurrentUser(user.id, user.email, user.role)
     return await handler(request)
 
 

@@ -33,6 +33,7 @@ from service.embedded import EmbeddedError, find_bin_dir
 from service.progress import Progress
 from service.storage import AREAS, BlobNotFound, BlobStore, keys_of, owner_of
 from service.store import backup as store
+from service.store import server
 
 ARCHIVE_PATTERN = re.compile(r"^chunkd-backup-(\d{8}T\d{6}Z)\.tar$")
 TIMESTAMP = "%Y%m%dT%H%M%SZ"
@@ -83,11 +84,11 @@ async def backup(settings: Settings, directory: Path, now: datetime | None = Non
 async def _dump(settings: Settings, target: Path) -> tuple[set[str], str]:
     conn = await db.connect(settings)
     try:
-        server_version = await conn.fetchval("SHOW server_version")
-        pg_dump = find_client("pg_dump", int(await conn.fetchval("SHOW server_version_num")) // 10000)
+        server_version, major = await server.get_server_version(conn)
+        pg_dump = find_client("pg_dump", major)
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             snapshot = await store.export_snapshot(conn)
-            referenced = await store.referenced_filenames(conn)
+            referenced = await store.list_referenced_filenames(conn)
             dbname, env = libpq_target(settings.database_url)
             await _run_with_progress(
                 [str(pg_dump), "--format=custom", "--no-owner", "--no-privileges", f"--snapshot={snapshot}",
@@ -241,7 +242,7 @@ def _extract_dump(archive: Path, target: Path) -> None:
 async def _check_database(settings: Settings, force: bool) -> None:
     conn = await db.connect(settings)
     try:
-        relations = await store.user_relations(conn)
+        relations = await store.list_user_relations(conn)
     finally:
         await conn.close()
     if relations and not force:
@@ -260,9 +261,9 @@ async def _check_storage(store: BlobStore, force: bool) -> None:
 async def _restore_database(settings: Settings, dump: Path, force: bool) -> None:
     conn = await db.connect(settings)
     try:
-        pg_restore = find_client("pg_restore", int(await conn.fetchval("SHOW server_version_num")) // 10000)
+        pg_restore = find_client("pg_restore", (await server.get_server_version(conn))[1])
         if force:
-            await store.drop_public_schema(conn, await store.stat_statements_installed(conn))
+            await store.drop_public_schema(conn)
     finally:
         await conn.close()
     listing = await asyncio.to_thread(subprocess.run, [str(pg_restore), "--list", str(dump)],

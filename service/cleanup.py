@@ -21,7 +21,6 @@ FAILED_FILE_DAYS = 90       # the seed's cleanupOldFiles
 BLOB_GRACE = 3600           # seconds: a blob this new may belong to a row not yet visible or an assembly in flight
 TEMP_GRACE = 86400          # seconds: an unfinished write (temporary file, multipart upload) this old was left by a crash
 LOOKUP_BATCH = 1000         # blob names per database lookup
-ADVISORY_LOCK = 0x63_6C_65_61  # one pass at a time across every server and worker ('clea')
 
 
 @dataclass(frozen=True)
@@ -59,12 +58,12 @@ async def run_cleanup(pool_or_conn: asyncpg.Pool | asyncpg.Connection, settings:
     try:
         async with _connection(pool_or_conn) as conn:
             db.keeps_session_state(conn)
-            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", ADVISORY_LOCK):
+            if not await store.try_lock(conn):
                 return CleanupReport(dry_run, skipped=True)
             try:
                 report = await _run(conn, blobs, dry_run, time.time() if now is None else now)
             finally:
-                await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK)
+                await store.unlock(conn)
     finally:
         if own:
             await blobs.close()
@@ -89,9 +88,8 @@ async def _run(conn: asyncpg.Connection, blobs: BlobStore, dry_run: bool, now: f
         await transaction.rollback()
         raise
     await (transaction.rollback() if dry_run else transaction.commit())
-    report.files = ([RemovedFile(r["id"], r["filename"], f"FAILED more than {FAILED_FILE_DAYS} days ago")
-                     for r in failed] +
-                    [RemovedFile(r["id"], r["filename"], "unfinished upload past expires_at") for r in expired])
+    report.files = ([RemovedFile(f.id, f.filename, f"FAILED more than {FAILED_FILE_DAYS} days ago") for f in failed] +
+                    [RemovedFile(f.id, f.filename, "unfinished upload past expires_at") for f in expired])
     for key in orphans:
         if not dry_run:
             await blobs.delete(key)
@@ -117,7 +115,7 @@ async def _garbage(conn: asyncpg.Connection, blobs: BlobStore, now: float) -> tu
     orphans = []
     for start in range(0, len(candidates), LOOKUP_BATCH):
         batch = candidates[start:start + LOOKUP_BATCH]
-        known = await store.known_filenames(conn, sorted({name for name, _ in batch}))
+        known = await store.list_known_filenames(conn, sorted({name for name, _ in batch}))
         orphans += [key for name, key in batch if name not in known]
     return sorted(orphans), sorted(stale, key=lambda w: w.label)
 

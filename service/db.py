@@ -14,6 +14,7 @@ from aiohttp import web
 
 from service.config import MiB, Settings
 from service.keys import pool_key, settings_key
+from service.store import server
 
 log = logging.getLogger("service.db")
 
@@ -142,9 +143,7 @@ async def ensure_database(admin_url: str, name: str) -> None:
     """CREATE DATABASE unless it exists; two processes racing are both fine."""
     conn = await asyncpg.connect(admin_url)
     try:
-        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-            with contextlib.suppress(asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
-                await conn.execute(f'CREATE DATABASE "{name}"')
+        await server.create_database_unless_exists(conn, name)
     finally:
         await conn.close()
 
@@ -207,7 +206,7 @@ class Listener:
                 try:
                     await asyncio.wait_for(lost.wait(), self.heartbeat)
                 except TimeoutError:
-                    await conn.fetchval("SELECT 1", timeout=10)
+                    await server.ping(conn, 10)
         finally:
             self.connected.clear()
             conn.terminate()

@@ -8,6 +8,7 @@ import asyncpg
 from service import db, migrate, storage
 from service.config import Settings
 from service.storage import StorageError
+from service.store import server
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,7 @@ async def run_checks(settings: Settings) -> list[Check]:
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
         return [Check("database", False, f"cannot connect: {e}"), *checks]
     try:
-        version = await conn.fetchval("SHOW server_version")
-        major = int(await conn.fetchval("SHOW server_version_num")) // 10000
+        version, major = await server.get_server_version(conn)
         checks.insert(0, Check("database", major >= 15, f"PostgreSQL {version}" + ("" if major >= 15 else
                                                                                   " (15 or newer required)")))
         state = await migrate.status(conn)
@@ -47,15 +47,9 @@ async def run_checks(settings: Settings) -> list[Check]:
 async def check_storage(settings: Settings) -> Check:
     """The configured store accepts a put, a get and a delete (and, for a bucket, exists)."""
     try:
-        store = storage.from_settings(settings)
+        return Check("storage", True, await storage.check(settings))
     except StorageError as e:
         return Check("storage", False, str(e))
-    try:
-        return Check("storage", True, await store.check())
-    except StorageError as e:
-        return Check("storage", False, str(e))
-    finally:
-        await store.close()
 
 
 def check_libmagic() -> Check:
@@ -68,10 +62,10 @@ def check_libmagic() -> Check:
 
 
 async def check_pg_stat_statements(conn: asyncpg.Connection) -> Check:
-    installed = await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'pg_stat_statements'")
+    installed = await server.get_extension_version(conn, "pg_stat_statements")
     if installed:
         return Check("pg_stat_statements", True, f"installed ({installed})", required=False)
-    available = await conn.fetchval("SELECT 1 FROM pg_available_extensions WHERE name = 'pg_stat_statements'")
+    available = await server.get_extension_available(conn, "pg_stat_statements")
     detail = ("available but not installed: CREATE EXTENSION pg_stat_statements (needs "
               "shared_preload_libraries)" if available else "not available: slow-query stats are off")
     return Check("pg_stat_statements", False, detail, required=False)

@@ -27,6 +27,7 @@ import asyncpg
 
 from service.config import Settings
 from service.db import ensure_database
+from service.store import server
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +212,6 @@ async def prepare_database(pg: EmbeddedPostgres, name: str) -> None:
     if pg.preloads_stat_statements:
         conn = await asyncpg.connect(pg.url(name))
         try:
-            await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            await server.create_stat_statements(conn)
         finally:
             await conn.close()

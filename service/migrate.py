@@ -14,6 +14,8 @@ from pathlib import Path
 
 import asyncpg
 
+from service.store import migrations as store
+
 
 def _sql_dir() -> Path:
     """sql/ beside the package in a checkout; share/chunkd/sql where a wheel installed it."""
@@ -23,16 +25,6 @@ def _sql_dir() -> Path:
 
 SQL_DIR = _sql_dir()
 NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
-LOCK_KEY = 0x6368756E6B64  # "chunkd": pg_advisory_lock key for deploys
-
-CREATE_HISTORY = """
-CREATE TABLE IF NOT EXISTS schema_migrations (
-    version    TEXT PRIMARY KEY,
-    name       TEXT NOT NULL,
-    checksum   TEXT NOT NULL,
-    applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
-)
-"""
 
 
 class MigrationError(Exception):
@@ -76,8 +68,7 @@ def discover(sql_dir: Path = SQL_DIR) -> list[Migration]:
 
 
 async def status(conn: asyncpg.Connection, sql_dir: Path = SQL_DIR) -> Status:
-    await conn.execute(CREATE_HISTORY)
-    rows = {r["version"]: r["checksum"] for r in await conn.fetch("SELECT version, checksum FROM schema_migrations")}
+    rows = await store.list_applied(conn)
     on_disk = discover(sql_dir)
     files = {m.version: m for m in on_disk}
     return Status(
@@ -90,7 +81,7 @@ async def status(conn: asyncpg.Connection, sql_dir: Path = SQL_DIR) -> Status:
 
 async def deploy(conn: asyncpg.Connection, sql_dir: Path = SQL_DIR) -> list[Migration]:
     """Apply every pending migration; returns those applied by this call."""
-    await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
+    await store.lock(conn)
     try:
         state = await status(conn, sql_dir)
         if state.changed:
@@ -103,22 +94,20 @@ async def deploy(conn: asyncpg.Connection, sql_dir: Path = SQL_DIR) -> list[Migr
                     await conn.execute(migration.sql)
                 except asyncpg.PostgresError as e:
                     raise MigrationError(f"{migration.path.name}: {e}") from None
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                    migration.version, migration.name, migration.checksum)
+                await store.insert_applied(conn, migration.version, migration.name, migration.checksum)
             applied.append(migration)
         return applied
     finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
+        await store.unlock(conn)
 
 
 async def reset(conn: asyncpg.Connection, sql_dir: Path = SQL_DIR) -> list[Migration]:
     """Drop everything in the public schema, then deploy from scratch. Development only."""
-    await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
+    await store.lock(conn)
     try:
-        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        await store.drop_public_schema(conn)
     finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
+        await store.unlock(conn)
     return await deploy(conn, sql_dir)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 
 class Role(StrEnum):
@@ -43,58 +44,105 @@ TERMINAL_STATUSES = frozenset({FileStatus.COMPLETED, FileStatus.FAILED})
 
 
 @dataclass(frozen=True)
-class Upload:
-    """A file seen as an upload session of the native protocol."""
+class File:
+    """A row of `files`: an upload of either protocol while UPLOADING, then the worker's job, then a
+    stored file. Every store function that reads or returns files rows returns this (store.files.FILE_COLUMNS
+    selects exactly these fields; `expired` is computed by the database's clock)."""
     id: str
-    status: str
     original_name: str
+    filename: str
     mimetype: str
     size: int
+    type: str
+    status: str
+    path: str
+    url: str | None
+    thumbnail: str | None
+    metadata: dict[str, Any] | None
+    uploaded_by_id: str
+    post_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    size_deferred: bool
     chunk_size: int
     bytes_received: int
     sha256: str | None
     expires_at: datetime | None
-    expired: bool
-    size_deferred: bool
-    created_at: datetime
+    error: str | None
+    attempts: int
+    worker_id: str | None
+    claimed_at: datetime | None
+    run_after: datetime
+    protocol: str
+    tus_metadata: str | None  # Upload-Metadata exactly as sent
+    tus_concat: str | None    # "partial" or "final"
+    tus_parts: list[str] | None
+    expired: bool             # UPLOADING past expires_at
+
+    @property
+    def offset(self) -> int:
+        """tus's name for the bytes received so far."""
+        return self.bytes_received
+
+    @property
+    def length_known(self) -> bool:
+        return not self.size_deferred
+
+    @property
+    def complete(self) -> bool:
+        return self.length_known and self.bytes_received == self.size
 
     @property
     def total_chunks(self) -> int:
         return -(-self.size // self.chunk_size)
 
     def chunk_length(self, index: int) -> int:
-        """Exact length of chunk `index`: the chunk size, or the remainder for the last chunk."""
+        """Exact length of native chunk `index`: the chunk size, or the remainder for the last chunk."""
         return min(self.chunk_size, self.size - index * self.chunk_size)
 
 
 @dataclass(frozen=True)
-class StoredFile:
-    """A row of `files` as the files API and the worker see it."""
-    id: str
-    status: str
-    type: str
-    mimetype: str
-    size: int
-    original_name: str
-    filename: str
-    path: str
-    url: str | None
-    thumbnail: str | None
-    metadata: dict | None
-    error: str | None
+class NewUpload:
+    """What a client asks for when it starts an upload, in either protocol: the one input of
+    store.files.insert_upload, which names the blob and sets the expiry."""
     uploaded_by_id: str
-    post_id: str | None
+    original_name: str
+    mimetype: str
+    type: str
+    size: int
+    chunk_size: int
+    expires_in: int  # seconds
+    protocol: str = "native"
+    size_deferred: bool = False
+    sha256: str | None = None
+    post_id: str | None = None
+    tus_metadata: str | None = None
+    tus_concat: str | None = None
+    tus_parts: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class User:
+    """A row of `users` as anyone may see it: never the password hash or the refresh-token digest."""
+    id: str
+    email: str
+    name: str | None
+    role: str
+    is_active: bool
     created_at: datetime
     updated_at: datetime
 
 
 @dataclass(frozen=True)
-class ClaimedFile:
-    """A file a worker holds the lease of."""
+class Post:
+    """A row of `posts`; the listings add the author, the COMPLETED files and the count of all files."""
     id: str
-    size: int
-    sha256: str | None
-    mimetype: str
-    filename: str
-    path: str
-    attempts: int
+    title: str
+    content: str | None
+    published: bool
+    author_id: str
+    created_at: datetime
+    updated_at: datetime
+    author: dict[str, Any] | None = None
+    files: list[dict[str, Any]] | None = None
+    file_count: int | None = None

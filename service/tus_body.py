@@ -26,8 +26,8 @@ from service.errors import (
     UploadNotFound,
 )
 from service.metrics import BYTES_RECEIVED
+from service.models import File
 from service.store import tus as store
-from service.store.tus import TusUpload
 from service.tus import Checksum
 from service.tus_locks import Writer
 
@@ -90,7 +90,7 @@ def _interrupted(writer: Writer) -> ApiError:
 class _ChunkSink:
     """Appends chunk rows after the upload's last one; commits each with its offset, or all at the end."""
 
-    def __init__(self, conn: asyncpg.Connection, upload: TusUpload, expiry_seconds: int, verified: bool) -> None:
+    def __init__(self, conn: asyncpg.Connection, upload: File, expiry_seconds: int, verified: bool) -> None:
         self.conn, self.upload_id, self.expiry = conn, upload.id, expiry_seconds
         self.offset = upload.offset
         self.verified = verified
@@ -99,7 +99,7 @@ class _ChunkSink:
         self.transaction: asyncpg.transaction.Transaction | None = None
 
     async def open(self) -> None:
-        self.index = await store.next_chunk_index(self.conn, self.upload_id)
+        self.index = await store.get_next_chunk_index(self.conn, self.upload_id)
         if self.verified:
             self.transaction = self.conn.transaction()
             await self.transaction.start()
@@ -141,7 +141,7 @@ class _ChunkSink:
         self.offset = moved[0]
 
 
-async def receive(content: StreamReader, conn: asyncpg.Connection, writer: Writer, upload: TusUpload,
+async def receive(content: StreamReader, conn: asyncpg.Connection, writer: Writer, upload: File,
                   limits: Limits, checksum: Checksum | None) -> ApiError | None:
     """Stores the body from the upload's offset on. Returns the error to answer with once the caller
     has looked at the new state (kept bytes may have completed the upload), or None."""

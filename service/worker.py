@@ -24,7 +24,7 @@ from service import cleanup, db, processing, storage
 from service.config import MiB, Settings
 from service.keys import pool_key, settings_key, storage_key, worker_key
 from service.metrics import PROCESSING_SECONDS, UPLOADS_COMPLETED, UPLOADS_FAILED
-from service.models import ClaimedFile
+from service.models import File
 from service.processing import Analysis, CorruptContent
 from service.storage import BlobStore, StorageUnavailable
 from service.storage.assembly import Assembly
@@ -178,7 +178,7 @@ class Worker:
                 w.cancel()
         self._wake.clear()  # cleared before the next claim, which sees whatever the wake-up announced
 
-    async def _claim(self) -> ClaimedFile | None:
+    async def _claim(self) -> File | None:
         async with self.pool.acquire() as conn:
             try:
                 return await store.claim_next_file(conn, self.id)
@@ -186,7 +186,7 @@ class Worker:
                 await store.register_worker(conn, self.id, socket.gethostname(), os.getpid())
                 return await store.claim_next_file(conn, self.id)
 
-    def _start(self, file: ClaimedFile) -> None:
+    def _start(self, file: File) -> None:
         task = asyncio.create_task(self._process(file), name=f"process file {file.id}")
         self._running.add(task)
         task.add_done_callback(self._on_done)
@@ -224,7 +224,7 @@ class Worker:
                 log.warning("cleanup failed: %s", e, extra={"action": "cleanup_failed", "worker_id": self.id})
 
     # processing -----------------------------------------------------------------------------------
-    async def _process(self, file: ClaimedFile) -> None:
+    async def _process(self, file: File) -> None:
         started = time.monotonic()
         log.info("file claimed", extra={"action": "file_claimed", "file_id": file.id, "attempt": file.attempts})
         try:
@@ -267,12 +267,12 @@ class Worker:
         finally:
             PROCESSING_SECONDS.observe(time.monotonic() - started)
 
-    async def _assemble_and_analyse(self, file: ClaimedFile) -> tuple[str, Analysis]:
+    async def _assemble_and_analyse(self, file: File) -> tuple[str, Analysis]:
         """The chunks streamed into the store (and a local copy), analysed from the local copy, the
         thumbnail stored, then the blob committed: its key shows only complete, checked bytes."""
         work = self.settings.work_path
         async with self.pool.acquire() as conn:
-            chunks = await store.chunk_lengths(conn, file.id)
+            chunks = await store.list_chunk_lengths(conn, file.id)
             check_chunks(chunks, file.size)
             assembly = await Assembly.begin(self.store, storage.blob_key(file.filename), work, file.size)
             started = time.monotonic()
@@ -303,7 +303,7 @@ class Worker:
             raise
         return digest, analysis
 
-    async def _finish(self, file: ClaimedFile, digest: str, analysis: Analysis) -> None:
+    async def _finish(self, file: File, digest: str, analysis: Analysis) -> None:
         metadata = {"sha256": digest, "size": file.size, "claimed_mimetype": file.mimetype, **analysis.metadata}
         thumbnail = f"/api/files/{file.id}/thumbnail" if analysis.thumbnail_mimetype else None
         async with self.pool.acquire() as conn:
@@ -313,13 +313,13 @@ class Worker:
                 log.info("file completed", extra={"action": "file_completed", "file_id": file.id,
                                                   "type": analysis.type, "mimetype": analysis.mimetype})
                 return
-            owned_by_someone = await store.file_exists(conn, file.id)
+            owned_by_someone = await store.get_file_exists(conn, file.id)
         log.warning("lease on file %s lost before completion", file.id,
                     extra={"action": "lease_lost", "file_id": file.id})
         if not owned_by_someone:  # deleted meanwhile: our blobs are orphans. Otherwise they are the new owner's too.
             await self._drop_blobs(file)
 
-    async def _fail(self, file: ClaimedFile, reason: str) -> None:
+    async def _fail(self, file: File, reason: str) -> None:
         async with self.pool.acquire() as conn:
             failed = await store.fail_file(conn, file.id, self.id, reason)
         if failed:
@@ -328,14 +328,14 @@ class Worker:
         log.warning("file failed: %s", reason, extra={"action": "file_failed" if failed else "lease_lost",
                                                        "file_id": file.id})
 
-    async def _drop_blobs(self, file: ClaimedFile) -> None:
+    async def _drop_blobs(self, file: File) -> None:
         try:
             await storage.delete_file_blobs(self.store, [file.filename])
         except StorageUnavailable as e:  # orphans now: the cleanup pass removes them later
             log.warning("could not remove the blobs of file %s: %s", file.id, e,
                         extra={"action": "blob_delete_failed", "file_id": file.id})
 
-    async def _retry(self, file: ClaimedFile, delay: float, count_attempt: bool = True) -> None:
+    async def _retry(self, file: File, delay: float, count_attempt: bool = True) -> None:
         async with self.pool.acquire() as conn:
             await store.retry_file(conn, file.id, self.id, delay, count_attempt)
 
@@ -362,7 +362,7 @@ async def assemble(conn: asyncpg.Connection, file_id: str, chunks: list[tuple[in
         for index, length in chunks:
             for offset in range(0, length, ASSEMBLY_SLICE):
                 size = min(ASSEMBLY_SLICE, length - offset)
-                data = await store.read_chunk_slice(conn, file_id, index, offset, size)
+                data = await store.get_chunk_slice(conn, file_id, index, offset, size)
                 if data is None or len(data) != size:
                     raise CorruptContent(f"chunk {index} vanished during assembly")
                 if writing is not None:

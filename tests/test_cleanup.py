@@ -13,6 +13,7 @@ import asyncpg
 
 from service import cleanup, storage
 from service.config import Settings
+from service.store import cleanup as cleanup_store
 from tests.support import JWT_SECRET, ROOT
 
 INSERT_FILE = """
@@ -122,7 +123,7 @@ async def test_chunks_whose_file_is_gone(conn, settings: Settings, user) -> None
 async def test_one_pass_at_a_time(conn, settings: Settings, database_url: str) -> None:  # type: ignore[no-untyped-def]
     other = await asyncpg.connect(database_url)
     try:
-        assert await other.fetchval("SELECT pg_try_advisory_lock($1)", cleanup.ADVISORY_LOCK)
+        assert await cleanup_store.try_lock(other)
         report = await cleanup.run_cleanup(conn, settings)
         assert report.skipped and report.lines() == ["another cleanup pass is running; nothing done"]
     finally:

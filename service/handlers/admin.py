@@ -15,14 +15,14 @@ DAILY_DAYS_DEFAULT, DAILY_DAYS_MAX = 30, 366
 async def get_file_stats(request: web.Request) -> web.Response:
     require_admin(request)
     async with request.app[pool_key].acquire() as conn:
-        return web.json_response(await stats.file_statistics(conn))
+        return web.json_response(await stats.list_file_statistics(conn))
 
 
 async def get_daily_upload_stats(request: web.Request) -> web.Response:
     require_admin(request)
     days = query_int(request, "days", DAILY_DAYS_DEFAULT, 1, DAILY_DAYS_MAX)
     async with request.app[pool_key].acquire() as conn:
-        return web.json_response(await stats.daily_uploads(conn, days))
+        return web.json_response(await stats.list_daily_uploads(conn, days))
 
 
 SLOWEST_STATEMENTS = 10
@@ -32,13 +32,13 @@ async def get_database_health(request: web.Request) -> web.Response:
     require_admin(request)
     pool = request.app[pool_key]
     async with pool.acquire() as conn:
-        statements, reason = await stats.slowest_statements(conn, SLOWEST_STATEMENTS)
+        statements, reason = await stats.list_slowest_statements(conn, SLOWEST_STATEMENTS)
         body = {
-            "connections": await stats.connection_counts(conn),
+            "connections": await stats.get_connection_counts(conn),
             "pool": pool_state(pool),
-            "database": await stats.database_size(conn),
-            "tables": await stats.table_sizes(conn),
-            "indexes": await stats.index_usage(conn),
+            "database": await stats.get_database_size(conn),
+            "tables": await stats.list_table_sizes(conn),
+            "indexes": await stats.list_index_usage(conn),
             "pg_stat_statements": statements,
             "pg_stat_statements_reason": reason,
         }

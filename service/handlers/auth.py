@@ -6,13 +6,13 @@ import logging
 from functools import cache
 from typing import Any
 
-import asyncpg
 from aiohttp import web
 
 from service.auth import RefreshToken, current_user, hash_password, issue_access_token, verify_password
 from service.errors import AccountInactive, InvalidCredentials, RefreshTokenInvalid, RefreshTokenReused
 from service.handlers.users import user_json
 from service.keys import pool_key, settings_key
+from service.models import User
 from service.store import users
 from service.validation import Field, email_address, read_json
 
@@ -31,8 +31,8 @@ async def register(request: web.Request) -> web.Response:
     password_hash = await asyncio.to_thread(hash_password, body["password"])  # argon2 is slow on purpose
     async with request.app[pool_key].acquire() as conn, conn.transaction():
         user = await users.insert_user(conn, email, password_hash, body.get("name"))
-        token = RefreshToken.new(request.app[settings_key], user["id"])
-        await users.set_refresh_token(conn, user["id"], token.digest)
+        token = RefreshToken.new(request.app[settings_key], user.id)
+        await users.set_refresh_token(conn, user.id, token.digest)
     return web.json_response(_session(request, user, token), status=201)
 
 
@@ -40,16 +40,16 @@ async def login(request: web.Request) -> web.Response:
     body = await read_json(request, EMAIL, PASSWORD)
     email = body["email"].strip().lower()
     async with request.app[pool_key].acquire() as conn:
-        row = await users.fetch_credentials(conn, email)
+        found = await users.get_credentials(conn, email)
     # An unknown email costs the same argon2 verification as a known one: timing tells nothing.
-    valid = await asyncio.to_thread(verify_password, row["password"] if row else _dummy_hash(), body["password"])
-    if row is None or not valid:
+    valid = await asyncio.to_thread(verify_password, found[1] if found else _dummy_hash(), body["password"])
+    if found is None or not valid:
         raise InvalidCredentials("wrong email or password")
-    if not row["is_active"]:
+    if not found[0].is_active:
         raise AccountInactive("this account is deactivated")
-    token = RefreshToken.new(request.app[settings_key], row["id"])
+    token = RefreshToken.new(request.app[settings_key], found[0].id)
     async with request.app[pool_key].acquire() as conn:
-        user = await users.set_refresh_token(conn, row["id"], token.digest)
+        user = await users.set_refresh_token(conn, found[0].id, token.digest)
     if user is None:  # deactivated (or deleted) between the two statements
         raise AccountInactive("this account is deactivated")
     return web.json_response(_session(request, user, token))
@@ -67,7 +67,7 @@ async def refresh(request: web.Request) -> web.Response:
         user = await users.rotate_refresh_token(conn, presented.user_id, presented.digest, token.digest)
         if user is not None:
             return web.json_response(_session(request, user, token))
-        is_active = await users.fetch_is_active(conn, presented.user_id)
+        is_active = await users.get_is_active(conn, presented.user_id)
         if is_active is None:
             raise RefreshTokenInvalid("refresh token invalid")
         if not is_active:
@@ -85,9 +85,9 @@ async def logout(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def _session(request: web.Request, user: asyncpg.Record, token: RefreshToken) -> dict[str, Any]:
+def _session(request: web.Request, user: User, token: RefreshToken) -> dict[str, Any]:
     settings = request.app[settings_key]
-    return {"access_token": issue_access_token(settings, user["id"], user["role"]), "refresh_token": token.token,
+    return {"access_token": issue_access_token(settings, user.id, user.role), "refresh_token": token.token,
             "token_type": "Bearer", "expires_in": settings.access_token_ttl, "user": user_json(user)}
 
 

@@ -26,7 +26,7 @@ from service.errors import (
 )
 from service.keys import file_events_key, pool_key, settings_key, slow_by_design_key, storage_key
 from service.middlewares import DATABASE_DOWN
-from service.models import TERMINAL_STATUSES, FileStatus, FileType, StoredFile
+from service.models import TERMINAL_STATUSES, File, FileStatus, FileType
 from service.storage import BlobNotFound, BlobStore
 from service.store import files as store
 from service.validation import MAX_PAGE, Page, path_id, query_choice, query_int, query_seconds
@@ -68,7 +68,7 @@ async def get_file_events(request: web.Request) -> web.StreamResponse:
     request[slow_by_design_key] = True
     file_id = path_id(request)
     with request.app[file_events_key].subscribe(file_id) as changed:
-        file: StoredFile | None = await _load(request, file_id)
+        file: File | None = await _load(request, file_id)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                                "X-Accel-Buffering": "no"})
         await response.prepare(request)
@@ -230,7 +230,7 @@ async def delete_file(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def file_view(file: StoredFile) -> dict[str, Any]:
+def file_view(file: File) -> dict[str, Any]:
     return {"id": file.id, "status": file.status, "type": file.type, "mimetype": file.mimetype, "size": file.size,
             "original_name": file.original_name, "url": file.url, "thumbnail": file.thumbnail,
             "metadata": file.metadata, "error": file.error, "post_id": file.post_id,
@@ -244,7 +244,7 @@ def content_disposition(name: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
-async def _wait_for_change(request: web.Request, file: StoredFile, changed: asyncio.Event, wait: float) -> StoredFile:
+async def _wait_for_change(request: web.Request, file: File, changed: asyncio.Event, wait: float) -> File:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     current = file
@@ -258,13 +258,13 @@ async def _wait_for_change(request: web.Request, file: StoredFile, changed: asyn
     return current
 
 
-async def _find(request: web.Request, file_id: str) -> StoredFile | None:
+async def _find(request: web.Request, file_id: str) -> File | None:
     user = current_user(request)
     async with request.app[pool_key].acquire() as conn:
         return await store.get_file(conn, file_id, user.id, user.is_admin)
 
 
-async def _load(request: web.Request, file_id: str) -> StoredFile:
+async def _load(request: web.Request, file_id: str) -> File:
     """The file if the caller may see it (owner or admin); 404 for anyone else, as for a missing one."""
     file = await _find(request, file_id)
     if file is None:
@@ -272,7 +272,7 @@ async def _load(request: web.Request, file_id: str) -> StoredFile:
     return file
 
 
-def _view_and_etag(file: StoredFile) -> tuple[dict[str, Any], str]:
+def _view_and_etag(file: File) -> tuple[dict[str, Any], str]:
     view = file_view(file)
     return view, '"' + hashlib.sha256(json.dumps(view, sort_keys=True).encode()).hexdigest()[:32] + '"'
 

@@ -6,6 +6,7 @@ from aiohttp import web
 from service.errors import DatabaseUnavailable
 from service.keys import pool_key
 from service.middlewares import DATABASE_DOWN
+from service.store import server
 
 
 async def get_healthz(request: web.Request) -> web.Response:
@@ -15,7 +16,7 @@ async def get_healthz(request: web.Request) -> web.Response:
 async def get_readyz(request: web.Request) -> web.Response:
     try:
         async with request.app[pool_key].acquire(timeout=5) as conn:
-            await conn.fetchval("SELECT 1", timeout=5)
+            await server.ping(conn, 5)
     except DATABASE_DOWN as e:
         raise DatabaseUnavailable(f"database check failed: {type(e).__name__}") from None
     return web.json_response({"status": "ready"})

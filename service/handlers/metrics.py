@@ -29,7 +29,7 @@ async def get_metrics(request: web.Request) -> web.Response:
     metrics.CHUNK_MEMORY.labels("max").set(memory.limit)
     try:
         async with pool.acquire(timeout=SCRAPE_DB_TIMEOUT) as conn:
-            depth: dict[str, float] = dict(await stats.queue_depth(conn))
+            depth: dict[str, float] = dict(await stats.get_queue_depth(conn))
     except DATABASE_DOWN as e:
         log.warning("metrics: queue depth unavailable: %s", e, extra={"action": "metrics_db_unavailable"})
         depth = {"waiting": float("nan"), "claimed": float("nan")}

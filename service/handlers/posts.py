@@ -5,7 +5,6 @@ get 404, as if the draft did not exist); changes only the author or an admin (ot
 draft, 403 for a published post)."""
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -13,7 +12,7 @@ from aiohttp import web
 from service.auth import current_user
 from service.errors import Forbidden, PostNotFound
 from service.keys import pool_key
-from service.models import CurrentUser
+from service.models import CurrentUser, Post
 from service.store import posts
 from service.validation import Field, path_id, query_int, query_text, read_json, read_page
 
@@ -24,11 +23,10 @@ FILE_IDS = Field("file_ids", list, max_len=100, items=Field("file_id", str, min_
 RECENT_DEFAULT, RECENT_MAX = 10, 100
 
 
-def post_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {"id": row["id"], "title": row["title"], "content": row["content"], "published": row["published"],
-            "author_id": row["author_id"], "author": row["author"], "files": row["files"],
-            "file_count": row["file_count"], "created_at": row["created_at"].isoformat(),
-            "updated_at": row["updated_at"].isoformat()}
+def post_json(post: Post) -> dict[str, Any]:
+    return {"id": post.id, "title": post.title, "content": post.content, "published": post.published,
+            "author_id": post.author_id, "author": post.author, "files": post.files, "file_count": post.file_count,
+            "created_at": post.created_at.isoformat(), "updated_at": post.updated_at.isoformat()}
 
 
 async def create_post(request: web.Request) -> web.Response:
@@ -37,9 +35,9 @@ async def create_post(request: web.Request) -> web.Response:
     async with request.app[pool_key].acquire() as conn, conn.transaction():
         post_id = await posts.insert_post_with_files(conn, current_user(request).id, body["title"],
                                                      body.get("content"), body.get("published", False), file_ids)
-        row = await posts.fetch_post(conn, post_id)
-    assert row is not None  # inserted above, in this transaction
-    return web.json_response(post_json(row), status=201)
+        post = await posts.get_post(conn, post_id)
+    assert post is not None  # inserted above, in this transaction
+    return web.json_response(post_json(post), status=201)
 
 
 async def list_posts(request: web.Request) -> web.Response:
@@ -48,26 +46,25 @@ async def list_posts(request: web.Request) -> web.Response:
     author_id = query_text(request, "author_id")
     page = read_page(request)
     async with request.app[pool_key].acquire() as conn:
-        rows, total = await posts.fetch_posts_page(conn, author_id, viewer.id, viewer.is_admin,
-                                                   page.limit, page.offset)
-    return web.json_response({"posts": [post_json(r) for r in rows], "pagination": page.pagination(total)})
+        found, total = await posts.list_posts(conn, author_id, viewer.id, viewer.is_admin, page.limit, page.offset)
+    return web.json_response({"posts": [post_json(p) for p in found], "pagination": page.pagination(total)})
 
 
 async def list_recent_posts(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", RECENT_DEFAULT, 1, RECENT_MAX, cap=True)
     async with request.app[pool_key].acquire() as conn:
-        rows = await posts.fetch_recent_posts(conn, limit)
-    return web.json_response([{"id": r["id"], "title": r["title"], "created_at": r["created_at"].isoformat(),
-                               "author": r["author"], "file_count": r["file_count"]} for r in rows])
+        recent = await posts.list_recent_posts(conn, limit)
+    return web.json_response([{"id": p.id, "title": p.title, "created_at": p.created_at.isoformat(),
+                               "author": p.author, "file_count": p.file_count} for p in recent])
 
 
 async def get_post(request: web.Request) -> web.Response:
     post_id = path_id(request)
     async with request.app[pool_key].acquire() as conn:
-        row = await posts.fetch_post(conn, post_id)
-    if row is None or not (row["published"] or _may_change(current_user(request), row)):
+        post = await posts.get_post(conn, post_id)
+    if post is None or not (post.published or _may_change(current_user(request), post)):
         raise PostNotFound(f"post {post_id}")
-    return web.json_response(post_json(row))
+    return web.json_response(post_json(post))
 
 
 async def patch_post(request: web.Request) -> web.Response:
@@ -77,9 +74,9 @@ async def patch_post(request: web.Request) -> web.Response:
         _check_may_change(current_user(request), post_id, await posts.lock_post(conn, post_id))
         if changes:  # an empty PATCH changes nothing, not even updated_at
             await posts.update_post(conn, post_id, changes)
-        row = await posts.fetch_post(conn, post_id)
-    assert row is not None  # locked above, in this transaction
-    return web.json_response(post_json(row))
+        post = await posts.get_post(conn, post_id)
+    assert post is not None  # locked above, in this transaction
+    return web.json_response(post_json(post))
 
 
 async def delete_post(request: web.Request) -> web.Response:
@@ -91,12 +88,12 @@ async def delete_post(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def _may_change(user: CurrentUser, post: Mapping[str, Any]) -> bool:
-    return user.is_admin or post["author_id"] == user.id
+def _may_change(user: CurrentUser, post: Post) -> bool:
+    return user.is_admin or post.author_id == user.id
 
 
-def _check_may_change(user: CurrentUser, post_id: str, post: Mapping[str, Any] | None) -> None:
-    if post is None or not (post["published"] or _may_change(user, post)):
+def _check_may_change(user: CurrentUser, post_id: str, post: Post | None) -> None:
+    if post is None or not (post.published or _may_change(user, post)):
         raise PostNotFound(f"post {post_id}")  # someone else's draft does not exist for this caller
     if not _may_change(user, post):
         raise Forbidden("only the author or an admin may change this post")

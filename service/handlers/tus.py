@@ -27,10 +27,9 @@ from service.errors import (
 )
 from service.keys import pool_key, settings_key, slow_by_design_key, storage_key, tus_locks_key
 from service.metrics import UPLOADS_CREATED
-from service.models import FileStatus
+from service.models import File, FileStatus, NewUpload
 from service.store import files
 from service.store import tus as store
-from service.store.tus import TusUpload
 from service.tus import (
     CHECKSUMS,
     EXTENSIONS,
@@ -102,12 +101,11 @@ async def create_upload(request: web.Request) -> web.Response:
     checksum = _checksum(request)
 
     async with request.app[pool_key].acquire() as conn:
-        upload = await store.insert_upload(
-            conn, owner_id=user.id, original_name=hints.original_name, mimetype=hints.mimetype, type=hints.type,
-            size=length or 0, size_deferred=length is None, chunk_size=settings.default_chunk_size,
-            expiry_seconds=settings.upload_expiry, metadata=raw_metadata, concat=concat.kind if concat else None)
-        if upload.complete and upload.concat is None:  # Upload-Length: 0 is done at once
-            await files.mark_ready(conn, upload.id)
+        upload = await files.insert_upload(conn, NewUpload(  # Upload-Length: 0 is done at once
+            uploaded_by_id=user.id, original_name=hints.original_name, mimetype=hints.mimetype, type=hints.type,
+            size=length or 0, chunk_size=settings.default_chunk_size, expires_in=settings.upload_expiry,
+            protocol="tus", size_deferred=length is None, tus_metadata=raw_metadata,
+            tus_concat=concat.kind if concat else None))
     UPLOADS_CREATED.labels("tus").inc()
     location = upload_url(request, upload.id)
     headers = {"Location": location}
@@ -131,10 +129,10 @@ async def _create_final(request: web.Request, concat: Concat, raw_metadata: str 
         raise TusInvalidLength("a final upload's length is the sum of its partial uploads: send no Upload-Length")
     part_ids = list(concat.part_ids)
     async with request.app[pool_key].acquire() as conn, conn.transaction():
-        parts = await store.select_parts_for_update(conn, part_ids)
+        parts = await store.lock_parts(conn, part_ids)
         for part_id in part_ids:
             part = parts.get(part_id)
-            if part is None or part.owner_id != user.id or part.concat != "partial":
+            if part is None or part.uploaded_by_id != user.id or part.tus_concat != "partial":
                 raise TusInvalidConcat(f"{part_id} is not a partial upload of yours")
             if part.expired:
                 raise TusInvalidConcat(f"partial upload {part_id} has expired")
@@ -144,10 +142,10 @@ async def _create_final(request: web.Request, concat: Concat, raw_metadata: str 
         size = sum(parts[p].size for p in part_ids)
         if size > settings.max_upload_size:
             raise UploadTooLarge(f"the partial uploads add up to {size} bytes, above Tus-Max-Size")
-        final = await store.insert_upload(
-            conn, owner_id=user.id, original_name=hints.original_name, mimetype=hints.mimetype, type=hints.type,
-            size=size, size_deferred=False, chunk_size=settings.default_chunk_size,
-            expiry_seconds=settings.upload_expiry, metadata=raw_metadata, concat="final", parts=part_ids)
+        final = await files.insert_upload(conn, NewUpload(
+            uploaded_by_id=user.id, original_name=hints.original_name, mimetype=hints.mimetype, type=hints.type,
+            size=size, chunk_size=settings.default_chunk_size, expires_in=settings.upload_expiry, protocol="tus",
+            tus_metadata=raw_metadata, tus_concat="final", tus_parts=part_ids))
         await store.move_chunks(conn, final.id, part_ids)
         await files.mark_ready(conn, final.id)
     UPLOADS_CREATED.labels("tus").inc()
@@ -160,7 +158,7 @@ async def head_upload(request: web.Request) -> web.Response:
     try:
         # Taking the lock makes a stalled writer save what it has first, so the offset is current.
         async with request.app[tus_locks_key].hold(upload_id) as (conn, _):
-            upload = await store.select_upload(conn, upload_id)
+            upload = await store.get_upload(conn, upload_id)
     except TusUploadLocked:
         # A writer that is still receiving keeps its lock; its committed offset is still the truth.
         upload = await _owned_upload(request, upload_id)
@@ -171,12 +169,12 @@ async def head_upload(request: web.Request) -> web.Response:
         headers["Upload-Length"] = str(upload.size)
     else:
         headers["Upload-Defer-Length"] = "1"
-    if upload.metadata is not None:
-        headers["Upload-Metadata"] = upload.metadata
-    if upload.concat == "partial":
+    if upload.tus_metadata is not None:
+        headers["Upload-Metadata"] = upload.tus_metadata
+    if upload.tus_concat == "partial":
         headers["Upload-Concat"] = "partial"
-    elif upload.concat == "final":
-        headers["Upload-Concat"] = "final;" + " ".join(upload_url(request, p) for p in upload.parts or ())
+    elif upload.tus_concat == "final":
+        headers["Upload-Concat"] = "final;" + " ".join(upload_url(request, p) for p in upload.tus_parts or ())
     return web.Response(status=200, headers=headers)
 
 
@@ -190,7 +188,7 @@ async def patch_upload(request: web.Request) -> web.Response:
     checksum = _checksum(request)
     upload_id = path_id(request, "upload_id")
     upload = await _owned_upload(request, upload_id)
-    if upload.concat == "final":
+    if upload.tus_concat == "final":
         raise TusUploadIsFinal("a final upload is made of its partial uploads and takes no bytes of its own")
     upload = await _write(request, upload_id, offset, length, checksum)
     return web.Response(status=204, headers={"Upload-Offset": str(upload.offset), **_expires(upload)})
@@ -209,7 +207,7 @@ async def delete_upload(request: web.Request) -> web.Response:
 
 
 async def _write(request: web.Request, upload_id: str, offset: int, length: int | None,
-                 checksum: Checksum | None) -> TusUpload:
+                 checksum: Checksum | None) -> File:
     """The body of a PATCH (or of a POST with creation-with-upload) appended under the upload's lock.
     Where aiohttp cancels the handler of a client that hung up (handler_cancellation), the write still
     runs to its end in a task of its own, so the bytes that arrived are kept all the same."""
@@ -219,18 +217,18 @@ async def _write(request: web.Request, upload_id: str, offset: int, length: int 
     return await asyncio.shield(task)
 
 
-def _retrieve(task: asyncio.Task[TusUpload]) -> None:
+def _retrieve(task: asyncio.Task[File]) -> None:
     """Nobody awaits an orphaned write's outcome: take it, so asyncio does not log it as lost."""
     if not task.cancelled():
         task.exception()
 
 
 async def _append(request: web.Request, upload_id: str, offset: int, length: int | None,
-                  checksum: Checksum | None) -> TusUpload:
+                  checksum: Checksum | None) -> File:
     settings = request.app[settings_key]
     locks = request.app[tus_locks_key]
     async with locks.hold(upload_id) as (conn, writer):
-        upload = _live(await store.select_upload(conn, upload_id), upload_id)
+        upload = _live(await store.get_upload(conn, upload_id), upload_id)
         if offset != upload.offset:
             raise TusOffsetMismatch(f"the upload is at offset {upload.offset}; Upload-Offset says {offset}")
         if length is not None:
@@ -240,16 +238,16 @@ async def _append(request: web.Request, upload_id: str, offset: int, length: int
             raise TusLengthExceeded(f"{request.content_length} bytes sent, {room} left in the upload")
         error = await receive(request.content, conn, writer, upload,
                               Limits(room, locks.idle_timeout, settings.upload_expiry), checksum)
-        upload = _live(await store.select_upload(conn, upload_id), upload_id)
-        if upload.complete and upload.concat is None:
+        upload = _live(await store.get_upload(conn, upload_id), upload_id)
+        if upload.complete and upload.tus_concat is None:
             await files.mark_ready(conn, upload_id)  # False on a repeated final PATCH: exactly once
-            upload = _live(await store.select_upload(conn, upload_id), upload_id)
+            upload = _live(await store.get_upload(conn, upload_id), upload_id)
     if error is not None:
         raise error
     return upload
 
 
-async def _declare_length(conn: asyncpg.Connection, upload: TusUpload, length: int, max_size: int) -> TusUpload:
+async def _declare_length(conn: asyncpg.Connection, upload: File, length: int, max_size: int) -> File:
     if upload.length_known:
         if length != upload.size:
             raise TusInvalidLength(f"the upload's length is {upload.size} and cannot change")
@@ -262,16 +260,16 @@ async def _declare_length(conn: asyncpg.Connection, upload: TusUpload, length: i
     return declared
 
 
-async def _owned_upload(request: web.Request, upload_id: str, *, allow_expired: bool = False) -> TusUpload:
+async def _owned_upload(request: web.Request, upload_id: str, *, allow_expired: bool = False) -> File:
     """The caller's upload; anyone else's is as absent as one that never was."""
     async with request.app[pool_key].acquire() as conn:
-        upload = await store.select_upload(conn, upload_id)
-    if upload is None or upload.owner_id != current_user(request).id:
+        upload = await store.get_upload(conn, upload_id)
+    if upload is None or upload.uploaded_by_id != current_user(request).id:
         raise UploadNotFound(f"upload {upload_id}")
     return upload if allow_expired else _live(upload, upload_id)
 
 
-def _live(upload: TusUpload | None, upload_id: str) -> TusUpload:
+def _live(upload: File | None, upload_id: str) -> File:
     if upload is None:
         raise UploadNotFound(f"upload {upload_id}")
     if upload.expired:
@@ -284,7 +282,7 @@ def _checksum(request: web.Request) -> Checksum | None:
     return None if raw is None else parse_checksum(raw)
 
 
-def _expires(upload: TusUpload) -> dict[str, str]:
+def _expires(upload: File) -> dict[str, str]:
     if upload.status != FileStatus.UPLOADING or upload.expires_at is None:
         return {}
     return {"Upload-Expires": http_date(upload.expires_at)}

@@ -22,9 +22,9 @@ from service.errors import (
 )
 from service.keys import chunk_memory_key, pool_key, settings_key
 from service.metrics import BYTES_RECEIVED, UPLOADS_CREATED
-from service.models import FileStatus, Upload
+from service.models import File, FileStatus, NewUpload
 from service.processing import classify
-from service.storage import layout
+from service.store import files
 from service.store import uploads as store
 from service.validation import MAX_ID_LENGTH, Field, path_id, path_int, read_json
 
@@ -55,12 +55,11 @@ async def create_upload(request: web.Request) -> web.Response:
         raise ValidationFailed(f"chunk_size {chunk_size} makes more than {MAX_CHUNKS} chunks; use larger chunks",
                                field="chunk_size")
     mimetype = _mimetype(body.get("mimetype"), filename)
-    blob = layout.new_blob_name()
-    new = store.NewUpload(original_name=filename, filename=blob, path=layout.blob_key(blob), mimetype=mimetype,
-                          type=classify(mimetype), size=size, chunk_size=chunk_size, sha256=_sha256(body.get("sha256")),
-                          post_id=body.get("post_id"), uploaded_by_id=user.id, expires_in=settings.upload_expiry)
+    new = NewUpload(uploaded_by_id=user.id, original_name=filename, mimetype=mimetype, type=classify(mimetype),
+                    size=size, chunk_size=chunk_size, expires_in=settings.upload_expiry, protocol=PROTOCOL,
+                    sha256=_sha256(body.get("sha256")), post_id=body.get("post_id"))
     async with request.app[pool_key].acquire() as conn:
-        upload = await store.insert_upload(conn, new)
+        upload = await files.insert_upload(conn, new)
     UPLOADS_CREATED.labels(PROTOCOL).inc()
     return web.json_response(upload_view(upload), status=201, headers={"Location": f"/api/uploads/{upload.id}"})
 
@@ -68,7 +67,7 @@ async def create_upload(request: web.Request) -> web.Response:
 async def get_upload(request: web.Request) -> web.Response:
     async with request.app[pool_key].acquire() as conn:
         upload = await _load(conn, request, allow_closed=True)
-        received = await store.received_chunks(conn, upload.id) if upload.status == FileStatus.UPLOADING else None
+        received = await store.list_received_chunks(conn, upload.id) if upload.status == FileStatus.UPLOADING else None
     if received is None:  # past UPLOADING the chunks were all there (and may be gone now)
         received = list(range(upload.total_chunks))
     present = set(received)
@@ -91,7 +90,7 @@ async def put_chunk(request: web.Request) -> web.Response:
         data = await body.read()  # whole, before any connection is taken: none waits on a client's link
         async with request.app[pool_key].acquire() as conn:
             received = await store.insert_chunk(conn, upload.id, index, data)
-            stored_sha256 = await store.chunk_sha256(conn, upload.id, index) if received is None else None
+            stored_sha256 = await store.get_chunk_sha256(conn, upload.id, index) if received is None else None
         if received is not None:
             BYTES_RECEIVED.labels(PROTOCOL).inc(expected)
             return web.json_response({"index": index, "size": expected, "bytes_received": received}, status=201)
@@ -125,7 +124,7 @@ async def delete_upload(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def upload_view(upload: Upload) -> dict[str, Any]:
+def upload_view(upload: File) -> dict[str, Any]:
     return {"id": upload.id, "status": upload.status, "filename": upload.original_name, "mimetype": upload.mimetype,
             "size": upload.size, "chunk_size": upload.chunk_size, "total_chunks": upload.total_chunks,
             "bytes_received": upload.bytes_received, "sha256": upload.sha256,
@@ -133,7 +132,7 @@ def upload_view(upload: Upload) -> dict[str, Any]:
             "created_at": upload.created_at.isoformat(), "file_url": f"/api/files/{upload.id}"}
 
 
-async def _load(conn: Any, request: web.Request, *, allow_closed: bool = False, allow_expired: bool = False) -> Upload:
+async def _load(conn: Any, request: web.Request, *, allow_closed: bool = False, allow_expired: bool = False) -> File:
     """The caller's upload, or the reason it cannot be used: 404 (missing or another user's), 410, 409."""
     file_id = path_id(request)
     upload = await store.get_upload(conn, file_id, current_user(request).id)
@@ -143,8 +142,6 @@ async def _load(conn: Any, request: web.Request, *, allow_closed: bool = False, 
         raise UploadExpired(f"upload {file_id} expired at {upload.expires_at.isoformat()}")  # type: ignore[union-attr]
     if upload.status != FileStatus.UPLOADING and not allow_closed:
         raise UploadClosed(f"upload {file_id} is {upload.status}: it takes no more chunks")
-    if upload.size_deferred:
-        raise UploadClosed(f"upload {file_id} has no declared length yet: continue it with tus")
     return upload
 
 

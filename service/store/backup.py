@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import asyncpg
 
+from service.store import migrations, server
+
 EXPORT_SNAPSHOT = "SELECT pg_export_snapshot()"
 
 
@@ -11,15 +13,15 @@ async def export_snapshot(conn: asyncpg.Connection) -> str:
     return await conn.fetchval(EXPORT_SNAPSHOT)
 
 
-REFERENCED_FILENAMES = "SELECT filename FROM files"
+LIST_REFERENCED_FILENAMES = "SELECT filename FROM files"
 
 
-async def referenced_filenames(conn: asyncpg.Connection) -> set[str]:
-    return {r["filename"] for r in await conn.fetch(REFERENCED_FILENAMES)}
+async def list_referenced_filenames(conn: asyncpg.Connection) -> set[str]:
+    return {r["filename"] for r in await conn.fetch(LIST_REFERENCED_FILENAMES)}
 
 
 # Relations outside the system schemas, except those an extension owns (pg_stat_statements' views).
-USER_RELATIONS = """
+LIST_USER_RELATIONS = """
 SELECT n.nspname || '.' || c.relname AS name
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
@@ -30,19 +32,13 @@ SELECT n.nspname || '.' || c.relname AS name
 """
 
 
-async def user_relations(conn: asyncpg.Connection) -> list[str]:
-    return [r["name"] for r in await conn.fetch(USER_RELATIONS)]
+async def list_user_relations(conn: asyncpg.Connection) -> list[str]:
+    return [r["name"] for r in await conn.fetch(LIST_USER_RELATIONS)]
 
 
-STAT_STATEMENTS_INSTALLED = "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements')"
-
-
-async def stat_statements_installed(conn: asyncpg.Connection) -> bool:
-    return await conn.fetchval(STAT_STATEMENTS_INSTALLED)
-
-
-async def drop_public_schema(conn: asyncpg.Connection, keep_stat_statements: bool) -> None:
+async def drop_public_schema(conn: asyncpg.Connection) -> None:
     """restore --force: everything in public goes (as `migrate reset`), pg_stat_statements comes back."""
-    await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    keep_stat_statements = await server.get_extension_version(conn, "pg_stat_statements") is not None
+    await migrations.drop_public_schema(conn)
     if keep_stat_statements:
-        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        await server.create_stat_statements(conn)

@@ -4,26 +4,45 @@ from __future__ import annotations
 
 import asyncpg
 
+from service.models import File
+from service.store.files import FILE_COLUMNS, file_from
+
+ADVISORY_LOCK = 0x63_6C_65_61  # one pass at a time across every server and worker ('clea')
+TRY_LOCK = "SELECT pg_try_advisory_lock($1)"
+
+
+async def try_lock(conn: asyncpg.Connection) -> bool:
+    """False when another process is running a pass. Held by the session: unlock() on the same connection."""
+    return await conn.fetchval(TRY_LOCK, ADVISORY_LOCK)
+
+
+UNLOCK = "SELECT pg_advisory_unlock($1)"
+
+
+async def unlock(conn: asyncpg.Connection) -> None:
+    await conn.execute(UNLOCK, ADVISORY_LOCK)
+
+
 # The seed's cleanupOldFiles: FAILED files created more than $1 days ago. Chunks go with them (ON DELETE CASCADE).
-DELETE_OLD_FAILED_FILES = """
+DELETE_OLD_FAILED_FILES = f"""
 DELETE FROM files WHERE status = 'FAILED' AND created_at < now() - make_interval(days => $1)
-RETURNING id, filename, path
+RETURNING {FILE_COLUMNS}
 """
 
 
-async def delete_old_failed_files(conn: asyncpg.Connection, days: int) -> list[asyncpg.Record]:
-    return await conn.fetch(DELETE_OLD_FAILED_FILES, days)
+async def delete_old_failed_files(conn: asyncpg.Connection, days: int) -> list[File]:
+    return [file_from(r) for r in await conn.fetch(DELETE_OLD_FAILED_FILES, days)]
 
 
 # Guarded on status: an upload completed meanwhile (PROCESSING, expires_at NULL) is not touched.
-DELETE_EXPIRED_UPLOADS = """
+DELETE_EXPIRED_UPLOADS = f"""
 DELETE FROM files WHERE status = 'UPLOADING' AND expires_at < now()
-RETURNING id, filename, path
+RETURNING {FILE_COLUMNS}
 """
 
 
-async def delete_expired_uploads(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-    return await conn.fetch(DELETE_EXPIRED_UPLOADS)
+async def delete_expired_uploads(conn: asyncpg.Connection) -> list[File]:
+    return [file_from(r) for r in await conn.fetch(DELETE_EXPIRED_UPLOADS)]
 
 
 # file_chunks.file_id REFERENCES files ON DELETE CASCADE, so this finds nothing unless the constraint was
@@ -40,5 +59,5 @@ async def delete_orphan_chunks(conn: asyncpg.Connection) -> int:
 KNOWN_FILENAMES = "SELECT filename FROM files WHERE filename = any($1::text[])"
 
 
-async def known_filenames(conn: asyncpg.Connection, names: list[str]) -> set[str]:
+async def list_known_filenames(conn: asyncpg.Connection, names: list[str]) -> set[str]:
     return {r["filename"] for r in await conn.fetch(KNOWN_FILENAMES, names)}

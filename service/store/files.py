@@ -1,9 +1,23 @@
-"""files: SQL shared by both upload protocols and the worker."""
+"""files: the one row type of both upload protocols, how a new upload row is made, and the reads and
+deletes of the files API."""
 from __future__ import annotations
+
+import dataclasses
 
 import asyncpg
 
-from service.models import StoredFile
+from service.errors import ValidationFailed
+from service.models import File, NewUpload
+from service.storage import layout
+
+# Every column of `files` that models.File holds, and the database's verdict on expiry.
+FILE_COLUMNS = ", ".join(f.name for f in dataclasses.fields(File) if f.name != "expired") + \
+    ", (status = 'UPLOADING' AND expires_at IS NOT NULL AND expires_at <= now()) AS expired"
+
+
+def file_from(row: asyncpg.Record) -> File:
+    return File(**row)
+
 
 # NOTIFY channels. files_ready wakes workers (payload: file id); LISTEN is only a hint, workers also poll.
 FILES_READY = "files_ready"
@@ -13,6 +27,7 @@ UPDATE files SET status = 'PROCESSING', run_after = now(), expires_at = NULL
  WHERE id = $1 AND status = 'UPLOADING'
 RETURNING id
 """
+NOTIFY_READY = "SELECT pg_notify($1, $2)"
 
 
 async def mark_ready(conn: asyncpg.Connection, file_id: str) -> bool:
@@ -21,20 +36,52 @@ async def mark_ready(conn: asyncpg.Connection, file_id: str) -> bool:
     async with conn.transaction():
         if await conn.fetchval(MARK_READY, file_id) is None:
             return False
-        await conn.execute("SELECT pg_notify($1, $2)", FILES_READY, file_id)
+        await conn.execute(NOTIFY_READY, FILES_READY, file_id)
         return True
 
 
-FILE_COLUMNS = """id, status, type, mimetype, size, original_name, filename, path, url, thumbnail, metadata, error,
-       uploaded_by_id, post_id, created_at, updated_at"""
+# A post named must be the uploader's own; the blob name is ours, never the client's.
+INSERT_UPLOAD = f"""
+INSERT INTO files (uploaded_by_id, original_name, filename, path, mimetype, type, size, chunk_size, expires_at,
+                   protocol, size_deferred, sha256, post_id, tus_metadata, tus_concat, tus_parts)
+SELECT $1, $2, $3, $4, $5, $6, $7, $8, now() + make_interval(secs => $9), $10, $11, $12, $13, $14, $15, $16
+ WHERE $13::text IS NULL OR EXISTS (SELECT 1 FROM posts WHERE id = $13 AND author_id = $1)
+RETURNING {FILE_COLUMNS}
+"""
+
+
+async def insert_upload(conn: asyncpg.Connection, new: NewUpload) -> File:
+    """A new UPLOADING file of either protocol. One of known length 0 is complete at once and goes
+    straight to PROCESSING, except a part of a tus concatenation (the final upload takes it)."""
+    blob = layout.new_blob_name()
+    async with conn.transaction():
+        row = await conn.fetchrow(INSERT_UPLOAD, new.uploaded_by_id, new.original_name, blob, layout.blob_key(blob),
+                                  new.mimetype, new.type, new.size, new.chunk_size, float(new.expires_in),
+                                  new.protocol, new.size_deferred, new.sha256, new.post_id, new.tus_metadata,
+                                  new.tus_concat, new.tus_parts)
+        if row is None:
+            raise ValidationFailed(f"post {new.post_id} does not exist or is not yours", field="post_id")
+        file = file_from(row)
+        if file.complete and file.tus_concat is None and await mark_ready(conn, file.id):
+            file = await get_any_file(conn, file.id)
+    return file
+
+
+GET_ANY_FILE = f"SELECT {FILE_COLUMNS} FROM files WHERE id = $1"
+
+
+async def get_any_file(conn: asyncpg.Connection, file_id: str) -> File:
+    """A file known to exist (read again in the transaction that changed it), whoever owns it."""
+    return file_from(await conn.fetchrow(GET_ANY_FILE, file_id))
+
 
 GET_FILE = f"SELECT {FILE_COLUMNS} FROM files WHERE id = $1 AND (uploaded_by_id = $2 OR $3)"
 
 
-async def get_file(conn: asyncpg.Connection, file_id: str, user_id: str, is_admin: bool) -> StoredFile | None:
+async def get_file(conn: asyncpg.Connection, file_id: str, user_id: str, is_admin: bool) -> File | None:
     """The file if the caller owns it or is an admin; None otherwise (the API answers 404 either way)."""
     row = await conn.fetchrow(GET_FILE, file_id, user_id, is_admin)
-    return StoredFile(**row) if row else None
+    return file_from(row) if row else None
 
 
 LIST_FILES = f"""
@@ -54,17 +101,17 @@ SELECT count(*) FROM files
 
 
 async def list_files(conn: asyncpg.Connection, owner_id: str | None, status: str | None, type_: str | None,
-                     limit: int, offset: int) -> tuple[list[StoredFile], int]:
+                     limit: int, offset: int) -> tuple[list[File], int]:
     """A page of files, newest first, and the total matching; owner_id None means everyone's (admins)."""
     rows = await conn.fetch(LIST_FILES, owner_id, status, type_, limit, offset)
     total = await conn.fetchval(COUNT_FILES, owner_id, status, type_)
-    return [StoredFile(**r) for r in rows], total
+    return [file_from(r) for r in rows], total
 
 
 DELETE_FILE = f"DELETE FROM files WHERE id = $1 AND (uploaded_by_id = $2 OR $3) RETURNING {FILE_COLUMNS}"
 
 
-async def delete_file(conn: asyncpg.Connection, file_id: str, user_id: str, is_admin: bool) -> StoredFile | None:
+async def delete_file(conn: asyncpg.Connection, file_id: str, user_id: str, is_admin: bool) -> File | None:
     """Deletes the row (chunks cascade) and returns it, so the caller can remove the blobs."""
     row = await conn.fetchrow(DELETE_FILE, file_id, user_id, is_admin)
-    return StoredFile(**row) if row else None
+    return file_from(row) if row else None

@@ -1,11 +1,18 @@
 """posts: SQL and the functions that run it."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import asyncpg
 
 from service.errors import UnknownFiles
+from service.models import Post
+
+
+def post_from(row: asyncpg.Record) -> Post:
+    """The row's own columns and whichever listing extras the statement selected."""
+    return Post(**{f.name: row[f.name] for f in dataclasses.fields(Post) if f.name in row})
 
 INSERT_POST_UNLESS_TITLED = """
 INSERT INTO posts (title, content, published, author_id)
@@ -50,7 +57,7 @@ async def insert_post_with_files(conn: asyncpg.Connection, author_id: str, title
 # attached files (the seed's `_count: {files: true}` has no status filter). `{posts}` is the set of posts
 # to show; the files are aggregated per post in a lateral subquery, so a page of any size is one statement.
 POST_LISTING = """
-SELECT p.id, p.title, p.content, p.published, p.author_id, p.created_at, p.updated_at,
+SELECT p.*,
        json_build_object('id', u.id, 'name', u.name, 'email', u.email) AS author,
        COALESCE(f.files, '[]') AS files, COALESCE(f.file_count, 0) AS file_count
   FROM ({posts}) p
@@ -65,12 +72,13 @@ SELECT p.id, p.title, p.content, p.published, p.author_id, p.created_at, p.updat
   ) f ON true
 """
 
-FETCH_POST = POST_LISTING.format(posts="SELECT * FROM posts WHERE id = $1")
+GET_POST = POST_LISTING.format(posts="SELECT * FROM posts WHERE id = $1")
 ORDER = " ORDER BY p.created_at DESC, p.id DESC"
 
 
-async def fetch_post(conn: asyncpg.Connection, post_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(FETCH_POST, post_id)
+async def get_post(conn: asyncpg.Connection, post_id: str) -> Post | None:
+    row = await conn.fetchrow(GET_POST, post_id)
+    return None if row is None else post_from(row)
 
 
 # Visible to the viewer ($1; $2: is an admin): published posts, the viewer's own drafts, every draft for
@@ -80,25 +88,25 @@ async def fetch_post(conn: asyncpg.Connection, post_id: str) -> asyncpg.Record |
 # `($n IS NULL OR author_id = $n)`, which a generic plan cannot answer from the index.
 VISIBLE = "(published OR author_id = $1 OR $2)"
 PAGE = " ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
-FETCH_POSTS_PAGE = POST_LISTING.format(posts=f"SELECT * FROM posts WHERE {VISIBLE}{PAGE}") + ORDER
+LIST_POSTS = POST_LISTING.format(posts=f"SELECT * FROM posts WHERE {VISIBLE}{PAGE}") + ORDER
 COUNT_POSTS = f"SELECT count(*) FROM posts WHERE {VISIBLE}"
-FETCH_AUTHOR_POSTS_PAGE = POST_LISTING.format(
+LIST_AUTHOR_POSTS = POST_LISTING.format(
     posts=f"SELECT * FROM posts WHERE author_id = $5 AND {VISIBLE}{PAGE}") + ORDER
 COUNT_AUTHOR_POSTS = f"SELECT count(*) FROM posts WHERE author_id = $3 AND {VISIBLE}"
 
 
-async def fetch_posts_page(conn: asyncpg.Connection, author_id: str | None, viewer_id: str, viewer_is_admin: bool,
-                           limit: int, offset: int) -> tuple[list[asyncpg.Record], int]:
+async def list_posts(conn: asyncpg.Connection, author_id: str | None, viewer_id: str, viewer_is_admin: bool,
+                     limit: int, offset: int) -> tuple[list[Post], int]:
     """A page of posts, newest first, and the total number the viewer may see."""
     if author_id is None:
-        rows = await conn.fetch(FETCH_POSTS_PAGE, viewer_id, viewer_is_admin, limit, offset)
-        return rows, await conn.fetchval(COUNT_POSTS, viewer_id, viewer_is_admin)
-    rows = await conn.fetch(FETCH_AUTHOR_POSTS_PAGE, viewer_id, viewer_is_admin, limit, offset, author_id)
-    return rows, await conn.fetchval(COUNT_AUTHOR_POSTS, viewer_id, viewer_is_admin, author_id)
+        rows = await conn.fetch(LIST_POSTS, viewer_id, viewer_is_admin, limit, offset)
+        return [post_from(r) for r in rows], await conn.fetchval(COUNT_POSTS, viewer_id, viewer_is_admin)
+    rows = await conn.fetch(LIST_AUTHOR_POSTS, viewer_id, viewer_is_admin, limit, offset, author_id)
+    return [post_from(r) for r in rows], await conn.fetchval(COUNT_AUTHOR_POSTS, viewer_id, viewer_is_admin, author_id)
 
 
-FETCH_RECENT_POSTS = """
-SELECT p.id, p.title, p.created_at, json_build_object('name', u.name) AS author,
+LIST_RECENT_POSTS = """
+SELECT p.*, json_build_object('name', u.name) AS author,
        (SELECT count(*) FROM files f WHERE f.post_id = p.id AND f.status = 'COMPLETED') AS file_count
   FROM posts p
   JOIN users u ON u.id = p.author_id
@@ -108,17 +116,18 @@ SELECT p.id, p.title, p.created_at, json_build_object('name', u.name) AS author,
 """
 
 
-async def fetch_recent_posts(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
+async def list_recent_posts(conn: asyncpg.Connection, limit: int) -> list[Post]:
     """The seed's getRecentPosts: published, newest first, author name and completed-file count."""
-    return await conn.fetch(FETCH_RECENT_POSTS, limit)
+    return [post_from(r) for r in await conn.fetch(LIST_RECENT_POSTS, limit)]
 
 
-LOCK_POST = "SELECT author_id, published FROM posts WHERE id = $1 FOR UPDATE"
+LOCK_POST = "SELECT * FROM posts WHERE id = $1 FOR UPDATE"
 
 
-async def lock_post(conn: asyncpg.Connection, post_id: str) -> asyncpg.Record | None:
+async def lock_post(conn: asyncpg.Connection, post_id: str) -> Post | None:
     """Who may change the post is decided on a locked row: a concurrent change waits for the decision."""
-    return await conn.fetchrow(LOCK_POST, post_id)
+    row = await conn.fetchrow(LOCK_POST, post_id)
+    return None if row is None else post_from(row)
 
 
 UPDATE_POST = """

@@ -16,7 +16,7 @@ SELECT type::text, status::text, count(*) AS count, sum(size)::bigint AS total_s
 """
 
 
-async def file_statistics(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+async def list_file_statistics(conn: asyncpg.Connection) -> list[dict[str, Any]]:
     return [dict(r) for r in await conn.fetch(FILE_STATISTICS)]
 
 
@@ -40,7 +40,7 @@ SELECT d::date AS date, coalesce(p.uploads, 0) AS uploads, coalesce(p.total_size
 """
 
 
-async def daily_uploads(conn: asyncpg.Connection, days: int) -> list[dict[str, Any]]:
+async def list_daily_uploads(conn: asyncpg.Connection, days: int) -> list[dict[str, Any]]:
     return [{"date": r["date"].isoformat(), "uploads": r["uploads"], "total_size": r["total_size"]}
             for r in await conn.fetch(DAILY_UPLOADS, days)]
 
@@ -56,7 +56,7 @@ SELECT count(*) AS total,
 """
 
 
-async def connection_counts(conn: asyncpg.Connection) -> dict[str, int]:
+async def get_connection_counts(conn: asyncpg.Connection) -> dict[str, int]:
     return dict(await conn.fetchrow(CONNECTION_COUNTS))
 
 
@@ -66,7 +66,7 @@ SELECT current_database() AS name, pg_size_pretty(pg_database_size(current_datab
 """
 
 
-async def database_size(conn: asyncpg.Connection) -> dict[str, Any]:
+async def get_database_size(conn: asyncpg.Connection) -> dict[str, Any]:
     return dict(await conn.fetchrow(DATABASE_SIZE))
 
 
@@ -80,7 +80,7 @@ SELECT s.schemaname AS schema, s.relname AS name, s.n_live_tup AS rows,
 """
 
 
-async def table_sizes(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+async def list_table_sizes(conn: asyncpg.Connection) -> list[dict[str, Any]]:
     return [dict(r) for r in await conn.fetch(TABLE_SIZES)]
 
 
@@ -93,7 +93,7 @@ SELECT schemaname AS schema, relname AS table, indexrelname AS name, idx_scan AS
 """
 
 
-async def index_usage(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+async def list_index_usage(conn: asyncpg.Connection) -> list[dict[str, Any]]:
     return [dict(r) for r in await conn.fetch(INDEX_USAGE)]
 
 
@@ -113,7 +113,7 @@ SELECT query, calls, round(mean_exec_time::numeric, 3)::float8 AS mean_ms,
 """
 
 
-async def slowest_statements(conn: asyncpg.Connection, limit: int) -> tuple[list[dict[str, Any]] | None, str | None]:
+async def list_slowest_statements(conn: asyncpg.Connection, limit: int) -> tuple[list[dict[str, Any]] | None, str | None]:
     """The statements with the highest mean time, or None and the reason they cannot be read."""
     state = await conn.fetchrow(STAT_STATEMENTS_STATE)
     if state["installed"] is None:
@@ -135,5 +135,5 @@ SELECT (SELECT count(*) FROM files WHERE status = 'PROCESSING' AND worker_id IS 
 """
 
 
-async def queue_depth(conn: asyncpg.Connection) -> dict[str, int]:
+async def get_queue_depth(conn: asyncpg.Connection) -> dict[str, int]:
     return dict(await conn.fetchrow(QUEUE_DEPTH))

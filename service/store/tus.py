@@ -2,78 +2,25 @@
 chunk_index 0, 1, 2, ... with lengths of up to files.chunk_size. The worker joins them by chunk_index."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
-from service.models import FileStatus, FileType
-from service.storage import layout
+from service.models import File
+from service.store.files import FILE_COLUMNS, file_from
+
+GET_UPLOAD = f"SELECT {FILE_COLUMNS} FROM files WHERE id = $1 AND protocol = 'tus'"
 
 
-@dataclass(frozen=True)
-class TusUpload:
-    id: str
-    owner_id: str
-    status: FileStatus
-    size: int
-    size_deferred: bool
-    offset: int
-    chunk_size: int
-    expires_at: datetime | None
-    metadata: str | None
-    concat: str | None
-    parts: list[str] | None
-    expired: bool
-
-    @property
-    def length_known(self) -> bool:
-        return not self.size_deferred
-
-    @property
-    def complete(self) -> bool:
-        return self.length_known and self.offset == self.size
-
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> TusUpload:
-        return cls(row["id"], row["uploaded_by_id"], FileStatus(row["status"]), row["size"], row["size_deferred"],
-                   row["bytes_received"], row["chunk_size"], row["expires_at"], row["tus_metadata"],
-                   row["tus_concat"], row["tus_parts"], row["expired"])
-
-
-COLUMNS = """id, uploaded_by_id, status, size, size_deferred, bytes_received, chunk_size, expires_at,
-             tus_metadata, tus_concat, tus_parts, (status = 'UPLOADING' AND expires_at <= now()) AS expired"""
-
-INSERT_UPLOAD = f"""
-INSERT INTO files (protocol, uploaded_by_id, original_name, filename, path, mimetype, type, size, size_deferred,
-                   chunk_size, expires_at, tus_metadata, tus_concat, tus_parts)
-VALUES ('tus', $1, $2, $3, $4, $5, $6, $7, $8, $9, now() + make_interval(secs => $10), $11, $12, $13)
-RETURNING {COLUMNS}
-"""
-
-
-async def insert_upload(conn: asyncpg.Connection, *, owner_id: str, original_name: str, mimetype: str,
-                        type: FileType, size: int, size_deferred: bool, chunk_size: int, expiry_seconds: int,
-                        metadata: str | None, concat: str | None, parts: list[str] | None = None) -> TusUpload:
-    filename = layout.new_blob_name()
-    row = await conn.fetchrow(INSERT_UPLOAD, owner_id, original_name, filename, layout.blob_key(filename),
-                              mimetype, type.value, size, size_deferred, chunk_size, expiry_seconds, metadata,
-                              concat, parts)
-    return TusUpload.from_row(row)
-
-
-SELECT_UPLOAD = f"SELECT {COLUMNS} FROM files WHERE id = $1 AND protocol = 'tus'"
-
-
-async def select_upload(conn: asyncpg.Connection, upload_id: str) -> TusUpload | None:
-    row = await conn.fetchrow(SELECT_UPLOAD, upload_id)
-    return None if row is None else TusUpload.from_row(row)
+async def get_upload(conn: asyncpg.Connection, upload_id: str) -> File | None:
+    row = await conn.fetchrow(GET_UPLOAD, upload_id)
+    return None if row is None else file_from(row)
 
 
 NEXT_CHUNK_INDEX = "SELECT coalesce(max(chunk_index) + 1, 0) FROM file_chunks WHERE file_id = $1"
 
 
-async def next_chunk_index(conn: asyncpg.Connection, upload_id: str) -> int:
+async def get_next_chunk_index(conn: asyncpg.Connection, upload_id: str) -> int:
     return await conn.fetchval(NEXT_CHUNK_INDEX, upload_id)
 
 
@@ -102,14 +49,14 @@ async def advance_offset(conn: asyncpg.Connection, upload_id: str, offset: int, 
 DECLARE_LENGTH = f"""
 UPDATE files SET size = $2, size_deferred = false
  WHERE id = $1 AND size_deferred AND bytes_received <= $2
-RETURNING {COLUMNS}
+RETURNING {FILE_COLUMNS}
 """
 
 
-async def declare_length(conn: asyncpg.Connection, upload_id: str, size: int) -> TusUpload | None:
+async def declare_length(conn: asyncpg.Connection, upload_id: str, size: int) -> File | None:
     """Upload-Defer-Length: the length is set once, never below what was received."""
     row = await conn.fetchrow(DECLARE_LENGTH, upload_id, size)
-    return None if row is None else TusUpload.from_row(row)
+    return None if row is None else file_from(row)
 
 
 DELETE_UPLOAD = "DELETE FROM files WHERE id = $1 AND protocol = 'tus' RETURNING path, filename"
@@ -121,12 +68,12 @@ async def delete_upload(conn: asyncpg.Connection, upload_id: str) -> tuple[str, 
     return None if row is None else (row["path"], row["filename"])
 
 
-SELECT_PARTS_FOR_UPDATE = f"SELECT {COLUMNS} FROM files WHERE id = any($1::text[]) AND protocol = 'tus' FOR UPDATE"
+LOCK_PARTS = f"SELECT {FILE_COLUMNS} FROM files WHERE id = any($1::text[]) AND protocol = 'tus' FOR UPDATE"
 
 
-async def select_parts_for_update(conn: asyncpg.Connection, part_ids: list[str]) -> dict[str, TusUpload]:
+async def lock_parts(conn: asyncpg.Connection, part_ids: list[str]) -> dict[str, File]:
     """The partial uploads a final one names, row-locked until the concatenation commits."""
-    return {r["id"]: TusUpload.from_row(r) for r in await conn.fetch(SELECT_PARTS_FOR_UPDATE, part_ids)}
+    return {r["id"]: file_from(r) for r in await conn.fetch(LOCK_PARTS, part_ids)}
 
 
 # No byte is copied: an UPDATE that leaves `data` alone keeps the row's TOAST pointer, so only the

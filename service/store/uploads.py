@@ -1,70 +1,26 @@
-"""uploads: the native protocol's sessions and chunks."""
+"""uploads: the native protocol's sessions and chunks (a new one is made by store.files.insert_upload)."""
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import asyncpg
 
-from service.errors import UploadClosed, UploadNotFound, ValidationFailed
-from service.models import FileStatus, Upload
-from service.store.files import mark_ready
-
-UPLOAD_COLUMNS = """id, status, original_name, mimetype, size, chunk_size, bytes_received, sha256, expires_at,
-       expires_at IS NOT NULL AND expires_at <= now() AS expired, size_deferred, created_at"""
-
-
-@dataclass(frozen=True)
-class NewUpload:
-    original_name: str
-    filename: str
-    path: str
-    mimetype: str
-    type: str
-    size: int
-    chunk_size: int
-    sha256: str | None
-    post_id: str | None
-    uploaded_by_id: str
-    expires_in: int  # seconds
-
-
-INSERT_UPLOAD = f"""
-INSERT INTO files (original_name, filename, path, mimetype, type, size, chunk_size, sha256, post_id,
-                   uploaded_by_id, expires_at)
-SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now() + make_interval(secs => $11)
- WHERE $9::text IS NULL OR EXISTS (SELECT 1 FROM posts WHERE id = $9 AND author_id = $10)
-RETURNING {UPLOAD_COLUMNS}
-"""
-
-
-async def insert_upload(conn: asyncpg.Connection, new: NewUpload) -> Upload:
-    """A new UPLOADING file; an empty one is complete at once and goes straight to PROCESSING."""
-    async with conn.transaction():
-        row = await conn.fetchrow(INSERT_UPLOAD, new.original_name, new.filename, new.path, new.mimetype,
-                                  new.type, new.size, new.chunk_size, new.sha256, new.post_id,
-                                  new.uploaded_by_id, float(new.expires_in))
-        if row is None:
-            raise ValidationFailed(f"post {new.post_id} does not exist or is not yours", field="post_id")
-        if new.size == 0:
-            await mark_ready(conn, row["id"])
-            return await get_upload(conn, row["id"], new.uploaded_by_id)  # type: ignore[return-value]
-        return Upload(**row)
-
+from service.errors import UploadClosed, UploadNotFound
+from service.models import File, FileStatus
+from service.store.files import FILE_COLUMNS, file_from, mark_ready
 
 # protocol: a tus upload (sql/0004) appends variable-length chunks; fixed-index PUTs would corrupt it.
-GET_UPLOAD = f"SELECT {UPLOAD_COLUMNS} FROM files WHERE id = $1 AND uploaded_by_id = $2 AND protocol = 'native'"
+GET_UPLOAD = f"SELECT {FILE_COLUMNS} FROM files WHERE id = $1 AND uploaded_by_id = $2 AND protocol = 'native'"
 
 
-async def get_upload(conn: asyncpg.Connection, file_id: str, user_id: str) -> Upload | None:
+async def get_upload(conn: asyncpg.Connection, file_id: str, user_id: str) -> File | None:
     """The caller's upload; None for a missing one and for anyone else's (both answer 404)."""
     row = await conn.fetchrow(GET_UPLOAD, file_id, user_id)
-    return Upload(**row) if row else None
+    return file_from(row) if row else None
 
 
 RECEIVED_CHUNKS = "SELECT chunk_index FROM file_chunks WHERE file_id = $1 ORDER BY chunk_index"
 
 
-async def received_chunks(conn: asyncpg.Connection, file_id: str) -> list[int]:
+async def list_received_chunks(conn: asyncpg.Connection, file_id: str) -> list[int]:
     return [r[0] for r in await conn.fetch(RECEIVED_CHUNKS, file_id)]
 
 
@@ -99,7 +55,7 @@ async def insert_chunk(conn: asyncpg.Connection, file_id: str, index: int, data:
 CHUNK_SHA256 = "SELECT encode(sha256(data), 'hex') FROM file_chunks WHERE file_id = $1 AND chunk_index = $2"
 
 
-async def chunk_sha256(conn: asyncpg.Connection, file_id: str, index: int) -> str | None:
+async def get_chunk_sha256(conn: asyncpg.Connection, file_id: str, index: int) -> str | None:
     """Computed by PostgreSQL next to the data: a repeat is compared without fetching the stored chunk."""
     return await conn.fetchval(CHUNK_SHA256, file_id, index)
 
@@ -107,7 +63,7 @@ async def chunk_sha256(conn: asyncpg.Connection, file_id: str, index: int) -> st
 LOCK_UPLOAD_STATUS = "SELECT status FROM files WHERE id = $1 FOR UPDATE"
 
 
-async def complete_upload(conn: asyncpg.Connection, upload: Upload) -> list[int]:
+async def complete_upload(conn: asyncpg.Connection, upload: File) -> list[int]:
     """UPLOADING -> PROCESSING (waking a worker) when every chunk is stored; otherwise nothing changes
     and the missing indexes are returned. The row lock orders this against concurrent chunk PUTs:
     a chunk either counted before, or its transaction sees PROCESSING and stores nothing."""
@@ -117,7 +73,7 @@ async def complete_upload(conn: asyncpg.Connection, upload: Upload) -> list[int]
             raise UploadNotFound(f"upload {upload.id}")
         if status != FileStatus.UPLOADING:
             return []
-        received = set(await received_chunks(conn, upload.id))
+        received = set(await list_received_chunks(conn, upload.id))
         missing = [i for i in range(upload.total_chunks) if i not in received]
         if not missing:
             await mark_ready(conn, upload.id)

@@ -1,23 +1,27 @@
 """users: SQL and the functions that run it."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import asyncpg
 
 from service.errors import EmailTaken, UserNotFound
+from service.models import User
 
 UPSERT_USER = """
 INSERT INTO users (email, password, name, role) VALUES ($1, $2, $3, $4)
 ON CONFLICT (email) DO NOTHING                              -- seeding twice changes nothing
 RETURNING id
 """
+GET_USER_ID = "SELECT id FROM users WHERE email = $1"
 
 
 async def upsert_user(conn: asyncpg.Connection, email: str, password_hash: str, name: str, role: str) -> str:
     """The seed's upsert with `update: {}`: an existing user is left as it is. Returns the id."""
     user_id = await conn.fetchval(UPSERT_USER, email, password_hash, name, role)
-    return user_id or await conn.fetchval("SELECT id FROM users WHERE email = $1", email)
+    return user_id or await conn.fetchval(GET_USER_ID, email)
+
 
 
 INSERT_MISSING_PREFERENCES = """
@@ -31,8 +35,12 @@ async def insert_missing_preferences(conn: asyncpg.Connection) -> int:
     return int((await conn.execute(INSERT_MISSING_PREFERENCES)).split()[-1])
 
 
-# The public shape of a user: never the password hash or the refresh-token digest.
-USER_COLUMNS = "id, email, name, role, is_active, created_at, updated_at"
+# The public shape of a user (models.User): never the password hash or the refresh-token digest.
+USER_COLUMNS = ", ".join(f.name for f in dataclasses.fields(User))
+
+
+def user_from(row: asyncpg.Record) -> User:
+    return User(**{f.name: row[f.name] for f in dataclasses.fields(User)})
 
 INSERT_USER = f"""
 WITH new_user AS (
@@ -45,18 +53,20 @@ SELECT * FROM new_user
 """
 
 
-async def insert_user(conn: asyncpg.Connection, email: str, password_hash: str, name: str | None) -> asyncpg.Record:
+async def insert_user(conn: asyncpg.Connection, email: str, password_hash: str, name: str | None) -> User:
     try:
-        return await conn.fetchrow(INSERT_USER, email, password_hash, name)
+        return user_from(await conn.fetchrow(INSERT_USER, email, password_hash, name))
     except asyncpg.UniqueViolationError:
         raise EmailTaken(f"{email} is already registered") from None
 
 
-FETCH_CREDENTIALS = "SELECT id, password, is_active FROM users WHERE email = $1"
+GET_CREDENTIALS = f"SELECT {USER_COLUMNS}, password FROM users WHERE email = $1"
 
 
-async def fetch_credentials(conn: asyncpg.Connection, email: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(FETCH_CREDENTIALS, email)
+async def get_credentials(conn: asyncpg.Connection, email: str) -> tuple[User, str] | None:
+    """The user of this email and its password hash, for login only."""
+    row = await conn.fetchrow(GET_CREDENTIALS, email)
+    return None if row is None else (user_from(row), row["password"])
 
 
 SET_REFRESH_TOKEN = f"""
@@ -65,9 +75,10 @@ RETURNING {USER_COLUMNS}
 """
 
 
-async def set_refresh_token(conn: asyncpg.Connection, user_id: str, digest: str) -> asyncpg.Record | None:
+async def set_refresh_token(conn: asyncpg.Connection, user_id: str, digest: str) -> User | None:
     """A new session for an active user (login, register); None when the user is gone or inactive."""
-    return await conn.fetchrow(SET_REFRESH_TOKEN, user_id, digest)
+    row = await conn.fetchrow(SET_REFRESH_TOKEN, user_id, digest)
+    return None if row is None else user_from(row)
 
 
 ROTATE_REFRESH_TOKEN = f"""
@@ -78,16 +89,17 @@ RETURNING {USER_COLUMNS}
 
 
 async def rotate_refresh_token(conn: asyncpg.Connection, user_id: str, old_digest: str,
-                               new_digest: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(ROTATE_REFRESH_TOKEN, user_id, old_digest, new_digest)
+                               new_digest: str) -> User | None:
+    row = await conn.fetchrow(ROTATE_REFRESH_TOKEN, user_id, old_digest, new_digest)
+    return None if row is None else user_from(row)
 
 
-FETCH_IS_ACTIVE = "SELECT is_active FROM users WHERE id = $1"
+GET_IS_ACTIVE = "SELECT is_active FROM users WHERE id = $1"
 
 
-async def fetch_is_active(conn: asyncpg.Connection, user_id: str) -> bool | None:
+async def get_is_active(conn: asyncpg.Connection, user_id: str) -> bool | None:
     """True/False, or None for no such user."""
-    return await conn.fetchval(FETCH_IS_ACTIVE, user_id)
+    return await conn.fetchval(GET_IS_ACTIVE, user_id)
 
 
 CLEAR_REFRESH_TOKEN = "UPDATE users SET refresh_token = NULL WHERE id = $1"
@@ -98,17 +110,15 @@ async def clear_refresh_token(conn: asyncpg.Connection, user_id: str) -> None:
     await conn.execute(CLEAR_REFRESH_TOKEN, user_id)
 
 
-FETCH_USER = f"SELECT {USER_COLUMNS} FROM users WHERE id = $1"
+GET_USER = f"SELECT {USER_COLUMNS} FROM users WHERE id = $1"
 
 
-async def fetch_user(conn: asyncpg.Connection, user_id: str) -> asyncpg.Record:
-    row = await conn.fetchrow(FETCH_USER, user_id)
-    if row is None:
-        raise UserNotFound(f"user {user_id}")
-    return row
+async def get_user(conn: asyncpg.Connection, user_id: str) -> User | None:
+    row = await conn.fetchrow(GET_USER, user_id)
+    return None if row is None else user_from(row)
 
 
-FETCH_USER_WITH_CONTENT = f"""
+GET_USER_WITH_CONTENT = f"""
 SELECT {USER_COLUMNS},
        COALESCE((SELECT json_agg(json_build_object('id', p.id, 'title', p.title, 'published', p.published)
                                  ORDER BY p.created_at DESC, p.id)
@@ -121,15 +131,13 @@ SELECT {USER_COLUMNS},
 """
 
 
-async def fetch_user_with_content(conn: asyncpg.Connection, user_id: str) -> asyncpg.Record:
-    """The seed's findByEmail: the user with its posts and files, in one statement."""
-    row = await conn.fetchrow(FETCH_USER_WITH_CONTENT, user_id)
-    if row is None:
-        raise UserNotFound(f"user {user_id}")
-    return row
+async def get_user_with_content(conn: asyncpg.Connection, user_id: str) -> tuple[User, list[Any], list[Any]] | None:
+    """The seed's findByEmail: the user with its posts and files (short forms), in one statement."""
+    row = await conn.fetchrow(GET_USER_WITH_CONTENT, user_id)
+    return None if row is None else (user_from(row), row["posts"], row["files"])
 
 
-FETCH_USERS_PAGE = f"""
+LIST_USERS = f"""
 SELECT {USER_COLUMNS}, count(*) OVER () AS total FROM users
  ORDER BY created_at DESC, id
  LIMIT $1 OFFSET $2
@@ -137,10 +145,10 @@ SELECT {USER_COLUMNS}, count(*) OVER () AS total FROM users
 COUNT_USERS = "SELECT count(*) FROM users"
 
 
-async def fetch_users_page(conn: asyncpg.Connection, limit: int, offset: int) -> tuple[list[asyncpg.Record], int]:
+async def list_users(conn: asyncpg.Connection, limit: int, offset: int) -> tuple[list[User], int]:
     """A page of users and the total; the count runs again only for a page past the end."""
-    rows = await conn.fetch(FETCH_USERS_PAGE, limit, offset)
-    return rows, rows[0]["total"] if rows else await conn.fetchval(COUNT_USERS)
+    rows = await conn.fetch(LIST_USERS, limit, offset)
+    return [user_from(r) for r in rows], rows[0]["total"] if rows else await conn.fetchval(COUNT_USERS)
 
 
 UPDATE_USER = f"""
@@ -155,7 +163,7 @@ RETURNING {USER_COLUMNS}
 """
 
 
-async def update_user(conn: asyncpg.Connection, user_id: str, changes: dict[str, Any]) -> asyncpg.Record:
+async def update_user(conn: asyncpg.Connection, user_id: str, changes: dict[str, Any]) -> User:
     """Sets the fields present in `changes` (name, email, role, is_active); others keep their value."""
     args = []
     for name in ("name", "email", "role", "is_active"):
@@ -166,7 +174,7 @@ async def update_user(conn: asyncpg.Connection, user_id: str, changes: dict[str,
         raise EmailTaken(f"{changes['email']} is already registered") from None
     if row is None:
         raise UserNotFound(f"user {user_id}")
-    return row
+    return user_from(row)
 
 
 DELETE_USER_FILES = """
@@ -176,7 +184,7 @@ RETURNING path, filename
 DELETE_USER = "DELETE FROM users WHERE id = $1 RETURNING id"
 
 
-async def delete_user(conn: asyncpg.Connection, user_id: str) -> list[asyncpg.Record]:
+async def delete_user(conn: asyncpg.Connection, user_id: str) -> list[tuple[str, str]]:
     """Deletes the user, its posts, preferences, files and their chunks (the schema's cascades), in one
     transaction. Returns the deleted files' blob locations: the caller removes them after the commit."""
     async with conn.transaction():
@@ -184,7 +192,7 @@ async def delete_user(conn: asyncpg.Connection, user_id: str) -> list[asyncpg.Re
         files = await conn.fetch(DELETE_USER_FILES, user_id)
         if await conn.fetchval(DELETE_USER, user_id) is None:
             raise UserNotFound(f"user {user_id}")
-    return files
+    return [(f["path"], f["filename"]) for f in files]
 
 
 COUNT_USER_STATS = """

@@ -5,7 +5,8 @@ from typing import Any
 
 import asyncpg
 
-from service.models import ClaimedFile
+from service.models import File
+from service.store.files import FILE_COLUMNS, file_from
 
 REGISTER_WORKER = """
 INSERT INTO workers (id, hostname, pid) VALUES ($1, $2, $3)
@@ -44,18 +45,18 @@ async def delete_worker(conn: asyncpg.Connection, worker_id: str) -> None:
     await conn.execute(DELETE_WORKER, worker_id)
 
 
-CLAIM_NEXT_FILE = """
+CLAIM_NEXT_FILE = f"""
 UPDATE files SET worker_id = $1, attempts = attempts + 1, claimed_at = now()
  WHERE id = (SELECT id FROM files
               WHERE status = 'PROCESSING' AND worker_id IS NULL AND run_after <= now()
               ORDER BY run_after LIMIT 1 FOR UPDATE SKIP LOCKED)
-RETURNING id, size, sha256, mimetype, filename, path, attempts
+RETURNING {FILE_COLUMNS}
 """
 
 
-async def claim_next_file(conn: asyncpg.Connection, worker_id: str) -> ClaimedFile | None:
+async def claim_next_file(conn: asyncpg.Connection, worker_id: str) -> File | None:
     row = await conn.fetchrow(CLAIM_NEXT_FILE, worker_id)
-    return ClaimedFile(**row) if row else None
+    return file_from(row) if row else None
 
 
 CHUNK_LENGTHS = """
@@ -63,7 +64,7 @@ SELECT chunk_index, length(data) FROM file_chunks WHERE file_id = $1 ORDER BY ch
 """
 
 
-async def chunk_lengths(conn: asyncpg.Connection, file_id: str) -> list[tuple[int, int]]:
+async def list_chunk_lengths(conn: asyncpg.Connection, file_id: str) -> list[tuple[int, int]]:
     """(index, length) of every chunk, in order. length() of an uncompressed (STORAGE EXTERNAL)
     value is read from its TOAST pointer: no chunk data is fetched."""
     return [(r[0], r[1]) for r in await conn.fetch(CHUNK_LENGTHS, file_id)]
@@ -74,7 +75,7 @@ SELECT substring(data FROM $3 FOR $4) FROM file_chunks WHERE file_id = $1 AND ch
 """
 
 
-async def read_chunk_slice(conn: asyncpg.Connection, file_id: str, index: int, offset: int, length: int) -> bytes | None:
+async def get_chunk_slice(conn: asyncpg.Connection, file_id: str, index: int, offset: int, length: int) -> bytes | None:
     """`length` bytes of a chunk from `offset`. With STORAGE EXTERNAL, PostgreSQL reads only the TOAST
     pieces of the slice, so memory stays bounded whatever MAX_CHUNK_SIZE is."""
     return await conn.fetchval(READ_CHUNK_SLICE, file_id, index, offset + 1, length)
@@ -134,5 +135,5 @@ async def retry_file(conn: asyncpg.Connection, file_id: str, worker_id: str, del
 FILE_EXISTS = "SELECT 1 FROM files WHERE id = $1"
 
 
-async def file_exists(conn: asyncpg.Connection, file_id: str) -> bool:
+async def get_file_exists(conn: asyncpg.Connection, file_id: str) -> bool:
     return await conn.fetchval(FILE_EXISTS, file_id) is not None
