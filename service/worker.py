@@ -27,7 +27,7 @@ from service.metrics import PROCESSING_SECONDS, UPLOADS_COMPLETED, UPLOADS_FAILE
 from service.models import File
 from service.processing import Analysis, CorruptContent
 from service.storage import BlobStore, StorageUnavailable
-from service.storage.assembly import Assembly
+from service.storage.assembly import Assembly, remove_stale_copies
 from service.store import workers as store
 from service.store.files import FILES_READY
 
@@ -70,6 +70,8 @@ class Worker:
                       asyncio.create_task(self._heartbeat_loop(), name="worker heartbeat"),
                       asyncio.create_task(self._cleanup_loop(), name="worker cleanup")]
         log.info("worker started", extra={"action": "worker_started", "worker_id": self.id})
+        with contextlib.suppress(OSError):  # leftovers of a killed worker on this machine
+            await asyncio.to_thread(remove_stale_copies, self.settings.work_path, cleanup.TEMP_GRACE)
         try:
             await self._loop()
         finally:

@@ -3,16 +3,24 @@ and every key in one place (layout). Open a store with from_settings(); in the a
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from service.config import Settings, parse_storage_url
 from service.keys import settings_key, storage_key
-from service.storage.base import (BlobInfo, BlobNotFound, BlobStore, BlobWriter, StorageConfigError, StorageError,
-                                  StorageUnavailable, Unfinished)
+from service.storage.base import (
+    BlobInfo,
+    BlobNotFound,
+    BlobStore,
+    BlobWriter,
+    StorageConfigError,
+    StorageError,
+    StorageUnavailable,
+    Unfinished,
+)
 from service.storage.layout import AREAS, blob_key, keys_of, new_blob_name, owner_of, thumbnail_key
 from service.storage.local import LocalStore
 
@@ -64,9 +72,9 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def put_file(store: BlobStore, key: str, path: Path) -> None:
     """A local file (a thumbnail) into the store under key."""
-    writer = await store.writer(key, path.stat().st_size)
+    writer = await store.writer(key, (await asyncio.to_thread(path.stat)).st_size)
     try:
-        with open(path, "rb") as f:
+        with await asyncio.to_thread(open, path, "rb") as f:
             while data := await asyncio.to_thread(f.read, PUT_FILE_READ):
                 await writer.write(data)
         await writer.commit()

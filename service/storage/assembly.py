@@ -6,17 +6,30 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
+import time
 import uuid
 from pathlib import Path
 
 from service.storage.base import BlobStore, BlobWriter
 
 
+def remove_stale_copies(work_dir: Path, older_than: float) -> int:
+    """Working copies a killed worker left (blocking: run it in a thread); returns how many were removed."""
+    removed, now = 0, time.time()
+    for path in work_dir.glob("*") if work_dir.is_dir() else []:
+        try:
+            if path.is_file() and now - path.stat().st_mtime > older_than:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:
+            pass  # another worker sharing the directory was quicker
+    return removed
+
+
 class Assembly:
     def __init__(self, writer: BlobWriter, copy: Path | None) -> None:
         self._writer, self._copy_path = writer, copy
-        self._copy = open(copy, "wb", buffering=0) if copy is not None else None
+        self._copy = open(copy, "wb", buffering=0) if copy is not None else None  # noqa: SIM115 - closed by finish/discard
         self._hash = hashlib.sha256()
         self.size = 0
 

@@ -5,9 +5,10 @@ becomes visible under the key only when committed; a writer that never commits (
 `Unfinished` write that `unfinished()` finds and `abort()` removes."""
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Protocol
+from typing import Protocol
 
 
 class StorageError(Exception):

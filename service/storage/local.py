@@ -5,13 +5,13 @@ failing disk is the environment's fault), except a missing object."""
 from __future__ import annotations
 
 import asyncio
-import io
 import contextlib
+import io
 import os
 import stat
 import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import AsyncIterator, Iterator
 
 from service.storage.base import BlobInfo, BlobNotFound, StorageUnavailable, Unfinished
 
@@ -41,7 +41,7 @@ class LocalWriter:
     def open(self) -> None:
         assert self.local_path is not None
         self.final.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.local_path, "wb", buffering=0)
+        self._file = open(self.local_path, "wb", buffering=0)  # noqa: SIM115 - closed by commit/abort
 
     async def write(self, data: bytes) -> None:
         with _unavailable(f"writing {self.key}"):
@@ -141,7 +141,7 @@ class LocalStore:
 
     async def unfinished(self, prefix: str) -> list[Unfinished]:
         """Temporary files: ours (.<name>.<tag>.part), and any other hidden or .tmp file a crash left."""
-        directory, _, leaf = prefix.rpartition("/")
+        directory = prefix.rpartition("/")[0]
         with _unavailable(f"listing {prefix}"):
             found = await asyncio.to_thread(self._walk, directory + "/" if directory else "", True)
         writes = []

@@ -83,7 +83,7 @@ class S3Store:
             raise StorageUnavailable(f"{what}: {self.explain(e)}") from e
         except NoCredentialsError:
             raise StorageUnavailable(f"{what}: no credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)") from None
-        except (BotoCoreError, aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+        except (TimeoutError, BotoCoreError, aiohttp.ClientError, OSError) as e:
             raise StorageUnavailable(f"{what}: {e}") from e
 
     def explain(self, e: ClientError) -> str:
