@@ -1,3 +1,9 @@
+# The web UI's browser code from npm (service/web/package-lock.json); Node stays in this stage only.
+FROM node:20-slim AS web
+WORKDIR /web
+COPY service/web/package.json service/web/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+
 FROM python:3.11-slim
 
 # libmagic for type sniffing; PostgreSQL client tools for `chunkd backup` / `restore`.
@@ -8,6 +14,7 @@ RUN apt-get update \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY service ./service
+COPY --from=web /web/node_modules ./service/web/node_modules
 COPY sql ./sql
 RUN pip install --no-cache-dir .
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service import db, events, storage, worker
+from service import db, events, storage, webui, worker
 from service.auth import auth_middleware
 from service.chunks import ChunkMemory
 from service.config import Settings
@@ -35,8 +35,10 @@ def create_app(settings: Settings, *, with_worker: bool = False) -> web.Applicat
     app.cleanup_ctx.append(events.file_events_ctx)
     app.cleanup_ctx.append(tus_locks_ctx)
     app.cleanup_ctx.append(storage.storage_ctx)
+    app.cleanup_ctx.append(webui.web_pages_ctx)
     if with_worker:
         app.cleanup_ctx.append(worker.worker_ctx)
     app.on_response_prepare.append(add_cors_headers)
+    app.on_response_prepare.append(webui.add_web_headers)
     app.router.add_routes(ROUTES)
     return app

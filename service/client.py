@@ -14,6 +14,7 @@ import mimetypes
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,26 +116,40 @@ def _fail(status: int, problem: dict[str, Any]) -> UploadError:
 
 
 async def upload(path: Path, url: str, credentials: Credentials, *, state_dir: Path, chunk_size: int | None = None,
-                 parallel: int = DEFAULT_PARALLEL) -> dict[str, Any]:
-    """Upload (or resume) `path`, wait for COMPLETED or FAILED, and return the file as the server shows it."""
+                 parallel: int = DEFAULT_PARALLEL, verify_chunks: bool = False,
+                 uploaded: Callable[[], None] = lambda: None) -> dict[str, Any]:
+    """Upload (or resume) `path`, wait for COMPLETED or FAILED, and return the file as the server shows it.
+    The first chunk goes out at once: the whole file's SHA-256 is computed while chunks are sent and given
+    at `complete` (the worker checks the assembled file against it). `verify_chunks` also sends each
+    chunk's SHA-256, which the server checks before storing it: a damaged chunk is refused and resent
+    instead of failing the file at the end, for twice the hashing on both sides.
+    `uploaded` is called once every byte is stored (complete answered), before processing is awaited."""
     state_path = state_file(state_dir, url, path)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=WAIT_SECONDS + 60)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        api = Api(session, url, credentials)
-        upload = await _resume(api, state_path)
-        if upload is None:
-            upload = await _create(api, path, chunk_size)
-            _save_state(state_path, {"upload_id": upload["id"], "url": url, "path": str(path.resolve())})
-        while upload["status"] == "UPLOADING":
-            await _send_missing(api, path, upload, parallel)
-            status, answer = await api.call("POST", f"/api/uploads/{upload['id']}/complete", expect=(202,))
-            if status == 409 and answer.get("code") == "UPLOAD_INCOMPLETE":
-                upload = (await api.call("GET", f"/api/uploads/{upload['id']}"))[1]
-                continue
-            if status != 202:
-                raise _fail(status, answer)
-            upload["status"] = answer["status"]
-        file = await _wait(api, upload["id"])
+    hashing = asyncio.ensure_future(asyncio.to_thread(_sha256_file, path))
+    try:
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            api = Api(session, url, credentials)
+            upload = await _resume(api, state_path)
+            if upload is None:
+                upload = await _create(api, path, chunk_size)
+                _save_state(state_path, {"upload_id": upload["id"], "url": url, "path": str(path.resolve())})
+            while upload["status"] == "UPLOADING":
+                await _send_missing(api, path, upload, parallel, verify_chunks)
+                status, answer = await api.call("POST", f"/api/uploads/{upload['id']}/complete", expect=(202,),
+                                                json={"sha256": await hashing})
+                if status == 409 and answer.get("code") == "UPLOAD_INCOMPLETE":
+                    upload = (await api.call("GET", f"/api/uploads/{upload['id']}"))[1]
+                    continue
+                if status != 202:
+                    raise _fail(status, answer)
+                upload["status"] = answer["status"]
+            uploaded()
+            file = await _wait(api, upload["id"])
+    finally:
+        hashing.cancel()  # a failed upload: the hash is not awaited (its thread ends by itself)
+        if hashing.done() and not hashing.cancelled():
+            hashing.exception()
     state_path.unlink(missing_ok=True)
     return file
 
@@ -157,9 +172,7 @@ async def _resume(api: Api, state_path: Path) -> dict[str, Any] | None:
 
 
 async def _create(api: Api, path: Path, chunk_size: int | None) -> dict[str, Any]:
-    size = path.stat().st_size
-    digest = await asyncio.to_thread(_sha256_file, path, Progress(f"hashing {path.name}", size))
-    body: dict[str, Any] = {"filename": path.name, "size": size, "sha256": digest,
+    body: dict[str, Any] = {"filename": path.name, "size": path.stat().st_size,
                             "mimetype": mimetypes.guess_type(path.name)[0] or "application/octet-stream"}
     if chunk_size:
         body["chunk_size"] = chunk_size
@@ -169,7 +182,7 @@ async def _create(api: Api, path: Path, chunk_size: int | None) -> dict[str, Any
     return {**answer, "missing": list(range(answer["total_chunks"]))}
 
 
-async def _send_missing(api: Api, path: Path, upload: dict[str, Any], parallel: int) -> None:
+async def _send_missing(api: Api, path: Path, upload: dict[str, Any], parallel: int, verify_chunks: bool) -> None:
     size, chunk_size, missing = upload["size"], upload["chunk_size"], list(upload["missing"])
     pending_bytes = sum(min(chunk_size, size - i * chunk_size) for i in missing)
     progress = Progress(f"uploading {path.name}", size, done=size - pending_bytes)
@@ -181,7 +194,9 @@ async def _send_missing(api: Api, path: Path, upload: dict[str, Any], parallel: 
         while not queue.empty():
             index = queue.get_nowait()
             data = await asyncio.to_thread(_read_chunk, path, index * chunk_size, min(chunk_size, size - index * chunk_size))
-            headers = {"Content-SHA256": hashlib.sha256(data).hexdigest(), "Content-Type": "application/octet-stream"}
+            headers = {"Content-Type": "application/octet-stream"}
+            if verify_chunks:
+                headers["Content-SHA256"] = await asyncio.to_thread(_sha256_hex, data)
             status, answer = await api.call("PUT", f"/api/uploads/{upload['id']}/chunks/{index}", expect=(200, 201),
                                             data=data, headers=headers)
             if status not in (200, 201):
@@ -207,14 +222,16 @@ async def _wait(api: Api, file_id: str) -> dict[str, Any]:
             return file
 
 
-def _sha256_file(path: Path, progress: Progress) -> str:
+def _sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while data := f.read(HASH_BUFFER):
             digest.update(data)
-            progress.advance(len(data))
-    progress.finish()
     return digest.hexdigest()
+
+
+def _sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _read_chunk(path: Path, offset: int, length: int) -> bytes:

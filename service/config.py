@@ -167,6 +167,12 @@ SETTINGS: tuple[Setting, ...] = (
             "lifetime of a refresh token"),
     Setting("MAX_UPLOAD_SIZE", "max_upload_size", "10GiB", _bytes(1),
             "largest file accepted, in bytes (units: KiB, MiB, GiB)"),
+    Setting("MIN_UPLOAD_SIZE", "min_upload_size", "0", _bytes(0),
+            "smallest file a resumable upload (IETF draft) may declare, in bytes; 0 for none (Upload-Limit min-size)"),
+    Setting("MAX_APPEND_SIZE", "max_append_size", "0", _bytes(0),
+            "largest body of one append (tus or IETF draft PATCH, creation with content); 0: MAX_UPLOAD_SIZE"),
+    Setting("MIN_APPEND_SIZE", "min_append_size", "0", _bytes(0),
+            "smallest body of an append that does not complete its upload (Slowloris guard); 0 for none"),
     Setting("DEFAULT_CHUNK_SIZE", "default_chunk_size", "8MiB", _bytes(1),
             "chunk size of an upload that does not ask for one"),
     Setting("MAX_CHUNK_SIZE", "max_chunk_size", "64MiB", _bytes(1),
@@ -178,6 +184,9 @@ SETTINGS: tuple[Setting, ...] = (
             "time an unfinished upload is kept"),
     Setting("WORKER_CONCURRENCY", "worker_concurrency", "2", _int(1, 256),
             "files one worker processes at a time"),
+    Setting("STREAMING_MIN_SIZE", "streaming_min_size", "32MiB", _bytes(0),
+            "uploads at least this large are assembled while they arrive (0: only once complete), so that "
+            "they are COMPLETED soon after their last byte"),
     Setting("WORKER_LEASE", "worker_lease", "30s", _duration,
             "a worker silent this long is presumed dead and its files are taken again (heartbeat: a third of it)"),
     Setting("SLOW_REQUEST_MS", "slow_request_ms", "1000", _int(1),
@@ -209,11 +218,15 @@ class Settings:
     access_token_ttl: int
     refresh_token_ttl: int
     max_upload_size: int
+    min_upload_size: int
+    max_append_size: int
+    min_append_size: int
     default_chunk_size: int
     max_chunk_size: int
     chunk_memory: int
     upload_expiry: int
     worker_concurrency: int
+    streaming_min_size: int
     worker_lease: int
     slow_request_ms: int
     host: str

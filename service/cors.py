@@ -16,11 +16,16 @@ ALLOW_HEADERS = ", ".join((
     "Authorization", "Content-Type", "Content-SHA256", "If-None-Match", "Range", "X-Requested-With",
     "X-HTTP-Method-Override", "Tus-Resumable", "Upload-Length", "Upload-Offset", "Upload-Metadata",
     "Upload-Defer-Length", "Upload-Concat", "Upload-Checksum",
+    # the IETF resumable-upload draft and its digests (RFC 9530)
+    "Upload-Complete", "Upload-Draft-Interop-Version", "Content-Digest", "Repr-Digest", "Want-Repr-Digest",
+    "Content-Disposition",
 ))
 EXPOSE_HEADERS = ", ".join((
     "Location", "ETag", "Retry-After", "Content-Disposition", "Content-Range", "Upload-Offset", "Upload-Length",
     "Upload-Metadata", "Upload-Defer-Length", "Upload-Concat", "Upload-Expires", "Tus-Version",
     "Tus-Resumable", "Tus-Max-Size", "Tus-Extension", "Tus-Checksum-Algorithm",
+    "Upload-Complete", "Upload-Limit", "Upload-Draft-Interop-Version", "Repr-Digest", "Want-Content-Digest",
+    "Want-Repr-Digest", "Accept-Patch", "Content-Location",
 ))
 MAX_AGE = "86400"  # browsers may cache a preflight for a day
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from service import db, migrate, storage
+from service import db, embedded, migrate, storage
 from service.config import Settings
 from service.storage import StorageError
 from service.store import server
@@ -39,6 +39,7 @@ async def run_checks(settings: Settings) -> list[Check]:
         checks.insert(1, Check("migrations", not problems,
                                "; ".join(problems) or f"{len(state.applied)} applied, none pending"))
         checks.append(await check_pg_stat_statements(conn))
+        checks.append(await check_settings(conn))
     finally:
         await conn.close()
     return checks
@@ -69,3 +70,35 @@ async def check_pg_stat_statements(conn: asyncpg.Connection) -> Check:
     detail = ("available but not installed: CREATE EXTENSION pg_stat_statements (needs "
               "shared_preload_libraries)" if available else "not available: slow-query stats are off")
     return Check("pg_stat_statements", False, detail, required=False)
+
+
+# pg_settings gives a size in its unit (8kB pages, MB) and a time in ms, s or min.
+_UNITS = {"B": 1, "kB": 1024, "8kB": 8192, "16kB": 16384, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4,
+          "ms": 0.001, "s": 1, "min": 60, "h": 3600, "d": 86400}
+SETTINGS = "SELECT name, setting, unit FROM pg_settings WHERE name = any($1::text[])"
+
+
+def _amount(value: str) -> float:
+    """'8GB', '30min', '64MB' as bytes or seconds."""
+    number = value.rstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    return float(number) * _UNITS.get(value[len(number):] or "B", 1)
+
+
+async def check_settings(conn: asyncpg.Connection) -> Check:
+    """The workload settings the embedded PostgreSQL runs with (embedded.workload_settings), against the
+    server's: each one below them, and what that costs. Advice only: chunkd works on stock settings."""
+    wanted = embedded.workload_settings()
+    rows = {r["name"]: r for r in await conn.fetch(SETTINGS, [s.name for s in wanted])}
+    short = []
+    for s in wanted:
+        row = rows.get(s.name)
+        if row is None:
+            continue
+        have = float(row["setting"]) * _UNITS.get(row["unit"] or "B", 1)
+        if have < _amount(s.value):
+            shown = f"{row['setting']}{row['unit'] or ''}"
+            short.append(f"{s.name} is {shown}, chunkd's workload wants {s.value}: {s.cost}")
+    if not short:
+        return Check("postgresql settings", True, "WAL, checkpoint and buffer settings suit chunk uploads",
+                     required=False)
+    return Check("postgresql settings", False, "; ".join(short), required=False)

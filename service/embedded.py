@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import asyncpg
 
-from service.config import Settings
+from service.config import MiB, Settings
 from service.db import ensure_database
 from service.store import server
 
@@ -178,14 +178,53 @@ DATABASE = "chunkd"
 VAR_DIR = Path("var")
 
 
+@dataclass(frozen=True)
+class Setting:
+    """A PostgreSQL setting chunkd's workload wants at least `value` of, and what less of it costs."""
+    name: str
+    value: str
+    cost: str
+
+
+def machine_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def workload_settings(memory: int | None = None) -> list[Setting]:
+    """Settings for chunkd's workload: every chunk is written once to the WAL and the heap, read once
+    at assembly and deleted right after (bench/compare.py measured each; the figures are in the README).
+    `chunkd doctor` shows an external database where it has less."""
+    memory = machine_memory() if memory is None else memory
+    shared = max(128, min(1024, memory // 16 // MiB))  # 1/16 of the machine, 128 MB .. 1 GB
+    return [
+        Setting("max_wal_size", "8GB",
+                "each max_wal_size of chunk bytes forces a checkpoint, after which deleting assembled chunks "
+                "logs a full-page image of every page: 1GB (stock) doubles the WAL per uploaded byte"),
+        Setting("min_wal_size", "1GB", "WAL segments are recycled instead of created and zero-filled anew"),
+        Setting("checkpoint_timeout", "30min",
+                "a timed checkpoint between a chunk's insert and its delete costs the same full-page images"),
+        Setting("wal_buffers", "64MB", "an 8 MiB chunk fills the stock 16MB of WAL buffers in two rows: "
+                                       "backends then wait for the WAL writer"),
+        Setting("shared_buffers", f"{shared}MB",
+                "chunk pages are read back by the worker soon after they are written: the stock 128MB "
+                "sends them to the kernel and back"),
+    ]
+
+
+def tuned_options(memory: int | None = None) -> dict[str, str]:
+    """workload_settings as server options for the embedded PostgreSQL."""
+    return {s.name: s.value for s in workload_settings(memory)}
+
+
 @contextlib.contextmanager
 def database(settings: Settings, *, options: dict[str, str] | None = None) -> Iterator[Settings]:
     """Settings whose DATABASE_URL is usable: the configured one, or the embedded server's.
-    The embedded setup is a single machine's: it also keeps a generated JWT_SECRET under ./var/."""
+    The embedded setup is a single machine's: it also keeps a generated JWT_SECRET under ./var/, and
+    runs PostgreSQL with the settings of workload_settings."""
     if settings.database_url:
         yield settings
         return
-    pg = EmbeddedPostgres(VAR_DIR / "postgres", server_options=options or {})
+    pg = EmbeddedPostgres(VAR_DIR / "postgres", server_options={**tuned_options(), **(options or {})})
     pg.start()
     try:
         asyncio.run(prepare_database(pg, DATABASE))

@@ -11,6 +11,7 @@ PROBLEM_JSON = "application/problem+json"
 
 class ApiError(Exception):
     status, code, title = 500, "INTERNAL", "Internal server error"
+    type = "about:blank"  # a registered problem type (RFC 9457 section 4) where one fits
 
     def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None, **extra: Any) -> None:
         super().__init__(detail or self.title)
@@ -70,6 +71,30 @@ class TusUploadLocked(ApiError): status, code, title = 423, "TUS_UPLOAD_LOCKED",
 class TusChecksumMismatch(ApiError): status, code, title = 460, "TUS_CHECKSUM_MISMATCH", "Checksum Mismatch"
 
 
+# Resumable Uploads for HTTP (service/rufh.py, service/handlers/rufh.py). The draft's problem types and
+# those of digest fields (draft-ietf-httpapi-digest-fields-problem-types) carry their registered type and
+# title; their extension members come as extra=.
+IANA_PROBLEMS = "https://iana.org/assignments/http-problem-types#"
+class RufhInteropVersionUnsupported(ApiError): status, code, title = 400, "RUFH_INTEROP_VERSION_UNSUPPORTED", "Unsupported Upload-Draft-Interop-Version"
+class RufhInvalidField(ApiError): status, code, title = 400, "RUFH_INVALID_FIELD", "A resumable-upload field is missing or invalid"
+class RufhOffsetMismatch(ApiError):
+    status, code, title, type = 409, "RUFH_OFFSET_MISMATCH", "Mismatching Upload Offset", IANA_PROBLEMS + "mismatching-upload-offset"
+class RufhUploadCompleted(ApiError):
+    status, code, title, type = 400, "RUFH_UPLOAD_COMPLETED", "Upload Is Completed", IANA_PROBLEMS + "completed-upload"
+class RufhInconsistentLength(ApiError):
+    status, code, title, type = 400, "RUFH_INCONSISTENT_LENGTH", "Inconsistent Upload Length Values", IANA_PROBLEMS + "inconsistent-upload-length"
+class DigestMismatch(ApiError):
+    status, code, title, type = 400, "DIGEST_MISMATCH", "Mismatching Digest Value", IANA_PROBLEMS + "digest-mismatching-value"
+class DigestInvalidValue(ApiError):
+    status, code, title, type = 400, "DIGEST_INVALID_VALUE", "Invalid Digest Value", IANA_PROBLEMS + "digest-invalid-value"
+class DigestUnsupportedAlgorithm(ApiError):
+    status, code, title, type = 400, "DIGEST_UNSUPPORTED_ALGORITHM", "Unsupported Hashing Algorithm", IANA_PROBLEMS + "digest-unsupported-algorithm"
+# Upload-Limit's min-size, max-append-size and min-append-size (MIN_UPLOAD_SIZE, MAX_APPEND_SIZE, MIN_APPEND_SIZE)
+class UploadTooSmall(ApiError): status, code, title = 400, "UPLOAD_TOO_SMALL", "File smaller than MIN_UPLOAD_SIZE"
+class AppendTooLarge(ApiError): status, code, title = 413, "APPEND_TOO_LARGE", "Request content larger than MAX_APPEND_SIZE"
+class AppendTooSmall(ApiError): status, code, title = 400, "APPEND_TOO_SMALL", "Request content smaller than MIN_APPEND_SIZE"
+
+
 # accounts and posts
 class InvalidCredentials(ApiError): status, code, title = 401, "INVALID_CREDENTIALS", "Wrong email or password"
 class AccountInactive(ApiError): status, code, title = 401, "ACCOUNT_INACTIVE", "The account is deactivated"
@@ -107,7 +132,7 @@ def from_http_exception(exc: web.HTTPException) -> ApiError:
 
 
 def problem_body(error: ApiError) -> dict[str, Any]:
-    return {"type": "about:blank", "title": error.title, "status": error.status,
+    return {"type": error.type, "title": error.title, "status": error.status,
             "detail": error.detail or error.title, "code": error.code, **error.extra}
 
 

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from service.events import FileEvents
     from service.storage import BlobStore
     from service.tus_locks import UploadLocks
+    from service.webui import WebPages
     from service.worker import Worker
 
 settings_key = web.AppKey("settings_key", Settings)
@@ -27,3 +28,4 @@ file_events_key: web.AppKey[FileEvents] = web.AppKey("file_events_key")
 worker_key: web.AppKey[Worker] = web.AppKey("worker_key")
 chunk_memory_key: web.AppKey[ChunkMemory] = web.AppKey("chunk_memory_key")
 storage_key: web.AppKey[BlobStore] = web.AppKey("storage_key")
+web_pages_key: web.AppKey[WebPages] = web.AppKey("web_pages_key")

@@ -93,6 +93,12 @@ class File:
         return self.length_known and self.bytes_received == self.size
 
     @property
+    def closed(self) -> bool:
+        """An appended upload that takes no more bytes: completed (tus: its length reached; the IETF
+        draft: Upload-Complete), and processed or being processed."""
+        return self.status != FileStatus.UPLOADING
+
+    @property
     def total_chunks(self) -> int:
         return -(-self.size // self.chunk_size)
 

@@ -21,7 +21,7 @@ def _ref(name: str) -> dict[str, str]:
 
 def op(summary: str, tag: str, ok: dict[int, Any], *, body: dict[str, Any] | None = None,
        query: tuple[tuple[str, str, str], ...] = (), errors: tuple[int, ...] = (), admin: bool = False,
-       headers: tuple[tuple[str, str, str], ...] = ()) -> dict[str, Any]:
+       headers: tuple[tuple[str, str, str], ...] = (), body_required: bool = True) -> dict[str, Any]:
     """One operation. ok: {status: schema, or a description string for bodiless answers}.
     query/headers: (name, JSON type, description). Errors are problem+json."""
     responses: dict[str, Any] = {}
@@ -41,7 +41,7 @@ def op(summary: str, tag: str, ok: dict[int, Any], *, body: dict[str, Any] | Non
     if parameters:
         operation["parameters"] = parameters
     if body is not None:
-        operation["requestBody"] = {"required": True, "content": body}
+        operation["requestBody"] = {"required": body_required, "content": body}
     return operation
 
 
@@ -55,6 +55,18 @@ TUS_HEADERS = (("Tus-Resumable", "string", "1.0.0"), ("Upload-Offset", "string",
                ("Upload-Length", "string", "total size"), ("Upload-Metadata", "string", "key base64 pairs"),
                ("Upload-Checksum", "string", "algorithm and base64 digest of this request's body"))
 RAW_CHUNK = {"application/octet-stream": {"schema": {"type": "string", "contentMediaType": "application/octet-stream"}}}
+BYTES = RAW_CHUNK["application/octet-stream"]
+RUFH_HEADERS = (("Upload-Draft-Interop-Version", "string", "the IETF draft's interop version: 8 (or 7)"),
+                ("Upload-Complete", "string", "the draft: ?1 when this request ends the upload, else ?0"),
+                ("Content-Digest", "string", "RFC 9530 sha-256 or sha-512 of this request's content"),
+                ("Repr-Digest", "string", "RFC 9530 sha-256 of the whole file (creation), checked on assembly"),
+                ("Content-Disposition", "string", "the draft's creation: the file's name (RFC 6266)"))
+UPLOAD_HEADERS = TUS_HEADERS + RUFH_HEADERS
+ANY_BODY = {"application/offset+octet-stream": BYTES, "*/*": BYTES}
+CREATED = {201: "Location of the new upload (the draft: Upload-Complete, Upload-Limit, and the file's JSON once "
+                "complete)"}
+CREATE_ERRORS = (400, 404, 408, 409, 412, 413, 415, 422, 423, 460)
+OPTIONS_ANSWER = "Tus-Version, Tus-Extension, Tus-Max-Size; Accept-Patch and Upload-Limit for the draft"
 
 # (METHOD, path) -> operation; one block per area, like the route table.
 OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
@@ -103,8 +115,9 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("PUT", "/api/uploads/{id}/chunks/{index}"): op(
         "Store one chunk (201 stored, 200 identical repeat)", "uploads", {201: OBJECT, 200: OBJECT}, body=RAW_CHUNK,
         headers=(("Content-SHA256", "string", "hex SHA-256 of the body"),), errors=(400, 404, 408, 409, 410, 413, 422, 503)),
-    ("POST", "/api/uploads/{id}/complete"): op("All chunks are there: process the file", "uploads", {202: OBJECT},
-                                               errors=(404, 409, 410)),
+    ("POST", "/api/uploads/{id}/complete"): op(
+        "All chunks are there: process the file (optionally checked against the whole file's sha256)", "uploads",
+        {202: OBJECT}, body=_json_body({"sha256": STRING}, ()), body_required=False, errors=(400, 404, 409, 410, 415, 422)),
     ("DELETE", "/api/uploads/{id}"): op("Abort an upload", "uploads", {204: "aborted"}, errors=(404, 409)),
     ("GET", "/api/files"): op("List the caller's files", "files", {200: OBJECT},
                               query=(("status", "string", "UPLOADING, PROCESSING, COMPLETED or FAILED"),
@@ -128,31 +141,45 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                                              errors=(404, 409, 503)),
     ("DELETE", "/api/files/{id}"): op("Delete a file and its blobs", "files", {204: "deleted"}, errors=(404,)),
     # tus 1.0 (core, creation, creation-with-upload, creation-defer-length, expiration, checksum,
-    # termination, concatenation)
-    ("OPTIONS", "/api/tus"): op("tus capabilities", "tus", {204: "Tus-Version, Tus-Extension, Tus-Max-Size"}),
-    ("POST", "/api/tus"): op("tus creation", "tus", {201: "Location of the new upload"}, headers=TUS_HEADERS,
-                             body=RAW_CHUNK, errors=(400, 412, 413)),
-    ("OPTIONS", "/api/tus/"): op("tus capabilities", "tus", {204: "Tus-Version, Tus-Extension, Tus-Max-Size"}),
-    ("POST", "/api/tus/"): op("tus creation", "tus", {201: "Location of the new upload"}, headers=TUS_HEADERS,
-                              body=RAW_CHUNK, errors=(400, 412, 413)),
-    ("HEAD", "/api/tus/{upload_id}"): op("tus offset", "tus", {200: "Upload-Offset, Upload-Length"},
-                                         headers=TUS_HEADERS, errors=(404, 410)),
-    ("PATCH", "/api/tus/{upload_id}"): op("tus append", "tus", {204: "the new Upload-Offset"}, headers=TUS_HEADERS,
-                                          body={"application/offset+octet-stream": RAW_CHUNK[
-                                              "application/octet-stream"]}, errors=(400, 404, 409, 410, 412, 460)),
-    ("DELETE", "/api/tus/{upload_id}"): op("tus termination", "tus", {204: "terminated"}, headers=TUS_HEADERS,
-                                           errors=(404,)),
-    ("OPTIONS", "/api/tus/{upload_id}"): op("tus capabilities", "tus", {204: "Tus-Version, Tus-Extension"}),
+    # termination, concatenation) and, on the same paths, the IETF Resumable Uploads draft (interop
+    # version 8, and 7), told apart by their fields: Tus-Resumable, or Upload-Draft-Interop-Version /
+    # Upload-Complete. The draft's creation sends a 104 (Upload Resumption Supported) with the Location first.
+    ("OPTIONS", "/api/tus"): op("Capabilities of tus and the draft", "tus", {204: OPTIONS_ANSWER}),
+    ("POST", "/api/tus"): op("Creation (tus, or the draft's with Upload-Complete)", "tus", CREATED,
+                             headers=UPLOAD_HEADERS, body=ANY_BODY, errors=CREATE_ERRORS),
+    ("OPTIONS", "/api/tus/"): op("Capabilities of tus and the draft", "tus", {204: OPTIONS_ANSWER}),
+    ("POST", "/api/tus/"): op("Creation (tus, or the draft's with Upload-Complete)", "tus", CREATED,
+                              headers=UPLOAD_HEADERS, body=ANY_BODY, errors=CREATE_ERRORS),
+    ("HEAD", "/api/tus/{upload_id}"): op("Offset retrieval", "tus", {
+        200: "tus: Upload-Offset, Upload-Length or Upload-Defer-Length, Upload-Metadata, Upload-Expires",
+        204: "the draft: Upload-Offset, Upload-Complete, Upload-Length, Upload-Limit, Repr-Digest once processed"},
+        headers=UPLOAD_HEADERS, errors=(400, 404, 410, 412)),
+    ("PATCH", "/api/tus/{upload_id}"): op("Append", "tus", {
+        204: "the new Upload-Offset (the draft: with Upload-Complete: ?0)",
+        200: _ref("File") | {"description": "the draft, Upload-Complete: ?1: the file, now PROCESSING"}},
+        headers=UPLOAD_HEADERS, body={"application/offset+octet-stream": BYTES, "application/partial-upload": BYTES},
+        errors=(400, 403, 404, 408, 409, 410, 412, 413, 415, 422, 423, 460)),
+    ("DELETE", "/api/tus/{upload_id}"): op("Termination / cancellation", "tus", {204: "terminated"},
+                                           headers=UPLOAD_HEADERS, errors=(400, 404, 412, 423)),
+    ("OPTIONS", "/api/tus/{upload_id}"): op("Capabilities of tus and the draft", "tus", {204: OPTIONS_ANSWER}),
     # admin and ops
     ("GET", "/api/admin/stats/files"): op("Files by type and status", "admin",
                                           {200: {"type": "array", "items": _ref("FileStats")}}, admin=True),
     ("GET", "/api/admin/stats/uploads/daily"): op(
         "Uploads per UTC day, zero-filled, oldest first", "admin", {200: {"type": "array", "items": _ref("DailyUploads")}},
         query=(("days", "integer", "1 to 366, default 30"),), admin=True, errors=(422,)),
+    ("GET", "/api/admin/stats/queue"): op("Processing queue depth: files waiting for a worker, files being processed",
+                                          "admin", {200: _ref("QueueDepth")}, admin=True),
     ("GET", "/api/admin/db"): op("Database health", "admin", {200: _ref("DatabaseHealth")}, admin=True),
     ("GET", "/metrics"): op("Prometheus metrics (no token: firewall it)", "ops",
                             {200: "Prometheus text format 0.0.4, or OpenMetrics when asked"}),
     ("GET", "/openapi.json"): op("This document", "ops", {200: OBJECT}),
+    # the web UI (HTML; its /static/ files are not operations and are left out)
+    ("GET", "/"): op("The web UI: sign in, upload, my files (text/html)", "web", {200: "the HTML page"}),
+    ("GET", "/admin"): op("The admin dashboard (text/html; its data needs an admin's token)", "web",
+                          {200: "the HTML page"}),
+    ("GET", "/vendor/{name}"): op("A browser library installed by npm (service/web/package.json)", "web",
+                                  {200: "the JavaScript file"}, errors=(404,)),
 }
 
 SCHEMAS: dict[str, Any] = {
@@ -181,6 +208,8 @@ SCHEMAS: dict[str, Any] = {
                                                    "total_size": INTEGER, "average_size": INTEGER}},
     "DailyUploads": {"type": "object", "properties": {"date": {"type": "string", "format": "date"},
                                                       "uploads": INTEGER, "total_size": INTEGER}},
+    "QueueDepth": {"type": "object", "required": ["waiting", "claimed"],
+                   "properties": {"waiting": INTEGER, "claimed": INTEGER}},
     "DatabaseHealth": {"type": "object", "properties": {
         "connections": OBJECT, "pool": OBJECT, "database": OBJECT, "tables": {"type": "array", "items": OBJECT},
         "indexes": {"type": "array", "items": OBJECT},
@@ -230,7 +259,7 @@ def served_operations(router: web.UrlDispatcher) -> set[tuple[str, str]]:
     """(METHOD, path) of every route; a `*` route stands for the methods OPERATIONS gives its path."""
     found = set()
     for route in router.routes():
-        if route.resource is None:
+        if route.resource is None or isinstance(route.resource, web.StaticResource):
             continue
         path = route.resource.canonical
         if route.method == "*":

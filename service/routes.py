@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.handlers import admin, auth, docs, files, health, metrics, posts, tus, uploads, users
+from service.handlers import admin, auth, docs, files, health, metrics, pages, posts, tus, uploads, users
+from service.webui import STATIC_DIR
 
 ROUTES: list[web.AbstractRouteDef] = [
     web.get("/healthz", health.get_healthz, allow_head=True),
@@ -28,6 +29,7 @@ ROUTES: list[web.AbstractRouteDef] = [
     # admin and ops
     web.get("/api/admin/stats/files", admin.get_file_stats),
     web.get("/api/admin/stats/uploads/daily", admin.get_daily_upload_stats),
+    web.get("/api/admin/stats/queue", admin.get_queue_stats),
     web.get("/api/admin/db", admin.get_database_health),
     web.get("/metrics", metrics.get_metrics),
     web.get("/openapi.json", docs.get_openapi),
@@ -47,4 +49,9 @@ ROUTES: list[web.AbstractRouteDef] = [
     web.route("*", "/api/tus", tus.dispatch_collection),
     web.route("*", "/api/tus/", tus.dispatch_collection),
     web.route("*", "/api/tus/{upload_id}", tus.dispatch_upload),
+    # the web UI (service/webui.py): pages, their static files (hashed URLs), npm-installed browser code
+    web.get("/", pages.get_index),
+    web.get("/admin", pages.get_admin),
+    web.static("/static", STATIC_DIR, name="static", append_version=True),
+    web.get("/vendor/{name}", pages.get_vendor_file),
 ]

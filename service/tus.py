@@ -16,6 +16,7 @@ from aiohttp.typedefs import Handler
 from yarl import URL
 
 from service.errors import (
+    TusChecksumMismatch,
     TusInvalidChecksum,
     TusInvalidConcat,
     TusInvalidLength,
@@ -47,8 +48,22 @@ def is_tus_path(path: str) -> bool:
     return path == PREFIX or path.startswith(PREFIX + "/")
 
 
+# The IETF Resumable Uploads draft shares this path (handlers/rufh.py, service/rufh.py): its requests
+# name its interop version or say Upload-Complete, and never send Tus-Resumable.
+RUFH_MARKERS = ("Upload-Draft-Interop-Version", "Upload-Complete")
+
+
+def is_rufh(request: web.Request) -> bool:
+    if "Tus-Resumable" in request.headers:
+        return False
+    return any(name in request.headers for name in RUFH_MARKERS)
+
+
 def effective_method(request: web.Request) -> str:
-    """Clients behind proxies that drop PATCH/DELETE send POST with X-HTTP-Method-Override."""
+    """Clients behind proxies that drop PATCH/DELETE send POST with X-HTTP-Method-Override. Only POST
+    is overridden, as tusd does: a GET or HEAD that turned into a DELETE would be a request forgery."""
+    if request.method != "POST":
+        return request.method
     return request.headers.get("X-HTTP-Method-Override", request.method).strip().upper()
 
 
@@ -56,8 +71,8 @@ def effective_method(request: web.Request) -> str:
 async def tus_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuses other protocol versions before anything is processed, and puts Tus-Resumable on every
     tus response but OPTIONS — error responses included, so it sits outside problem_middleware."""
-    if not is_tus_path(request.path) or effective_method(request) == "OPTIONS":
-        return await handler(request)
+    if not is_tus_path(request.path) or effective_method(request) == "OPTIONS" or is_rufh(request):
+        return await handler(request)  # the IETF draft's requests share the path, not the version rule
     version = request.headers.get("Tus-Resumable")
     if version != TUS_VERSION:
         response: web.StreamResponse = problem_response(TusVersionUnsupported(
@@ -134,6 +149,9 @@ class Checksum:
 
     def new(self) -> hashlib._Hash:
         return CHECKSUMS[self.algorithm]()
+
+    def mismatch(self) -> TusChecksumMismatch:
+        return TusChecksumMismatch(f"the body's {self.algorithm} does not match Upload-Checksum; it was discarded")
 
 
 def parse_checksum(raw: str) -> Checksum:

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
 
 import asyncpg
 from aiohttp import StreamReader
@@ -19,7 +23,6 @@ from aiohttp.http_exceptions import HttpProcessingError
 from service.errors import (
     ApiError,
     BadRequest,
-    TusChecksumMismatch,
     TusLengthExceeded,
     TusUploadInterrupted,
     TusUploadTimeout,
@@ -28,10 +31,31 @@ from service.errors import (
 from service.metrics import BYTES_RECEIVED
 from service.models import File
 from service.store import tus as store
-from service.tus import Checksum
 from service.tus_locks import Writer
 
 _BODY_BROKEN = (OSError, HttpProcessingError, ClientPayloadError)
+
+
+@dataclass(frozen=True)
+class Received:
+    """Where the upload stands after a body: its committed offset and expiry, and the error to answer
+    with once the caller has looked at them (kept bytes may have completed the upload), or None."""
+    offset: int
+    expires_at: datetime | None
+    error: ApiError | None
+
+
+Progress = Callable[[int], Awaitable[None]]
+
+
+class Verifier(Protocol):
+    """A digest the whole body must match (tus Upload-Checksum, the draft's Content-Digest)."""
+    @property
+    def digest(self) -> bytes: ...
+
+    def new(self) -> hashlib._Hash: ...
+
+    def mismatch(self) -> ApiError: ...
 
 
 @dataclass
@@ -90,9 +114,12 @@ def _interrupted(writer: Writer) -> ApiError:
 class _ChunkSink:
     """Appends chunk rows after the upload's last one; commits each with its offset, or all at the end."""
 
-    def __init__(self, conn: asyncpg.Connection, upload: File, expiry_seconds: int, verified: bool) -> None:
+    def __init__(self, conn: asyncpg.Connection, upload: File, expiry_seconds: int, verified: bool,
+                 on_stored: Progress | None) -> None:
         self.conn, self.upload_id, self.expiry = conn, upload.id, expiry_seconds
-        self.offset = upload.offset
+        self.on_stored = on_stored
+        self.protocol = upload.protocol
+        self.offset, self.expires_at = upload.offset, upload.expires_at
         self.verified = verified
         self.pending = 0           # bytes inserted but not yet committed (verified mode)
         self.index = 0
@@ -115,7 +142,9 @@ class _ChunkSink:
                 async with self.conn.transaction():
                     await store.insert_chunk(self.conn, self.upload_id, self.index, data)
                     await self._advance(len(data))
-                BYTES_RECEIVED.labels("tus").inc(len(data))
+                BYTES_RECEIVED.labels(self.protocol).inc(len(data))
+                if self.on_stored is not None:
+                    await self.on_stored(self.offset)
         except asyncpg.ForeignKeyViolationError:
             raise UploadNotFound("the upload was removed while this request was writing it") from None
         self.index += 1
@@ -127,7 +156,7 @@ class _ChunkSink:
             await self._advance(self.pending)
         await self.transaction.commit()
         self.transaction = None
-        BYTES_RECEIVED.labels("tus").inc(self.pending)
+        BYTES_RECEIVED.labels(self.protocol).inc(self.pending)
 
     async def discard(self) -> None:
         if self.transaction is not None:
@@ -138,14 +167,14 @@ class _ChunkSink:
         moved = await store.advance_offset(self.conn, self.upload_id, self.offset, count, self.expiry)
         if moved is None:  # raises inside the transaction: the chunk goes with it
             raise UploadNotFound("the upload is no longer being uploaded")
-        self.offset = moved[0]
+        self.offset, self.expires_at = moved
 
 
 async def receive(content: StreamReader, conn: asyncpg.Connection, writer: Writer, upload: File,
-                  limits: Limits, checksum: Checksum | None) -> ApiError | None:
-    """Stores the body from the upload's offset on. Returns the error to answer with once the caller
-    has looked at the new state (kept bytes may have completed the upload), or None."""
-    sink = _ChunkSink(conn, upload, limits.expiry_seconds, verified=checksum is not None)
+                  limits: Limits, checksum: Verifier | None, on_stored: Progress | None = None) -> Received:
+    """Stores the body from the upload's offset on; says where the upload stands after it. on_stored
+    hears each new committed offset (the draft's progress 104s)."""
+    sink = _ChunkSink(conn, upload, limits.expiry_seconds, verified=checksum is not None, on_stored=on_stored)
     hasher = checksum.new() if checksum else None
     buffer = bytearray()
     received = 0
@@ -174,14 +203,13 @@ async def receive(content: StreamReader, conn: asyncpg.Connection, writer: Write
                 del buffer[:upload.chunk_size]
         if hasher is not None and checksum is not None:
             if error is None and hasher.digest() != checksum.digest:
-                error = TusChecksumMismatch(f"the body's {checksum.algorithm} does not match Upload-Checksum; "
-                                            "it was discarded")
+                error = checksum.mismatch()
             if error is not None:  # an unverified body is never kept, even in part
                 await sink.discard()
-                return error
+                return Received(sink.offset, sink.expires_at, error)
         await sink.write(bytes(buffer))
         await sink.commit()
     except BaseException:
         await sink.discard()
         raise
-    return error
+    return Received(sink.offset, sink.expires_at, error)

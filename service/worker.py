@@ -21,7 +21,8 @@ import asyncpg
 from aiohttp import web
 
 from service import cleanup, db, processing, storage
-from service.config import MiB, Settings
+from service.assembly import assemble
+from service.config import Settings
 from service.keys import pool_key, settings_key, storage_key, worker_key
 from service.metrics import PROCESSING_SECONDS, UPLOADS_COMPLETED, UPLOADS_FAILED
 from service.models import File
@@ -30,6 +31,7 @@ from service.storage import BlobStore, StorageUnavailable
 from service.storage.assembly import Assembly, remove_stale_copies
 from service.store import workers as store
 from service.store.files import FILES_READY
+from service.streaming import Prefix, Streamer
 
 log = logging.getLogger("service.worker")
 
@@ -38,7 +40,6 @@ MAX_RETRY_DELAY = 300       # seconds; transient failures back off 2, 4, 8 ... u
 SETTLE_MAX_DELAY = 2.0      # seconds between tries to record an outcome: the file waits on them, a try is cheap
 INTERRUPTED_RETRY_DELAY = 1.0  # seconds before a file whose processing lost the database is taken again
 POLL_INTERVAL = 5.0         # seconds between claims when no NOTIFY arrives
-ASSEMBLY_SLICE = 4 * MiB    # bytes fetched per query while assembling: memory stays flat for any chunk size
 SHUTDOWN_TIMEOUT = 30.0     # seconds running files get to finish on stop; the rest go back to the queue
 STORAGE_RETRY_DELAY = 5.0   # seconds before a file whose store was unavailable is taken again
 
@@ -57,9 +58,18 @@ class Worker:
         self._slots = asyncio.Semaphore(concurrency or settings.worker_concurrency)
         self._wake, self._stop = asyncio.Event(), asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
+        self.processing: dict[asyncio.Task[None], str] = {}  # file id of each claim being processed
         self._registered = False
-        self.listener = db.Listener(settings, {FILES_READY: lambda _payload: self._wake.set()},
-                                    on_connect=self._wake.set)
+        self.streamer = Streamer(self, settings.streaming_min_size, concurrency or settings.worker_concurrency)
+        self.listener = db.Listener(settings, {FILES_READY: self._on_ready}, on_connect=self._wake.set)
+
+    def _on_ready(self, file_id: str) -> None:
+        self._wake.set()
+        self.streamer.ready(file_id)
+
+    async def begin_assembly(self, file: File) -> Assembly:
+        """The file's blob opened for writing (what an earlier, killed attempt left of it aborted)."""
+        return await Assembly.begin(self.store, storage.blob_key(file.filename), self.settings.work_path, file.size)
 
     # lifecycle ---------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -69,6 +79,7 @@ class Worker:
         background = [asyncio.create_task(self.listener.run(), name="worker listener"),
                       asyncio.create_task(self._heartbeat_loop(), name="worker heartbeat"),
                       asyncio.create_task(self._cleanup_loop(), name="worker cleanup")]
+        streamer = asyncio.create_task(self.streamer.run(), name="worker streamer") if self.streamer.enabled else None
         log.info("worker started", extra={"action": "worker_started", "worker_id": self.id})
         with contextlib.suppress(OSError):  # leftovers of a killed worker on this machine
             await asyncio.to_thread(remove_stale_copies, self.settings.work_path, cleanup.TEMP_GRACE)
@@ -76,6 +87,9 @@ class Worker:
             await self._loop()
         finally:
             await self._drain()  # still heartbeating: the files being finished stay ours
+            if streamer is not None:  # the streamed files being finished get the same time, also heartbeating
+                streamer.cancel()
+                await asyncio.gather(streamer, return_exceptions=True)
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
@@ -191,10 +205,12 @@ class Worker:
     def _start(self, file: File) -> None:
         task = asyncio.create_task(self._process(file), name=f"process file {file.id}")
         self._running.add(task)
+        self.processing[task] = file.id
         task.add_done_callback(self._on_done)
 
     def _on_done(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
+        self.processing.pop(task, None)
         self._slots.release()
         if not task.cancelled() and task.exception() is not None:  # a bug: say so, keep working
             log.error("processing task failed", exc_info=task.exception(), extra={"action": "worker_bug"})
@@ -226,13 +242,17 @@ class Worker:
                 log.warning("cleanup failed: %s", e, extra={"action": "cleanup_failed", "worker_id": self.id})
 
     # processing -----------------------------------------------------------------------------------
-    async def _process(self, file: File) -> None:
+    async def process(self, file: File, prefix: Prefix | None = None) -> None:
+        """Processes a file this worker holds: from scratch, or from the prefix the streamer assembled."""
+        await self._process(file, prefix)
+
+    async def _process(self, file: File, prefix: Prefix | None = None) -> None:
         started = time.monotonic()
         log.info("file claimed", extra={"action": "file_claimed", "file_id": file.id, "attempt": file.attempts})
         try:
             if file.attempts > MAX_ATTEMPTS:
                 raise CorruptContent(f"gave up after {MAX_ATTEMPTS} attempts: the workers processing it stopped")
-            digest, analysis = await self._assemble_and_analyse(file)
+            digest, analysis = await self._assemble_and_analyse(file, prefix)
             await asyncio.shield(self._settle(lambda: self._finish(file, digest, analysis)))
         except CorruptContent as e:
             # The reason is bound now: a shielded _settle may call its lambda after this block has
@@ -269,24 +289,31 @@ class Worker:
         finally:
             PROCESSING_SECONDS.observe(time.monotonic() - started)
 
-    async def _assemble_and_analyse(self, file: File) -> tuple[str, Analysis]:
+    async def _assemble_and_analyse(self, file: File, prefix: Prefix | None) -> tuple[str, Analysis]:
         """The chunks streamed into the store (and a local copy), analysed from the local copy, the
         thumbnail stored, then the blob committed: its key shows only complete, checked bytes."""
-        work = self.settings.work_path
-        async with self.pool.acquire() as conn:
-            chunks = await store.list_chunk_lengths(conn, file.id)
-            check_chunks(chunks, file.size)
-            assembly = await Assembly.begin(self.store, storage.blob_key(file.filename), work, file.size)
-            started = time.monotonic()
-            try:
-                digest = await assemble(conn, file.id, chunks, assembly)
-            except BaseException:
-                await asyncio.shield(assembly.discard())
-                raise
+        started = time.monotonic()
+        try:
+            async with self.pool.acquire() as conn:
+                chunks = await store.list_chunk_lengths(conn, file.id)
+                check_chunks(chunks, file.size)
+                if prefix is None:
+                    assembly = await self.begin_assembly(file)
+                else:  # the chunks before prefix.next_index are in it already (and still in the database)
+                    assembly, chunks = prefix.assembly, chunks[prefix.next_index:]
+                    prefix = None  # the assembly is ours to commit or discard now
+                try:
+                    digest = await assemble(conn, file.id, chunks, assembly)
+                except BaseException:
+                    await asyncio.shield(assembly.discard())
+                    raise
+        finally:
+            if prefix is not None:  # failed before taking it over
+                await asyncio.shield(prefix.assembly.discard())
         seconds = time.monotonic() - started
         log.info("file assembled: %d bytes in %.3f s", file.size, seconds,
                  extra={"action": "file_assembled", "file_id": file.id, "bytes": file.size, "ms": round(seconds * 1000)})
-        thumbnail_base = work / f"{file.filename}.thumbnail"
+        thumbnail_base = self.settings.work_path / f"{file.filename}.thumbnail"
         try:
             if file.sha256 and digest != file.sha256:
                 raise CorruptContent(f"sha256 mismatch: declared {file.sha256}, assembled {digest}")
@@ -314,6 +341,11 @@ class Worker:
                 UPLOADS_COMPLETED.inc()
                 log.info("file completed", extra={"action": "file_completed", "file_id": file.id,
                                                   "type": analysis.type, "mimetype": analysis.mimetype})
+                try:
+                    await store.delete_chunks(conn, file.id)
+                except db_errors() as e:  # COMPLETED stands; the cleanup pass drops them later
+                    log.warning("dropping the chunks of %s failed: %s", file.id, e,
+                                extra={"action": "chunks_left", "file_id": file.id})
                 return
             owned_by_someone = await store.get_file_exists(conn, file.id)
         log.warning("lease on file %s lost before completion", file.id,
@@ -354,28 +386,6 @@ class Worker:
                 log.warning("recording an outcome failed: %s", e, extra={"action": "settle_retry"})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, SETTLE_MAX_DELAY)
-
-
-async def assemble(conn: asyncpg.Connection, file_id: str, chunks: list[tuple[int, int]], assembly: Assembly) -> str:
-    """Chunks in index order, a slice at a time; fetching the next slice overlaps writing and hashing
-    the previous one. Returns the SHA-256; the caller commits or discards."""
-    writing: asyncio.Future[None] | None = None
-    try:
-        for index, length in chunks:
-            for offset in range(0, length, ASSEMBLY_SLICE):
-                size = min(ASSEMBLY_SLICE, length - offset)
-                data = await store.get_chunk_slice(conn, file_id, index, offset, size)
-                if data is None or len(data) != size:
-                    raise CorruptContent(f"chunk {index} vanished during assembly")
-                if writing is not None:
-                    await writing
-                writing = asyncio.ensure_future(assembly.write(data))
-        if writing is not None:
-            await writing
-        return await assembly.finish()
-    finally:
-        if writing is not None and not writing.done():  # never discard under a running write
-            await asyncio.wait([writing])
 
 
 def check_chunks(chunks: list[tuple[int, int]], size: int) -> None:

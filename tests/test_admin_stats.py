@@ -91,7 +91,19 @@ async def test_daily_uploads_accepts_the_bounds(client, admin) -> None:  # type:
         assert response.status == 200 and len(await response.json()) == days
 
 
-@pytest.mark.parametrize("path", ["/api/admin/stats/files", "/api/admin/stats/uploads/daily", "/api/admin/db"])
+async def test_queue_counts_files_waiting_for_and_held_by_a_worker(client, conn, admin) -> None:  # type: ignore[no-untyped-def]
+    empty = await client.get("/api/admin/stats/queue", headers=admin.headers)
+    assert empty.status == 200 and await empty.json() == {"waiting": 0, "claimed": 0}
+    await insert_files(conn, admin.id)  # one PROCESSING file among the others, no worker holds it
+    await insert_files(conn, admin.id, [("IMAGE", "PROCESSING", 5, 0), ("IMAGE", "PROCESSING", 6, 0)])
+    await conn.execute("INSERT INTO workers (id, hostname, pid) VALUES ('w1', 'here', 1)")
+    await conn.execute("UPDATE files SET worker_id = 'w1' WHERE id = (SELECT id FROM files WHERE size = 6)")
+    response = await client.get("/api/admin/stats/queue", headers=admin.headers)
+    assert await response.json() == {"waiting": 2, "claimed": 1}
+
+
+@pytest.mark.parametrize("path", ["/api/admin/stats/files", "/api/admin/stats/uploads/daily", "/api/admin/db",
+                                  "/api/admin/stats/queue"])
 async def test_admin_endpoints_refuse_others(client, user, path: str) -> None:  # type: ignore[no-untyped-def]
     forbidden = await client.get(path, headers=user.headers)
     assert forbidden.status == 403 and (await forbidden.json())["code"] == "FORBIDDEN"

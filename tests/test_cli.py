@@ -59,6 +59,24 @@ def test_doctor_passes_on_a_migrated_database(database_url: str, tmp_path: Path)
     assert any("pg_stat_statements" in line for line in lines)
 
 
+async def test_doctor_names_the_settings_that_cost(database_url: str, tmp_path: Path) -> None:
+    """An external database below the workload's settings gets a warning naming each and its cost; the
+    command still passes (advice, not a requirement)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        max_wal_mb = int(await conn.fetchval("SELECT setting FROM pg_settings WHERE name = 'max_wal_size'"))
+    finally:
+        await conn.close()
+    result = chunkd(database_url, "doctor", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+    line = next(line for line in result.stdout.splitlines() if "postgresql settings:" in line)
+    if max_wal_mb < 8 * 1024:  # the suite's own server runs on stock WAL settings
+        assert line.startswith("warn postgresql settings:") and f"max_wal_size is {max_wal_mb}MB" in line
+        assert "full-page image" in line
+    else:
+        assert "max_wal_size" not in line
+
+
 def test_doctor_fails_on_pending_migrations(empty_database_url: str, tmp_path: Path) -> None:
     result = chunkd(empty_database_url, "doctor", cwd=tmp_path)
     assert result.returncode == 1

@@ -64,4 +64,8 @@ def test_serve_starts_embedded_postgres_and_answers_readyz() -> None:
     data_dir = workdir / "var" / "postgres" / "data"
     assert (data_dir / "PG_VERSION").is_file()
     assert not EmbeddedPostgres(workdir / "var" / "postgres").running(), "PostgreSQL left running"
+    # The embedded server runs with the workload's settings, which doctor checks against the server's own.
+    doctor = subprocess.run([sys.executable, "-m", "service", "doctor"], cwd=workdir, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert doctor.returncode == 0 and "ok   postgresql settings:" in doctor.stdout, doctor.stdout + doctor.stderr
     shutil.rmtree(workdir, ignore_errors=True)

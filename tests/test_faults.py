@@ -58,8 +58,9 @@ class Site:
     storage: Path
     user: User
 
-    def serve(self) -> ChunkdProcess:
-        env = {"DATABASE_URL": self.url, "STORAGE_DIR": str(self.storage), "JWT_SECRET": JWT_SECRET, **UPLOAD_ENV}
+    def serve(self, **extra: str) -> ChunkdProcess:
+        env = {"DATABASE_URL": self.url, "STORAGE_DIR": str(self.storage), "JWT_SECRET": JWT_SECRET, **UPLOAD_ENV,
+               **extra}
         return ChunkdProcess(env, "serve").start()
 
     async def stop_database(self) -> None:
@@ -114,8 +115,8 @@ def serve(site: Site) -> Iterator:
     """Factory of `chunkd serve` processes on the site; all stopped at the end."""
     started: list[ChunkdProcess] = []
 
-    def start() -> ChunkdProcess:
-        started.append(site.serve())
+    def start(**env: str) -> ChunkdProcess:
+        started.append(site.serve(**env))
         return started[-1]
 
     yield start
@@ -458,3 +459,69 @@ async def test_tus_upload_resumes_on_a_new_server_after_a_kill(site: Site, serve
         offset = int(r.headers["Upload-Offset"])
         assert MiB <= offset <= MiB + MiB // 2
         await resume_tus_and_compare(site, client, user, path, file_id, data, offset, tus_headers)
+
+
+# 6. The server killed while it assembles an upload that is still arriving --------------------------------
+STREAMED = {"STREAMING_MIN_SIZE": "1"}  # every upload is assembled while it arrives
+
+
+def streamed_bytes(storage: Path) -> int:
+    return sum(p.stat().st_size for p in storage.rglob(".*.part"))
+
+
+async def test_a_streamed_tus_upload_resumes_with_identical_bytes_after_a_kill(site: Site, serve) -> None:  # type: ignore[no-untyped-def]
+    """Killed with a prefix of the upload in the blob's temporary file: the chunks are all still in the
+    database, so the next server streams (or assembles) it again from them."""
+    user = site.user
+    tus_headers = {**user.headers, **TUS}
+    data = os.urandom(3 * MiB)
+    first = serve(**STREAMED)
+    async with http(first) as client:
+        r = await client.post("/api/tus/", headers={**tus_headers, "Upload-Length": str(len(data))})
+        assert r.status == 201, await r.text()
+        path = upload_path(r.headers["Location"])
+    file_id = upload_id(path)
+    request = await raw_patch(first, user, path, 0, len(data))
+    await request.send(data[:2 * MiB])
+
+    async def streaming() -> bool:
+        return streamed_bytes(site.storage) >= MiB
+    await until(streaming, timeout=20)
+    first.kill()
+    await request.close()
+
+    second = serve(**STREAMED)
+    async with http(second) as client:
+        r = await client.head(path, headers=tus_headers)
+        assert r.status == 200, await r.text()
+        offset = int(r.headers["Upload-Offset"])
+        assert MiB <= offset <= 2 * MiB
+        await resume_tus_and_compare(site, client, user, path, file_id, data, offset, tus_headers)
+    assert (await site.fetchrow("SELECT count(*) FROM file_chunks WHERE file_id = $1", file_id))[0] == 0
+
+
+async def test_a_streamed_upload_killed_after_its_last_byte_completes_on_the_next_server(site: Site, serve) -> None:  # type: ignore[no-untyped-def]
+    """Killed once the last chunk is in, while the worker that streamed the upload finishes it: the
+    file is PROCESSING under a dead worker's lease, which the next server reaps and assembles anew."""
+    user = site.user
+    data = os.urandom(4 * MiB)
+    first = serve(**STREAMED)
+    async with http(first) as client:
+        upload = await create(client, user, data, "streamed.bin", sha256=sha256(data))
+        await put_chunks(client, user, upload, data, list(range(upload["total_chunks"] - 1)), parallel=1,
+                         checksum=False)
+
+        async def streaming() -> bool:
+            return streamed_bytes(site.storage) >= MiB
+        await until(streaming, timeout=20)
+        await put_chunks(client, user, upload, data, [upload["total_chunks"] - 1], checksum=False)
+        r = await client.post(f"/api/uploads/{upload['id']}/complete", headers=user.headers)
+        assert r.status == 202, await r.text()
+    first.kill()
+
+    second = serve(**STREAMED)
+    async with http(second) as client:
+        body = await wait_for_status(client, user, upload["id"], timeout=30)
+        assert body["status"] == "COMPLETED", body["error"]
+        assert sha256(await download(client, user, upload["id"])) == sha256(data)
+    assert (await site.fetchrow("SELECT count(*) FROM file_chunks WHERE file_id = $1", upload["id"]))[0] == 0

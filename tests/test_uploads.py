@@ -198,3 +198,27 @@ async def test_abort_removes_row_and_chunks(client, user, conn) -> None:  # type
     assert await conn.fetchval("SELECT count(*) FROM files WHERE id = $1", upload["id"]) == 0
     assert await stored(conn, upload["id"]) == []
     assert (await client.get(f"/api/uploads/{upload['id']}", headers=user.headers)).status == 404
+
+
+async def test_sha256_given_at_complete(client, user, conn) -> None:  # type: ignore[no-untyped-def]
+    """A client may start sending before it has hashed the file: the whole file's SHA-256 comes with
+    complete, is kept for the worker's check, and must agree with one declared at creation."""
+    data = os.urandom(CHUNK * 2 + 7)
+    upload = await create(client, user, data)
+    await put_chunks(client, user, upload, data, checksum=False)
+    complete = f"/api/uploads/{upload['id']}/complete"
+    r = await client.post(complete, json={"sha256": "not hex"}, headers=user.headers)
+    assert r.status == 422 and (await r.json())["field"] == "sha256"
+    r = await client.post(complete, json={"sha256": sha256(data).upper()}, headers=user.headers)
+    assert r.status == 202 and (await r.json())["status"] == "PROCESSING"
+    assert await conn.fetchval("SELECT sha256 FROM files WHERE id = $1", upload["id"]) == sha256(data)
+
+    declared = await create(client, user, data, sha256=sha256(data))
+    await put_chunks(client, user, declared, data, checksum=False)
+    r = await client.post(f"/api/uploads/{declared['id']}/complete", json={"sha256": sha256(b"other")},
+                          headers=user.headers)
+    assert r.status == 422 and (await r.json())["code"] == "VALIDATION_FAILED"
+    assert await conn.fetchval("SELECT status FROM files WHERE id = $1", declared["id"]) == "UPLOADING"
+    r = await client.post(f"/api/uploads/{declared['id']}/complete", json={"sha256": sha256(data)},
+                          headers=user.headers)
+    assert r.status == 202

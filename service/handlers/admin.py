@@ -25,6 +25,13 @@ async def get_daily_upload_stats(request: web.Request) -> web.Response:
         return web.json_response(await stats.list_daily_uploads(conn, days))
 
 
+async def get_queue_stats(request: web.Request) -> web.Response:
+    """Files waiting for a worker, and files a worker is processing now (all processes)."""
+    require_admin(request)
+    async with request.app[pool_key].acquire() as conn:
+        return web.json_response(await stats.get_queue_depth(conn))
+
+
 SLOWEST_STATEMENTS = 10
 
 

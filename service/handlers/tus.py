@@ -3,12 +3,9 @@ HEAD, PATCH and DELETE, each a checklist with early returns. An upload is a `fil
 /api/tus/{id} has the id of /api/files/{id}, and once complete the worker processes it like any other."""
 from __future__ import annotations
 
-import asyncio
-
-import asyncpg
 from aiohttp import web
 
-from service import storage
+from service.append import AppendRequest, append, cancel, look
 from service.auth import current_user
 from service.errors import (
     ApiError,
@@ -16,18 +13,15 @@ from service.errors import (
     TusInvalidConcat,
     TusInvalidLength,
     TusInvalidOffset,
-    TusLengthExceeded,
-    TusOffsetMismatch,
-    TusUploadIsFinal,
-    TusUploadLocked,
     UnsupportedMediaType,
-    UploadExpired,
-    UploadNotFound,
     UploadTooLarge,
 )
-from service.keys import pool_key, settings_key, slow_by_design_key, storage_key, tus_locks_key
+from service.handlers import rufh as rufh_handlers
+from service.keys import pool_key, settings_key
 from service.metrics import UPLOADS_CREATED
 from service.models import File, FileStatus, NewUpload
+from service.rufh import PARTIAL_UPLOAD
+from service.rufh import Limits as RufhLimits
 from service.store import files
 from service.store import tus as store
 from service.tus import (
@@ -41,23 +35,24 @@ from service.tus import (
     effective_method,
     file_hints,
     http_date,
+    is_rufh,
     parse_checksum,
     parse_concat,
     parse_count,
     parse_metadata,
     upload_url,
 )
-from service.tus_body import Limits, receive
 from service.validation import path_id
 
 
 async def dispatch_collection(request: web.Request) -> web.StreamResponse:
-    """/api/tus/: one route for every method, so X-HTTP-Method-Override can pick the handler."""
+    """/api/tus/: one route for every method, so X-HTTP-Method-Override can pick the handler, and for
+    both protocols: a request of the IETF draft (its fields, no Tus-Resumable) goes to handlers/rufh.py."""
     method = effective_method(request)
     if method == "OPTIONS":
         return get_options(request)
     if method == "POST":
-        return await create_upload(request)
+        return await (rufh_handlers.create_upload(request) if is_rufh(request) else create_upload(request))
     raise MethodNotAllowed(f"{method} is not allowed here; allowed: OPTIONS, POST", headers={"Allow": "OPTIONS, POST"})
 
 
@@ -65,7 +60,12 @@ async def dispatch_upload(request: web.Request) -> web.StreamResponse:
     method = effective_method(request)
     if method == "OPTIONS":
         return get_options(request)
-    handler = {"HEAD": head_upload, "PATCH": patch_upload, "DELETE": delete_upload}.get(method)
+    if is_rufh(request):
+        handlers = {"HEAD": rufh_handlers.head_upload, "PATCH": rufh_handlers.patch_upload,
+                    "DELETE": rufh_handlers.delete_upload}
+    else:
+        handlers = {"HEAD": head_upload, "PATCH": patch_upload, "DELETE": delete_upload}
+    handler = handlers.get(method)
     if handler is None:
         allowed = "DELETE, HEAD, OPTIONS, PATCH"
         raise MethodNotAllowed(f"{method} is not allowed here; allowed: {allowed}", headers={"Allow": allowed})
@@ -73,11 +73,16 @@ async def dispatch_upload(request: web.Request) -> web.StreamResponse:
 
 
 def get_options(request: web.Request) -> web.Response:
+    """What both protocols need to know before they start: tus's Tus-* fields, and for the draft the
+    media type of its appends (Accept-Patch, with tus's beside it) and the limits of a new upload."""
+    settings = request.app[settings_key]
     return web.Response(status=204, headers={
         "Tus-Version": TUS_VERSION,
         "Tus-Extension": ",".join(EXTENSIONS),
-        "Tus-Max-Size": str(request.app[settings_key].max_upload_size),
+        "Tus-Max-Size": str(settings.max_upload_size),
         "Tus-Checksum-Algorithm": ",".join(CHECKSUMS),
+        "Accept-Patch": f"{PARTIAL_UPLOAD}, {OFFSET_STREAM}",
+        "Upload-Limit": RufhLimits.of(settings).header(settings.upload_expiry),
     })
 
 
@@ -111,7 +116,7 @@ async def create_upload(request: web.Request) -> web.Response:
     headers = {"Location": location}
     if request.content_type == OFFSET_STREAM:  # creation-with-upload
         try:
-            upload = await _write(request, upload.id, 0, None, checksum)
+            upload = (await append(request, upload.id, AppendRequest("tus", 0, verifier=checksum))).upload
         except ApiError as e:
             e.headers.setdefault("Location", location)  # the upload exists: the client can resume it
             raise
@@ -153,17 +158,7 @@ async def _create_final(request: web.Request, concat: Concat, raw_metadata: str 
 
 
 async def head_upload(request: web.Request) -> web.Response:
-    upload_id = path_id(request, "upload_id")
-    await _owned_upload(request, upload_id)
-    try:
-        # Taking the lock makes a stalled writer save what it has first, so the offset is current.
-        async with request.app[tus_locks_key].hold(upload_id) as (conn, _):
-            upload = await store.get_upload(conn, upload_id)
-    except TusUploadLocked:
-        # A writer that is still receiving keeps its lock; its committed offset is still the truth.
-        upload = await _owned_upload(request, upload_id)
-    if upload is None:
-        raise UploadNotFound(f"upload {upload_id}")
+    upload = await look(request, path_id(request, "upload_id"), "tus")
     headers = {"Upload-Offset": str(upload.offset), "Cache-Control": "no-store", **_expires(upload)}
     if upload.length_known:
         headers["Upload-Length"] = str(upload.size)
@@ -185,96 +180,16 @@ async def patch_upload(request: web.Request) -> web.Response:
     if offset is None:
         raise TusInvalidOffset("Upload-Offset is required")
     length = parse_count(request.headers.get("Upload-Length"), "Upload-Length", TusInvalidLength)
-    checksum = _checksum(request)
-    upload_id = path_id(request, "upload_id")
-    upload = await _owned_upload(request, upload_id)
-    if upload.tus_concat == "final":
-        raise TusUploadIsFinal("a final upload is made of its partial uploads and takes no bytes of its own")
-    upload = await _write(request, upload_id, offset, length, checksum)
-    return web.Response(status=204, headers={"Upload-Offset": str(upload.offset), **_expires(upload)})
+    appended = await append(request, path_id(request, "upload_id"),
+                            AppendRequest("tus", offset, length, verifier=_checksum(request)))
+    return web.Response(status=204, headers={"Upload-Offset": str(appended.upload.offset),
+                                             **_expires(appended.upload)})
 
 
 async def delete_upload(request: web.Request) -> web.Response:
     """Termination, finished or not; a PATCH in flight is stopped first (and answered 404)."""
-    upload_id = path_id(request, "upload_id")
-    await _owned_upload(request, upload_id, allow_expired=True)
-    async with request.app[tus_locks_key].hold(upload_id, force=True) as (conn, _):
-        deleted = await store.delete_upload(conn, upload_id)
-    if deleted is None:
-        raise UploadNotFound(f"upload {upload_id}")
-    await storage.delete_file_blobs(request.app[storage_key], [deleted[1]])
+    await cancel(request, path_id(request, "upload_id"), "tus")
     return web.Response(status=204)
-
-
-async def _write(request: web.Request, upload_id: str, offset: int, length: int | None,
-                 checksum: Checksum | None) -> File:
-    """The body of a PATCH (or of a POST with creation-with-upload) appended under the upload's lock.
-    Where aiohttp cancels the handler of a client that hung up (handler_cancellation), the write still
-    runs to its end in a task of its own, so the bytes that arrived are kept all the same."""
-    request[slow_by_design_key] = True  # a body takes as long as the client's link needs
-    task = asyncio.create_task(_append(request, upload_id, offset, length, checksum))
-    task.add_done_callback(_retrieve)
-    return await asyncio.shield(task)
-
-
-def _retrieve(task: asyncio.Task[File]) -> None:
-    """Nobody awaits an orphaned write's outcome: take it, so asyncio does not log it as lost."""
-    if not task.cancelled():
-        task.exception()
-
-
-async def _append(request: web.Request, upload_id: str, offset: int, length: int | None,
-                  checksum: Checksum | None) -> File:
-    settings = request.app[settings_key]
-    locks = request.app[tus_locks_key]
-    async with locks.hold(upload_id) as (conn, writer):
-        upload = _live(await store.get_upload(conn, upload_id), upload_id)
-        if offset != upload.offset:
-            raise TusOffsetMismatch(f"the upload is at offset {upload.offset}; Upload-Offset says {offset}")
-        if length is not None:
-            upload = await _declare_length(conn, upload, length, settings.max_upload_size)
-        room = (upload.size if upload.length_known else settings.max_upload_size) - upload.offset
-        if request.content_length is not None and request.content_length > room:
-            raise TusLengthExceeded(f"{request.content_length} bytes sent, {room} left in the upload")
-        error = await receive(request.content, conn, writer, upload,
-                              Limits(room, locks.idle_timeout, settings.upload_expiry), checksum)
-        upload = _live(await store.get_upload(conn, upload_id), upload_id)
-        if upload.complete and upload.tus_concat is None:
-            await files.mark_ready(conn, upload_id)  # False on a repeated final PATCH: exactly once
-            upload = _live(await store.get_upload(conn, upload_id), upload_id)
-    if error is not None:
-        raise error
-    return upload
-
-
-async def _declare_length(conn: asyncpg.Connection, upload: File, length: int, max_size: int) -> File:
-    if upload.length_known:
-        if length != upload.size:
-            raise TusInvalidLength(f"the upload's length is {upload.size} and cannot change")
-        return upload
-    if length > max_size:
-        raise UploadTooLarge(f"Upload-Length {length} is above Tus-Max-Size {max_size}")
-    declared = await store.declare_length(conn, upload.id, length)
-    if declared is None:
-        raise TusInvalidLength(f"Upload-Length {length} is below the {upload.offset} bytes already received")
-    return declared
-
-
-async def _owned_upload(request: web.Request, upload_id: str, *, allow_expired: bool = False) -> File:
-    """The caller's upload; anyone else's is as absent as one that never was."""
-    async with request.app[pool_key].acquire() as conn:
-        upload = await store.get_upload(conn, upload_id)
-    if upload is None or upload.uploaded_by_id != current_user(request).id:
-        raise UploadNotFound(f"upload {upload_id}")
-    return upload if allow_expired else _live(upload, upload_id)
-
-
-def _live(upload: File | None, upload_id: str) -> File:
-    if upload is None:
-        raise UploadNotFound(f"upload {upload_id}")
-    if upload.expired:
-        raise UploadExpired(f"upload {upload_id} expired at {http_date(upload.expires_at)}; start a new one")  # type: ignore[arg-type]
-    return upload
 
 
 def _checksum(request: web.Request) -> Checksum | None:

@@ -102,11 +102,14 @@ async def put_chunk(request: web.Request) -> web.Response:
 
 
 async def complete_upload(request: web.Request) -> web.Response:
+    # The whole file's SHA-256 may come now rather than at creation: a client can then start sending
+    # before it has read the file once.
+    sha256 = _sha256((await read_json(request, SHA256)).get("sha256")) if request.body_exists else None
     async with request.app[pool_key].acquire() as conn:
         upload = await _load(conn, request, allow_closed=True)
         if upload.status == FileStatus.FAILED:
             raise UploadClosed(f"upload {upload.id} FAILED")
-        missing = await store.complete_upload(conn, upload)
+        missing = await store.complete_upload(conn, upload, sha256)
     if missing:
         shown = ", ".join(map(str, missing[:20])) + (", ..." if len(missing) > 20 else "")
         raise UploadIncomplete(f"{len(missing)} of {upload.total_chunks} chunks missing: {shown}", missing=missing)

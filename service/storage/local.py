@@ -16,6 +16,9 @@ from pathlib import Path
 from service.storage.base import BlobInfo, BlobNotFound, StorageUnavailable, Unfinished
 
 READ_SIZE = 1024 * 1024
+# A file written over minutes (issue 16 appends an upload while it arrives) is synced as it grows, so
+# that the fsync on commit has little left to write (the kernel would otherwise keep most of it dirty).
+SYNC_EVERY = 64 * 1024 * 1024
 
 
 def _is_temporary(name: str) -> bool:
@@ -37,6 +40,7 @@ class LocalWriter:
         self.key, self.final = key, final
         self.local_path: Path | None = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.part")
         self._file: io.FileIO | None = None
+        self._written = self._synced = 0
 
     def open(self) -> None:
         assert self.local_path is not None
@@ -52,6 +56,10 @@ class LocalWriter:
         view = memoryview(data)
         while view:  # unbuffered writes may be short
             view = view[self._file.write(view):]
+        self._written += len(data)
+        if self._written - self._synced >= SYNC_EVERY:
+            os.fdatasync(self._file.fileno())
+            self._synced = self._written
 
     async def commit(self) -> None:
         with _unavailable(f"storing {self.key}"):

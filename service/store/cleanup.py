@@ -45,10 +45,13 @@ async def delete_expired_uploads(conn: asyncpg.Connection) -> list[File]:
     return [file_from(r) for r in await conn.fetch(DELETE_EXPIRED_UPLOADS)]
 
 
-# file_chunks.file_id REFERENCES files ON DELETE CASCADE, so this finds nothing unless the constraint was
-# dropped (a partial restore, manual surgery); the anti-join only reads the chunk tuples, not their TOASTed data.
+# Chunks only matter while their file is UPLOADING or PROCESSING. The worker drops a file's chunks just
+# after COMPLETED; a crash in between leaves them to this. (Chunks without a file at all need the ON
+# DELETE CASCADE constraint dropped: a partial restore, manual surgery.) The anti-join reads only the
+# chunk tuples, not their TOASTed data.
 DELETE_ORPHAN_CHUNKS = """
-DELETE FROM file_chunks c WHERE NOT EXISTS (SELECT 1 FROM files f WHERE f.id = c.file_id)
+DELETE FROM file_chunks c
+ WHERE NOT EXISTS (SELECT 1 FROM files f WHERE f.id = c.file_id AND f.status IN ('UPLOADING', 'PROCESSING'))
 """
 
 

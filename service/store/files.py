@@ -51,8 +51,9 @@ RETURNING {FILE_COLUMNS}
 
 
 async def insert_upload(conn: asyncpg.Connection, new: NewUpload) -> File:
-    """A new UPLOADING file of either protocol. One of known length 0 is complete at once and goes
-    straight to PROCESSING, except a part of a tus concatenation (the final upload takes it)."""
+    """A new UPLOADING file of any protocol. One of known length 0 is complete at once and goes
+    straight to PROCESSING, except a part of a tus concatenation (the final upload takes it) and an
+    upload of the IETF draft (complete only when its client says Upload-Complete: ?1)."""
     blob = layout.new_blob_name()
     async with conn.transaction():
         row = await conn.fetchrow(INSERT_UPLOAD, new.uploaded_by_id, new.original_name, blob, layout.blob_key(blob),
@@ -62,7 +63,7 @@ async def insert_upload(conn: asyncpg.Connection, new: NewUpload) -> File:
         if row is None:
             raise ValidationFailed(f"post {new.post_id} does not exist or is not yours", field="post_id")
         file = file_from(row)
-        if file.complete and file.tus_concat is None and await mark_ready(conn, file.id):
+        if file.complete and file.tus_concat is None and file.protocol != "rufh" and await mark_ready(conn, file.id):
             file = await get_any_file(conn, file.id)
     return file
 
@@ -73,6 +74,28 @@ GET_ANY_FILE = f"SELECT {FILE_COLUMNS} FROM files WHERE id = $1"
 async def get_any_file(conn: asyncpg.Connection, file_id: str) -> File:
     """A file known to exist (read again in the transaction that changed it), whoever owns it."""
     return file_from(await conn.fetchrow(GET_ANY_FILE, file_id))
+
+
+# An appended upload (tus, the IETF draft) is done: from the offset its writer holds, never another. A
+# length left open until now (tus Upload-Defer-Length, the draft's Upload-Complete without one) becomes
+# the offset; a declared one must have been reached.
+FINISH_UPLOAD = f"""
+UPDATE files SET status = 'PROCESSING', run_after = now(), expires_at = NULL, size = bytes_received,
+                 size_deferred = false
+ WHERE id = $1 AND status = 'UPLOADING' AND bytes_received = $2 AND (size_deferred OR size = bytes_received)
+RETURNING {FILE_COLUMNS}
+"""
+
+
+async def finish_upload(conn: asyncpg.Connection, file_id: str, offset: int) -> File | None:
+    """mark_ready for appended uploads, returning the file as it now is; None if it was not UPLOADING
+    at that offset (a repeated completion, or a lost race)."""
+    async with conn.transaction():
+        row = await conn.fetchrow(FINISH_UPLOAD, file_id, offset)
+        if row is None:
+            return None
+        await conn.execute(NOTIFY_READY, FILES_READY, file_id)
+        return file_from(row)
 
 
 GET_FILE = f"SELECT {FILE_COLUMNS} FROM files WHERE id = $1 AND (uploaded_by_id = $2 OR $3)"

@@ -1,5 +1,7 @@
-"""tus uploads: rows of `files` (protocol = 'tus') whose bytes are `file_chunks` appended in order,
-chunk_index 0, 1, 2, ... with lengths of up to files.chunk_size. The worker joins them by chunk_index."""
+"""Appended uploads: rows of `files` whose bytes are `file_chunks` appended in order, chunk_index 0, 1,
+2, ... with lengths of up to files.chunk_size; the worker joins them by chunk_index. Two protocols write
+them: tus (protocol = 'tus') and the IETF Resumable Uploads draft (protocol = 'rufh'); the functions
+that find an upload take the protocol, so neither ever touches the other's uploads."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -9,11 +11,11 @@ import asyncpg
 from service.models import File
 from service.store.files import FILE_COLUMNS, file_from
 
-GET_UPLOAD = f"SELECT {FILE_COLUMNS} FROM files WHERE id = $1 AND protocol = 'tus'"
+GET_UPLOAD = f"SELECT {FILE_COLUMNS} FROM files WHERE id = $1 AND protocol = $2"
 
 
-async def get_upload(conn: asyncpg.Connection, upload_id: str) -> File | None:
-    row = await conn.fetchrow(GET_UPLOAD, upload_id)
+async def get_upload(conn: asyncpg.Connection, upload_id: str, protocol: str = "tus") -> File | None:
+    row = await conn.fetchrow(GET_UPLOAD, upload_id, protocol)
     return None if row is None else file_from(row)
 
 
@@ -59,12 +61,12 @@ async def declare_length(conn: asyncpg.Connection, upload_id: str, size: int) ->
     return None if row is None else file_from(row)
 
 
-DELETE_UPLOAD = "DELETE FROM files WHERE id = $1 AND protocol = 'tus' RETURNING path, filename"
+DELETE_UPLOAD = "DELETE FROM files WHERE id = $1 AND protocol = $2 RETURNING path, filename"
 
 
-async def delete_upload(conn: asyncpg.Connection, upload_id: str) -> tuple[str, str] | None:
+async def delete_upload(conn: asyncpg.Connection, upload_id: str, protocol: str = "tus") -> tuple[str, str] | None:
     """Removes the upload and (by cascade) its chunks: its path and blob name, or None if it was gone."""
-    row = await conn.fetchrow(DELETE_UPLOAD, upload_id)
+    row = await conn.fetchrow(DELETE_UPLOAD, upload_id, protocol)
     return None if row is None else (row["path"], row["filename"])
 
 

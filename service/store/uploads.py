@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from service.errors import UploadClosed, UploadNotFound
+from service.errors import UploadClosed, UploadNotFound, ValidationFailed
 from service.models import File, FileStatus
 from service.store.files import FILE_COLUMNS, file_from, mark_ready
 
@@ -60,22 +60,30 @@ async def get_chunk_sha256(conn: asyncpg.Connection, file_id: str, index: int) -
     return await conn.fetchval(CHUNK_SHA256, file_id, index)
 
 
-LOCK_UPLOAD_STATUS = "SELECT status FROM files WHERE id = $1 FOR UPDATE"
+LOCK_UPLOAD_STATUS = "SELECT status, sha256 FROM files WHERE id = $1 FOR UPDATE"
+SET_SHA256 = "UPDATE files SET sha256 = $2 WHERE id = $1"
 
 
-async def complete_upload(conn: asyncpg.Connection, upload: File) -> list[int]:
+async def complete_upload(conn: asyncpg.Connection, upload: File, sha256: str | None = None) -> list[int]:
     """UPLOADING -> PROCESSING (waking a worker) when every chunk is stored; otherwise nothing changes
     and the missing indexes are returned. The row lock orders this against concurrent chunk PUTs:
-    a chunk either counted before, or its transaction sees PROCESSING and stores nothing."""
+    a chunk either counted before, or its transaction sees PROCESSING and stores nothing.
+    `sha256`, given now, is what the worker checks the file against; it must agree with one declared
+    at creation."""
     async with conn.transaction():
-        status = await conn.fetchval(LOCK_UPLOAD_STATUS, upload.id)
-        if status is None:
+        row = await conn.fetchrow(LOCK_UPLOAD_STATUS, upload.id)
+        if row is None:
             raise UploadNotFound(f"upload {upload.id}")
-        if status != FileStatus.UPLOADING:
+        if sha256 is not None and row["sha256"] is not None and sha256 != row["sha256"]:
+            raise ValidationFailed(f"sha256 {sha256} is not the {row['sha256']} declared when the upload was "
+                                   "created", field="sha256")
+        if row["status"] != FileStatus.UPLOADING:
             return []
         received = set(await list_received_chunks(conn, upload.id))
         missing = [i for i in range(upload.total_chunks) if i not in received]
         if not missing:
+            if sha256 is not None and row["sha256"] is None:
+                await conn.execute(SET_SHA256, upload.id, sha256)
             await mark_ready(conn, upload.id)
         return missing
 

@@ -87,18 +87,23 @@ UPDATE files SET status = 'COMPLETED', type = $3, mimetype = $4, metadata = $5, 
  WHERE id = $1 AND status = 'PROCESSING' AND worker_id = $2
 RETURNING id
 """
-DELETE_CHUNKS = "DELETE FROM file_chunks WHERE file_id = $1"
 
 
 async def finish_file(conn: asyncpg.Connection, file_id: str, worker_id: str, type_: str, mimetype: str,
                       metadata: dict[str, Any], url: str, thumbnail: str | None) -> bool:
-    """PROCESSING -> COMPLETED and the chunks dropped, in one transaction. False when the lease was
-    lost (the file was deleted, or taken by another worker after this one was presumed dead)."""
-    async with conn.transaction():
-        if await conn.fetchval(FINISH_FILE, file_id, worker_id, type_, mimetype, metadata, url, thumbnail) is None:
-            return False
-        await conn.execute(DELETE_CHUNKS, file_id)
-        return True
+    """PROCESSING -> COMPLETED. False when the lease was lost (the file was deleted, or taken by another
+    worker after this one was presumed dead). The chunks are dropped after this (delete_chunks), not in
+    the same transaction: the client need not wait for a gigabyte of rows to be deleted."""
+    return await conn.fetchval(FINISH_FILE, file_id, worker_id, type_, mimetype, metadata, url, thumbnail) is not None
+
+
+DELETE_CHUNKS = "DELETE FROM file_chunks WHERE file_id = $1"
+
+
+async def delete_chunks(conn: asyncpg.Connection, file_id: str) -> None:
+    """A COMPLETED file's chunks, now that its blob is durable. A crash before this leaves them to the
+    cleanup pass (delete_orphan_chunks)."""
+    await conn.execute(DELETE_CHUNKS, file_id)
 
 
 FAIL_FILE = """

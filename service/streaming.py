@@ -1,0 +1,189 @@
+"""Assembly while an upload is still arriving, so that it is COMPLETED soon after its last byte.
+
+A worker takes hold of a large UPLOADING file that is receiving chunks (files.worker_id, the same lease
+as processing) and appends the contiguous prefix of its chunks to the blob's write in the store (service.storage: a
+temporary file, or a multipart upload) as they are committed: tus uploads and in-order native ones are contiguous by nature. When the upload completes
+(NOTIFY files_ready), only the tail is left to append before the worker's usual processing (fsync,
+rename, sniffing, thumbnail, COMPLETED) carries on from that prefix.
+
+Nothing is lost by a crash at any moment: chunks stay in PostgreSQL until the blob holding them is
+durable and the file COMPLETED, so the prefix is only a head start. A worker that dies lets its hold
+go with its lease; the upload is then streamed again from its first chunk, or assembled whole once
+complete, from the same rows. An upload idle for ACTIVE_SECONDS is let go (its client may be gone
+for the day) and taken again when chunks arrive."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from service.assembly import append_chunks
+from service.models import File, FileStatus
+from service.storage.assembly import Assembly
+from service.store import streaming as store
+
+if TYPE_CHECKING:
+    from service.worker import Worker
+
+log = logging.getLogger("service.streaming")
+
+ACTIVE_SECONDS = 30.0     # an upload with no chunk for this long is not (or no longer) held
+CLAIM_INTERVAL = 1.0      # seconds between looks for an upload to take, while a slot is free
+POLL_MIN, POLL_MAX = 0.05, 1.0  # seconds between looks for new chunks: doubling while none come
+SWEEP_EVERY = 30          # claim looks between sweeps for files held by no task
+
+
+@dataclass
+class Prefix:
+    """The first `next_index` chunks of a file, appended (and hashed) in `assembly`."""
+    assembly: Assembly
+    next_index: int
+
+
+class Streamer:
+    """One worker's streaming side: up to `slots` uploads held at once, each in a task of its own."""
+
+    def __init__(self, worker: Worker, min_size: int, slots: int) -> None:
+        self.worker, self.min_size = worker, min_size
+        self.enabled = min_size > 0
+        self._slots = asyncio.Semaphore(slots)
+        self._ready: dict[str, asyncio.Event] = {}  # file id -> set when it completes (NOTIFY files_ready)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._processing: set[asyncio.Task[None]] = set()  # handed over: given time to finish on stop
+
+    def ready(self, file_id: str) -> None:
+        event = self._ready.get(file_id)
+        if event is not None:
+            event.set()
+
+    async def run(self) -> None:
+        """Takes uploads to stream while slots are free, until cancelled."""
+        looks = 0
+        try:
+            while True:
+                looks += 1
+                if looks % SWEEP_EVERY == 0:
+                    with contextlib.suppress(Exception):  # the database is away: next time
+                        await self._sweep()
+                await self._slots.acquire()
+                file = None
+                try:
+                    file = await self._claim()
+                except Exception as e:  # the database is away: streaming waits, uploads go on
+                    log.warning("claiming an upload to stream failed: %s", e, extra={"action": "stream_claim_failed"})
+                if file is None:
+                    self._slots.release()
+                    await asyncio.sleep(CLAIM_INTERVAL)
+                    continue
+                self._ready[file.id] = asyncio.Event()  # before the task runs: _sweep must see it as ours
+                task = asyncio.create_task(self._stream(file), name=f"stream file {file.id}")
+                self._tasks.add(task)
+                task.add_done_callback(self._on_done)
+        finally:
+            await self._stop()
+
+    async def _sweep(self) -> None:
+        """Lets go of files this worker holds but works on no more: a release that could not be recorded
+        while the database was away would otherwise keep them from everyone for as long as we live."""
+        async with self.worker.pool.acquire() as conn:
+            held = await store.list_held_files(conn, self.worker.id)
+            busy = set(self._ready) | set(self.worker.processing.values())
+            for file_id in held:
+                if file_id not in busy:
+                    log.warning("releasing file %s held by no task", file_id,
+                                extra={"action": "stream_swept", "file_id": file_id})
+                    await store.release_file(conn, file_id, self.worker.id)
+
+    async def _claim(self) -> File | None:
+        async with self.worker.pool.acquire() as conn:
+            return await store.claim_uploading_file(conn, self.worker.id, self.min_size, ACTIVE_SECONDS)
+
+    def _on_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._processing.discard(task)
+        self._slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("streaming task failed", exc_info=task.exception(), extra={"action": "worker_bug"})
+
+    async def _stop(self) -> None:
+        """Files already being processed get the worker's shutdown time; streaming is dropped at once
+        (the chunks are all still in the database)."""
+        for task in self._tasks - self._processing:
+            task.cancel()
+        if self._processing:
+            await asyncio.wait(set(self._processing), timeout=self.worker.shutdown_timeout)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _stream(self, file: File) -> None:
+        worker = self.worker
+        log.info("streaming upload", extra={"action": "stream_started", "file_id": file.id})
+        ready = self._ready[file.id]
+        assembly = await worker.begin_assembly(file)  # a local temporary file is synced as it grows
+        prefix = Prefix(assembly, 0)
+        handed_over = False
+        try:
+            delay, last_chunk = POLL_MIN, time.monotonic()
+            while True:
+                async with worker.pool.acquire() as conn:
+                    # The status first: once it says PROCESSING, every chunk is committed and seen below.
+                    status = await store.get_held_status(conn, file.id, worker.id)
+                    if status is None:
+                        return  # deleted, expired and cleaned up, or no longer ours
+                    chunks = _contiguous(await store.list_chunks_from(conn, file.id, prefix.next_index), prefix.next_index)
+                    if chunks:
+                        await append_chunks(conn, file.id, chunks, assembly)
+                        prefix.next_index = chunks[-1][0] + 1
+                    claimed = None
+                    if status == FileStatus.PROCESSING:
+                        claimed = await store.take_streamed_file(conn, file.id, worker.id)
+                        if claimed is None:
+                            return
+                    elif status != FileStatus.UPLOADING:
+                        return
+                if claimed is not None:
+                    handed_over = True
+                    self._processing.add(asyncio.current_task())  # type: ignore[arg-type]
+                    await worker.process(claimed, prefix)
+                    return
+                if chunks:
+                    delay, last_chunk = POLL_MIN, time.monotonic()
+                elif time.monotonic() - last_chunk > ACTIVE_SECONDS:
+                    log.info("upload idle: no longer streamed", extra={"action": "stream_idle", "file_id": file.id})
+                    await self._release(file)
+                    return
+                else:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(ready.wait(), delay)
+                    delay = min(delay * 2, POLL_MAX)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            # The database or the disk failed us (or a chunk vanished): streaming is only a head start,
+            # so the file is let go and processed the usual way once complete; the lease does the same
+            # if even the release cannot be recorded.
+            log.warning("streaming upload %s stopped: %r", file.id, e, extra={"action": "stream_failed", "file_id": file.id})
+            with contextlib.suppress(Exception):
+                await self._release(file)
+        finally:
+            self._ready.pop(file.id, None)
+            if not handed_over:
+                await asyncio.shield(assembly.discard())
+
+    async def _release(self, file: File) -> None:
+        async with self.worker.pool.acquire() as conn:
+            await store.release_file(conn, file.id, self.worker.id)
+
+
+def _contiguous(chunks: list[tuple[int, int]], first: int) -> list[tuple[int, int]]:
+    """The run of chunks first, first + 1, ... with no gap (native chunks may arrive out of order)."""
+    run: list[tuple[int, int]] = []
+    for index, length in chunks:
+        if index != first + len(run):
+            break
+        run.append((index, length))
+    return run

@@ -1,0 +1,205 @@
+"""Helpers of the IETF resumable-upload tests: a raw HTTP/1.1 exchange that sees interim (104) responses,
+and the draft's fields as a client sends them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import http_sf
+import pytest
+
+from service.app import create_app
+from service.keys import tus_locks_key
+from tests.support import make_settings
+
+DRAFT = {"Upload-Draft-Interop-Version": "8"}
+PARTIAL = {"Content-Type": "application/partial-upload"}
+PROBLEMS = "https://iana.org/assignments/http-problem-types#"
+CHUNK = 64 * 1024
+MAX_SIZE = 4 * 1024 * 1024
+
+
+@dataclass
+class Response:
+    status: int
+    reason: str
+    headers: dict[str, str]  # lower-cased names; a repeated field keeps its last value
+    body: bytes = b""
+    interim: list[Response] = field(default_factory=list)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def sf(self, name: str, kind: str = "item") -> Any:
+        """A structured field of the response, parsed as a client of the draft would."""
+        return http_sf.parse(self.headers[name.lower()].encode(), tltype=kind)
+
+
+class Exchange:
+    """One request over its own socket: send headers, then the body in pieces (or part of it and hang
+    up), and read every response to it — 1xx interim ones first, as a client of the draft must."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, method: str) -> None:
+        self.reader, self.writer, self.method = reader, writer, method
+
+    @classmethod
+    async def open(
+        cls,
+        server,
+        method: str,
+        path: str,
+        headers: dict[str, str],  # type: ignore[no-untyped-def]
+        version: str = "HTTP/1.1",
+    ) -> Exchange:
+        host, port = server.server.host, server.server.port
+        reader, writer = await asyncio.open_connection(host, port)
+        lines = "".join(f"{k}: {v}\r\n" for k, v in {"Host": f"{host}:{port}", **headers}.items())
+        writer.write(f"{method} {path} {version}\r\n{lines}\r\n".encode())
+        await writer.drain()
+        return cls(reader, writer, method)
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def interim(self, timeout: float = 10) -> Response:
+        """The next response, which must be an interim one."""
+        response = await self._one(timeout)
+        assert 100 <= response.status < 200, (response.status, response.body)
+        return response
+
+    async def response(self, timeout: float = 20) -> Response:
+        """The final response, with the interim ones that came before it."""
+        interim: list[Response] = []
+        while True:
+            response = await self._one(timeout)
+            if response.status >= 200:
+                response.interim = interim
+                return response
+            interim.append(response)
+
+    async def _one(self, timeout: float) -> Response:
+        status_line = await asyncio.wait_for(self.reader.readline(), timeout)
+        assert status_line, "the server closed the connection without answering"
+        _, status, reason = status_line.decode("latin-1").rstrip("\r\n").split(" ", 2)
+        headers: dict[str, str] = {}
+        while (line := await asyncio.wait_for(self.reader.readline(), timeout)) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        response = Response(int(status), reason, headers)
+        if response.status >= 200 and self.method != "HEAD" and response.status not in (204, 304):
+            length = int(headers.get("content-length", "0"))
+            response.body = await asyncio.wait_for(self.reader.readexactly(length), timeout)
+        return response
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+
+async def exchange(
+    server,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    body: bytes = b"",  # type: ignore[no-untyped-def]
+    version: str = "HTTP/1.1",
+) -> Response:
+    """A whole request and its responses."""
+    request = await Exchange.open(server, method, path, {**headers, "Content-Length": str(len(body))}, version)
+    try:
+        await request.send(body)
+        return await request.response()
+    finally:
+        await request.close()
+
+
+def path_of(location: str) -> str:
+    return "/api/tus/" + location.rstrip("/").rsplit("/", 1)[-1]
+
+
+def id_of(location: str) -> str:
+    return location.rstrip("/").rsplit("/", 1)[-1]
+
+
+async def create(
+    server,
+    user,
+    body: bytes = b"",
+    complete: bool = False,  # type: ignore[no-untyped-def]
+    headers: dict[str, str] | None = None,
+) -> Response:
+    return await exchange(
+        server,
+        "POST",
+        "/api/tus/",
+        {**user.headers, **DRAFT, "Upload-Complete": "?1" if complete else "?0", **(headers or {})},
+        body,
+    )
+
+
+async def append(
+    server,
+    user,
+    path: str,
+    offset: int,
+    body: bytes,
+    complete: bool = False,  # type: ignore[no-untyped-def]
+    headers: dict[str, str] | None = None,
+) -> Response:
+    return await exchange(
+        server,
+        "PATCH",
+        path,
+        {
+            **user.headers,
+            **DRAFT,
+            **PARTIAL,
+            "Upload-Offset": str(offset),
+            "Upload-Complete": "?1" if complete else "?0",
+            **(headers or {}),
+        },
+        body,
+    )
+
+
+async def head(server, user, path: str) -> Response:  # type: ignore[no-untyped-def]
+    return await exchange(server, "HEAD", path, {**user.headers, **DRAFT})
+
+
+async def wait_processed(server, user, file_id: str, timeout: float = 30) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """The file once the worker is done with it (long-polling /api/files/{id})."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        r = await server.get(f"/api/files/{file_id}?wait=5", headers=user.headers)
+        view = await r.json()
+        if view["status"] in ("COMPLETED", "FAILED"):
+            return view
+        assert asyncio.get_running_loop().time() < deadline, f"file still {view['status']}"
+
+
+def rufh_app(database_url: str, storage_dir: Path, **env: str):  # type: ignore[no-untyped-def]
+    settings = make_settings(
+        database_url,
+        storage_dir,
+        DEFAULT_CHUNK_SIZE=str(CHUNK),
+        MAX_UPLOAD_SIZE=str(MAX_SIZE),
+        CORS_ORIGINS="https://app.example",
+        **env,
+    )
+    return create_app(settings, with_worker=True)
+
+
+@pytest.fixture
+async def rufh(aiohttp_client, database_url: str, storage_dir: Path):  # type: ignore[no-untyped-def]
+    """The app and its worker, with small chunks and short takeover timings, over a real socket."""
+    client = await aiohttp_client(rufh_app(database_url, storage_dir))
+    locks = client.server.app[tus_locks_key]
+    locks.stall_after, locks.lock_wait, locks.nudge_every = 0.3, 1.5, 0.05
+    return client
