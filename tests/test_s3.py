@@ -3,6 +3,7 @@ store, presigned redirects, cleanup by listing, start-up and doctor lines, copyi
 two servers and a worker that share nothing but PostgreSQL and the bucket."""
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import re
@@ -319,3 +320,40 @@ async def _alternating_tus_upload(sessions: list[aiohttp.ClientSession], user: A
         turn += 1
     assert turn >= 4
     return path.rsplit("/", 1)[-1]
+
+
+async def test_an_upload_streams_into_a_multipart_upload_while_it_arrives(aiohttp_client, user, conn,  # type: ignore[no-untyped-def]
+                                                                          settings: Settings) -> None:
+    """Issue 16's streaming on a bucket: the contiguous prefix goes out as parts before the upload is
+    complete; the object appears only once the file is COMPLETED."""
+    served = await aiohttp_client(create_app(settings.replace(streaming_min_size=1), with_worker=True))
+    data = os.urandom(2 * PART_SIZE + 300_000)
+    headers = {**user.headers, **TUS}
+    r = await served.post("/api/tus/", headers={**headers, "Upload-Length": str(len(data))})
+    assert r.status == 201
+    path = "/api/tus/" + r.headers["Location"].rstrip("/").rsplit("/", 1)[-1]
+    file_id = path.rsplit("/", 1)[-1]
+    offset, piece = 0, 1024 * 1024
+    while offset < PART_SIZE + piece:  # more than a part's worth, not all of it
+        r = await served.patch(path, data=data[offset:offset + piece],
+                               headers={**headers, **STREAM, "Upload-Offset": str(offset)})
+        assert r.status == 204, await r.text()
+        offset += piece
+    deadline = time.monotonic() + 30
+    while not any("unfinished upload" in k for k in await stored_keys(settings)):
+        assert time.monotonic() < deadline, "no part went out while the upload was arriving"
+        await asyncio.sleep(0.2)
+    assert await conn.fetchval("SELECT status FROM files WHERE id = $1", file_id) == "UPLOADING"
+    assert not [k for k in await stored_keys(settings) if k.startswith("files/") and "unfinished" not in k]
+
+    while offset < len(data):
+        r = await served.patch(path, data=data[offset:offset + piece],
+                               headers={**headers, **STREAM, "Upload-Offset": str(offset)})
+        assert r.status == 204, await r.text()
+        offset += piece
+    body = await wait_for_status(served, user, file_id, timeout=60)
+    assert body["status"] == "COMPLETED", body["error"]
+    r = await served.get(body["url"], headers=user.headers)
+    assert sha256(await r.read()) == sha256(data)
+    keys = await stored_keys(settings)
+    assert len(keys) == 1 and not any("unfinished" in k for k in keys)  # the blob, no upload left open
