@@ -20,10 +20,9 @@ import aiohttp
 import asyncpg
 
 from bench.timing import bench_database, stop
-from service.auth import issue_access_token
+from service.store.sessions import GET_SESSION_USER
 from service.store.uploads import GET_UPLOAD, RECEIVED_CHUNKS
-from service.store.users import GET_USER
-from tests.support import JWT_SECRET, ChunkdProcess, make_settings
+from tests.support import JWT_SECRET, ChunkdProcess, make_settings, session_token
 
 
 async def timed(requests: int, call: Callable[[], Awaitable[object]]) -> list[float]:
@@ -47,7 +46,8 @@ async def run(requests: int) -> None:
             conn = await asyncpg.connect(url)
             user_id = await conn.fetchval("INSERT INTO users (email, password) VALUES ($1, 'x') RETURNING id",
                                           f"{uuid.uuid4().hex}@bench")
-            token = issue_access_token(make_settings(url, storage), user_id, "USER")
+            token = await session_token(conn, make_settings(url, storage), user_id)
+            session_id = await conn.fetchval("SELECT id FROM sessions WHERE user_id = $1", user_id)
             server = ChunkdProcess({"DATABASE_URL": url, "STORAGE_DIR": str(storage), "JWT_SECRET": JWT_SECRET,
                                     "LOG_LEVEL": "WARNING"}, "serve", "--no-worker").start()
             async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
@@ -60,7 +60,7 @@ async def run(requests: int) -> None:
                         await r.read()
 
                 async def straight_to_the_database() -> None:
-                    await conn.fetchrow(GET_USER, user_id)
+                    await conn.fetchrow(GET_SESSION_USER, session_id, user_id)
                     await conn.fetchrow(GET_UPLOAD, upload_id, user_id)
                     await conn.fetch(RECEIVED_CHUNKS, upload_id)
 

@@ -32,7 +32,6 @@ sys.path.insert(0, str(ROOT))
 
 from bench.timing import bench_database, stop  # noqa: E402
 from service import storage  # noqa: E402
-from service.auth import issue_access_token  # noqa: E402
 from service.config import MiB, _bytes, load_settings  # noqa: E402
 from service.storage import LocalStore  # noqa: E402
 from service.storage.assembly import Assembly  # noqa: E402
@@ -40,7 +39,7 @@ from service.storage.s3 import S3Store  # noqa: E402
 from service.store.workers import list_chunk_lengths  # noqa: E402
 from service.worker import assemble  # noqa: E402
 from tests import ceph  # noqa: E402
-from tests.support import ChunkdProcess  # noqa: E402
+from tests.support import ChunkdProcess, session_token  # noqa: E402
 
 MB = 1_000_000
 READ = 1 * MiB
@@ -142,7 +141,8 @@ async def run(args: argparse.Namespace) -> None:
             await pool.execute("DELETE FROM file_chunks WHERE file_id = $1", file_id)
             server = ChunkdProcess({"DATABASE_URL": database_url, "JWT_SECRET": secret, "LOG_LEVEL": "WARNING",
                                     "STORAGE_DIR": str(scratch / "server"), **env}, "serve", "--no-worker").start()
-            token = issue_access_token(settings, user_id, "USER")
+            async with pool.acquire() as conn:
+                token = await session_token(conn, settings, user_id)
             downloads: dict[str, list[float]] = {"chunkd": [], "direct": []}
             for _ in range(args.runs):
                 for label in ("direct", "chunkd"):

@@ -39,12 +39,12 @@ sys.path.insert(0, str(ROOT))
 
 from bench.timing import bench_database, rss_kib  # noqa: E402
 from service import storage  # noqa: E402
-from service.auth import issue_access_token  # noqa: E402
 from service.config import MiB, _bytes, load_settings  # noqa: E402
 from service.storage import LocalStore  # noqa: E402
 from service.storage.assembly import Assembly  # noqa: E402
 from service.store.workers import list_chunk_lengths  # noqa: E402
 from service.worker import assemble  # noqa: E402
+from tests.support import session_token  # noqa: E402
 
 # aiohttp warns about request bodies above 1 MiB sent as bytes; chunks are meant to be sent whole.
 warnings.filterwarnings("ignore", category=ResourceWarning)
@@ -229,7 +229,8 @@ async def run(args: argparse.Namespace) -> None:
                 pool = await asyncpg.create_pool(database_url, min_size=4, max_size=4)
                 user_id = await pool.fetchval("INSERT INTO users (email, password) VALUES ($1, 'x') RETURNING id",
                                               f"bench-{uuid.uuid4().hex[:8]}@example.com")
-                headers = {"Authorization": f"Bearer {issue_access_token(settings, user_id, 'USER')}"}
+                async with pool.acquire() as conn:
+                    headers = {"Authorization": f"Bearer {await session_token(conn, settings, user_id)}"}
                 base_rss = rss_kib(pid) if pid else {}
                 results: dict[str, float] = {}
                 async with aiohttp.ClientSession(headers=headers) as session:

@@ -4,11 +4,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from service import db, events, storage, webui, worker
-from service.auth import auth_middleware
+from service.auth import Passwords, auth_middleware
 from service.chunks import ChunkMemory
 from service.config import Settings
 from service.cors import add_cors_headers, cors_middleware
-from service.keys import chunk_memory_key, settings_key
+from service.keys import chunk_memory_key, passwords_key, settings_key
 from service.middlewares import access_middleware, problem_middleware
 from service.routes import ROUTES
 from service.tus import tus_middleware
@@ -30,6 +30,7 @@ def create_app(settings: Settings, *, with_worker: bool = False) -> web.Applicat
     app = web.Application(middlewares=middlewares, client_max_size=MAX_JSON_BODY,
                           handler_args={"read_bufsize": READ_BUFFER})
     app[settings_key] = settings
+    app[passwords_key] = Passwords(settings.argon2_concurrency)
     app[chunk_memory_key] = ChunkMemory(settings.chunk_memory, wait=settings.db_pool_timeout_ms / 1000)
     app.cleanup_ctx.append(db.pool_ctx)
     app.cleanup_ctx.append(events.file_events_ctx)

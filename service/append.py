@@ -39,7 +39,7 @@ from service.keys import pool_key, settings_key, slow_by_design_key, storage_key
 from service.models import File
 from service.rufh import Limits as UploadLimits
 from service.rufh import max_age
-from service.store import files
+from service.store import files, quotas
 from service.store import tus as store
 from service.tus import http_date
 from service.tus_body import Limits, Progress, Verifier, receive
@@ -134,7 +134,7 @@ async def _append(request: web.Request, upload_id: str, want: AppendRequest) -> 
         upload = dataclasses.replace(upload, bytes_received=received.offset, expires_at=received.expires_at)
         file = None
         if _finishes(want, upload, error):
-            file = await files.finish_upload(conn, upload_id, upload.offset)
+            file = await _finish(conn, upload, settings)
             if file is not None:  # None: a repeated final tus PATCH; exactly once either way
                 upload = file
         elif error is None and want.completes and upload.length_known and upload.offset < upload.size:
@@ -155,6 +155,17 @@ def _finishes(want: AppendRequest, upload: File, error: ApiError | None) -> bool
     if want.protocol == "rufh":
         return error is None and want.completes and (not upload.length_known or upload.offset == upload.size)
     return upload.complete
+
+
+async def _finish(conn: asyncpg.Connection, upload: File, settings: Settings) -> File | None:
+    """The upload is complete. A length known only now (the draft's Upload-Complete without one ever
+    declared) counts against the quota first: the draft asks for the policy to be checked again before
+    an upload is finalised; refused, it stays incomplete with its bytes, for the client to cancel."""
+    if upload.length_known:
+        return await files.finish_upload(conn, upload.id, upload.offset)
+    async with conn.transaction():
+        await quotas.check_quota(conn, upload.uploaded_by_id, upload.offset, settings.user_quota)
+        return await files.finish_upload(conn, upload.id, upload.offset)
 
 
 async def look(request: web.Request, upload_id: str, protocol: str) -> File:
@@ -196,7 +207,9 @@ async def _declare_length(
             f"a length of {length} is above the largest upload, {settings.max_upload_size}",
             headers=_limit_headers(want, upload, settings),
         )
-    declared = await store.declare_length(conn, upload.id, length)
+    async with conn.transaction():  # a deferred length counts against the quota once it is known
+        await quotas.check_quota(conn, upload.uploaded_by_id, length, settings.user_quota)
+        declared = await store.declare_length(conn, upload.id, length)
     if declared is None:
         raise mismatch(f"a length of {length} is below the {upload.offset} bytes already received")
     return declared

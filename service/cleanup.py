@@ -36,6 +36,7 @@ class CleanupReport:
     skipped: bool = False  # another process was running a pass
     files: list[RemovedFile] = field(default_factory=list)
     orphan_chunks: int = 0
+    account_rows: int = 0  # expired sessions, old failed logins, settled webhook deliveries
     blobs: list[str] = field(default_factory=list)  # keys (and labels of unfinished writes)
 
     def lines(self) -> list[str]:
@@ -44,6 +45,8 @@ class CleanupReport:
         verb = "would remove" if self.dry_run else "removed"
         lines = [f"{verb} file {f.id} ({f.reason})" for f in self.files]
         lines += [f"{verb} {self.orphan_chunks} chunks whose file is gone"] if self.orphan_chunks else []
+        lines += [f"{verb} {self.account_rows} expired sessions, old failed logins and settled webhook deliveries"] \
+            if self.account_rows else []
         lines += [f"{verb} blob {b}" for b in self.blobs]
         lines.append(f"{verb}: {len(self.files)} files, {self.orphan_chunks} orphaned chunks, {len(self.blobs)} blobs")
         return lines
@@ -83,6 +86,7 @@ async def _run(conn: asyncpg.Connection, blobs: BlobStore, dry_run: bool, now: f
         failed = await store.delete_old_failed_files(conn, FAILED_FILE_DAYS)
         expired = await store.delete_expired_uploads(conn)
         report.orphan_chunks = await store.delete_orphan_chunks(conn)
+        report.account_rows = await store.delete_stale_account_rows(conn)
         orphans, stale = await _garbage(conn, blobs, now)
     except BaseException:
         await transaction.rollback()

@@ -12,7 +12,21 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from service import __version__, backup, cleanup, client, db, doctor, embedded, logs, migrate, seed, storage, worker
+from service import (
+    __version__,
+    backup,
+    cleanup,
+    client,
+    credentials,
+    db,
+    doctor,
+    embedded,
+    logs,
+    migrate,
+    seed,
+    storage,
+    worker,
+)
 from service.app import create_app
 from service.config import ConfigError, Settings, load_settings
 from service.embedded import EmbeddedError
@@ -130,14 +144,14 @@ def cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
         print(f"chunkd: {path}: not a file", file=sys.stderr)
         return 2
     url = args.url or os.environ.get("CHUNKD_URL") or f"http://{settings.host}:{settings.port}"
-    token = args.token or (None if args.email else os.environ.get("CHUNKD_TOKEN"))
+    token = args.token or (None if args.email else os.environ.get("CHUNKD_TOKEN") or credentials.saved_token(url))
     if not token and not args.email:
-        print("chunkd: pass --token (or CHUNKD_TOKEN) or --email (password from CHUNKD_PASSWORD or asked)",
-              file=sys.stderr)
+        print("chunkd: run `chunkd login`, or pass --token (or CHUNKD_TOKEN) or --email (password from "
+              "CHUNKD_PASSWORD or asked)", file=sys.stderr)
         return 2
-    credentials = client.Credentials(token, args.email, client.password_from(args.email))
+    who = client.Credentials(token, args.email, client.password_from(args.email))
     try:
-        file = asyncio.run(client.upload(path, url, credentials, state_dir=Path(args.state_dir),
+        file = asyncio.run(client.upload(path, url, who, state_dir=Path(args.state_dir),
                                          chunk_size=args.chunk_size, parallel=args.parallel))
     except client.UploadError as e:
         print(f"chunkd: {e}", file=sys.stderr)
@@ -196,6 +210,69 @@ def add_operations(sub: argparse._SubParsersAction) -> None:
     cp.set_defaults(run=cmd_storage_copy)
 
 
+# accounts: login, token create|list|revoke (HTTP clients of a running server; service/credentials.py)
+def cmd_login(args: argparse.Namespace, settings: Settings) -> int:
+    url = _server_url(args, settings)
+    email = args.email or input("email: ").strip()
+    password = client.password_from(email) or ""
+    try:
+        token = asyncio.run(credentials.login(url, email, password, args.scopes.split(",")))
+    except credentials.AccountError as e:
+        print(f"chunkd: {e}", file=sys.stderr)
+        return 2
+    path = credentials.save_token(url, email, token["token"])
+    print(f"logged in to {url} as {email}: token {token['id']} ({','.join(token['scopes'])}) saved in {path}")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    url = _server_url(args, settings)
+    token = os.environ.get("CHUNKD_TOKEN") or credentials.saved_token(url)
+    if not token:
+        print(f"chunkd: not logged in to {url}: run `chunkd login` (or set CHUNKD_TOKEN)", file=sys.stderr)
+        return 2
+    try:
+        if args.action == "create":
+            made = asyncio.run(credentials.create_token(url, token, args.name, args.scopes.split(","), args.expires_in))
+            print(made["token"])
+            print(f"token {made['id']} ({','.join(made['scopes'])}): shown once, keep it safe", file=sys.stderr)
+        elif args.action == "list":
+            for t in asyncio.run(credentials.list_tokens(url, token)):
+                print(f"{t['id']}  {','.join(t['scopes']):<18} {t['name']}  last used {t['last_used_at'] or 'never'}"
+                      f"  expires {t['expires_at'] or 'never'}")
+        else:
+            asyncio.run(credentials.revoke_token(url, token, args.id))
+            print(f"revoked {args.id}")
+    except credentials.AccountError as e:
+        print(f"chunkd: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _server_url(args: argparse.Namespace, settings: Settings) -> str:
+    return args.url or os.environ.get("CHUNKD_URL") or f"http://{settings.host}:{settings.port}"
+
+
+def add_accounts(sub: argparse._SubParsersAction) -> None:
+    url_help = "server URL (default CHUNKD_URL, else http://HOST:PORT)"
+    login = sub.add_parser("login", help="log in and save an API token, so later commands need no flags")
+    login.add_argument("--url", help=url_help)
+    login.add_argument("--email", help="account (asked when not given); password from CHUNKD_PASSWORD, else asked")
+    login.add_argument("--scopes", default="upload", help="scopes of the saved token: read, upload or admin")
+    login.set_defaults(run=cmd_login)
+    token = sub.add_parser("token", help="API tokens for scripts: create, list, revoke")
+    token.add_argument("--url", help=url_help)
+    actions = token.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="mint a token and print its secret (shown once)")
+    create.add_argument("name")
+    create.add_argument("--scopes", default="read", help="comma-separated: read, upload, admin (default read)")
+    create.add_argument("--expires-in", type=int, help="seconds until it expires (default never)")
+    actions.add_parser("list", help="the account's tokens")
+    revoke = actions.add_parser("revoke", help="revoke a token by id")
+    revoke.add_argument("id")
+    token.set_defaults(run=cmd_token)
+
+
 async def _with_conn(settings: Settings, operation: Callable[[Any], Awaitable[T]]) -> T:
     conn = await db.connect(settings)
     try:
@@ -227,6 +304,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("seed", help="create the seed's admin, users and posts (idempotent)").set_defaults(run=cmd_seed)
     sub.add_parser("doctor", help="check database, migrations, storage and libmagic").set_defaults(run=cmd_doctor)
     add_operations(sub)
+    add_accounts(sub)
     return p
 
 

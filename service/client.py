@@ -7,6 +7,7 @@ chunks are missing and sends only those; a changed file gets a new upload.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import hashlib
 import json
@@ -55,25 +56,57 @@ def state_file(state_dir: Path, url: str, path: Path) -> Path:
 
 
 class Api:
-    """JSON over aiohttp with the Bearer token; retries what is worth retrying, logs in again on 401."""
+    """JSON over aiohttp with the Bearer token; retries what is worth retrying. With --email it logs in
+    once (a session of its own, so the user's other devices are untouched), refreshes within that
+    session when the access token expires, and ends the session when done."""
 
     def __init__(self, session: aiohttp.ClientSession, url: str, credentials: Credentials) -> None:
         self.session, self.url, self.credentials = session, url.rstrip("/"), credentials
         self.token = credentials.token
+        self.refresh_token: str | None = None
+        self._renewing = asyncio.Lock()
 
     async def login(self) -> None:
         if not self.credentials.email:
             raise UploadError("the access token was refused; pass a fresh --token or use --email")
-        body = {"email": self.credentials.email, "password": self.credentials.password or ""}
+        body = {"email": self.credentials.email, "password": self.credentials.password or "", "device": "chunkd upload"}
         async with self.session.post(f"{self.url}/api/auth/login", json=body) as response:
             answer = await _json(response)
-        self.token = answer["access_token"]
+        self.token, self.refresh_token = answer["access_token"], answer["refresh_token"]
+
+    async def renew(self, stale: str | None) -> None:
+        """A fresh access token in place of `stale`: one sender renews (a refresh token presented twice
+        would revoke the session), the others find the token already changed and use the new one."""
+        async with self._renewing:
+            if self.token != stale:
+                return
+            if self.refresh_token:
+                body = {"refresh_token": self.refresh_token}
+                async with self.session.post(f"{self.url}/api/auth/refresh", json=body) as response:
+                    if response.status == 200:
+                        answer = await response.json()
+                        self.token, self.refresh_token = answer["access_token"], answer["refresh_token"]
+                        return
+            await self.login()
+
+    async def end_session(self) -> None:
+        """Logs out the session login() began; a failure here costs nothing (the session expires)."""
+        if self.refresh_token is None:
+            return
+        with contextlib.suppress(TimeoutError, aiohttp.ClientError, UploadError):
+            for _ in range(2):  # the access token may have expired since the last call: renew once
+                token = self.token
+                async with self.session.post(f"{self.url}/api/auth/logout",
+                                             headers={"Authorization": f"Bearer {token}"}) as response:
+                    if response.status != 401:
+                        return
+                await self.renew(token)
 
     async def call(self, method: str, path: str, *, expect: tuple[int, ...] = (200,),
                    headers: dict[str, str] | None = None, **kwargs: Any) -> tuple[int, Any]:
         """(status, JSON body) of an expected answer, or of a problem worth reporting; retries the rest."""
         if self.token is None:
-            await self.login()
+            await self.renew(None)
         relogged, reason = False, ""
         for attempt in range(ATTEMPTS):
             sent = {**(headers or {}), "Authorization": f"Bearer {self.token}"}
@@ -83,7 +116,7 @@ class Api:
                         return response.status, await response.json()
                     if response.status == 401 and self.credentials.email and not relogged:
                         relogged = True  # the access token expired during a long upload
-                        await self.login()
+                        await self.renew(sent["Authorization"].removeprefix("Bearer "))
                         continue
                     if response.status not in RETRYABLE:
                         return response.status, await _problem(response)
@@ -146,6 +179,7 @@ async def upload(path: Path, url: str, credentials: Credentials, *, state_dir: P
                 upload["status"] = answer["status"]
             uploaded()
             file = await _wait(api, upload["id"])
+            await api.end_session()
     finally:
         hashing.cancel()  # a failed upload: the hash is not awaited (its thread ends by itself)
         if hashing.done() and not hashing.cancelled():

@@ -88,13 +88,6 @@ def _secret(raw: str) -> str:
     return value
 
 
-def _flag(raw: str) -> bool:
-    text = raw.strip().lower()
-    if text not in ("true", "false", "1", "0", "yes", "no", "on", "off", ""):
-        raise ValueError(f"expected true or false, got {raw!r}")
-    return text in ("true", "1", "yes", "on")
-
-
 # S3's bucket naming rules (the subset every S3 server accepts): 3-63 of a-z 0-9 . -, alphanumeric at both ends.
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
@@ -121,6 +114,20 @@ def _endpoint(raw: str) -> str:
     if value and (urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).netloc):
         raise ValueError(f"expected an http:// or https:// URL, got {raw!r}")
     return value
+
+
+def _quota(raw: str) -> int | None:
+    """A byte count, or empty / `unlimited` for none."""
+    if raw.strip().lower() in ("", "unlimited", "none"):
+        return None
+    return _bytes(0)(raw)
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(f"expected true or false, got {raw!r}")
+    return value in ("true", "1", "yes")
 
 
 def _origins(raw: str) -> tuple[str, ...]:
@@ -156,7 +163,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AWS_REGION", "aws_region", "us-east-1", _host, "S3 region"),
     Setting("S3_ENDPOINT_URL", "s3_endpoint_url", "", _endpoint,
             "S3 server of a non-AWS store (Ceph RGW, MinIO...); path-style addressing is used with it"),
-    Setting("DOWNLOAD_REDIRECT", "download_redirect", "false", _flag,
+    Setting("DOWNLOAD_REDIRECT", "download_redirect", "false", _bool,
             "true: content and thumbnail downloads answer 302 to a short-lived presigned URL of the store "
             "(S3 only)"),
     Setting("JWT_SECRET", "jwt_secret", "", _secret,
@@ -189,6 +196,12 @@ SETTINGS: tuple[Setting, ...] = (
             "they are COMPLETED soon after their last byte"),
     Setting("WORKER_LEASE", "worker_lease", "30s", _duration,
             "a worker silent this long is presumed dead and its files are taken again (heartbeat: a third of it)"),
+    Setting("PROCESSING_TIMEOUT", "processing_timeout", "120s", _duration,
+            "time a decoder may spend on one file (metadata and thumbnail); then it is killed, the file tried "
+            "once more, then FAILED"),
+    Setting("PROCESSING_MEMORY", "processing_memory", "1GiB", _bytes(256 * MiB),
+            "address space of one decoder process (RLIMIT_AS, its ~200 MiB of libraries included); a file "
+            "needing more is FAILED"),
     Setting("SLOW_REQUEST_MS", "slow_request_ms", "1000", _int(1),
             "requests slower than this are logged as warnings"),
     Setting("HOST", "host", "127.0.0.1", _host, "address the HTTP server binds"),
@@ -197,6 +210,23 @@ SETTINGS: tuple[Setting, ...] = (
             "comma-separated origins allowed to call the API from a browser (* for any)"),
     Setting("CLEANUP_INTERVAL", "cleanup_interval", "1h", _duration,
             "how often the worker runs the cleanup pass"),
+    # accounts (issue 13)
+    Setting("LINK_TTL", "link_ttl", "1h", _duration,
+            "lifetime of signed links to a file's content, thumbnail and events (handed out with 1/2 to all "
+            "of it left)"),
+    Setting("ARGON2_CONCURRENCY", "argon2_concurrency", "2", _int(1, 64),
+            "password hashes computed at once; more logins wait, so a login flood cannot starve uploads"),
+    Setting("LOGIN_MAX_FAILURES", "login_max_failures", "10", _int(1),
+            "failed logins per account, and per client address, within LOGIN_WINDOW before 429"),
+    Setting("LOGIN_WINDOW", "login_window", "15m", _duration,
+            "the sliding window failed logins are counted over"),
+    Setting("USER_QUOTA", "user_quota", "unlimited", _quota,
+            "bytes one user may store (stored files plus declared sizes of unfinished uploads), unless an "
+            "admin sets the user's quota_bytes; `unlimited` for no limit"),
+    Setting("WEBHOOK_ALLOW_PRIVATE", "webhook_allow_private", "false", _bool,
+            "allow webhook targets on loopback, private and link-local addresses (tests, private networks)"),
+    Setting("WEBHOOK_TIMEOUT", "webhook_timeout", "10s", _duration,
+            "how long a webhook receiver gets to answer one delivery"),
     Setting("LOG_LEVEL", "log_level", "INFO", _text, "DEBUG, INFO, WARNING or ERROR"),
 )
 
@@ -228,11 +258,20 @@ class Settings:
     worker_concurrency: int
     streaming_min_size: int
     worker_lease: int
+    processing_timeout: int
+    processing_memory: int
     slow_request_ms: int
     host: str
     port: int
     cors_origins: tuple[str, ...]
     cleanup_interval: int
+    link_ttl: int
+    argon2_concurrency: int
+    login_max_failures: int
+    login_window: int
+    user_quota: int | None
+    webhook_allow_private: bool
+    webhook_timeout: int
     log_level: str
 
     @property

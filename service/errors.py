@@ -106,6 +106,19 @@ class EmailTaken(ApiError): status, code, title = 409, "EMAIL_TAKEN", "Email alr
 class SelfLockout(ApiError): status, code, title = 409, "SELF_LOCKOUT", "Admins cannot demote, deactivate or delete themselves"
 class UnknownFiles(ApiError): status, code, title = 422, "UNKNOWN_FILES", "Some files do not exist or are not yours"
 
+# sessions, API tokens, signed links, login protection, quotas, webhooks (issue 13)
+class InsufficientScope(ApiError): status, code, title = 403, "INSUFFICIENT_SCOPE", "The token's scopes do not allow this"
+class SessionRequired(ApiError): status, code, title = 403, "SESSION_REQUIRED", "This needs a login session"
+class CurrentPasswordWrong(ApiError): status, code, title = 403, "CURRENT_PASSWORD_WRONG", "The current password is wrong"
+class LinkInvalid(ApiError): status, code, title = 403, "LINK_INVALID", "Signed link invalid"
+class LinkExpired(ApiError): status, code, title = 403, "LINK_EXPIRED", "Signed link expired"
+class SessionNotFound(ApiError): status, code, title = 404, "SESSION_NOT_FOUND", "Session not found"
+class TokenNotFound(ApiError): status, code, title = 404, "TOKEN_NOT_FOUND", "API token not found"
+class WebhookNotFound(ApiError): status, code, title = 404, "WEBHOOK_NOT_FOUND", "Webhook not found"
+class QuotaExceeded(ApiError): status, code, title = 413, "QUOTA_EXCEEDED", "The upload would exceed the storage quota"
+class WebhookUrlRefused(ApiError): status, code, title = 422, "WEBHOOK_URL_REFUSED", "Webhook URL not allowed"
+class TooManyLogins(ApiError): status, code, title = 429, "TOO_MANY_LOGINS", "Too many failed logins; wait"
+
 
 # aiohttp's own HTTP exceptions (router 404/405, client_max_size 413, ...) map onto the catalogue.
 _BY_STATUS: dict[int, type[ApiError]] = {

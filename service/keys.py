@@ -10,9 +10,11 @@ from service.config import Settings
 from service.models import CurrentUser
 
 if TYPE_CHECKING:
+    from service.auth import Passwords
     from service.chunks import ChunkMemory
     from service.db import Pool
     from service.events import FileEvents
+    from service.links import SignedLink
     from service.storage import BlobStore
     from service.tus_locks import UploadLocks
     from service.webui import WebPages
@@ -28,4 +30,7 @@ file_events_key: web.AppKey[FileEvents] = web.AppKey("file_events_key")
 worker_key: web.AppKey[Worker] = web.AppKey("worker_key")
 chunk_memory_key: web.AppKey[ChunkMemory] = web.AppKey("chunk_memory_key")
 storage_key: web.AppKey[BlobStore] = web.AppKey("storage_key")
+passwords_key: web.AppKey[Passwords] = web.AppKey("passwords_key")
+# A request authorised by a signed link (service/links.py): which file and resource it opens.
+link_key: web.RequestKey[SignedLink] = web.RequestKey("link_key")
 web_pages_key: web.AppKey[WebPages] = web.AppKey("web_pages_key")

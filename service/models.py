@@ -27,12 +27,32 @@ class FileStatus(StrEnum):
     FAILED = "FAILED"
 
 
+class Scope(StrEnum):
+    """What a token may do; each level includes the ones before it (upload reads, admin does all)."""
+    READ = "read"
+    UPLOAD = "upload"
+    ADMIN = "admin"
+
+
+SCOPE_ORDER = (Scope.READ, Scope.UPLOAD, Scope.ADMIN)
+
+
+def expand_scopes(scopes: list[str] | tuple[str, ...] | frozenset[str]) -> frozenset[str]:
+    """The scopes a list grants: the highest named level and every level below it."""
+    top = max((SCOPE_ORDER.index(Scope(s)) for s in scopes), default=-1)
+    return frozenset(SCOPE_ORDER[:top + 1])
+
+
 @dataclass(frozen=True)
 class CurrentUser:
-    """The authenticated caller of a request."""
+    """The authenticated caller of a request: by a session (session_id), an API token (token_id) or a
+    signed link (neither; read only)."""
     id: str
     email: str
     role: str
+    scopes: frozenset[str] = frozenset()
+    session_id: str | None = None
+    token_id: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -129,7 +149,7 @@ class NewUpload:
 
 @dataclass(frozen=True)
 class User:
-    """A row of `users` as anyone may see it: never the password hash or the refresh-token digest."""
+    """A row of `users`: never the password hash (users.refresh_token is unused since sql/0013)."""
     id: str
     email: str
     name: str | None
@@ -137,6 +157,7 @@ class User:
     is_active: bool
     created_at: datetime
     updated_at: datetime
+    quota_bytes: int | None = None  # None: USER_QUOTA applies
 
 
 @dataclass(frozen=True)
@@ -152,3 +173,63 @@ class Post:
     author: dict[str, Any] | None = None
     files: list[dict[str, Any]] | None = None
     file_count: int | None = None
+
+
+# accounts (issue 13): one row type per table
+@dataclass(frozen=True)
+class Session:
+    """A row of `sessions` (one login, one device); never its refresh token's hash."""
+    id: str
+    user_id: str
+    device: str
+    ip: str | None
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+    revoked_why: str | None
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    """A row of `api_tokens`; never its hash."""
+    id: str
+    user_id: str
+    name: str
+    scopes: list[str]
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """A row of `webhooks`; `secret` is read only by the deliverer (and shown once, at creation)."""
+    id: str
+    user_id: str
+    url: str
+    events: list[str]
+    all_users: bool
+    description: str | None
+    secret: str
+    created_at: datetime
+    failing_since: datetime | None
+    disabled_at: datetime | None
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """A row of `webhook_deliveries`: one event for one webhook (the outbox)."""
+    id: str
+    webhook_id: str
+    event_type: str
+    payload: dict[str, Any]
+    created_at: datetime
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    locked_until: datetime | None
+    last_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    delivered_at: datetime | None

@@ -54,6 +54,9 @@ PAGE = (("page", "integer", "page number, from 1"), ("limit", "integer", "items 
 TUS_HEADERS = (("Tus-Resumable", "string", "1.0.0"), ("Upload-Offset", "string", "bytes already stored"),
                ("Upload-Length", "string", "total size"), ("Upload-Metadata", "string", "key base64 pairs"),
                ("Upload-Checksum", "string", "algorithm and base64 digest of this request's body"))
+# A signed link (the file JSON's content_url, thumbnail_url, events_url) replaces the Authorization header.
+LINK = (("u", "string", "signed link: the user it was made for"), ("exp", "integer", "signed link: expiry, unix time"),
+        ("sig", "string", "signed link: HMAC-SHA256, base64url"))
 RAW_CHUNK = {"application/octet-stream": {"schema": {"type": "string", "contentMediaType": "application/octet-stream"}}}
 BYTES = RAW_CHUNK["application/octet-stream"]
 RUFH_HEADERS = (("Upload-Draft-Interop-Version", "string", "the IETF draft's interop version: 8 (or 7)"),
@@ -68,6 +71,50 @@ CREATED = {201: "Location of the new upload (the draft: Upload-Complete, Upload-
 CREATE_ERRORS = (400, 404, 408, 409, 412, 413, 415, 422, 423, 460)
 OPTIONS_ANSWER = "Tus-Version, Tus-Extension, Tus-Max-Size; Accept-Patch and Upload-Limit for the draft"
 
+NUMBER = {"type": "number"}
+
+
+def _key(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {**schema, "description": description}
+
+
+# What the worker records of a file (service/media/), null until it is processed. Keys are absent when
+# the bytes do not tell; the kind of the file (its `type`) says which of them to expect.
+FILE_METADATA: dict[str, Any] = {"type": "object", "properties": {
+    # every processed file
+    "sha256": _key(STRING, "hex SHA-256 of the bytes"), "size": _key(INTEGER, "bytes"),
+    "mimetype": _key(STRING, "the type sniffed from the bytes (as the file's mimetype)"),
+    "claimed_mimetype": _key(STRING, "the type the client declared: only a hint"),
+    "thumbnail": _key({"type": "object", "properties": {"width": INTEGER, "height": INTEGER, "mimetype": STRING}},
+                      "the thumbnail made (longest side 320 px), when one was"),
+    # IMAGE
+    "width": _key(INTEGER, "IMAGE, VIDEO: pixels as displayed (EXIF orientation or rotation applied)"),
+    "height": _key(INTEGER, "IMAGE, VIDEO: pixels as displayed"),
+    "format": _key(STRING, "IMAGE: Pillow's name of the format (JPEG, PNG, HEIF, AVIF, GIF, WEBP ...)"),
+    "orientation": _key({"type": "integer", "minimum": 1, "maximum": 8}, "IMAGE: the EXIF orientation, when not 1"),
+    "animated": _key(BOOLEAN, "IMAGE: more than one frame (GIF, WebP, APNG)"),
+    "frames": _key(INTEGER, "IMAGE: number of frames (the thumbnail is of the first)"),
+    "camera": _key({"type": "object", "properties": {"make": STRING, "model": STRING}},
+                   "IMAGE: from EXIF; no other EXIF (GPS, serial numbers) is kept"),
+    "taken_at": _key(STRING, "IMAGE: capture time from EXIF, ISO 8601 (with the offset when the camera wrote one)"),
+    # DOCUMENT (PDF)
+    "page_count": _key(INTEGER, "PDF: pages (unknown for an encrypted PDF that needs a password)"),
+    "title": _key(STRING, "PDF: the document's title"), "author": _key(STRING, "PDF: the document's author"),
+    "encrypted": _key(BOOLEAN, "PDF: encrypted; then nothing is rendered and there is no thumbnail"),
+    # VIDEO
+    "duration": _key(NUMBER, "VIDEO, AUDIO: seconds"),
+    "container": _key(STRING, "VIDEO: FFmpeg's name of the container (mp4, webm, matroska, mov, avi ...)"),
+    "video_codec": _key(STRING, "VIDEO: h264, hevc, vp9, av1 ..."),
+    "audio_codec": _key(STRING, "VIDEO: of the first audio track, when there is one"),
+    "fps": _key(NUMBER, "VIDEO: average frame rate"),
+    "bit_rate": _key(INTEGER, "VIDEO, AUDIO: bits per second"),
+    # AUDIO
+    "codec": _key(STRING, "AUDIO: mp3, aac, flac, opus, vorbis, pcm_s16le ..."),
+    "sample_rate": _key(INTEGER, "AUDIO: samples per second"), "channels": _key(INTEGER, "AUDIO: channels"),
+    "tags": _key({"type": "object", "properties": {"title": STRING, "artist": STRING, "album": STRING}},
+                 "AUDIO: from ID3, Vorbis comments or MP4 atoms; the cover art becomes the thumbnail"),
+}}
+
 # (METHOD, path) -> operation; one block per area, like the route table.
 OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     # health
@@ -75,22 +122,51 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/readyz"): op("The database answers", "ops", {200: OBJECT}, errors=(503,)),
     # accounts and posts
     ("POST", "/api/auth/register"): op("Create an account and a session", "auth", {201: _ref("Session")},
-                                       body=_json_body({"email": STRING, "password": STRING, "name": STRING},
+                                       body=_json_body({"email": STRING, "password": STRING, "name": STRING, "device": STRING},
                                                        ("email", "password")), errors=(400, 409, 422)),
     ("POST", "/api/auth/login"): op("Log in", "auth", {200: _ref("Session")},
-                                    body=_json_body({"email": STRING, "password": STRING}, ("email", "password")),
-                                    errors=(400, 401, 422)),
+                                    body=_json_body({"email": STRING, "password": STRING, "device": STRING},
+                                                    ("email", "password")),
+                                    errors=(400, 401, 422, 429)),
     ("POST", "/api/auth/refresh"): op("Rotate the refresh token", "auth", {200: _ref("Session")},
                                       body=_json_body({"refresh_token": STRING}, ("refresh_token",)),
                                       errors=(400, 401, 422)),
     ("POST", "/api/auth/logout"): op("End the session", "auth", {204: "logged out"}),
+    ("POST", "/api/auth/password"): op("Change the password; ends the other sessions", "auth", {200: OBJECT},
+                                       body=_json_body({"current_password": STRING, "new_password": STRING},
+                                                       ("current_password", "new_password")),
+                                       errors=(400, 403, 415, 422)),
+    ("GET", "/api/auth/sessions"): op("The caller's sessions (devices), the current one marked", "auth",
+                                      {200: OBJECT}, errors=(403,)),
+    ("DELETE", "/api/auth/sessions/{id}"): op("End one of the caller's sessions", "auth", {204: "ended"},
+                                              errors=(403, 404, 422)),
+    ("POST", "/api/tokens"): op("Mint an API token (the secret is shown once)", "tokens", {201: _ref("ApiToken")},
+                                body=_json_body({"name": STRING, "scopes": {"type": "array", "items": {
+                                    "enum": ["read", "upload", "admin"]}}, "expires_in": INTEGER},
+                                    ("name", "scopes")), errors=(400, 403, 415, 422)),
+    ("GET", "/api/tokens"): op("The caller's API tokens (never their secrets)", "tokens", {200: OBJECT}),
+    ("DELETE", "/api/tokens/{id}"): op("Revoke an API token", "tokens", {204: "revoked"}, errors=(404, 422)),
+    ("POST", "/api/webhooks"): op("Register a webhook for file events (the secret is shown once)", "webhooks",
+                                  {201: OBJECT}, body=_json_body({
+                                      "url": STRING, "events": {"type": "array", "items": {
+                                          "enum": ["upload.created", "file.completed", "file.failed"]}},
+                                      "description": STRING, "all_users": BOOLEAN}, ("url", "events")),
+                                  errors=(400, 403, 415, 422)),
+    ("GET", "/api/webhooks"): op("The caller's webhooks", "webhooks", {200: OBJECT}),
+    ("DELETE", "/api/webhooks/{id}"): op("Delete a webhook and its deliveries", "webhooks", {204: "deleted"},
+                                         errors=(404, 422)),
+    ("GET", "/api/webhooks/{id}/deliveries"): op("A webhook's deliveries, newest first: status codes and times",
+                                                 "webhooks", {200: OBJECT}, query=PAGE, errors=(404, 422)),
     ("GET", "/api/users/me"): op("The caller, with posts and files", "users", {200: _ref("User")}),
     ("GET", "/api/users"): op("List users", "users", {200: OBJECT}, query=PAGE, admin=True, errors=(422,)),
     ("GET", "/api/users/{id}"): op("One user", "users", {200: _ref("User")}, admin=True, errors=(404,)),
     ("PATCH", "/api/users/{id}"): op("Change a user", "users", {200: _ref("User")}, admin=True,
                                      body=_json_body({"name": STRING, "email": STRING, "role": STRING,
-                                                      "is_active": BOOLEAN}), errors=(404, 409, 422)),
+                                                      "is_active": BOOLEAN, "quota_bytes": INTEGER}),
+                                     errors=(404, 409, 422)),
     ("DELETE", "/api/users/{id}"): op("Delete a user", "users", {204: "deleted"}, admin=True, errors=(404, 409)),
+    ("DELETE", "/api/users/{id}/sessions"): op("End all of a user's sessions", "users", {200: OBJECT}, admin=True,
+                                               errors=(404, 422)),
     ("GET", "/api/admin/stats/users"): op("User counts", "admin", {200: OBJECT}, admin=True),
     ("POST", "/api/posts"): op("Create a post, attaching the caller's files", "posts", {201: _ref("Post")},
                                body=_json_body({"title": STRING, "content": STRING, "published": BOOLEAN,
@@ -129,16 +205,18 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                                    headers=(("If-None-Match", "string", "the ETag already held"),),
                                    errors=(404, 422)),
     ("GET", "/api/files/{id}/events"): op("Status changes as server-sent events", "files",
-                                          {200: "text/event-stream of `status` events"}, errors=(404,)),
+                                          {200: "text/event-stream of `status` events"}, query=LINK,
+                                          errors=(403, 404)),
     ("GET", "/api/files/{id}/content"): op("The file's bytes (Range supported)", "files",
                                            {200: "the bytes", 206: "a range of them",
                                             302: "DOWNLOAD_REDIRECT: to a presigned URL of the store (5 minutes)"},
-                                           headers=(("Range", "string", "bytes=start-end"),
-                                                    ("If-Range", "string", "an HTTP date")),
-                                           errors=(404, 409, 416, 503)),
-    ("GET", "/api/files/{id}/thumbnail"): op("The image's thumbnail", "files",
-                                             {200: "WebP or JPEG", 302: "DOWNLOAD_REDIRECT: to a presigned URL"},
-                                             errors=(404, 409, 503)),
+                                           query=(*LINK, ("disposition", "string", "attachment (default) or inline (images only)")),
+                                           headers=(("Range", "string", "bytes=start-end"), ("If-Range", "string", "an HTTP date")),
+                                           errors=(403, 404, 409, 416, 422, 503)),
+    ("GET", "/api/files/{id}/thumbnail"): op("The file's thumbnail: an image, a PDF's first page, a video's poster "
+                                             "frame or an audio file's cover art", "files", {200: "WebP or JPEG", 302: "DOWNLOAD_REDIRECT: to a presigned URL"},
+                                             query=LINK,
+                                             errors=(403, 404, 409, 503)),
     ("DELETE", "/api/files/{id}"): op("Delete a file and its blobs", "files", {204: "deleted"}, errors=(404,)),
     # tus 1.0 (core, creation, creation-with-upload, creation-defer-length, expiration, checksum,
     # termination, concatenation) and, on the same paths, the IETF Resumable Uploads draft (interop
@@ -192,7 +270,11 @@ SCHEMAS: dict[str, Any] = {
                                               "created_at": STRING, "updated_at": STRING}},
     "Session": {"type": "object", "properties": {"access_token": STRING, "refresh_token": STRING,
                                                  "token_type": {"const": "Bearer"}, "expires_in": INTEGER,
-                                                 "user": _ref("User")}},
+                                                 "session_id": STRING, "user": _ref("User")}},
+    "ApiToken": {"type": "object", "properties": {"id": STRING, "name": STRING, "token": STRING,
+                                                  "scopes": {"type": "array", "items": STRING},
+                                                  "expires_at": {"type": ["string", "null"]},
+                                                  "last_used_at": {"type": ["string", "null"]}}},
     "Post": {"type": "object", "properties": {"id": STRING, "title": STRING, "content": {"type": ["string", "null"]},
                                               "published": BOOLEAN, "author_id": STRING}},
     "Upload": {"type": "object", "properties": {"id": STRING, "status": STRING, "size": INTEGER, "chunk_size": INTEGER,
@@ -202,8 +284,12 @@ SCHEMAS: dict[str, Any] = {
                                                 "missing": {"type": "array", "items": INTEGER}}},
     "File": {"type": "object", "properties": {"id": STRING, "status": STRING, "type": STRING, "mimetype": STRING,
                                               "size": INTEGER, "original_name": STRING, "url": {"type": ["string", "null"]},
-                                              "thumbnail": {"type": ["string", "null"]}, "metadata": OBJECT,
+                                              "thumbnail": {"type": ["string", "null"]},
+                                              "metadata": {"oneOf": [_ref("FileMetadata"), {"type": "null"}]},
+                                              "content_url": {"type": ["string", "null"]},
+                                              "thumbnail_url": {"type": ["string", "null"]}, "events_url": STRING,
                                               "error": {"type": ["string", "null"]}}},
+    "FileMetadata": FILE_METADATA,
     "FileStats": {"type": "object", "properties": {"type": STRING, "status": STRING, "count": INTEGER,
                                                    "total_size": INTEGER, "average_size": INTEGER}},
     "DailyUploads": {"type": "object", "properties": {"date": {"type": "string", "format": "date"},
@@ -233,20 +319,23 @@ def document(router: web.UrlDispatcher) -> dict[str, Any]:
         operation = dict(operation)
         if path.startswith("/api/") and path not in PUBLIC_PATHS:
             operation["security"] = [{"bearerAuth": []}]
-            operation["responses"] = {**operation["responses"], "401": {"$ref": "#/components/responses/Problem401"}}
+            # Any route may meet a token whose scopes are too narrow (INSUFFICIENT_SCOPE).
+            operation["responses"] = {**operation["responses"], "401": {"$ref": "#/components/responses/Problem401"},
+                                      "403": {"$ref": "#/components/responses/Problem403"}}
         names = _PARAM.findall(path)
         if names:
             operation["parameters"] = [{"name": n, "in": "path", "required": True, "schema": STRING} for n in names] \
                 + operation.get("parameters", [])
         entry[method.lower()] = operation
-    statuses = {int(s) for p in paths.values() for o in p.values() for s in o["responses"] if s.isdigit()} | {401}
+    statuses = {int(s) for p in paths.values() for o in p.values() for s in o["responses"] if s.isdigit()} | {401, 403}
     return {
         "openapi": "3.1.0",
         "info": {"title": "chunkd", "version": __version__,
                  "description": "Resumable chunked file uploads on PostgreSQL. Errors are application/problem+json."},
         "paths": paths,
         "components": {
-            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
+                                               "description": "a session's access token (JWT) or an API token (ckd_...)"}},
             "schemas": SCHEMAS,
             "responses": {f"Problem{s}": {"description": f"problem {s}",
                                           "content": {"application/problem+json": {"schema": PROBLEM}}}

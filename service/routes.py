@@ -3,7 +3,21 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.handlers import admin, auth, docs, files, health, metrics, pages, posts, tus, uploads, users
+from service.handlers import (
+    admin,
+    auth,
+    docs,
+    files,
+    health,
+    metrics,
+    pages,
+    posts,
+    tokens,
+    tus,
+    uploads,
+    users,
+    webhooks,
+)
 from service.webui import STATIC_DIR
 
 ROUTES: list[web.AbstractRouteDef] = [
@@ -14,11 +28,22 @@ ROUTES: list[web.AbstractRouteDef] = [
     web.post("/api/auth/login", auth.login),
     web.post("/api/auth/refresh", auth.refresh),
     web.post("/api/auth/logout", auth.logout),
+    web.post("/api/auth/password", auth.change_password),
+    web.get("/api/auth/sessions", auth.list_sessions, allow_head=False),
+    web.delete("/api/auth/sessions/{id}", auth.delete_session),
+    web.post("/api/tokens", tokens.create_token),
+    web.get("/api/tokens", tokens.list_tokens, allow_head=False),
+    web.delete("/api/tokens/{id}", tokens.delete_token),
+    web.post("/api/webhooks", webhooks.create_webhook),
+    web.get("/api/webhooks", webhooks.list_webhooks, allow_head=False),
+    web.delete("/api/webhooks/{id}", webhooks.delete_webhook),
+    web.get("/api/webhooks/{id}/deliveries", webhooks.list_deliveries, allow_head=False),
     web.get("/api/users/me", users.get_me),
     web.get("/api/users", users.list_users),
     web.get("/api/users/{id}", users.get_user),
     web.patch("/api/users/{id}", users.patch_user),
     web.delete("/api/users/{id}", users.delete_user),
+    web.delete("/api/users/{id}/sessions", users.revoke_user_sessions),
     web.get("/api/admin/stats/users", users.get_user_stats),
     web.post("/api/posts", posts.create_post),
     web.get("/api/posts", posts.list_posts),

@@ -26,6 +26,7 @@ from service.errors import (
     ValidationFailed,
     problem_response,
 )
+from service.media.types import UNKNOWN, classify, parse_mimetype
 from service.models import FileType
 from service.validation import check_id
 
@@ -41,7 +42,6 @@ CHECKSUMS: dict[str, Callable[[], hashlib._Hash]] = {
 # Metadata keys: non-empty, ASCII, without spaces and commas (the spec's grammar).
 _KEY = re.compile(r"[\x21-\x2b\x2d-\x7e]+")
 _DIGITS = re.compile(r"[0-9]{1,19}")
-_MIMETYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
 
 
 def is_tus_path(path: str) -> bool:
@@ -124,22 +124,8 @@ def file_hints(metadata: dict[str, bytes], fallback_name: str) -> FileHints:
         raise TusInvalidMetadata("metadata filename is not UTF-8") from None
     # The client's name is only shown and offered on download: drop any path and control characters.
     name = "".join(c for c in re.split(r"[/\\]", name)[-1] if c.isprintable()).strip()[:255]
-    claimed = metadata.get("filetype", b"").decode("ascii", "replace").split(";")[0].strip().lower()
-    mimetype = claimed if _MIMETYPE.fullmatch(claimed) else "application/octet-stream"
-    return FileHints(name or fallback_name, mimetype, file_type_hint(mimetype))
-
-
-_DOCUMENTS = ("application/pdf", "application/msword", "application/rtf", "application/vnd.",
-              "application/json", "application/xml", "text/")
-
-
-def file_type_hint(mimetype: str) -> FileType:
-    major = mimetype.split("/")[0]
-    if major in ("image", "video", "audio"):
-        return FileType(major.upper())
-    if mimetype.startswith(_DOCUMENTS):
-        return FileType.DOCUMENT
-    return FileType.OTHER
+    mimetype = parse_mimetype(metadata.get("filetype", b"").decode("ascii", "replace")) or UNKNOWN
+    return FileHints(name or fallback_name, mimetype, classify(mimetype))
 
 
 @dataclass(frozen=True)

@@ -131,7 +131,7 @@ class _ChunkSink:
             self.transaction = self.conn.transaction()
             await self.transaction.start()
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: memoryview) -> None:
         if not data:
             return
         try:
@@ -176,14 +176,17 @@ async def receive(content: StreamReader, conn: asyncpg.Connection, writer: Write
     hears each new committed offset (the draft's progress 104s)."""
     sink = _ChunkSink(conn, upload, limits.expiry_seconds, verified=checksum is not None, on_stored=on_stored)
     hasher = checksum.new() if checksum else None
-    buffer = bytearray()
+    # One row's bytes, filled in place and handed to the driver as they are (it copies them into its
+    # message as it sends), then filled again: no slicing, joining or re-allocating per row.
+    row = bytearray(min(upload.chunk_size, limits.room))
+    view, filled = memoryview(row), 0
     received = 0
     error: ApiError | None = None
     await sink.open()
     try:
         while error is None:
             # One byte past the room is enough to know the body is too long.
-            want = max(1, min(upload.chunk_size - len(buffer), limits.room - received + 1))
+            want = max(1, min(len(row) - filled, limits.room - received + 1))
             try:
                 piece = await _read(content, writer, want, limits.idle_timeout)
             except _Stopped as stopped:
@@ -195,19 +198,23 @@ async def receive(content: StreamReader, conn: asyncpg.Connection, writer: Write
             if received > limits.room:
                 piece = piece[:len(piece) - (received - limits.room)]
                 error = TusLengthExceeded(f"the body goes past the upload's length ({limits.room} bytes were left)")
-            buffer += piece
             if hasher is not None:
                 hasher.update(piece)
-            while len(buffer) >= upload.chunk_size:
-                await sink.write(bytes(buffer[:upload.chunk_size]))
-                del buffer[:upload.chunk_size]
+            rest = memoryview(piece)
+            while rest:  # a piece fits the row, but what arrived before a break may be longer
+                taken = min(len(rest), len(row) - filled)
+                view[filled:filled + taken] = rest[:taken]
+                filled, rest = filled + taken, rest[taken:]
+                if filled == len(row):
+                    await sink.write(view)
+                    filled = 0
         if hasher is not None and checksum is not None:
             if error is None and hasher.digest() != checksum.digest:
                 error = checksum.mismatch()
             if error is not None:  # an unverified body is never kept, even in part
                 await sink.discard()
                 return Received(sink.offset, sink.expires_at, error)
-        await sink.write(bytes(buffer))
+        await sink.write(view[:filled])
         await sink.commit()
     except BaseException:
         await sink.discard()

@@ -20,13 +20,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import asyncpg
 from aiohttp import web
 
-from service import cleanup, db, processing, storage
+from service import cleanup, db, storage, webhooks
 from service.assembly import assemble
 from service.config import Settings
 from service.keys import pool_key, settings_key, storage_key, worker_key
+from service.media.pool import DecoderPool
+from service.media.result import Analysis
 from service.metrics import PROCESSING_SECONDS, UPLOADS_COMPLETED, UPLOADS_FAILED
 from service.models import File
-from service.processing import Analysis, CorruptContent
+from service.processing import CorruptContent
 from service.storage import BlobStore, StorageUnavailable
 from service.storage.assembly import Assembly, remove_stale_copies
 from service.store import workers as store
@@ -56,12 +58,16 @@ class Worker:
         self.lease = settings.worker_lease
         self.poll_interval, self.shutdown_timeout = poll_interval, shutdown_timeout
         self._slots = asyncio.Semaphore(concurrency or settings.worker_concurrency)
+        self.decoders = DecoderPool(concurrency or settings.worker_concurrency, settings.processing_timeout,
+                                    settings.processing_memory)
         self._wake, self._stop = asyncio.Event(), asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
         self.processing: dict[asyncio.Task[None], str] = {}  # file id of each claim being processed
         self._registered = False
         self.streamer = Streamer(self, settings.streaming_min_size, concurrency or settings.worker_concurrency)
-        self.listener = db.Listener(settings, {FILES_READY: self._on_ready}, on_connect=self._wake.set)
+        self.deliveries = webhooks.Deliverer(settings, pool)
+        self.listener = db.Listener(settings, {FILES_READY: self._on_ready, webhooks.CHANNEL: self.deliveries.wake},
+                                    on_connect=self._woken)
 
     def _on_ready(self, file_id: str) -> None:
         self._wake.set()
@@ -78,7 +84,8 @@ class Worker:
             return
         background = [asyncio.create_task(self.listener.run(), name="worker listener"),
                       asyncio.create_task(self._heartbeat_loop(), name="worker heartbeat"),
-                      asyncio.create_task(self._cleanup_loop(), name="worker cleanup")]
+                      asyncio.create_task(self._cleanup_loop(), name="worker cleanup"),
+                      asyncio.create_task(self.deliveries.run(), name="webhook deliveries")]
         streamer = asyncio.create_task(self.streamer.run(), name="worker streamer") if self.streamer.enabled else None
         log.info("worker started", extra={"action": "worker_started", "worker_id": self.id})
         with contextlib.suppress(OSError):  # leftovers of a killed worker on this machine
@@ -98,6 +105,11 @@ class Worker:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _woken(self) -> None:
+        """(Re)connected to LISTEN: notifications may have been missed, look for work of both kinds."""
+        self._wake.set()
+        self.deliveries.wake()
 
     async def run_once(self) -> int:
         """Processes every file ready now and returns how many (procrastinate's wait=False): for tests
@@ -120,6 +132,7 @@ class Worker:
         """Unregisters: files still held (a stop that timed out) go back to the queue at once."""
         if self._own_store:
             await self.store.close()
+        await self.decoders.close()
         if not self._registered:
             return
         with contextlib.suppress(*db_errors()):
@@ -313,19 +326,19 @@ class Worker:
         seconds = time.monotonic() - started
         log.info("file assembled: %d bytes in %.3f s", file.size, seconds,
                  extra={"action": "file_assembled", "file_id": file.id, "bytes": file.size, "ms": round(seconds * 1000)})
-        thumbnail_base = self.settings.work_path / f"{file.filename}.thumbnail"
         try:
             if file.sha256 and digest != file.sha256:
                 raise CorruptContent(f"sha256 mismatch: declared {file.sha256}, assembled {digest}")
-            analysis = await asyncio.to_thread(processing.analyse, assembly.path, thumbnail_base)
-            if analysis.thumbnail_mimetype:
-                suffix = storage.layout.THUMBNAIL_SUFFIXES[analysis.thumbnail_mimetype]
-                thumbnail = thumbnail_base.with_name(thumbnail_base.name + suffix)
+            analysis = await self.decoders.analyse(assembly.path)  # the child processes read a local file
+            if analysis.thumbnail is not None:
+                key = storage.thumbnail_key(file.filename, analysis.thumbnail.mimetype)
+                writer = await self.store.writer(key, len(analysis.thumbnail.data))
                 try:
-                    await storage.put_file(self.store, storage.thumbnail_key(file.filename, analysis.thumbnail_mimetype),
-                                           thumbnail)
-                finally:
-                    thumbnail.unlink(missing_ok=True)
+                    await writer.write(analysis.thumbnail.data)
+                    await writer.commit()
+                except BaseException:
+                    await asyncio.shield(writer.abort())
+                    raise
             await assembly.commit()
         except BaseException:
             await asyncio.shield(assembly.discard())

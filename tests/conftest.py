@@ -7,7 +7,6 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -15,14 +14,21 @@ import pytest
 
 from service import migrate
 from service.app import create_app
-from service.auth import hash_password, issue_access_token
 from service.config import Settings
 from service.embedded import EmbeddedPostgres
+from service.keys import tus_locks_key
 from tests import ceph
-from tests.support import JWT_SECRET, ChunkdProcess, make_settings, scratch_dir, with_database
-
-# Durability buys nothing in a throwaway cluster; it costs seconds per test run.
-FAST = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off", "max_connections": "300"}
+from tests.support import (
+    FAST,
+    JWT_SECRET,
+    ChunkdProcess,
+    User,
+    insert_user,
+    make_settings,
+    scratch_dir,
+    with_database,
+)
+from tests.tus_support import CHUNK, MAX_SIZE
 
 
 @pytest.fixture(scope="session")
@@ -193,30 +199,12 @@ def chunkd(database_url: str, storage_dir: Path, storage_env: dict[str, str]) ->
 
 
 
-@dataclass(frozen=True)
-class User:
-    """A user row made directly in the database, with a valid access token."""
-    id: str
-    email: str
-    password: str
-    role: str
-    token: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-
 @pytest.fixture
 def make_user(conn: asyncpg.Connection, settings: Settings):  # type: ignore[no-untyped-def]
-    """Factory: `await make_user()` or `await make_user(role="ADMIN", email=...)`."""
+    """Factory: `await make_user()` or `await make_user(role="ADMIN", email=...)` (tests.support.insert_user)."""
     async def make(role: str = "USER", email: str | None = None, password: str = "correct horse",
                    is_active: bool = True) -> User:
-        email = email or f"{uuid.uuid4().hex[:10]}@example.com"
-        user_id = await conn.fetchval(
-            "INSERT INTO users (email, password, name, role, is_active) VALUES ($1, $2, $3, $4, $5) RETURNING id",
-            email, hash_password(password), email.split("@")[0], role, is_active)
-        return User(user_id, email, password, role, issue_access_token(settings, user_id, role))
+        return await insert_user(conn, settings, role=role, email=email, password=password, is_active=is_active)
     return make
 
 
@@ -228,3 +216,14 @@ async def user(make_user) -> User:  # type: ignore[no-untyped-def]
 @pytest.fixture
 async def admin(make_user) -> User:  # type: ignore[no-untyped-def]
     return await make_user(role="ADMIN")
+
+
+@pytest.fixture
+async def tus(aiohttp_client, database_url: str, storage_dir: Path):  # type: ignore[no-untyped-def]
+    """The app with small chunks and a small Tus-Max-Size, and takeover timings short enough for tests."""
+    settings = make_settings(database_url, storage_dir, DEFAULT_CHUNK_SIZE=str(CHUNK), MAX_UPLOAD_SIZE=str(MAX_SIZE),
+                             CORS_ORIGINS="https://app.example")
+    client = await aiohttp_client(create_app(settings))
+    locks = client.server.app[tus_locks_key]
+    locks.stall_after, locks.lock_wait, locks.nudge_every = 0.3, 1.5, 0.05
+    return client

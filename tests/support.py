@@ -1,22 +1,37 @@
-"""Helpers the tests share: settings, scratch directories, a real chunkd process."""
+"""What the tests share, and the one place test data is made: settings, scratch directories, a real
+chunkd process, factories of rows (users, files, chunks), and a raw HTTP/1.1 request over a socket.
+Fixtures live in conftest.py; this module has none."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
+import json
 import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from service import storage
+from service.auth import hash_password, issue_access_token, new_session_secret
 from service.config import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 JWT_SECRET = "test-secret-" + "x" * 32
+# Durability buys nothing in a throwaway cluster; it costs seconds per test run.
+FAST = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off", "max_connections": "300"}
 
 
 def with_database(url: str, name: str) -> str:
@@ -93,17 +108,134 @@ class ChunkdProcess:
         return self.proc.returncode
 
 
-async def insert_file(conn, owner_id: str, *, status: str = "COMPLETED", post_id: str | None = None,  # type: ignore[no-untyped-def]
-                      name: str = "photo.jpg", size: int = 1234, created_at: str | None = None) -> dict:
-    """A files row made directly in SQL, as the worker would leave it; returns id, filename and path."""
-    from service.storage import blob_key, new_blob_name
-    filename = new_blob_name()
+# factories ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class User:
+    """A user row made directly in the database, with a valid access token."""
+    id: str
+    email: str
+    password: str
+    role: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@functools.cache
+def _hashed(password: str) -> str:
+    """argon2 is slow on purpose: one hash per distinct password per test process."""
+    return hash_password(password)
+
+
+async def insert_user(conn: asyncpg.Connection, settings: Settings | None = None, *, role: str = "USER",
+                      email: str | None = None, password: str = "correct horse", name: str | None = None,
+                      is_active: bool = True) -> User:
+    """A users row; its token is signed with `settings` (the app's), or with the suite's JWT_SECRET."""
+    email = email or f"{uuid.uuid4().hex[:10]}@example.com"
+    user_id = await conn.fetchval(
+        "INSERT INTO users (email, password, name, role, is_active) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        email, _hashed(password), name or email.split("@")[0], role, is_active)
+    token = await session_token(conn, settings or _token_settings(), user_id, role)
+    return User(user_id, email, password, role, token)
+
+
+@functools.cache
+def _token_settings() -> Settings:
+    return load_settings({"JWT_SECRET": JWT_SECRET}, dotenv=None)
+
+
+async def insert_file(conn: asyncpg.Connection, owner_id: str, *, status: str = "COMPLETED", name: str = "photo.jpg",
+                      mimetype: str = "image/jpeg", type: str = "IMAGE", size: int = 1234, chunk_size: int = 1048576,
+                      post_id: str | None = None, sha256: str | None = None, metadata: dict[str, Any] | None = None,
+                      filename: str | None = None, created_at: datetime | str | None = None,
+                      expires_at: datetime | None = None) -> dict[str, Any]:
+    """A files row made directly in SQL, as an upload or the worker would leave it (no bytes: write them
+    with insert_chunk or at `path` under STORAGE_DIR); returns its id, filename and path."""
+    filename = filename or storage.new_blob_name()
+    created = datetime.fromisoformat(created_at) if isinstance(created_at, str) else created_at
     row = await conn.fetchrow(
         "INSERT INTO files (original_name, filename, mimetype, size, type, status, path, uploaded_by_id, post_id,"
-        " chunk_size, created_at) VALUES ($1, $2, 'image/jpeg', $3, 'IMAGE', $4, $5, $6, $7, 1048576,"
-        " COALESCE($8::timestamptz, now())) RETURNING id, filename, path",
-        name, filename, size, status, blob_key(filename), owner_id, post_id, created_at)
+        " chunk_size, sha256, metadata, created_at, expires_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, COALESCE($13, now()), $14)"
+        " RETURNING id, filename, path",
+        name, filename, mimetype, size, type, status, storage.blob_key(filename), owner_id, post_id, chunk_size,
+        sha256, None if metadata is None else json.dumps(metadata), created, expires_at)
     return dict(row)
+
+
+async def insert_post(conn: asyncpg.Connection, author_id: str, title: str = "a post", *, content: str | None = None,
+                      published: bool = True, age_minutes: float = 0) -> str:
+    """A posts row made directly in SQL, created `age_minutes` ago; returns its id."""
+    return await conn.fetchval(
+        "INSERT INTO posts (title, content, author_id, published, created_at)"
+        " VALUES ($1, $2, $3, $4, now() - make_interval(mins => $5)) RETURNING id",
+        title, content, author_id, published, float(age_minutes))
+
+
+async def insert_chunk(conn: asyncpg.Connection, file_id: str, index: int, data: bytes) -> None:
+    await conn.execute("INSERT INTO file_chunks (file_id, chunk_index, data) VALUES ($1, $2, $3)", file_id, index, data)
+
+
+# a request written by hand ------------------------------------------------------------------------
+
+class RawRequest:
+    """An HTTP/1.1 request over a plain socket, so a test decides when each byte of the body leaves,
+    stalls, or hangs up. `await RawRequest.open(...)`, or `async with RawRequest(...) as r:` (closed after)."""
+
+    def __init__(self, server: Any, method: str, path: str, headers: dict[str, str]) -> None:
+        """`server`: the test client of an in-process app, or a ChunkdProcess."""
+        if hasattr(server, "server"):
+            self.host, self.port = server.server.host, server.server.port
+        else:
+            self.host, self.port = "127.0.0.1", server.port
+        head = "".join(f"{k}: {v}\r\n" for k, v in {"Host": f"{self.host}:{self.port}", **headers}.items())
+        self.head = f"{method} {path} HTTP/1.1\r\n{head}\r\n".encode()
+
+    @classmethod
+    async def open(cls, server: Any, method: str, path: str, headers: dict[str, str]) -> RawRequest:
+        return await cls(server, method, path, headers).connect()
+
+    async def connect(self) -> RawRequest:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        await self.send(self.head)
+        return self
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def status(self, timeout: float = 30) -> int:
+        """The status line's code; the rest of the answer is left unread."""
+        line = await asyncio.wait_for(self.reader.readline(), timeout)
+        return int(line.split()[1])
+
+    async def response(self, timeout: float = 30) -> tuple[int, dict[str, str]]:
+        """Status and headers (names lower-cased); the body is left for body()."""
+        status = await self.status(timeout)
+        headers = {}
+        while (line := await asyncio.wait_for(self.reader.readline(), timeout)) not in (b"\r\n", b""):
+            key, _, value = line.decode().partition(":")
+            headers[key.strip().lower()] = value.strip()
+        return status, headers
+
+    async def body(self, headers: dict[str, str], timeout: float = 30) -> bytes:
+        """Read by Content-Length: the server may keep reading (and discarding) an unread request body
+        before it closes the connection."""
+        return await asyncio.wait_for(self.reader.readexactly(int(headers.get("content-length", "0"))), timeout)
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+    async def __aenter__(self) -> RawRequest:
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
 
 async def scrape(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:  # type: ignore[no-untyped-def]
@@ -112,6 +244,14 @@ async def scrape(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
     assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(await response.text()) for s in family.samples}
+
+
+async def session_token(conn, settings: Settings, user_id: str, role: str = "USER") -> str:  # type: ignore[no-untyped-def]
+    """An access token of a new session of the user, made directly in the database (as a login would)."""
+    session_id, refresh = new_session_secret(settings)
+    await conn.execute("INSERT INTO sessions (id, user_id, device, refresh_hash, expires_at)"
+                       " VALUES ($1, $2, 'test', $3, now() + interval '1 day')", session_id, user_id, refresh.digest)
+    return issue_access_token(settings, user_id, role, session_id)
 
 
 # A test marked with this runs twice: blobs in the local STORAGE_DIR, then in a bucket of the suite's Ceph RGW.

@@ -1,16 +1,12 @@
 """Admin statistics: equal to what the database holds; admins only."""
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import asyncpg
 import pytest
 
-INSERT_FILE = """
-INSERT INTO files (original_name, filename, mimetype, size, type, status, path, uploaded_by_id, chunk_size, created_at)
-VALUES ('f', $1, 'application/octet-stream', $2, $3, $4, 'x', $5, 1024, $6)
-"""
+from tests.support import insert_file
 
 # (type, status, size, days ago): several groups, FAILED ones, averages that round half up.
 FILES = [
@@ -25,7 +21,7 @@ FILES = [
 async def insert_files(conn: asyncpg.Connection, user_id: str, files=FILES) -> datetime:  # type: ignore[no-untyped-def]
     now = datetime.now(UTC)
     for type_, status, size, days_ago in files:
-        await conn.execute(INSERT_FILE, uuid.uuid4().hex, size, type_, status, user_id, now - timedelta(days=days_ago))
+        await insert_file(conn, user_id, size=size, type=type_, status=status, created_at=now - timedelta(days=days_ago))
     return now
 
 
@@ -70,7 +66,7 @@ async def test_daily_uploads_count_by_utc_date(client, conn, admin) -> None:  # 
     """A file made at 23:30 in UTC-05:00 belongs to the next UTC day."""
     today = datetime.now(UTC).date()
     late = datetime.combine(today - timedelta(days=2), datetime.min.time(), timezone(timedelta(hours=-5)))
-    await conn.execute(INSERT_FILE, "late", 42, "OTHER", "COMPLETED", admin.id, late.replace(hour=23, minute=30))
+    await insert_file(conn, admin.id, size=42, type="OTHER", created_at=late.replace(hour=23, minute=30))
     body = await (await client.get("/api/admin/stats/uploads/daily?days=3", headers=admin.headers)).json()
     assert body == [{"date": (today - timedelta(days=2)).isoformat(), "uploads": 0, "total_size": 0},
                     {"date": (today - timedelta(days=1)).isoformat(), "uploads": 1, "total_size": 42},

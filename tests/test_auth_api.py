@@ -40,7 +40,10 @@ async def test_register_normalises_email_hashes_password_and_creates_preferences
     assert body["user"]["email"] == "new.person@example.com" and body["user"]["role"] == "USER"
     row = await conn.fetchrow("SELECT password, refresh_token FROM users WHERE id = $1", body["user"]["id"])
     assert row["password"].startswith("$argon2id$") and "long enough" not in row["password"]
-    assert row["refresh_token"] == RefreshToken.parse(settings, body["refresh_token"]).digest  # only the hash
+    assert row["refresh_token"] is None  # unused since sessions (sql/0013)
+    stored = await conn.fetchval("SELECT refresh_hash FROM sessions WHERE id = $1 AND user_id = $2",
+                                 body["session_id"], body["user"]["id"])
+    assert stored == RefreshToken.parse(settings, body["refresh_token"]).digest  # only the hash
     assert await conn.fetchval("SELECT theme FROM user_preferences WHERE user_id = $1", body["user"]["id"]) == "light"
     r = await client.get("/api/users/me", headers={"Authorization": f"Bearer {body['access_token']}"})
     assert r.status == 200 and (await r.json())["email"] == "new.person@example.com"
@@ -100,7 +103,8 @@ async def test_refresh_rotates_and_a_reused_token_revokes_the_session(
     # The first token was consumed: presenting it again is theft or replay, so the session ends...
     r = await client.post("/api/auth/refresh", json={"refresh_token": first["refresh_token"]})
     assert r.status == 401 and (await r.json())["code"] == "REFRESH_TOKEN_REUSED"
-    assert await conn.fetchval("SELECT refresh_token FROM users WHERE id = $1", first["user"]["id"]) is None
+    assert await conn.fetchval("SELECT revoked_why FROM sessions WHERE id = $1", first["session_id"]) \
+        == "refresh token reused"
     # ...including the token the rotation had issued.
     r = await client.post("/api/auth/refresh", json={"refresh_token": second["refresh_token"]})
     assert r.status == 401 and (await r.json())["code"] == "REFRESH_TOKEN_REUSED"
@@ -118,15 +122,16 @@ async def test_two_concurrent_refreshes_with_one_token_cannot_both_win(client) -
 async def test_forged_malformed_and_expired_refresh_tokens(client, settings: Settings,
                                                            conn: asyncpg.Connection) -> None:  # type: ignore[no-untyped-def]
     session = await register(client)
-    user_id = session["user"]["id"]
-    stored = await conn.fetchval("SELECT refresh_token FROM users WHERE id = $1", user_id)
-    forged = f"{user_id}.{int(time.time()) + 3600}.{'A' * 43}.{'B' * 43}"  # well-formed, not signed by us
-    expired = RefreshToken.new(settings.replace(refresh_token_ttl=-10), user_id).token
+    session_id = session["session_id"]
+    stored = await conn.fetchval("SELECT refresh_hash FROM sessions WHERE id = $1", session_id)
+    forged = f"{session_id}.{int(time.time()) + 3600}.{'A' * 43}.{'B' * 43}"  # well-formed, not signed by us
+    expired = RefreshToken.new(settings.replace(refresh_token_ttl=-10), session_id).token
     for token in (forged, "garbage", "a.b.c", expired):
         r = await client.post("/api/auth/refresh", json={"refresh_token": token})
         assert r.status == 401 and (await r.json())["code"] == "REFRESH_TOKEN_INVALID", token
     # None of those could end the real session.
-    assert await conn.fetchval("SELECT refresh_token FROM users WHERE id = $1", user_id) == stored
+    assert await conn.fetchval("SELECT refresh_hash FROM sessions WHERE id = $1 AND revoked_at IS NULL",
+                               session_id) == stored
     r = await client.post("/api/auth/refresh", json={"refresh_token": session["refresh_token"]})
     assert r.status == 200
 
@@ -136,8 +141,11 @@ async def test_logout_ends_the_refresh_session(client, conn: asyncpg.Connection)
     assert (await client.post("/api/auth/logout")).status == 401  # needs the access token
     r = await client.post("/api/auth/logout", headers={"Authorization": f"Bearer {session['access_token']}"})
     assert r.status == 204
-    assert await conn.fetchval("SELECT refresh_token FROM users WHERE id = $1", session["user"]["id"]) is None
+    assert await conn.fetchval("SELECT revoked_why FROM sessions WHERE id = $1", session["session_id"]) == "logout"
     r = await client.post("/api/auth/refresh", json={"refresh_token": session["refresh_token"]})
+    assert r.status == 401 and (await r.json())["code"] == "REFRESH_TOKEN_INVALID"
+    # The access token of the ended session stops at once, not when it expires.
+    r = await client.get("/api/users/me", headers={"Authorization": f"Bearer {session['access_token']}"})
     assert r.status == 401
 
 

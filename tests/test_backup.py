@@ -17,7 +17,16 @@ import asyncpg
 import pytest
 
 from service import backup, migrate, storage
-from tests.support import JWT_SECRET, ROOT, make_settings, scratch_dir
+from tests.support import (
+    JWT_SECRET,
+    ROOT,
+    insert_chunk,
+    insert_file,
+    insert_post,
+    insert_user,
+    make_settings,
+    scratch_dir,
+)
 
 TABLES = ["users", "user_preferences", "posts", "files", "file_chunks", "schema_migrations"]
 
@@ -43,19 +52,14 @@ def sha256_tree(root: Path) -> dict[str, str]:
 async def fill(conn: asyncpg.Connection, storage_dir: Path, user_id: str) -> set[str]:
     """Rows in every table and the blobs they point to; returns the blobs' relative paths."""
     await conn.execute("INSERT INTO user_preferences (user_id, theme) VALUES ($1, 'dark')", user_id)
-    post_id = await conn.fetchval("INSERT INTO posts (title, content, author_id) VALUES ('t', 'c', $1) RETURNING id",
-                                  user_id)
+    post_id = await insert_post(conn, user_id, "t", content="c", published=False)
     blobs = set()
     for i, status in enumerate(["COMPLETED", "COMPLETED", "UPLOADING", "FAILED"]):
-        name = uuid.uuid4().hex
-        file_id = await conn.fetchval("""
-            INSERT INTO files (original_name, filename, mimetype, size, type, status, path, uploaded_by_id,
-                               post_id, chunk_size, metadata)
-            VALUES ($1, $2, 'image/png', 70000, 'IMAGE', $3, $4, $5, $6, 65536, '{"sha256": "x"}') RETURNING id""",
-            f"photo {i}.png", name, status, storage.blob_key(name), user_id, post_id)
+        file = await insert_file(conn, user_id, status=status, name=f"photo {i}.png", mimetype="image/png", size=70000,
+                                 post_id=post_id, chunk_size=65536, metadata={"sha256": "x"})
+        name = file["filename"]
         if status == "UPLOADING":
-            await conn.execute("INSERT INTO file_chunks (file_id, chunk_index, data) VALUES ($1, 0, $2)",
-                               file_id, os.urandom(65536))
+            await insert_chunk(conn, file["id"], 0, os.urandom(65536))
             continue
         for relative in (storage.blob_key(name), storage.thumbnail_key(name, "image/webp")):
             (storage_dir / relative).parent.mkdir(parents=True, exist_ok=True)
@@ -116,7 +120,7 @@ async def test_restore_refuses_a_non_empty_target_unless_forced(database_url: st
     archive = Path(run_chunkd(database_url, storage_dir, "backup", "--dir", str(tmp_path)).stdout.strip())
     before = await dump_tables(database_url)
     await conn.execute("DELETE FROM posts")
-    await conn.execute("INSERT INTO users (email, password) VALUES ('later@example.com', 'x')")
+    await insert_user(conn, email="later@example.com")
     await conn.execute("CREATE EXTENSION pg_stat_statements")  # the embedded database has it: --force keeps it
 
     refused = run_chunkd(database_url, other_storage, "restore", str(archive))
@@ -182,12 +186,8 @@ async def test_backup_is_one_snapshot(database_url: str, empty_database_url: str
         else:
             raise AssertionError("pg_dump never waited for the lock")
         # Committed after the snapshot, before pg_dump reads files: a new COMPLETED file and its blob.
-        name = uuid.uuid4().hex
-        await conn.execute("""
-            INSERT INTO files (original_name, filename, mimetype, size, type, status, path, uploaded_by_id, chunk_size)
-            VALUES ('late.bin', $1, 'application/octet-stream', 4, 'OTHER', 'COMPLETED', $2, $3, 4)""",
-            name, storage.blob_key(name), user.id)
-        late = storage_dir / storage.blob_key(name)
+        late = storage_dir / (await insert_file(conn, user.id, name="late.bin", mimetype="application/octet-stream",
+                                                type="OTHER", size=4, chunk_size=4))["path"]
         late.parent.mkdir(parents=True, exist_ok=True)
         late.write_bytes(b"late")
     finally:

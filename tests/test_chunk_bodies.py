@@ -12,7 +12,7 @@ import pytest
 
 from service import chunks
 from service.keys import chunk_memory_key
-from tests.uploading import RawPut, create, sha256, stored
+from tests.uploading import create, raw_put, sha256, stored
 
 CHUNK = 4 * 1024 * 1024
 
@@ -30,7 +30,7 @@ async def test_a_body_is_read_whole_before_it_goes_to_the_database(client, user,
     data = os.urandom(2 * CHUNK)
     upload = await create(client, user, data)
     for index in (0, 1):
-        async with RawPut(client, user, upload["id"], index, CHUNK) as put:
+        async with raw_put(client, user, upload["id"], index, CHUNK) as put:
             part = data[index * CHUNK:(index + 1) * CHUNK]
             await put.send(part[:3 * 1024 * 1024])  # fast: most of it at once
             await asyncio.sleep(0.3)
@@ -54,14 +54,15 @@ async def test_a_body_that_goes_wrong_stores_nothing(client, user, conn, monkeyp
                          headers={**user.headers, "Content-SHA256": sha256(b"not this")})
     assert r.status == 422 and (await r.json())["code"] == "CHECKSUM_MISMATCH"
 
-    async with RawPut(client, user, upload["id"], 0, CHUNK) as put:  # gone mid-body
+    async with raw_put(client, user, upload["id"], 0, CHUNK) as put:  # gone mid-body
         await put.send(data[:3 * 1024 * 1024])
         await asyncio.sleep(0.3)
 
     monkeypatch.setattr(chunks, "STALL_TIMEOUT", 0.5)
-    async with RawPut(client, user, upload["id"], 0, CHUNK) as put:  # stops sending
+    async with raw_put(client, user, upload["id"], 0, CHUNK) as put:  # stops sending
         await put.send(data[:3 * 1024 * 1024])
-        status, _, body = await put.response()
+        status, headers = await put.response()
+        body = await put.body(headers)
     assert status == 408 and json.loads(body)["code"] == "CHUNK_STALLED"
 
     await asyncio.sleep(0.3)

@@ -4,15 +4,26 @@ and gets 503 SERVER_BUSY if none is freed in time."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
 
 from service.keys import chunk_memory_key
 from tests.support import scrape
-from tests.uploading import RawPut, create, sha256, stored
+from tests.uploading import create, raw_put, sha256, stored
 
 MiB = 1024 * 1024
+
+
+async def admitted(memory, used: int) -> None:  # type: ignore[no-untyped-def]
+    """Until the PUTs sent so far hold `used` bytes: on a busy machine the server takes its time to read
+    their heads, and the order they are admitted in is what each test is about."""
+    for _ in range(300):
+        if memory.used == used:
+            return
+        await asyncio.sleep(0.05)
+    assert memory.used == used
 SETTINGS_ENV = {"DEFAULT_CHUNK_SIZE": "1MiB", "MAX_CHUNK_SIZE": "4MiB", "CHUNK_MEMORY": "4MiB",
                 "DATABASE_POOL_TIMEOUT": "1500"}
 
@@ -21,11 +32,14 @@ async def test_a_chunk_beyond_the_budget_waits_for_memory_to_be_freed(client, us
     data = os.urandom(3 * MiB)
     upload = await create(client, user, data)
     memory = client.app[chunk_memory_key]
-    async with RawPut(client, user, upload["id"], 0, MiB) as first, \
-            RawPut(client, user, upload["id"], 1, MiB) as second, \
-            RawPut(client, user, upload["id"], 2, MiB) as third:
-        for index, put in enumerate((first, second, third)):  # slow clients: each body is read whole
+    async with contextlib.AsyncExitStack() as stack:
+        puts = []
+        for index in range(3):  # slow clients, one after the other: each body is read whole
+            put = await stack.enter_async_context(raw_put(client, user, upload["id"], index, MiB))
             await put.send(data[index * MiB:index * MiB + 1000])
+            await admitted(memory, min(index + 1, 2) * 2 * MiB)
+            puts.append(put)
+        first, second, third = puts
         await asyncio.sleep(0.3)
         assert memory.used == 4 * MiB  # two admitted; the third waits, its body unread
         assert (await scrape(client))[("chunkd_chunk_memory_bytes", (("state", "used"),))] == 4 * MiB
@@ -43,13 +57,15 @@ async def test_a_chunk_beyond_the_budget_waits_for_memory_to_be_freed(client, us
 async def test_a_chunk_that_finds_no_memory_in_time_gets_503_and_nothing_is_stored(client, user, conn) -> None:  # type: ignore[no-untyped-def]
     data = os.urandom(3 * MiB)
     upload = await create(client, user, data)
-    async with RawPut(client, user, upload["id"], 0, MiB) as first, RawPut(client, user, upload["id"], 1, MiB) as second:
+    memory = client.app[chunk_memory_key]
+    async with raw_put(client, user, upload["id"], 0, MiB) as first, raw_put(client, user, upload["id"], 1, MiB) as second:
         await first.send(data[:1000])
         await second.send(data[MiB:MiB + 1000])
-        await asyncio.sleep(0.3)
-        async with RawPut(client, user, upload["id"], 2, MiB) as third:
+        await admitted(memory, 4 * MiB)
+        async with raw_put(client, user, upload["id"], 2, MiB) as third:
             await third.send(data[2 * MiB:2 * MiB + 1000])
-            status, headers, body = await third.response()
+            status, headers = await third.response()
+            body = await third.body(headers)
         assert status == 503 and headers["retry-after"] == "1"  # after DATABASE_POOL_TIMEOUT
         assert json.loads(body)["code"] == "SERVER_BUSY"
         await first.send(data[1000:MiB])
@@ -72,20 +88,18 @@ async def test_clients_that_go_away_give_their_memory_back(client, user, conn) -
     data = os.urandom(3 * MiB)
     upload = await create(client, user, data)
     memory = client.app[chunk_memory_key]
-    async with RawPut(client, user, upload["id"], 0, MiB) as first:
-        async with RawPut(client, user, upload["id"], 1, MiB) as second, \
-                RawPut(client, user, upload["id"], 2, MiB) as third:
+    async with raw_put(client, user, upload["id"], 0, MiB) as first:
+        async with raw_put(client, user, upload["id"], 1, MiB) as second, \
+                raw_put(client, user, upload["id"], 2, MiB) as third:
             await first.send(data[:1000])
+            await admitted(memory, 2 * MiB)
             await second.send(data[MiB:MiB + 1000])
+            await admitted(memory, 4 * MiB)
             await third.send(data[2 * MiB:2 * MiB + 1000])
             await asyncio.sleep(0.3)
             assert memory.used == 4 * MiB
         # the second went away mid-body, the third while it waited for memory
-        for _ in range(40):
-            if memory.used == 2 * MiB:
-                break
-            await asyncio.sleep(0.1)
-        assert memory.used == 2 * MiB  # only the first still holds its chunk
+        await admitted(memory, 2 * MiB)  # only the first still holds its chunk
         await first.send(data[1000:MiB])
         assert await first.status() == 201
     assert memory.used == 0

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -14,15 +15,8 @@ import asyncpg
 from service import cleanup, storage
 from service.config import Settings
 from service.store import cleanup as cleanup_store
-from tests.support import JWT_SECRET, ROOT
+from tests.support import JWT_SECRET, ROOT, insert_chunk, insert_file
 
-INSERT_FILE = """
-INSERT INTO files (original_name, filename, mimetype, size, type, status, path, uploaded_by_id, chunk_size,
-                   created_at, expires_at)
-VALUES ('f', $1, 'text/plain', 1, 'OTHER', $2, $3, $4, 1, now() - make_interval(days => $5),
-        now() + make_interval(secs => $6))
-RETURNING id
-"""
 HOUR, DAY = 3600, 86400
 
 
@@ -37,9 +31,12 @@ def put(storage_dir: Path, relative: str, age: float) -> Path:
 
 async def add_file(conn: asyncpg.Connection, storage_dir: Path, user_id: str, status: str, days_old: int = 0,
                    expires_in: float | None = DAY, blob: bool = True) -> tuple[str, str]:
-    name = uuid.uuid4().hex
-    file_id = await conn.fetchval(INSERT_FILE, name, status, storage.blob_key(name), user_id, days_old, expires_in)
-    await conn.execute("INSERT INTO file_chunks (file_id, chunk_index, data) VALUES ($1, 0, 'x')", file_id)
+    now = datetime.now(UTC)
+    expires_at = None if expires_in is None else now + timedelta(seconds=expires_in)
+    file = await insert_file(conn, user_id, status=status, size=1, type="OTHER", mimetype="text/plain", chunk_size=1,
+                             created_at=now - timedelta(days=days_old), expires_at=expires_at)
+    file_id, name = file["id"], file["filename"]
+    await insert_chunk(conn, file_id, 0, b"x")
     if blob:
         put(storage_dir, storage.blob_key(name), 2 * HOUR)
         put(storage_dir, storage.thumbnail_key(name, "image/webp"), 2 * HOUR)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import asyncpg
 
-from tests.support import ROOT
+from tests.support import ROOT, insert_user
 
 
 def chunkd(database_url: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -33,7 +33,7 @@ async def test_migrate_deploy_status_and_reset(empty_database_url: str) -> None:
     assert refused.returncode == 2 and "--force" in refused.stderr
     conn = await asyncpg.connect(empty_database_url)
     try:
-        await conn.execute("INSERT INTO users (email, password) VALUES ('keep@example.com', 'x')")
+        await insert_user(conn, email="keep@example.com")
         assert await conn.fetchval("SELECT count(*) FROM users") == 1  # refused reset kept the data
         forced = chunkd(empty_database_url, "migrate", "reset", "--force")
         assert forced.returncode == 0

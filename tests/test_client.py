@@ -72,7 +72,7 @@ async def test_killed_upload_resumes_and_finishes_with_identical_bytes(chunkd, c
 
 
 async def test_login_by_email_and_password(chunkd, conn, make_user, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    server = chunkd("serve")
+    server = chunkd("serve", ACCESS_TOKEN_TTL="1s")  # expires during the upload: refreshed, not logged in again
     someone = await make_user(email="uploader@example.com", password="s3cret-pass")
     path = tmp_path / "notes.txt"
     path.write_text("hello chunkd\n" * 20000)
@@ -82,6 +82,10 @@ async def test_login_by_email_and_password(chunkd, conn, make_user, tmp_path: Pa
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("COMPLETED ") and " notes.txt 260000 bytes DOCUMENT " in done.stdout
     assert await conn.fetchval("SELECT uploaded_by_id FROM files WHERE original_name = 'notes.txt'") == someone.id
+    # The upload had a session of its own ("chunkd upload"), ended when it was done; the fixture's is untouched.
+    sessions = await conn.fetch("SELECT device, revoked_why FROM sessions WHERE user_id = $1 ORDER BY device",
+                                someone.id)
+    assert [(s["device"], s["revoked_why"]) for s in sessions] == [("chunkd upload", "logout"), ("test", None)]
 
 
 def test_refused_token_is_one_line(chunkd, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -6,9 +6,7 @@ from aiohttp.test_utils import TestClient
 
 from service.app import create_app
 from tests.support import make_settings
-from tests.tus_support import TUS, tus
-
-__all__ = ["tus"]  # CORS_ORIGINS=https://app.example
+from tests.tus_support import TUS
 
 ORIGIN = "https://app.example"
 PREFLIGHT = {"Origin": ORIGIN, "Access-Control-Request-Method": "PATCH",

@@ -24,14 +24,12 @@ import pytest
 
 from service import migrate
 from service.app import create_app
-from service.auth import hash_password, issue_access_token
 from service.db import ensure_database
 from service.embedded import EmbeddedPostgres
 from service.handlers import files as files_handlers
 from service.store.files import mark_ready
-from tests.conftest import FAST, User
-from tests.support import JWT_SECRET, ChunkdProcess, make_settings, scratch_dir
-from tests.tus_support import STREAM, TUS, RawRequest, raw_patch, stored_bytes, until, upload_id, upload_path
+from tests.support import FAST, JWT_SECRET, ChunkdProcess, RawRequest, User, insert_user, make_settings, scratch_dir
+from tests.tus_support import STREAM, TUS, raw_patch, stored_bytes, until, upload_id, upload_path
 from tests.uploading import UPLOAD_ENV, create, put_chunks, sha256, wait_for_status
 
 MiB = 1024 * 1024
@@ -94,13 +92,10 @@ async def site(pg: EmbeddedPostgres, storage_dir: Path) -> AsyncIterator[Site]:
     conn = await asyncpg.connect(url)
     try:
         await migrate.deploy(conn)
-        email = f"{name[-10:]}@example.com"
-        user_id = await conn.fetchval("INSERT INTO users (email, password, name) VALUES ($1, $2, 'faulty') RETURNING id",
-                                      email, hash_password("correct horse"))
+        user = await insert_user(conn, make_settings(url, storage_dir))
     finally:
         await conn.close()
-    token = issue_access_token(make_settings(url, storage_dir), user_id, "USER")
-    yield Site(pg, url, storage_dir, User(user_id, email, "correct horse", "USER", token))
+    yield Site(pg, url, storage_dir, user)
     if not pg.running():
         pg.start()
     admin = await asyncpg.connect(pg.url("postgres"))

@@ -7,10 +7,8 @@ import os
 import time
 from urllib.parse import quote
 
-import asyncpg
-
 from service import storage
-from tests.support import on_both_stores, stored_keys
+from tests.support import insert_file, on_both_stores, stored_keys
 from tests.uploading import UPLOAD_ENV, create, jpeg, put_chunks, upload, wait_for_status
 
 SETTINGS_ENV = UPLOAD_ENV
@@ -21,14 +19,6 @@ async def completed(served, user, data: bytes, name: str = "file.bin") -> dict: 
     body = await wait_for_status(served, user, await upload(served, user, data, name))
     assert body["status"] == "COMPLETED", body["error"]
     return body
-
-
-async def insert_file(conn: asyncpg.Connection, user_id: str, status: str, type_: str) -> str:
-    blob = storage.new_blob_name()
-    return await conn.fetchval(
-        "INSERT INTO files (original_name, filename, path, mimetype, type, status, size, chunk_size, uploaded_by_id)"
-        " VALUES ('n', $1, $2, 'application/octet-stream', $3, $4, 1, 1, $5) RETURNING id",
-        blob, storage.blob_key(blob), type_, status, user_id)
 
 
 async def test_etag_and_304(client, user, conn) -> None:  # type: ignore[no-untyped-def]
@@ -72,7 +62,7 @@ async def test_long_poll_returns_as_soon_as_the_status_changes(client, user) -> 
 
 
 async def test_long_poll_on_a_finished_file_answers_at_once(client, user, conn) -> None:  # type: ignore[no-untyped-def]
-    file_id = await insert_file(conn, user.id, "COMPLETED", "OTHER")
+    file_id = (await insert_file(conn, user.id, status="COMPLETED", type="OTHER", size=1))["id"]
     started = time.monotonic()
     r = await client.get(f"/api/files/{file_id}", params={"wait": "30"}, headers=user.headers)
     assert r.status == 200 and time.monotonic() - started < 1
@@ -161,11 +151,11 @@ async def test_another_users_file_is_404_everywhere(served, user, make_user, adm
 
 
 async def test_list_filters_and_pages(client, user, make_user, admin, conn) -> None:  # type: ignore[no-untyped-def]
-    mine = [await insert_file(conn, user.id, s, t) for s, t in
+    mine = [(await insert_file(conn, user.id, status=s, type=t, size=1))["id"] for s, t in
             [("COMPLETED", "IMAGE"), ("COMPLETED", "DOCUMENT"), ("FAILED", "IMAGE"), ("UPLOADING", "OTHER"),
              ("COMPLETED", "IMAGE")]]
     other = await make_user()
-    await insert_file(conn, other.id, "COMPLETED", "IMAGE")
+    await insert_file(conn, other.id, status="COMPLETED", type="IMAGE", size=1)
 
     async def listing(who, **params):  # type: ignore[no-untyped-def]
         r = await client.get("/api/files", params=params, headers=who.headers)

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from service.app import create_app
 from service.embedded import EmbeddedPostgres, prepare_database
-from tests.conftest import FAST
-from tests.support import make_settings, scratch_dir
+from tests.support import FAST, make_settings, scratch_dir
 
 
 async def test_healthz_and_readyz(client) -> None:  # type: ignore[no-untyped-def]

@@ -17,7 +17,7 @@ import asyncpg
 import jwt
 
 from service import storage
-from tests.support import JWT_SECRET, insert_file
+from tests.support import JWT_SECRET, insert_file, insert_post
 from tests.uploading import UPLOAD_ENV, create, put_chunks, wait_for_status
 
 PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
@@ -222,7 +222,7 @@ async def resources(client, user, conn) -> dict[str, str]:  # type: ignore[no-un
     file = await insert_file(conn, user.id)
     r = await client.post("/api/tus/", headers={**user.headers, **TUS, "Upload-Length": "10"})
     tus_id = r.headers["Location"].rsplit("/", 1)[-1]
-    post_id = await conn.fetchval("INSERT INTO posts (title, author_id) VALUES ('draft', $1) RETURNING id", user.id)
+    post_id = await insert_post(conn, user.id, "draft", published=False)
     return {"upload": upload["id"], "file": file["id"], "tus": tus_id, "post": post_id}
 
 

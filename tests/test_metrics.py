@@ -3,12 +3,7 @@ from __future__ import annotations
 
 import uuid
 
-from tests.support import scrape
-
-INSERT_FILE = """
-INSERT INTO files (original_name, filename, mimetype, size, type, status, path, uploaded_by_id, chunk_size)
-VALUES ('f', $1, 'text/plain', 1, 'OTHER', $2, 'x', $3, 1)
-"""
+from tests.support import insert_file, scrape
 
 
 def requests(samples, route: str, status: str, method: str = "GET") -> float:  # type: ignore[no-untyped-def]
@@ -37,7 +32,7 @@ async def test_request_counters_move_by_route_pattern_and_status(client, admin) 
 
 async def test_gauges_are_computed_at_scrape_time(client, conn, admin) -> None:  # type: ignore[no-untyped-def]
     for status in ("PROCESSING", "PROCESSING", "UPLOADING", "COMPLETED"):
-        await conn.execute(INSERT_FILE, uuid.uuid4().hex, status, admin.id)
+        await insert_file(conn, admin.id, status=status)
     samples = await scrape(client)
     assert samples[("chunkd_processing_queue_depth", (("state", "waiting"),))] == 2
     assert samples[("chunkd_processing_queue_depth", (("state", "claimed"),))] == 0

@@ -9,6 +9,7 @@ import asyncpg
 import pytest
 
 from service import migrate
+from tests.support import insert_chunk, insert_file, insert_user
 
 SEED_TABLES = {"users", "posts", "files", "file_chunks", "user_preferences"}
 SEED_ENUMS = {
@@ -99,7 +100,7 @@ async def test_failed_migration_leaves_nothing_behind(empty_database_url: str, t
 async def test_reset_rebuilds_an_empty_schema(database_url: str) -> None:
     conn = await asyncpg.connect(database_url)
     try:
-        await conn.execute("INSERT INTO users (email, password) VALUES ('a@example.com', 'x')")
+        await insert_user(conn)
         await migrate.reset(conn)
         assert await conn.fetchval("SELECT count(*) FROM users") == 0
         assert (await migrate.status(conn)).pending == []
@@ -159,16 +160,14 @@ async def test_schema_improvements_over_the_seed(conn: asyncpg.Connection) -> No
     assert await conn.fetchval("""SELECT attstorage FROM pg_attribute
                                    WHERE attrelid = 'file_chunks'::regclass AND attname = 'data'""") == b"e"
     # updated_at is kept by the database
-    user_id = await conn.fetchval("INSERT INTO users (email, password) VALUES ('t@example.com', 'x') RETURNING id")
+    user_id = (await insert_user(conn)).id
     before = await conn.fetchval("SELECT updated_at FROM users WHERE id = $1", user_id)
     await asyncio.sleep(0.01)
     await conn.execute("UPDATE users SET name = 'T' WHERE id = $1", user_id)
     assert await conn.fetchval("SELECT updated_at FROM users WHERE id = $1", user_id) > before
     # deleting a file removes its chunks
-    file_id = await conn.fetchval("""INSERT INTO files (original_name, filename, mimetype, size, type, path,
-                                                        uploaded_by_id, chunk_size)
-                                     VALUES ('a', 'blob-a', 'text/plain', 1, 'OTHER', 'x', $1, 1) RETURNING id""", user_id)
-    await conn.execute("INSERT INTO file_chunks (file_id, chunk_index, data) VALUES ($1, 0, 'a')", file_id)
+    file_id = (await insert_file(conn, user_id, status="UPLOADING", size=1, chunk_size=1))["id"]
+    await insert_chunk(conn, file_id, 0, b"a")
     await conn.execute("DELETE FROM files WHERE id = $1", file_id)
     assert await conn.fetchval("SELECT count(*) FROM file_chunks") == 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 
+from service.auth import PUBLIC_PATHS
 from service.openapi import served_operations
 
 
@@ -40,6 +41,6 @@ async def test_document_is_self_consistent(client) -> None:  # type: ignore[no-u
             declared = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
             assert declared == names, (method, path)
             assert operation["responses"], (method, path)
-            secured = (path.startswith("/api/") and not path.startswith("/api/auth/")) or path == "/api/auth/logout"
+            secured = path.startswith("/api/") and path not in PUBLIC_PATHS
             assert ("security" in operation) == secured, (method, path)
     json.dumps(doc)

@@ -6,6 +6,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from service import backup, cleanup
 from service.app import create_app
 from service.config import Settings
 from service.keys import pool_key
-from tests.support import make_settings, on_both_stores, scratch_dir, stored_keys
+from tests.support import insert_file, make_settings, on_both_stores, scratch_dir, stored_keys
 from tests.uploading import UPLOAD_ENV, create, noise_png, put_chunks, sha256, upload, wait_for_status
 
 SETTINGS_ENV = UPLOAD_ENV
@@ -114,10 +115,8 @@ async def test_the_worker_runs_cleanup_every_interval(aiohttp_client, database_u
     orphan.write_bytes(b"no row points here")
     old = time.time() - 7200
     os.utime(orphan, (old, old))
-    expired = await conn.fetchval("""
-        INSERT INTO files (original_name, filename, mimetype, size, type, path, uploaded_by_id, chunk_size, expires_at)
-        VALUES ('e', 'expired-blob', 'x', 1, 'OTHER', 'files/ex/expired-blob', $1, 1, now() - interval '1 minute')
-        RETURNING id""", user.id)
+    expired = (await insert_file(conn, user.id, status="UPLOADING", size=1, type="OTHER", chunk_size=1,
+                                 expires_at=datetime.now(UTC) - timedelta(minutes=1)))["id"]
     settings = make_settings(database_url, storage_dir, CLEANUP_INTERVAL="1s", **UPLOAD_ENV)
     await aiohttp_client(create_app(settings, with_worker=True))
     deadline = time.monotonic() + 10

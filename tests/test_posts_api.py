@@ -9,17 +9,10 @@ import asyncpg
 
 from service.app import create_app
 from service.keys import pool_key
-from tests.support import insert_file, make_settings
+from tests.support import insert_file, insert_post, insert_user, make_settings
 
 POST_KEYS = {"id", "title", "content", "published", "author_id", "author", "files", "file_count",
              "created_at", "updated_at"}
-
-
-async def insert_post(conn: asyncpg.Connection, author_id: str, title: str = "a post", published: bool = True,
-                      age_minutes: int = 0) -> str:
-    return await conn.fetchval(
-        "INSERT INTO posts (title, author_id, published, created_at) VALUES ($1, $2, $3, now() - make_interval(mins => $4))"
-        " RETURNING id", title, author_id, published, age_minutes)
 
 
 async def test_create_post_attaches_the_callers_files(client, conn: asyncpg.Connection, user) -> None:  # type: ignore[no-untyped-def]
@@ -32,8 +25,10 @@ async def test_create_post_attaches_the_callers_files(client, conn: asyncpg.Conn
     assert set(post) == POST_KEYS
     assert (post["title"], post["content"], post["published"], post["author_id"]) == ("Holiday", "pictures", False, user.id)
     assert post["author"] == {"id": user.id, "name": user.email.split("@")[0], "email": user.email}
-    assert post["files"] == [{"id": done["id"], "original_name": "done.jpg", "url": f"/api/files/{done['id']}/content",
-                              "type": "IMAGE", "size": 10}]  # COMPLETED only...
+    [attached_file] = post["files"]  # COMPLETED only...
+    assert attached_file.pop("url").startswith(f"/api/files/{done['id']}/content?u={user.id}&exp=")  # signed
+    assert attached_file == {"id": done["id"], "original_name": "done.jpg", "type": "IMAGE", "size": 10,
+                             "thumbnail_url": None}
     assert post["file_count"] == 2  # ...but the count is of every attached file, as the seed's _count
     attached = await conn.fetch("SELECT id FROM files WHERE post_id = $1 ORDER BY id", post["id"])
     assert sorted(r["id"] for r in attached) == sorted([done["id"], pending["id"]])
@@ -140,8 +135,8 @@ async def test_list_endpoints_run_a_fixed_number_of_queries(aiohttp_client, data
         post_id = await insert_post(conn, author.id, f"post {i}", age_minutes=i)
         await insert_file(conn, author.id, post_id=post_id)
         await insert_file(conn, author.id, post_id=post_id, status="UPLOADING")
-    await conn.execute("INSERT INTO users (email, password) SELECT 'bulk' || i || '@example.com', 'x'"
-                       " FROM generate_series(1, 48) i")
+    for _ in range(48):
+        await insert_user(conn)
     settings = make_settings(database_url, storage_dir, DATABASE_POOL_SIZE="1", DATABASE_POOL_IDLE_TIMEOUT="0")
     client = await aiohttp_client(create_app(settings))
     assert (await client.get("/readyz")).status == 200

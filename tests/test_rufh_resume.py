@@ -8,6 +8,7 @@ import base64
 import hashlib
 import os
 
+from service.keys import tus_locks_key
 from tests.rufh_support import (
     CHUNK,
     DRAFT,
@@ -149,7 +150,8 @@ async def test_progress_104s_report_the_offset_while_content_arrives(rufh, user,
 
 
 async def test_two_concurrent_appends_never_interleave(rufh, user, conn) -> None:  # type: ignore[no-untyped-def]
-    pieces, size = 60, 1000
+    pieces, size = 100, 1000  # the first body trickles in for 3 s or more, longer than a request waits for the lock
+    rufh.server.app[tus_locks_key].stall_after = 5.0  # a loaded machine must not make the trickle look stalled
     first_body, second_body = b"A" * pieces * size, b"B" * pieces * size
     r = await create(rufh, user)
     path = path_of(r.headers["location"])
@@ -176,7 +178,7 @@ async def test_two_concurrent_appends_never_interleave(rufh, user, conn) -> None
     try:
         await until(lambda: _locked(conn, id_of(path)))
         second = await append(rufh, user, path, 0, second_body, complete=True)
-        assert second.status in (409, 423), second.status  # locked out, or behind the first's offset
+        assert second.status == 423 and second.json()["code"] == "TUS_UPLOAD_LOCKED"  # an active writer keeps it
         await sender
         response = await first.response()
         assert response.status == 200
@@ -282,3 +284,31 @@ async def test_the_upload_limits_are_enforced_and_announced(
     r = await append(server, user, path, 200, b"")
     assert r.status == 400  # complete now
     assert await _offset(conn, id_of(path)) == 200
+
+
+async def test_the_quota_counts_at_creation_and_when_an_open_length_closes(aiohttp_client, database_url,  # type: ignore[no-untyped-def]
+                                                                           storage_dir, user, conn) -> None:
+    server = await aiohttp_client(rufh_app(database_url, storage_dir, USER_QUOTA="1000"))
+    r = await create(server, user, headers={"Upload-Length": "1200"})
+    assert r.status == 413 and r.json()["code"] == "QUOTA_EXCEEDED" and not r.interim
+    r = await create(server, user, b"x" * 600)  # no length: nothing counted yet
+    path = path_of(r.headers["location"])
+    r = await append(server, user, path, 600, b"y" * 500, complete=True)  # Content-Length: the length is 1100
+    assert r.status == 413 and r.json()["code"] == "QUOTA_EXCEEDED"
+    assert (await file_row(conn, id_of(path)))["bytes_received"] == 600  # refused before the body was read
+    # Chunked: the length is known only once the body has ended, and is checked before the upload completes.
+    request = await Exchange.open(server, "PATCH", path, {
+        **user.headers, **DRAFT, **PARTIAL, "Upload-Offset": "600", "Upload-Complete": "?1",
+        "Transfer-Encoding": "chunked"})
+    try:
+        await request.send(b"1f4\r\n" + b"y" * 500 + b"\r\n0\r\n\r\n")
+        r = await request.response()
+    finally:
+        await request.close()
+    assert r.status == 413 and r.json()["code"] == "QUOTA_EXCEEDED"
+    row = await file_row(conn, id_of(path))
+    assert (row["status"], row["bytes_received"], row["size_deferred"]) == ("UPLOADING", 1100, True)
+    r = await exchange(server, "DELETE", path, {**user.headers, **DRAFT})
+    assert r.status == 204
+    r = await create(server, user, b"z" * 900, complete=True)
+    assert r.status == 201 and r.json()["size"] == 900

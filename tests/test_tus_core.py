@@ -13,11 +13,8 @@ from tests.tus_support import (
     metadata,
     patch,
     stored_bytes,
-    tus,
     upload_id,
 )
-
-__all__ = ["tus"]  # the fixture
 
 
 async def test_options_advertises_the_server_without_auth_or_version(tus) -> None:  # type: ignore[no-untyped-def]

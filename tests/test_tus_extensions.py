@@ -22,14 +22,11 @@ from tests.tus_support import (
     patch,
     raw_patch,
     stored_bytes,
-    tus,
     unlocked,
     until,
     upload_id,
     upload_path,
 )
-
-__all__ = ["tus"]
 
 
 def checksum(algorithm: str, data: bytes) -> dict[str, str]:

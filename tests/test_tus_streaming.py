@@ -17,13 +17,10 @@ from tests.tus_support import (
     patch,
     raw_patch,
     stored_bytes,
-    tus,
     unlocked,
     until,
     upload_id,
 )
-
-__all__ = ["tus"]
 
 
 async def _offset(conn, path: str) -> int:  # type: ignore[no-untyped-def]

@@ -5,6 +5,7 @@ import asyncio
 import io
 import os
 
+from tests.support import insert_post
 from tests.uploading import UPLOAD_ENV, create, put_chunks, sha256, stored
 
 CHUNK = 64 * 1024
@@ -54,7 +55,7 @@ async def test_create_upload_refusals(client, user) -> None:  # type: ignore[no-
 
 async def test_attach_to_own_post_only(client, user, make_user, conn) -> None:  # type: ignore[no-untyped-def]
     other = await make_user()
-    post_id = await conn.fetchval("INSERT INTO posts (title, author_id) VALUES ('p', $1) RETURNING id", user.id)
+    post_id = await insert_post(conn, user.id, "p", published=False)
     ok = await create(client, user, b"abc", post_id=post_id)
     assert await conn.fetchval("SELECT post_id FROM files WHERE id = $1", ok["id"]) == post_id
     r = await client.post("/api/uploads", json={"filename": "a", "size": 3, "post_id": post_id}, headers=other.headers)

@@ -7,19 +7,18 @@ from pathlib import Path
 import asyncpg
 
 from service import storage
-from tests.support import insert_file
+from tests.support import insert_chunk, insert_file, insert_post
 
 USER_KEYS = {"id", "email", "name", "role", "is_active", "created_at", "updated_at"}
 
 
 async def test_me_has_posts_and_files(client, conn: asyncpg.Connection, user) -> None:  # type: ignore[no-untyped-def]
-    post_id = await conn.fetchval("INSERT INTO posts (title, author_id, published) VALUES ('Hello', $1, true) RETURNING id",
-                                  user.id)
+    post_id = await insert_post(conn, user.id, "Hello")
     file = await insert_file(conn, user.id, status="UPLOADING", name="movie.mp4")
     r = await client.get("/api/users/me", headers=user.headers)
     assert r.status == 200
     body = await r.json()
-    assert set(body) == USER_KEYS | {"posts", "files"}
+    assert set(body) == USER_KEYS | {"posts", "files", "usage_bytes", "quota_bytes"}
     assert body["id"] == user.id and body["email"] == user.email
     assert body["posts"] == [{"id": post_id, "title": "Hello", "published": True}]
     assert body["files"] == [{"id": file["id"], "original_name": "movie.mp4", "type": "IMAGE", "status": "UPLOADING"}]
@@ -40,7 +39,7 @@ async def test_list_users_paginates(client, make_user, admin) -> None:  # type: 
     r = await client.get("/api/users?page=2&limit=2", headers=admin.headers)
     body = await r.json()
     assert r.status == 200 and body["pagination"] == {"page": 2, "limit": 2, "total": 5, "pages": 3}
-    assert len(body["users"]) == 2 and all(set(u) == USER_KEYS for u in body["users"])
+    assert len(body["users"]) == 2 and all(set(u) == USER_KEYS | {"quota_bytes"} for u in body["users"])
     r = await client.get("/api/users?page=9&limit=2", headers=admin.headers)
     body = await r.json()
     assert body["users"] == [] and body["pagination"] == {"page": 9, "limit": 2, "total": 5, "pages": 3}
@@ -60,13 +59,14 @@ async def test_get_and_patch_user(client, conn: asyncpg.Connection, make_user, a
     r = await client.get("/api/users/no-such-user", headers=admin.headers)
     assert r.status == 404 and (await r.json())["code"] == "USER_NOT_FOUND"
 
-    await conn.execute("UPDATE users SET refresh_token = 'digest' WHERE id = $1", user.id)
     r = await client.patch(f"/api/users/{user.id}", headers=admin.headers,
                            json={"name": "Renamed", "role": "ADMIN", "is_active": False, "email": " NEW@Example.com"})
     body = await r.json()
-    assert r.status == 200 and set(body) == USER_KEYS
+    assert r.status == 200 and set(body) == USER_KEYS | {"quota_bytes"}
     assert (body["name"], body["role"], body["is_active"], body["email"]) == ("Renamed", "ADMIN", False, "new@example.com")
-    assert await conn.fetchval("SELECT refresh_token FROM users WHERE id = $1", user.id) is None  # deactivation ends it
+    # deactivation ends the user's sessions
+    assert await conn.fetchval("SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL", user.id) == 0
+    assert (await client.get("/api/users/me", headers=user.headers)).status == 401
     r = await client.patch(f"/api/users/{user.id}", headers=admin.headers, json={"name": None})
     renamed = await r.json()
     assert renamed["name"] is None and renamed["role"] == "ADMIN"  # untouched fields kept
@@ -89,9 +89,9 @@ async def test_delete_user_cascades_rows_and_removes_blobs(client, conn: asyncpg
     user = await make_user()
     bystander = await make_user()
     await conn.execute("INSERT INTO user_preferences (user_id) VALUES ($1)", user.id)
-    post_id = await conn.fetchval("INSERT INTO posts (title, author_id) VALUES ('mine', $1) RETURNING id", user.id)
+    post_id = await insert_post(conn, user.id, "mine", published=False)
     files = [await insert_file(conn, user.id, post_id=post_id), await insert_file(conn, user.id, status="UPLOADING")]
-    await conn.execute("INSERT INTO file_chunks (file_id, chunk_index, data) VALUES ($1, 0, 'abc')", files[1]["id"])
+    await insert_chunk(conn, files[1]["id"], 0, b"abc")
     blob = storage.LocalStore(storage_dir).path(files[0]["path"])
     thumb = storage.LocalStore(storage_dir).path(storage.thumbnail_key(files[0]["filename"], "image/webp"))
     # A bystander's file attached to the deleted user's post stays, detached; so does its blob.

@@ -142,7 +142,7 @@ async def test_sign_in_upload_two_files_see_them_completed_and_delete_one(  # ty
 
     # Download: the very bytes that were uploaded, under their name.
     async with page.expect_download() as download_info:
-        await page.get_by_role("button", name="Download photo.jpg").click()
+        await page.get_by_label("Download photo.jpg").click()
     download = await download_info.value
     assert download.suggested_filename == "photo.jpg"
     assert hashlib.sha256(Path(await download.path()).read_bytes()).digest() == hashlib.sha256(photo.read_bytes()).digest()

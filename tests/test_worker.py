@@ -19,7 +19,7 @@ from service import db, storage
 from service.config import Settings
 from service.store.files import mark_ready
 from service.worker import MAX_ATTEMPTS, Worker
-from tests.support import on_both_stores, stored_keys
+from tests.support import insert_chunk, insert_file, on_both_stores, stored_keys
 from tests.uploading import UPLOAD_ENV, create, jpeg, noise_png, sha256, upload, wait_for_status
 
 SETTINGS_ENV = UPLOAD_ENV
@@ -36,14 +36,12 @@ async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 async def insert_ready_file(conn: asyncpg.Connection, user_id: str, chunks: list[bytes], *, name: str = "f.bin",
                             sha: str | None = None, size: int | None = None) -> str:
     """A file as any protocol leaves it: chunks of any lengths, then mark_ready (tus does exactly this)."""
-    blob = storage.new_blob_name()
-    file_id = await conn.fetchval(
-        "INSERT INTO files (original_name, filename, path, mimetype, type, size, chunk_size, sha256, uploaded_by_id)"
-        " VALUES ($1, $2, $3, 'application/octet-stream', 'OTHER', $4, 65536, $5, $6) RETURNING id",
-        name, blob, storage.blob_key(blob), sum(map(len, chunks)) if size is None else size, sha, user_id)
+    file_id = (await insert_file(conn, user_id, status="UPLOADING", name=name, mimetype="application/octet-stream",
+                                 type="OTHER", size=sum(map(len, chunks)) if size is None else size, chunk_size=65536,
+                                 sha256=sha))["id"]
     for i, chunk in enumerate(chunks):
         if chunk is not None:
-            await conn.execute("INSERT INTO file_chunks (file_id, chunk_index, data) VALUES ($1, $2, $3)", file_id, i, chunk)
+            await insert_chunk(conn, file_id, i, chunk)
     assert await mark_ready(conn, file_id)
     return file_id
 

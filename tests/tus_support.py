@@ -3,17 +3,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import time
-from pathlib import Path
 
 import asyncpg
-import pytest
 
-from service.app import create_app
-from service.keys import tus_locks_key
-from tests.support import make_settings
+from tests.support import RawRequest
 
 TUS = {"Tus-Resumable": "1.0.0"}
 STREAM = {"Content-Type": "application/offset+octet-stream"}
@@ -66,51 +61,6 @@ def sha256(data: bytes) -> str:
 
 CHUNK = 64 * 1024           # DEFAULT_CHUNK_SIZE of the tus test app: bodies span many rows
 MAX_SIZE = 4 * 1024 * 1024  # its MAX_UPLOAD_SIZE
-
-
-@pytest.fixture
-async def tus(aiohttp_client, database_url: str, storage_dir: Path):  # type: ignore[no-untyped-def]
-    """The app with small chunks and a small Tus-Max-Size, and takeover timings short enough for tests."""
-    settings = make_settings(database_url, storage_dir, DEFAULT_CHUNK_SIZE=str(CHUNK), MAX_UPLOAD_SIZE=str(MAX_SIZE),
-                             CORS_ORIGINS="https://app.example")
-    client = await aiohttp_client(create_app(settings))
-    locks = client.server.app[tus_locks_key]
-    locks.stall_after, locks.lock_wait, locks.nudge_every = 0.3, 1.5, 0.05
-    return client
-
-
-class RawRequest:
-    """An HTTP/1.1 request over a plain socket, so a test can send part of a body, stall or hang up."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def open(cls, server, method: str, path: str, headers: dict[str, str]) -> RawRequest:  # type: ignore[no-untyped-def]
-        """`server`: the test client of an in-process app, or a ChunkdProcess."""
-        host, port = (server.server.host, server.server.port) if hasattr(server, "server") else ("127.0.0.1", server.port)
-        reader, writer = await asyncio.open_connection(host, port)
-        head = "".join(f"{k}: {v}\r\n" for k, v in {"Host": f"{host}:{port}", **headers}.items())
-        writer.write(f"{method} {path} HTTP/1.1\r\n{head}\r\n".encode())
-        await writer.drain()
-        return cls(reader, writer)
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def response(self, timeout: float = 10) -> tuple[int, dict[str, str]]:
-        status_line = await asyncio.wait_for(self.reader.readline(), timeout)
-        headers = {}
-        while (line := await asyncio.wait_for(self.reader.readline(), timeout)) not in (b"\r\n", b""):
-            key, _, value = line.decode().partition(":")
-            headers[key.strip().lower()] = value.strip()
-        return int(status_line.split()[1]), headers
-
-    async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(ConnectionError):
-            await self.writer.wait_closed()
 
 
 async def raw_patch(server, user, path: str, offset: int, length: int, **headers: str) -> RawRequest:  # type: ignore[no-untyped-def]

@@ -12,6 +12,8 @@ from typing import Any
 import asyncpg
 from PIL import Image
 
+from tests.support import RawRequest
+
 KiB = 1024
 # Small chunks keep the tests fast while still giving every file many of them.
 UPLOAD_ENV = {"DEFAULT_CHUNK_SIZE": "64KiB", "MAX_CHUNK_SIZE": "1MiB", "WORKER_LEASE": "3s"}
@@ -93,39 +95,8 @@ async def stored(conn: asyncpg.Connection, file_id: str) -> list[tuple[int, str]
     return [tuple(r) for r in rows]
 
 
-class RawPut:
-    """A chunk PUT written by hand, to control when each byte leaves."""
-
-    def __init__(self, client, user, file_id: str, index: int, length: int, **headers: str) -> None:  # type: ignore[no-untyped-def]
-        self.head = (f"PUT /api/uploads/{file_id}/chunks/{index} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                     f"Authorization: {user.headers['Authorization']}\r\nContent-Length: {length}\r\n"
-                     + "".join(f"{k.replace('_', '-')}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
-        self.address = (client.host, client.port)
-
-    async def __aenter__(self) -> RawPut:
-        self.reader, self.writer = await asyncio.open_connection(*self.address)
-        self.writer.write(self.head)
-        return self
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def status(self) -> int:
-        line = await asyncio.wait_for(self.reader.readline(), 10)
-        return int(line.split()[1])
-
-    async def response(self) -> tuple[int, dict[str, str], bytes]:
-        """Status, headers and body, read by Content-Length: the server may keep reading (and
-        discarding) an unread request body before it closes the connection."""
-        status = await self.status()
-        headers = {}
-        while (line := (await asyncio.wait_for(self.reader.readline(), 10)).decode().strip()):
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        body = await asyncio.wait_for(self.reader.readexactly(int(headers.get("content-length", "0"))), 10)
-        return status, headers, body
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.writer.close()
-        await self.writer.wait_closed()
+def raw_put(client: Any, user: Any, file_id: str, index: int, length: int, **headers: str) -> RawRequest:
+    """A chunk PUT written by hand (`async with raw_put(...) as put:`), to control when each byte leaves."""
+    return RawRequest(client, "PUT", f"/api/uploads/{file_id}/chunks/{index}",
+                      {"Connection": "close", **user.headers, "Content-Length": str(length),
+                       **{k.replace("_", "-"): v for k, v in headers.items()}})

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from service import storage
+from service import links, storage
 from service.auth import current_user
 from service.errors import (
     ApiError,
@@ -24,7 +24,7 @@ from service.errors import (
     ThumbnailNotFound,
     problem_body,
 )
-from service.keys import file_events_key, pool_key, settings_key, slow_by_design_key, storage_key
+from service.keys import file_events_key, link_key, pool_key, settings_key, slow_by_design_key, storage_key
 from service.middlewares import DATABASE_DOWN
 from service.models import TERMINAL_STATUSES, File, FileStatus, FileType
 from service.storage import BlobNotFound, BlobStore
@@ -39,6 +39,10 @@ DEFAULT_LIMIT, MAX_LIMIT = 20, 100
 # Served bytes are the user's, not ours: never rendered, never sniffed, never scripted.
 CONTENT_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'; sandbox",
                    "Cache-Control": "private, no-cache"}
+# Images a browser may show inline when asked (?disposition=inline), under the sandbox above; SVG is
+# a document that can carry script, so it stays a download.
+INLINE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp", "image/avif", "image/bmp",
+                          "image/heic", "image/heif", "image/tiff"})
 
 
 async def get_file(request: web.Request) -> web.Response:
@@ -51,10 +55,10 @@ async def get_file(request: web.Request) -> web.Response:
     file_id = path_id(request)
     with request.app[file_events_key].subscribe(file_id) as changed:
         file = await _load(request, file_id)
-        view, etag = _view_and_etag(file)
+        view, etag = _view_and_etag(request, file)
         if wait and file.status not in TERMINAL_STATUSES and (not known or _matches(etag, known)):
             file = await _wait_for_change(request, file, changed, wait)
-            view, etag = _view_and_etag(file)
+            view, etag = _view_and_etag(request, file)
     headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
     if _matches(etag, known):
         return web.Response(status=304, headers=headers)
@@ -78,7 +82,8 @@ async def get_file_events(request: web.Request) -> web.StreamResponse:
                 await response.write(b"event: deleted\ndata: {\"id\": %s}\n\n" % json.dumps(file_id).encode())
                 break
             if file.status != sent:
-                await response.write(f"event: status\ndata: {json.dumps(file_view(file))}\n\n".encode())
+                view = file_view(file, request)
+                await response.write(f"event: status\ndata: {json.dumps(view)}\n\n".encode())
                 sent = file.status
             if file.status in TERMINAL_STATUSES:
                 break
@@ -100,11 +105,16 @@ async def get_file_events(request: web.Request) -> web.StreamResponse:
 
 
 async def get_file_content(request: web.Request) -> web.StreamResponse:
+    """A download (`attachment`), or with ?disposition=inline an image shown in the browser, sandboxed."""
+    disposition = query_choice(request, "disposition", ("attachment", "inline")) or "attachment"
     file = await _load(request, path_id(request))
     if file.status != FileStatus.COMPLETED:
         raise FileNotReady(f"file {file.id} is {file.status}")
+    if file.mimetype not in INLINE_TYPES:
+        disposition = "attachment"
     return await _serve(request, storage.blob_key(file.filename), FileNotFound(f"file {file.id} has no bytes stored"),
-                        file.mimetype or "application/octet-stream", content_disposition(file.original_name))
+                        file.mimetype or "application/octet-stream",
+                        content_disposition(file.original_name, disposition))
 
 
 async def get_file_thumbnail(request: web.Request) -> web.StreamResponse:
@@ -114,7 +124,7 @@ async def get_file_thumbnail(request: web.Request) -> web.StreamResponse:
         raise ThumbnailNotFound(f"file {file.id} has no thumbnail")
     key = storage.thumbnail_key(file.filename, thumbnail["mimetype"])
     return await _serve(request, key, ThumbnailNotFound(f"file {file.id} has no thumbnail stored"),
-                        thumbnail["mimetype"], None)
+                        thumbnail["mimetype"], "inline")
 
 
 async def _serve(request: web.Request, key: str, missing: ApiError, content_type: str,
@@ -216,7 +226,7 @@ async def list_files(request: web.Request) -> web.Response:
     async with request.app[pool_key].acquire() as conn:
         files, total = await store.list_files(conn, None if user.is_admin else user.id, status, type_,
                                               page.limit, page.offset)
-    return web.json_response({"files": [file_view(f) for f in files], "pagination": page.pagination(total)})
+    return web.json_response({"files": [file_view(f, request) for f in files], "pagination": page.pagination(total)})
 
 
 async def delete_file(request: web.Request) -> web.Response:
@@ -230,18 +240,26 @@ async def delete_file(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def file_view(file: File) -> dict[str, Any]:
+def file_view(file: File, request: web.Request) -> dict[str, Any]:
+    """The file as its API shows it, with signed links for the caller (service/links.py): content once
+    COMPLETED, the thumbnail when there is one, the event stream always."""
+    settings, viewer = request.app[settings_key], current_user(request).id
+    completed = file.status == FileStatus.COMPLETED
     return {"id": file.id, "status": file.status, "type": file.type, "mimetype": file.mimetype, "size": file.size,
             "original_name": file.original_name, "url": file.url, "thumbnail": file.thumbnail,
+            "content_url": links.sign(settings, file.id, viewer, "content") if completed else None,
+            "thumbnail_url": links.sign(settings, file.id, viewer, "thumbnail") if completed and file.thumbnail
+            else None,
+            "events_url": links.sign(settings, file.id, viewer, "events"),
             "metadata": file.metadata, "error": file.error, "post_id": file.post_id,
             "uploaded_by_id": file.uploaded_by_id, "created_at": file.created_at.isoformat(),
             "updated_at": file.updated_at.isoformat()}
 
 
-def content_disposition(name: str) -> str:
+def content_disposition(name: str, disposition: str = "attachment") -> str:
     """RFC 6266: an ASCII fallback for old clients, and the exact name in RFC 5987 `filename*`."""
     fallback = re.sub(r'[^\x20-\x7e]|["\\%;]', "_", name).strip() or "download"
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+    return f"{disposition}; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 async def _wait_for_change(request: web.Request, file: File, changed: asyncio.Event, wait: float) -> File:
@@ -259,9 +277,13 @@ async def _wait_for_change(request: web.Request, file: File, changed: asyncio.Ev
 
 
 async def _find(request: web.Request, file_id: str) -> File | None:
+    """A signed link is a grant of its own (a post's reader sees its author's files): it opens its
+    file whoever owns it. Otherwise only the owner or an admin."""
     user = current_user(request)
+    link = request.get(link_key)
     async with request.app[pool_key].acquire() as conn:
-        return await store.get_file(conn, file_id, user.id, user.is_admin)
+        granted = user.is_admin or (link is not None and link.file_id == file_id)
+        return await store.get_file(conn, file_id, user.id, granted)
 
 
 async def _load(request: web.Request, file_id: str) -> File:
@@ -272,8 +294,8 @@ async def _load(request: web.Request, file_id: str) -> File:
     return file
 
 
-def _view_and_etag(file: File) -> tuple[dict[str, Any], str]:
-    view = file_view(file)
+def _view_and_etag(request: web.Request, file: File) -> tuple[dict[str, Any], str]:
+    view = file_view(file, request)
     return view, '"' + hashlib.sha256(json.dumps(view, sort_keys=True).encode()).hexdigest()[:32] + '"'
 
 

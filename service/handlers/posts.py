@@ -9,9 +9,10 @@ from typing import Any
 
 from aiohttp import web
 
+from service import links
 from service.auth import current_user
 from service.errors import Forbidden, PostNotFound
-from service.keys import pool_key
+from service.keys import pool_key, settings_key
 from service.models import CurrentUser, Post
 from service.store import posts
 from service.validation import Field, path_id, query_int, query_text, read_json, read_page
@@ -23,10 +24,21 @@ FILE_IDS = Field("file_ids", list, max_len=100, items=Field("file_id", str, min_
 RECENT_DEFAULT, RECENT_MAX = 10, 100
 
 
-def post_json(post: Post) -> dict[str, Any]:
+def post_json(post: Post, request: web.Request) -> dict[str, Any]:
     return {"id": post.id, "title": post.title, "content": post.content, "published": post.published,
-            "author_id": post.author_id, "author": post.author, "files": post.files, "file_count": post.file_count,
-            "created_at": post.created_at.isoformat(), "updated_at": post.updated_at.isoformat()}
+            "author_id": post.author_id, "author": post.author, "files": _files_json(post.files or [], request),
+            "file_count": post.file_count, "created_at": post.created_at.isoformat(),
+            "updated_at": post.updated_at.isoformat()}
+
+
+def _files_json(files: list[dict[str, Any]], request: web.Request) -> list[dict[str, Any]]:
+    """A post's files with signed links for the reader: `<img src>` and downloads work for anyone who
+    may read the post, though the files are the author's."""
+    settings, reader = request.app[settings_key], current_user(request).id
+    return [{"id": f["id"], "original_name": f["original_name"], "type": f["type"], "size": f["size"],
+             "url": links.sign(settings, f["id"], reader, "content"),
+             "thumbnail_url": links.sign(settings, f["id"], reader, "thumbnail") if f["has_thumbnail"] else None}
+            for f in files]
 
 
 async def create_post(request: web.Request) -> web.Response:
@@ -37,7 +49,7 @@ async def create_post(request: web.Request) -> web.Response:
                                                      body.get("content"), body.get("published", False), file_ids)
         post = await posts.get_post(conn, post_id)
     assert post is not None  # inserted above, in this transaction
-    return web.json_response(post_json(post), status=201)
+    return web.json_response(post_json(post, request), status=201)
 
 
 async def list_posts(request: web.Request) -> web.Response:
@@ -47,7 +59,7 @@ async def list_posts(request: web.Request) -> web.Response:
     page = read_page(request)
     async with request.app[pool_key].acquire() as conn:
         found, total = await posts.list_posts(conn, author_id, viewer.id, viewer.is_admin, page.limit, page.offset)
-    return web.json_response({"posts": [post_json(p) for p in found], "pagination": page.pagination(total)})
+    return web.json_response({"posts": [post_json(p, request) for p in found], "pagination": page.pagination(total)})
 
 
 async def list_recent_posts(request: web.Request) -> web.Response:
@@ -64,7 +76,7 @@ async def get_post(request: web.Request) -> web.Response:
         post = await posts.get_post(conn, post_id)
     if post is None or not (post.published or _may_change(current_user(request), post)):
         raise PostNotFound(f"post {post_id}")
-    return web.json_response(post_json(post))
+    return web.json_response(post_json(post, request))
 
 
 async def patch_post(request: web.Request) -> web.Response:
@@ -76,7 +88,7 @@ async def patch_post(request: web.Request) -> web.Response:
             await posts.update_post(conn, post_id, changes)
         post = await posts.get_post(conn, post_id)
     assert post is not None  # locked above, in this transaction
-    return web.json_response(post_json(post))
+    return web.json_response(post_json(post, request))
 
 
 async def delete_post(request: web.Request) -> web.Response:

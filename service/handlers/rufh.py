@@ -26,7 +26,7 @@ from service.keys import pool_key, settings_key
 from service.metrics import UPLOADS_CREATED
 from service.models import File, FileStatus, NewUpload
 from service.rufh import PARTIAL_UPLOAD, Limits, boolean, max_age
-from service.store import files
+from service.store import files, quotas
 from service.tus import upload_url
 from service.validation import path_id
 
@@ -67,7 +67,8 @@ async def create_upload(request: web.Request) -> web.StreamResponse:
     sha256 = rufh.repr_digest(request)
     hints = rufh.hints(request)
 
-    async with request.app[pool_key].acquire() as conn:
+    async with request.app[pool_key].acquire() as conn, conn.transaction():
+        await quotas.check_quota(conn, user.id, length or 0, settings.user_quota)
         upload = await files.insert_upload(
             conn,
             NewUpload(
@@ -107,7 +108,7 @@ async def create_upload(request: web.Request) -> web.StreamResponse:
                 e.headers.setdefault(name, value)
             raise
         upload, file = appended.upload, appended.file
-    return _answer(201, resource, upload, file)
+    return _answer(request, 201, resource, upload, file)
 
 
 async def head_upload(request: web.Request) -> web.Response:
@@ -153,7 +154,7 @@ async def patch_upload(request: web.Request) -> web.StreamResponse:
             progress=rufh.progress_104s(request, version),
         ),
     )
-    return _answer(200 if appended.file else 204, {}, appended.upload, appended.file)
+    return _answer(request, 200 if appended.file else 204, {}, appended.upload, appended.file)
 
 
 async def delete_upload(request: web.Request) -> web.Response:
@@ -183,7 +184,7 @@ def _length(request: web.Request, complete: bool, offset: int) -> int | None:
     return declared if declared is not None else implied
 
 
-def _answer(status: int, headers: dict[str, str], upload: File, file: File | None) -> web.Response:
+def _answer(request: web.Request, status: int, headers: dict[str, str], upload: File, file: File | None) -> web.Response:
     """A completed upload answers as the collection does for a new file: its JSON (the worker takes it
     from here; GET /api/files/{id} follows it), with Upload-Complete: ?1. An incomplete one says where
     it stands."""
@@ -195,4 +196,4 @@ def _answer(status: int, headers: dict[str, str], upload: File, file: File | Non
     if file is None:
         return web.Response(status=status, headers=headers)
     headers["Content-Location"] = f"/api/files/{file.id}"
-    return web.json_response(file_view(file), status=status, headers=headers)
+    return web.json_response(file_view(file, request), status=status, headers=headers)

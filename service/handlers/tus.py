@@ -22,7 +22,7 @@ from service.metrics import UPLOADS_CREATED
 from service.models import File, FileStatus, NewUpload
 from service.rufh import PARTIAL_UPLOAD
 from service.rufh import Limits as RufhLimits
-from service.store import files
+from service.store import files, quotas
 from service.store import tus as store
 from service.tus import (
     CHECKSUMS,
@@ -105,7 +105,8 @@ async def create_upload(request: web.Request) -> web.Response:
         raise UploadTooLarge(f"Upload-Length {length} is above Tus-Max-Size {settings.max_upload_size}")
     checksum = _checksum(request)
 
-    async with request.app[pool_key].acquire() as conn:
+    async with request.app[pool_key].acquire() as conn, conn.transaction():
+        await quotas.check_quota(conn, user.id, length or 0, settings.user_quota)
         upload = await files.insert_upload(conn, NewUpload(  # Upload-Length: 0 is done at once
             uploaded_by_id=user.id, original_name=hints.original_name, mimetype=hints.mimetype, type=hints.type,
             size=length or 0, chunk_size=settings.default_chunk_size, expires_in=settings.upload_expiry,

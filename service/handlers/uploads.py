@@ -21,10 +21,10 @@ from service.errors import (
     ValidationFailed,
 )
 from service.keys import chunk_memory_key, pool_key, settings_key
+from service.media.types import MIMETYPE, classify
 from service.metrics import BYTES_RECEIVED, UPLOADS_CREATED
 from service.models import File, FileStatus, NewUpload
-from service.processing import classify
-from service.store import files
+from service.store import files, quotas
 from service.store import uploads as store
 from service.validation import MAX_ID_LENGTH, Field, path_id, path_int, read_json
 
@@ -33,7 +33,6 @@ MAX_CHUNKS = 100_000          # bounds the received/missing lists and chunk_inde
 MAX_CHUNK_INDEX = 2**31 - 1   # file_chunks.chunk_index is an INTEGER; past the upload's end is a 409
 MAX_NAME_LENGTH = 255
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-MIMETYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
 FILENAME = Field("filename", str, required=True, min_len=1, max_len=MAX_NAME_LENGTH)
 SIZE = Field("size", int, required=True, minimum=0)
 MIMETYPE_HINT = Field("mimetype", str, nullable=True, max_len=255)
@@ -58,7 +57,8 @@ async def create_upload(request: web.Request) -> web.Response:
     new = NewUpload(uploaded_by_id=user.id, original_name=filename, mimetype=mimetype, type=classify(mimetype),
                     size=size, chunk_size=chunk_size, expires_in=settings.upload_expiry, protocol=PROTOCOL,
                     sha256=_sha256(body.get("sha256")), post_id=body.get("post_id"))
-    async with request.app[pool_key].acquire() as conn:
+    async with request.app[pool_key].acquire() as conn, conn.transaction():
+        await quotas.check_quota(conn, user.id, size, settings.user_quota)
         upload = await files.insert_upload(conn, new)
     UPLOADS_CREATED.labels(PROTOCOL).inc()
     return web.json_response(upload_view(upload), status=201, headers={"Location": f"/api/uploads/{upload.id}"})

@@ -64,3 +64,21 @@ KNOWN_FILENAMES = "SELECT filename FROM files WHERE filename = any($1::text[])"
 
 async def list_known_filenames(conn: asyncpg.Connection, names: list[str]) -> set[str]:
     return {r["filename"] for r in await conn.fetch(KNOWN_FILENAMES, names)}
+
+
+# Accounts' leftovers (issue 13): sessions past their expiry (a revoked one is kept until then, so its
+# replayed refresh token is still recognised as reuse), failed logins out of any window, and webhook
+# deliveries settled more than 30 days ago.
+DELETE_EXPIRED_SESSIONS = "DELETE FROM sessions WHERE expires_at < now()"
+DELETE_OLD_LOGIN_FAILURES = "DELETE FROM login_failures WHERE failed_at < now() - interval '1 day'"
+DELETE_OLD_DELIVERIES = """
+DELETE FROM webhook_deliveries
+ WHERE status <> 'pending' AND coalesce(delivered_at, last_attempt_at) < now() - interval '30 days'
+"""
+
+
+async def delete_stale_account_rows(conn: asyncpg.Connection) -> int:
+    removed = 0
+    for statement in (DELETE_EXPIRED_SESSIONS, DELETE_OLD_LOGIN_FAILURES, DELETE_OLD_DELIVERIES):
+        removed += int((await conn.execute(statement)).split()[-1])
+    return removed

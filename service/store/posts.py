@@ -53,7 +53,8 @@ async def insert_post_with_files(conn: asyncpg.Connection, author_id: str, title
     return post_id
 
 
-# A post as lists show it (the seed's getPostsWithFiles): author, COMPLETED files, and the count of all
+# A post as lists show it (the seed's getPostsWithFiles): author, COMPLETED files (their links are signed
+# for the reader by the handler), and the count of all
 # attached files (the seed's `_count: {files: true}` has no status filter). `{posts}` is the set of posts
 # to show; the files are aggregated per post in a lateral subquery, so a page of any size is one statement.
 POST_LISTING = """
@@ -63,9 +64,9 @@ SELECT p.*,
   FROM ({posts}) p
   JOIN users u ON u.id = p.author_id
   LEFT JOIN LATERAL (
-      SELECT json_agg(json_build_object('id', id, 'original_name', original_name,
-                                        'url', COALESCE(url, '/api/files/' || id || '/content'),
-                                        'type', type, 'size', size) ORDER BY created_at, id)
+      SELECT json_agg(json_build_object('id', id, 'original_name', original_name, 'type', type, 'size', size,
+                                        'has_thumbnail', thumbnail IS NOT NULL)
+                      ORDER BY created_at, id)
                  FILTER (WHERE status = 'COMPLETED') AS files,
              count(*) AS file_count
         FROM files WHERE post_id = p.id

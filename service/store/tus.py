@@ -29,7 +29,7 @@ async def get_next_chunk_index(conn: asyncpg.Connection, upload_id: str) -> int:
 INSERT_CHUNK = "INSERT INTO file_chunks (file_id, chunk_index, data) VALUES ($1, $2, $3)"
 
 
-async def insert_chunk(conn: asyncpg.Connection, upload_id: str, chunk_index: int, data: bytes) -> None:
+async def insert_chunk(conn: asyncpg.Connection, upload_id: str, chunk_index: int, data: bytes | memoryview) -> None:
     await conn.execute(INSERT_CHUNK, upload_id, chunk_index, data)
 
 

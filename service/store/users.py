@@ -35,12 +35,13 @@ async def insert_missing_preferences(conn: asyncpg.Connection) -> int:
     return int((await conn.execute(INSERT_MISSING_PREFERENCES)).split()[-1])
 
 
-# The public shape of a user (models.User): never the password hash or the refresh-token digest.
+# A user row (models.User): never the password hash.
 USER_COLUMNS = ", ".join(f.name for f in dataclasses.fields(User))
 
 
 def user_from(row: asyncpg.Record) -> User:
     return User(**{f.name: row[f.name] for f in dataclasses.fields(User)})
+
 
 INSERT_USER = f"""
 WITH new_user AS (
@@ -69,45 +70,11 @@ async def get_credentials(conn: asyncpg.Connection, email: str) -> tuple[User, s
     return None if row is None else (user_from(row), row["password"])
 
 
-SET_REFRESH_TOKEN = f"""
-UPDATE users SET refresh_token = $2 WHERE id = $1 AND is_active
-RETURNING {USER_COLUMNS}
-"""
+SET_PASSWORD = "UPDATE users SET password = $2 WHERE id = $1"
 
 
-async def set_refresh_token(conn: asyncpg.Connection, user_id: str, digest: str) -> User | None:
-    """A new session for an active user (login, register); None when the user is gone or inactive."""
-    row = await conn.fetchrow(SET_REFRESH_TOKEN, user_id, digest)
-    return None if row is None else user_from(row)
-
-
-ROTATE_REFRESH_TOKEN = f"""
-UPDATE users SET refresh_token = $3
- WHERE id = $1 AND refresh_token = $2 AND is_active       -- guarded: of two refreshes with one token, one wins
-RETURNING {USER_COLUMNS}
-"""
-
-
-async def rotate_refresh_token(conn: asyncpg.Connection, user_id: str, old_digest: str,
-                               new_digest: str) -> User | None:
-    row = await conn.fetchrow(ROTATE_REFRESH_TOKEN, user_id, old_digest, new_digest)
-    return None if row is None else user_from(row)
-
-
-GET_IS_ACTIVE = "SELECT is_active FROM users WHERE id = $1"
-
-
-async def get_is_active(conn: asyncpg.Connection, user_id: str) -> bool | None:
-    """True/False, or None for no such user."""
-    return await conn.fetchval(GET_IS_ACTIVE, user_id)
-
-
-CLEAR_REFRESH_TOKEN = "UPDATE users SET refresh_token = NULL WHERE id = $1"
-
-
-async def clear_refresh_token(conn: asyncpg.Connection, user_id: str) -> None:
-    """Logout, or revocation after a reused refresh token: no refresh token of this user works any more."""
-    await conn.execute(CLEAR_REFRESH_TOKEN, user_id)
+async def set_password(conn: asyncpg.Connection, user_id: str, password_hash: str) -> None:
+    await conn.execute(SET_PASSWORD, user_id, password_hash)
 
 
 GET_USER = f"SELECT {USER_COLUMNS} FROM users WHERE id = $1"
@@ -115,6 +82,14 @@ GET_USER = f"SELECT {USER_COLUMNS} FROM users WHERE id = $1"
 
 async def get_user(conn: asyncpg.Connection, user_id: str) -> User | None:
     row = await conn.fetchrow(GET_USER, user_id)
+    return None if row is None else user_from(row)
+
+
+GET_ACTIVE_USER = f"SELECT {USER_COLUMNS} FROM users WHERE id = $1 AND is_active"
+
+
+async def get_active_user(conn: asyncpg.Connection, user_id: str) -> User | None:
+    row = await conn.fetchrow(GET_ACTIVE_USER, user_id)
     return None if row is None else user_from(row)
 
 
@@ -157,16 +132,17 @@ UPDATE users SET
     email         = CASE WHEN $4 THEN $5 ELSE email END,
     role          = CASE WHEN $6 THEN $7::user_role ELSE role END,
     is_active     = CASE WHEN $8 THEN $9 ELSE is_active END,
-    refresh_token = CASE WHEN $8 AND NOT $9 THEN NULL ELSE refresh_token END  -- deactivation ends the session
+    quota_bytes   = CASE WHEN $10 THEN $11 ELSE quota_bytes END
  WHERE id = $1
 RETURNING {USER_COLUMNS}
 """
 
 
 async def update_user(conn: asyncpg.Connection, user_id: str, changes: dict[str, Any]) -> User:
-    """Sets the fields present in `changes` (name, email, role, is_active); others keep their value."""
+    """Sets the fields present in `changes` (name, email, role, is_active, quota_bytes); others keep
+    their value."""
     args = []
-    for name in ("name", "email", "role", "is_active"):
+    for name in ("name", "email", "role", "is_active", "quota_bytes"):
         args += [name in changes, changes.get(name)]
     try:
         row = await conn.fetchrow(UPDATE_USER, user_id, *args)
