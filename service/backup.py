@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from service import __version__, db, storage
@@ -144,7 +145,7 @@ class _BlobFile:
         asyncio.run_coroutine_threadsafe(self.pieces.aclose(), self.loop).result()
 
 
-def _write_archive(path: Path, manifest: dict, dump: Path, reader: _BlobReader,  # type: ignore[type-arg]
+def _write_archive(path: Path, manifest: dict[str, Any], dump: Path, reader: _BlobReader,
                    blobs: list[Blob]) -> None:
     progress = Progress("writing archive", dump.stat().st_size + sum(b.size for b in blobs))
     with open(path, "wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -203,7 +204,7 @@ def prune(directory: Path, now: datetime) -> list[Path]:
 
 # --- restore --------------------------------------------------------------------------------------
 
-async def restore(settings: Settings, archive: Path, force: bool = False) -> dict:  # type: ignore[type-arg]
+async def restore(settings: Settings, archive: Path, force: bool = False) -> dict[str, Any]:
     """Check both targets, then restore the database, then the blobs. Returns the archive's manifest."""
     manifest = await asyncio.to_thread(_read_manifest, archive)
     await _check_database(settings, force)
@@ -220,7 +221,7 @@ async def restore(settings: Settings, archive: Path, force: bool = False) -> dic
     return manifest
 
 
-def _read_manifest(archive: Path) -> dict:  # type: ignore[type-arg]
+def _read_manifest(archive: Path) -> dict[str, Any]:
     try:
         with tarfile.open(archive, mode="r:") as tar:
             f = tar.extractfile(MANIFEST)

@@ -53,9 +53,11 @@ class CleanupReport:
 
 
 async def run_cleanup(pool_or_conn: asyncpg.Pool | asyncpg.Connection, settings: Settings,
-                      blobs: BlobStore | None = None, dry_run: bool = False, now: float | None = None) -> CleanupReport:
-    """blobs: the store to clean (the worker's); None opens the configured one for this pass. now: the time
-    ages are judged at (objects in a bucket cannot be made older: a test passes a later time instead)."""
+                      blobs: BlobStore | None = None, dry_run: bool = False, now: float | None = None, *,
+                      log_summary: bool = True) -> CleanupReport:
+    """One pass. blobs: the store to clean (the worker's); None opens the configured one for this pass. now:
+    the time ages are judged at (objects in a bucket cannot be made older: a test passes a later time instead).
+    log_summary=False when the caller shows the report itself (`chunkd cleanup` prints it)."""
     own = blobs is None
     blobs = blobs if blobs is not None else storage.from_settings(settings)
     try:
@@ -70,8 +72,9 @@ async def run_cleanup(pool_or_conn: asyncpg.Pool | asyncpg.Connection, settings:
     finally:
         if own:
             await blobs.close()
-    log.info("cleanup: %s", report.lines()[-1], extra={"action": "cleanup", "dry_run": dry_run,
-                                                        "files": len(report.files), "blobs": len(report.blobs)})
+    if log_summary:
+        log.info("cleanup: %s", report.lines()[-1], extra={"action": "cleanup", "dry_run": dry_run,
+                                                            "files": len(report.files), "blobs": len(report.blobs)})
     return report
 
 

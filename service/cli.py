@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import os
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
 from aiohttp import web
 
 from service import (
@@ -58,11 +61,33 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             applied = asyncio.run(_with_conn(settings, migrate.deploy))
             for m in applied:
                 log.info("applied migration %s", m.path.name, extra={"action": "migration_applied"})
+        sock = listening_socket(settings.host, settings.port)  # before anything starts: a bad HOST/PORT is one line
         app = create_app(settings, with_worker=not args.no_worker)
         # run_app turns SIGINT/SIGTERM into a graceful stop: stop accepting, finish requests, run cleanup_ctx.
-        web.run_app(app, host=settings.host, port=settings.port, access_log=None,
-                    shutdown_timeout=SHUTDOWN_TIMEOUT, print=lambda line: log.info(line.strip()))
+        web.run_app(app, sock=sock, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT,
+                    print=lambda line: log.info(line.strip()))
     return 0
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound here so that what is wrong with HOST or PORT is said in one line."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as e:
+        raise ConfigError(f"HOST: cannot listen on {host!r}: {e.strerror} (an IP address such as 127.0.0.1 "
+                          "or 0.0.0.0, or a name of this machine)") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp does: restart over TIME_WAIT
+    try:
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise ConfigError(f"PORT: {host}:{port} is already in use (another chunkd?); "
+                              "stop it or set PORT to a free port") from None
+        raise ConfigError(f"HOST/PORT: cannot listen on {host}:{port}: {e.strerror}") from None
+    return sock
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -114,7 +139,8 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
 # operations: cleanup, backup, restore, upload
 def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:
     with embedded.database(settings) as settings:
-        report = asyncio.run(_with_conn(settings, lambda conn: cleanup.run_cleanup(conn, settings, dry_run=args.dry_run)))
+        report = asyncio.run(_with_conn(settings, lambda conn: cleanup.run_cleanup(conn, settings, dry_run=args.dry_run,
+                                                                                log_summary=False)))
     print("\n".join(report.lines()))
     return 1 if report.skipped else 0
 
@@ -152,7 +178,8 @@ def cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
     who = client.Credentials(token, args.email, client.password_from(args.email))
     try:
         file = asyncio.run(client.upload(path, url, who, state_dir=Path(args.state_dir),
-                                         chunk_size=args.chunk_size, parallel=args.parallel))
+                                         chunk_size=args.chunk_size, parallel=args.parallel,
+                                         verify_chunks=args.verify_chunks))
     except client.UploadError as e:
         print(f"chunkd: {e}", file=sys.stderr)
         return 2
@@ -196,7 +223,11 @@ def add_operations(sub: argparse._SubParsersAction) -> None:
     who.add_argument("--token", help="access token (default CHUNKD_TOKEN)")
     who.add_argument("--email", help="log in as this user (password from CHUNKD_PASSWORD, else asked)")
     u.add_argument("--chunk-size", type=int, help="bytes per chunk (default: the server's)")
-    u.add_argument("--parallel", type=int, default=client.DEFAULT_PARALLEL, help="chunks in flight (default 4)")
+    u.add_argument("--parallel", type=int, default=client.DEFAULT_PARALLEL,
+                   help=f"chunks in flight (default {client.DEFAULT_PARALLEL})")
+    u.add_argument("--verify-chunks", action="store_true",
+                   help="send each chunk's SHA-256 too: the server refuses a damaged chunk at once, "
+                        "instead of the whole file failing its check at the end")
     u.add_argument("--state-dir", default=str(client.default_state_dir()),
                    help="where unfinished uploads are remembered (default ~/.local/state/chunkd/uploads)")
     u.set_defaults(run=cmd_upload)
@@ -316,6 +347,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args, settings)
     except (ConfigError, EmbeddedError, migrate.MigrationError, backup.BackupError, StorageError) as e:
         print(f"chunkd: {e}", file=sys.stderr)
+        return 2
+    except db.DatabaseUnreachable as e:
+        print(f"chunkd: DATABASE_URL: {e}", file=sys.stderr)
+        return 2
+    except (asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidCatalogNameError) as e:
+        print(f"chunkd: DATABASE_URL: the server refused the connection: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

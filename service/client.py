@@ -154,8 +154,8 @@ async def upload(path: Path, url: str, credentials: Credentials, *, state_dir: P
     """Upload (or resume) `path`, wait for COMPLETED or FAILED, and return the file as the server shows it.
     The first chunk goes out at once: the whole file's SHA-256 is computed while chunks are sent and given
     at `complete` (the worker checks the assembled file against it). `verify_chunks` also sends each
-    chunk's SHA-256, which the server checks before storing it: a damaged chunk is refused and resent
-    instead of failing the file at the end, for twice the hashing on both sides.
+    chunk's SHA-256, which the server checks before storing it: a damaged chunk is refused at once
+    instead of the file failing at the end, for twice the hashing on both sides.
     `uploaded` is called once every byte is stored (complete answered), before processing is awaited."""
     state_path = state_file(state_dir, url, path)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=WAIT_SECONDS + 60)

@@ -34,34 +34,39 @@ _UNITS = {"": 1, "b": 1, "k": KiB, "kb": KiB, "kib": KiB, "m": MiB, "mb": MiB, "
           "g": GiB, "gb": GiB, "gib": GiB, "t": 1024 * GiB, "tb": 1024 * GiB, "tib": 1024 * GiB}
 
 
+# Sizes and durations are read by one rule: a plain decimal number (digits, an optional fraction; no sign,
+# no exponent) and then a unit. A size's unit may be left out (bytes); a duration's may not: `24` could be
+# seconds, hours or milliseconds, so it is refused rather than guessed.
+_QUANTITY = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([a-z]*)")
+
+
+def _quantity(raw: str, units: Mapping[str, int], example: str) -> int:
+    match = _QUANTITY.fullmatch(raw.strip().lower())
+    if not match or match[2] not in units:
+        raise ValueError(f"expected {example}, got {raw!r}")
+    return int(float(match[1]) * units[match[2]])
+
+
 def _bytes(minimum: int) -> Callable[[str], int]:
-    """Byte counts accept binary units: `8MiB`, `512k`, `2G` (all powers of 1024)."""
+    """Byte counts accept binary units: `8MiB`, `512k`, `1.5G` (all powers of 1024)."""
     def parse(raw: str) -> int:
-        text = raw.strip().lower().replace(" ", "")
-        number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
-        unit = text[len(number):]
-        if not number or unit not in _UNITS:
-            raise ValueError(f"expected a size such as 8388608, 8MiB or 2G, got {raw!r}")
-        try:
-            value = int(float(number) * _UNITS[unit])
-        except ValueError:
-            raise ValueError(f"expected a size such as 8388608, 8MiB or 2G, got {raw!r}") from None
+        value = _quantity(raw, _UNITS, "a size such as 8388608, 8MiB or 1.5G")
         if value < minimum:
             raise ValueError(f"must be at least {minimum} bytes, got {value}")
         return value
     return parse
 
 
-_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def _duration(raw: str) -> int:
-    """Durations in seconds, or with a unit: `900`, `15m`, `24h`, `30d`."""
-    text = raw.strip().lower()
-    number, unit = text.rstrip("smhd"), text[len(text.rstrip("smhd")):]
-    if not number.isdigit() or unit not in _SECONDS or int(number) == 0:
-        raise ValueError(f"expected a positive duration such as 900, 15m, 24h or 30d, got {raw!r}")
-    return int(number) * _SECONDS[unit]
+    """Whole seconds from a number with a unit: `900s`, `15m`, `1.5h`, `30d`."""
+    example = "a positive duration with a unit, such as 900s, 15m, 1.5h or 30d"
+    value = _quantity(raw, _SECONDS, example)
+    if value <= 0:
+        raise ValueError(f"expected {example}, got {raw!r}")
+    return value
 
 
 def _text(raw: str) -> str:
@@ -131,7 +136,19 @@ def _bool(raw: str) -> bool:
 
 
 def _origins(raw: str) -> tuple[str, ...]:
-    return tuple(o.strip() for o in raw.split(",") if o.strip())
+    """Each exactly as a browser sends Origin (scheme://host[:port], no path, no trailing slash), or `*`:
+    any other spelling would start fine and never match."""
+    origins = tuple(o.strip() for o in raw.split(",") if o.strip())
+    for origin in origins:
+        if origin == "*":
+            continue
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"{origin!r} is not an origin: write it as scheme://host[:port], e.g. https://app.example")
+        if origin != f"{parts.scheme}://{parts.netloc}" or parts.netloc != parts.netloc.lower():
+            raise ValueError(f"{origin!r} never matches a browser's Origin: write it as "
+                             f"{parts.scheme}://{parts.netloc.lower()} (no path, no trailing slash, lower case)")
+    return origins
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ are added just before they are sent (on_response_prepare), so error responses an
 credentialed requests possible."""
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
@@ -27,6 +29,8 @@ EXPOSE_HEADERS = ", ".join((
     "Upload-Complete", "Upload-Limit", "Upload-Draft-Interop-Version", "Repr-Digest", "Want-Content-Digest",
     "Want-Repr-Digest", "Accept-Patch", "Content-Location",
 ))
+log = logging.getLogger(__name__)
+
 MAX_AGE = "86400"  # browsers may cache a preflight for a day
 
 
@@ -45,7 +49,10 @@ async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamR
             or not request.path.startswith("/api/"):
         return await handler(request)
     response = web.Response(status=204)
-    if allowed_origin(request):  # a refused origin gets no CORS headers: the browser blocks the call
+    if not allowed_origin(request):  # no CORS headers: the browser blocks the call
+        log.warning("CORS preflight refused: origin %s is not in CORS_ORIGINS", request.headers.get("Origin"),
+                    extra={"action": "cors_refused", "origin": request.headers.get("Origin"), "path": request.path})
+    else:
         response.headers.update({
             "Access-Control-Allow-Methods": ALLOW_METHODS,
             "Access-Control-Allow-Headers": ALLOW_HEADERS,

@@ -24,6 +24,8 @@ class ApiError(Exception):
 class BadRequest(ApiError): status, code, title = 400, "BAD_REQUEST", "Bad request"
 class InvalidJson(ApiError): status, code, title = 400, "INVALID_JSON", "Request body is not valid JSON"
 class ValidationFailed(ApiError): status, code, title = 422, "VALIDATION_FAILED", "A field has an invalid value"
+# 499 (nginx's convention): the client hung up mid-request; nobody reads the answer, the log and metrics do
+class ClientClosedRequest(ApiError): status, code, title = 499, "CLIENT_CLOSED_REQUEST", "The client went away"
 # 401 / 403
 class Unauthorized(ApiError): status, code, title = 401, "UNAUTHORIZED", "Authentication required"
 class Forbidden(ApiError): status, code, title = 403, "FORBIDDEN", "Not allowed"
@@ -138,7 +140,7 @@ def from_http_exception(exc: web.HTTPException) -> ApiError:
         return error
     detail = None
     if exc.status == 405:
-        detail = f"{exc.method} is not allowed here; allowed: {', '.join(sorted(exc.allowed_methods))}"  # type: ignore[attr-defined]
+        detail = f"{exc.method} is not allowed here; allowed: {', '.join(sorted(exc.allowed_methods))}"  # type: ignore[attr-defined]  # set by aiohttp on 405
     elif exc.status == 413:
         detail = exc.text.strip() if exc.text else None
     return cls(detail, headers=headers)

@@ -50,7 +50,8 @@ def _json_body(properties: dict[str, Any], required: tuple[str, ...] = ()) -> di
 
 
 STRING, INTEGER, BOOLEAN = {"type": "string"}, {"type": "integer"}, {"type": "boolean"}
-PAGE = (("page", "integer", "page number, from 1"), ("limit", "integer", "items per page"))
+PAGE = (("page", "integer", "page number, from 1"),
+        ("limit", "integer", "items per page: 10 by default, above 100 capped at 100 (every list)"))
 TUS_HEADERS = (("Tus-Resumable", "string", "1.0.0"), ("Upload-Offset", "string", "bytes already stored"),
                ("Upload-Length", "string", "total size"), ("Upload-Metadata", "string", "key base64 pairs"),
                ("Upload-Checksum", "string", "algorithm and base64 digest of this request's body"))
@@ -297,7 +298,13 @@ SCHEMAS: dict[str, Any] = {
     "QueueDepth": {"type": "object", "required": ["waiting", "claimed"],
                    "properties": {"waiting": INTEGER, "claimed": INTEGER}},
     "DatabaseHealth": {"type": "object", "properties": {
-        "connections": OBJECT, "pool": OBJECT, "database": OBJECT, "tables": {"type": "array", "items": OBJECT},
+        "connections": OBJECT, "pool": OBJECT, "database": OBJECT, "tables": {"type": "array", "items": {
+            "type": "object", "description": "per table: sizes, live and dead rows (and of its TOAST table), "
+            "reclaimable_bytes (estimated space held by dead rows, reused after VACUUM) and last_vacuum",
+            "required": ["name", "rows", "dead_rows", "toast_rows", "toast_dead_rows", "total_bytes",
+                         "table_bytes", "index_bytes", "reclaimable_bytes", "last_vacuum"],
+            "properties": {"reclaimable_bytes": {"type": "integer", "minimum": 0},
+                           "last_vacuum": {"type": ["string", "null"]}}}},
         "indexes": {"type": "array", "items": OBJECT},
         "pg_stat_statements": {"type": ["array", "null"], "items": OBJECT},
         "pg_stat_statements_reason": {"type": ["string", "null"]}}},

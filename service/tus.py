@@ -197,8 +197,8 @@ _HOST = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5}
 
 
 def public_origin(request: web.Request) -> URL:
-    """The server as its client sees it. Behind a TLS-terminating proxy or load balancer (DESIGN.md's
-    N servers) that is X-Forwarded-Proto/-Host; a client can mislead only itself with them."""
+    """The server as its client sees it. Behind a TLS-terminating proxy or load balancer (the
+    "any number of servers" of docs/architecture.md) that is X-Forwarded-Proto/-Host; a client can mislead only itself with them."""
     proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
     host = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip()
     scheme = proto if proto in ("http", "https") else request.scheme

@@ -23,6 +23,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from service.errors import (
     ApiError,
     BadRequest,
+    ClientClosedRequest,
     TusLengthExceeded,
     TusUploadInterrupted,
     TusUploadTimeout,
@@ -97,8 +98,10 @@ async def _read(content: StreamReader, writer: Writer, size: int, idle_timeout: 
         with contextlib.suppress(asyncio.CancelledError, *_BODY_BROKEN):
             await read
     except _BODY_BROKEN as e:
-        raise _Stopped(BadRequest(f"the request body broke off ({type(e).__name__}); "
-                                  "HEAD the upload for the offset that was kept"), _leftover(content)) from None
+        # A connection lost mid-body (a browser's abort, a dead link) is the client leaving, not a bad request.
+        kind = ClientClosedRequest if isinstance(e, ConnectionError) else BadRequest
+        raise _Stopped(kind(f"the request body broke off ({type(e).__name__}); "
+                            "HEAD the upload for the offset that was kept"), _leftover(content)) from None
     if writer.stop.is_set():
         raise _Stopped(_interrupted(writer))
     raise _Stopped(TusUploadTimeout(f"no bytes for {idle_timeout:g} seconds; what arrived before is kept"))

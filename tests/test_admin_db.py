@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 from service import db
 from service.config import Settings
+from tests.support import insert_chunk, insert_file, insert_user
 
 
 async def test_health_fields_without_pg_stat_statements(client, conn, admin) -> None:  # type: ignore[no-untyped-def]
@@ -71,3 +73,25 @@ async def test_pool_counts_tasks_waiting_for_a_connection(settings: Settings) ->
 async def wait_for_connection(pool: db.Pool) -> int:
     async with pool.acquire() as conn:
         return await conn.fetchval("SELECT 1")
+
+
+async def test_dead_chunks_show_as_reclaimable_and_file_chunks_vacuums_early(client, conn, admin) -> None:  # type: ignore[no-untyped-def]
+    """Deleted chunks are dead rows of file_chunks and of its TOAST table until vacuumed: /api/admin/db
+    says how much space they hold, and 0015 makes autovacuum come after a fixed number of them."""
+    options = await conn.fetchval("SELECT reloptions FROM pg_class WHERE relname = 'file_chunks'")
+    assert "autovacuum_vacuum_scale_factor=0" in options and "autovacuum_vacuum_threshold=500" in options
+    toast_options = await conn.fetchval("SELECT t.reloptions FROM pg_class c JOIN pg_class t ON t.oid = c.reltoastrelid"
+                                        " WHERE c.relname = 'file_chunks'")
+    assert "autovacuum_vacuum_threshold=20000" in toast_options
+    user = await insert_user(conn)
+    file = await insert_file(conn, user.id, status="UPLOADING", size=8 * 256 * 1024, chunk_size=256 * 1024)
+    for index in range(8):
+        await insert_chunk(conn, file["id"], index, os.urandom(256 * 1024))
+    await conn.execute("DELETE FROM file_chunks WHERE file_id = $1", file["id"])  # as assembly does
+    await conn.execute("SELECT pg_stat_force_next_flush()")
+    await conn.fetch("SELECT 1")
+    body = await (await client.get("/api/admin/db", headers=admin.headers)).json()
+    chunks = next(t for t in body["tables"] if t["name"] == "file_chunks")
+    assert chunks["dead_rows"] == 8 and chunks["toast_dead_rows"] >= 8 * 100  # ~2 KB per TOAST row
+    assert chunks["reclaimable_bytes"] >= 7 * 256 * 1024  # nearly all of the 2 MiB written
+    assert chunks["rows"] == 0 and "last_vacuum" in chunks

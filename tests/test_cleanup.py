@@ -144,10 +144,12 @@ async def test_cleanup_command_prints_what_it_removed(conn, database_url: str, s
     assert dry.returncode == 0, dry.stderr
     assert all(f"would remove file {i}" in dry.stdout for i in scene["removed_ids"])
     assert dry.stdout.splitlines()[-1] == "would remove: 2 files, 2 orphaned chunks, 6 blobs"
+    assert (dry.stdout + dry.stderr).count("would remove: 2 files") == 1  # the summary once, not also logged
     assert await conn.fetchval("SELECT count(*) FROM files WHERE id = any($1::text[])", list(scene["removed_ids"])) == 2
 
     real = run()
     assert real.returncode == 0, real.stderr
     assert all(f"removed blob {b}" in real.stdout for b in scene["removed_blobs"])
     assert real.stdout.splitlines()[-1] == "removed: 2 files, 2 orphaned chunks, 6 blobs"
+    assert (real.stdout + real.stderr).count("removed: 2 files") == 1
     assert await conn.fetchval("SELECT count(*) FROM files WHERE id = any($1::text[])", list(scene["removed_ids"])) == 0

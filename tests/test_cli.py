@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import asyncpg
 
-from tests.support import ROOT, insert_user
+from tests.support import JWT_SECRET, ROOT, insert_user
 
 
 def chunkd(database_url: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -87,3 +88,37 @@ def test_doctor_fails_when_the_database_is_unreachable(tmp_path: Path) -> None:
     result = chunkd("postgresql://nobody@127.0.0.1:1/nothing", "doctor", cwd=tmp_path)
     assert result.returncode == 1
     assert result.stdout.startswith("FAIL database: cannot connect")
+
+
+def serve(database_url: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """`chunkd serve` that is expected to refuse to start."""
+    return subprocess.run([sys.executable, "-m", "service", "serve"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "DATABASE_URL": database_url, "PYTHONPATH": str(ROOT),
+                                            "JWT_SECRET": JWT_SECRET, **env})
+
+
+def test_serve_refuses_a_bad_host_in_one_line(database_url: str, tmp_path: Path) -> None:
+    result = serve(database_url, tmp_path, HOST="0.0.0.0.0")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("chunkd: HOST: cannot listen on '0.0.0.0.0'")
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_serve_refuses_a_port_in_use_in_one_line(database_url: str, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = serve(database_url, tmp_path, PORT=str(port))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"chunkd: PORT: 127.0.0.1:{port} is already in use")
+    assert "worker" not in result.stdout  # refused before anything started
+
+
+def test_serve_refuses_an_unreachable_database_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    result = serve(f"postgresql://nobody@127.0.0.1:{port}/nothing", tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("chunkd: DATABASE_URL: cannot connect to the database")

@@ -67,6 +67,8 @@ async def test_killed_upload_resumes_and_finishes_with_identical_bytes(chunkd, c
     digest = hashlib.sha256(data).hexdigest()
     assert second.stdout.strip() == f"COMPLETED {file_id} big.bin {len(data)} bytes OTHER sha256 {digest}"
     assert await conn.fetchval("SELECT count(*) FROM files") == 1  # the same upload, not a second one
+    # The client hashed the file while sending and gave the digest at complete: the worker checked it.
+    assert await conn.fetchval("SELECT sha256 FROM files WHERE id = $1", file_id) == digest
     assert await content_sha256(server.url, file_id, user.headers) == digest
     assert list(state_dir.glob("*.json")) == []  # done: nothing left to resume
 

@@ -40,6 +40,11 @@ def test_defaults_match_the_design() -> None:
 def test_units_are_understood() -> None:
     s = load_settings({"MAX_UPLOAD_SIZE": "2G", "DEFAULT_CHUNK_SIZE": "512k", "UPLOAD_EXPIRY": "90m"}, dotenv=None)
     assert (s.max_upload_size, s.default_chunk_size, s.upload_expiry) == (2 * 1024**3, 512 * 1024, 5400)
+    # one rule for both: a decimal number, then a unit (optional for sizes: bytes)
+    s = load_settings({"MAX_UPLOAD_SIZE": "1.5GiB", "DEFAULT_CHUNK_SIZE": "1048576", "UPLOAD_EXPIRY": "1.5h",
+                       "WORKER_LEASE": "45 s"}, dotenv=None)
+    assert (s.max_upload_size, s.default_chunk_size, s.upload_expiry, s.worker_lease) == (
+        int(1.5 * 1024**3), 1048576, 5400, 45)
 
 
 @pytest.mark.parametrize("env, message", [
@@ -48,6 +53,11 @@ def test_units_are_understood() -> None:
     ({"PORT": "70000"}, "PORT: must be at least 0 and at most 65535, got 70000"),
     ({"MAX_UPLOAD_SIZE": "lots"}, "MAX_UPLOAD_SIZE: expected a size"),
     ({"UPLOAD_EXPIRY": "-5"}, "UPLOAD_EXPIRY: expected a positive duration"),
+    ({"UPLOAD_EXPIRY": "24"}, "UPLOAD_EXPIRY: expected a positive duration with a unit, such as 900s"),
+    ({"UPLOAD_EXPIRY": "0s"}, "UPLOAD_EXPIRY: expected a positive duration"),
+    ({"UPLOAD_EXPIRY": "1e3s"}, "UPLOAD_EXPIRY: expected a positive duration"),
+    ({"MAX_UPLOAD_SIZE": "1e9"}, "MAX_UPLOAD_SIZE: expected a size"),
+    ({"MAX_UPLOAD_SIZE": "-1G"}, "MAX_UPLOAD_SIZE: expected a size"),
     ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL: must be a postgresql:// URL"),
     ({"DEFAULT_CHUNK_SIZE": "10M", "MAX_CHUNK_SIZE": "1M"}, "DEFAULT_CHUNK_SIZE: 10485760 is larger than MAX_CHUNK_SIZE"),
 ])

@@ -2,9 +2,13 @@
 allowed and exposed, other origins refused."""
 from __future__ import annotations
 
+import logging
+
+import pytest
 from aiohttp.test_utils import TestClient
 
 from service.app import create_app
+from service.config import ConfigError, load_settings
 from tests.support import make_settings
 from tests.tus_support import TUS
 
@@ -29,10 +33,27 @@ async def test_preflight_is_answered_for_an_allowed_origin(tus: TestClient) -> N
         assert int(r.headers["Access-Control-Max-Age"]) > 0
 
 
-async def test_preflight_from_another_origin_gets_no_permission(tus: TestClient) -> None:
-    r = await tus.options("/api/tus/", headers={**PREFLIGHT, "Origin": "https://evil.example"})
+async def test_preflight_from_another_origin_gets_no_permission(tus: TestClient, caplog) -> None:  # type: ignore[no-untyped-def]
+    with caplog.at_level(logging.WARNING, logger="service.cors"):
+        r = await tus.options("/api/tus/", headers={**PREFLIGHT, "Origin": "https://evil.example"})
     assert "Access-Control-Allow-Origin" not in r.headers
     assert "Access-Control-Allow-Headers" not in r.headers
+    refused = [rec for rec in caplog.records if getattr(rec, "action", None) == "cors_refused"]
+    assert len(refused) == 1 and refused[0].levelno == logging.WARNING
+    assert "https://evil.example" in refused[0].getMessage()
+
+
+@pytest.mark.parametrize("value", ["http://127.0.0.1:18581/", "127.0.0.1:18581", "https://app.example/path",
+                                   "https://App.Example", "ftp://app.example"])
+def test_an_origin_that_can_never_match_is_refused_at_start(value: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_settings({"CORS_ORIGINS": f"https://ok.example, {value}"}, dotenv=None)
+    assert str(e.value).startswith("CORS_ORIGINS: ") and repr(value) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_well_formed_origins_and_the_wildcard_are_accepted() -> None:
+    settings = load_settings({"CORS_ORIGINS": "https://app.example, http://127.0.0.1:18581,*"}, dotenv=None)
+    assert settings.cors_origins == ("https://app.example", "http://127.0.0.1:18581", "*")
 
 
 async def test_responses_expose_the_tus_headers(tus: TestClient, user) -> None:  # type: ignore[no-untyped-def]

@@ -164,13 +164,14 @@ async def test_list_filters_and_pages(client, user, make_user, admin, conn) -> N
 
     everything = await listing(user)
     assert {f["id"] for f in everything["files"]} == set(mine)
-    assert everything["pagination"] == {"page": 1, "limit": 20, "total": 5, "pages": 1}
+    assert everything["pagination"] == {"page": 1, "limit": 10, "total": 5, "pages": 1}  # as every list
+    assert (await listing(user, limit="500"))["pagination"]["limit"] == 100  # capped, as posts and users
     images = await listing(user, status="COMPLETED", type="image")
     assert len(images["files"]) == 2 and all(f["type"] == "IMAGE" and f["status"] == "COMPLETED" for f in images["files"])
     page2 = await listing(user, limit="2", page="2")
     assert page2["pagination"] == {"page": 2, "limit": 2, "total": 5, "pages": 3}
     assert [f["id"] for f in page2["files"]] == [f["id"] for f in everything["files"][2:4]]
     assert (await listing(admin))["pagination"]["total"] == 6  # an admin sees every user's files
-    for bad in ({"status": "DONE"}, {"type": "PICTURE"}, {"page": "0"}, {"limit": "101"}, {"limit": "x"}):
+    for bad in ({"status": "DONE"}, {"type": "PICTURE"}, {"page": "0"}, {"limit": "0"}, {"limit": "x"}):
         r = await client.get("/api/files", params=bad, headers=user.headers)
         assert r.status == 422 and (await r.json())["code"] == "VALIDATION_FAILED", bad

@@ -17,7 +17,7 @@ SEED_ENUMS = {
     "file_type": ["IMAGE", "DOCUMENT", "VIDEO", "AUDIO", "OTHER"],
     "file_status": ["UPLOADING", "PROCESSING", "COMPLETED", "FAILED"],
 }
-# (table, column) -> (referenced table, ON DELETE): the seed's rules plus DESIGN.md's file_chunks cascade.
+# (table, column) -> (referenced table, ON DELETE): the seed's rules (docs/architecture.md) plus the file_chunks cascade.
 SEED_FOREIGN_KEYS = {
     ("posts", "author_id"): ("users", "CASCADE"),
     ("files", "uploaded_by_id"): ("users", "CASCADE"),

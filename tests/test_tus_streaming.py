@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import struct
 import time
 
 import aiohttp
 
 from service.keys import tus_locks_key
+from tests.support import scrape
 from tests.tus_support import (
     CHUNK,
     TUS,
@@ -180,3 +183,28 @@ async def test_completion_happens_exactly_once(tus, user, conn) -> None:  # type
     await asyncio.sleep(0.2)
     assert ready == [upload_id(path)]
     assert (await file_row(conn, upload_id(path)))["status"] == "PROCESSING"
+
+
+async def test_an_aborted_patch_is_counted_as_499_not_400(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
+    """A browser that aborts its PATCH has gone away: nginx's 499 in the metrics and the log, not a 400."""
+    def patches(samples, status: str) -> float:  # type: ignore[no-untyped-def]
+        return samples.get(("chunkd_http_requests_total", (("method", "PATCH"), ("route", "/api/tus/{upload_id}"),
+                                                           ("status", status))), 0.0)
+
+    before = await scrape(tus)
+    data = os.urandom(3 * CHUNK)
+    path = await create(tus, user, len(data))
+    request = await raw_patch(tus, user, path, 0, len(data))
+    await request.send(data[:CHUNK + 10])
+    await until(lambda: _locked(conn, path))
+    # as a browser's abort: the connection reset (RST), not closed in order
+    request.writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    await request.close()
+    await until(lambda: unlocked(conn, upload_id(path)), timeout=10)
+    for _ in range(100):  # the request is counted once its handler has returned
+        after = await scrape(tus)
+        if patches(after, "499") > patches(before, "499"):
+            break
+        await asyncio.sleep(0.05)
+    assert patches(after, "499") - patches(before, "499") == 1
+    assert patches(after, "400") == patches(before, "400")

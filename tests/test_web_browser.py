@@ -310,7 +310,7 @@ async def test_regular_users_are_refused_the_dashboard(browser, chunkd, make_use
 
 async def test_tokens_are_refreshed_and_a_revoked_session_returns_to_the_form(  # type: ignore[no-untyped-def]
         browser, chunkd, make_user, tmp_path) -> None:
-    server = chunkd("serve", "--no-worker", ACCESS_TOKEN_TTL="4")
+    server = chunkd("serve", "--no-worker", ACCESS_TOKEN_TTL="4s")
     user = await make_user()
     page = await open_page(browser, server.url + "/")
     await sign_in(page, user.email, user.password)

@@ -29,13 +29,12 @@ from service.middlewares import DATABASE_DOWN
 from service.models import TERMINAL_STATUSES, File, FileStatus, FileType
 from service.storage import BlobNotFound, BlobStore
 from service.store import files as store
-from service.validation import MAX_PAGE, Page, path_id, query_choice, query_int, query_seconds
+from service.validation import path_id, query_choice, query_seconds, read_page
 
 MAX_WAIT = 60            # seconds a long-poll may ask for
 FALLBACK_POLL = 5.0      # seconds between re-reads while waiting, in case a NOTIFY was lost
 PRESIGNED_SECONDS = 300  # lifetime of a DOWNLOAD_REDIRECT URL: enough to start the download, too short to share
 SSE_KEEPALIVE = 15.0     # seconds between comments on an idle event stream (proxies close silent ones)
-DEFAULT_LIMIT, MAX_LIMIT = 20, 100
 # Served bytes are the user's, not ours: never rendered, never sniffed, never scripted.
 CONTENT_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'; sandbox",
                    "Cache-Control": "private, no-cache"}
@@ -221,8 +220,7 @@ async def list_files(request: web.Request) -> web.Response:
     user = current_user(request)
     status = query_choice(request, "status", FileStatus)
     type_ = query_choice(request, "type", FileType)
-    # Unlike posts and users, a limit above MAX_LIMIT is refused, not capped (as documented).
-    page = Page(query_int(request, "page", 1, 1, MAX_PAGE), query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT))
+    page = read_page(request)  # the rule of every list: limit 10 by default, capped at 100
     async with request.app[pool_key].acquire() as conn:
         files, total = await store.list_files(conn, None if user.is_admin else user.id, status, type_,
                                               page.limit, page.offset)

@@ -142,7 +142,7 @@ async def _load(conn: Any, request: web.Request, *, allow_closed: bool = False, 
     if upload is None:
         raise UploadNotFound(f"upload {file_id}")
     if upload.status == FileStatus.UPLOADING and upload.expired and not allow_expired:
-        raise UploadExpired(f"upload {file_id} expired at {upload.expires_at.isoformat()}")  # type: ignore[union-attr]
+        raise UploadExpired(f"upload {file_id} expired at {upload.expires_at and upload.expires_at.isoformat()}")
     if upload.status != FileStatus.UPLOADING and not allow_closed:
         raise UploadClosed(f"upload {file_id} is {upload.status}: it takes no more chunks")
     return upload
