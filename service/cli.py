@@ -47,7 +47,7 @@ def check_storage(settings: Settings) -> None:
     """At start: a store that cannot work as configured stops the process with one line (StorageConfigError);
     one that cannot be reached yet is only a warning, as the database is (the worker retries)."""
     try:
-        log.info("storage: %s", asyncio.run(storage.check(settings)), extra={"action": "storage_checked"})
+        log.debug("storage: %s", asyncio.run(storage.check(settings)), extra={"action": "storage_checked"})
     except StorageUnavailable as e:
         log.warning("storage not reachable yet: %s", e, extra={"action": "storage_unavailable"})
 
