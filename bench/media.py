@@ -14,8 +14,8 @@ Cases, and their baselines:
   video 60 s 1080p H.264 (2 s GOP)       chunkd: seek to the keyframe before 10 %, decode one frame, scale
                                           naive: Debian's ffmpeg CLI seeking to that same frame
                                           (-ss before -i with -noaccurate_seek), scaled to 320 px
-Every measurement runs in a fresh Python process: its peak RSS (ru_maxrss, or of the ffmpeg children
-for the CLI) is that method's alone, the interpreter and libraries included (about 45 MiB). `pool`
+Every measurement runs in a fresh Python process: its peak RSS (VmHWM, or the largest ffmpeg child's
+ru_maxrss for the CLI) is that method's alone, the interpreter and libraries included (about 45 MiB). `pool`
 is chunkd's whole path as the worker runs it: DecoderPool.analyse, child process and IPC included
 (after one warm-up file), with the child's peak RSS (VmHWM).
 """
@@ -153,10 +153,14 @@ def chunkd_video(path: Path) -> None:
 
 
 def ffmpeg_cli(path: Path) -> None:
-    import av
-
-    with av.open(str(path)) as container:
-        at = (container.duration or 0) / 1_000_000 * POSTER_AT
+    """ffprobe for the duration (not PyAV: this runner stays small, so the largest child is ffmpeg)."""
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    at = float(probe.stdout.strip()) * POSTER_AT
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
             [
@@ -203,10 +207,15 @@ def run_method(method: str, path: Path, rounds: int) -> None:
     for _ in range(rounds):
         METHODS[method](path)
     seconds = time.perf_counter() - started
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    peak = children if method == "ffmpeg_cli" else own  # the CLI's memory is ffmpeg's, not this runner's
-    print(json.dumps({"per_second": rounds / seconds, "rss_mib": peak / 1024}))
+    # The CLI's memory is ffmpeg's (the largest child), not this runner's; for the others VmHWM, not
+    # ru_maxrss, which Linux carries over from the parent across fork and exec.
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss if method == "ffmpeg_cli" else vm_hwm_kib("self")
+    print(json.dumps({"per_second": rounds / seconds, "rss_mib": peak_kib / 1024}))
+
+
+def vm_hwm_kib(pid: str | int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
 
 
 def measure(method: str, path: Path, rounds: int) -> dict:
@@ -229,9 +238,7 @@ async def measure_pool(path: Path, rounds: int) -> dict:
         for _ in range(rounds):
             await pool.analyse(path)
         seconds = time.perf_counter() - started
-        child = pool._idle[0].process.pid
-        status = Path(f"/proc/{child}/status").read_text()
-        peak = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
+        peak = vm_hwm_kib(pool._idle[0].process.pid)
     finally:
         await pool.close()
     return {"per_second": rounds / seconds, "rss_mib": peak / 1024}

@@ -28,8 +28,8 @@ PAGES = {"/": "index.html", "/admin": "admin.html"}
 MISSING_VENDOR = ("The upload client is not installed: run <code>make install</code> (it runs "
                   "<code>npm ci</code> in service/web/), then restart chunkd.")
 
-# blob: images are thumbnails fetched with the Authorization header; nothing else leaves 'self'.
-CSP = "default-src 'self'; img-src 'self' blob:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+# Nothing leaves 'self': thumbnails, downloads and event streams are the API's signed links.
+CSP = "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 VERSIONED = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
 _PLACEHOLDER = re.compile(r"\{\{\s*(vendor-notice|static|vendor)\s*:?\s*([\w.\-]*)\s*\}\}")

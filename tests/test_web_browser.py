@@ -128,6 +128,7 @@ async def test_sign_in_upload_two_files_see_them_completed_and_delete_one(  # ty
     thumbnail = page.locator("#file-list li.file", has_text="photo.jpg").get_by_role("img", name="Preview of photo.jpg")
     await thumbnail.wait_for()
     await page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=await thumbnail.element_handle())
+    assert re.fullmatch(r"/api/files/[^/]+/thumbnail\?.*sig=.*", await thumbnail.get_attribute("src") or "")
     await page.locator("#queue li", has_text="notes.txt").get_by_text("done").wait_for()
     await page.screenshot(path=tmp_path / "uploaded.png", full_page=True)
     # Live from the event streams: the list was fetched a bounded number of times, not polled.
@@ -332,7 +333,7 @@ async def test_tokens_are_refreshed_and_a_revoked_session_returns_to_the_form(  
 
 async def test_register_drop_a_file_and_problem_details_are_shown(  # type: ignore[no-untyped-def]
         browser, chunkd, make_user, conn) -> None:
-    server = chunkd("serve")
+    server = chunkd("serve", "--no-worker")  # the dropped file waits in PROCESSING until a worker starts
     taken = await make_user()
     page = await open_page(browser, server.url + "/")
     form = page.locator("#register-form")
@@ -360,8 +361,20 @@ async def test_register_drop_a_file_and_problem_details_are_shown(  # type: igno
         data.items.add(new File(["dropped on the page\\n"], "dropped.txt", {type: "text/plain"}));
         return data;
     }""")
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url.removeprefix(server.url)))
     await page.dispatch_event("#drop", "drop", {"dataTransfer": dropped})
+    await page.locator('#file-list li.file[data-status="PROCESSING"]', has_text="dropped.txt").wait_for()
+    for _ in range(600):  # the page opens the file's signed event stream
+        if any(re.match(r"/api/files/[^/]+/events\?.*sig=", r) for r in requests):
+            break
+        await asyncio.sleep(0.1)
+    listings = len([r for r in requests if r.startswith("/api/files?")])
+    # A worker starts elsewhere: the row turns COMPLETED through the signed event stream alone.
+    chunkd("worker", wait_path=None)
     await page.locator('#file-list li.file[data-status="COMPLETED"]', has_text="dropped.txt").wait_for()
+    assert len([r for r in requests if r.startswith("/api/files?")]) == listings
+    assert any(re.match(r"/api/files/[^/]+/events\?.*sig=", r) for r in requests)
     assert await conn.fetchval("SELECT metadata->>'sha256' FROM files WHERE original_name = 'dropped.txt'") \
         == hashlib.sha256(b"dropped on the page\n").hexdigest()
     await page.get_by_role("button", name="Sign out").click()

@@ -1,6 +1,6 @@
 // What both pages share: the session (tokens kept in localStorage and refreshed before they expire),
-// calls to the API that turn problem+json answers into errors with the API's `detail`, an event-stream
-// reader, and formatting in human units and the viewer's time zone.
+// calls to the API that turn problem+json answers into errors with the API's `detail`, and formatting
+// in human units and the viewer's time zone.
 "use strict";
 
 const chunkd = (() => {
@@ -166,35 +166,6 @@ const chunkd = (() => {
     else schedule(load());
   });
 
-  // Server-sent events over fetch, so the Authorization header can be sent (EventSource cannot).
-  // Calls onEvent(type, data) per event; resolves when the server ends the stream, rejects on error.
-  async function readEvents(url, onEvent, signal) {
-    const response = await fetch(url, {
-      headers: { Accept: "text/event-stream", Authorization: `Bearer ${await accessToken()}` },
-      signal,
-    });
-    if (!response.ok) throw await problem(response);
-    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      buffer += value;
-      let end;
-      while ((end = buffer.indexOf("\n\n")) >= 0) {
-        const block = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        let type = "message";
-        const data = [];
-        for (const line of block.split("\n")) {
-          if (line.startsWith("event:")) type = line.slice(6).trim();
-          else if (line.startsWith("data:")) data.push(line.slice(5).trimStart());
-        }
-        if (data.length) onEvent(type, JSON.parse(data.join("\n")));
-      }
-    }
-  }
-
   const UNITS = ["B", "KB", "MB", "GB", "TB"];
   function bytes(n) {
     if (n === null || n === undefined) return "–";
@@ -247,7 +218,6 @@ const chunkd = (() => {
     signOut,
     current,
     onSignedOut: (f) => listeners.add(f),
-    readEvents,
     bytes,
     when,
     count,

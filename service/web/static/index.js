@@ -1,5 +1,6 @@
 // The main page: sign in or register; upload many files resumably through tus (tus-js-client);
-// the user's files, kept current by their event streams (no polling).
+// the user's files, kept current by their event streams (no polling), shown and downloaded through
+// the signed links in each file's JSON (thumbnail_url, content_url, events_url).
 "use strict";
 
 (() => {
@@ -263,7 +264,6 @@
   let page = 1;
   let loading = null;
   const rows = new Map(); // file id -> li
-  const thumbnails = new Map(); // file id -> blob: URL (fetched with the header until signed links exist)
 
   async function loadFiles() {
     // One load at a time; a request made meanwhile runs once after it.
@@ -301,12 +301,6 @@
     $("page-info").textContent = `Page ${pagination.page} of ${pages} · ${pagination.total} files`;
     $("prev-page").disabled = pagination.page <= 1;
     $("next-page").disabled = pagination.page >= pages;
-    for (const [id, url] of thumbnails) {
-      if (!rows.has(id)) {
-        URL.revokeObjectURL(url);
-        thumbnails.delete(id);
-      }
-    }
     followStreams(files);
   }
 
@@ -334,54 +328,52 @@
         file.error ? el("p", { class: "error", text: file.error }) : null,
         sha ? el("span", { class: "sha", title: "SHA-256", text: `sha256 ${sha.slice(0, 16)}…` }) : null),
       el("div", { class: "actions" },
-        file.status === "COMPLETED" ? downloadControl(file) : null,
+        file.status === "COMPLETED" && file.content_url ? downloadControl(file) : null,
         el("button", { type: "button", class: "danger", "aria-label": `Delete ${file.original_name}`, text: "Delete",
                        onclick: () => confirmDelete(file) })));
   }
 
-  async function showThumbnail(box, file) {
-    const img = el("img", { alt: `Preview of ${file.original_name}`, width: "64", height: "64", loading: "lazy" });
-    if (file.thumbnail_url) {
-      img.src = file.thumbnail_url;
-    } else {
-      let url = thumbnails.get(file.id);
-      if (!url) {
-        try {
-          const response = await api(`/api/files/${file.id}/thumbnail`, { raw: true });
-          url = URL.createObjectURL(await response.blob());
-          thumbnails.set(file.id, url);
-        } catch {
-          return; // no thumbnail: the type stays shown
-        }
-      }
-      img.src = url;
-    }
+  // Signed links (issue 13): <img> and downloads need no header. A link lives LINK_TTL/2 at least; an
+  // expired one answers 403, and the file's JSON gives a fresh one.
+  function showThumbnail(box, file) {
+    if (!file.thumbnail_url) return;
+    const img = el("img", { alt: `Preview of ${file.original_name}`, width: "64", height: "64", src: file.thumbnail_url });
+    img.addEventListener("error", async () => {
+      if (img.dataset.retried) return;
+      img.dataset.retried = "1";
+      const fresh = await fresher(file);
+      if (fresh && fresh.thumbnail_url) img.src = fresh.thumbnail_url;
+    });
     box.replaceChildren(img);
   }
 
-  function downloadControl(file) {
-    const label = `Download ${file.original_name}`;
-    if (file.content_url) {
-      return el("a", { class: "button", href: file.content_url, download: file.original_name, "aria-label": label,
-                       text: "Download" });
+  async function fresher(file) {
+    try {
+      return await api(`/api/files/${encodeURIComponent(file.id)}`);
+    } catch (e) {
+      if (!(e instanceof chunkd.SignedOut)) notice(e.message);
+      return null;
     }
-    return el("button", { type: "button", "aria-label": label, text: "Download", onclick: async (event) => {
-      const button = event.currentTarget;
-      button.disabled = true;
-      try {
-        const response = await api(`/api/files/${file.id}/content`, { raw: true });
-        const url = URL.createObjectURL(await response.blob());
-        const link = el("a", { href: url, download: file.original_name });
-        document.body.append(link);
+  }
+
+  function expiresSoon(url) {
+    const exp = Number(new URL(url, location.href).searchParams.get("exp"));
+    return !exp || exp * 1000 - Date.now() < 60000;
+  }
+
+  function downloadControl(file) {
+    const link = el("a", { class: "button", href: file.content_url, download: file.original_name,
+                           "aria-label": `Download ${file.original_name}`, text: "Download" });
+    link.addEventListener("click", async (event) => {
+      if (!expiresSoon(link.href)) return;
+      event.preventDefault(); // an old page: take a fresh link first
+      const fresh = await fresher(file);
+      if (fresh && fresh.content_url) {
+        link.href = fresh.content_url;
         link.click();
-        link.remove();
-        setTimeout(() => URL.revokeObjectURL(url), 60000);
-      } catch (e) {
-        notice(e.message);
-      } finally {
-        button.disabled = false;
       }
-    } });
+    });
+    return link;
   }
 
   $("filters").addEventListener("change", () => {
@@ -472,17 +464,19 @@
         if (row) row.remove();
       }
     };
-    const stream = file.events_url ? eventSource(file.events_url, onEvent, controller.signal)
-      : chunkd.readEvents(`/api/files/${file.id}/events`, onEvent, controller.signal);
-    stream.catch(() => {}).then(() => {
+    eventSource(file.events_url, onEvent, controller.signal).then(() => {
       streams.delete(file.id);
       if (controller.signal.aborted) return openStreams();
       wanted = wanted.filter((f) => f.id !== file.id);
-      // Ended early (a restart, the database away): follow again shortly, as EventSource would.
+      // Ended early (a restart, an expired link, the database away): fresh links, then follow again.
       if (!TERMINAL.has(last) && last !== "deleted" && rows.has(file.id)) {
-        setTimeout(() => {
-          if (user && rows.has(file.id) && !streams.has(file.id)) {
-            wanted.push(file);
+        setTimeout(async () => {
+          if (!user || !rows.has(file.id) || streams.has(file.id)) return;
+          const fresh = await fresher(file);
+          if (!fresh || !rows.has(file.id)) return;
+          onStatus(fresh);
+          if (!TERMINAL.has(fresh.status)) {
+            wanted.push(fresh);
             openStreams();
           }
         }, 3000);
@@ -491,7 +485,8 @@
     });
   }
 
-  // A signed events_url needs no header: the browser's own EventSource, closed at a final status.
+  // The signed events_url needs no header: the browser's own EventSource, closed at a final status. It
+  // reconnects by itself after a dropped connection; a refused one (an expired link) closes it for good.
   function eventSource(url, onEvent, signal) {
     return new Promise((resolve) => {
       const source = new EventSource(url);
@@ -508,6 +503,9 @@
       source.addEventListener("deleted", (e) => {
         onEvent("deleted", JSON.parse(e.data));
         close();
+      });
+      source.addEventListener("error", () => {
+        if (source.readyState === EventSource.CLOSED) close();
       });
     });
   }
