@@ -230,7 +230,7 @@ async def wait_completed(c: Chunkd, file_id: str) -> float:
 
 async def check_chunkd_file(c: Chunkd, file_id: str, sha256: str) -> None:
     path = await c.pool.fetchval("SELECT path FROM files WHERE id = $1", file_id)
-    stored = await asyncio.to_thread(sha256_file, storage.resolve(c.storage, path))
+    stored = await asyncio.to_thread(sha256_file, storage.LocalStore(c.storage).path(path))
     if stored != sha256:
         raise SystemExit(f"chunkd stored different bytes for {file_id}: sha256 {stored}, source {sha256}")
     async with (aiohttp.ClientSession(headers={"Authorization": f"Bearer {c.token}"}) as http,

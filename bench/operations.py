@@ -50,7 +50,7 @@ async def measure(url: str, n: int, blobs: int, store_dir: Path, backups: Path) 
                                             blobs // 2)]
     old = time.time() - 7200
     for name in names + [uuid.uuid4().hex for _ in range(blobs - len(names))]:
-        path = store_dir / storage.blob_path(name)
+        path = store_dir / storage.blob_key(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")
         os.utime(path, (old, old))

@@ -40,7 +40,8 @@ sys.path.insert(0, str(ROOT))
 from bench.timing import bench_database, rss_kib  # noqa: E402
 from service import storage  # noqa: E402
 from service.config import MiB, _bytes, load_settings  # noqa: E402
-from service.processing import Assembly  # noqa: E402
+from service.storage import LocalStore  # noqa: E402
+from service.storage.assembly import Assembly  # noqa: E402
 from service.store.workers import list_chunk_lengths  # noqa: E402
 from service.worker import assemble  # noqa: E402
 from tests.support import session_token  # noqa: E402
@@ -122,7 +123,7 @@ async def paired_upload(pool: asyncpg.Pool, session: aiohttp.ClientSession, url:
     raw_id = await pool.fetchval(
         "INSERT INTO files (original_name, filename, path, mimetype, type, size, chunk_size, uploaded_by_id)"
         " VALUES ('raw', $1, $2, 'application/octet-stream', 'OTHER', $3, $4, $5) RETURNING id",
-        blob, storage.blob_path(blob), size, chunk, user_id)
+        blob, storage.blob_key(blob), size, chunk, user_id)
     async with session.post(f"{url}/api/uploads", json={"filename": "bench.bin", "size": size,
                                                          "chunk_size": chunk, "sha256": sha256}) as r:
         assert r.status == 201, await r.text()
@@ -187,9 +188,9 @@ async def product_assembly(pool: asyncpg.Pool, file_id: str, out: Path) -> float
     started = time.perf_counter()
     async with pool.acquire() as conn:
         chunks = await list_chunk_lengths(conn, file_id)
-        assembly = await asyncio.to_thread(Assembly, out, "bench")
+        assembly = await Assembly.begin(LocalStore(out.parent), out.name, out.parent)
         await assemble(conn, file_id, chunks, assembly)
-        await asyncio.to_thread(assembly.commit)
+        await assembly.commit()
     seconds = time.perf_counter() - started
     out.unlink()
     return seconds

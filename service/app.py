@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service import db, events, webui, worker
+from service import db, events, storage, webui, worker
 from service.auth import Passwords, auth_middleware
 from service.bodies import BodyMemory
 from service.config import Settings
@@ -36,6 +36,7 @@ def create_app(settings: Settings, *, with_worker: bool = False) -> web.Applicat
     app.cleanup_ctx.append(db.pool_ctx)
     app.cleanup_ctx.append(events.file_events_ctx)
     app.cleanup_ctx.append(tus_locks_ctx)
+    app.cleanup_ctx.append(storage.storage_ctx)
     app.cleanup_ctx.append(webui.web_pages_ctx)
     if with_worker:
         app.cleanup_ctx.append(worker.worker_ctx)

@@ -36,7 +36,7 @@ from service.errors import (
     UploadNotFound,
     UploadTooLarge,
 )
-from service.keys import body_memory_key, pool_key, settings_key, slow_by_design_key, tus_locks_key
+from service.keys import body_memory_key, pool_key, settings_key, slow_by_design_key, storage_key, tus_locks_key
 from service.models import File
 from service.rufh import Limits as UploadLimits
 from service.rufh import max_age
@@ -271,4 +271,4 @@ async def cancel(request: web.Request, upload_id: str, protocol: str) -> None:
         deleted = await store.delete_upload(conn, upload_id, protocol)
     if deleted is None:
         raise UploadNotFound(f"upload {upload_id}")
-    await asyncio.to_thread(storage.remove_blobs, request.app[settings_key].storage_path, *deleted)
+    await storage.delete_file_blobs(request.app[storage_key], [deleted[1]])

@@ -1,10 +1,10 @@
-"""`chunkd backup` and `chunkd restore`: one tar holding a pg_dump (custom format) and the blobs the dumped
-rows point to.
+"""`chunkd backup` and `chunkd restore`: one tar holding a pg_dump (custom format) and the objects of the
+blob store (a directory or a bucket) the dumped rows point to.
 
 Consistency: a REPEATABLE READ transaction exports its snapshot, pg_dump --snapshot dumps exactly that
-snapshot, and the list of referenced blob names is read in the same transaction. Blobs are immutable once
-renamed into place, so copying them afterwards is safe; a file created after the snapshot is neither in the
-dump nor in the archive.
+snapshot, and the list of referenced blob names is read in the same transaction. Objects never change once
+written, so copying them afterwards is safe; a file created after the snapshot is neither in the dump nor
+in the archive.
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from service import __version__, db, storage
 from service.config import Settings
 from service.embedded import EmbeddedError, find_bin_dir
 from service.progress import Progress
+from service.storage import AREAS, BlobNotFound, BlobStore, keys_of, owner_of
 from service.store import backup as store
 from service.store import server
 
@@ -40,7 +41,6 @@ TIMESTAMP = "%Y%m%dT%H%M%SZ"
 RETENTION = timedelta(days=7)  # the seed's backup script keeps 7 days
 MANIFEST, DUMP, BLOBS = "manifest.json", "database.dump", "storage/"
 FORMAT = "chunkd-backup/1"
-BLOB_AREAS = ("files", "thumbs")
 COPY_BUFFER = 1024 * 1024
 
 
@@ -50,7 +50,7 @@ class BackupError(Exception):
 
 @dataclass(frozen=True)
 class Blob:
-    relative: str  # under STORAGE_DIR: files/ab/<name>, thumbs/ab/<name>.webp
+    key: str  # files/ab/<name>, thumbs/ab/<name>.webp
     size: int
 
 
@@ -62,18 +62,23 @@ async def backup(settings: Settings, directory: Path, now: datetime | None = Non
     directory.mkdir(parents=True, exist_ok=True)
     name = f"chunkd-backup-{now.strftime(TIMESTAMP)}.tar"
     final, partial = directory / name, directory / f".{name}.partial"
-    with tempfile.TemporaryDirectory(prefix=".chunkd-dump-", dir=directory) as scratch:
-        dump = Path(scratch) / DUMP
-        referenced, server_version = await _dump(settings, dump)
-        blobs = await asyncio.to_thread(_referenced_blobs, settings.storage_path, referenced)
-        manifest = {"format": FORMAT, "chunkd": __version__, "created_at": now.isoformat(),
-                    "server_version": server_version, "files": len(referenced), "blobs": len(blobs),
-                    "blob_bytes": sum(b.size for b in blobs)}
-        try:
-            await asyncio.to_thread(_write_archive, partial, manifest, dump, settings.storage_path, blobs)
-            os.replace(partial, final)  # an archive under its final name is always complete
-        finally:
-            partial.unlink(missing_ok=True)
+    store = storage.from_settings(settings)
+    try:
+        with tempfile.TemporaryDirectory(prefix=".chunkd-dump-", dir=directory) as scratch:
+            dump = Path(scratch) / DUMP
+            referenced, server_version = await _dump(settings, dump)
+            blobs = await _referenced_blobs(store, referenced)
+            manifest = {"format": FORMAT, "chunkd": __version__, "created_at": now.isoformat(),
+                        "server_version": server_version, "files": len(referenced), "blobs": len(blobs),
+                        "blob_bytes": sum(b.size for b in blobs), "store": store.description}
+            try:
+                reader = _BlobReader(store, asyncio.get_running_loop())
+                await asyncio.to_thread(_write_archive, partial, manifest, dump, reader, blobs)
+                os.replace(partial, final)  # an archive under its final name is always complete
+            finally:
+                partial.unlink(missing_ok=True)
+    finally:
+        await store.close()
     return final, await asyncio.to_thread(prune, directory, now)
 
 
@@ -95,22 +100,52 @@ async def _dump(settings: Settings, target: Path) -> tuple[set[str], str]:
     return referenced, server_version
 
 
-def _referenced_blobs(storage_dir: Path, referenced: set[str]) -> list[Blob]:
-    """The blobs under STORAGE_DIR whose name a dumped row holds; temporaries and orphans stay out."""
+async def _referenced_blobs(store: BlobStore, referenced: set[str]) -> list[Blob]:
+    """The objects whose name a dumped row holds; unfinished writes and orphans stay out."""
     blobs = []
-    for area in BLOB_AREAS:
-        for directory, _, names in os.walk(storage_dir / area):
-            for name in names:
-                blob_name = name if area == "files" else name.partition(".")[0]
-                path = Path(directory, name)
-                temporary = name.startswith(".") or name.endswith(".tmp")
-                if temporary or blob_name not in referenced or not path.is_file():
-                    continue
-                blobs.append(Blob(str(path.relative_to(storage_dir)), path.stat().st_size))
-    return sorted(blobs, key=lambda b: b.relative)
+    for area in AREAS:
+        async for info in store.objects(area + "/"):
+            if owner_of(info.key) in referenced:
+                blobs.append(Blob(info.key, info.size))
+    return sorted(blobs, key=lambda b: b.key)
 
 
-def _write_archive(path: Path, manifest: dict[str, Any], dump: Path, storage_dir: Path,
+class _BlobReader:
+    """Opens objects of an async store for tarfile, which runs in a thread: each read waits on the loop."""
+
+    def __init__(self, store: BlobStore, loop: asyncio.AbstractEventLoop) -> None:
+        self.store, self.loop = store, loop
+
+    def open(self, key: str) -> _BlobFile:
+        pieces = asyncio.run_coroutine_threadsafe(self.store.get(key), self.loop).result()
+        return _BlobFile(pieces, self.loop)
+
+
+class _BlobFile:
+    def __init__(self, pieces, loop: asyncio.AbstractEventLoop) -> None:  # type: ignore[no-untyped-def]
+        self.pieces, self.loop = pieces, loop
+        self.piece, self.pos = b"", 0
+
+    def read(self, n: int = -1) -> bytes:
+        """Exactly n bytes unless the object ends first (tarfile counts on it)."""
+        out, want = [], n
+        while want != 0:
+            if self.pos >= len(self.piece):
+                self.piece = asyncio.run_coroutine_threadsafe(anext(self.pieces, b""), self.loop).result()
+                self.pos = 0
+                if not self.piece:
+                    break
+            take = len(self.piece) - self.pos if want < 0 else min(want, len(self.piece) - self.pos)
+            out.append(self.piece[self.pos:self.pos + take])
+            self.pos += take
+            want = want - take if want > 0 else want
+        return b"".join(out)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.pieces.aclose(), self.loop).result()
+
+
+def _write_archive(path: Path, manifest: dict[str, Any], dump: Path, reader: _BlobReader,
                    blobs: list[Blob]) -> None:
     progress = Progress("writing archive", dump.stat().st_size + sum(b.size for b in blobs))
     with open(path, "wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -118,30 +153,33 @@ def _write_archive(path: Path, manifest: dict[str, Any], dump: Path, storage_dir
         info = tarfile.TarInfo(MANIFEST)
         info.size, info.mtime, info.mode = len(body), int(time.time()), 0o644
         tar.addfile(info, io.BytesIO(body))
-        _add_file(tar, dump, DUMP, progress)
+        with open(dump, "rb") as f:  # open first: the size and bytes archived are those of one file
+            info = tar.gettarinfo(fileobj=f, arcname=DUMP)
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, _Counting(f, progress))
         for blob in blobs:
             try:
-                _add_file(tar, storage_dir / blob.relative, BLOBS + blob.relative, progress)
-            except FileNotFoundError:  # deleted since the snapshot: its row is in the dump, the bytes are gone
-                print(f"warning: {blob.relative} vanished during the backup", file=sys.stderr, flush=True)
+                source = reader.open(blob.key)
+            except BlobNotFound:  # deleted since the snapshot: its row is in the dump, the bytes are gone
+                print(f"warning: {blob.key} vanished during the backup", file=sys.stderr, flush=True)
+                continue
+            try:
+                info = tarfile.TarInfo(BLOBS + blob.key)
+                info.size, info.mtime, info.mode = blob.size, int(time.time()), 0o644
+                tar.addfile(info, _Counting(source, progress))
+            finally:
+                source.close()
         tar.close()
         raw.flush()
         os.fsync(raw.fileno())
     progress.finish()
 
 
-def _add_file(tar: tarfile.TarFile, source: Path, member: str, progress: Progress) -> None:
-    with open(source, "rb") as f:  # open first: the size and bytes archived are those of one file
-        info = tar.gettarinfo(fileobj=f, arcname=member)
-        info.uid = info.gid = 0
-        info.uname = info.gname = ""
-        tar.addfile(info, _Counting(f, progress))
-
-
 class _Counting:
     """A file whose reads advance a progress display (tarfile.addfile only calls read)."""
 
-    def __init__(self, f: io.BufferedReader, progress: Progress) -> None:
+    def __init__(self, f: io.BufferedReader | _BlobFile, progress: Progress) -> None:
         self.f, self.progress = f, progress
 
     def read(self, n: int = -1) -> bytes:
@@ -170,12 +208,16 @@ async def restore(settings: Settings, archive: Path, force: bool = False) -> dic
     """Check both targets, then restore the database, then the blobs. Returns the archive's manifest."""
     manifest = await asyncio.to_thread(_read_manifest, archive)
     await _check_database(settings, force)
-    _check_storage(settings.storage_path, force)
-    with tempfile.TemporaryDirectory(prefix="chunkd-restore-") as scratch:
-        dump = Path(scratch) / DUMP
-        await asyncio.to_thread(_extract_dump, archive, dump)
-        await _restore_database(settings, dump, force)
-    await asyncio.to_thread(_restore_blobs, archive, settings.storage_path, force)
+    store = storage.from_settings(settings)
+    try:
+        await _check_storage(store, force)
+        with tempfile.TemporaryDirectory(prefix="chunkd-restore-") as scratch:
+            dump = Path(scratch) / DUMP
+            await asyncio.to_thread(_extract_dump, archive, dump)
+            await _restore_database(settings, dump, force)
+        await _restore_blobs(archive, store, force)
+    finally:
+        await store.close()
     return manifest
 
 
@@ -210,10 +252,10 @@ async def _check_database(settings: Settings, force: bool) -> None:
                           "restore --force replaces everything in it")
 
 
-def _check_storage(storage_dir: Path, force: bool) -> None:
-    present = [area for area in BLOB_AREAS if (storage_dir / area).is_dir() and any((storage_dir / area).iterdir())]
+async def _check_storage(store: BlobStore, force: bool) -> None:
+    present = [area for area in AREAS if await anext(aiter(store.objects(area + "/")), None) is not None]
     if present and not force:
-        raise BackupError(f"{storage_dir} already holds blobs ({', '.join(present)}); "
+        raise BackupError(f"{store.description} already holds blobs ({', '.join(present)}); "
                           "restore --force replaces them")
 
 
@@ -236,24 +278,40 @@ async def _restore_database(settings: Settings, dump: Path, force: bool) -> None
                              verbose_lines=True)
 
 
-def _restore_blobs(archive: Path, storage_dir: Path, force: bool) -> None:
+async def _restore_blobs(archive: Path, store: BlobStore, force: bool) -> None:
     if force:
-        for area in BLOB_AREAS:
-            shutil.rmtree(storage_dir / area, ignore_errors=True)
+        for area in AREAS:
+            async for info in store.objects(area + "/"):
+                await store.delete(info.key)
+            for write in await store.unfinished(area + "/"):
+                await store.abort(write)
     with tarfile.open(archive, mode="r:") as tar:
         members = [m for m in tar.getmembers() if m.name.startswith(BLOBS)]
         progress = Progress("restoring blobs", sum(m.size for m in members))
         for member in members:
-            relative = member.name[len(BLOBS):]
-            if not member.isfile() or relative.split("/", 1)[0] not in BLOB_AREAS:
+            key = member.name[len(BLOBS):]
+            name = owner_of(key)
+            if not member.isfile() or name is None or key not in _keys(name):
                 raise BackupError(f"unexpected archive member {member.name!r}")
+            source = tar.extractfile(member)
+            assert source is not None
+            writer = await store.writer(key, member.size)  # visible only once complete: no half blob
             try:
-                target = storage.resolve(storage_dir, relative)
-            except ValueError:
-                raise BackupError(f"archive member {member.name!r} points outside the storage directory") from None
-            _extract(tar, member, target, progress)
-            os.utime(target, (member.mtime, member.mtime))
+                while data := await asyncio.to_thread(source.read, COPY_BUFFER):
+                    await writer.write(data)
+                    progress.advance(len(data))
+                await writer.commit()
+            except BaseException:
+                await writer.abort()
+                raise
     progress.finish()
+
+
+def _keys(name: str) -> list[str]:
+    try:
+        return keys_of(name)
+    except ValueError:
+        return []
 
 
 def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path, progress: Progress) -> None:

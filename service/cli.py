@@ -15,10 +15,26 @@ from typing import Any, TypeVar
 import asyncpg
 from aiohttp import web
 
-from service import __version__, backup, cleanup, client, credentials, db, doctor, embedded, logs, migrate, seed, worker
+from service import (
+    __version__,
+    backup,
+    cleanup,
+    client,
+    credentials,
+    db,
+    doctor,
+    embedded,
+    logs,
+    migrate,
+    seed,
+    storage,
+    worker,
+)
 from service.app import create_app
 from service.config import ConfigError, Settings, load_settings
 from service.embedded import EmbeddedError
+from service.storage import StorageError, StorageUnavailable
+from service.storage.copy import copy_all
 
 log = logging.getLogger("service")
 
@@ -27,10 +43,20 @@ T = TypeVar("T")
 SHUTDOWN_TIMEOUT = 30  # seconds in-flight requests get after SIGTERM/SIGINT
 
 
+def check_storage(settings: Settings) -> None:
+    """At start: a store that cannot work as configured stops the process with one line (StorageConfigError);
+    one that cannot be reached yet is only a warning, as the database is (the worker retries)."""
+    try:
+        log.debug("storage: %s", asyncio.run(storage.check(settings)), extra={"action": "storage_checked"})
+    except StorageUnavailable as e:
+        log.warning("storage not reachable yet: %s", e, extra={"action": "storage_unavailable"})
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     with embedded.database(settings) as settings:
         if not settings.jwt_secret:
             raise ConfigError("JWT_SECRET: required with an external DATABASE_URL (at least 32 characters)")
+        check_storage(settings)
         if not args.no_migrate:
             applied = asyncio.run(_with_conn(settings, migrate.deploy))
             for m in applied:
@@ -65,6 +91,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    check_storage(settings)
     with embedded.database(settings) as settings:
         if not args.no_migrate:
             asyncio.run(_with_conn(settings, migrate.deploy))
@@ -112,7 +139,7 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
 # operations: cleanup, backup, restore, upload
 def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:
     with embedded.database(settings) as settings:
-        report = asyncio.run(_with_conn(settings, lambda conn: cleanup.run_cleanup(conn, settings, args.dry_run,
+        report = asyncio.run(_with_conn(settings, lambda conn: cleanup.run_cleanup(conn, settings, dry_run=args.dry_run,
                                                                                 log_summary=False)))
     print("\n".join(report.lines()))
     return 1 if report.skipped else 0
@@ -164,6 +191,20 @@ def cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_storage_copy(args: argparse.Namespace, settings: Settings) -> int:
+    async def copy() -> object:
+        source, target = storage.from_url(args.source, settings), storage.from_url(args.target, settings)
+        try:
+            return await copy_all(source, target)
+        finally:
+            await source.close()
+            await target.close()
+    report = asyncio.run(copy())
+    print(f"copied {len(report.copied)} blobs ({report.bytes} bytes), {len(report.skipped)} already there; "  # type: ignore[attr-defined]
+          "every SHA-256 verified")
+    return 0
+
+
 def add_operations(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("cleanup", help="remove old FAILED files, expired uploads, orphaned chunks and blobs")
     c.add_argument("--dry-run", action="store_true", help="show what would be removed, remove nothing")
@@ -190,6 +231,14 @@ def add_operations(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--state-dir", default=str(client.default_state_dir()),
                    help="where unfinished uploads are remembered (default ~/.local/state/chunkd/uploads)")
     u.set_defaults(run=cmd_upload)
+    st = sub.add_parser("storage", help="blob storage operations")
+    stsub = st.add_subparsers(dest="action", required=True)
+    cp = stsub.add_parser("copy", help="copy every blob from one store to another (file:///path, a path, or "
+                                       "s3://bucket/prefix with the AWS_* and S3_ENDPOINT_URL settings), verifying "
+                                       "SHA-256; blobs already there are skipped")
+    cp.add_argument("source")
+    cp.add_argument("target")
+    cp.set_defaults(run=cmd_storage_copy)
 
 
 # accounts: login, token create|list|revoke (HTTP clients of a running server; service/credentials.py)
@@ -296,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
         logs.setup(settings.log_level)
         return args.run(args, settings)
-    except (ConfigError, EmbeddedError, migrate.MigrationError, backup.BackupError) as e:
+    except (ConfigError, EmbeddedError, migrate.MigrationError, backup.BackupError, StorageError) as e:
         print(f"chunkd: {e}", file=sys.stderr)
         return 2
     except db.DatabaseUnreachable as e:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
 
@@ -93,6 +93,34 @@ def _secret(raw: str) -> str:
     return value
 
 
+# S3's bucket naming rules (the subset every S3 server accepts): 3-63 of a-z 0-9 . -, alphanumeric at both ends.
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def parse_storage_url(raw: str) -> str:
+    """Unset: STORAGE_DIR. file:///path: a local directory. s3://bucket/prefix: a bucket (prefix optional)."""
+    value = raw.strip()
+    if not value:
+        return value
+    parts = urlsplit(value)
+    if parts.scheme == "file" and parts.netloc in ("", "localhost") and parts.path:
+        return value
+    if parts.scheme == "s3":
+        if not _BUCKET.fullmatch(parts.netloc):
+            raise ValueError(f"{parts.netloc!r} is not a valid bucket name (3-63 characters: a-z, 0-9, '.', '-')")
+        if parts.query or parts.fragment or "//" in parts.path or ".." in parts.path.split("/"):
+            raise ValueError(f"expected s3://bucket/prefix, got {value!r}")
+        return value
+    raise ValueError(f"expected file:///path or s3://bucket/prefix, got {value!r}")
+
+
+def _endpoint(raw: str) -> str:
+    value = raw.strip().rstrip("/")
+    if value and (urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).netloc):
+        raise ValueError(f"expected an http:// or https:// URL, got {raw!r}")
+    return value
+
+
 def _quota(raw: str) -> int | None:
     """A byte count, or empty / `unlimited` for none."""
     if raw.strip().lower() in ("", "unlimited", "none"):
@@ -142,7 +170,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DATABASE_POOL_IDLE_TIMEOUT", "db_pool_idle_timeout_ms", "10000", _int(0),
             "ms an idle pooled connection lives before it is closed (0 keeps them)"),
     Setting("STORAGE_DIR", "storage_dir", "./storage", _host,
-            "directory of the assembled files and thumbnails"),
+            "directory of the assembled files and thumbnails; with an s3:// STORAGE_URL, only the worker's "
+            "working copies (under .work/)"),
+    Setting("STORAGE_URL", "storage_url", "", parse_storage_url,
+            "where blobs live: unset (STORAGE_DIR), file:///path, or s3://bucket/prefix (needs chunkd[s3])"),
+    Setting("AWS_ACCESS_KEY_ID", "aws_access_key_id", "", _text,
+            "S3 access key; unset uses the AWS default chain (~/.aws, instance role)"),
+    Setting("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key", "", _text, "S3 secret key"),
+    Setting("AWS_REGION", "aws_region", "us-east-1", _host, "S3 region"),
+    Setting("S3_ENDPOINT_URL", "s3_endpoint_url", "", _endpoint,
+            "S3 server of a non-AWS store (Ceph RGW, MinIO...); path-style addressing is used with it"),
+    Setting("DOWNLOAD_REDIRECT", "download_redirect", "false", _bool,
+            "true: content and thumbnail downloads answer 302 to a short-lived presigned URL of the store "
+            "(S3 only)"),
     Setting("JWT_SECRET", "jwt_secret", "", _secret,
             "HMAC key of access tokens; generated under ./var/ for the embedded database"),
     Setting("ACCESS_TOKEN_TTL", "access_token_ttl", "15m", _duration,
@@ -223,6 +263,12 @@ class Settings:
     db_pool_timeout_ms: int
     db_pool_idle_timeout_ms: int
     storage_dir: str
+    storage_url: str
+    aws_access_key_id: str
+    aws_secret_access_key: str = dataclasses.field(repr=False)
+    aws_region: str
+    s3_endpoint_url: str
+    download_redirect: bool
     jwt_secret: str
     access_token_ttl: int
     refresh_token_ttl: int
@@ -259,7 +305,14 @@ class Settings:
 
     @property
     def storage_path(self) -> Path:
-        return Path(self.storage_dir)
+        """The local directory: the store itself, unless STORAGE_URL names a bucket."""
+        parts = urlsplit(self.storage_url)
+        return Path(unquote(parts.path)) if parts.scheme == "file" else Path(self.storage_dir)
+
+    @property
+    def work_path(self) -> Path:
+        """Where the worker keeps local copies of files being processed (hidden inside the local directory)."""
+        return self.storage_path / ".work"
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

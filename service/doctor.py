@@ -1,14 +1,13 @@
 """`chunkd doctor`: is everything chunkd needs in place? One line per check."""
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 
 import asyncpg
 
-from service import db, embedded, migrate
+from service import db, embedded, migrate, storage
 from service.config import Settings
+from service.storage import StorageError
 from service.store import server
 
 
@@ -25,7 +24,7 @@ class Check:
 
 
 async def run_checks(settings: Settings) -> list[Check]:
-    checks = [check_storage(settings), check_libmagic()]
+    checks = [await check_storage(settings), check_libmagic()]
     try:
         conn = await db.connect(settings)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
@@ -46,17 +45,12 @@ async def run_checks(settings: Settings) -> list[Check]:
     return checks
 
 
-def check_storage(settings: Settings) -> Check:
-    path = settings.storage_path
+async def check_storage(settings: Settings) -> Check:
+    """The configured store accepts a put, a get and a delete (and, for a bucket, exists)."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".doctor-") as f:
-            f.write(b"ok")
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        return Check("storage", False, f"{path} is not writable: {e.strerror}")
-    return Check("storage", True, f"{path.resolve()} writable")
+        return Check("storage", True, await storage.check(settings))
+    except StorageError as e:
+        return Check("storage", False, str(e))
 
 
 def check_libmagic() -> Check:

@@ -54,6 +54,7 @@ class RangeNotSatisfiable(ApiError): status, code, title = 416, "RANGE_NOT_SATIS
 class TooManyUploads(ApiError): status, code, title = 429, "TOO_MANY_UPLOADS", "Too many of your uploads in flight"
 # 5xx
 class DatabaseUnavailable(ApiError): status, code, title = 503, "DATABASE_UNAVAILABLE", "Database unavailable"
+class StorageUnavailable(ApiError): status, code, title = 503, "STORAGE_UNAVAILABLE", "Blob storage unavailable"
 class ServerBusy(ApiError): status, code, title = 503, "SERVER_BUSY", "Too many chunks in flight"
 
 # tus (service/handlers/tus.py), besides UploadNotFound, UploadExpired and UploadTooLarge above.

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from service.db import Pool
     from service.events import FileEvents
     from service.links import SignedLink
+    from service.storage import BlobStore
     from service.tus_locks import UploadLocks
     from service.webui import WebPages
     from service.worker import Worker
@@ -28,6 +29,7 @@ slow_by_design_key = web.RequestKey("slow_by_design_key", bool)
 file_events_key: web.AppKey[FileEvents] = web.AppKey("file_events_key")
 worker_key: web.AppKey[Worker] = web.AppKey("worker_key")
 body_memory_key: web.AppKey[BodyMemory] = web.AppKey("body_memory_key")
+storage_key: web.AppKey[BlobStore] = web.AppKey("storage_key")
 passwords_key: web.AppKey[Passwords] = web.AppKey("passwords_key")
 # A request authorised by a signed link (service/links.py): which file and resource it opens.
 link_key: web.RequestKey[SignedLink] = web.RequestKey("link_key")

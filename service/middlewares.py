@@ -11,8 +11,16 @@ from aiohttp.typedefs import Handler
 
 from service import metrics
 from service.db import DATABASE_DOWN
-from service.errors import ApiError, BadRequest, DatabaseUnavailable, from_http_exception, problem_response
+from service.errors import (
+    ApiError,
+    BadRequest,
+    DatabaseUnavailable,
+    StorageUnavailable,
+    from_http_exception,
+    problem_response,
+)
 from service.keys import settings_key, slow_by_design_key
+from service.storage import base as storage
 
 log = logging.getLogger("service.http")
 
@@ -31,6 +39,10 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         log.warning("database unavailable: %s", e, extra={"action": "database_unavailable", "path": request.path})
         return problem_response(DatabaseUnavailable("the database cannot be reached; try again shortly",
                                                     headers={"Retry-After": "1"}))
+    except storage.StorageUnavailable as e:
+        log.warning("storage unavailable: %s", e, extra={"action": "storage_unavailable", "path": request.path})
+        return problem_response(StorageUnavailable("blob storage cannot be reached; try again shortly",
+                                                   headers={"Retry-After": "5"}))
     except asyncio.CancelledError:
         raise  # the client went away and aiohttp cancelled the handler: nothing to answer
     except ConnectionResetError:

@@ -1,8 +1,8 @@
 """Assembly while an upload is still arriving, so that it is COMPLETED soon after its last byte.
 
 A worker takes hold of a large UPLOADING file that is receiving chunks (files.worker_id, the same lease
-as processing) and appends the contiguous prefix of its chunks to the blob's temporary file as they are
-committed: tus uploads and in-order native ones are contiguous by nature. When the upload completes
+as processing) and appends the contiguous prefix of its chunks to the blob's write in the store (service.storage: a
+temporary file, or a multipart upload) as they are committed: tus uploads and in-order native ones are contiguous by nature. When the upload completes
 (NOTIFY files_ready), only the tail is left to append before the worker's usual processing (fsync,
 rename, sniffing, thumbnail, COMPLETED) carries on from that prefix.
 
@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from service.assembly import append_chunks
-from service.config import MiB
 from service.models import File, FileStatus
-from service.processing import Assembly
+from service.storage.assembly import Assembly
 from service.store import streaming as store
 
 if TYPE_CHECKING:
@@ -35,7 +34,6 @@ ACTIVE_SECONDS = 30.0     # an upload with no chunk for this long is not (or no 
 CLAIM_INTERVAL = 1.0      # seconds between looks for an upload to take, while a slot is free
 POLL_MIN, POLL_MAX = 0.05, 1.0  # seconds between looks for new chunks: doubling while none come
 SWEEP_EVERY = 30          # claim looks between sweeps for files held by no task
-SYNC_EVERY = 64 * MiB     # the temporary file is synced as it grows: little is left for the last fsync
 
 
 @dataclass
@@ -125,7 +123,7 @@ class Streamer:
         worker = self.worker
         log.info("streaming upload", extra={"action": "stream_started", "file_id": file.id})
         ready = self._ready[file.id]
-        assembly = await asyncio.to_thread(Assembly, worker.blob_path(file), worker.tag, SYNC_EVERY)
+        assembly = await worker.begin_assembly(file)  # a local temporary file is synced as it grows
         prefix = Prefix(assembly, 0)
         handed_over = False
         try:
@@ -174,7 +172,7 @@ class Streamer:
         finally:
             self._ready.pop(file.id, None)
             if not handed_over:
-                await asyncio.to_thread(assembly.discard)
+                await asyncio.shield(assembly.discard())
 
     async def _release(self, file: File) -> None:
         async with self.worker.pool.acquire() as conn:

@@ -16,20 +16,21 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 
 import asyncpg
 from aiohttp import web
 
-from service import cleanup, db, processing, storage, webhooks
+from service import cleanup, db, storage, webhooks
 from service.assembly import assemble
 from service.config import Settings
-from service.keys import pool_key, settings_key, worker_key
+from service.keys import pool_key, settings_key, storage_key, worker_key
 from service.media.pool import DecoderPool
 from service.media.result import Analysis
 from service.metrics import PROCESSING_SECONDS, UPLOADS_COMPLETED, UPLOADS_FAILED
 from service.models import File
-from service.processing import Assembly, CorruptContent
+from service.processing import CorruptContent
+from service.storage import BlobStore, StorageUnavailable
+from service.storage.assembly import Assembly, remove_stale_copies
 from service.store import workers as store
 from service.store.files import FILES_READY
 from service.streaming import Prefix, Streamer
@@ -42,12 +43,17 @@ SETTLE_MAX_DELAY = 2.0      # seconds between tries to record an outcome: the fi
 INTERRUPTED_RETRY_DELAY = 1.0  # seconds before a file whose processing lost the database is taken again
 POLL_INTERVAL = 5.0         # seconds between claims when no NOTIFY arrives
 SHUTDOWN_TIMEOUT = 30.0     # seconds running files get to finish on stop; the rest go back to the queue
+STORAGE_RETRY_DELAY = 5.0   # seconds before a file whose store was unavailable is taken again
 
 
 class Worker:
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, *, concurrency: int | None = None,
-                 poll_interval: float = POLL_INTERVAL, shutdown_timeout: float = SHUTDOWN_TIMEOUT) -> None:
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, store: BlobStore | None = None, *,
+                 concurrency: int | None = None, poll_interval: float = POLL_INTERVAL,
+                 shutdown_timeout: float = SHUTDOWN_TIMEOUT) -> None:
+        """store: the app's, or None for one of the worker's own (closed by close())."""
         self.settings, self.pool = settings, pool
+        self._own_store = store is None
+        self.store = store if store is not None else storage.from_settings(settings)
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease = settings.worker_lease
         self.poll_interval, self.shutdown_timeout = poll_interval, shutdown_timeout
@@ -58,7 +64,6 @@ class Worker:
         self._running: set[asyncio.Task[None]] = set()
         self.processing: dict[asyncio.Task[None], str] = {}  # file id of each claim being processed
         self._registered = False
-        self.tag = self.id.rsplit(":", 1)[-1]  # names this worker's temporary files
         self.streamer = Streamer(self, settings.streaming_min_size, concurrency or settings.worker_concurrency)
         self.deliveries = webhooks.Deliverer(settings, pool)
         self.listener = db.Listener(settings, {FILES_READY: self._on_ready, webhooks.CHANNEL: self.deliveries.wake},
@@ -68,8 +73,9 @@ class Worker:
         self._wake.set()
         self.streamer.ready(file_id)
 
-    def blob_path(self, file: File) -> Path:
-        return storage.resolve(self.settings.storage_path, file.path)
+    async def begin_assembly(self, file: File) -> Assembly:
+        """The file's blob opened for writing (what an earlier, killed attempt left of it aborted)."""
+        return await Assembly.begin(self.store, storage.blob_key(file.filename), self.settings.work_path, file.size)
 
     # lifecycle ---------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -82,6 +88,8 @@ class Worker:
                       asyncio.create_task(self.deliveries.run(), name="webhook deliveries")]
         streamer = asyncio.create_task(self.streamer.run(), name="worker streamer") if self.streamer.enabled else None
         log.info("worker started", extra={"action": "worker_started", "worker_id": self.id})
+        with contextlib.suppress(OSError):  # leftovers of a killed worker on this machine
+            await asyncio.to_thread(remove_stale_copies, self.settings.work_path, cleanup.TEMP_GRACE)
         try:
             await self._loop()
         finally:
@@ -122,6 +130,8 @@ class Worker:
 
     async def close(self) -> None:
         """Unregisters: files still held (a stop that timed out) go back to the queue at once."""
+        if self._own_store:
+            await self.store.close()
         await self.decoders.close()
         if not self._registered:
             return
@@ -240,8 +250,8 @@ class Worker:
         while True:
             await asyncio.sleep(self.settings.cleanup_interval)
             try:
-                await cleanup.run_cleanup(self.pool, self.settings)
-            except db_errors() + (OSError,) as e:
+                await cleanup.run_cleanup(self.pool, self.settings, self.store)
+            except db_errors() + (OSError, StorageUnavailable) as e:
                 log.warning("cleanup failed: %s", e, extra={"action": "cleanup_failed", "worker_id": self.id})
 
     # processing -----------------------------------------------------------------------------------
@@ -273,6 +283,13 @@ class Worker:
                         extra={"action": "file_interrupted", "file_id": file.id, "attempt": file.attempts})
             await asyncio.shield(self._settle(lambda: self._retry(file, INTERRUPTED_RETRY_DELAY, count_attempt=False)))
             asyncio.get_running_loop().call_later(INTERRUPTED_RETRY_DELAY, self._wake.set)
+        except StorageUnavailable as e:
+            # The store's fault (unreachable, 5xx, throttled, full disk): the chunks stay, the attempt does
+            # not count, the file is taken again later, for as long as it lasts.
+            log.warning("processing file %s waits for the store: %s", file.id, e,
+                        extra={"action": "storage_unavailable", "file_id": file.id, "attempt": file.attempts})
+            await asyncio.shield(self._settle(lambda: self._retry(file, STORAGE_RETRY_DELAY, count_attempt=False)))
+            asyncio.get_running_loop().call_later(STORAGE_RETRY_DELAY, self._wake.set)
         except Exception as e:
             log.warning("processing file %s failed: %r", file.id, e,
                         extra={"action": "file_error", "file_id": file.id, "attempt": file.attempts})
@@ -286,38 +303,45 @@ class Worker:
             PROCESSING_SECONDS.observe(time.monotonic() - started)
 
     async def _assemble_and_analyse(self, file: File, prefix: Prefix | None) -> tuple[str, Analysis]:
-        root = self.settings.storage_path
-        thumbnail_base = storage.resolve(root, storage.thumbnail_path(file.filename))
+        """The chunks streamed into the store (and a local copy), analysed from the local copy, the
+        thumbnail stored, then the blob committed: its key shows only complete, checked bytes."""
         started = time.monotonic()
         try:
             async with self.pool.acquire() as conn:
                 chunks = await store.list_chunk_lengths(conn, file.id)
                 check_chunks(chunks, file.size)
                 if prefix is None:
-                    assembly = await asyncio.to_thread(Assembly, self.blob_path(file), self.tag)
+                    assembly = await self.begin_assembly(file)
                 else:  # the chunks before prefix.next_index are in it already (and still in the database)
                     assembly, chunks = prefix.assembly, chunks[prefix.next_index:]
                     prefix = None  # the assembly is ours to commit or discard now
                 try:
                     digest = await assemble(conn, file.id, chunks, assembly)
                 except BaseException:
-                    await asyncio.to_thread(assembly.discard)
+                    await asyncio.shield(assembly.discard())
                     raise
         finally:
             if prefix is not None:  # failed before taking it over
-                await asyncio.to_thread(prefix.assembly.discard)
+                await asyncio.shield(prefix.assembly.discard())
         seconds = time.monotonic() - started
         log.info("file assembled: %d bytes in %.3f s", file.size, seconds,
                  extra={"action": "file_assembled", "file_id": file.id, "bytes": file.size, "ms": round(seconds * 1000)})
         try:
             if file.sha256 and digest != file.sha256:
                 raise CorruptContent(f"sha256 mismatch: declared {file.sha256}, assembled {digest}")
-            analysis = await self.decoders.analyse(assembly.temp)
+            analysis = await self.decoders.analyse(assembly.path)  # the child processes read a local file
             if analysis.thumbnail is not None:
-                await asyncio.to_thread(processing.save_thumbnail, thumbnail_base, analysis.thumbnail)
-            await asyncio.to_thread(assembly.commit)
+                key = storage.thumbnail_key(file.filename, analysis.thumbnail.mimetype)
+                writer = await self.store.writer(key, len(analysis.thumbnail.data))
+                try:
+                    await writer.write(analysis.thumbnail.data)
+                    await writer.commit()
+                except BaseException:
+                    await asyncio.shield(writer.abort())
+                    raise
+            await assembly.commit()
         except BaseException:
-            await asyncio.to_thread(assembly.discard)
+            await asyncio.shield(assembly.discard())
             raise
         return digest, analysis
 
@@ -340,16 +364,23 @@ class Worker:
         log.warning("lease on file %s lost before completion", file.id,
                     extra={"action": "lease_lost", "file_id": file.id})
         if not owned_by_someone:  # deleted meanwhile: our blobs are orphans. Otherwise they are the new owner's too.
-            await asyncio.to_thread(storage.remove_blobs, self.settings.storage_path, file.path, file.filename)
+            await self._drop_blobs(file)
 
     async def _fail(self, file: File, reason: str) -> None:
         async with self.pool.acquire() as conn:
             failed = await store.fail_file(conn, file.id, self.id, reason)
         if failed:
             UPLOADS_FAILED.inc()
-            await asyncio.to_thread(storage.remove_blobs, self.settings.storage_path, file.path, file.filename)
+            await self._drop_blobs(file)
         log.warning("file failed: %s", reason, extra={"action": "file_failed" if failed else "lease_lost",
                                                        "file_id": file.id})
+
+    async def _drop_blobs(self, file: File) -> None:
+        try:
+            await storage.delete_file_blobs(self.store, [file.filename])
+        except StorageUnavailable as e:  # orphans now: the cleanup pass removes them later
+            log.warning("could not remove the blobs of file %s: %s", file.id, e,
+                        extra={"action": "blob_delete_failed", "file_id": file.id})
 
     async def _retry(self, file: File, delay: float, count_attempt: bool = True) -> None:
         async with self.pool.acquire() as conn:
@@ -387,7 +418,7 @@ def db_errors() -> tuple[type[BaseException], ...]:
 
 async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
     """The worker inside `chunkd serve`, on the app's pool."""
-    worker = app[worker_key] = Worker(app[settings_key], app[pool_key])
+    worker = app[worker_key] = Worker(app[settings_key], app[pool_key], app[storage_key])
     task = asyncio.create_task(worker.run(), name="worker")
     yield
     worker.stop()

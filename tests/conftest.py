@@ -17,6 +17,7 @@ from service.app import create_app
 from service.config import Settings
 from service.embedded import EmbeddedPostgres
 from service.keys import tus_locks_key
+from tests import ceph
 from tests.support import (
     FAST,
     JWT_SECRET,
@@ -110,10 +111,53 @@ def storage_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def ceph_rgw() -> Iterator[ceph.CephRGW]:
+    """A real S3 server (Ceph RGW), once per session (per xdist worker); skipped without the Ceph binaries
+    unless CHUNKD_REQUIRE_S3=1 says they must be there (CI)."""
+    missing = ceph.missing_binaries()
+    if missing:
+        reason = (f"Ceph RGW is not installed (no {', '.join(missing)}; apt-get install ceph-mon ceph-osd "
+                  "radosgw): S3 tests skipped")
+        if os.environ.get("CHUNKD_REQUIRE_S3") == "1":
+            pytest.fail(f"CHUNKD_REQUIRE_S3=1 but {reason.partition(':')[0]}")
+        pytest.skip(reason)
+    rgw = ceph.CephRGW(scratch_dir("chunkd-test-ceph-")).start()
+    yield rgw
+    rgw.stop()
+
+
 @pytest.fixture
-def settings(request: pytest.FixtureRequest, database_url: str, storage_dir: Path) -> Settings:
+def make_bucket(ceph_rgw: ceph.CephRGW) -> Iterator:
+    """Factory: `make_bucket()` makes an empty bucket of this test's own and returns the environment that
+    points chunkd at it (under a prefix); every bucket is emptied and removed afterwards. Synchronous (its
+    own loop in a thread), so that sync fixtures can use it too."""
+    made: list[str] = []
+
+    def make(prefix: str = "chunkd") -> dict[str, str]:
+        name = f"t-{uuid.uuid4().hex[:24]}"
+        ceph.run(ceph.create_bucket(ceph_rgw, name))
+        made.append(name)
+        return ceph_rgw.environment(name, prefix)
+
+    yield make
+    for name in made:
+        ceph.run(ceph.remove_bucket(ceph_rgw, name))
+
+
+@pytest.fixture
+def storage_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Where blobs go: the local STORAGE_DIR, or with `@on_both_stores` (indirect "s3") a fresh bucket."""
+    if getattr(request, "param", "local") == "s3":
+        return request.getfixturevalue("make_bucket")()  # type: ignore[no-any-return]
+    return {}
+
+
+@pytest.fixture
+def settings(request: pytest.FixtureRequest, database_url: str, storage_dir: Path,
+             storage_env: dict[str, str]) -> Settings:
     """A test module may set SETTINGS_ENV = {...}: its own environment (small upload chunks, say)."""
-    return make_settings(database_url, storage_dir, **getattr(request.module, "SETTINGS_ENV", {}))
+    return make_settings(database_url, storage_dir, **{**getattr(request.module, "SETTINGS_ENV", {}), **storage_env})
 
 
 @pytest.fixture
@@ -136,13 +180,13 @@ async def served(aiohttp_client, settings: Settings):  # type: ignore[no-untyped
 
 
 @pytest.fixture
-def chunkd(database_url: str, storage_dir: Path) -> Iterator:
+def chunkd(database_url: str, storage_dir: Path, storage_env: dict[str, str]) -> Iterator:
     """Factory: chunkd("serve") starts a real process on this test's database and storage."""
     started: list[ChunkdProcess] = []
 
     def start(*args: str, wait_path: str | None = "/healthz", **env: str) -> ChunkdProcess:
         base = {"DATABASE_URL": database_url, "STORAGE_DIR": str(storage_dir),
-                "JWT_SECRET": JWT_SECRET}
+                "JWT_SECRET": JWT_SECRET, **storage_env}
         process = ChunkdProcess({**base, **env}, *args).start(wait_path)
         started.append(process)
         return process

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service import storage
@@ -160,7 +161,7 @@ async def insert_file(conn: asyncpg.Connection, owner_id: str, *, status: str = 
         " chunk_size, sha256, metadata, created_at, expires_at)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, COALESCE($13, now()), $14)"
         " RETURNING id, filename, path",
-        name, filename, mimetype, size, type, status, storage.blob_path(filename), owner_id, post_id, chunk_size,
+        name, filename, mimetype, size, type, status, storage.blob_key(filename), owner_id, post_id, chunk_size,
         sha256, None if metadata is None else json.dumps(metadata), created, expires_at)
     return dict(row)
 
@@ -251,3 +252,19 @@ async def session_token(conn, settings: Settings, user_id: str, role: str = "USE
     await conn.execute("INSERT INTO sessions (id, user_id, device, refresh_hash, expires_at)"
                        " VALUES ($1, $2, 'test', $3, now() + interval '1 day')", session_id, user_id, refresh.digest)
     return issue_access_token(settings, user_id, role, session_id)
+
+
+# A test marked with this runs twice: blobs in the local STORAGE_DIR, then in a bucket of the suite's Ceph RGW.
+on_both_stores = pytest.mark.parametrize("storage_env", ["local", "s3"], indirect=True)
+
+
+async def stored_keys(settings: Settings) -> set[str]:
+    """Every committed object of the blob areas in the configured store, and every unfinished write (as its
+    label): what a test compares with what it expects the store to hold."""
+    from service import storage
+    store = storage.from_settings(settings)
+    try:
+        keys = {info.key for area in storage.AREAS async for info in store.objects(area + "/")}
+        return keys | {w.label for area in storage.AREAS for w in await store.unfinished(area + "/")}
+    finally:
+        await store.close()

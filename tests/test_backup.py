@@ -61,7 +61,7 @@ async def fill(conn: asyncpg.Connection, storage_dir: Path, user_id: str) -> set
         if status == "UPLOADING":
             await insert_chunk(conn, file["id"], 0, os.urandom(65536))
             continue
-        for relative in (storage.blob_path(name), storage.thumbnail_path(name) + ".webp"):
+        for relative in (storage.blob_key(name), storage.thumbnail_key(name, "image/webp")):
             (storage_dir / relative).parent.mkdir(parents=True, exist_ok=True)
             (storage_dir / relative).write_bytes(os.urandom(70000 + i))
             blobs.add(relative)
@@ -80,7 +80,7 @@ async def test_backup_then_restore_into_an_empty_database(database_url: str, emp
                                                           storage_dir: Path, other_storage: Path, user,
                                                           tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     blobs = await fill(conn, storage_dir, user.id)
-    orphan = storage_dir / storage.blob_path(uuid.uuid4().hex)  # no row points to it
+    orphan = storage_dir / storage.blob_key(uuid.uuid4().hex)  # no row points to it
     orphan.parent.mkdir(parents=True, exist_ok=True)
     orphan.write_bytes(b"not referenced")
     (storage_dir / "files" / ".assembling.tmp").write_bytes(b"in flight")

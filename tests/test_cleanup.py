@@ -38,8 +38,8 @@ async def add_file(conn: asyncpg.Connection, storage_dir: Path, user_id: str, st
     file_id, name = file["id"], file["filename"]
     await insert_chunk(conn, file_id, 0, b"x")
     if blob:
-        put(storage_dir, storage.blob_path(name), 2 * HOUR)
-        put(storage_dir, storage.thumbnail_path(name) + ".webp", 2 * HOUR)
+        put(storage_dir, storage.blob_key(name), 2 * HOUR)
+        put(storage_dir, storage.thumbnail_key(name, "image/webp"), 2 * HOUR)
     return file_id, name
 
 
@@ -52,17 +52,17 @@ async def build_scene(conn: asyncpg.Connection, storage_dir: Path, user_id: str)
             await add_file(conn, storage_dir, user_id, "PROCESSING", expires_in=None, blob=False)]
     orphan, young = uuid.uuid4().hex, uuid.uuid4().hex
     removed_blobs = {
-        storage.blob_path(old_failed[1]), storage.thumbnail_path(old_failed[1]) + ".webp",
-        str(put(storage_dir, storage.blob_path(orphan), 2 * HOUR).relative_to(storage_dir)),
-        str(put(storage_dir, storage.thumbnail_path(orphan) + ".jpg", 2 * HOUR).relative_to(storage_dir)),
+        storage.blob_key(old_failed[1]), storage.thumbnail_key(old_failed[1], "image/webp"),
+        str(put(storage_dir, storage.blob_key(orphan), 2 * HOUR).relative_to(storage_dir)),
+        str(put(storage_dir, storage.thumbnail_key(orphan, "image/jpeg"), 2 * HOUR).relative_to(storage_dir)),
         str(put(storage_dir, "files/ab/.assemble-stale", 2 * DAY).relative_to(storage_dir)),
         str(put(storage_dir, "files/cd/cd0123.tmp", 2 * DAY).relative_to(storage_dir)),
     }
     kept_blobs = {str(p.relative_to(storage_dir)) for p in [
-        put(storage_dir, storage.blob_path(young), 60),                # too new: an assembly may be in flight
+        put(storage_dir, storage.blob_key(young), 60),                # too new: an assembly may be in flight
         put(storage_dir, "files/ab/.assemble-inflight", 2 * HOUR),     # temporary, not stale yet
         put(storage_dir, "outside-the-blob-areas.txt", 10 * DAY),      # not cleanup's business
-    ]} | {storage.blob_path(name) for _, name in kept if (storage_dir / storage.blob_path(name)).exists()}
+    ]} | {storage.blob_key(name) for _, name in kept if (storage_dir / storage.blob_key(name)).exists()}
     return {"removed_ids": {old_failed[0], expired[0]}, "kept_ids": {i for i, _ in kept},
             "removed_blobs": removed_blobs, "kept_blobs": kept_blobs}
 

@@ -7,7 +7,8 @@ import os
 import time
 from urllib.parse import quote
 
-from tests.support import insert_file
+from service import storage
+from tests.support import insert_file, on_both_stores, stored_keys
 from tests.uploading import UPLOAD_ENV, create, jpeg, put_chunks, upload, wait_for_status
 
 SETTINGS_ENV = UPLOAD_ENV
@@ -105,6 +106,7 @@ async def read_event_body(client, user, file_id: str) -> dict:  # type: ignore[n
     return await (await client.get(f"/api/files/{file_id}", headers=user.headers)).json()
 
 
+@on_both_stores
 async def test_content_range_and_safe_headers(served, user) -> None:  # type: ignore[no-untyped-def]
     data = os.urandom(300_000)
     name = 'résumé "final"; 100%\\ 東京.pdf'
@@ -125,7 +127,8 @@ async def test_content_range_and_safe_headers(served, user) -> None:  # type: ig
     assert r.status == 416
 
 
-async def test_another_users_file_is_404_everywhere(served, user, make_user, admin, storage_dir) -> None:  # type: ignore[no-untyped-def]
+@on_both_stores
+async def test_another_users_file_is_404_everywhere(served, user, make_user, admin, settings) -> None:  # type: ignore[no-untyped-def]
     body = await completed(served, user, jpeg(64, 48), "p.jpg")
     stranger = await make_user()
     paths = ["", "/content", "/thumbnail", "/events"]
@@ -138,11 +141,12 @@ async def test_another_users_file_is_404_everywhere(served, user, make_user, adm
     assert (await served.delete(f"/api/files/{body['id']}", headers=stranger.headers)).status == 404
     assert (await served.get("/api/files/no-such-id", headers=user.headers)).status == 404
 
-    blobs = [p for p in storage_dir.rglob("*") if p.is_file()]
-    assert len(blobs) == 2  # the file and its thumbnail
+    filename = storage.owner_of(next(iter(await stored_keys(settings))))
+    assert filename is not None
+    assert await stored_keys(settings) == {storage.blob_key(filename), storage.thumbnail_key(filename, "image/webp")}
     r = await served.delete(f"/api/files/{body['id']}", headers=user.headers)
     assert r.status == 204
-    assert not [p for p in storage_dir.rglob("*") if p.is_file()]
+    assert await stored_keys(settings) == set()
     assert (await served.get(f"/api/files/{body['id']}", headers=user.headers)).status == 404
 
 

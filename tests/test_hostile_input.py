@@ -111,9 +111,9 @@ async def check_stored_and_served(client, user, conn, storage_dir: Path, file_id
     body = await wait_for_status(client, user, file_id)
     assert body["status"] == "COMPLETED" and body["original_name"] == name, body
     row = await conn.fetchrow("SELECT filename, path FROM files WHERE id = $1", file_id)
-    blob = storage.resolve(storage_dir, row["path"])
+    blob = storage.LocalStore(storage_dir).path(row["path"])
     assert blob.resolve().is_relative_to(storage_dir.resolve()) and blob.read_bytes() == data
-    assert re.fullmatch(r"[0-9a-f]{32}", row["filename"]) and row["path"] == storage.blob_path(row["filename"])
+    assert re.fullmatch(r"[0-9a-f]{32}", row["filename"]) and row["path"] == storage.blob_key(row["filename"])
     r = await client.get(f"/api/files/{file_id}/content", headers=user.headers)
     assert r.status == 200 and await r.read() == data
     assert_safe_disposition(r.headers["Content-Disposition"], name)

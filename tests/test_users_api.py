@@ -92,11 +92,11 @@ async def test_delete_user_cascades_rows_and_removes_blobs(client, conn: asyncpg
     post_id = await insert_post(conn, user.id, "mine", published=False)
     files = [await insert_file(conn, user.id, post_id=post_id), await insert_file(conn, user.id, status="UPLOADING")]
     await insert_chunk(conn, files[1]["id"], 0, b"abc")
-    blob = storage.resolve(storage_dir, files[0]["path"])
-    thumb = storage.resolve(storage_dir, storage.thumbnail_path(files[0]["filename"]) + ".webp")
+    blob = storage.LocalStore(storage_dir).path(files[0]["path"])
+    thumb = storage.LocalStore(storage_dir).path(storage.thumbnail_key(files[0]["filename"], "image/webp"))
     # A bystander's file attached to the deleted user's post stays, detached; so does its blob.
     kept = await insert_file(conn, bystander.id, post_id=post_id)
-    kept_blob = storage.resolve(storage_dir, kept["path"])
+    kept_blob = storage.LocalStore(storage_dir).path(kept["path"])
     for path in (blob, thumb, kept_blob):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"bytes")

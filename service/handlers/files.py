@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -24,14 +25,15 @@ from service.errors import (
     ThumbnailNotFound,
     problem_body,
 )
-from service.keys import file_events_key, link_key, pool_key, settings_key, slow_by_design_key
-from service.media.thumbnail import suffix as thumbnail_suffix
+from service.keys import file_events_key, link_key, pool_key, settings_key, slow_by_design_key, storage_key
 from service.models import TERMINAL_STATUSES, File, FileStatus, FileType
+from service.storage import BlobNotFound, BlobStore
 from service.store import files as store
 from service.validation import path_id, query_choice, query_seconds, read_page
 
 MAX_WAIT = 60            # seconds a long-poll may ask for
 FALLBACK_POLL = 5.0      # seconds between re-reads while waiting, in case a NOTIFY was lost
+PRESIGNED_SECONDS = 300  # lifetime of a DOWNLOAD_REDIRECT URL: enough to start the download, too short to share
 SSE_KEEPALIVE = 15.0     # seconds between comments on an idle event stream (proxies close silent ones)
 # Served bytes are the user's, not ours: never rendered, never sniffed, never scripted.
 CONTENT_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'; sandbox",
@@ -101,7 +103,7 @@ async def get_file_events(request: web.Request) -> web.StreamResponse:
         return response
 
 
-async def get_file_content(request: web.Request) -> web.FileResponse:
+async def get_file_content(request: web.Request) -> web.StreamResponse:
     """A download (`attachment`), or with ?disposition=inline an image shown in the browser, sandboxed."""
     disposition = query_choice(request, "disposition", ("attachment", "inline")) or "attachment"
     file = await _load_readable(request, path_id(request))
@@ -109,24 +111,42 @@ async def get_file_content(request: web.Request) -> web.FileResponse:
         raise FileNotReady(f"file {file.id} is {file.status}")
     if file.mimetype not in INLINE_TYPES:
         disposition = "attachment"
-    path = storage.resolve(request.app[settings_key].storage_path, file.path)
-    return await _serve(request, path, FileNotFound(f"file {file.id} has no bytes on disk"),
-                        {"Content-Type": file.mimetype,
-                         "Content-Disposition": content_disposition(file.original_name, disposition)})
+    return await _serve(request, storage.blob_key(file.filename), FileNotFound(f"file {file.id} has no bytes stored"),
+                        file.mimetype or "application/octet-stream",
+                        content_disposition(file.original_name, disposition))
 
 
-async def get_file_thumbnail(request: web.Request) -> web.FileResponse:
+async def get_file_thumbnail(request: web.Request) -> web.StreamResponse:
     file = await _load_readable(request, path_id(request))
     thumbnail = (file.metadata or {}).get("thumbnail")
     if file.status != FileStatus.COMPLETED or not file.thumbnail or not thumbnail:
         raise ThumbnailNotFound(f"file {file.id} has no thumbnail")
-    base = storage.resolve(request.app[settings_key].storage_path, storage.thumbnail_path(file.filename))
-    path = base.with_name(base.name + thumbnail_suffix(thumbnail["mimetype"]))
-    return await _serve(request, path, ThumbnailNotFound(f"file {file.id} has no thumbnail on disk"),
-                        {"Content-Type": thumbnail["mimetype"], "Content-Disposition": "inline"})
+    key = storage.thumbnail_key(file.filename, thumbnail["mimetype"])
+    return await _serve(request, key, ThumbnailNotFound(f"file {file.id} has no thumbnail stored"),
+                        thumbnail["mimetype"], "inline")
 
 
-async def _serve(request: web.Request, path: Path, missing: ApiError, headers: dict[str, str]) -> web.FileResponse:
+async def _serve(request: web.Request, key: str, missing: ApiError, content_type: str,
+                 disposition: str | None) -> web.StreamResponse:
+    """The object under key: a redirect to a presigned URL (DOWNLOAD_REDIRECT with a store that makes
+    them), sendfile from a local directory, or streamed from the store, with the same Range rules."""
+    blobs = request.app[storage_key]
+    headers = {"Content-Type": content_type, **({"Content-Disposition": disposition} if disposition else {})}
+    if request.app[settings_key].download_redirect:
+        if await blobs.head(key) is None:
+            raise missing
+        url = await blobs.presign_get(key, PRESIGNED_SECONDS, content_type, disposition)
+        if url is not None:
+            return web.Response(status=302, headers={"Location": url, "Cache-Control": "no-store",
+                                                     "X-Content-Type-Options": "nosniff"})
+    path = blobs.local_path(key)
+    if path is not None:
+        return await _send_file(request, path, missing, headers)
+    return await _stream(request, blobs, key, missing, headers)
+
+
+async def _send_file(request: web.Request, path: Path, missing: ApiError,
+                     headers: dict[str, str]) -> web.FileResponse:
     """FileResponse answers a missing file or a bad Range itself, with a bare body in the file's
     Content-Type; those refusals are made here instead, as problems (same rules as aiohttp's)."""
     try:
@@ -134,14 +154,65 @@ async def _serve(request: web.Request, path: Path, missing: ApiError, headers: d
     except FileNotFoundError:
         raise missing from None
     if "Range" in request.headers and request.if_range is None:  # with If-Range, aiohttp may ignore Range
-        try:
-            start = request.http_range.start
-        except ValueError:
-            raise RangeNotSatisfiable("Range must be one `bytes=start-end`, `bytes=start-` or `bytes=-suffix`",
-                                      headers={"Content-Range": f"bytes */{size}"}) from None
-        if start is not None and (max(start + size, 0) if start < 0 else start) >= size:
-            raise RangeNotSatisfiable(f"the file has {size} bytes", headers={"Content-Range": f"bytes */{size}"})
+        _byte_range(request, size)
     return web.FileResponse(path, headers={**headers, **CONTENT_HEADERS})
+
+
+async def _stream(request: web.Request, blobs: BlobStore, key: str, missing: ApiError,
+                  headers: dict[str, str]) -> web.StreamResponse:
+    info = await blobs.head(key)
+    if info is None:
+        raise missing
+    modified = datetime.fromtimestamp(int(info.modified), UTC)
+    wanted = None
+    if "Range" in request.headers and (request.if_range is None or request.if_range >= modified):
+        wanted = _byte_range(request, info.size)
+    start, length = wanted or (0, info.size)
+    response = web.StreamResponse(status=206 if wanted else 200, headers={**headers, **CONTENT_HEADERS})
+    response.headers["Accept-Ranges"] = "bytes"
+    response.last_modified = modified
+    response.content_length = length
+    if wanted:
+        response.headers["Content-Range"] = f"bytes {start}-{start + length - 1}/{info.size}"
+    if request.method == "HEAD":
+        await response.prepare(request)
+        return response
+    try:
+        pieces = await blobs.get(key, start, length)
+    except BlobNotFound:
+        raise missing from None
+    await response.prepare(request)
+    async with contextlib.aclosing(pieces):  # type: ignore[type-var]
+        # The next piece is fetched from the store while this one goes to the client.
+        fetching = asyncio.ensure_future(anext(pieces, None))
+        try:
+            while (piece := await fetching) is not None:
+                fetching = asyncio.ensure_future(anext(pieces, None))
+                await response.write(piece)
+        finally:
+            if not fetching.done():
+                fetching.cancel()
+                await asyncio.wait([fetching])
+    await response.write_eof()
+    return response
+
+
+def _byte_range(request: web.Request, size: int) -> tuple[int, int] | None:
+    """(start, length) of the one range asked for; RangeNotSatisfiable (416) if it is malformed or
+    starts past the end. A range reaching past the end is cut to it (RFC 9110)."""
+    unsatisfiable = {"Content-Range": f"bytes */{size}"}
+    try:
+        asked = request.http_range
+    except ValueError:
+        raise RangeNotSatisfiable("Range must be one `bytes=start-end`, `bytes=start-` or `bytes=-suffix`",
+                                  headers=unsatisfiable) from None
+    if asked.start is None:
+        return None
+    start, stop = (max(size + asked.start, 0), size) if asked.start < 0 else (asked.start, asked.stop)
+    stop = size if stop is None else min(stop, size)
+    if start >= size or stop <= start:
+        raise RangeNotSatisfiable(f"the file has {size} bytes", headers=unsatisfiable)
+    return start, stop - start
 
 
 async def list_files(request: web.Request) -> web.Response:
@@ -163,7 +234,7 @@ async def delete_file(request: web.Request) -> web.Response:
         file = await store.delete_file(conn, file_id, user.id, user.is_admin)
     if file is None:
         raise FileNotFound(f"file {file_id}")
-    await asyncio.to_thread(storage.remove_blobs, request.app[settings_key].storage_path, file.path, file.filename)
+    await storage.delete_file_blobs(request.app[storage_key], [file.filename])
     return web.Response(status=204)
 
 

@@ -1,7 +1,6 @@
 """Users: the caller's own account, and the admin's user management and statistics."""
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -9,7 +8,7 @@ from aiohttp import web
 from service import storage
 from service.auth import current_user, require_admin
 from service.errors import SelfLockout, UserNotFound
-from service.keys import pool_key, settings_key
+from service.keys import pool_key, settings_key, storage_key
 from service.models import Role, User
 from service.store import quotas, sessions, users
 from service.validation import Field, email_address, path_id, read_json, read_page
@@ -102,8 +101,7 @@ async def delete_user(request: web.Request) -> web.Response:
         files = await users.delete_user(conn, user_id)
     # After the commit: a rolled-back delete must not have lost blobs. A crash in between leaves
     # orphaned blobs, which `chunkd cleanup` removes.
-    await asyncio.to_thread(storage.delete_blobs, request.app[settings_key].storage_path,
-                            files)
+    await storage.delete_file_blobs(request.app[storage_key], [filename for _, filename in files])
     return web.Response(status=204)
 
 

@@ -6,9 +6,9 @@ import dataclasses
 
 import asyncpg
 
-from service import storage
 from service.errors import ValidationFailed
 from service.models import File, NewUpload
+from service.storage import layout
 
 # Every column of `files` that models.File holds, and the database's verdict on expiry.
 FILE_COLUMNS = ", ".join(f.name for f in dataclasses.fields(File) if f.name != "expired") + \
@@ -54,9 +54,9 @@ async def insert_upload(conn: asyncpg.Connection, new: NewUpload) -> File:
     """A new UPLOADING file of any protocol. One of known length 0 is complete at once and goes
     straight to PROCESSING, except a part of a tus concatenation (the final upload takes it) and an
     upload of the IETF draft (complete only when its client says Upload-Complete: ?1)."""
-    blob = storage.new_blob_name()
+    blob = layout.new_blob_name()
     async with conn.transaction():
-        row = await conn.fetchrow(INSERT_UPLOAD, new.uploaded_by_id, new.original_name, blob, storage.blob_path(blob),
+        row = await conn.fetchrow(INSERT_UPLOAD, new.uploaded_by_id, new.original_name, blob, layout.blob_key(blob),
                                   new.mimetype, new.type, new.size, new.chunk_size, float(new.expires_in),
                                   new.protocol, new.size_deferred, new.sha256, new.post_id, new.tus_metadata,
                                   new.tus_concat, new.tus_parts)
