@@ -16,6 +16,7 @@ GET /api/users/me. The phases:
 
 Prints, per phase, p50/p99 per request kind of the normal user, its errors by status, the server's
 peak RSS, and each figure's ratio to the quiet phase."""
+
 from __future__ import annotations
 
 import asyncio
@@ -50,11 +51,13 @@ SERVER_ENV = {"DEFAULT_CHUNK_SIZE": "256KiB", "LOG_LEVEL": "WARNING", "WORKER_LE
 @dataclass
 class Tally:
     """Latencies (ms) per request kind and errors by (kind, status), of one user's traffic."""
+
     ms: dict[str, list[float]] = field(default_factory=lambda: collections.defaultdict(list))
     errors: collections.Counter[tuple[str, int]] = field(default_factory=collections.Counter)
 
-    async def call(self, http: aiohttp.ClientSession, kind: str, method: str, url: str, ok: tuple[int, ...],
-                   **kwargs: Any) -> tuple[int, dict[str, str], bytes]:
+    async def call(
+        self, http: aiohttp.ClientSession, kind: str, method: str, url: str, ok: tuple[int, ...], **kwargs: Any
+    ) -> tuple[int, dict[str, str], bytes]:
         started = time.perf_counter()
         try:
             async with http.request(method, url, **kwargs) as r:
@@ -69,46 +72,75 @@ class Tally:
 
 
 async def make_user(conn: asyncpg.Connection, url: str, storage: Path) -> dict[str, str]:
-    user_id = await conn.fetchval("INSERT INTO users (email, password, name) VALUES ($1, $2, 'bench') RETURNING id",
-                                  f"{uuid.uuid4().hex}@bench", hash_password("x"))
+    user_id = await conn.fetchval(
+        "INSERT INTO users (email, password, name) VALUES ($1, $2, 'bench') RETURNING id",
+        f"{uuid.uuid4().hex}@bench",
+        hash_password("x"),
+    )
     token = await session_token(conn, make_settings(url, storage, JWT_SECRET=JWT_SECRET), user_id)
     return {"Authorization": f"Bearer {token}"}
 
 
-async def native_upload(http: aiohttp.ClientSession, base: str, auth: dict[str, str], tally: Tally, data: bytes,
-                        chunk: int = 256 * KiB) -> str | None:
-    status, _, body = await tally.call(http, "POST /api/uploads", "POST", f"{base}/api/uploads", (201,), headers=auth,
-                                       json={"filename": "n.bin", "size": len(data), "chunk_size": chunk})
+async def native_upload(
+    http: aiohttp.ClientSession, base: str, auth: dict[str, str], tally: Tally, data: bytes, chunk: int = 256 * KiB
+) -> str | None:
+    status, _, body = await tally.call(
+        http,
+        "POST /api/uploads",
+        "POST",
+        f"{base}/api/uploads",
+        (201,),
+        headers=auth,
+        json={"filename": "n.bin", "size": len(data), "chunk_size": chunk},
+    )
     if status != 201:
         return None
     file_id = json.loads(body)["id"]
     for i in range(0, len(data), chunk):
-        await tally.call(http, "PUT chunk", "PUT", f"{base}/api/uploads/{file_id}/chunks/{i // chunk}", (201,),
-                         headers=auth, data=data[i:i + chunk])
+        await tally.call(
+            http,
+            "PUT chunk",
+            "PUT",
+            f"{base}/api/uploads/{file_id}/chunks/{i // chunk}",
+            (201,),
+            headers=auth,
+            data=data[i : i + chunk],
+        )
     await tally.call(http, "POST complete", "POST", f"{base}/api/uploads/{file_id}/complete", (202,), headers=auth)
     return file_id
 
 
-async def tus_upload(http: aiohttp.ClientSession, base: str, auth: dict[str, str], tally: Tally,
-                     data: bytes) -> str | None:
-    status, headers, _ = await tally.call(http, "POST tus", "POST", f"{base}/api/tus/", (201,),
-                                          headers={**auth, **TUS, "Upload-Length": str(len(data))})
+async def tus_upload(
+    http: aiohttp.ClientSession, base: str, auth: dict[str, str], tally: Tally, data: bytes
+) -> str | None:
+    status, headers, _ = await tally.call(
+        http, "POST tus", "POST", f"{base}/api/tus/", (201,), headers={**auth, **TUS, "Upload-Length": str(len(data))}
+    )
     if status != 201:
         return None
     location = headers["Location"]
     path = "/api/tus/" + location.rsplit("/", 1)[-1]
-    await tally.call(http, "PATCH tus", "PATCH", base + path, (204,), data=data,
-                     headers={**auth, **TUS, **STREAM, "Upload-Offset": "0"})
+    await tally.call(
+        http,
+        "PATCH tus",
+        "PATCH",
+        base + path,
+        (204,),
+        data=data,
+        headers={**auth, **TUS, **STREAM, "Upload-Offset": "0"},
+    )
     return location.rsplit("/", 1)[-1]
 
 
-async def poll(http: aiohttp.ClientSession, base: str, auth: dict[str, str], tally: Tally, file_id: str,
-               times: int) -> None:
+async def poll(
+    http: aiohttp.ClientSession, base: str, auth: dict[str, str], tally: Tally, file_id: str, times: int
+) -> None:
     etag = None
     for _ in range(times):
         headers = {**auth, **({"If-None-Match": etag} if etag else {})}
-        _, got, _ = await tally.call(http, "GET file", "GET", f"{base}/api/files/{file_id}", (200, 304),
-                                          headers=headers)
+        _, got, _ = await tally.call(
+            http, "GET file", "GET", f"{base}/api/files/{file_id}", (200, 304), headers=headers
+        )
         etag = got.get("ETag", etag)
 
 
@@ -142,8 +174,9 @@ async def other_uploaders(base: str, auths: list[dict[str, str]], stop_at: float
 
 
 @contextlib.asynccontextmanager
-async def trickling(server: ChunkdProcess, auth: dict[str, str], base: str, patches: int, puts: int) -> AsyncIterator[
-        collections.Counter[int]]:
+async def trickling(
+    server: ChunkdProcess, auth: dict[str, str], base: str, patches: int, puts: int
+) -> AsyncIterator[collections.Counter[int]]:
     """(b): one user's requests announcing 64 MiB and sending a byte a second; yields the statuses those
     that were answered got (429 for most: the per-user bound)."""
     statuses: collections.Counter[int] = collections.Counter()
@@ -153,10 +186,15 @@ async def trickling(server: ChunkdProcess, auth: dict[str, str], base: str, patc
         for _ in range(patches):
             async with http.post(f"{base}/api/tus/", headers={**auth, **TUS, "Upload-Length": str(64 * MiB)}) as r:
                 path = "/api/tus/" + r.headers["Location"].rsplit("/", 1)[-1]
-            heads.append(f"PATCH {path} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\n"
-                         f"Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n")
-        async with http.post(f"{base}/api/uploads", headers=auth,
-                             json={"filename": "t.bin", "size": puts * 8 * MiB, "chunk_size": 8 * MiB}) as r:
+            heads.append(
+                f"PATCH {path} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\n"
+                f"Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n"
+            )
+        async with http.post(
+            f"{base}/api/uploads",
+            headers=auth,
+            json={"filename": "t.bin", "size": puts * 8 * MiB, "chunk_size": 8 * MiB},
+        ) as r:
             native_id = (await r.json())["id"]
         heads += [f"PUT /api/uploads/{native_id}/chunks/{i} HTTP/1.1\r\nHost: x\r\n" for i in range(puts)]
     for head in heads:
@@ -196,8 +234,14 @@ async def pollers(base: str, auth: dict[str, str], file_id: str, count: int, sec
 
         async def one() -> None:
             while time.monotonic() < stop_at:
-                await tally.call(http, "GET file (304)", "GET", f"{base}/api/files/{file_id}", (304,),
-                                 headers={**auth, "If-None-Match": etag})
+                await tally.call(
+                    http,
+                    "GET file (304)",
+                    "GET",
+                    f"{base}/api/files/{file_id}",
+                    (304,),
+                    headers={**auth, "If-None-Match": etag},
+                )
 
         started = time.monotonic()
         await asyncio.gather(*(one() for _ in range(count)))
@@ -232,8 +276,11 @@ def quantile(values: list[float], q: float) -> float:
 
 
 def report(name: str, tally: Tally, rss_kib_peak: int, quiet: tuple[Tally, int] | None, extra: str = "") -> None:
-    print(f"\n== {name}: server peak RSS {rss_kib_peak / 1024:.0f} MiB"
-          + (f" (x{rss_kib_peak / quiet[1]:.2f} of quiet)" if quiet else "") + (f"; {extra}" if extra else ""))
+    print(
+        f"\n== {name}: server peak RSS {rss_kib_peak / 1024:.0f} MiB"
+        + (f" (x{rss_kib_peak / quiet[1]:.2f} of quiet)" if quiet else "")
+        + (f"; {extra}" if extra else "")
+    )
     for kind in sorted(tally.ms):
         p50, p99 = quantile(tally.ms[kind], 0.5), quantile(tally.ms[kind], 0.99)
         line = f"  {kind:<16} n={len(tally.ms[kind]):<5} p50 {p50:8.1f} ms  p99 {p99:8.1f} ms"
@@ -252,8 +299,9 @@ async def full_disk(url: str, conn: asyncpg.Connection, auth: dict[str, str], st
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], check=True)
     server = None
     try:
-        server = ChunkdProcess({"DATABASE_URL": url, "STORAGE_DIR": str(mount), "JWT_SECRET": JWT_SECRET,
-                                **SERVER_ENV}, "serve").start()
+        server = ChunkdProcess(
+            {"DATABASE_URL": url, "STORAGE_DIR": str(mount), "JWT_SECRET": JWT_SECRET, **SERVER_ENV}, "serve"
+        ).start()
         base = server.url
         data = os.urandom(24 * MiB)
         tally = Tally()
@@ -272,8 +320,10 @@ async def full_disk(url: str, conn: asyncpg.Connection, auth: dict[str, str], st
             took = time.monotonic() - enlarged
             async with http.get(f"{base}/api/files/{file_id}/content", headers=auth) as r:
                 same = hashlib.sha256(await r.read()).hexdigest() == hashlib.sha256(data).hexdigest()
-        return (f"full disk: {status} with {chunks} chunks while full; {now} {took:.1f} s after enlarging; "
-                f"SHA-256 {'matches' if same else 'DIFFERS'}")
+        return (
+            f"full disk: {status} with {chunks} chunks while full; {now} {took:.1f} s after enlarging; "
+            f"SHA-256 {'matches' if same else 'DIFFERS'}"
+        )
     finally:
         stop(server)
         subprocess.run(["umount", str(mount)], check=False)
@@ -285,8 +335,9 @@ async def run(seconds: float) -> None:
         normal = await make_user(conn, url, storage)
 
         def serve() -> ChunkdProcess:
-            return ChunkdProcess({"DATABASE_URL": url, "STORAGE_DIR": str(storage), "JWT_SECRET": JWT_SECRET,
-                                  **SERVER_ENV}, "serve").start()
+            return ChunkdProcess(
+                {"DATABASE_URL": url, "STORAGE_DIR": str(storage), "JWT_SECRET": JWT_SECRET, **SERVER_ENV}, "serve"
+            ).start()
 
         server = serve()
         try:
@@ -304,8 +355,13 @@ async def run(seconds: float) -> None:
                 load = asyncio.create_task(other_uploaders(server.url, others, time.monotonic() + seconds))
                 tally = await normal_user(server.url, normal, seconds)
                 load_tally = await load
-            report("load (a): 50 uploaders with pollers", tally, peak.kib, quiet,
-                   f"their errors: {dict(load_tally.errors) or 'none'}")
+            report(
+                "load (a): 50 uploaders with pollers",
+                tally,
+                peak.kib,
+                quiet,
+                f"their errors: {dict(load_tally.errors) or 'none'}",
+            )
         finally:
             stop(server)
 
@@ -315,8 +371,13 @@ async def run(seconds: float) -> None:
             async with Peak(server.proc.pid) as peak, trickling(server, abuser, server.url, 100, 100) as statuses:  # type: ignore[union-attr]
                 await asyncio.sleep(1)
                 tally = await normal_user(server.url, normal, seconds)
-            report("trickle (b): 100 PATCHes + 100 PUTs at 1 B/s from one user", tally, peak.kib, quiet,
-                   f"the trickler's answers: {dict(statuses)}")
+            report(
+                "trickle (b): 100 PATCHes + 100 PUTs at 1 B/s from one user",
+                tally,
+                peak.kib,
+                quiet,
+                f"the trickler's answers: {dict(statuses)}",
+            )
         finally:
             stop(server)
 

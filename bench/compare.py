@@ -23,6 +23,7 @@ What it prints, per mode, as median [min..max] over the runs:
              processes: backends, WAL writer, checkpointer), counted from the upload's start to COMPLETED;
 then chunkd's peak RSS growth and the ratios of the issue's targets. MB is 10^6 bytes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,8 +71,12 @@ def node_modules() -> Path:
             raise SystemExit("bench/compare.py needs node (20.19+) and npm")
         prefix.mkdir(parents=True, exist_ok=True)
         print(f"npm install {' '.join(NPM_PACKAGES)} into {prefix}", flush=True)
-        subprocess.run(["npm", "install", "--prefix", str(prefix), "--no-audit", "--no-fund", *NPM_PACKAGES],
-                       check=True, capture_output=True, timeout=600)
+        subprocess.run(
+            ["npm", "install", "--prefix", str(prefix), "--no-audit", "--no-fund", *NPM_PACKAGES],
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
         stamp.write_text(json.dumps(list(NPM_PACKAGES)))
     return prefix / "node_modules"
 
@@ -94,6 +99,7 @@ def cpu_seconds(pid: int, *, children: bool = False) -> float:
 @dataclass
 class Chunkd:
     """One `chunkd serve` and its own PostgreSQL."""
+
     process: ChunkdProcess
     url: str
     token: str
@@ -102,8 +108,10 @@ class Chunkd:
     pool: asyncpg.Pool
 
     def cpu(self) -> dict[str, float]:
-        return {"chunkd": cpu_seconds(self.process.proc.pid),  # type: ignore[union-attr]
-                "postgres": cpu_seconds(self.postmaster, children=True)}
+        return {
+            "chunkd": cpu_seconds(self.process.proc.pid),  # type: ignore[union-attr]
+            "postgres": cpu_seconds(self.postmaster, children=True),
+        }
 
 
 @dataclass
@@ -126,13 +134,25 @@ async def start_chunkd(pg_options: dict[str, str], env: dict[str, str]) -> Async
         try:
             backend = await pool.fetchval("SELECT pg_backend_pid()")
             postmaster = int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            user_id = await pool.fetchval("INSERT INTO users (email, password) VALUES ($1, $2) RETURNING id",
-                                          f"{uuid.uuid4().hex}@bench", hash_password("x"))
+            user_id = await pool.fetchval(
+                "INSERT INTO users (email, password) VALUES ($1, $2) RETURNING id",
+                f"{uuid.uuid4().hex}@bench",
+                hash_password("x"),
+            )
             # A run outlasts the default access-token lifetime.
             async with pool.acquire() as conn:
                 token = await session_token(conn, make_settings(url, storage_dir, ACCESS_TOKEN_TTL="24h"), user_id)
-            process = ChunkdProcess({"DATABASE_URL": url, "STORAGE_DIR": str(storage_dir), "JWT_SECRET": JWT_SECRET,
-                                     "MAX_UPLOAD_SIZE": "64GiB", "LOG_LEVEL": "WARNING", **env}, "serve").start()
+            process = ChunkdProcess(
+                {
+                    "DATABASE_URL": url,
+                    "STORAGE_DIR": str(storage_dir),
+                    "JWT_SECRET": JWT_SECRET,
+                    "MAX_UPLOAD_SIZE": "64GiB",
+                    "LOG_LEVEL": "WARNING",
+                    **env,
+                },
+                "serve",
+            ).start()
             yield Chunkd(process, process.url, token, postmaster, storage_dir, pool)
         finally:
             stop(process)
@@ -140,8 +160,9 @@ async def start_chunkd(pg_options: dict[str, str], env: dict[str, str]) -> Async
 
 
 @contextlib.asynccontextmanager
-async def servers(work: Path, pg_options: dict[str, str], variants: dict[str, tuple[dict[str, str], dict[str, str]]]
-                  ) -> AsyncIterator[Servers]:
+async def servers(
+    work: Path, pg_options: dict[str, str], variants: dict[str, tuple[dict[str, str], dict[str, str]]]
+) -> AsyncIterator[Servers]:
     modules = node_modules()
     async with contextlib.AsyncExitStack() as stack:
         chunkds = {"chunkd": await stack.enter_async_context(start_chunkd(pg_options, {}))}
@@ -150,8 +171,11 @@ async def servers(work: Path, pg_options: dict[str, str], variants: dict[str, tu
         peer_dir = work / "tus-server-files"
         peer_dir.mkdir()
         port = free_port()
-        peer = subprocess.Popen(["node", str(HERE / "tus_peer.mjs"), str(modules), str(peer_dir), str(port)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        peer = subprocess.Popen(
+            ["node", str(HERE / "tus_peer.mjs"), str(modules), str(peer_dir), str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             await wait_listening(port)
             yield Servers(chunkds, peer, f"http://127.0.0.1:{port}/files", peer_dir, modules)
@@ -174,10 +198,10 @@ async def wait_listening(port: int, timeout: float = 30) -> None:
 # one upload ------------------------------------------------------------------------------------------
 @dataclass
 class Result:
-    upload: float            # seconds until the client's last answer
-    durable: float           # seconds until the bytes survive a crash
+    upload: float  # seconds until the client's last answer
+    durable: float  # seconds until the bytes survive a crash
     completed: float | None  # seconds from the last answer to COMPLETED (chunkd)
-    cpu: dict[str, float]    # CPU-seconds of each process group over the upload (and processing)
+    cpu: dict[str, float]  # CPU-seconds of each process group over the upload (and processing)
 
 
 @dataclass
@@ -196,12 +220,19 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-async def tus_js(s: Servers, source: Path, endpoint: str, token: str | None, **options: int) -> tuple[str, float, float]:
+async def tus_js(
+    s: Servers, source: Path, endpoint: str, token: str | None, **options: int
+) -> tuple[str, float, float]:
     """(upload URL, started, finished) in epoch seconds, as tus-js-client saw them."""
     args = json.dumps({"endpoint": endpoint, "token": token, "file": str(source), **options})
-    proc = await asyncio.create_subprocess_exec("node", str(HERE / "tus_js_upload.js"), args,
-                                                env={**os.environ, "NODE_PATH": str(s.node_path)},
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        "node",
+        str(HERE / "tus_js_upload.js"),
+        args,
+        env={**os.environ, "NODE_PATH": str(s.node_path)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await proc.communicate()
     if proc.returncode != 0:
         raise Unsupported(err.decode(errors="replace").strip().splitlines()[0][:200])
@@ -233,8 +264,10 @@ async def check_chunkd_file(c: Chunkd, file_id: str, sha256: str) -> None:
     stored = await asyncio.to_thread(sha256_file, storage.LocalStore(c.storage).path(path))
     if stored != sha256:
         raise SystemExit(f"chunkd stored different bytes for {file_id}: sha256 {stored}, source {sha256}")
-    async with (aiohttp.ClientSession(headers={"Authorization": f"Bearer {c.token}"}) as http,
-                http.delete(f"{c.url}/api/files/{file_id}") as r):
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {c.token}"}) as http,
+        http.delete(f"{c.url}/api/files/{file_id}") as r,
+    ):
         assert r.status == 204, await r.text()
 
 
@@ -263,11 +296,13 @@ def tus_js_mode(**options: int) -> Callable[[Servers, str, Path, str], Awaitable
         cpu = s.cpu(server)
         await check_chunkd_file(c, file_id, sha256)
         return Result(finished - started, finished - started, completed - finished, diff(cpu, before))
+
     return run
 
 
 def native_mode(parallel: int) -> Callable[[Servers, str, Path, str], Awaitable[Result]]:
     """The bundled client (`chunkd upload`), in this process."""
+
     async def run(s: Servers, server: str, source: Path, sha256: str) -> Result:
         c = s.chunkds[server]
         state = Path(tempfile.mkdtemp(prefix="chunkd-bench-client-"))
@@ -276,17 +311,25 @@ def native_mode(parallel: int) -> Callable[[Servers, str, Path, str], Awaitable[
         started = time.time()
         try:
             with contextlib.redirect_stderr(io.StringIO()):  # its progress lines
-                file = await client.upload(source, c.url, client.Credentials(c.token), state_dir=state,
-                                           parallel=parallel, uploaded=lambda: uploaded.append(time.time()))
+                file = await client.upload(
+                    source,
+                    c.url,
+                    client.Credentials(c.token),
+                    state_dir=state,
+                    parallel=parallel,
+                    uploaded=lambda: uploaded.append(time.time()),
+                )
         finally:
             shutil.rmtree(state, ignore_errors=True)
         cpu = s.cpu(server)
         if file["status"] != "COMPLETED":
             raise SystemExit(f"chunkd FAILED the file: {file['error']}")
-        completed = await c.pool.fetchval("SELECT extract(epoch FROM updated_at)::float8 FROM files WHERE id = $1",
-                                          file["id"])
+        completed = await c.pool.fetchval(
+            "SELECT extract(epoch FROM updated_at)::float8 FROM files WHERE id = $1", file["id"]
+        )
         await check_chunkd_file(c, file["id"], sha256)
         return Result(uploaded[0] - started, uploaded[0] - started, completed - uploaded[0], diff(cpu, before))
+
     return run
 
 
@@ -307,8 +350,12 @@ CLIENT_MODES = [
 
 
 def modes(chunkds: list[str], wanted: set[str] | None) -> list[Mode]:
-    return [Mode(name, server, how) for name, servers, how in CLIENT_MODES if wanted is None or name in wanted
-            for server in (s for kind in servers for s in (chunkds if kind == "chunkd" else [kind]))]
+    return [
+        Mode(name, server, how)
+        for name, servers, how in CLIENT_MODES
+        if wanted is None or name in wanted
+        for server in (s for kind in servers for s in (chunkds if kind == "chunkd" else [kind]))
+    ]
 
 
 # the run ---------------------------------------------------------------------------------------------
@@ -352,15 +399,18 @@ async def run(args: argparse.Namespace) -> None:
     try:
         source = work / "source.bin"
         sha256 = make_source(source, size)
-        print(f"{size / MB:.0f} MB of random bytes, {args.runs} runs; chunkd's PostgreSQL: "
-              f"{' '.join(f'{k}={v}' for k, v in options.items()) or 'stock settings'}; load {load()}", flush=True)
+        print(
+            f"{size / MB:.0f} MB of random bytes, {args.runs} runs; chunkd's PostgreSQL: "
+            f"{' '.join(f'{k}={v}' for k, v in options.items()) or 'stock settings'}; load {load()}",
+            flush=True,
+        )
         async with servers(work, options, variants) as s:
             for name in s.chunkds:
                 await warm_up(s, name, source, sha256)
             pid = s.chunkds["chunkd"].process.proc.pid  # type: ignore[union-attr]
             rss_start = rss_kib(pid)["VmRSS"]
             for r in range(args.runs):
-                order = chosen[r % len(chosen):] + chosen[:r % len(chosen)]
+                order = chosen[r % len(chosen) :] + chosen[: r % len(chosen)]
                 for mode in order:
                     key = (mode.name, mode.server)
                     if key in failures:
@@ -373,11 +423,14 @@ async def run(args: argparse.Namespace) -> None:
                         print(f"  {mode.server:14} {mode.name:18} not supported: {e}", flush=True)
                         continue
                     results[key].append(result)
-                    print(f"  run {r + 1} {mode.server:14} {mode.name:18} upload {size / MB / result.upload:6.0f} MB/s"
-                          f"  durable {size / MB / result.durable:6.0f} MB/s"
-                          + (f"  COMPLETED +{result.completed:5.2f} s" if result.completed is not None else "")
-                          + "  CPU " + " ".join(f"{k} {v:.1f}" for k, v in result.cpu.items() if v >= 0.05),
-                          flush=True)
+                    print(
+                        f"  run {r + 1} {mode.server:14} {mode.name:18} upload {size / MB / result.upload:6.0f} MB/s"
+                        f"  durable {size / MB / result.durable:6.0f} MB/s"
+                        + (f"  COMPLETED +{result.completed:5.2f} s" if result.completed is not None else "")
+                        + "  CPU "
+                        + " ".join(f"{k} {v:.1f}" for k, v in result.cpu.items() if v >= 0.05),
+                        flush=True,
+                    )
             rss_peak = rss_kib(pid)["VmHWM"]
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -397,37 +450,55 @@ def load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def report(size: int, results: dict[tuple[str, str], list[Result]], failures: dict[tuple[str, str], str],
-           rss_start: int, rss_peak: int) -> None:
+def report(
+    size: int,
+    results: dict[tuple[str, str], list[Result]],
+    failures: dict[tuple[str, str], str],
+    rss_start: int,
+    rss_peak: int,
+) -> None:
     gib = size / GiB
-    print(f"\n{'server':14} {'client mode':18} {'n':>2} {'upload MB/s':>20} {'durable MB/s':>20} "
-          f"{'COMPLETED after, s':>22} {'to COMPLETED MB/s':>20}  CPU-s per GiB: server, postgres")
+    print(
+        f"\n{'server':14} {'client mode':18} {'n':>2} {'upload MB/s':>20} {'durable MB/s':>20} "
+        f"{'COMPLETED after, s':>22} {'to COMPLETED MB/s':>20}  CPU-s per GiB: server, postgres"
+    )
     for (name, server), runs in results.items():
         if not runs:
             print(f"{server:14} {name:18} {'-':>2} {failures.get((name, server), 'no runs')}")
             continue
         own = "tus-server" if server == "tus-server" else "chunkd"
         completed = [r.completed for r in runs if r.completed is not None]
-        print(f"{server:14} {name:18} {len(runs):2} {median_range([size / MB / r.upload for r in runs]):>20} "
-              f"{median_range([size / MB / r.durable for r in runs]):>20} "
-              f"{median_range(completed, '{:.2f}') if completed else '-':>22} "
-              f"{median_range([size / MB / (r.durable + (r.completed or 0)) for r in runs]) if completed else '-':>20}  "
-              f"{median_range([r.cpu[own] / gib for r in runs], '{:.1f}')}, "
-              + (median_range([r.cpu['postgres'] / gib for r in runs], '{:.1f}') if own == "chunkd" else "-"))
+        print(
+            f"{server:14} {name:18} {len(runs):2} {median_range([size / MB / r.upload for r in runs]):>20} "
+            f"{median_range([size / MB / r.durable for r in runs]):>20} "
+            f"{median_range(completed, '{:.2f}') if completed else '-':>22} "
+            f"{median_range([size / MB / (r.durable + (r.completed or 0)) for r in runs]) if completed else '-':>20}  "
+            f"{median_range([r.cpu[own] / gib for r in runs], '{:.1f}')}, "
+            + (median_range([r.cpu["postgres"] / gib for r in runs], "{:.1f}") if own == "chunkd" else "-")
+        )
 
     def best(server: str, measure: Callable[[Result], float]) -> tuple[float, str]:
-        medians = [(statistics.median([measure(r) for r in runs]), name)
-                   for (name, srv), runs in results.items() if srv == server and runs]
+        medians = [
+            (statistics.median([measure(r) for r in runs]), name)
+            for (name, srv), runs in results.items()
+            if srv == server and runs
+        ]
         return min(medians) if medians else (float("nan"), "-")
 
     peer, peer_mode = best("tus-server", lambda r: r.durable)
     ours, our_mode = best("chunkd", lambda r: r.durable)
     done, done_mode = best("chunkd", lambda r: r.durable + (r.completed or 0))
-    print(f"\nchunkd RSS: {rss_start / 1024:.0f} MiB at start, peak {rss_peak / 1024:.0f} MiB "
-          f"(growth {(rss_peak - rss_start) / 1024:.0f} MiB, target < 100)")
-    print(f"to durable:   chunkd best ({our_mode}) / @tus/server best ({peer_mode}) = {peer / ours:.2f} (target >= 1.0)")
-    print(f"to COMPLETED: chunkd best ({done_mode}) / @tus/server durable ({peer_mode}) = {peer / done:.2f} "
-          "(target >= 0.8)")
+    print(
+        f"\nchunkd RSS: {rss_start / 1024:.0f} MiB at start, peak {rss_peak / 1024:.0f} MiB "
+        f"(growth {(rss_peak - rss_start) / 1024:.0f} MiB, target < 100)"
+    )
+    print(
+        f"to durable:   chunkd best ({our_mode}) / @tus/server best ({peer_mode}) = {peer / ours:.2f} (target >= 1.0)"
+    )
+    print(
+        f"to COMPLETED: chunkd best ({done_mode}) / @tus/server durable ({peer_mode}) = {peer / done:.2f} "
+        "(target >= 0.8)"
+    )
     chunked, whole = results.get(("tus-js-8MiB", "chunkd")), results.get(("tus-js-unchunked", "chunkd"))
     if chunked and whole:
         ratio = statistics.median([r.upload for r in whole]) / statistics.median([r.upload for r in chunked])
@@ -439,14 +510,31 @@ def main() -> None:
     p.add_argument("--size", default="1GiB", help="file size (default 1GiB)")
     p.add_argument("--runs", type=int, default=3, help="runs of every mode (default 3)")
     p.add_argument("--modes", help=f"comma-separated subset of: {', '.join(name for name, _, _ in CLIENT_MODES)}")
-    p.add_argument("--pg", choices=("tuned", "stock"), default="tuned",
-                   help="chunkd's embedded PostgreSQL as `make run` sets it up (tuned), or on stock settings")
-    p.add_argument("--also-stock", action="store_true",
-                   help="a second chunkd on a PostgreSQL with stock settings, interleaved with the first")
-    p.add_argument("--also-env", action="append", default=[], metavar="NAME=VALUE",
-                   help="a second chunkd (chunkd-env) with this in its environment (repeatable), interleaved")
-    p.add_argument("--pg-option", action="append", default=[], metavar="NAME=VALUE",
-                   help="a PostgreSQL setting on top (repeatable), to measure a variant")
+    p.add_argument(
+        "--pg",
+        choices=("tuned", "stock"),
+        default="tuned",
+        help="chunkd's embedded PostgreSQL as `make run` sets it up (tuned), or on stock settings",
+    )
+    p.add_argument(
+        "--also-stock",
+        action="store_true",
+        help="a second chunkd on a PostgreSQL with stock settings, interleaved with the first",
+    )
+    p.add_argument(
+        "--also-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a second chunkd (chunkd-env) with this in its environment (repeatable), interleaved",
+    )
+    p.add_argument(
+        "--pg-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a PostgreSQL setting on top (repeatable), to measure a variant",
+    )
     args = p.parse_args()
     asyncio.run(run(args))
 

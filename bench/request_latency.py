@@ -7,6 +7,7 @@ list) sent REQUESTS times (default 3000) one after another over a kept-alive con
 reference measured in the same run: the same three statements sent by asyncpg straight to the
 database, one after another on one connection. Starts its own durable PostgreSQL and server; the
 first tenth of each series is warm-up and not counted."""
+
 from __future__ import annotations
 
 import asyncio
@@ -31,7 +32,7 @@ async def timed(requests: int, call: Callable[[], Awaitable[object]]) -> list[fl
         started = time.perf_counter()
         await call()
         times.append((time.perf_counter() - started) * 1000)
-    return times[requests // 10:]
+    return times[requests // 10 :]
 
 
 def summary(times: list[float]) -> str:
@@ -44,12 +45,16 @@ async def run(requests: int) -> None:
     async with bench_database() as (url, storage):
         try:
             conn = await asyncpg.connect(url)
-            user_id = await conn.fetchval("INSERT INTO users (email, password) VALUES ($1, 'x') RETURNING id",
-                                          f"{uuid.uuid4().hex}@bench")
+            user_id = await conn.fetchval(
+                "INSERT INTO users (email, password) VALUES ($1, 'x') RETURNING id", f"{uuid.uuid4().hex}@bench"
+            )
             token = await session_token(conn, make_settings(url, storage), user_id)
             session_id = await conn.fetchval("SELECT id FROM sessions WHERE user_id = $1", user_id)
-            server = ChunkdProcess({"DATABASE_URL": url, "STORAGE_DIR": str(storage), "JWT_SECRET": JWT_SECRET,
-                                    "LOG_LEVEL": "WARNING"}, "serve", "--no-worker").start()
+            server = ChunkdProcess(
+                {"DATABASE_URL": url, "STORAGE_DIR": str(storage), "JWT_SECRET": JWT_SECRET, "LOG_LEVEL": "WARNING"},
+                "serve",
+                "--no-worker",
+            ).start()
             async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
                 async with http.post(f"{server.url}/api/uploads", json={"filename": "b.bin", "size": 10}) as r:
                     upload_id = (await r.json())["id"]

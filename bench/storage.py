@@ -11,6 +11,7 @@ upload's chunks straight into file_chunks, then:
   ranged GET (bytes=0-end) of the same object straight from RGW with aiobotocore. Both read to the end in
   1 MiB pieces; best of --runs each, alternating. Target: through chunkd >= 0.8 of direct.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,18 +56,31 @@ async def insert_upload(pool: asyncpg.Pool, user_id: str, size: int, chunk: int)
     file_id = await pool.fetchval(
         "INSERT INTO files (original_name, filename, path, mimetype, type, status, size, chunk_size, uploaded_by_id)"
         " VALUES ('bench.bin', $1, $2, 'application/octet-stream', 'OTHER', 'UPLOADING', $3, $4, $5) RETURNING id",
-        name, storage.blob_key(name), size, chunk, user_id)
+        name,
+        storage.blob_key(name),
+        size,
+        chunk,
+        user_id,
+    )
     digest = hashlib.sha256()
     for index, start in enumerate(range(0, size, chunk)):
         data = os.urandom(min(chunk, size - start))
         digest.update(data)
-        await pool.execute("INSERT INTO file_chunks (file_id, chunk_index, data) VALUES ($1, $2, $3)",
-                           file_id, index, data)
+        await pool.execute(
+            "INSERT INTO file_chunks (file_id, chunk_index, data) VALUES ($1, $2, $3)", file_id, index, data
+        )
     return file_id, name, digest.hexdigest()
 
 
-async def assembly_seconds(pool: asyncpg.Pool, file_id: str, store, key: str, work: Path, size: int,  # type: ignore[no-untyped-def]
-                           sha: str) -> float:
+async def assembly_seconds(
+    pool: asyncpg.Pool,
+    file_id: str,
+    store,
+    key: str,
+    work: Path,
+    size: int,  # type: ignore[no-untyped-def]
+    sha: str,
+) -> float:
     started = time.perf_counter()
     async with pool.acquire() as conn:
         chunks = await list_chunk_lengths(conn, file_id)
@@ -104,6 +118,7 @@ async def direct(store: S3Store, key: str, size: int) -> tuple[float, str]:
     async def pieces():  # type: ignore[no-untyped-def]
         while piece := await body.read(READ):
             yield piece
+
     _, digest = await read_all(pieces())
     body.close()
     return time.perf_counter() - started, digest
@@ -120,11 +135,14 @@ async def run(args: argparse.Namespace) -> None:
         env = rgw.environment(bucket, "chunkd")
         async with bench_database() as (database_url, local_dir):
             secret = "bench-" + uuid.uuid4().hex * 2
-            settings = load_settings({"DATABASE_URL": database_url, "JWT_SECRET": secret,
-                                      "STORAGE_DIR": str(scratch / "node"), **env}, dotenv=None)
+            settings = load_settings(
+                {"DATABASE_URL": database_url, "JWT_SECRET": secret, "STORAGE_DIR": str(scratch / "node"), **env},
+                dotenv=None,
+            )
             pool = await asyncpg.create_pool(database_url, min_size=2, max_size=2)
-            user_id = await pool.fetchval("INSERT INTO users (email, password) VALUES ('bench@example.com', 'x') "
-                                          "RETURNING id")
+            user_id = await pool.fetchval(
+                "INSERT INTO users (email, password) VALUES ('bench@example.com', 'x') RETURNING id"
+            )
             print(f"file: {size / MB:.0f} MB of random bytes in chunks of {chunk / MiB:g} MiB", flush=True)
             file_id, name, sha = await insert_upload(pool, user_id, size, chunk)
             await pool.execute("VACUUM file_chunks")
@@ -134,20 +152,33 @@ async def run(args: argparse.Namespace) -> None:
             times: dict[str, list[float]] = {"local": [], "s3": []}
             for _ in range(args.runs):
                 for label, store in (("local", local), ("s3", s3)):
-                    times[label].append(await assembly_seconds(pool, file_id, store, key, settings.work_path, size, sha))
+                    times[label].append(
+                        await assembly_seconds(pool, file_id, store, key, settings.work_path, size, sha)
+                    )
                     print(f"  assembly into {label}: {mbps(size, times[label][-1]):.1f} MB/s", flush=True)
-            await pool.execute("UPDATE files SET status = 'COMPLETED', url = '/api/files/' || id || '/content' "
-                               "WHERE id = $1", file_id)
+            await pool.execute(
+                "UPDATE files SET status = 'COMPLETED', url = '/api/files/' || id || '/content' WHERE id = $1", file_id
+            )
             await pool.execute("DELETE FROM file_chunks WHERE file_id = $1", file_id)
-            server = ChunkdProcess({"DATABASE_URL": database_url, "JWT_SECRET": secret, "LOG_LEVEL": "WARNING",
-                                    "STORAGE_DIR": str(scratch / "server"), **env}, "serve", "--no-worker").start()
+            server = ChunkdProcess(
+                {
+                    "DATABASE_URL": database_url,
+                    "JWT_SECRET": secret,
+                    "LOG_LEVEL": "WARNING",
+                    "STORAGE_DIR": str(scratch / "server"),
+                    **env,
+                },
+                "serve",
+                "--no-worker",
+            ).start()
             async with pool.acquire() as conn:
                 token = await session_token(conn, settings, user_id)
             downloads: dict[str, list[float]] = {"chunkd": [], "direct": []}
             for _ in range(args.runs):
                 for label in ("direct", "chunkd"):
-                    seconds, digest = await (direct(s3, key, size) if label == "direct"
-                                             else through_chunkd(server.url, token, file_id))
+                    seconds, digest = await (
+                        direct(s3, key, size) if label == "direct" else through_chunkd(server.url, token, file_id)
+                    )
                     assert digest == sha, f"{label} download differs"
                     downloads[label].append(seconds)
                     print(f"  download {label}: {mbps(size, seconds):.1f} MB/s", flush=True)
@@ -162,9 +193,13 @@ async def run(args: argparse.Namespace) -> None:
     a_local, a_s3 = mbps(size, min(times["local"])), mbps(size, min(times["s3"]))
     d_chunkd, d_direct = mbps(size, min(downloads["chunkd"])), mbps(size, min(downloads["direct"]))
     print()
-    print(f"assembly:  into RGW {a_s3:7.1f} MB/s   into a local directory {a_local:7.1f} MB/s   ratio {a_s3 / a_local:.2f}")
-    print(f"download:  through chunkd {d_chunkd:7.1f} MB/s   direct ranged GET from RGW {d_direct:7.1f} MB/s   "
-          f"ratio {d_chunkd / d_direct:.2f} (target >= 0.8)")
+    print(
+        f"assembly:  into RGW {a_s3:7.1f} MB/s   into a local directory {a_local:7.1f} MB/s   ratio {a_s3 / a_local:.2f}"
+    )
+    print(
+        f"download:  through chunkd {d_chunkd:7.1f} MB/s   direct ranged GET from RGW {d_direct:7.1f} MB/s   "
+        f"ratio {d_chunkd / d_direct:.2f} (target >= 0.8)"
+    )
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
 """Helpers the benchmarks share."""
+
 from __future__ import annotations
 
 import contextlib

@@ -13,6 +13,7 @@ What it measures, on the same random file:
   memory      the server's RSS at start and its peak (VmHWM in /proc/PID/status)
 Without DATABASE_URL a throwaway PostgreSQL is started with default (durable) settings.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,17 +67,27 @@ async def database() -> AsyncIterator[str]:
 
 
 @contextlib.contextmanager
-def server(args: argparse.Namespace, database_url: str, secret: str, storage_dir: Path) -> Iterator[tuple[str, int, Path | None]]:
+def server(
+    args: argparse.Namespace, database_url: str, secret: str, storage_dir: Path
+) -> Iterator[tuple[str, int, Path | None]]:
     if args.url:
         yield args.url, args.pid, None
         return
     port = args.port
     log = storage_dir.parent / "server.log"
-    env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": secret, "PORT": str(port),
-           "STORAGE_DIR": str(storage_dir), "LOG_LEVEL": "INFO", "MAX_UPLOAD_SIZE": "64GiB"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "JWT_SECRET": secret,
+        "PORT": str(port),
+        "STORAGE_DIR": str(storage_dir),
+        "LOG_LEVEL": "INFO",
+        "MAX_UPLOAD_SIZE": "64GiB",
+    }
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "service", "serve"], cwd=ROOT, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service", "serve"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         yield f"http://127.0.0.1:{port}", proc.pid, log
     finally:
@@ -114,8 +125,17 @@ def read_chunk(path: Path, index: int, chunk: int) -> bytes:
 
 
 # measurements ----------------------------------------------------------------------------------------
-async def paired_upload(pool: asyncpg.Pool, session: aiohttp.ClientSession, url: str, user_id: str, path: Path,
-                        size: int, chunk: int, parallel: int, sha256: str) -> dict[str, float | str]:
+async def paired_upload(
+    pool: asyncpg.Pool,
+    session: aiohttp.ClientSession,
+    url: str,
+    user_id: str,
+    path: Path,
+    size: int,
+    chunk: int,
+    parallel: int,
+    sha256: str,
+) -> dict[str, float | str]:
     """The same chunks twice, `parallel` at a time: PUT over HTTP (native protocol) and INSERTed straight
     into file_chunks with asyncpg (the ceiling). The two alternate batch by batch, so that both see the
     same disk: on a shared machine its speed drifts by 2x within a minute."""
@@ -123,17 +143,24 @@ async def paired_upload(pool: asyncpg.Pool, session: aiohttp.ClientSession, url:
     raw_id = await pool.fetchval(
         "INSERT INTO files (original_name, filename, path, mimetype, type, size, chunk_size, uploaded_by_id)"
         " VALUES ('raw', $1, $2, 'application/octet-stream', 'OTHER', $3, $4, $5) RETURNING id",
-        blob, storage.blob_key(blob), size, chunk, user_id)
-    async with session.post(f"{url}/api/uploads", json={"filename": "bench.bin", "size": size,
-                                                         "chunk_size": chunk, "sha256": sha256}) as r:
+        blob,
+        storage.blob_key(blob),
+        size,
+        chunk,
+        user_id,
+    )
+    async with session.post(
+        f"{url}/api/uploads", json={"filename": "bench.bin", "size": size, "chunk_size": chunk, "sha256": sha256}
+    ) as r:
         assert r.status == 201, await r.text()
         file_id = (await r.json())["id"]
 
     async def raw(i: int) -> None:
         data = read_chunk(path, i, chunk)
         async with pool.acquire() as conn:
-            await conn.execute("INSERT INTO file_chunks (file_id, chunk_index, data) VALUES ($1, $2, $3)",
-                               raw_id, i, data)
+            await conn.execute(
+                "INSERT INTO file_chunks (file_id, chunk_index, data) VALUES ($1, $2, $3)", raw_id, i, data
+            )
 
     async def http(i: int) -> None:
         data = read_chunk(path, i, chunk)
@@ -143,8 +170,8 @@ async def paired_upload(pool: asyncpg.Pool, session: aiohttp.ClientSession, url:
     seconds = {"raw": 0.0, "http": 0.0}
     indexes = list(range(-(-size // chunk)))
     for n, start in enumerate(range(0, len(indexes), parallel)):
-        batch = indexes[start:start + parallel]
-        for name in (("raw", "http") if n % 2 == 0 else ("http", "raw")):
+        batch = indexes[start : start + parallel]
+        for name in ("raw", "http") if n % 2 == 0 else ("http", "raw"):
             send = raw if name == "raw" else http
             started = time.perf_counter()
             await asyncio.gather(*(send(i) for i in batch))
@@ -170,12 +197,19 @@ async def raw_assembly(pool: asyncpg.Pool, file_id: str, out: Path) -> float:
     """The ceiling: whole chunks SELECTed in order and written to a file, then fsync."""
     started = time.perf_counter()
     async with pool.acquire() as conn:
-        indexes = [r[0] for r in await conn.fetch(
-            "SELECT chunk_index FROM file_chunks WHERE file_id = $1 ORDER BY chunk_index", file_id)]
+        indexes = [
+            r[0]
+            for r in await conn.fetch(
+                "SELECT chunk_index FROM file_chunks WHERE file_id = $1 ORDER BY chunk_index", file_id
+            )
+        ]
         with open(out, "wb") as f:
             for i in indexes:
-                f.write(await conn.fetchval(
-                    "SELECT data FROM file_chunks WHERE file_id = $1 AND chunk_index = $2", file_id, i))
+                f.write(
+                    await conn.fetchval(
+                        "SELECT data FROM file_chunks WHERE file_id = $1 AND chunk_index = $2", file_id, i
+                    )
+                )
             f.flush()
             os.fsync(f.fileno())
     seconds = time.perf_counter() - started
@@ -227,8 +261,10 @@ async def run(args: argparse.Namespace) -> None:
                 await wait_ready(url)
                 settings = load_settings({"DATABASE_URL": database_url, "JWT_SECRET": secret}, dotenv=None)
                 pool = await asyncpg.create_pool(database_url, min_size=4, max_size=4)
-                user_id = await pool.fetchval("INSERT INTO users (email, password) VALUES ($1, 'x') RETURNING id",
-                                              f"bench-{uuid.uuid4().hex[:8]}@example.com")
+                user_id = await pool.fetchval(
+                    "INSERT INTO users (email, password) VALUES ($1, 'x') RETURNING id",
+                    f"bench-{uuid.uuid4().hex[:8]}@example.com",
+                )
                 async with pool.acquire() as conn:
                     headers = {"Authorization": f"Bearer {await session_token(conn, settings, user_id)}"}
                 base_rss = rss_kib(pid) if pid else {}
@@ -250,7 +286,9 @@ async def run(args: argparse.Namespace) -> None:
                         await pool.execute("DELETE FROM files WHERE id = $1", run["raw_id"])
                         await settle(pool)
                         results[f"done{parallel}"] = await wait_completed(session, url, str(run["file_id"]))
-                        results[f"server_assembly{parallel}"] = (server_assembly_ms(log, str(run["file_id"])) or 0) / 1000
+                        results[f"server_assembly{parallel}"] = (
+                            server_assembly_ms(log, str(run["file_id"])) or 0
+                        ) / 1000
                         await pool.execute("DELETE FROM files WHERE id = $1", run["file_id"])
                 peak_rss = rss_kib(pid) if pid else {}
                 await pool.close()
@@ -260,19 +298,27 @@ async def run(args: argparse.Namespace) -> None:
     print()
     for parallel in (1, 4):
         http, raw = mbps(size, results[f"http{parallel}"]), mbps(size, results[f"raw{parallel}"])
-        print(f"upload x{parallel}:   HTTP {http:7.1f} MB/s   raw asyncpg INSERT {raw:7.1f} MB/s   ratio {http / raw:.2f}")
+        print(
+            f"upload x{parallel}:   HTTP {http:7.1f} MB/s   raw asyncpg INSERT {raw:7.1f} MB/s   ratio {http / raw:.2f}"
+        )
     for parallel in (1, 4):
         line = f"completed x{parallel}: {results[f'done{parallel}']:.2f} s from POST complete to COMPLETED"
         if results[f"server_assembly{parallel}"]:
-            line += (f" (server's assembly {results[f'server_assembly{parallel}']:.2f} s,"
-                     f" {mbps(size, results[f'server_assembly{parallel}']):.1f} MB/s)")
+            line += (
+                f" (server's assembly {results[f'server_assembly{parallel}']:.2f} s,"
+                f" {mbps(size, results[f'server_assembly{parallel}']):.1f} MB/s)"
+            )
         print(line)
     product, raw = mbps(size, results["assembly"]), mbps(size, results["assembly_raw"])
-    print(f"assembly:    worker code {product:7.1f} MB/s   raw asyncpg SELECT + write {raw:7.1f} MB/s   ratio {product / raw:.2f}")
+    print(
+        f"assembly:    worker code {product:7.1f} MB/s   raw asyncpg SELECT + write {raw:7.1f} MB/s   ratio {product / raw:.2f}"
+    )
     if base_rss and peak_rss:
         growth = (peak_rss["VmHWM"] - base_rss["VmRSS"]) / 1024
-        print(f"server RSS:  {base_rss['VmRSS'] / 1024:.0f} MiB at start, peak {peak_rss['VmHWM'] / 1024:.0f} MiB"
-              f" (growth {growth:.0f} MiB)")
+        print(
+            f"server RSS:  {base_rss['VmRSS'] / 1024:.0f} MiB at start, peak {peak_rss['VmHWM'] / 1024:.0f} MiB"
+            f" (growth {growth:.0f} MiB)"
+        )
 
 
 def main() -> None:

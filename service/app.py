@@ -1,4 +1,5 @@
 """The application factory: state, resources in cleanup_ctx, middlewares, routes."""
+
 from __future__ import annotations
 
 from aiohttp import web
@@ -27,8 +28,9 @@ def create_app(settings: Settings, *, with_worker: bool = False) -> web.Applicat
     # access (log + metrics) outermost: it sees every answer, preflights too; then cors (preflights need no
     # route, token or tus version); tus outside problem so that its Tus-Resumable header lands on errors too.
     middlewares = [access_middleware, cors_middleware, tus_middleware, problem_middleware, auth_middleware]
-    app = web.Application(middlewares=middlewares, client_max_size=MAX_JSON_BODY,
-                          handler_args={"read_bufsize": READ_BUFFER})
+    app = web.Application(
+        middlewares=middlewares, client_max_size=MAX_JSON_BODY, handler_args={"read_bufsize": READ_BUFFER}
+    )
     app[settings_key] = settings
     app[passwords_key] = Passwords(settings.argon2_concurrency)
     log_parser_refusals()

@@ -90,11 +90,18 @@ async def _append(request: web.Request, upload_id: str, want: AppendRequest) -> 
             async with pool.acquire() as conn:
                 upload = _owned(request, await store.get_upload(conn, upload_id, want.protocol), upload_id)
                 upload, room, max_append = await _check(conn, upload, want, sent, settings)
-            async with Body(request.content, share, Pace.from_settings(settings), max_bytes=min(room, max_append),
-                            hasher=want.verifier.new() if want.verifier else None, stop=writer.stop,
-                            on_bytes=writer.progressed) as body:
-                received = await receive(body, writer, pool, upload, settings.upload_expiry, want.verifier,
-                                         want.progress)
+            async with Body(
+                request.content,
+                share,
+                Pace.from_settings(settings),
+                max_bytes=min(room, max_append),
+                hasher=want.verifier.new() if want.verifier else None,
+                stop=writer.stop,
+                on_bytes=writer.progressed,
+            ) as body:
+                received = await receive(
+                    body, writer, pool, upload, settings.upload_expiry, want.verifier, want.progress
+                )
             error = received.error
             if isinstance(error, TusLengthExceeded):  # a body without Content-Length that went on too long
                 error = (
@@ -122,8 +129,9 @@ async def _append(request: web.Request, upload_id: str, want: AppendRequest) -> 
     return Appended(upload, file)
 
 
-async def _check(conn: asyncpg.Connection, upload: File, want: AppendRequest, sent: int | None,
-                 settings: Settings) -> tuple[File, int, int]:
+async def _check(
+    conn: asyncpg.Connection, upload: File, want: AppendRequest, sent: int | None, settings: Settings
+) -> tuple[File, int, int]:
     """Every check before the body is read: the upload (its length declared now, if so), the room it
     has left and the most one request may append."""
     upload_id = upload.id
@@ -200,9 +208,7 @@ def _owned(request: web.Request, upload: File | None, upload_id: str) -> File:
     return upload
 
 
-async def _declare_length(
-    conn: asyncpg.Connection, upload: File, want: AppendRequest, settings: Settings
-) -> File:
+async def _declare_length(conn: asyncpg.Connection, upload: File, want: AppendRequest, settings: Settings) -> File:
     """A length is set once (tus Upload-Defer-Length, the draft's creation without one), never below
     what was received; saying another one later is the client's mistake."""
     length = want.length

@@ -1,6 +1,7 @@
 """The assembly loop: a file's chunks, read from PostgreSQL in index order, appended to its blob's
 write in the store (hashed on the way, service.storage.assembly). The worker runs it once a file is
 complete, the streamer while it is still arriving."""
+
 from __future__ import annotations
 
 import asyncio
@@ -12,7 +13,7 @@ from service.processing import CorruptContent
 from service.storage.assembly import Assembly
 from service.store import workers as store
 
-ASSEMBLY_SLICE = 4 * MiB    # bytes fetched per query while assembling: memory stays flat for any chunk size
+ASSEMBLY_SLICE = 4 * MiB  # bytes fetched per query while assembling: memory stays flat for any chunk size
 
 
 async def assemble(conn: asyncpg.Connection, file_id: str, chunks: list[tuple[int, int]], assembly: Assembly) -> str:
@@ -22,8 +23,9 @@ async def assemble(conn: asyncpg.Connection, file_id: str, chunks: list[tuple[in
     return await assembly.finish()
 
 
-async def append_chunks(conn: asyncpg.Connection, file_id: str, chunks: list[tuple[int, int]],
-                        assembly: Assembly) -> None:
+async def append_chunks(
+    conn: asyncpg.Connection, file_id: str, chunks: list[tuple[int, int]], assembly: Assembly
+) -> None:
     """Chunks in index order, a slice at a time; fetching the next slice overlaps writing and hashing
     the previous one."""
     writing: asyncio.Future[None] | None = None

@@ -2,6 +2,7 @@
 their session), refresh tokens (random, naming their session, stored hashed), API tokens (`ckd_...`,
 stored hashed, with scopes) and signed links; the auth middleware that puts the caller on every /api
 request and enforces scopes."""
+
 from __future__ import annotations
 
 import asyncio
@@ -71,8 +72,14 @@ class Passwords:
 
 def issue_access_token(settings: Settings, user_id: str, role: str, session_id: str) -> str:
     now = int(time.time())
-    claims = {"sub": user_id, "sid": session_id, "role": role, "iat": now, "exp": now + settings.access_token_ttl,
-              "typ": "access"}
+    claims = {
+        "sub": user_id,
+        "sid": session_id,
+        "role": role,
+        "iat": now,
+        "exp": now + settings.access_token_ttl,
+        "typ": "access",
+    }
     return jwt.encode(claims, settings.jwt_secret, algorithm=ALGORITHM)
 
 
@@ -98,6 +105,7 @@ class RefreshToken:
     a genuine but already-consumed token counts as reuse and revokes the session; without it, anyone
     who knows a session id could end that session at will. Tokens from before sessions existed named
     their user instead; migration 0013 gave each such session the user's id, so they still parse."""
+
     token: str
     session_id: str
     expires_at: int
@@ -163,14 +171,18 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
-        raise Unauthorized("send `Authorization: Bearer <access token or API token>`",
-                           headers={"WWW-Authenticate": 'Bearer realm="chunkd"'})
-    user = await (_api_token_caller(request, token) if token.startswith(API_TOKEN_PREFIX)
-                  else _session_caller(request, token))
+        raise Unauthorized(
+            "send `Authorization: Bearer <access token or API token>`",
+            headers={"WWW-Authenticate": 'Bearer realm="chunkd"'},
+        )
+    user = await (
+        _api_token_caller(request, token) if token.startswith(API_TOKEN_PREFIX) else _session_caller(request, token)
+    )
     needed = Scope.READ if request.method in READING else Scope.UPLOAD
     if needed not in user.scopes:
-        raise InsufficientScope(f"this token's scopes ({', '.join(sorted(user.scopes))}) do not include {needed}",
-                                needed=needed)
+        raise InsufficientScope(
+            f"this token's scopes ({', '.join(sorted(user.scopes))}) do not include {needed}", needed=needed
+        )
     request[user_key] = user
     return await handler(request)
 

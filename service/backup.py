@@ -6,6 +6,7 @@ snapshot, and the list of referenced blob names is read in the same transaction.
 written, so copying them afterwards is safe; a file created after the snapshot is neither in the dump nor
 in the archive.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -56,6 +57,7 @@ class Blob:
 
 # --- backup ---------------------------------------------------------------------------------------
 
+
 async def backup(settings: Settings, directory: Path, now: datetime | None = None) -> tuple[Path, list[Path]]:
     """Write the archive; return its path and the expired archives removed."""
     now = now or datetime.now(UTC)
@@ -68,9 +70,16 @@ async def backup(settings: Settings, directory: Path, now: datetime | None = Non
             dump = Path(scratch) / DUMP
             referenced, server_version = await _dump(settings, dump)
             blobs = await _referenced_blobs(store, referenced)
-            manifest = {"format": FORMAT, "chunkd": __version__, "created_at": now.isoformat(),
-                        "server_version": server_version, "files": len(referenced), "blobs": len(blobs),
-                        "blob_bytes": sum(b.size for b in blobs), "store": store.description}
+            manifest = {
+                "format": FORMAT,
+                "chunkd": __version__,
+                "created_at": now.isoformat(),
+                "server_version": server_version,
+                "files": len(referenced),
+                "blobs": len(blobs),
+                "blob_bytes": sum(b.size for b in blobs),
+                "store": store.description,
+            }
             try:
                 reader = _BlobReader(store, asyncio.get_running_loop())
                 await asyncio.to_thread(_write_archive, partial, manifest, dump, reader, blobs)
@@ -92,9 +101,19 @@ async def _dump(settings: Settings, target: Path) -> tuple[set[str], str]:
             referenced = await store.list_referenced_filenames(conn)
             dbname, env = libpq_target(settings.database_url)
             await _run_with_progress(
-                [str(pg_dump), "--format=custom", "--no-owner", "--no-privileges", f"--snapshot={snapshot}",
-                 f"--file={target}", f"--dbname={dbname}"], env, Progress("dumping database", 0),
-                lambda: target.stat().st_size if target.exists() else 0)
+                [
+                    str(pg_dump),
+                    "--format=custom",
+                    "--no-owner",
+                    "--no-privileges",
+                    f"--snapshot={snapshot}",
+                    f"--file={target}",
+                    f"--dbname={dbname}",
+                ],
+                env,
+                Progress("dumping database", 0),
+                lambda: target.stat().st_size if target.exists() else 0,
+            )
     finally:
         await conn.close()
     return referenced, server_version
@@ -136,7 +155,7 @@ class _BlobFile:
                 if not self.piece:
                     break
             take = len(self.piece) - self.pos if want < 0 else min(want, len(self.piece) - self.pos)
-            out.append(self.piece[self.pos:self.pos + take])
+            out.append(self.piece[self.pos : self.pos + take])
             self.pos += take
             want = want - take if want > 0 else want
         return b"".join(out)
@@ -145,8 +164,7 @@ class _BlobFile:
         asyncio.run_coroutine_threadsafe(self.pieces.aclose(), self.loop).result()
 
 
-def _write_archive(path: Path, manifest: dict[str, Any], dump: Path, reader: _BlobReader,
-                   blobs: list[Blob]) -> None:
+def _write_archive(path: Path, manifest: dict[str, Any], dump: Path, reader: _BlobReader, blobs: list[Blob]) -> None:
     progress = Progress("writing archive", dump.stat().st_size + sum(b.size for b in blobs))
     with open(path, "wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         body = json.dumps(manifest, indent=2).encode()
@@ -204,6 +222,7 @@ def prune(directory: Path, now: datetime) -> list[Path]:
 
 # --- restore --------------------------------------------------------------------------------------
 
+
 async def restore(settings: Settings, archive: Path, force: bool = False) -> dict[str, Any]:
     """Check both targets, then restore the database, then the blobs. Returns the archive's manifest."""
     manifest = await asyncio.to_thread(_read_manifest, archive)
@@ -248,15 +267,18 @@ async def _check_database(settings: Settings, force: bool) -> None:
         await conn.close()
     if relations and not force:
         shown = ", ".join(relations[:5]) + (", ..." if len(relations) > 5 else "")
-        raise BackupError(f"the database is not empty ({len(relations)} relations: {shown}); "
-                          "restore --force replaces everything in it")
+        raise BackupError(
+            f"the database is not empty ({len(relations)} relations: {shown}); "
+            "restore --force replaces everything in it"
+        )
 
 
 async def _check_storage(store: BlobStore, force: bool) -> None:
     present = [area for area in AREAS if await anext(aiter(store.objects(area + "/")), None) is not None]
     if present and not force:
-        raise BackupError(f"{store.description} already holds blobs ({', '.join(present)}); "
-                          "restore --force replaces them")
+        raise BackupError(
+            f"{store.description} already holds blobs ({', '.join(present)}); restore --force replaces them"
+        )
 
 
 async def _restore_database(settings: Settings, dump: Path, force: bool) -> None:
@@ -267,15 +289,28 @@ async def _restore_database(settings: Settings, dump: Path, force: bool) -> None
             await store.drop_public_schema(conn)
     finally:
         await conn.close()
-    listing = await asyncio.to_thread(subprocess.run, [str(pg_restore), "--list", str(dump)],
-                                      capture_output=True, text=True)
+    listing = await asyncio.to_thread(
+        subprocess.run, [str(pg_restore), "--list", str(dump)], capture_output=True, text=True
+    )
     entries = sum(1 for line in listing.stdout.splitlines() if line and not line.startswith(";"))
     dbname, env = libpq_target(settings.database_url)
     progress = Progress("restoring database", entries, unit_bytes=False)
     # One transaction: a failed restore leaves the database as it was (empty).
-    await _run_with_progress([str(pg_restore), "--verbose", "--exit-on-error", "--single-transaction",
-                              "--no-owner", "--no-privileges", f"--dbname={dbname}", str(dump)], env, progress,
-                             verbose_lines=True)
+    await _run_with_progress(
+        [
+            str(pg_restore),
+            "--verbose",
+            "--exit-on-error",
+            "--single-transaction",
+            "--no-owner",
+            "--no-privileges",
+            f"--dbname={dbname}",
+            str(dump),
+        ],
+        env,
+        progress,
+        verbose_lines=True,
+    )
 
 
 async def _restore_blobs(archive: Path, store: BlobStore, force: bool) -> None:
@@ -289,7 +324,7 @@ async def _restore_blobs(archive: Path, store: BlobStore, force: bool) -> None:
         members = [m for m in tar.getmembers() if m.name.startswith(BLOBS)]
         progress = Progress("restoring blobs", sum(m.size for m in members))
         for member in members:
-            key = member.name[len(BLOBS):]
+            key = member.name[len(BLOBS) :]
             name = owner_of(key)
             if not member.isfile() or name is None or key not in _keys(name):
                 raise BackupError(f"unexpected archive member {member.name!r}")
@@ -329,6 +364,7 @@ def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path, progre
 
 # --- PostgreSQL client tools ----------------------------------------------------------------------
 
+
 def find_client(name: str, server_major: int) -> Path:
     """pg_dump / pg_restore of the server's major version or newer: PATH, then /usr/lib/postgresql/*/bin,
     then the embedded server's binaries (the pgserver wheel)."""
@@ -342,8 +378,10 @@ def find_client(name: str, server_major: int) -> Path:
             found.append(f"{candidate} ({major})")
             if major >= server_major:
                 return Path(candidate)
-    raise BackupError(f"no {name} of PostgreSQL {server_major} or newer found "
-                      f"(found: {', '.join(found) or 'none'}); install the PostgreSQL client tools")
+    raise BackupError(
+        f"no {name} of PostgreSQL {server_major} or newer found "
+        f"(found: {', '.join(found) or 'none'}); install the PostgreSQL client tools"
+    )
 
 
 def _client_major(path: str) -> int | None:
@@ -367,10 +405,16 @@ def libpq_target(url: str) -> tuple[str, dict[str, str]]:
     return urlunsplit(parts), env
 
 
-async def _run_with_progress(command: list[str], env: dict[str, str], progress: Progress,
-                             measure: Callable[[], int] | None = None, verbose_lines: bool = False) -> None:
-    process = await asyncio.create_subprocess_exec(*command, env=env, stdout=asyncio.subprocess.DEVNULL,
-                                                   stderr=asyncio.subprocess.PIPE)
+async def _run_with_progress(
+    command: list[str],
+    env: dict[str, str],
+    progress: Progress,
+    measure: Callable[[], int] | None = None,
+    verbose_lines: bool = False,
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        *command, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
     assert process.stderr is not None
     tail: list[str] = []
 

@@ -16,6 +16,7 @@ connection ever waits on a client's link. Three rules hold for every body, whate
 
 How a body ends badly is a BodyEnded subclass; what that means to the client (status, code, whether
 the piece read so far is kept) is its protocol's business: `Body.partial` holds that piece."""
+
 from __future__ import annotations
 
 import asyncio
@@ -66,14 +67,15 @@ class BodyStopped(BodyEnded):
 
 class Hasher(Protocol):
     """hashlib's objects."""
+
     def update(self, data: Any, /) -> None: ...
     def digest(self) -> bytes: ...
 
 
 @dataclass(frozen=True)
 class Pace:
-    min_rate: int   # bytes per second, averaged over the window; 0: no minimum
-    window: float   # seconds
+    min_rate: int  # bytes per second, averaged over the window; 0: no minimum
+    window: float  # seconds
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Pace:
@@ -100,17 +102,23 @@ class BodyMemory:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BodyMemory:
-        return cls(settings.chunk_memory, settings.user_inflight_bytes, settings.user_inflight_requests,
-                   wait=settings.db_pool_timeout_ms / 1000)
+        return cls(
+            settings.chunk_memory,
+            settings.user_inflight_bytes,
+            settings.user_inflight_requests,
+            wait=settings.db_pool_timeout_ms / 1000,
+        )
 
     @contextlib.contextmanager
     def admit(self, user_id: str) -> Iterator[Share]:
         """One request's share; TooManyUploads at once when its user is at a bound already."""
         load = self.users.get(user_id) or _UserLoad()
         if load.requests >= self.user_requests or load.held >= self.user_bytes:
-            raise TooManyUploads(f"{load.requests} of your upload requests are in flight holding {load.held} bytes "
-                                 f"(at most {self.user_requests} requests and {self.user_bytes} bytes); retry shortly",
-                                 headers={"Retry-After": "2"})
+            raise TooManyUploads(
+                f"{load.requests} of your upload requests are in flight holding {load.held} bytes "
+                f"(at most {self.user_requests} requests and {self.user_bytes} bytes); retry shortly",
+                headers={"Retry-After": "2"},
+            )
         self.users[user_id] = load
         load.requests += 1
         share = Share(self, load)
@@ -155,10 +163,15 @@ class Share:
                         await m._freed.wait()  # every give wakes every waiter; each checks again
             except TimeoutError:
                 if self.load.held + count > m.user_bytes:
-                    raise TooManyUploads(f"your upload bodies hold {self.load.held} bytes (USER_INFLIGHT_BYTES is "
-                                         f"{m.user_bytes}); retry shortly", headers={"Retry-After": "2"}) from None
-                raise ServerBusy(f"{m.used} bytes of upload bodies are in flight (CHUNK_MEMORY is {m.limit}); "
-                                 "retry shortly", headers={"Retry-After": "1"}) from None
+                    raise TooManyUploads(
+                        f"your upload bodies hold {self.load.held} bytes (USER_INFLIGHT_BYTES is "
+                        f"{m.user_bytes}); retry shortly",
+                        headers={"Retry-After": "2"},
+                    ) from None
+                raise ServerBusy(
+                    f"{m.used} bytes of upload bodies are in flight (CHUNK_MEMORY is {m.limit}); retry shortly",
+                    headers={"Retry-After": "1"},
+                ) from None
             waited = time.monotonic() - started
         self.held += count
         self.load.held += count
@@ -200,15 +213,23 @@ class Body:
     pace while open). Pieces are bytearrays whose memory stays taken until `release(piece)` or the end
     of the request's share; at most one socket read beyond the current piece is held besides."""
 
-    def __init__(self, content: StreamReader, share: Share, pace: Pace, *, max_bytes: int,
-                 hasher: Hasher | None = None, stop: asyncio.Event | None = None,
-                 on_bytes: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        content: StreamReader,
+        share: Share,
+        pace: Pace,
+        *,
+        max_bytes: int,
+        hasher: Hasher | None = None,
+        stop: asyncio.Event | None = None,
+        on_bytes: Callable[[], None] | None = None,
+    ) -> None:
         """max_bytes: one byte more is BodyTooLong. hasher: updated with every byte, in order, as it arrives
         (only when the caller needs a digest). stop: ends the body with BodyStopped when set.
         on_bytes: called whenever bytes arrive (a lock holder's sign of life)."""
         self.content, self.share, self.max_bytes = content, share, max_bytes
         self.hasher, self.stop_event, self.on_bytes = hasher, stop, on_bytes
-        self.received = 0          # bytes taken off the socket into pieces
+        self.received = 0  # bytes taken off the socket into pieces
         self.partial = bytearray()  # the piece being read: on BodyEnded, what arrived of it
         self._carry: memoryview | None = None  # socket bytes past the last piece's end
         self._rate = _Rate(pace)
@@ -331,5 +352,6 @@ class Body:
                 await asyncio.sleep(tick)
             if self._rate.too_slow(self._client_time(), self.received):
                 pace = self._rate.pace
-                return self._end(BodyTooSlow(f"the body arrived slower than {pace.min_rate} bytes/s over "
-                                             f"{pace.window:g} s"))
+                return self._end(
+                    BodyTooSlow(f"the body arrived slower than {pace.min_rate} bytes/s over {pace.window:g} s")
+                )

@@ -10,6 +10,7 @@ overlap of transfer and insert gains: a sequential client's chunks went through 
 A chunk that ends badly keeps nothing: the client sends it again. Its SHA-256 is computed as the bytes
 arrive when the client declared one (Content-SHA256); otherwise only to compare it with a stored chunk,
 in a thread, off the event loop."""
+
 from __future__ import annotations
 
 import asyncio
@@ -23,8 +24,9 @@ from service.keys import settings_key
 
 
 class ChunkBody:
-    def __init__(self, request: web.Request, expected: int, max_chunk: int, index: int,
-                 declared_sha256: str | None) -> None:
+    def __init__(
+        self, request: web.Request, expected: int, max_chunk: int, index: int, declared_sha256: str | None
+    ) -> None:
         length = request.content_length
         if length is not None and length > max_chunk:
             raise ChunkTooLarge(f"Content-Length {length} is more than MAX_CHUNK_SIZE ({max_chunk})")
@@ -43,20 +45,23 @@ class ChunkBody:
             async with Body(self.request.content, share, pace, max_bytes=self.expected, hasher=hasher) as body:
                 self.data = await body.read_all()
         except BodyTooLong:
-            raise ChunkSizeMismatch(f"chunk {self.index} must be exactly {self.expected} bytes, "
-                                    "the body is longer") from None
+            raise ChunkSizeMismatch(
+                f"chunk {self.index} must be exactly {self.expected} bytes, the body is longer"
+            ) from None
         except BodyTooSlow as e:
             raise ChunkStalled(f"chunk {self.index}: {e}; nothing stored") from None
         except BodyEnded as e:  # broken off (no stop event is given: nothing else ends it)
             raise BadRequest(f"chunk {self.index}: {e}; nothing stored") from None
         if len(self.data) != self.expected:
-            raise ChunkSizeMismatch(f"chunk {self.index} must be exactly {self.expected} bytes, "
-                                    f"the body has {len(self.data)}")
+            raise ChunkSizeMismatch(
+                f"chunk {self.index} must be exactly {self.expected} bytes, the body has {len(self.data)}"
+            )
         if hasher is not None:
             self._sha256 = hasher.hexdigest()
             if self._sha256 != self.declared:
-                raise ChecksumMismatch(f"Content-SHA256 is {self.declared}, the body's is {self._sha256}; "
-                                       "nothing stored")
+                raise ChecksumMismatch(
+                    f"Content-SHA256 is {self.declared}, the body's is {self._sha256}; nothing stored"
+                )
         return self.data
 
     async def sha256(self) -> str:

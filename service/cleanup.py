@@ -1,5 +1,6 @@
 """The cleanup pass: old FAILED files, expired unfinished uploads, orphaned chunks, objects in the store that
 no row points to, and writes a killed worker never finished. `chunkd cleanup` runs it once; the worker every CLEANUP_INTERVAL."""
+
 from __future__ import annotations
 
 import contextlib
@@ -17,10 +18,10 @@ from service.store import cleanup as store
 
 log = logging.getLogger(__name__)
 
-FAILED_FILE_DAYS = 90       # the seed's cleanupOldFiles
-BLOB_GRACE = 3600           # seconds: a blob this new may belong to a row not yet visible or an assembly in flight
-TEMP_GRACE = 86400          # seconds: an unfinished write (temporary file, multipart upload) this old was left by a crash
-LOOKUP_BATCH = 1000         # blob names per database lookup
+FAILED_FILE_DAYS = 90  # the seed's cleanupOldFiles
+BLOB_GRACE = 3600  # seconds: a blob this new may belong to a row not yet visible or an assembly in flight
+TEMP_GRACE = 86400  # seconds: an unfinished write (temporary file, multipart upload) this old was left by a crash
+LOOKUP_BATCH = 1000  # blob names per database lookup
 
 
 @dataclass(frozen=True)
@@ -45,16 +46,25 @@ class CleanupReport:
         verb = "would remove" if self.dry_run else "removed"
         lines = [f"{verb} file {f.id} ({f.reason})" for f in self.files]
         lines += [f"{verb} {self.orphan_chunks} chunks whose file is gone"] if self.orphan_chunks else []
-        lines += [f"{verb} {self.account_rows} expired sessions, old failed logins and settled webhook deliveries"] \
-            if self.account_rows else []
+        lines += (
+            [f"{verb} {self.account_rows} expired sessions, old failed logins and settled webhook deliveries"]
+            if self.account_rows
+            else []
+        )
         lines += [f"{verb} blob {b}" for b in self.blobs]
         lines.append(f"{verb}: {len(self.files)} files, {self.orphan_chunks} orphaned chunks, {len(self.blobs)} blobs")
         return lines
 
 
-async def run_cleanup(pool_or_conn: asyncpg.Pool | asyncpg.Connection, settings: Settings,
-                      blobs: BlobStore | None = None, dry_run: bool = False, now: float | None = None, *,
-                      log_summary: bool = True) -> CleanupReport:
+async def run_cleanup(
+    pool_or_conn: asyncpg.Pool | asyncpg.Connection,
+    settings: Settings,
+    blobs: BlobStore | None = None,
+    dry_run: bool = False,
+    now: float | None = None,
+    *,
+    log_summary: bool = True,
+) -> CleanupReport:
     """One pass. blobs: the store to clean (the worker's); None opens the configured one for this pass. now:
     the time ages are judged at (objects in a bucket cannot be made older: a test passes a later time instead).
     log_summary=False when the caller shows the report itself (`chunkd cleanup` prints it)."""
@@ -73,8 +83,11 @@ async def run_cleanup(pool_or_conn: asyncpg.Pool | asyncpg.Connection, settings:
         if own:
             await blobs.close()
     if log_summary:
-        log.info("cleanup: %s", report.lines()[-1], extra={"action": "cleanup", "dry_run": dry_run,
-                                                            "files": len(report.files), "blobs": len(report.blobs)})
+        log.info(
+            "cleanup: %s",
+            report.lines()[-1],
+            extra={"action": "cleanup", "dry_run": dry_run, "files": len(report.files), "blobs": len(report.blobs)},
+        )
     return report
 
 
@@ -95,8 +108,9 @@ async def _run(conn: asyncpg.Connection, blobs: BlobStore, dry_run: bool, now: f
         await transaction.rollback()
         raise
     await (transaction.rollback() if dry_run else transaction.commit())
-    report.files = ([RemovedFile(f.id, f.filename, f"FAILED more than {FAILED_FILE_DAYS} days ago") for f in failed] +
-                    [RemovedFile(f.id, f.filename, "unfinished upload past expires_at") for f in expired])
+    report.files = [RemovedFile(f.id, f.filename, f"FAILED more than {FAILED_FILE_DAYS} days ago") for f in failed] + [
+        RemovedFile(f.id, f.filename, "unfinished upload past expires_at") for f in expired
+    ]
     for key in orphans:
         if not dry_run:
             await blobs.delete(key)
@@ -121,7 +135,7 @@ async def _garbage(conn: asyncpg.Connection, blobs: BlobStore, now: float) -> tu
         stale += [w for w in await blobs.unfinished(area + "/") if now - w.started > TEMP_GRACE]
     orphans = []
     for start in range(0, len(candidates), LOOKUP_BATCH):
-        batch = candidates[start:start + LOOKUP_BATCH]
+        batch = candidates[start : start + LOOKUP_BATCH]
         known = await store.list_known_filenames(conn, sorted({name for name, _ in batch}))
         orphans += [key for name, key in batch if name not in known]
     return sorted(orphans), sorted(stale, key=lambda w: w.label)

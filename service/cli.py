@@ -1,4 +1,5 @@
 """The `chunkd` command: parses arguments, loads settings, wires the pieces; no logic of its own."""
+
 from __future__ import annotations
 
 import argparse
@@ -64,19 +65,27 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         sock = listening_socket(settings.host, settings.port)  # before anything starts: a bad HOST/PORT is one line
         app = create_app(settings, with_worker=not args.no_worker)
         # run_app turns SIGINT/SIGTERM into a graceful stop: stop accepting, finish requests, run cleanup_ctx.
-        web.run_app(app, sock=sock, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT,
-                    print=lambda line: log.info(line.strip()))
+        web.run_app(
+            app,
+            sock=sock,
+            access_log=None,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+            print=lambda line: log.info(line.strip()),
+        )
     return 0
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
     """The server's socket, bound here so that what is wrong with HOST or PORT is said in one line."""
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                                             flags=socket.AI_PASSIVE)[0]
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
     except socket.gaierror as e:
-        raise ConfigError(f"HOST: cannot listen on {host!r}: {e.strerror} (an IP address such as 127.0.0.1 "
-                          "or 0.0.0.0, or a name of this machine)") from None
+        raise ConfigError(
+            f"HOST: cannot listen on {host!r}: {e.strerror} (an IP address such as 127.0.0.1 "
+            "or 0.0.0.0, or a name of this machine)"
+        ) from None
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp does: restart over TIME_WAIT
     try:
@@ -84,8 +93,9 @@ def listening_socket(host: str, port: int) -> socket.socket:
     except OSError as e:
         sock.close()
         if e.errno == errno.EADDRINUSE:
-            raise ConfigError(f"PORT: {host}:{port} is already in use (another chunkd?); "
-                              "stop it or set PORT to a free port") from None
+            raise ConfigError(
+                f"PORT: {host}:{port} is already in use (another chunkd?); stop it or set PORT to a free port"
+            ) from None
         raise ConfigError(f"HOST/PORT: cannot listen on {host}:{port}: {e.strerror}") from None
     return sock
 
@@ -110,7 +120,10 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
         if args.action == "status":
             state = asyncio.run(_with_conn(settings, migrate.status))
             for version in state.applied:
-                print(f"applied  {version}" + ("  (changed on disk!)" if any(c.startswith(version) for c in state.changed) else ""))
+                print(
+                    f"applied  {version}"
+                    + ("  (changed on disk!)" if any(c.startswith(version) for c in state.changed) else "")
+                )
             for m in state.pending:
                 print(f"pending  {m.path.name}")
             return 1 if state.changed or state.missing else 0
@@ -139,8 +152,11 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
 # operations: cleanup, backup, restore, upload
 def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:
     with embedded.database(settings) as settings:
-        report = asyncio.run(_with_conn(settings, lambda conn: cleanup.run_cleanup(conn, settings, dry_run=args.dry_run,
-                                                                                log_summary=False)))
+        report = asyncio.run(
+            _with_conn(
+                settings, lambda conn: cleanup.run_cleanup(conn, settings, dry_run=args.dry_run, log_summary=False)
+            )
+        )
     print("\n".join(report.lines()))
     return 1 if report.skipped else 0
 
@@ -172,14 +188,25 @@ def cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
     url = args.url or os.environ.get("CHUNKD_URL") or f"http://{settings.host}:{settings.port}"
     token = args.token or (None if args.email else os.environ.get("CHUNKD_TOKEN") or credentials.saved_token(url))
     if not token and not args.email:
-        print("chunkd: run `chunkd login`, or pass --token (or CHUNKD_TOKEN) or --email (password from "
-              "CHUNKD_PASSWORD or asked)", file=sys.stderr)
+        print(
+            "chunkd: run `chunkd login`, or pass --token (or CHUNKD_TOKEN) or --email (password from "
+            "CHUNKD_PASSWORD or asked)",
+            file=sys.stderr,
+        )
         return 2
     who = client.Credentials(token, args.email, client.password_from(args.email))
     try:
-        file = asyncio.run(client.upload(path, url, who, state_dir=Path(args.state_dir),
-                                         chunk_size=args.chunk_size, parallel=args.parallel,
-                                         verify_chunks=args.verify_chunks))
+        file = asyncio.run(
+            client.upload(
+                path,
+                url,
+                who,
+                state_dir=Path(args.state_dir),
+                chunk_size=args.chunk_size,
+                parallel=args.parallel,
+                verify_chunks=args.verify_chunks,
+            )
+        )
     except client.UploadError as e:
         print(f"chunkd: {e}", file=sys.stderr)
         return 2
@@ -199,9 +226,12 @@ def cmd_storage_copy(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             await source.close()
             await target.close()
+
     report = asyncio.run(copy())
-    print(f"copied {len(report.copied)} blobs ({report.bytes} bytes), {len(report.skipped)} already there; "  # type: ignore[attr-defined]
-          "every SHA-256 verified")
+    print(
+        f"copied {len(report.copied)} blobs ({report.bytes} bytes), {len(report.skipped)} already there; "  # type: ignore[attr-defined]
+        "every SHA-256 verified"
+    )
     return 0
 
 
@@ -223,19 +253,32 @@ def add_operations(sub: argparse._SubParsersAction) -> None:
     who.add_argument("--token", help="access token (default CHUNKD_TOKEN)")
     who.add_argument("--email", help="log in as this user (password from CHUNKD_PASSWORD, else asked)")
     u.add_argument("--chunk-size", type=int, help="bytes per chunk (default: the server's)")
-    u.add_argument("--parallel", type=int, default=client.DEFAULT_PARALLEL,
-                   help=f"chunks in flight (default {client.DEFAULT_PARALLEL})")
-    u.add_argument("--verify-chunks", action="store_true",
-                   help="send each chunk's SHA-256 too: the server refuses a damaged chunk at once, "
-                        "instead of the whole file failing its check at the end")
-    u.add_argument("--state-dir", default=str(client.default_state_dir()),
-                   help="where unfinished uploads are remembered (default ~/.local/state/chunkd/uploads)")
+    u.add_argument(
+        "--parallel",
+        type=int,
+        default=client.DEFAULT_PARALLEL,
+        help=f"chunks in flight (default {client.DEFAULT_PARALLEL})",
+    )
+    u.add_argument(
+        "--verify-chunks",
+        action="store_true",
+        help="send each chunk's SHA-256 too: the server refuses a damaged chunk at once, "
+        "instead of the whole file failing its check at the end",
+    )
+    u.add_argument(
+        "--state-dir",
+        default=str(client.default_state_dir()),
+        help="where unfinished uploads are remembered (default ~/.local/state/chunkd/uploads)",
+    )
     u.set_defaults(run=cmd_upload)
     st = sub.add_parser("storage", help="blob storage operations")
     stsub = st.add_subparsers(dest="action", required=True)
-    cp = stsub.add_parser("copy", help="copy every blob from one store to another (file:///path, a path, or "
-                                       "s3://bucket/prefix with the AWS_* and S3_ENDPOINT_URL settings), verifying "
-                                       "SHA-256; blobs already there are skipped")
+    cp = stsub.add_parser(
+        "copy",
+        help="copy every blob from one store to another (file:///path, a path, or "
+        "s3://bucket/prefix with the AWS_* and S3_ENDPOINT_URL settings), verifying "
+        "SHA-256; blobs already there are skipped",
+    )
     cp.add_argument("source")
     cp.add_argument("target")
     cp.set_defaults(run=cmd_storage_copy)
@@ -269,8 +312,10 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
             print(f"token {made['id']} ({','.join(made['scopes'])}): shown once, keep it safe", file=sys.stderr)
         elif args.action == "list":
             for t in asyncio.run(credentials.list_tokens(url, token)):
-                print(f"{t['id']}  {','.join(t['scopes']):<18} {t['name']}  last used {t['last_used_at'] or 'never'}"
-                      f"  expires {t['expires_at'] or 'never'}")
+                print(
+                    f"{t['id']}  {','.join(t['scopes']):<18} {t['name']}  last used {t['last_used_at'] or 'never'}"
+                    f"  expires {t['expires_at'] or 'never'}"
+                )
         else:
             asyncio.run(credentials.revoke_token(url, token, args.id))
             print(f"revoked {args.id}")

@@ -4,6 +4,7 @@ The upload id is kept in a small state file keyed by the file's absolute path, s
 server URL), written before the first chunk is sent. Killed and run again, the client asks the server which
 chunks are missing and sends only those; a changed file gets a new upload.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -25,9 +26,9 @@ import aiohttp
 from service.progress import Progress
 
 DEFAULT_PARALLEL = 4
-ATTEMPTS = 6             # per request, for connection errors and 408/429/5xx answers
-BACKOFF = 0.5            # seconds, doubled per attempt
-WAIT_SECONDS = 30        # long-poll of GET /api/files/{id}?wait=
+ATTEMPTS = 6  # per request, for connection errors and 408/429/5xx answers
+BACKOFF = 0.5  # seconds, doubled per attempt
+WAIT_SECONDS = 30  # long-poll of GET /api/files/{id}?wait=
 HASH_BUFFER = 1024 * 1024
 TERMINAL = ("COMPLETED", "FAILED")
 RETRYABLE = (408, 429, 500, 502, 503, 504)
@@ -96,14 +97,22 @@ class Api:
         with contextlib.suppress(TimeoutError, aiohttp.ClientError, UploadError):
             for _ in range(2):  # the access token may have expired since the last call: renew once
                 token = self.token
-                async with self.session.post(f"{self.url}/api/auth/logout",
-                                             headers={"Authorization": f"Bearer {token}"}) as response:
+                async with self.session.post(
+                    f"{self.url}/api/auth/logout", headers={"Authorization": f"Bearer {token}"}
+                ) as response:
                     if response.status != 401:
                         return
                 await self.renew(token)
 
-    async def call(self, method: str, path: str, *, expect: tuple[int, ...] = (200,),
-                   headers: dict[str, str] | None = None, **kwargs: Any) -> tuple[int, Any]:
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        expect: tuple[int, ...] = (200,),
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> tuple[int, Any]:
         """(status, JSON body) of an expected answer, or of a problem worth reporting; retries the rest."""
         if self.token is None:
             await self.renew(None)
@@ -121,10 +130,10 @@ class Api:
                     if response.status not in RETRYABLE:
                         return response.status, await _problem(response)
                     retry_after = response.headers.get("Retry-After", "")
-                    delay = float(retry_after) if retry_after.isdigit() else BACKOFF * 2 ** attempt
+                    delay = float(retry_after) if retry_after.isdigit() else BACKOFF * 2**attempt
                     reason = f"{response.status} {response.reason}"
             except (TimeoutError, aiohttp.ClientConnectionError) as e:
-                delay, reason = BACKOFF * 2 ** attempt, str(e) or type(e).__name__
+                delay, reason = BACKOFF * 2**attempt, str(e) or type(e).__name__
             await asyncio.sleep(delay)
         raise UploadError(f"{method} {path} failed {ATTEMPTS} times, last: {reason}")
 
@@ -148,9 +157,17 @@ def _fail(status: int, problem: dict[str, Any]) -> UploadError:
     return UploadError(f"{status} {problem.get('code', '')}: {problem.get('detail', '')}".replace("  ", " "))
 
 
-async def upload(path: Path, url: str, credentials: Credentials, *, state_dir: Path, chunk_size: int | None = None,
-                 parallel: int = DEFAULT_PARALLEL, verify_chunks: bool = False,
-                 uploaded: Callable[[], None] = lambda: None) -> dict[str, Any]:
+async def upload(
+    path: Path,
+    url: str,
+    credentials: Credentials,
+    *,
+    state_dir: Path,
+    chunk_size: int | None = None,
+    parallel: int = DEFAULT_PARALLEL,
+    verify_chunks: bool = False,
+    uploaded: Callable[[], None] = lambda: None,
+) -> dict[str, Any]:
     """Upload (or resume) `path`, wait for COMPLETED or FAILED, and return the file as the server shows it.
     The first chunk goes out at once: the whole file's SHA-256 is computed while chunks are sent and given
     at `complete` (the worker checks the assembled file against it). `verify_chunks` also sends each
@@ -169,8 +186,9 @@ async def upload(path: Path, url: str, credentials: Credentials, *, state_dir: P
                 _save_state(state_path, {"upload_id": upload["id"], "url": url, "path": str(path.resolve())})
             while upload["status"] == "UPLOADING":
                 await _send_missing(api, path, upload, parallel, verify_chunks)
-                status, answer = await api.call("POST", f"/api/uploads/{upload['id']}/complete", expect=(202,),
-                                                json={"sha256": await hashing})
+                status, answer = await api.call(
+                    "POST", f"/api/uploads/{upload['id']}/complete", expect=(202,), json={"sha256": await hashing}
+                )
                 if status == 409 and answer.get("code") == "UPLOAD_INCOMPLETE":
                     upload = (await api.call("GET", f"/api/uploads/{upload['id']}"))[1]
                     continue
@@ -200,14 +218,19 @@ async def _resume(api: Api, state_path: Path) -> dict[str, Any] | None:
         return None
     if status != 200:
         raise _fail(status, answer)
-    print(f"resuming upload {upload_id}: {len(answer['missing'])} of {answer['total_chunks']} chunks to send",
-          file=sys.stderr)
+    print(
+        f"resuming upload {upload_id}: {len(answer['missing'])} of {answer['total_chunks']} chunks to send",
+        file=sys.stderr,
+    )
     return answer
 
 
 async def _create(api: Api, path: Path, chunk_size: int | None) -> dict[str, Any]:
-    body: dict[str, Any] = {"filename": path.name, "size": path.stat().st_size,
-                            "mimetype": mimetypes.guess_type(path.name)[0] or "application/octet-stream"}
+    body: dict[str, Any] = {
+        "filename": path.name,
+        "size": path.stat().st_size,
+        "mimetype": mimetypes.guess_type(path.name)[0] or "application/octet-stream",
+    }
     if chunk_size:
         body["chunk_size"] = chunk_size
     status, answer = await api.call("POST", "/api/uploads", expect=(201,), json=body)
@@ -227,12 +250,15 @@ async def _send_missing(api: Api, path: Path, upload: dict[str, Any], parallel: 
     async def sender() -> None:
         while not queue.empty():
             index = queue.get_nowait()
-            data = await asyncio.to_thread(_read_chunk, path, index * chunk_size, min(chunk_size, size - index * chunk_size))
+            data = await asyncio.to_thread(
+                _read_chunk, path, index * chunk_size, min(chunk_size, size - index * chunk_size)
+            )
             headers = {"Content-Type": "application/octet-stream"}
             if verify_chunks:
                 headers["Content-SHA256"] = await asyncio.to_thread(_sha256_hex, data)
-            status, answer = await api.call("PUT", f"/api/uploads/{upload['id']}/chunks/{index}", expect=(200, 201),
-                                            data=data, headers=headers)
+            status, answer = await api.call(
+                "PUT", f"/api/uploads/{upload['id']}/chunks/{index}", expect=(200, 201), data=data, headers=headers
+            )
             if status not in (200, 201):
                 raise _fail(status, answer)
             progress.advance(len(data))

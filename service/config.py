@@ -1,4 +1,5 @@
 """Settings: every environment variable chunkd reads, declared once with its default and help."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,11 +28,26 @@ def _int(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
             upper = "" if maximum is None else f" and at most {maximum}"
             raise ValueError(f"must be at least {minimum}{upper}, got {value}")
         return value
+
     return parse
 
 
-_UNITS = {"": 1, "b": 1, "k": KiB, "kb": KiB, "kib": KiB, "m": MiB, "mb": MiB, "mib": MiB,
-          "g": GiB, "gb": GiB, "gib": GiB, "t": 1024 * GiB, "tb": 1024 * GiB, "tib": 1024 * GiB}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": KiB,
+    "kb": KiB,
+    "kib": KiB,
+    "m": MiB,
+    "mb": MiB,
+    "mib": MiB,
+    "g": GiB,
+    "gb": GiB,
+    "gib": GiB,
+    "t": 1024 * GiB,
+    "tb": 1024 * GiB,
+    "tib": 1024 * GiB,
+}
 
 
 # Sizes and durations are read by one rule: a plain decimal number (digits, an optional fraction; no sign,
@@ -49,11 +65,13 @@ def _quantity(raw: str, units: Mapping[str, int], example: str) -> int:
 
 def _bytes(minimum: int) -> Callable[[str], int]:
     """Byte counts accept binary units: `8MiB`, `512k`, `1.5G` (all powers of 1024)."""
+
     def parse(raw: str) -> int:
         value = _quantity(raw, _UNITS, "a size such as 8388608, 8MiB or 1.5G")
         if value < minimum:
             raise ValueError(f"must be at least {minimum} bytes, got {value}")
         return value
+
     return parse
 
 
@@ -146,8 +164,10 @@ def _origins(raw: str) -> tuple[str, ...]:
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"{origin!r} is not an origin: write it as scheme://host[:port], e.g. https://app.example")
         if origin != f"{parts.scheme}://{parts.netloc}" or parts.netloc != parts.netloc.lower():
-            raise ValueError(f"{origin!r} never matches a browser's Origin: write it as "
-                             f"{parts.scheme}://{parts.netloc.lower()} (no path, no trailing slash, lower case)")
+            raise ValueError(
+                f"{origin!r} never matches a browser's Origin: write it as "
+                f"{parts.scheme}://{parts.netloc.lower()} (no path, no trailing slash, lower case)"
+            )
     return origins
 
 
@@ -161,97 +181,232 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("DATABASE_URL", "database_url", "", _url,
-            "PostgreSQL URL; empty starts the embedded PostgreSQL under ./var/"),
-    Setting("DATABASE_POOL_SIZE", "db_pool_size", "10", _int(1, 1000),
-            "most connections the pool opens per process"),
-    Setting("DATABASE_POOL_TIMEOUT", "db_pool_timeout_ms", "20000", _int(1),
-            "ms to wait for a free pooled connection before answering 503"),
-    Setting("DATABASE_POOL_IDLE_TIMEOUT", "db_pool_idle_timeout_ms", "10000", _int(0),
-            "ms an idle pooled connection lives before it is closed (0 keeps them)"),
-    Setting("STORAGE_DIR", "storage_dir", "./storage", _host,
-            "directory of the assembled files and thumbnails; with an s3:// STORAGE_URL, only the worker's "
-            "working copies (under .work/)"),
-    Setting("STORAGE_URL", "storage_url", "", parse_storage_url,
-            "where blobs live: unset (STORAGE_DIR), file:///path, or s3://bucket/prefix (needs chunkd[s3])"),
-    Setting("AWS_ACCESS_KEY_ID", "aws_access_key_id", "", _text,
-            "S3 access key; unset uses the AWS default chain (~/.aws, instance role)"),
+    Setting(
+        "DATABASE_URL", "database_url", "", _url, "PostgreSQL URL; empty starts the embedded PostgreSQL under ./var/"
+    ),
+    Setting("DATABASE_POOL_SIZE", "db_pool_size", "10", _int(1, 1000), "most connections the pool opens per process"),
+    Setting(
+        "DATABASE_POOL_TIMEOUT",
+        "db_pool_timeout_ms",
+        "20000",
+        _int(1),
+        "ms to wait for a free pooled connection before answering 503",
+    ),
+    Setting(
+        "DATABASE_POOL_IDLE_TIMEOUT",
+        "db_pool_idle_timeout_ms",
+        "10000",
+        _int(0),
+        "ms an idle pooled connection lives before it is closed (0 keeps them)",
+    ),
+    Setting(
+        "STORAGE_DIR",
+        "storage_dir",
+        "./storage",
+        _host,
+        "directory of the assembled files and thumbnails; with an s3:// STORAGE_URL, only the worker's "
+        "working copies (under .work/)",
+    ),
+    Setting(
+        "STORAGE_URL",
+        "storage_url",
+        "",
+        parse_storage_url,
+        "where blobs live: unset (STORAGE_DIR), file:///path, or s3://bucket/prefix (needs chunkd[s3])",
+    ),
+    Setting(
+        "AWS_ACCESS_KEY_ID",
+        "aws_access_key_id",
+        "",
+        _text,
+        "S3 access key; unset uses the AWS default chain (~/.aws, instance role)",
+    ),
     Setting("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key", "", _text, "S3 secret key"),
     Setting("AWS_REGION", "aws_region", "us-east-1", _host, "S3 region"),
-    Setting("S3_ENDPOINT_URL", "s3_endpoint_url", "", _endpoint,
-            "S3 server of a non-AWS store (Ceph RGW, MinIO...); path-style addressing is used with it"),
-    Setting("DOWNLOAD_REDIRECT", "download_redirect", "false", _bool,
-            "true: content and thumbnail downloads answer 302 to a short-lived presigned URL of the store "
-            "(S3 only)"),
-    Setting("JWT_SECRET", "jwt_secret", "", _secret,
-            "HMAC key of access tokens; generated under ./var/ for the embedded database"),
-    Setting("ACCESS_TOKEN_TTL", "access_token_ttl", "15m", _duration,
-            "lifetime of an access token"),
-    Setting("REFRESH_TOKEN_TTL", "refresh_token_ttl", "30d", _duration,
-            "lifetime of a refresh token"),
-    Setting("MAX_UPLOAD_SIZE", "max_upload_size", "10GiB", _bytes(1),
-            "largest file accepted, in bytes (units: KiB, MiB, GiB)"),
-    Setting("MIN_UPLOAD_SIZE", "min_upload_size", "0", _bytes(0),
-            "smallest file a resumable upload (IETF draft) may declare, in bytes; 0 for none (Upload-Limit min-size)"),
-    Setting("MAX_APPEND_SIZE", "max_append_size", "0", _bytes(0),
-            "largest body of one append (tus or IETF draft PATCH, creation with content); 0: MAX_UPLOAD_SIZE"),
-    Setting("MIN_APPEND_SIZE", "min_append_size", "0", _bytes(0),
-            "smallest body of an append that does not complete its upload (Slowloris guard); 0 for none"),
-    Setting("DEFAULT_CHUNK_SIZE", "default_chunk_size", "8MiB", _bytes(1),
-            "chunk size of an upload that does not ask for one"),
-    Setting("MAX_CHUNK_SIZE", "max_chunk_size", "64MiB", _bytes(1),
-            "largest chunk accepted"),
-    Setting("CHUNK_MEMORY", "chunk_memory", "512MiB", _bytes(1),
-            "memory for the chunk bodies one process holds at once (each counts twice: the body, and the "
-            "database driver's copy while it is stored), taken as bytes arrive; a body beyond it waits, then gets 503"),
-    Setting("USER_INFLIGHT_BYTES", "user_inflight_bytes", "128MiB", _bytes(1),
-            "the share of CHUNK_MEMORY (counted the same way) one user's upload bodies may hold; beyond it: 429"),
-    Setting("USER_INFLIGHT_REQUESTS", "user_inflight_requests", "32", _int(1),
-            "upload requests (chunk PUTs, tus PATCHes) one user may have in flight at once; beyond it: 429"),
-    Setting("BODY_MIN_RATE", "body_min_rate", "4KiB", _bytes(0),
-            "slowest average rate, in bytes per second, an upload body may arrive at (0: no minimum); slower: 408"),
-    Setting("BODY_RATE_WINDOW", "body_rate_window", "30s", _duration,
-            "the time BODY_MIN_RATE is averaged over: a body silent this long ends"),
-    Setting("UPLOAD_EXPIRY", "upload_expiry", "24h", _duration,
-            "time an unfinished upload is kept"),
-    Setting("WORKER_CONCURRENCY", "worker_concurrency", "2", _int(1, 256),
-            "files one worker processes at a time"),
-    Setting("STREAMING_MIN_SIZE", "streaming_min_size", "32MiB", _bytes(0),
-            "uploads at least this large are assembled while they arrive (0: only once complete), so that "
-            "they are COMPLETED soon after their last byte"),
-    Setting("WORKER_LEASE", "worker_lease", "30s", _duration,
-            "a worker silent this long is presumed dead and its files are taken again (heartbeat: a third of it)"),
-    Setting("PROCESSING_TIMEOUT", "processing_timeout", "120s", _duration,
-            "time a decoder may spend on one file (metadata and thumbnail); then it is killed, the file tried "
-            "once more, then FAILED"),
-    Setting("PROCESSING_MEMORY", "processing_memory", "1GiB", _bytes(256 * MiB),
-            "address space of one decoder process (RLIMIT_AS, its ~200 MiB of libraries included); a file "
-            "needing more is FAILED"),
-    Setting("SLOW_REQUEST_MS", "slow_request_ms", "1000", _int(1),
-            "requests slower than this are logged as warnings"),
+    Setting(
+        "S3_ENDPOINT_URL",
+        "s3_endpoint_url",
+        "",
+        _endpoint,
+        "S3 server of a non-AWS store (Ceph RGW, MinIO...); path-style addressing is used with it",
+    ),
+    Setting(
+        "DOWNLOAD_REDIRECT",
+        "download_redirect",
+        "false",
+        _bool,
+        "true: content and thumbnail downloads answer 302 to a short-lived presigned URL of the store (S3 only)",
+    ),
+    Setting(
+        "JWT_SECRET",
+        "jwt_secret",
+        "",
+        _secret,
+        "HMAC key of access tokens; generated under ./var/ for the embedded database",
+    ),
+    Setting("ACCESS_TOKEN_TTL", "access_token_ttl", "15m", _duration, "lifetime of an access token"),
+    Setting("REFRESH_TOKEN_TTL", "refresh_token_ttl", "30d", _duration, "lifetime of a refresh token"),
+    Setting(
+        "MAX_UPLOAD_SIZE",
+        "max_upload_size",
+        "10GiB",
+        _bytes(1),
+        "largest file accepted, in bytes (units: KiB, MiB, GiB)",
+    ),
+    Setting(
+        "MIN_UPLOAD_SIZE",
+        "min_upload_size",
+        "0",
+        _bytes(0),
+        "smallest file a resumable upload (IETF draft) may declare, in bytes; 0 for none (Upload-Limit min-size)",
+    ),
+    Setting(
+        "MAX_APPEND_SIZE",
+        "max_append_size",
+        "0",
+        _bytes(0),
+        "largest body of one append (tus or IETF draft PATCH, creation with content); 0: MAX_UPLOAD_SIZE",
+    ),
+    Setting(
+        "MIN_APPEND_SIZE",
+        "min_append_size",
+        "0",
+        _bytes(0),
+        "smallest body of an append that does not complete its upload (Slowloris guard); 0 for none",
+    ),
+    Setting(
+        "DEFAULT_CHUNK_SIZE",
+        "default_chunk_size",
+        "8MiB",
+        _bytes(1),
+        "chunk size of an upload that does not ask for one",
+    ),
+    Setting("MAX_CHUNK_SIZE", "max_chunk_size", "64MiB", _bytes(1), "largest chunk accepted"),
+    Setting(
+        "CHUNK_MEMORY",
+        "chunk_memory",
+        "512MiB",
+        _bytes(1),
+        "memory for the chunk bodies one process holds at once (each counts twice: the body, and the "
+        "database driver's copy while it is stored), taken as bytes arrive; a body beyond it waits, then gets 503",
+    ),
+    Setting(
+        "USER_INFLIGHT_BYTES",
+        "user_inflight_bytes",
+        "128MiB",
+        _bytes(1),
+        "the share of CHUNK_MEMORY (counted the same way) one user's upload bodies may hold; beyond it: 429",
+    ),
+    Setting(
+        "USER_INFLIGHT_REQUESTS",
+        "user_inflight_requests",
+        "32",
+        _int(1),
+        "upload requests (chunk PUTs, tus PATCHes) one user may have in flight at once; beyond it: 429",
+    ),
+    Setting(
+        "BODY_MIN_RATE",
+        "body_min_rate",
+        "4KiB",
+        _bytes(0),
+        "slowest average rate, in bytes per second, an upload body may arrive at (0: no minimum); slower: 408",
+    ),
+    Setting(
+        "BODY_RATE_WINDOW",
+        "body_rate_window",
+        "30s",
+        _duration,
+        "the time BODY_MIN_RATE is averaged over: a body silent this long ends",
+    ),
+    Setting("UPLOAD_EXPIRY", "upload_expiry", "24h", _duration, "time an unfinished upload is kept"),
+    Setting("WORKER_CONCURRENCY", "worker_concurrency", "2", _int(1, 256), "files one worker processes at a time"),
+    Setting(
+        "STREAMING_MIN_SIZE",
+        "streaming_min_size",
+        "32MiB",
+        _bytes(0),
+        "uploads at least this large are assembled while they arrive (0: only once complete), so that "
+        "they are COMPLETED soon after their last byte",
+    ),
+    Setting(
+        "WORKER_LEASE",
+        "worker_lease",
+        "30s",
+        _duration,
+        "a worker silent this long is presumed dead and its files are taken again (heartbeat: a third of it)",
+    ),
+    Setting(
+        "PROCESSING_TIMEOUT",
+        "processing_timeout",
+        "120s",
+        _duration,
+        "time a decoder may spend on one file (metadata and thumbnail); then it is killed, the file tried "
+        "once more, then FAILED",
+    ),
+    Setting(
+        "PROCESSING_MEMORY",
+        "processing_memory",
+        "1GiB",
+        _bytes(256 * MiB),
+        "address space of one decoder process (RLIMIT_AS, its ~200 MiB of libraries included); a file "
+        "needing more is FAILED",
+    ),
+    Setting("SLOW_REQUEST_MS", "slow_request_ms", "1000", _int(1), "requests slower than this are logged as warnings"),
     Setting("HOST", "host", "127.0.0.1", _host, "address the HTTP server binds"),
     Setting("PORT", "port", "8080", _int(0, 65535), "port the HTTP server binds"),
-    Setting("CORS_ORIGINS", "cors_origins", "", _origins,
-            "comma-separated origins allowed to call the API from a browser (* for any)"),
-    Setting("CLEANUP_INTERVAL", "cleanup_interval", "1h", _duration,
-            "how often the worker runs the cleanup pass"),
+    Setting(
+        "CORS_ORIGINS",
+        "cors_origins",
+        "",
+        _origins,
+        "comma-separated origins allowed to call the API from a browser (* for any)",
+    ),
+    Setting("CLEANUP_INTERVAL", "cleanup_interval", "1h", _duration, "how often the worker runs the cleanup pass"),
     # accounts (issue 13)
-    Setting("LINK_TTL", "link_ttl", "1h", _duration,
-            "lifetime of signed links to a file's content, thumbnail and events (handed out with 1/2 to all "
-            "of it left)"),
-    Setting("ARGON2_CONCURRENCY", "argon2_concurrency", "2", _int(1, 64),
-            "password hashes computed at once; more logins wait, so a login flood cannot starve uploads"),
-    Setting("LOGIN_MAX_FAILURES", "login_max_failures", "10", _int(1),
-            "failed logins per account, and per client address, within LOGIN_WINDOW before 429"),
-    Setting("LOGIN_WINDOW", "login_window", "15m", _duration,
-            "the sliding window failed logins are counted over"),
-    Setting("USER_QUOTA", "user_quota", "unlimited", _quota,
-            "bytes one user may store (stored files plus declared sizes of unfinished uploads), unless an "
-            "admin sets the user's quota_bytes; `unlimited` for no limit"),
-    Setting("WEBHOOK_ALLOW_PRIVATE", "webhook_allow_private", "false", _bool,
-            "allow webhook targets on loopback, private and link-local addresses (tests, private networks)"),
-    Setting("WEBHOOK_TIMEOUT", "webhook_timeout", "10s", _duration,
-            "how long a webhook receiver gets to answer one delivery"),
+    Setting(
+        "LINK_TTL",
+        "link_ttl",
+        "1h",
+        _duration,
+        "lifetime of signed links to a file's content, thumbnail and events (handed out with 1/2 to all of it left)",
+    ),
+    Setting(
+        "ARGON2_CONCURRENCY",
+        "argon2_concurrency",
+        "2",
+        _int(1, 64),
+        "password hashes computed at once; more logins wait, so a login flood cannot starve uploads",
+    ),
+    Setting(
+        "LOGIN_MAX_FAILURES",
+        "login_max_failures",
+        "10",
+        _int(1),
+        "failed logins per account, and per client address, within LOGIN_WINDOW before 429",
+    ),
+    Setting("LOGIN_WINDOW", "login_window", "15m", _duration, "the sliding window failed logins are counted over"),
+    Setting(
+        "USER_QUOTA",
+        "user_quota",
+        "unlimited",
+        _quota,
+        "bytes one user may store (stored files plus declared sizes of unfinished uploads), unless an "
+        "admin sets the user's quota_bytes; `unlimited` for no limit",
+    ),
+    Setting(
+        "WEBHOOK_ALLOW_PRIVATE",
+        "webhook_allow_private",
+        "false",
+        _bool,
+        "allow webhook targets on loopback, private and link-local addresses (tests, private networks)",
+    ),
+    Setting(
+        "WEBHOOK_TIMEOUT",
+        "webhook_timeout",
+        "10s",
+        _duration,
+        "how long a webhook receiver gets to answer one delivery",
+    ),
     Setting("LOG_LEVEL", "log_level", "INFO", _text, "DEBUG, INFO, WARNING or ERROR"),
 )
 
@@ -350,8 +505,10 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
             raise ConfigError(f"{s.env}: {e}") from None
     settings = Settings(**values)
     if settings.default_chunk_size > settings.max_chunk_size:
-        raise ConfigError(f"DEFAULT_CHUNK_SIZE: {settings.default_chunk_size} is larger than "
-                          f"MAX_CHUNK_SIZE ({settings.max_chunk_size})")
+        raise ConfigError(
+            f"DEFAULT_CHUNK_SIZE: {settings.default_chunk_size} is larger than "
+            f"MAX_CHUNK_SIZE ({settings.max_chunk_size})"
+        )
     if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"LOG_LEVEL: expected DEBUG, INFO, WARNING or ERROR, got {settings.log_level!r}")
     return settings

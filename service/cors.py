@@ -4,6 +4,7 @@ Preflights are answered by the middleware before routing matters; the headers of
 are added just before they are sent (on_response_prepare), so error responses and streamed ones
 (SSE, file content) carry them too. The allowed origin is echoed, never `*`, which also keeps
 credentialed requests possible."""
+
 from __future__ import annotations
 
 import logging
@@ -14,21 +15,59 @@ from aiohttp.typedefs import Handler
 from service.keys import settings_key
 
 ALLOW_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
-ALLOW_HEADERS = ", ".join((
-    "Authorization", "Content-Type", "Content-SHA256", "If-None-Match", "Range", "X-Requested-With",
-    "X-HTTP-Method-Override", "Tus-Resumable", "Upload-Length", "Upload-Offset", "Upload-Metadata",
-    "Upload-Defer-Length", "Upload-Concat", "Upload-Checksum",
-    # the IETF resumable-upload draft and its digests (RFC 9530)
-    "Upload-Complete", "Upload-Draft-Interop-Version", "Content-Digest", "Repr-Digest", "Want-Repr-Digest",
-    "Content-Disposition",
-))
-EXPOSE_HEADERS = ", ".join((
-    "Location", "ETag", "Retry-After", "Content-Disposition", "Content-Range", "Upload-Offset", "Upload-Length",
-    "Upload-Metadata", "Upload-Defer-Length", "Upload-Concat", "Upload-Expires", "Tus-Version",
-    "Tus-Resumable", "Tus-Max-Size", "Tus-Extension", "Tus-Checksum-Algorithm",
-    "Upload-Complete", "Upload-Limit", "Upload-Draft-Interop-Version", "Repr-Digest", "Want-Content-Digest",
-    "Want-Repr-Digest", "Accept-Patch", "Content-Location",
-))
+ALLOW_HEADERS = ", ".join(
+    (
+        "Authorization",
+        "Content-Type",
+        "Content-SHA256",
+        "If-None-Match",
+        "Range",
+        "X-Requested-With",
+        "X-HTTP-Method-Override",
+        "Tus-Resumable",
+        "Upload-Length",
+        "Upload-Offset",
+        "Upload-Metadata",
+        "Upload-Defer-Length",
+        "Upload-Concat",
+        "Upload-Checksum",
+        # the IETF resumable-upload draft and its digests (RFC 9530)
+        "Upload-Complete",
+        "Upload-Draft-Interop-Version",
+        "Content-Digest",
+        "Repr-Digest",
+        "Want-Repr-Digest",
+        "Content-Disposition",
+    )
+)
+EXPOSE_HEADERS = ", ".join(
+    (
+        "Location",
+        "ETag",
+        "Retry-After",
+        "Content-Disposition",
+        "Content-Range",
+        "Upload-Offset",
+        "Upload-Length",
+        "Upload-Metadata",
+        "Upload-Defer-Length",
+        "Upload-Concat",
+        "Upload-Expires",
+        "Tus-Version",
+        "Tus-Resumable",
+        "Tus-Max-Size",
+        "Tus-Extension",
+        "Tus-Checksum-Algorithm",
+        "Upload-Complete",
+        "Upload-Limit",
+        "Upload-Draft-Interop-Version",
+        "Repr-Digest",
+        "Want-Content-Digest",
+        "Want-Repr-Digest",
+        "Accept-Patch",
+        "Content-Location",
+    )
+)
 log = logging.getLogger(__name__)
 
 MAX_AGE = "86400"  # browsers may cache a preflight for a day
@@ -45,19 +84,27 @@ def allowed_origin(request: web.Request) -> str | None:
 
 @web.middleware
 async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.method != "OPTIONS" or "Access-Control-Request-Method" not in request.headers \
-            or not request.path.startswith("/api/"):
+    if (
+        request.method != "OPTIONS"
+        or "Access-Control-Request-Method" not in request.headers
+        or not request.path.startswith("/api/")
+    ):
         return await handler(request)
     response = web.Response(status=204)
     if not allowed_origin(request):  # no CORS headers: the browser blocks the call
-        log.warning("CORS preflight refused: origin %s is not in CORS_ORIGINS", request.headers.get("Origin"),
-                    extra={"action": "cors_refused", "origin": request.headers.get("Origin"), "path": request.path})
+        log.warning(
+            "CORS preflight refused: origin %s is not in CORS_ORIGINS",
+            request.headers.get("Origin"),
+            extra={"action": "cors_refused", "origin": request.headers.get("Origin"), "path": request.path},
+        )
     else:
-        response.headers.update({
-            "Access-Control-Allow-Methods": ALLOW_METHODS,
-            "Access-Control-Allow-Headers": ALLOW_HEADERS,
-            "Access-Control-Max-Age": MAX_AGE,
-        })
+        response.headers.update(
+            {
+                "Access-Control-Allow-Methods": ALLOW_METHODS,
+                "Access-Control-Allow-Headers": ALLOW_HEADERS,
+                "Access-Control-Max-Age": MAX_AGE,
+            }
+        )
     return response
 
 

@@ -3,6 +3,7 @@ tokens with it; `chunkd upload` uses it when given no --token or --email.
 
 Saved tokens live in credentials.json beside the uploads' state (XDG_STATE_HOME/chunkd), one per
 server URL, mode 0600 in a 0700 directory: anyone who can read it can act as the user."""
+
 from __future__ import annotations
 
 import json
@@ -59,12 +60,14 @@ async def login(url: str, email: str, password: str, scopes: list[str]) -> dict[
     """Logs in, mints an API token for this machine with the session, then ends the session: the CLI
     keeps no refresh token (whose rotation two concurrent commands would trip over as reuse)."""
     async with aiohttp.ClientSession(url.rstrip("/"), timeout=TIMEOUT) as http:
-        session = await _call(http, "POST", "/api/auth/login", None,
-                              {"email": email, "password": password, "device": "chunkd login"})
+        session = await _call(
+            http, "POST", "/api/auth/login", None, {"email": email, "password": password, "device": "chunkd login"}
+        )
         access = session["access_token"]
         try:
-            return await _call(http, "POST", "/api/tokens", access,
-                               {"name": f"chunkd CLI on {socket.gethostname()}", "scopes": scopes})
+            return await _call(
+                http, "POST", "/api/tokens", access, {"name": f"chunkd CLI on {socket.gethostname()}", "scopes": scopes}
+            )
         finally:
             await _call(http, "POST", "/api/auth/logout", access, None, expect=204)
 
@@ -87,8 +90,9 @@ async def revoke_token(url: str, token: str, token_id: str) -> None:
         await _call(http, "DELETE", f"/api/tokens/{token_id}", token, None, expect=204)
 
 
-async def _call(http: aiohttp.ClientSession, method: str, path: str, token: str | None, body: Any,
-                expect: int | None = None) -> Any:
+async def _call(
+    http: aiohttp.ClientSession, method: str, path: str, token: str | None, body: Any, expect: int | None = None
+) -> Any:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         async with http.request(method, path, json=body, headers=headers) as response:

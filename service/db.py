@@ -1,4 +1,5 @@
 """Connections: the per-process pool, its codecs, and dedicated LISTEN connections."""
+
 from __future__ import annotations
 
 import asyncio
@@ -49,9 +50,16 @@ class DatabaseUnreachable(ConnectionError):
 # asyncpg's client-side errors belong here too: once a pooled connection is lost, the pool takes it
 # back and any further use raises InterfaceError ("released back to the pool"), and a connection the
 # server dropped before asyncpg noticed raises InternalClientError ("another operation is in progress").
-CONNECTION_LOST = (asyncpg.PostgresConnectionError, asyncpg.ConnectionDoesNotExistError, asyncpg.CannotConnectNowError,
-                   asyncpg.AdminShutdownError, asyncpg.CrashShutdownError, asyncpg.InterfaceError,
-                   asyncpg.InternalClientError, DatabaseUnreachable)
+CONNECTION_LOST = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    DatabaseUnreachable,
+)
 # The database is down, restarting, or the pool had no free connection in time (or is closing): the one
 # tuple the error middleware, the handlers and the worker catch.
 DATABASE_DOWN = CONNECTION_LOST + (asyncio.TimeoutError,)
@@ -119,8 +127,13 @@ async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int | 
         max_size=max_size or settings.db_pool_size,
         max_queries=50_000,
         max_inactive_connection_lifetime=settings.db_pool_idle_timeout_ms / 1000,
-        connect=open_connection, setup=None, init=init_connection, reset=reset_released, loop=None,
-        connection_class=asyncpg.Connection, record_class=asyncpg.Record,
+        connect=open_connection,
+        setup=None,
+        init=init_connection,
+        reset=reset_released,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
         command_timeout=300,
     )
     pool.acquire_timeout = settings.db_pool_timeout_ms / 1000
@@ -152,8 +165,13 @@ async def ensure_database(admin_url: str, name: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def listening(settings: Settings, channels: Mapping[str, Callable[[str], None]], *, name: str,
-                    on_connect: Callable[[], None] = lambda: None) -> AsyncIterator[None]:
+async def listening(
+    settings: Settings,
+    channels: Mapping[str, Callable[[str], None]],
+    *,
+    name: str,
+    on_connect: Callable[[], None] = lambda: None,
+) -> AsyncIterator[None]:
     """A Listener running in a task of its own for as long as the block lasts (an app's cleanup_ctx)."""
     task = asyncio.create_task(Listener(settings, channels, on_connect=on_connect).run(), name=name)
     try:
@@ -175,8 +193,13 @@ class Listener:
     backoff. NOTIFY is only a hint: notifications sent while disconnected are lost, so `on_connect`
     runs after every (re)connection and callers poll as well."""
 
-    def __init__(self, settings: Settings, channels: Mapping[str, Callable[[str], None]],
-                 on_connect: Callable[[], None] = lambda: None, heartbeat: float = 30) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        channels: Mapping[str, Callable[[str], None]],
+        on_connect: Callable[[], None] = lambda: None,
+        heartbeat: float = 30,
+    ) -> None:
         self.settings, self.channels, self.on_connect, self.heartbeat = settings, channels, on_connect, heartbeat
         self.connected = asyncio.Event()
         self.was_connected = False  # the last attempt got as far as listening

@@ -4,6 +4,7 @@ The server listens on a unix socket only. As root, initdb and pg_ctl run as the
 `postgres` user (initdb refuses root). A second process finds the server already
 running and shares it; only the process that started it stops it.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -39,8 +40,7 @@ class EmbeddedError(Exception):
     """The embedded server cannot run here; the message is one line telling what to do."""
 
 
-def find_bin_dir(path: str | None = None, versioned: str = "/usr/lib/postgresql/*/bin",
-                 wheel: bool = True) -> Path:
+def find_bin_dir(path: str | None = None, versioned: str = "/usr/lib/postgresql/*/bin", wheel: bool = True) -> Path:
     """PATH first, then Debian's /usr/lib/postgresql/*/bin (newest), then the pgserver wheel."""
     candidates: list[Path] = []
     on_path = shutil.which("pg_ctl", path=path)
@@ -51,6 +51,7 @@ def find_bin_dir(path: str | None = None, versioned: str = "/usr/lib/postgresql/
     if wheel:
         try:
             import pgserver  # type: ignore[import-not-found]  # the optional `embedded` extra
+
             candidates.append(Path(pgserver.__file__).parent / "pginstall" / "bin")
         except ImportError:
             pass
@@ -59,7 +60,8 @@ def find_bin_dir(path: str | None = None, versioned: str = "/usr/lib/postgresql/
             return directory
     raise EmbeddedError(
         "no PostgreSQL server binaries found (initdb, pg_ctl, postgres): install PostgreSQL 15+, "
-        "`pip install chunkd[embedded]`, or set DATABASE_URL")
+        "`pip install chunkd[embedded]`, or set DATABASE_URL"
+    )
 
 
 def _version_key(name: str) -> tuple[int, ...]:
@@ -76,8 +78,9 @@ def _run_as() -> pwd.struct_passwd | None:
         try:
             return pwd.getpwnam("nobody")
         except KeyError:
-            raise EmbeddedError("running as root and no `postgres` user exists to run PostgreSQL: "
-                                "create one or set DATABASE_URL") from None
+            raise EmbeddedError(
+                "running as root and no `postgres` user exists to run PostgreSQL: create one or set DATABASE_URL"
+            ) from None
 
 
 @dataclass
@@ -113,11 +116,17 @@ class EmbeddedPostgres:
             if self.running():
                 log.info("embedded PostgreSQL already running", extra={"action": "pg_shared"})
                 return
-            options = {"listen_addresses": "''", "unix_socket_directories": f"'{self.socket_dir}'",
-                       "port": str(PORT), **self._preload(), **self.server_options}
+            options = {
+                "listen_addresses": "''",
+                "unix_socket_directories": f"'{self.socket_dir}'",
+                "port": str(PORT),
+                **self._preload(),
+                **self.server_options,
+            }
             flags = " ".join(f"-c {k}={v}" for k, v in options.items())
-            self._pg("pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data_dir),
-                     "-l", str(self.log_file), "-o", flags)
+            self._pg(
+                "pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data_dir), "-l", str(self.log_file), "-o", flags
+            )
             self.started_here = True
             log.info("embedded PostgreSQL started", extra={"action": "pg_started", "data_dir": str(self.data_dir)})
 
@@ -135,8 +144,18 @@ class EmbeddedPostgres:
     def _initdb(self) -> None:
         if self.data_dir.exists():
             shutil.rmtree(self.data_dir)  # a half-made cluster from an interrupted first run
-        self._pg("initdb", "-D", str(self.data_dir), "-U", SUPERUSER, "--auth=trust",
-                 "-E", "UTF8", "--locale=C.UTF-8" if _has_c_utf8() else "--locale=C", "--no-instructions")
+        self._pg(
+            "initdb",
+            "-D",
+            str(self.data_dir),
+            "-U",
+            SUPERUSER,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8" if _has_c_utf8() else "--locale=C",
+            "--no-instructions",
+        )
 
     @property
     def preloads_stat_statements(self) -> bool:
@@ -154,8 +173,10 @@ class EmbeddedPostgres:
         for path in paths:
             for parent in path.parents:
                 if parent.exists() and not os.stat(parent).st_mode & 0o001:
-                    raise EmbeddedError(f"{parent} is not traversable by the `{self.account.pw_name}` user "
-                                        "that runs the embedded PostgreSQL: chmod o+x it or set DATABASE_URL")
+                    raise EmbeddedError(
+                        f"{parent} is not traversable by the `{self.account.pw_name}` user "
+                        "that runs the embedded PostgreSQL: chmod o+x it or set DATABASE_URL"
+                    )
             os.chown(path, self.account.pw_uid, self.account.pw_gid)
 
     def _pg(self, exe: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -165,8 +186,7 @@ class EmbeddedPostgres:
         result = subprocess.run(command, capture_output=True, text=True, cwd="/")
         if check and result.returncode != 0:
             detail = (result.stderr or result.stdout).strip().splitlines()
-            raise EmbeddedError(f"{exe} failed: {detail[-1] if detail else result.returncode} "
-                                f"(see {self.log_file})")
+            raise EmbeddedError(f"{exe} failed: {detail[-1] if detail else result.returncode} (see {self.log_file})")
         return result
 
 
@@ -181,6 +201,7 @@ VAR_DIR = Path("var")
 @dataclass(frozen=True)
 class Setting:
     """A PostgreSQL setting chunkd's workload wants at least `value` of, and what less of it costs."""
+
     name: str
     value: str
     cost: str
@@ -197,17 +218,29 @@ def workload_settings(memory: int | None = None) -> list[Setting]:
     memory = machine_memory() if memory is None else memory
     shared = max(128, min(1024, memory // 16 // MiB))  # 1/16 of the machine, 128 MB .. 1 GB
     return [
-        Setting("max_wal_size", "8GB",
-                "each max_wal_size of chunk bytes forces a checkpoint, after which deleting assembled chunks "
-                "logs a full-page image of every page: 1GB (stock) doubles the WAL per uploaded byte"),
+        Setting(
+            "max_wal_size",
+            "8GB",
+            "each max_wal_size of chunk bytes forces a checkpoint, after which deleting assembled chunks "
+            "logs a full-page image of every page: 1GB (stock) doubles the WAL per uploaded byte",
+        ),
         Setting("min_wal_size", "1GB", "WAL segments are recycled instead of created and zero-filled anew"),
-        Setting("checkpoint_timeout", "30min",
-                "a timed checkpoint between a chunk's insert and its delete costs the same full-page images"),
-        Setting("wal_buffers", "64MB", "an 8 MiB chunk fills the stock 16MB of WAL buffers in two rows: "
-                                       "backends then wait for the WAL writer"),
-        Setting("shared_buffers", f"{shared}MB",
-                "chunk pages are read back by the worker soon after they are written: the stock 128MB "
-                "sends them to the kernel and back"),
+        Setting(
+            "checkpoint_timeout",
+            "30min",
+            "a timed checkpoint between a chunk's insert and its delete costs the same full-page images",
+        ),
+        Setting(
+            "wal_buffers",
+            "64MB",
+            "an 8 MiB chunk fills the stock 16MB of WAL buffers in two rows: backends then wait for the WAL writer",
+        ),
+        Setting(
+            "shared_buffers",
+            f"{shared}MB",
+            "chunk pages are read back by the worker soon after they are written: the stock 128MB "
+            "sends them to the kernel and back",
+        ),
     ]
 
 

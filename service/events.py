@@ -3,6 +3,7 @@
 One LISTEN connection per process, on channel `file_status` that a trigger (sql/0003) notifies on
 every status change. A notification only wakes the waiters of that file; they re-read the row, so a
 lost notification costs at most one fallback poll interval, never a wrong answer."""
+
 from __future__ import annotations
 
 import asyncio
@@ -58,6 +59,7 @@ class FileEvents:
 
 async def file_events_ctx(app: web.Application) -> AsyncIterator[None]:
     events = app[file_events_key] = FileEvents()
-    async with listening(app[settings_key], {FILE_STATUS: events.notify}, name="file status listener",
-                         on_connect=events.wake_all):
+    async with listening(
+        app[settings_key], {FILE_STATUS: events.notify}, name="file status listener", on_connect=events.wake_all
+    ):
         yield

@@ -1,4 +1,5 @@
 """Every typed key of the application state, defined once."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

@@ -8,6 +8,7 @@ purpose and the expiry: a link opens that one resource of that one file, read on
 or its user is deactivated. Expiries are rounded to half of LINK_TTL, so the links of an unchanged
 file stay the same for a while (its ETag too) and a link handed out lives between LINK_TTL/2 and
 LINK_TTL."""
+
 from __future__ import annotations
 
 import base64

@@ -1,4 +1,5 @@
 """Log lines a human can read and a machine can parse: message, then the `extra` fields as key=value."""
+
 from __future__ import annotations
 
 import logging

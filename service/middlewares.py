@@ -1,4 +1,5 @@
 """Every response passes here: errors become problem+json, every request is logged and timed."""
+
 from __future__ import annotations
 
 import asyncio
@@ -37,12 +38,14 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return problem_response(from_http_exception(e))
     except DATABASE_DOWN as e:
         log.warning("database unavailable: %s", e, extra={"action": "database_unavailable", "path": request.path})
-        return problem_response(DatabaseUnavailable("the database cannot be reached; try again shortly",
-                                                    headers={"Retry-After": "1"}))
+        return problem_response(
+            DatabaseUnavailable("the database cannot be reached; try again shortly", headers={"Retry-After": "1"})
+        )
     except storage.StorageUnavailable as e:
         log.warning("storage unavailable: %s", e, extra={"action": "storage_unavailable", "path": request.path})
-        return problem_response(StorageUnavailable("blob storage cannot be reached; try again shortly",
-                                                   headers={"Retry-After": "5"}))
+        return problem_response(
+            StorageUnavailable("blob storage cannot be reached; try again shortly", headers={"Retry-After": "5"})
+        )
     except asyncio.CancelledError:
         raise  # the client went away and aiohttp cancelled the handler: nothing to answer
     except ConnectionResetError:
@@ -101,8 +104,13 @@ def _log_request(request: web.Request, status: int, ms: float) -> None:
     fields = {"action": "request", "method": request.method, "path": request.path, "status": status, "ms": round(ms, 1)}
     slow = ms > request.app[settings_key].slow_request_ms and not request.get(slow_by_design_key)
     if slow and status != CLIENT_CLOSED:  # a client that left is one INFO line, however long it took
-        log.warning("slow request: %s %s took %.0f ms", request.method, request.path, ms,
-                    extra={**fields, "action": "slow_request"})
+        log.warning(
+            "slow request: %s %s took %.0f ms",
+            request.method,
+            request.path,
+            ms,
+            extra={**fields, "action": "slow_request"},
+        )
     else:
         log.info("%s %s %s %.1f ms", request.method, request.path, status, ms, extra=fields)
 
@@ -119,7 +127,11 @@ class ParserRefusals(logging.Filter):
             status = error.code if 400 <= error.code < 600 else 400
             record.levelno, record.levelname = logging.WARNING, "WARNING"
             record.msg, record.args, record.exc_info, record.exc_text = (
-                "refused a request the HTTP parser could not read: %s", (str(error.message)[:200],), None, None)
+                "refused a request the HTTP parser could not read: %s",
+                (str(error.message)[:200],),
+                None,
+                None,
+            )
             record.__dict__.update(action="request_refused", status=status)
             metrics.REQUESTS.labels("unmatched", "OTHER", str(status)).inc()
         return True

@@ -4,6 +4,7 @@ A migration that has been applied is never edited: its checksum is kept in
 schema_migrations and a changed file is refused. Deploys from several processes
 at once serialise on an advisory lock, so each file runs exactly once.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -50,8 +51,8 @@ class Migration:
 class Status:
     applied: list[str]
     pending: list[Migration]
-    changed: list[str]   # applied, but the file on disk differs
-    missing: list[str]   # applied, but no file on disk
+    changed: list[str]  # applied, but the file on disk differs
+    missing: list[str]  # applied, but no file on disk
 
 
 def discover(sql_dir: Path = SQL_DIR) -> list[Migration]:
@@ -85,8 +86,10 @@ async def deploy(conn: asyncpg.Connection, sql_dir: Path = SQL_DIR) -> list[Migr
     try:
         state = await status(conn, sql_dir)
         if state.changed:
-            raise MigrationError(f"migration {', '.join(state.changed)} was changed after it was applied; "
-                                 "migrations are never edited: add a new one instead")
+            raise MigrationError(
+                f"migration {', '.join(state.changed)} was changed after it was applied; "
+                "migrations are never edited: add a new one instead"
+            )
         applied = []
         for migration in state.pending:
             async with conn.transaction():

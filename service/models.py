@@ -1,4 +1,5 @@
 """Domain values shared across modules."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ class FileStatus(StrEnum):
 
 class Scope(StrEnum):
     """What a token may do; each level includes the ones before it (upload reads, admin does all)."""
+
     READ = "read"
     UPLOAD = "upload"
     ADMIN = "admin"
@@ -40,13 +42,14 @@ SCOPE_ORDER = (Scope.READ, Scope.UPLOAD, Scope.ADMIN)
 def expand_scopes(scopes: list[str] | tuple[str, ...] | frozenset[str]) -> frozenset[str]:
     """The scopes a list grants: the highest named level and every level below it."""
     top = max((SCOPE_ORDER.index(Scope(s)) for s in scopes), default=-1)
-    return frozenset(SCOPE_ORDER[:top + 1])
+    return frozenset(SCOPE_ORDER[: top + 1])
 
 
 @dataclass(frozen=True)
 class CurrentUser:
     """The authenticated caller of a request: by a session (session_id), an API token (token_id) or a
     signed link (neither; read only)."""
+
     id: str
     email: str
     role: str
@@ -68,6 +71,7 @@ class File:
     """A row of `files`: an upload of either protocol while UPLOADING, then the worker's job, then a
     stored file. Every store function that reads or returns files rows returns this (store.files.FILE_COLUMNS
     selects exactly these fields; `expired` is computed by the database's clock)."""
+
     id: str
     original_name: str
     filename: str
@@ -95,9 +99,9 @@ class File:
     run_after: datetime
     protocol: str
     tus_metadata: str | None  # Upload-Metadata exactly as sent
-    tus_concat: str | None    # "partial" or "final"
+    tus_concat: str | None  # "partial" or "final"
     tus_parts: list[str] | None
-    expired: bool             # UPLOADING past expires_at
+    expired: bool  # UPLOADING past expires_at
 
     @property
     def offset(self) -> int:
@@ -131,6 +135,7 @@ class File:
 class NewUpload:
     """What a client asks for when it starts an upload, in either protocol: the one input of
     store.files.insert_upload, which names the blob and sets the expiry."""
+
     uploaded_by_id: str
     original_name: str
     mimetype: str
@@ -150,6 +155,7 @@ class NewUpload:
 @dataclass(frozen=True)
 class User:
     """A row of `users`: never the password hash (users.refresh_token is unused since sql/0013)."""
+
     id: str
     email: str
     name: str | None
@@ -163,6 +169,7 @@ class User:
 @dataclass(frozen=True)
 class Post:
     """A row of `posts`; the listings add the author, the COMPLETED files and the count of all files."""
+
     id: str
     title: str
     content: str | None
@@ -179,6 +186,7 @@ class Post:
 @dataclass(frozen=True)
 class Session:
     """A row of `sessions` (one login, one device); never its refresh token's hash."""
+
     id: str
     user_id: str
     device: str
@@ -193,6 +201,7 @@ class Session:
 @dataclass(frozen=True)
 class ApiToken:
     """A row of `api_tokens`; never its hash."""
+
     id: str
     user_id: str
     name: str
@@ -205,6 +214,7 @@ class ApiToken:
 @dataclass(frozen=True)
 class Webhook:
     """A row of `webhooks`; `secret` is read only by the deliverer (and shown once, at creation)."""
+
     id: str
     user_id: str
     url: str
@@ -220,6 +230,7 @@ class Webhook:
 @dataclass(frozen=True)
 class WebhookDelivery:
     """A row of `webhook_deliveries`: one event for one webhook (the outbox)."""
+
     id: str
     webhook_id: str
     event_type: str

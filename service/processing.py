@@ -1,4 +1,5 @@
 """What the bytes themselves can get wrong. Assembly is service/storage/assembly.py; analysis is service/media."""
+
 from __future__ import annotations
 
 

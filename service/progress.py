@@ -1,4 +1,5 @@
 """Progress of long-running commands on stderr: a redrawn bar on a terminal, a line per 10% otherwise."""
+
 from __future__ import annotations
 
 import sys
@@ -17,8 +18,9 @@ def human(n: float) -> str:
 
 
 class Progress:
-    def __init__(self, label: str, total: int, *, unit_bytes: bool = True, stream: TextIO | None = None,
-                 done: int = 0) -> None:
+    def __init__(
+        self, label: str, total: int, *, unit_bytes: bool = True, stream: TextIO | None = None, done: int = 0
+    ) -> None:
         self.label, self.total, self.unit_bytes = label, total, unit_bytes
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
@@ -58,7 +60,7 @@ class Progress:
         if self.total <= 0:
             return f"{self.label}: {human(self.done) if self.unit_bytes else self.done}"
         fraction = min(1.0, self.done / self.total)
-        amount = (f"{human(self.done)}/{human(self.total)}" if self.unit_bytes else f"{self.done}/{self.total}")
+        amount = f"{human(self.done)}/{human(self.total)}" if self.unit_bytes else f"{self.done}/{self.total}"
         elapsed = max(time.monotonic() - self.started, 1e-6)
         rate = f" {human((self.done - self._initial) / elapsed)}/s" if self.unit_bytes and self.tty else ""
         filled = int(fraction * BAR_WIDTH)

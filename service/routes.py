@@ -1,4 +1,5 @@
 """The one route table."""
+
 from __future__ import annotations
 
 from aiohttp import web

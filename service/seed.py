@@ -1,4 +1,5 @@
 """`chunkd seed`: the seed's prisma/seed.ts, idempotent."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,8 +33,12 @@ async def seed(conn: asyncpg.Connection) -> SeedResult:
             for n in range(1, POSTS_PER_USER + 1):
                 # seed.ts publishes at random; alternating keeps runs reproducible with both kinds present.
                 created += await posts.insert_post_unless_titled(
-                    conn, f"Sample Post {n} by {name}", f"This is sample content for post {n} created by {name}",
-                    n % 2 == 1, user_id)
+                    conn,
+                    f"Sample Post {n} by {name}",
+                    f"This is sample content for post {n} created by {name}",
+                    n % 2 == 1,
+                    user_id,
+                )
         # Seeded users get preferences like everyone else (the 0002 data migration's rule).
         await users.insert_missing_preferences(conn)
     return SeedResult(ADMIN_EMAIL, USER_COUNT, created)

@@ -11,6 +11,7 @@ durable and the file COMPLETED, so the prefix is only a head start. A worker tha
 go with its lease; the upload is then streamed again from its first chunk, or assembled whole once
 complete, from the same rows. An upload idle for ACTIVE_SECONDS is let go (its client may be gone
 for the day) and taken again when chunks arrive."""
+
 from __future__ import annotations
 
 import asyncio
@@ -30,15 +31,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("service.streaming")
 
-ACTIVE_SECONDS = 30.0     # an upload with no chunk for this long is not (or no longer) held
-CLAIM_INTERVAL = 1.0      # seconds between looks for an upload to take, while a slot is free
+ACTIVE_SECONDS = 30.0  # an upload with no chunk for this long is not (or no longer) held
+CLAIM_INTERVAL = 1.0  # seconds between looks for an upload to take, while a slot is free
 POLL_MIN, POLL_MAX = 0.05, 1.0  # seconds between looks for new chunks: doubling while none come
-SWEEP_EVERY = 30          # claim looks between sweeps for files held by no task
+SWEEP_EVERY = 30  # claim looks between sweeps for files held by no task
 
 
 @dataclass
 class Prefix:
     """The first `next_index` chunks of a file, appended (and hashed) in `assembly`."""
+
     assembly: Assembly
     next_index: int
 
@@ -93,8 +95,11 @@ class Streamer:
             busy = set(self._ready) | set(self.worker.processing.values())
             for file_id in held:
                 if file_id not in busy:
-                    log.warning("releasing file %s held by no task", file_id,
-                                extra={"action": "stream_swept", "file_id": file_id})
+                    log.warning(
+                        "releasing file %s held by no task",
+                        file_id,
+                        extra={"action": "stream_swept", "file_id": file_id},
+                    )
                     await store.release_file(conn, file_id, self.worker.id)
 
     async def _claim(self) -> File | None:
@@ -134,7 +139,9 @@ class Streamer:
                     status = await store.get_held_status(conn, file.id, worker.id)
                     if status is None:
                         return  # deleted, expired and cleaned up, or no longer ours
-                    chunks = _contiguous(await store.list_chunks_from(conn, file.id, prefix.next_index), prefix.next_index)
+                    chunks = _contiguous(
+                        await store.list_chunks_from(conn, file.id, prefix.next_index), prefix.next_index
+                    )
                     if chunks:
                         await append_chunks(conn, file.id, chunks, assembly)
                         prefix.next_index = chunks[-1][0] + 1
@@ -166,7 +173,9 @@ class Streamer:
             # The database or the disk failed us (or a chunk vanished): streaming is only a head start,
             # so the file is let go and processed the usual way once complete; the lease does the same
             # if even the release cannot be recorded.
-            log.warning("streaming upload %s stopped: %r", file.id, e, extra={"action": "stream_failed", "file_id": file.id})
+            log.warning(
+                "streaming upload %s stopped: %r", file.id, e, extra={"action": "stream_failed", "file_id": file.id}
+            )
             with contextlib.suppress(Exception):
                 await self._release(file)
         finally:

@@ -1,5 +1,6 @@
 """tus 1.0.0 (https://tus.io/protocols/resumable-upload): the protocol's constants, its header
 grammar, and the middleware that speaks the version. No SQL and no I/O here: handlers/tus.py uses it."""
+
 from __future__ import annotations
 
 import base64
@@ -32,11 +33,20 @@ from service.validation import check_id
 
 TUS_VERSION = "1.0.0"
 PREFIX = "/api/tus"
-EXTENSIONS = ("creation", "creation-with-upload", "creation-defer-length", "expiration", "checksum",
-              "termination", "concatenation")
+EXTENSIONS = (
+    "creation",
+    "creation-with-upload",
+    "creation-defer-length",
+    "expiration",
+    "checksum",
+    "termination",
+    "concatenation",
+)
 OFFSET_STREAM = "application/offset+octet-stream"
 CHECKSUMS: dict[str, Callable[[], hashlib._Hash]] = {
-    "sha1": hashlib.sha1, "sha256": hashlib.sha256, "md5": hashlib.md5,
+    "sha1": hashlib.sha1,
+    "sha256": hashlib.sha256,
+    "md5": hashlib.md5,
 }
 
 # Metadata keys: non-empty, ASCII, without spaces and commas (the spec's grammar).
@@ -75,9 +85,12 @@ async def tus_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         return await handler(request)  # the IETF draft's requests share the path, not the version rule
     version = request.headers.get("Tus-Resumable")
     if version != TUS_VERSION:
-        response: web.StreamResponse = problem_response(TusVersionUnsupported(
-            f"this server speaks tus {TUS_VERSION}; the request sent Tus-Resumable: {version or '(none)'}",
-            headers={"Tus-Version": TUS_VERSION}))
+        response: web.StreamResponse = problem_response(
+            TusVersionUnsupported(
+                f"this server speaks tus {TUS_VERSION}; the request sent Tus-Resumable: {version or '(none)'}",
+                headers={"Tus-Version": TUS_VERSION},
+            )
+        )
     else:
         response = await handler(request)
     response.headers["Tus-Resumable"] = TUS_VERSION
@@ -112,6 +125,7 @@ def parse_metadata(raw: str) -> dict[str, bytes]:
 @dataclass(frozen=True)
 class FileHints:
     """What the metadata says about the file; the worker detects the real type from the bytes."""
+
     original_name: str
     mimetype: str
     type: FileType
@@ -150,15 +164,16 @@ def parse_checksum(raw: str) -> Checksum:
     except (binascii.Error, ValueError):
         raise TusInvalidChecksum("the checksum is not base64") from None
     if len(digest) != CHECKSUMS[algorithm]().digest_size:
-        raise TusInvalidChecksum(f"a {algorithm} digest has {CHECKSUMS[algorithm]().digest_size} bytes, "
-                                 f"this one {len(digest)}")
+        raise TusInvalidChecksum(
+            f"a {algorithm} digest has {CHECKSUMS[algorithm]().digest_size} bytes, this one {len(digest)}"
+        )
     return Checksum(algorithm, digest)
 
 
 @dataclass(frozen=True)
 class Concat:
-    kind: str                                       # "partial" or "final"
-    part_ids: tuple[str, ...] = field(default=())   # a final upload's partials, in order
+    kind: str  # "partial" or "final"
+    part_ids: tuple[str, ...] = field(default=())  # a final upload's partials, in order
 
 
 def parse_concat(raw: str, request: web.Request) -> Concat:

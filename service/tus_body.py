@@ -8,6 +8,7 @@ is too slow or is taken over, the bytes received so far are kept and the offset 
 nothing may become visible before the whole body is verified: past its first piece the body waits in
 a temporary file, and goes into one transaction once the digest matches; a mismatch or a cut-off
 body leaves the upload as it was. Either way no connection waits on the client's link."""
+
 from __future__ import annotations
 
 import asyncio
@@ -41,6 +42,7 @@ from service.tus_locks import Writer
 class Received:
     """Where the upload stands after a body: its committed offset and expiry, and the error to answer
     with once the caller has looked at them (kept bytes may have completed the upload), or None."""
+
     offset: int
     expires_at: datetime | None
     error: ApiError | None
@@ -51,6 +53,7 @@ Progress = Callable[[int], Awaitable[None]]
 
 class Verifier(Protocol):
     """A digest the whole body must match (tus Upload-Checksum, the draft's Content-Digest)."""
+
     @property
     def digest(self) -> bytes: ...
 
@@ -59,8 +62,15 @@ class Verifier(Protocol):
     def mismatch(self) -> ApiError: ...
 
 
-async def receive(body: Body, writer: Writer, pool: Pool, upload: File, expiry_seconds: int,
-                  verifier: Verifier | None, on_stored: Progress | None = None) -> Received:
+async def receive(
+    body: Body,
+    writer: Writer,
+    pool: Pool,
+    upload: File,
+    expiry_seconds: int,
+    verifier: Verifier | None,
+    on_stored: Progress | None = None,
+) -> Received:
     """Stores the body after the upload's last row; says where the upload stands after it. The Body
     must have been made with `hasher=verifier.new()` when there is a verifier. on_stored hears each new
     committed offset (the draft's progress 104s)."""
@@ -88,8 +98,9 @@ async def _receive(body: Body, writer: Writer, rows: _Rows, chunk_size: int) -> 
             return error
 
 
-async def _receive_verified(body: Body, writer: Writer, rows: _Rows, chunk_size: int,
-                            verifier: Verifier) -> ApiError | None:
+async def _receive_verified(
+    body: Body, writer: Writer, rows: _Rows, chunk_size: int, verifier: Verifier
+) -> ApiError | None:
     """One piece is kept in memory; a longer body goes to a temporary file until it is verified."""
     spool: IO[bytes] | None = None
     try:
@@ -140,8 +151,9 @@ def _error(ended: BodyEnded, writer: Writer, body: Body) -> ApiError:
     if isinstance(ended, BodyStopped):
         if writer.forced:
             return UploadNotFound("the upload was terminated while this request was writing it")
-        return TusUploadInterrupted("this request stalled and a newer one took the upload over; "
-                                    "what arrived before is kept")
+        return TusUploadInterrupted(
+            "this request stalled and a newer one took the upload over; what arrived before is kept"
+        )
     if isinstance(ended, BodyTooLong):
         return TusLengthExceeded(f"the body goes past the upload's length ({body.max_bytes} bytes were left)")
     if isinstance(ended, BodyTooSlow):

@@ -18,6 +18,7 @@ it then saves what it has and unlocks. An active writer keeps the lock: a second
 again on next use and takes back the locks of the writers still running (one that cannot is stopped);
 meanwhile each stored piece still moves the offset only from the value its writer read, so a race
 loses a request, never bytes."""
+
 from __future__ import annotations
 
 import asyncio
@@ -44,6 +45,7 @@ T = TypeVar("T")
 @dataclass(eq=False)
 class Writer:
     """The request holding an upload's lock, as seen by those who want it."""
+
     upload_id: str
     stall_after: float
     stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -63,9 +65,9 @@ class Writer:
 class UploadLocks:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.stall_after = 2.0    # seconds without a byte before a writer counts as stalled
-        self.lock_wait = 5.0      # how long a request tries for a taken lock before answering 423
-        self.nudge_every = 0.25   # how often it repeats its request to the holder meanwhile
+        self.stall_after = 2.0  # seconds without a byte before a writer counts as stalled
+        self.lock_wait = 5.0  # how long a request tries for a taken lock before answering 423
+        self.nudge_every = 0.25  # how often it repeats its request to the holder meanwhile
         self.writers: dict[str, Writer] = {}
         self._conn: asyncpg.Connection | None = None
         self._turn = asyncio.Lock()  # one query at a time on the lock connection
@@ -104,8 +106,9 @@ class UploadLocks:
                 self.writers.pop(upload_id, None)
             now = time.monotonic()
             if now >= deadline:
-                raise TusUploadLocked(f"another request is writing upload {upload_id}; retry later",
-                                      headers={"Retry-After": "1"})
+                raise TusUploadLocked(
+                    f"another request is writing upload {upload_id}; retry later", headers={"Retry-After": "1"}
+                )
             if now >= next_nudge:
                 self._ask_release(upload_id, force)
                 await self._query(store.notify_release, upload_id, force)
@@ -133,8 +136,11 @@ class UploadLocks:
         conn = await db.connect(self.settings)
         for upload_id, writer in [(u, w) for u, w in self.writers.items() if w.locked]:
             if not await store.try_lock_upload(conn, upload_id):
-                log.warning("upload %s: the lock was lost and taken by another process; stopping this writer",
-                            upload_id, extra={"action": "tus_lock_lost", "upload_id": upload_id})
+                log.warning(
+                    "upload %s: the lock was lost and taken by another process; stopping this writer",
+                    upload_id,
+                    extra={"action": "tus_lock_lost", "upload_id": upload_id},
+                )
                 writer.stop.set()
         self._conn = conn
 

@@ -7,6 +7,7 @@ before anything is written. Usage:
     body = await read_json(request, TITLE, Field("published", bool))    # only the fields sent
     page = read_page(request)                                           # ?page=&limit=, limit capped
 """
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,7 @@ from aiohttp import web
 
 from service.errors import InvalidJson, UnsupportedMediaType, ValidationFailed
 
-MAX_PAGE = 1_000_000       # page * limit must stay a bigint OFFSET; nobody pages this far by hand
+MAX_PAGE = 1_000_000  # page * limit must stay a bigint OFFSET; nobody pages this far by hand
 DEFAULT_LIMIT, MAX_LIMIT = 10, 100
 MAX_ID_LENGTH = 200
 _INTEGER = re.compile(r"-?[0-9]{1,18}")  # ASCII digits only, and small enough for a bigint
@@ -31,11 +32,12 @@ _TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer", list: 
 @dataclass(frozen=True)
 class Field:
     """One member of a JSON object body. Lengths count characters (str) or items (list)."""
+
     name: str
     type: type[Any]
     required: bool = False
     nullable: bool = False
-    min_len: int = 0           # for str, >= 1 also refuses blank (whitespace-only) strings
+    min_len: int = 0  # for str, >= 1 also refuses blank (whitespace-only) strings
     max_len: int | None = None
     minimum: int | None = None  # int only
     maximum: int | None = None
@@ -110,8 +112,15 @@ def email_address(value: str, where: str = "email") -> str:
     email = value.strip().lower()
     local, at, domain = email.rpartition("@")
     labels = domain.split(".")
-    if (not at or not local or "@" in local or len(email) > 254 or any(c.isspace() for c in email)
-            or len(labels) < 2 or not all(labels)):
+    if (
+        not at
+        or not local
+        or "@" in local
+        or len(email) > 254
+        or any(c.isspace() for c in email)
+        or len(labels) < 2
+        or not all(labels)
+    ):
         raise ValidationFailed(f"{where} is not a valid email address", field=where)
     return email
 
@@ -131,8 +140,9 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 # Query strings and paths
 
 
-def query_int(request: web.Request, name: str, default: int, minimum: int, maximum: int | None = None,
-              *, cap: bool = False) -> int:
+def query_int(
+    request: web.Request, name: str, default: int, minimum: int, maximum: int | None = None, *, cap: bool = False
+) -> int:
     """An integer query parameter. Above `maximum` it is refused, or clamped when `cap` is set."""
     raw = request.query.get(name)
     if raw is None or raw == "":
@@ -197,8 +207,7 @@ def path_int(request: web.Request, name: str, minimum: int, maximum: int) -> int
     """An integer path segment: ASCII digits (no sign, exponent or fullwidth digit), within bounds."""
     raw = request.match_info[name]
     if not _INTEGER.fullmatch(raw) or not minimum <= int(raw) <= maximum:
-        raise ValidationFailed(f"{name} must be an integer from {minimum} to {maximum}, got {raw[:40]!r}",
-                               field=name)
+        raise ValidationFailed(f"{name} must be an integer from {minimum} to {maximum}, got {raw[:40]!r}", field=name)
     return int(raw)
 
 
@@ -217,5 +226,6 @@ class Page:
 
 def read_page(request: web.Request, default_limit: int = DEFAULT_LIMIT, max_limit: int = MAX_LIMIT) -> Page:
     """`?page=` (from 1) and `?limit=` (from 1, silently capped at max_limit, as the issue asks)."""
-    return Page(query_int(request, "page", 1, 1, MAX_PAGE),
-                query_int(request, "limit", default_limit, 1, max_limit, cap=True))
+    return Page(
+        query_int(request, "page", 1, 1, MAX_PAGE), query_int(request, "limit", default_limit, 1, max_limit, cap=True)
+    )

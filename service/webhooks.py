@@ -10,6 +10,7 @@ answer. Failures retry with exponential backoff for up to a day; a webhook faili
 The target's address is checked when the webhook is made and again at every delivery, on the very
 addresses the connection uses (the resolver below), so DNS pointing elsewhere later changes nothing.
 Redirects are not followed (a 3xx is a failure) and a slow receiver times out (WEBHOOK_TIMEOUT)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -40,11 +41,11 @@ log = logging.getLogger("service.webhooks")
 
 EVENTS = ("upload.created", "file.completed", "file.failed")
 CHANNEL = "webhook_deliveries"  # NOTIFY from the trigger: something is due
-BATCH = 16                      # deliveries claimed (and sent concurrently) at a time
-POLL_INTERVAL = 5.0             # seconds between claims when no NOTIFY comes (retries come due by time)
-FIRST_RETRY = 2.0               # seconds; then x3 per attempt: 2, 6, 18 s ... capped at MAX_RETRY_DELAY
+BATCH = 16  # deliveries claimed (and sent concurrently) at a time
+POLL_INTERVAL = 5.0  # seconds between claims when no NOTIFY comes (retries come due by time)
+FIRST_RETRY = 2.0  # seconds; then x3 per attempt: 2, 6, 18 s ... capped at MAX_RETRY_DELAY
 MAX_RETRY_DELAY = 6 * 3600
-MAX_ERROR = 500                 # characters of an error kept in the delivery row
+MAX_ERROR = 500  # characters of an error kept in the delivery row
 
 
 class AddressRefused(OSError):
@@ -83,8 +84,11 @@ async def check_target(url: str, allow_private: bool) -> None:
         raise WebhookUrlRefused(f"url's host {parts.hostname} does not resolve: {e}", field="url") from None
     private = sorted({str(info[4][0]) for info in infos if refused(str(info[4][0]))})
     if private and not allow_private:
-        raise WebhookUrlRefused(f"url's host {parts.hostname} resolves to a non-public address ({', '.join(private)});"
-                                " set WEBHOOK_ALLOW_PRIVATE=true to allow it", field="url")
+        raise WebhookUrlRefused(
+            f"url's host {parts.hostname} resolves to a non-public address ({', '.join(private)});"
+            " set WEBHOOK_ALLOW_PRIVATE=true to allow it",
+            field="url",
+        )
 
 
 class CheckedResolver(AbstractResolver):
@@ -95,8 +99,9 @@ class CheckedResolver(AbstractResolver):
         self._resolver = DefaultResolver()
         self._allow_private = allow_private
 
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         results = await self._resolver.resolve(host, port, family)
         if not self._allow_private and any(refused(r["host"]) for r in results):
             raise AddressRefused(f"{host} resolves to a non-public address")
@@ -108,9 +113,13 @@ class CheckedResolver(AbstractResolver):
 
 def signed_headers(secret: str, message_id: str, body: str, now: datetime | None = None) -> dict[str, str]:
     timestamp = now or datetime.now(UTC)
-    return {"webhook-id": message_id, "webhook-timestamp": str(int(timestamp.timestamp())),
-            "webhook-signature": Signer(secret).sign(message_id, timestamp, body),
-            "Content-Type": "application/json", "User-Agent": "chunkd-webhooks"}
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(timestamp.timestamp())),
+        "webhook-signature": Signer(secret).sign(message_id, timestamp, body),
+        "Content-Type": "application/json",
+        "User-Agent": "chunkd-webhooks",
+    }
 
 
 def retry_delay(attempts: int) -> float:
@@ -147,8 +156,9 @@ class Deliverer:
             return await self._deliver_due(http)
 
     def _session(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(resolver=CheckedResolver(self.settings.webhook_allow_private),
-                                         limit=BATCH, force_close=True)
+        connector = aiohttp.TCPConnector(
+            resolver=CheckedResolver(self.settings.webhook_allow_private), limit=BATCH, force_close=True
+        )
         timeout = aiohttp.ClientTimeout(total=self.settings.webhook_timeout)
         return aiohttp.ClientSession(connector=connector, timeout=timeout)
 
@@ -176,8 +186,11 @@ class Deliverer:
             error = f"refused: {e}; set WEBHOOK_ALLOW_PRIVATE=true to allow it"
         except aiohttp.ClientConnectorError as e:  # the resolver's refusal arrives wrapped
             refusal = e.os_error if isinstance(e.os_error, AddressRefused) else None
-            error = (f"refused: {refusal}; set WEBHOOK_ALLOW_PRIVATE=true to allow it" if refusal
-                     else f"{type(e).__name__}: {e}")
+            error = (
+                f"refused: {refusal}; set WEBHOOK_ALLOW_PRIVATE=true to allow it"
+                if refusal
+                else f"{type(e).__name__}: {e}"
+            )
         except TimeoutError:
             error = f"no answer within WEBHOOK_TIMEOUT ({self.settings.webhook_timeout} s)"
         except (aiohttp.ClientError, OSError) as e:
@@ -190,7 +203,7 @@ class Deliverer:
                 log.info("webhook delivered", extra={"action": "webhook_delivered", **fields})
             else:
                 reason = (error or "no status")[:MAX_ERROR]
-                await store.record_failure(conn, delivery.id, webhook.id, status, reason,
-                                           retry_delay(delivery.attempts))
+                await store.record_failure(
+                    conn, delivery.id, webhook.id, status, reason, retry_delay(delivery.attempts)
+                )
                 log.warning("webhook delivery failed: %s", error, extra={"action": "webhook_failed", **fields})
-

@@ -4,6 +4,7 @@ libraries npm installed into service/web/node_modules/ (never committed: service
 Every asset URL a page names carries a hash of the file (`?v=`), so assets are cached for a year and a
 new build is fetched at once; the pages themselves are revalidated on every load. The pages run on the
 API's origin, so they need no CORS, and a strict Content-Security-Policy: no inline script or style."""
+
 from __future__ import annotations
 
 import asyncio
@@ -25,8 +26,10 @@ NODE_MODULES = WEB_DIR / "node_modules"
 # whole widget set), and its onBeforeRequest hook lets the page sign each PATCH with Upload-Checksum.
 VENDOR = {"tus.min.js": "tus-js-client/dist/tus.min.js"}
 PAGES = {"/": "index.html", "/admin": "admin.html"}
-MISSING_VENDOR = ("The upload client is not installed: run <code>make install</code> (it runs "
-                  "<code>npm ci</code> in service/web/), then restart chunkd.")
+MISSING_VENDOR = (
+    "The upload client is not installed: run <code>make install</code> (it runs "
+    "<code>npm ci</code> in service/web/), then restart chunkd."
+)
 
 # Nothing leaves 'self': thumbnails, downloads and event streams are the API's signed links.
 CSP = "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
@@ -37,8 +40,8 @@ _PLACEHOLDER = re.compile(r"\{\{\s*(vendor-notice|static|vendor)\s*:?\s*([\w.\-]
 
 @dataclass(frozen=True)
 class WebPages:
-    html: dict[str, bytes]          # request path -> rendered page
-    vendor: dict[str, Path]         # served name -> file in node_modules (present ones only)
+    html: dict[str, bytes]  # request path -> rendered page
+    vendor: dict[str, Path]  # served name -> file in node_modules (present ones only)
 
 
 def vendor_files() -> dict[str, Path]:

@@ -5,6 +5,7 @@ so two workers never take the same one; NOTIFY files_ready wakes idle workers, p
 net. A claim is a lease: files.worker_id points at the worker's row in `workers`, kept alive by
 heartbeats; a worker silent for WORKER_LEASE is deleted by the others, which puts its files back
 in the queue (ON DELETE SET NULL). Every state change is guarded by `worker_id = me` in SQL."""
+
 from __future__ import annotations
 
 import asyncio
@@ -37,19 +38,26 @@ from service.streaming import Prefix, Streamer
 
 log = logging.getLogger("service.worker")
 
-MAX_ATTEMPTS = 5            # claims of one file; then FAILED, so a file that kills workers cannot loop forever
-MAX_RETRY_DELAY = 300       # seconds; transient failures back off 2, 4, 8 ... up to this
-SETTLE_MAX_DELAY = 2.0      # seconds between tries to record an outcome: the file waits on them, a try is cheap
+MAX_ATTEMPTS = 5  # claims of one file; then FAILED, so a file that kills workers cannot loop forever
+MAX_RETRY_DELAY = 300  # seconds; transient failures back off 2, 4, 8 ... up to this
+SETTLE_MAX_DELAY = 2.0  # seconds between tries to record an outcome: the file waits on them, a try is cheap
 INTERRUPTED_RETRY_DELAY = 1.0  # seconds before a file whose processing lost the database is taken again
-POLL_INTERVAL = 5.0         # seconds between claims when no NOTIFY arrives
-SHUTDOWN_TIMEOUT = 30.0     # seconds running files get to finish on stop; the rest go back to the queue
-STORAGE_RETRY_DELAY = 5.0   # seconds before a file whose store was unavailable is taken again
+POLL_INTERVAL = 5.0  # seconds between claims when no NOTIFY arrives
+SHUTDOWN_TIMEOUT = 30.0  # seconds running files get to finish on stop; the rest go back to the queue
+STORAGE_RETRY_DELAY = 5.0  # seconds before a file whose store was unavailable is taken again
 
 
 class Worker:
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, store: BlobStore | None = None, *,
-                 concurrency: int | None = None, poll_interval: float = POLL_INTERVAL,
-                 shutdown_timeout: float = SHUTDOWN_TIMEOUT) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        store: BlobStore | None = None,
+        *,
+        concurrency: int | None = None,
+        poll_interval: float = POLL_INTERVAL,
+        shutdown_timeout: float = SHUTDOWN_TIMEOUT,
+    ) -> None:
         """store: the app's, or None for one of the worker's own (closed by close())."""
         self.settings, self.pool = settings, pool
         self._own_store = store is None
@@ -58,16 +66,18 @@ class Worker:
         self.lease = settings.worker_lease
         self.poll_interval, self.shutdown_timeout = poll_interval, shutdown_timeout
         self._slots = asyncio.Semaphore(concurrency or settings.worker_concurrency)
-        self.decoders = DecoderPool(concurrency or settings.worker_concurrency, settings.processing_timeout,
-                                    settings.processing_memory)
+        self.decoders = DecoderPool(
+            concurrency or settings.worker_concurrency, settings.processing_timeout, settings.processing_memory
+        )
         self._wake, self._stop = asyncio.Event(), asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
         self.processing: dict[asyncio.Task[None], str] = {}  # file id of each claim being processed
         self._registered = False
         self.streamer = Streamer(self, settings.streaming_min_size, concurrency or settings.worker_concurrency)
         self.deliveries = webhooks.Deliverer(settings, pool)
-        self.listener = db.Listener(settings, {FILES_READY: self._on_ready, webhooks.CHANNEL: self.deliveries.wake},
-                                    on_connect=self._woken)
+        self.listener = db.Listener(
+            settings, {FILES_READY: self._on_ready, webhooks.CHANNEL: self.deliveries.wake}, on_connect=self._woken
+        )
 
     def _on_ready(self, file_id: str) -> None:
         self._wake.set()
@@ -82,10 +92,12 @@ class Worker:
         """Claims and processes files until stop(); then lets running ones finish and unregisters."""
         if not await self._register_until_stopped():
             return
-        background = [asyncio.create_task(self.listener.run(), name="worker listener"),
-                      asyncio.create_task(self._heartbeat_loop(), name="worker heartbeat"),
-                      asyncio.create_task(self._cleanup_loop(), name="worker cleanup"),
-                      asyncio.create_task(self.deliveries.run(), name="webhook deliveries")]
+        background = [
+            asyncio.create_task(self.listener.run(), name="worker listener"),
+            asyncio.create_task(self._heartbeat_loop(), name="worker heartbeat"),
+            asyncio.create_task(self._cleanup_loop(), name="worker cleanup"),
+            asyncio.create_task(self.deliveries.run(), name="webhook deliveries"),
+        ]
         streamer = asyncio.create_task(self.streamer.run(), name="worker streamer") if self.streamer.enabled else None
         log.info("worker started", extra={"action": "worker_started", "worker_id": self.id})
         with contextlib.suppress(OSError):  # leftovers of a killed worker on this machine
@@ -233,13 +245,18 @@ class Worker:
             try:
                 async with self.pool.acquire() as conn:
                     if not await store.heartbeat(conn, self.id):
-                        log.warning("this worker was presumed dead; registering again",
-                                    extra={"action": "worker_reregistered", "worker_id": self.id})
+                        log.warning(
+                            "this worker was presumed dead; registering again",
+                            extra={"action": "worker_reregistered", "worker_id": self.id},
+                        )
                         await store.register_worker(conn, self.id, socket.gethostname(), os.getpid())
                     dead = await store.delete_stale_workers(conn, self.lease)
                 if dead:
-                    log.warning("released the files of dead workers %s", dead,
-                                extra={"action": "workers_reaped", "worker_id": self.id})
+                    log.warning(
+                        "released the files of dead workers %s",
+                        dead,
+                        extra={"action": "workers_reaped", "worker_id": self.id},
+                    )
                     self._wake.set()
             except db_errors() as e:
                 log.warning("heartbeat failed: %s", e, extra={"action": "heartbeat_failed", "worker_id": self.id})
@@ -279,25 +296,37 @@ class Worker:
             # so the attempt does not count towards MAX_ATTEMPTS. _settle returns once the database
             # is back; the file is taken again a moment later (not hot: a client-side asyncpg error
             # that keeps coming back is then a steady trickle of warnings, not a busy loop).
-            log.warning("processing file %s interrupted: %r", file.id, e,
-                        extra={"action": "file_interrupted", "file_id": file.id, "attempt": file.attempts})
+            log.warning(
+                "processing file %s interrupted: %r",
+                file.id,
+                e,
+                extra={"action": "file_interrupted", "file_id": file.id, "attempt": file.attempts},
+            )
             await asyncio.shield(self._settle(lambda: self._retry(file, INTERRUPTED_RETRY_DELAY, count_attempt=False)))
             asyncio.get_running_loop().call_later(INTERRUPTED_RETRY_DELAY, self._wake.set)
         except StorageUnavailable as e:
             # The store's fault (unreachable, 5xx, throttled, full disk): the chunks stay, the attempt does
             # not count, the file is taken again later, for as long as it lasts.
-            log.warning("processing file %s waits for the store: %s", file.id, e,
-                        extra={"action": "storage_unavailable", "file_id": file.id, "attempt": file.attempts})
+            log.warning(
+                "processing file %s waits for the store: %s",
+                file.id,
+                e,
+                extra={"action": "storage_unavailable", "file_id": file.id, "attempt": file.attempts},
+            )
             await asyncio.shield(self._settle(lambda: self._retry(file, STORAGE_RETRY_DELAY, count_attempt=False)))
             asyncio.get_running_loop().call_later(STORAGE_RETRY_DELAY, self._wake.set)
         except Exception as e:
-            log.warning("processing file %s failed: %r", file.id, e,
-                        extra={"action": "file_error", "file_id": file.id, "attempt": file.attempts})
+            log.warning(
+                "processing file %s failed: %r",
+                file.id,
+                e,
+                extra={"action": "file_error", "file_id": file.id, "attempt": file.attempts},
+            )
             if file.attempts >= MAX_ATTEMPTS:
                 reason = f"gave up after {file.attempts} attempts: {type(e).__name__}: {e}"
                 await asyncio.shield(self._settle(lambda: self._fail(file, reason)))
             else:
-                delay = min(2 ** file.attempts, MAX_RETRY_DELAY)
+                delay = min(2**file.attempts, MAX_RETRY_DELAY)
                 await asyncio.shield(self._settle(lambda: self._retry(file, delay)))
         finally:
             PROCESSING_SECONDS.observe(time.monotonic() - started)
@@ -313,7 +342,7 @@ class Worker:
                 if prefix is None:
                     assembly = await self.begin_assembly(file)
                 else:  # the chunks before prefix.next_index are in it already (and still in the database)
-                    assembly, chunks = prefix.assembly, chunks[prefix.next_index:]
+                    assembly, chunks = prefix.assembly, chunks[prefix.next_index :]
                     prefix = None  # the assembly is ours to commit or discard now
                 try:
                     digest = await assemble(conn, file.id, chunks, assembly)
@@ -324,8 +353,12 @@ class Worker:
             if prefix is not None:  # failed before taking it over
                 await asyncio.shield(prefix.assembly.discard())
         seconds = time.monotonic() - started
-        log.info("file assembled: %d bytes in %.3f s", file.size, seconds,
-                 extra={"action": "file_assembled", "file_id": file.id, "bytes": file.size, "ms": round(seconds * 1000)})
+        log.info(
+            "file assembled: %d bytes in %.3f s",
+            file.size,
+            seconds,
+            extra={"action": "file_assembled", "file_id": file.id, "bytes": file.size, "ms": round(seconds * 1000)},
+        )
         try:
             if file.sha256 and digest != file.sha256:
                 raise CorruptContent(f"sha256 mismatch: declared {file.sha256}, assembled {digest}")
@@ -349,20 +382,40 @@ class Worker:
         metadata = {"sha256": digest, "size": file.size, "claimed_mimetype": file.mimetype, **analysis.metadata}
         thumbnail = f"/api/files/{file.id}/thumbnail" if analysis.thumbnail_mimetype else None
         async with self.pool.acquire() as conn:
-            if await store.finish_file(conn, file.id, self.id, analysis.type, analysis.mimetype, metadata,
-                                       f"/api/files/{file.id}/content", thumbnail):
+            if await store.finish_file(
+                conn,
+                file.id,
+                self.id,
+                analysis.type,
+                analysis.mimetype,
+                metadata,
+                f"/api/files/{file.id}/content",
+                thumbnail,
+            ):
                 UPLOADS_COMPLETED.inc()
-                log.info("file completed", extra={"action": "file_completed", "file_id": file.id,
-                                                  "type": analysis.type, "mimetype": analysis.mimetype})
+                log.info(
+                    "file completed",
+                    extra={
+                        "action": "file_completed",
+                        "file_id": file.id,
+                        "type": analysis.type,
+                        "mimetype": analysis.mimetype,
+                    },
+                )
                 try:
                     await store.delete_chunks(conn, file.id)
                 except db_errors() as e:  # COMPLETED stands; the cleanup pass drops them later
-                    log.warning("dropping the chunks of %s failed: %s", file.id, e,
-                                extra={"action": "chunks_left", "file_id": file.id})
+                    log.warning(
+                        "dropping the chunks of %s failed: %s",
+                        file.id,
+                        e,
+                        extra={"action": "chunks_left", "file_id": file.id},
+                    )
                 return
             owned_by_someone = await store.get_file_exists(conn, file.id)
-        log.warning("lease on file %s lost before completion", file.id,
-                    extra={"action": "lease_lost", "file_id": file.id})
+        log.warning(
+            "lease on file %s lost before completion", file.id, extra={"action": "lease_lost", "file_id": file.id}
+        )
         if not owned_by_someone:  # deleted meanwhile: our blobs are orphans. Otherwise they are the new owner's too.
             await self._drop_blobs(file)
 
@@ -372,15 +425,20 @@ class Worker:
         if failed:
             UPLOADS_FAILED.inc()
             await self._drop_blobs(file)
-        log.warning("file failed: %s", reason, extra={"action": "file_failed" if failed else "lease_lost",
-                                                       "file_id": file.id})
+        log.warning(
+            "file failed: %s", reason, extra={"action": "file_failed" if failed else "lease_lost", "file_id": file.id}
+        )
 
     async def _drop_blobs(self, file: File) -> None:
         try:
             await storage.delete_file_blobs(self.store, [file.filename])
         except StorageUnavailable as e:  # orphans now: the cleanup pass removes them later
-            log.warning("could not remove the blobs of file %s: %s", file.id, e,
-                        extra={"action": "blob_delete_failed", "file_id": file.id})
+            log.warning(
+                "could not remove the blobs of file %s: %s",
+                file.id,
+                e,
+                extra={"action": "blob_delete_failed", "file_id": file.id},
+            )
 
     async def _retry(self, file: File, delay: float, count_attempt: bool = True) -> None:
         async with self.pool.acquire() as conn:

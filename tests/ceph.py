@@ -1,5 +1,6 @@
 """A real S3 server for the suite: a single-node Ceph cluster (one monitor, one in-memory OSD) and its RADOS
 Gateway, every path under one scratch directory, on free loopback ports (shared/notes/ceph-rgw.md)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -92,9 +93,13 @@ class CephRGW:
 
     def environment(self, bucket: str, prefix: str = "") -> dict[str, str]:
         """What points chunkd at a bucket of this server."""
-        return {"STORAGE_URL": f"s3://{bucket}/{prefix}", "S3_ENDPOINT_URL": self.endpoint,
-                "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
-                "AWS_REGION": "us-east-1"}
+        return {
+            "STORAGE_URL": f"s3://{bucket}/{prefix}",
+            "S3_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_REGION": "us-east-1",
+        }
 
     def start(self) -> CephRGW:
         try:
@@ -110,10 +115,19 @@ class CephRGW:
             (d / sub).mkdir(parents=True, exist_ok=True)
         v2, v1, self.rgw_port = free_port(), free_port(), free_port()
         fsid = str(uuid.uuid4())
-        (d / "ceph.conf").write_text(CONFIG.format(fsid=fsid, v2=v2, v1=v1, d=d, rgw=self.rgw_port,
-                                                   memstore=self.memstore_bytes))
-        self._run("monmaptool", "--create", "--fsid", fsid, "--addv", "a",
-                  f"[v2:127.0.0.1:{v2},v1:127.0.0.1:{v1}]", str(d / "monmap"))
+        (d / "ceph.conf").write_text(
+            CONFIG.format(fsid=fsid, v2=v2, v1=v1, d=d, rgw=self.rgw_port, memstore=self.memstore_bytes)
+        )
+        self._run(
+            "monmaptool",
+            "--create",
+            "--fsid",
+            fsid,
+            "--addv",
+            "a",
+            f"[v2:127.0.0.1:{v2},v1:127.0.0.1:{v1}]",
+            str(d / "monmap"),
+        )
         self._run("ceph-mon", "--mkfs", "-i", "a", "--monmap", str(d / "monmap"))
         self._daemon("ceph-mon", "-f", "-i", "a")
         self._until("the monitor answers", lambda: self._ok("ceph", "--connect-timeout", "5", "mon", "stat"))
@@ -125,8 +139,15 @@ class CephRGW:
         self._until("the OSD is up", lambda: f"osd.{osd_id} up" in self._run("ceph", "osd", "dump"))
         self._daemon("radosgw", "-f", "-n", "client.rgw.a")
         self._until("radosgw listens", lambda: _listening(self.rgw_port))
-        self._run("radosgw-admin", "user", "create", "--uid=chunkd", "--display-name=chunkd",
-                  f"--access-key={self.access_key}", f"--secret={self.secret_key}")
+        self._run(
+            "radosgw-admin",
+            "user",
+            "create",
+            "--uid=chunkd",
+            "--display-name=chunkd",
+            f"--access-key={self.access_key}",
+            f"--secret={self.secret_key}",
+        )
 
     def stop(self, remove: bool = True) -> None:
         for process in reversed(self.daemons):
@@ -152,8 +173,9 @@ class CephRGW:
     def _daemon(self, *command: str) -> None:
         self.names.append(command[0])
         with open(self.dir / "log" / f"{command[0]}.stdout", "wb") as log:
-            self.daemons.append(subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                                 stdin=subprocess.DEVNULL))
+            self.daemons.append(
+                subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            )
 
     def _run(self, *command: str) -> str:
         result = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=START_TIMEOUT)
@@ -197,9 +219,15 @@ def run(coroutine):  # type: ignore[no-untyped-def]
 def _client(rgw: CephRGW):  # type: ignore[no-untyped-def]
     from aiobotocore.config import AioConfig
     from aiobotocore.session import get_session
-    return get_session().create_client("s3", region_name="us-east-1", endpoint_url=rgw.endpoint,
-                                       aws_access_key_id=rgw.access_key, aws_secret_access_key=rgw.secret_key,
-                                       config=AioConfig(s3={"addressing_style": "path"}))
+
+    return get_session().create_client(
+        "s3",
+        region_name="us-east-1",
+        endpoint_url=rgw.endpoint,
+        aws_access_key_id=rgw.access_key,
+        aws_secret_access_key=rgw.secret_key,
+        config=AioConfig(s3={"addressing_style": "path"}),
+    )
 
 
 async def create_bucket(rgw: CephRGW, name: str) -> None:

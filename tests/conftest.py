@@ -1,5 +1,6 @@
 """A real PostgreSQL for the suite: a throwaway cluster (or TEST_DATABASE_URL), a migrated template,
 and a fresh database cloned from it for every test."""
+
 from __future__ import annotations
 
 import asyncio
@@ -117,8 +118,10 @@ def ceph_rgw() -> Iterator[ceph.CephRGW]:
     unless CHUNKD_REQUIRE_S3=1 says they must be there (CI)."""
     missing = ceph.missing_binaries()
     if missing:
-        reason = (f"Ceph RGW is not installed (no {', '.join(missing)}; apt-get install ceph-mon ceph-osd "
-                  "radosgw): S3 tests skipped")
+        reason = (
+            f"Ceph RGW is not installed (no {', '.join(missing)}; apt-get install ceph-mon ceph-osd "
+            "radosgw): S3 tests skipped"
+        )
         if os.environ.get("CHUNKD_REQUIRE_S3") == "1":
             pytest.fail(f"CHUNKD_REQUIRE_S3=1 but {reason.partition(':')[0]}")
         pytest.skip(reason)
@@ -154,8 +157,9 @@ def storage_env(request: pytest.FixtureRequest) -> dict[str, str]:
 
 
 @pytest.fixture
-def settings(request: pytest.FixtureRequest, database_url: str, storage_dir: Path,
-             storage_env: dict[str, str]) -> Settings:
+def settings(
+    request: pytest.FixtureRequest, database_url: str, storage_dir: Path, storage_env: dict[str, str]
+) -> Settings:
     """A test module may set SETTINGS_ENV = {...}: its own environment (small upload chunks, say)."""
     return make_settings(database_url, storage_dir, **{**getattr(request.module, "SETTINGS_ENV", {}), **storage_env})
 
@@ -185,8 +189,7 @@ def chunkd(database_url: str, storage_dir: Path, storage_env: dict[str, str]) ->
     started: list[ChunkdProcess] = []
 
     def start(*args: str, wait_path: str | None = "/healthz", **env: str) -> ChunkdProcess:
-        base = {"DATABASE_URL": database_url, "STORAGE_DIR": str(storage_dir),
-                "JWT_SECRET": JWT_SECRET, **storage_env}
+        base = {"DATABASE_URL": database_url, "STORAGE_DIR": str(storage_dir), "JWT_SECRET": JWT_SECRET, **storage_env}
         process = ChunkdProcess({**base, **env}, *args).start(wait_path)
         started.append(process)
         return process
@@ -198,13 +201,15 @@ def chunkd(database_url: str, storage_dir: Path, storage_env: dict[str, str]) ->
         os.unlink(process.log.name)
 
 
-
 @pytest.fixture
 def make_user(conn: asyncpg.Connection, settings: Settings):  # type: ignore[no-untyped-def]
     """Factory: `await make_user()` or `await make_user(role="ADMIN", email=...)` (tests.support.insert_user)."""
-    async def make(role: str = "USER", email: str | None = None, password: str = "correct horse",
-                   is_active: bool = True) -> User:
+
+    async def make(
+        role: str = "USER", email: str | None = None, password: str = "correct horse", is_active: bool = True
+    ) -> User:
         return await insert_user(conn, settings, role=role, email=email, password=password, is_active=is_active)
+
     return make
 
 
@@ -221,13 +226,21 @@ async def admin(make_user) -> User:  # type: ignore[no-untyped-def]
 @pytest.fixture
 def tus_app(aiohttp_client, database_url: str, storage_dir: Path):  # type: ignore[no-untyped-def]
     """Factory: `await tus_app(**env)` is the `tus` app with more settings of the test's own."""
+
     async def make(**env: str):  # type: ignore[no-untyped-def]
-        settings = make_settings(database_url, storage_dir, DEFAULT_CHUNK_SIZE=str(CHUNK),
-                                 MAX_UPLOAD_SIZE=str(MAX_SIZE), CORS_ORIGINS="https://app.example", **env)
+        settings = make_settings(
+            database_url,
+            storage_dir,
+            DEFAULT_CHUNK_SIZE=str(CHUNK),
+            MAX_UPLOAD_SIZE=str(MAX_SIZE),
+            CORS_ORIGINS="https://app.example",
+            **env,
+        )
         client = await aiohttp_client(create_app(settings))
         locks = client.server.app[tus_locks_key]
         locks.stall_after, locks.lock_wait, locks.nudge_every = 0.3, 1.5, 0.05
         return client
+
     return make
 
 

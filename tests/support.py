@@ -1,6 +1,7 @@
 """What the tests share, and the one place test data is made: settings, scratch directories, a real
 chunkd process, factories of rows (users, files, chunks), and a raw HTTP/1.1 request over a socket.
 Fixtures live in conftest.py; this module has none."""
+
 from __future__ import annotations
 
 import asyncio
@@ -47,8 +48,9 @@ def scratch_dir(prefix: str) -> Path:
 
 
 def make_settings(database_url: str, storage_dir: Path, **env: str) -> Settings:
-    return load_settings({"DATABASE_URL": database_url, "STORAGE_DIR": str(storage_dir),
-                          "JWT_SECRET": JWT_SECRET, **env}, dotenv=None)
+    return load_settings(
+        {"DATABASE_URL": database_url, "STORAGE_DIR": str(storage_dir), "JWT_SECRET": JWT_SECRET, **env}, dotenv=None
+    )
 
 
 def free_port() -> int:
@@ -72,8 +74,13 @@ class ChunkdProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, wait_path: str | None = "/healthz", timeout: float = 30) -> ChunkdProcess:
-        self.proc = subprocess.Popen([sys.executable, "-m", "service", *self.args], env=self.env, cwd=ROOT,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "service", *self.args],
+            env=self.env,
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         if wait_path:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
@@ -110,9 +117,11 @@ class ChunkdProcess:
 
 # factories ---------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class User:
     """A user row made directly in the database, with a valid access token."""
+
     id: str
     email: str
     password: str
@@ -130,14 +139,26 @@ def _hashed(password: str) -> str:
     return hash_password(password)
 
 
-async def insert_user(conn: asyncpg.Connection, settings: Settings | None = None, *, role: str = "USER",
-                      email: str | None = None, password: str = "correct horse", name: str | None = None,
-                      is_active: bool = True) -> User:
+async def insert_user(
+    conn: asyncpg.Connection,
+    settings: Settings | None = None,
+    *,
+    role: str = "USER",
+    email: str | None = None,
+    password: str = "correct horse",
+    name: str | None = None,
+    is_active: bool = True,
+) -> User:
     """A users row; its token is signed with `settings` (the app's), or with the suite's JWT_SECRET."""
     email = email or f"{uuid.uuid4().hex[:10]}@example.com"
     user_id = await conn.fetchval(
         "INSERT INTO users (email, password, name, role, is_active) VALUES ($1, $2, $3, $4, $5) RETURNING id",
-        email, _hashed(password), name or email.split("@")[0], role, is_active)
+        email,
+        _hashed(password),
+        name or email.split("@")[0],
+        role,
+        is_active,
+    )
     token = await session_token(conn, settings or _token_settings(), user_id, role)
     return User(user_id, email, password, role, token)
 
@@ -147,11 +168,23 @@ def _token_settings() -> Settings:
     return load_settings({"JWT_SECRET": JWT_SECRET}, dotenv=None)
 
 
-async def insert_file(conn: asyncpg.Connection, owner_id: str, *, status: str = "COMPLETED", name: str = "photo.jpg",
-                      mimetype: str = "image/jpeg", type: str = "IMAGE", size: int = 1234, chunk_size: int = 1048576,
-                      post_id: str | None = None, sha256: str | None = None, metadata: dict[str, Any] | None = None,
-                      filename: str | None = None, created_at: datetime | str | None = None,
-                      expires_at: datetime | None = None) -> dict[str, Any]:
+async def insert_file(
+    conn: asyncpg.Connection,
+    owner_id: str,
+    *,
+    status: str = "COMPLETED",
+    name: str = "photo.jpg",
+    mimetype: str = "image/jpeg",
+    type: str = "IMAGE",
+    size: int = 1234,
+    chunk_size: int = 1048576,
+    post_id: str | None = None,
+    sha256: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    filename: str | None = None,
+    created_at: datetime | str | None = None,
+    expires_at: datetime | None = None,
+) -> dict[str, Any]:
     """A files row made directly in SQL, as an upload or the worker would leave it (no bytes: write them
     with insert_chunk or at `path` under STORAGE_DIR); returns its id, filename and path."""
     filename = filename or storage.new_blob_name()
@@ -161,18 +194,43 @@ async def insert_file(conn: asyncpg.Connection, owner_id: str, *, status: str = 
         " chunk_size, sha256, metadata, created_at, expires_at)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, COALESCE($13, now()), $14)"
         " RETURNING id, filename, path",
-        name, filename, mimetype, size, type, status, storage.blob_key(filename), owner_id, post_id, chunk_size,
-        sha256, None if metadata is None else json.dumps(metadata), created, expires_at)
+        name,
+        filename,
+        mimetype,
+        size,
+        type,
+        status,
+        storage.blob_key(filename),
+        owner_id,
+        post_id,
+        chunk_size,
+        sha256,
+        None if metadata is None else json.dumps(metadata),
+        created,
+        expires_at,
+    )
     return dict(row)
 
 
-async def insert_post(conn: asyncpg.Connection, author_id: str, title: str = "a post", *, content: str | None = None,
-                      published: bool = True, age_minutes: float = 0) -> str:
+async def insert_post(
+    conn: asyncpg.Connection,
+    author_id: str,
+    title: str = "a post",
+    *,
+    content: str | None = None,
+    published: bool = True,
+    age_minutes: float = 0,
+) -> str:
     """A posts row made directly in SQL, created `age_minutes` ago; returns its id."""
     return await conn.fetchval(
         "INSERT INTO posts (title, content, author_id, published, created_at)"
         " VALUES ($1, $2, $3, $4, now() - make_interval(mins => $5)) RETURNING id",
-        title, content, author_id, published, float(age_minutes))
+        title,
+        content,
+        author_id,
+        published,
+        float(age_minutes),
+    )
 
 
 async def insert_chunk(conn: asyncpg.Connection, file_id: str, index: int, data: bytes) -> None:
@@ -180,6 +238,7 @@ async def insert_chunk(conn: asyncpg.Connection, file_id: str, index: int, data:
 
 
 # a request written by hand ------------------------------------------------------------------------
+
 
 class RawRequest:
     """An HTTP/1.1 request over a plain socket, so a test decides when each byte of the body leaves,
@@ -242,15 +301,23 @@ async def scrape(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
     response = await client.get("/metrics")
     assert response.status == 200
     assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(await response.text()) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(await response.text())
+        for s in family.samples
+    }
 
 
 async def session_token(conn, settings: Settings, user_id: str, role: str = "USER") -> str:  # type: ignore[no-untyped-def]
     """An access token of a new session of the user, made directly in the database (as a login would)."""
     session_id, refresh = new_session_secret(settings)
-    await conn.execute("INSERT INTO sessions (id, user_id, device, refresh_hash, expires_at)"
-                       " VALUES ($1, $2, 'test', $3, now() + interval '1 day')", session_id, user_id, refresh.digest)
+    await conn.execute(
+        "INSERT INTO sessions (id, user_id, device, refresh_hash, expires_at)"
+        " VALUES ($1, $2, 'test', $3, now() + interval '1 day')",
+        session_id,
+        user_id,
+        refresh.digest,
+    )
     return issue_access_token(settings, user_id, role, session_id)
 
 
@@ -262,6 +329,7 @@ async def stored_keys(settings: Settings) -> set[str]:
     """Every committed object of the blob areas in the configured store, and every unfinished write (as its
     label): what a test compares with what it expects the store to hold."""
     from service import storage
+
     store = storage.from_settings(settings)
     try:
         keys = {info.key for area in storage.AREAS async for info in store.objects(area + "/")}

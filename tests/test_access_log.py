@@ -1,4 +1,5 @@
 """Every request is logged once; requests slower than SLOW_REQUEST_MS are warnings (the seed's interceptor)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -19,8 +20,12 @@ async def nap(request: web.Request) -> web.Response:
     return web.json_response({})
 
 
-async def test_slow_requests_are_warned_about(aiohttp_client, database_url: str, storage_dir: Path,  # type: ignore[no-untyped-def]
-                                              caplog: pytest.LogCaptureFixture) -> None:
+async def test_slow_requests_are_warned_about(
+    aiohttp_client,
+    database_url: str,
+    storage_dir: Path,  # type: ignore[no-untyped-def]
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     app = create_app(make_settings(database_url, storage_dir, SLOW_REQUEST_MS="20"))
     app.router.add_get("/test/nap", nap)
     client = await aiohttp_client(app)
@@ -33,9 +38,12 @@ async def test_slow_requests_are_warned_about(aiohttp_client, database_url: str,
     assert len(fast) == 1 and fast[0].status == 200  # type: ignore[attr-defined]
 
 
-async def test_a_request_the_parser_refuses_is_one_warning_and_counted(client, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
-    before = (await scrape(client)).get(("chunkd_http_requests_total", (("method", "OTHER"), ("route", "unmatched"),
-                                                                        ("status", "400"))), 0)
+async def test_a_request_the_parser_refuses_is_one_warning_and_counted(
+    client, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
+    before = (await scrape(client)).get(
+        ("chunkd_http_requests_total", (("method", "OTHER"), ("route", "unmatched"), ("status", "400"))), 0
+    )
     with caplog.at_level(logging.DEBUG):
         reader, writer = await asyncio.open_connection(client.host, client.port)
         writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Evil: a\x00b\r\n\r\n")
@@ -46,12 +54,15 @@ async def test_a_request_the_parser_refuses_is_one_warning_and_counted(client, c
     refused = [r for r in caplog.records if getattr(r, "action", None) == "request_refused"]
     assert len(refused) == 1 and refused[0].levelno == logging.WARNING and refused[0].exc_info is None
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
-    after = (await scrape(client))[("chunkd_http_requests_total", (("method", "OTHER"), ("route", "unmatched"),
-                                                                   ("status", "400")))]
+    after = (await scrape(client))[
+        ("chunkd_http_requests_total", (("method", "OTHER"), ("route", "unmatched"), ("status", "400")))
+    ]
     assert after == before + 1
 
 
-async def test_a_client_that_goes_away_mid_body_is_one_info_line_and_499(client, user, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+async def test_a_client_that_goes_away_mid_body_is_one_info_line_and_499(
+    client, user, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
     data = os.urandom(256 * 1024)
     upload = await create(client, user, data, chunk_size=len(data))
     with caplog.at_level(logging.DEBUG):
@@ -59,12 +70,23 @@ async def test_a_client_that_goes_away_mid_body_is_one_info_line_and_499(client,
             await put.send(data[:1000])
             await asyncio.sleep(0.3)
         for _ in range(50):
-            lines = [r for r in caplog.records if getattr(r, "action", None) == "request" and getattr(r, "method", "") == "PUT"]
+            lines = [
+                r
+                for r in caplog.records
+                if getattr(r, "action", None) == "request" and getattr(r, "method", "") == "PUT"
+            ]
             if lines:
                 break
             await asyncio.sleep(0.1)
     assert [(r.levelno, getattr(r, "status", None)) for r in lines] == [(logging.INFO, 499)]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
     samples = await scrape(client)
-    assert samples[("chunkd_http_requests_total", (("method", "PUT"), ("route", "/api/uploads/{id}/chunks/{index}"),
-                                                   ("status", "499")))] >= 1
+    assert (
+        samples[
+            (
+                "chunkd_http_requests_total",
+                (("method", "PUT"), ("route", "/api/uploads/{id}/chunks/{index}"), ("status", "499")),
+            )
+        ]
+        >= 1
+    )

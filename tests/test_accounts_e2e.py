@@ -1,4 +1,5 @@
 """The accounts and posts API through a real `chunkd serve` process on a seeded database."""
+
 from __future__ import annotations
 
 import aiohttp

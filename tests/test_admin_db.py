@@ -1,4 +1,5 @@
 """GET /api/admin/db: connections, pool, sizes, index usage, pg_stat_statements with and without the extension."""
+
 from __future__ import annotations
 
 import asyncio
@@ -80,8 +81,9 @@ async def test_dead_chunks_show_as_reclaimable_and_file_chunks_vacuums_early(cli
     says how much space they hold, and 0015 makes autovacuum come after a fixed number of them."""
     options = await conn.fetchval("SELECT reloptions FROM pg_class WHERE relname = 'file_chunks'")
     assert "autovacuum_vacuum_scale_factor=0" in options and "autovacuum_vacuum_threshold=500" in options
-    toast_options = await conn.fetchval("SELECT t.reloptions FROM pg_class c JOIN pg_class t ON t.oid = c.reltoastrelid"
-                                        " WHERE c.relname = 'file_chunks'")
+    toast_options = await conn.fetchval(
+        "SELECT t.reloptions FROM pg_class c JOIN pg_class t ON t.oid = c.reltoastrelid WHERE c.relname = 'file_chunks'"
+    )
     assert "autovacuum_vacuum_threshold=20000" in toast_options
     user = await insert_user(conn)
     file = await insert_file(conn, user.id, status="UPLOADING", size=8 * 256 * 1024, chunk_size=256 * 1024)

@@ -1,5 +1,6 @@
 """API tokens: minted once and stored hashed, scopes enforced on every route (native and tus uploads
 too), revocation and expiry at once, and the CLI's `chunkd login` and `chunkd token`."""
+
 from __future__ import annotations
 
 import hashlib
@@ -27,8 +28,7 @@ def bearer(token: dict) -> dict[str, str]:
     return {"Authorization": f"Bearer {token['token']}"}
 
 
-async def test_a_token_is_shown_once_stored_hashed_and_records_its_use(client, user,
-                                                                        conn: asyncpg.Connection) -> None:  # type: ignore[no-untyped-def]
+async def test_a_token_is_shown_once_stored_hashed_and_records_its_use(client, user, conn: asyncpg.Connection) -> None:  # type: ignore[no-untyped-def]
     token = await mint(client, user, ["read"], expires_in=3600)
     assert token["token"].startswith("ckd_") and len(token["token"]) > 40
     assert token["scopes"] == ["read"] and token["last_used_at"] is None and token["expires_at"]
@@ -62,9 +62,16 @@ async def test_a_read_token_cannot_upload_by_any_protocol(client, user) -> None:
     r = await client.post("/api/tus/", headers={**bearer(upload), "Tus-Resumable": "1.0.0", "Upload-Length": "3"})
     assert r.status == 201
     tus_url = "/api/tus/" + r.headers["Location"].rsplit("/", 1)[-1]
-    r = await client.patch(tus_url, data=b"abc", headers={**bearer(read), "Tus-Resumable": "1.0.0",
-                                                          "Upload-Offset": "0",
-                                                          "Content-Type": "application/offset+octet-stream"})
+    r = await client.patch(
+        tus_url,
+        data=b"abc",
+        headers={
+            **bearer(read),
+            "Tus-Resumable": "1.0.0",
+            "Upload-Offset": "0",
+            "Content-Type": "application/offset+octet-stream",
+        },
+    )
     assert r.status == 403
     r = await client.head(tus_url, headers={**bearer(read), "Tus-Resumable": "1.0.0"})
     assert r.status == 200 and r.headers["Upload-Offset"] == "0"
@@ -109,12 +116,17 @@ async def test_revoked_and_expired_tokens_stop_at_once(client, user, make_user, 
 
 
 async def test_token_bad_input(client, user) -> None:  # type: ignore[no-untyped-def]
-    cases = [({"scopes": ["read"]}, "name"), ({"name": "x"}, "scopes"), ({"name": "x", "scopes": "read"}, "scopes"),
-             ({"name": "x", "scopes": ["write"]}, "scopes[0]"), ({"name": "x", "scopes": []}, "scopes"),
-             ({"name": "x", "scopes": ["read"], "expires_in": 5}, "expires_in"),
-             ({"name": "x", "scopes": ["read"], "expires_in": "1h"}, "expires_in"),
-             ({"name": "x", "scopes": ["read"], "owner": "someone"}, "owner"),
-             ({"name": " ", "scopes": ["read"]}, "name")]
+    cases = [
+        ({"scopes": ["read"]}, "name"),
+        ({"name": "x"}, "scopes"),
+        ({"name": "x", "scopes": "read"}, "scopes"),
+        ({"name": "x", "scopes": ["write"]}, "scopes[0]"),
+        ({"name": "x", "scopes": []}, "scopes"),
+        ({"name": "x", "scopes": ["read"], "expires_in": 5}, "expires_in"),
+        ({"name": "x", "scopes": ["read"], "expires_in": "1h"}, "expires_in"),
+        ({"name": "x", "scopes": ["read"], "owner": "someone"}, "owner"),
+        ({"name": " ", "scopes": ["read"]}, "name"),
+    ]
     for body, field in cases:
         r = await client.post("/api/tokens", headers=user.headers, json=body)
         problem = await r.json()
@@ -124,8 +136,14 @@ async def test_token_bad_input(client, user) -> None:  # type: ignore[no-untyped
 
 
 def run_chunkd(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "service", *args], env={**os.environ, "PYTHONPATH": str(ROOT), **env},
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 async def test_cli_login_saves_a_private_token_that_later_commands_use(chunkd, make_user, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

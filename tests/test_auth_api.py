@@ -1,4 +1,5 @@
 """Sessions over HTTP: register, login, refresh rotation with reuse detection, logout, inactive users."""
+
 from __future__ import annotations
 
 import asyncio
@@ -34,15 +35,17 @@ def assert_session(body: dict, settings: Settings) -> None:
 
 
 async def test_register_normalises_email_hashes_password_and_creates_preferences(
-        client, settings: Settings, conn: asyncpg.Connection) -> None:  # type: ignore[no-untyped-def]
+    client, settings: Settings, conn: asyncpg.Connection
+) -> None:  # type: ignore[no-untyped-def]
     body = await register(client)
     assert_session(body, settings)
     assert body["user"]["email"] == "new.person@example.com" and body["user"]["role"] == "USER"
     row = await conn.fetchrow("SELECT password, refresh_token FROM users WHERE id = $1", body["user"]["id"])
     assert row["password"].startswith("$argon2id$") and "long enough" not in row["password"]
     assert row["refresh_token"] is None  # unused since sessions (sql/0013)
-    stored = await conn.fetchval("SELECT refresh_hash FROM sessions WHERE id = $1 AND user_id = $2",
-                                 body["session_id"], body["user"]["id"])
+    stored = await conn.fetchval(
+        "SELECT refresh_hash FROM sessions WHERE id = $1 AND user_id = $2", body["session_id"], body["user"]["id"]
+    )
     assert stored == RefreshToken.parse(settings, body["refresh_token"]).digest  # only the hash
     assert await conn.fetchval("SELECT theme FROM user_preferences WHERE user_id = $1", body["user"]["id"]) == "light"
     r = await client.get("/api/users/me", headers={"Authorization": f"Bearer {body['access_token']}"})
@@ -53,12 +56,14 @@ async def test_register_refusals(client, conn: asyncpg.Connection) -> None:  # t
     await register(client, "taken@example.com")
     r = await client.post("/api/auth/register", json={"email": " TAKEN@example.com", "password": "whatever1"})
     assert r.status == 409 and (await r.json())["code"] == "EMAIL_TAKEN"
-    cases = [({"email": "x@example.com", "password": "short"}, "password"),
-             ({"email": "not-an-email", "password": "long enough"}, "email"),
-             ({"email": "a@b", "password": "long enough"}, "email"),
-             ({"password": "long enough"}, "email"),
-             ({"email": "y@example.com", "password": "long enough", "role": "ADMIN"}, "role"),
-             ({"email": "y@example.com", "password": 12345678}, "password")]
+    cases = [
+        ({"email": "x@example.com", "password": "short"}, "password"),
+        ({"email": "not-an-email", "password": "long enough"}, "email"),
+        ({"email": "a@b", "password": "long enough"}, "email"),
+        ({"password": "long enough"}, "email"),
+        ({"email": "y@example.com", "password": "long enough", "role": "ADMIN"}, "role"),
+        ({"email": "y@example.com", "password": 12345678}, "password"),
+    ]
     for payload, field in cases:
         r = await client.post("/api/auth/register", json=payload)
         body = await r.json()
@@ -91,8 +96,7 @@ async def test_inactive_user_cannot_log_in_or_refresh(client, conn: asyncpg.Conn
     assert r.status == 401
 
 
-async def test_refresh_rotates_and_a_reused_token_revokes_the_session(
-        client, conn: asyncpg.Connection) -> None:  # type: ignore[no-untyped-def]
+async def test_refresh_rotates_and_a_reused_token_revokes_the_session(client, conn: asyncpg.Connection) -> None:  # type: ignore[no-untyped-def]
     first = await register(client)
     r = await client.post("/api/auth/refresh", json={"refresh_token": first["refresh_token"]})
     assert r.status == 200
@@ -103,8 +107,10 @@ async def test_refresh_rotates_and_a_reused_token_revokes_the_session(
     # The first token was consumed: presenting it again is theft or replay, so the session ends...
     r = await client.post("/api/auth/refresh", json={"refresh_token": first["refresh_token"]})
     assert r.status == 401 and (await r.json())["code"] == "REFRESH_TOKEN_REUSED"
-    assert await conn.fetchval("SELECT revoked_why FROM sessions WHERE id = $1", first["session_id"]) \
+    assert (
+        await conn.fetchval("SELECT revoked_why FROM sessions WHERE id = $1", first["session_id"])
         == "refresh token reused"
+    )
     # ...including the token the rotation had issued.
     r = await client.post("/api/auth/refresh", json={"refresh_token": second["refresh_token"]})
     assert r.status == 401 and (await r.json())["code"] == "REFRESH_TOKEN_REUSED"
@@ -112,15 +118,17 @@ async def test_refresh_rotates_and_a_reused_token_revokes_the_session(
 
 async def test_two_concurrent_refreshes_with_one_token_cannot_both_win(client) -> None:  # type: ignore[no-untyped-def]
     session = await register(client)
-    responses = await asyncio.gather(*(client.post("/api/auth/refresh", json={"refresh_token": session["refresh_token"]})
-                                       for _ in range(4)))
+    responses = await asyncio.gather(
+        *(client.post("/api/auth/refresh", json={"refresh_token": session["refresh_token"]}) for _ in range(4))
+    )
     assert sorted(r.status for r in responses) == [200, 401, 401, 401]
     for r in responses:
         r.release()
 
 
-async def test_forged_malformed_and_expired_refresh_tokens(client, settings: Settings,
-                                                           conn: asyncpg.Connection) -> None:  # type: ignore[no-untyped-def]
+async def test_forged_malformed_and_expired_refresh_tokens(
+    client, settings: Settings, conn: asyncpg.Connection
+) -> None:  # type: ignore[no-untyped-def]
     session = await register(client)
     session_id = session["session_id"]
     stored = await conn.fetchval("SELECT refresh_hash FROM sessions WHERE id = $1", session_id)
@@ -130,8 +138,10 @@ async def test_forged_malformed_and_expired_refresh_tokens(client, settings: Set
         r = await client.post("/api/auth/refresh", json={"refresh_token": token})
         assert r.status == 401 and (await r.json())["code"] == "REFRESH_TOKEN_INVALID", token
     # None of those could end the real session.
-    assert await conn.fetchval("SELECT refresh_hash FROM sessions WHERE id = $1 AND revoked_at IS NULL",
-                               session_id) == stored
+    assert (
+        await conn.fetchval("SELECT refresh_hash FROM sessions WHERE id = $1 AND revoked_at IS NULL", session_id)
+        == stored
+    )
     r = await client.post("/api/auth/refresh", json={"refresh_token": session["refresh_token"]})
     assert r.status == 200
 
@@ -151,11 +161,13 @@ async def test_logout_ends_the_refresh_session(client, conn: asyncpg.Connection)
 
 def test_serve_refuses_an_external_database_without_jwt_secret(database_url: str, tmp_path: Path) -> None:
     env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": "", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-m", "service", "serve"], env=env, cwd=tmp_path,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "serve"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
-        "chunkd: JWT_SECRET: required with an external DATABASE_URL (at least 32 characters)"]
+        "chunkd: JWT_SECRET: required with an external DATABASE_URL (at least 32 characters)"
+    ]
 
 
 def test_embedded_jwt_secret_is_generated_once_and_private(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
 """Every /api route needs a valid access token of an active user."""
+
 from __future__ import annotations
 
 import time

@@ -1,4 +1,5 @@
 """chunkd backup -> chunkd restore into an empty database and storage: same rows, byte-identical blobs."""
+
 from __future__ import annotations
 
 import asyncio
@@ -33,8 +34,9 @@ TABLES = ["users", "user_preferences", "posts", "files", "file_chunks", "schema_
 
 def run_chunkd(database_url: str, storage_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": database_url, "STORAGE_DIR": str(storage_dir), "JWT_SECRET": JWT_SECRET}
-    return subprocess.run([sys.executable, "-m", "service", *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.fixture
@@ -45,8 +47,11 @@ def other_storage() -> Iterator[Path]:
 
 
 def sha256_tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 async def fill(conn: asyncpg.Connection, storage_dir: Path, user_id: str) -> set[str]:
@@ -55,8 +60,17 @@ async def fill(conn: asyncpg.Connection, storage_dir: Path, user_id: str) -> set
     post_id = await insert_post(conn, user_id, "t", content="c", published=False)
     blobs = set()
     for i, status in enumerate(["COMPLETED", "COMPLETED", "UPLOADING", "FAILED"]):
-        file = await insert_file(conn, user_id, status=status, name=f"photo {i}.png", mimetype="image/png", size=70000,
-                                 post_id=post_id, chunk_size=65536, metadata={"sha256": "x"})
+        file = await insert_file(
+            conn,
+            user_id,
+            status=status,
+            name=f"photo {i}.png",
+            mimetype="image/png",
+            size=70000,
+            post_id=post_id,
+            chunk_size=65536,
+            metadata={"sha256": "x"},
+        )
         name = file["filename"]
         if status == "UPLOADING":
             await insert_chunk(conn, file["id"], 0, os.urandom(65536))
@@ -76,9 +90,9 @@ async def dump_tables(url: str) -> dict[str, list[tuple]]:  # type: ignore[type-
         await conn.close()
 
 
-async def test_backup_then_restore_into_an_empty_database(database_url: str, empty_database_url: str, conn,
-                                                          storage_dir: Path, other_storage: Path, user,
-                                                          tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_backup_then_restore_into_an_empty_database(
+    database_url: str, empty_database_url: str, conn, storage_dir: Path, other_storage: Path, user, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     blobs = await fill(conn, storage_dir, user.id)
     orphan = storage_dir / storage.blob_key(uuid.uuid4().hex)  # no row points to it
     orphan.parent.mkdir(parents=True, exist_ok=True)
@@ -113,9 +127,9 @@ async def test_backup_then_restore_into_an_empty_database(database_url: str, emp
         await check.close()
 
 
-async def test_restore_refuses_a_non_empty_target_unless_forced(database_url: str, conn, storage_dir: Path,
-                                                                other_storage: Path, user,
-                                                                tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_restore_refuses_a_non_empty_target_unless_forced(
+    database_url: str, conn, storage_dir: Path, other_storage: Path, user, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     blobs = await fill(conn, storage_dir, user.id)
     archive = Path(run_chunkd(database_url, storage_dir, "backup", "--dir", str(tmp_path)).stdout.strip())
     before = await dump_tables(database_url)
@@ -170,8 +184,9 @@ def test_backup_keeps_seven_days_of_archives(database_url: str, storage_dir: Pat
     assert f"removed expired backup {old}" in made.stderr
 
 
-async def test_backup_is_one_snapshot(database_url: str, empty_database_url: str, conn, storage_dir: Path,
-                                      other_storage: Path, user, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_backup_is_one_snapshot(
+    database_url: str, empty_database_url: str, conn, storage_dir: Path, other_storage: Path, user, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     """A file created while pg_dump runs is in neither the dump nor the archive's blobs."""
     before = await fill(conn, storage_dir, user.id)
     blocker = await asyncpg.connect(database_url)
@@ -179,15 +194,28 @@ async def test_backup_is_one_snapshot(database_url: str, empty_database_url: str
     task = asyncio.create_task(backup.backup(make_settings(database_url, storage_dir), tmp_path))
     try:
         for _ in range(200):
-            if await conn.fetchval("SELECT count(*) FROM pg_locks"
-                                   " WHERE relation = 'user_preferences'::regclass AND NOT granted"):
+            if await conn.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE relation = 'user_preferences'::regclass AND NOT granted"
+            ):
                 break
             await asyncio.sleep(0.05)
         else:
             raise AssertionError("pg_dump never waited for the lock")
         # Committed after the snapshot, before pg_dump reads files: a new COMPLETED file and its blob.
-        late = storage_dir / (await insert_file(conn, user.id, name="late.bin", mimetype="application/octet-stream",
-                                                type="OTHER", size=4, chunk_size=4))["path"]
+        late = (
+            storage_dir
+            / (
+                await insert_file(
+                    conn,
+                    user.id,
+                    name="late.bin",
+                    mimetype="application/octet-stream",
+                    type="OTHER",
+                    size=4,
+                    chunk_size=4,
+                )
+            )["path"]
+        )
         late.parent.mkdir(parents=True, exist_ok=True)
         late.write_bytes(b"late")
     finally:

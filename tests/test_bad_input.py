@@ -1,5 +1,6 @@
 """Bad input on the accounts and posts endpoints: a 4xx problem naming the field, never a 500,
 and nothing written."""
+
 from __future__ import annotations
 
 import asyncpg
@@ -17,8 +18,9 @@ async def test_malformed_bodies(client, conn: asyncpg.Connection, user) -> None:
     for raw in (b"{", b"", b"[1, 2]", b'"title"', b"null", b'{"title": NaN}', b"[" * 100_000, b"\xff\xfe"):
         status, body = await post_raw(client, "/api/posts", raw, user.headers)
         assert status == 400 and body["code"] == "INVALID_JSON", raw[:20]
-    r = await client.post("/api/posts", data=b"title=x", headers={**user.headers,
-                                                                    "Content-Type": "application/x-www-form-urlencoded"})
+    r = await client.post(
+        "/api/posts", data=b"title=x", headers={**user.headers, "Content-Type": "application/x-www-form-urlencoded"}
+    )
     assert r.status == 415 and (await r.json())["code"] == "UNSUPPORTED_MEDIA_TYPE"
     assert await conn.fetchval("SELECT count(*) FROM posts") == 0
 
@@ -26,7 +28,7 @@ async def test_malformed_bodies(client, conn: asyncpg.Connection, user) -> None:
 async def test_fields_are_checked_and_named(client, conn: asyncpg.Connection, user) -> None:  # type: ignore[no-untyped-def]
     cases = [
         ({}, "title"),
-        ({"title": "ok", "author_id": user.id}, "author_id"),     # unknown field: no writing someone else's post
+        ({"title": "ok", "author_id": user.id}, "author_id"),  # unknown field: no writing someone else's post
         ({"title": 5}, "title"),
         ({"title": "   "}, "title"),
         ({"title": "x" * 201}, "title"),
@@ -50,8 +52,14 @@ async def test_fields_are_checked_and_named(client, conn: asyncpg.Connection, us
 
 
 async def test_bad_query_and_path_values(client, user) -> None:  # type: ignore[no-untyped-def]
-    for query, field in (("page=-1", "page"), ("limit=ten", "limit"), ("page=1e3", "page"), ("limit=%C2%B2", "limit"),
-                         ("author_id=a%00b", "author_id"), ("author_id=" + "x" * 300, "author_id")):
+    for query, field in (
+        ("page=-1", "page"),
+        ("limit=ten", "limit"),
+        ("page=1e3", "page"),
+        ("limit=%C2%B2", "limit"),
+        ("author_id=a%00b", "author_id"),
+        ("author_id=" + "x" * 300, "author_id"),
+    ):
         r = await client.get(f"/api/posts?{query}", headers=user.headers)
         body = await r.json()
         assert r.status == 422 and body["field"] == field, query
@@ -62,11 +70,13 @@ async def test_bad_query_and_path_values(client, user) -> None:  # type: ignore[
 
 
 async def test_auth_bodies(client) -> None:  # type: ignore[no-untyped-def]
-    for path, payload, field in (("/api/auth/login", {"email": "a@example.com"}, "password"),
-                                 ("/api/auth/login", {"email": "a@example.com", "password": "x", "remember": True}, "remember"),
-                                 ("/api/auth/register", {"email": "a@example.com", "password": "x" * 1025}, "password"),
-                                 ("/api/auth/refresh", {"refresh_token": 42}, "refresh_token"),
-                                 ("/api/auth/refresh", {}, "refresh_token")):
+    for path, payload, field in (
+        ("/api/auth/login", {"email": "a@example.com"}, "password"),
+        ("/api/auth/login", {"email": "a@example.com", "password": "x", "remember": True}, "remember"),
+        ("/api/auth/register", {"email": "a@example.com", "password": "x" * 1025}, "password"),
+        ("/api/auth/refresh", {"refresh_token": 42}, "refresh_token"),
+        ("/api/auth/refresh", {}, "refresh_token"),
+    ):
         r = await client.post(path, json=payload)
         body = await r.json()
         assert r.status == 422 and body["field"] == field, (path, payload)

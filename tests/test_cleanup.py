@@ -1,5 +1,6 @@
 """Cleanup removes exactly what it should: old FAILED files, expired uploads, orphaned chunks and blobs;
 --dry-run removes nothing and reports the same."""
+
 from __future__ import annotations
 
 import os
@@ -29,12 +30,28 @@ def put(storage_dir: Path, relative: str, age: float) -> Path:
     return path
 
 
-async def add_file(conn: asyncpg.Connection, storage_dir: Path, user_id: str, status: str, days_old: int = 0,
-                   expires_in: float | None = DAY, blob: bool = True) -> tuple[str, str]:
+async def add_file(
+    conn: asyncpg.Connection,
+    storage_dir: Path,
+    user_id: str,
+    status: str,
+    days_old: int = 0,
+    expires_in: float | None = DAY,
+    blob: bool = True,
+) -> tuple[str, str]:
     now = datetime.now(UTC)
     expires_at = None if expires_in is None else now + timedelta(seconds=expires_in)
-    file = await insert_file(conn, user_id, status=status, size=1, type="OTHER", mimetype="text/plain", chunk_size=1,
-                             created_at=now - timedelta(days=days_old), expires_at=expires_at)
+    file = await insert_file(
+        conn,
+        user_id,
+        status=status,
+        size=1,
+        type="OTHER",
+        mimetype="text/plain",
+        chunk_size=1,
+        created_at=now - timedelta(days=days_old),
+        expires_at=expires_at,
+    )
     file_id, name = file["id"], file["filename"]
     await insert_chunk(conn, file_id, 0, b"x")
     if blob:
@@ -46,25 +63,35 @@ async def add_file(conn: asyncpg.Connection, storage_dir: Path, user_id: str, st
 async def build_scene(conn: asyncpg.Connection, storage_dir: Path, user_id: str) -> dict:  # type: ignore[type-arg]
     old_failed = await add_file(conn, storage_dir, user_id, "FAILED", days_old=91)
     expired = await add_file(conn, storage_dir, user_id, "UPLOADING", expires_in=-60, blob=False)
-    kept = [await add_file(conn, storage_dir, user_id, "FAILED", days_old=89),
-            await add_file(conn, storage_dir, user_id, "COMPLETED", days_old=400),
-            await add_file(conn, storage_dir, user_id, "UPLOADING", expires_in=60, blob=False),
-            await add_file(conn, storage_dir, user_id, "PROCESSING", expires_in=None, blob=False)]
+    kept = [
+        await add_file(conn, storage_dir, user_id, "FAILED", days_old=89),
+        await add_file(conn, storage_dir, user_id, "COMPLETED", days_old=400),
+        await add_file(conn, storage_dir, user_id, "UPLOADING", expires_in=60, blob=False),
+        await add_file(conn, storage_dir, user_id, "PROCESSING", expires_in=None, blob=False),
+    ]
     orphan, young = uuid.uuid4().hex, uuid.uuid4().hex
     removed_blobs = {
-        storage.blob_key(old_failed[1]), storage.thumbnail_key(old_failed[1], "image/webp"),
+        storage.blob_key(old_failed[1]),
+        storage.thumbnail_key(old_failed[1], "image/webp"),
         str(put(storage_dir, storage.blob_key(orphan), 2 * HOUR).relative_to(storage_dir)),
         str(put(storage_dir, storage.thumbnail_key(orphan, "image/jpeg"), 2 * HOUR).relative_to(storage_dir)),
         str(put(storage_dir, "files/ab/.assemble-stale", 2 * DAY).relative_to(storage_dir)),
         str(put(storage_dir, "files/cd/cd0123.tmp", 2 * DAY).relative_to(storage_dir)),
     }
-    kept_blobs = {str(p.relative_to(storage_dir)) for p in [
-        put(storage_dir, storage.blob_key(young), 60),                # too new: an assembly may be in flight
-        put(storage_dir, "files/ab/.assemble-inflight", 2 * HOUR),     # temporary, not stale yet
-        put(storage_dir, "outside-the-blob-areas.txt", 10 * DAY),      # not cleanup's business
-    ]} | {storage.blob_key(name) for _, name in kept if (storage_dir / storage.blob_key(name)).exists()}
-    return {"removed_ids": {old_failed[0], expired[0]}, "kept_ids": {i for i, _ in kept},
-            "removed_blobs": removed_blobs, "kept_blobs": kept_blobs}
+    kept_blobs = {
+        str(p.relative_to(storage_dir))
+        for p in [
+            put(storage_dir, storage.blob_key(young), 60),  # too new: an assembly may be in flight
+            put(storage_dir, "files/ab/.assemble-inflight", 2 * HOUR),  # temporary, not stale yet
+            put(storage_dir, "outside-the-blob-areas.txt", 10 * DAY),  # not cleanup's business
+        ]
+    } | {storage.blob_key(name) for _, name in kept if (storage_dir / storage.blob_key(name)).exists()}
+    return {
+        "removed_ids": {old_failed[0], expired[0]},
+        "kept_ids": {i for i, _ in kept},
+        "removed_blobs": removed_blobs,
+        "kept_blobs": kept_blobs,
+    }
 
 
 def files_on_disk(storage_dir: Path) -> set[str]:
@@ -85,18 +112,26 @@ async def test_cleanup_removes_exactly_the_garbage(conn, settings: Settings, sto
     assert set(report.blobs) == scene["removed_blobs"]
     assert files_on_disk(storage_dir) == before - scene["removed_blobs"]
     assert {r["id"] for r in await conn.fetch("SELECT id FROM files")} == scene["kept_ids"]
-    assert await conn.fetchval("SELECT count(*) FROM file_chunks WHERE file_id = any($1::text[])",
-                               list(scene["removed_ids"])) == 0
-    assert await conn.fetchval("SELECT count(*) FROM file_chunks c JOIN files f ON f.id = c.file_id"
-                               " WHERE f.status IN ('UPLOADING', 'PROCESSING')") == 2
+    assert (
+        await conn.fetchval(
+            "SELECT count(*) FROM file_chunks WHERE file_id = any($1::text[])", list(scene["removed_ids"])
+        )
+        == 0
+    )
+    assert (
+        await conn.fetchval(
+            "SELECT count(*) FROM file_chunks c JOIN files f ON f.id = c.file_id"
+            " WHERE f.status IN ('UPLOADING', 'PROCESSING')"
+        )
+        == 2
+    )
     assert await conn.fetchval("SELECT count(*) FROM file_chunks") == 2
 
     again = await cleanup.run_cleanup(conn, settings)
     assert (again.files, again.orphan_chunks, again.blobs) == ([], 0, [])
 
 
-async def test_dry_run_removes_nothing_and_reports_the_same(conn, settings: Settings, storage_dir: Path,
-                                                            user) -> None:  # type: ignore[no-untyped-def]
+async def test_dry_run_removes_nothing_and_reports_the_same(conn, settings: Settings, storage_dir: Path, user) -> None:  # type: ignore[no-untyped-def]
     scene = await build_scene(conn, storage_dir, user.id)
     before_disk = files_on_disk(storage_dir)
     before_rows = await conn.fetch("SELECT * FROM files ORDER BY id")
@@ -131,14 +166,19 @@ async def test_one_pass_at_a_time(conn, settings: Settings, database_url: str) -
         await other.close()
 
 
-async def test_cleanup_command_prints_what_it_removed(conn, database_url: str, storage_dir: Path,
-                                                      user) -> None:  # type: ignore[no-untyped-def]
+async def test_cleanup_command_prints_what_it_removed(conn, database_url: str, storage_dir: Path, user) -> None:  # type: ignore[no-untyped-def]
     scene = await build_scene(conn, storage_dir, user.id)
     env = {**os.environ, "DATABASE_URL": database_url, "STORAGE_DIR": str(storage_dir), "JWT_SECRET": JWT_SECRET}
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "service", "cleanup", *args], env=env, cwd=ROOT,
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "service", "cleanup", *args],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     dry = run("--dry-run")
     assert dry.returncode == 0, dry.stderr

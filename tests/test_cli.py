@@ -1,4 +1,5 @@
 """The `chunkd` command as a user runs it: a real process against this test's database."""
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,9 @@ from tests.support import JWT_SECRET, ROOT, insert_user
 
 def chunkd(database_url: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": database_url, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "service", *args], env=env, cwd=cwd or ROOT,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args], env=env, cwd=cwd or ROOT, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_version() -> None:
@@ -92,9 +94,14 @@ def test_doctor_fails_when_the_database_is_unreachable(tmp_path: Path) -> None:
 
 def serve(database_url: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """`chunkd serve` that is expected to refuse to start."""
-    return subprocess.run([sys.executable, "-m", "service", "serve"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "DATABASE_URL": database_url, "PYTHONPATH": str(ROOT),
-                                            "JWT_SECRET": JWT_SECRET, **env})
+    return subprocess.run(
+        [sys.executable, "-m", "service", "serve"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "DATABASE_URL": database_url, "PYTHONPATH": str(ROOT), "JWT_SECRET": JWT_SECRET, **env},
+    )
 
 
 def test_serve_refuses_a_bad_host_in_one_line(database_url: str, tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
 """chunkd upload: uploads a file, is killed halfway, and the re-run finishes it with identical bytes."""
+
 from __future__ import annotations
 
 import hashlib
@@ -19,8 +20,22 @@ CHUNK = 128 * 1024
 
 
 def upload_command(path: Path, url: str, state_dir: Path, *auth: str, parallel: int = 2) -> list[str]:
-    return [sys.executable, "-m", "service", "upload", str(path), "--url", url, *auth,
-            "--chunk-size", str(CHUNK), "--parallel", str(parallel), "--state-dir", str(state_dir)]
+    return [
+        sys.executable,
+        "-m",
+        "service",
+        "upload",
+        str(path),
+        "--url",
+        url,
+        *auth,
+        "--chunk-size",
+        str(CHUNK),
+        "--parallel",
+        str(parallel),
+        "--state-dir",
+        str(state_dir),
+    ]
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -38,8 +53,10 @@ async def wait_for_bytes(conn: asyncpg.Connection, name: str, timeout: float = 3
 
 
 async def content_sha256(url: str, file_id: str, headers: dict[str, str]) -> str:
-    async with aiohttp.ClientSession() as session, \
-            session.get(f"{url}/api/files/{file_id}/content", headers=headers) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{url}/api/files/{file_id}/content", headers=headers) as response,
+    ):
         assert response.status == 200
         return hashlib.sha256(await response.read()).hexdigest()
 
@@ -51,8 +68,13 @@ async def test_killed_upload_resumes_and_finishes_with_identical_bytes(chunkd, c
     path.write_bytes(data)
     state_dir = tmp_path / "state"
 
-    first = subprocess.Popen(upload_command(path, server.url, state_dir, "--token", user.token, parallel=1),
-                             env=env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = subprocess.Popen(
+        upload_command(path, server.url, state_dir, "--token", user.token, parallel=1),
+        env=env(),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     file_id, _sent = await wait_for_bytes(conn, "big.bin")
     first.send_signal(signal.SIGKILL)
     first.communicate()
@@ -60,8 +82,14 @@ async def test_killed_upload_resumes_and_finishes_with_identical_bytes(chunkd, c
     assert 0 < received < len(data), "killed too late to prove anything"
     assert [json.loads(p.read_text())["upload_id"] for p in state_dir.glob("*.json")] == [file_id]
 
-    second = subprocess.run(upload_command(path, server.url, state_dir, "--token", user.token),
-                            env=env(), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    second = subprocess.run(
+        upload_command(path, server.url, state_dir, "--token", user.token),
+        env=env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert second.returncode == 0, second.stderr
     assert "resuming upload " + file_id in second.stderr
     digest = hashlib.sha256(data).hexdigest()
@@ -78,15 +106,21 @@ async def test_login_by_email_and_password(chunkd, conn, make_user, tmp_path: Pa
     someone = await make_user(email="uploader@example.com", password="s3cret-pass")
     path = tmp_path / "notes.txt"
     path.write_text("hello chunkd\n" * 20000)
-    done = subprocess.run(upload_command(path, server.url, tmp_path / "state", "--email", someone.email),
-                          env=env(CHUNKD_PASSWORD="s3cret-pass"), cwd=tmp_path, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        upload_command(path, server.url, tmp_path / "state", "--email", someone.email),
+        env=env(CHUNKD_PASSWORD="s3cret-pass"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("COMPLETED ") and " notes.txt 260000 bytes DOCUMENT " in done.stdout
     assert await conn.fetchval("SELECT uploaded_by_id FROM files WHERE original_name = 'notes.txt'") == someone.id
     # The upload had a session of its own ("chunkd upload"), ended when it was done; the fixture's is untouched.
-    sessions = await conn.fetch("SELECT device, revoked_why FROM sessions WHERE user_id = $1 ORDER BY device",
-                                someone.id)
+    sessions = await conn.fetch(
+        "SELECT device, revoked_why FROM sessions WHERE user_id = $1 ORDER BY device", someone.id
+    )
     assert [(s["device"], s["revoked_why"]) for s in sessions] == [("chunkd upload", "logout"), ("test", None)]
 
 
@@ -94,7 +128,13 @@ def test_refused_token_is_one_line(chunkd, tmp_path: Path) -> None:  # type: ign
     server = chunkd("serve")
     path = tmp_path / "a.bin"
     path.write_bytes(b"x" * 10)
-    done = subprocess.run(upload_command(path, server.url, tmp_path / "state", "--token", "not-a-token"),
-                          env=env(), cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        upload_command(path, server.url, tmp_path / "state", "--token", "not-a-token"),
+        env=env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == "chunkd: 401 UNAUTHORIZED: access token invalid"

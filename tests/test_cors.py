@@ -1,5 +1,6 @@
 """CORS on the whole /api: preflights answered without a token, allowed origins echoed, tus headers
 allowed and exposed, other origins refused."""
+
 from __future__ import annotations
 
 import logging
@@ -13,8 +14,11 @@ from tests.support import make_settings
 from tests.tus_support import TUS
 
 ORIGIN = "https://app.example"
-PREFLIGHT = {"Origin": ORIGIN, "Access-Control-Request-Method": "PATCH",
-             "Access-Control-Request-Headers": "authorization, tus-resumable, upload-offset, content-type"}
+PREFLIGHT = {
+    "Origin": ORIGIN,
+    "Access-Control-Request-Method": "PATCH",
+    "Access-Control-Request-Headers": "authorization, tus-resumable, upload-offset, content-type",
+}
 
 
 def _names(header: str) -> set[str]:
@@ -26,10 +30,22 @@ async def test_preflight_is_answered_for_an_allowed_origin(tus: TestClient) -> N
         r = await tus.options(path, headers=PREFLIGHT)
         assert r.status == 204
         assert r.headers["Access-Control-Allow-Origin"] == ORIGIN
-        assert {"PATCH", "HEAD", "POST", "DELETE"} <= {m.strip() for m in r.headers["Access-Control-Allow-Methods"].split(",")}
-        assert {"authorization", "content-type", "tus-resumable", "upload-offset", "upload-length", "upload-metadata",
-                "upload-checksum", "upload-concat", "upload-defer-length", "x-http-method-override",
-                "x-requested-with"} <= _names(r.headers["Access-Control-Allow-Headers"])
+        assert {"PATCH", "HEAD", "POST", "DELETE"} <= {
+            m.strip() for m in r.headers["Access-Control-Allow-Methods"].split(",")
+        }
+        assert {
+            "authorization",
+            "content-type",
+            "tus-resumable",
+            "upload-offset",
+            "upload-length",
+            "upload-metadata",
+            "upload-checksum",
+            "upload-concat",
+            "upload-defer-length",
+            "x-http-method-override",
+            "x-requested-with",
+        } <= _names(r.headers["Access-Control-Allow-Headers"])
         assert int(r.headers["Access-Control-Max-Age"]) > 0
 
 
@@ -43,8 +59,16 @@ async def test_preflight_from_another_origin_gets_no_permission(tus: TestClient,
     assert "https://evil.example" in refused[0].getMessage()
 
 
-@pytest.mark.parametrize("value", ["http://127.0.0.1:18581/", "127.0.0.1:18581", "https://app.example/path",
-                                   "https://App.Example", "ftp://app.example"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "http://127.0.0.1:18581/",
+        "127.0.0.1:18581",
+        "https://app.example/path",
+        "https://App.Example",
+        "ftp://app.example",
+    ],
+)
 def test_an_origin_that_can_never_match_is_refused_at_start(value: str) -> None:
     with pytest.raises(ConfigError) as e:
         load_settings({"CORS_ORIGINS": f"https://ok.example, {value}"}, dotenv=None)
@@ -60,9 +84,19 @@ async def test_responses_expose_the_tus_headers(tus: TestClient, user) -> None: 
     r = await tus.post("/api/tus/", headers={**user.headers, **TUS, "Origin": ORIGIN, "Upload-Length": "3"})
     assert r.status == 201
     assert r.headers["Access-Control-Allow-Origin"] == ORIGIN and "Origin" in r.headers["Vary"]
-    assert {"location", "upload-offset", "upload-length", "upload-metadata", "upload-expires", "upload-concat",
-            "upload-defer-length", "tus-version", "tus-resumable", "tus-max-size", "tus-extension"} \
-        <= _names(r.headers["Access-Control-Expose-Headers"])
+    assert {
+        "location",
+        "upload-offset",
+        "upload-length",
+        "upload-metadata",
+        "upload-expires",
+        "upload-concat",
+        "upload-defer-length",
+        "tus-version",
+        "tus-resumable",
+        "tus-max-size",
+        "tus-extension",
+    } <= _names(r.headers["Access-Control-Expose-Headers"])
     # error responses too, or a browser could not read why it failed
     r = await tus.post("/api/tus/", headers={**TUS, "Origin": ORIGIN, "Upload-Length": "3"})
     assert r.status == 401 and r.headers["Access-Control-Allow-Origin"] == ORIGIN
@@ -70,7 +104,9 @@ async def test_responses_expose_the_tus_headers(tus: TestClient, user) -> None: 
     assert r.status == 404 and r.headers["Access-Control-Allow-Origin"] == ORIGIN
 
 
-async def test_wildcard_allows_any_origin_and_default_allows_none(aiohttp_client, database_url, storage_dir, user) -> None:  # type: ignore[no-untyped-def]
+async def test_wildcard_allows_any_origin_and_default_allows_none(
+    aiohttp_client, database_url, storage_dir, user
+) -> None:  # type: ignore[no-untyped-def]
     anyone = await aiohttp_client(create_app(make_settings(database_url, storage_dir, CORS_ORIGINS="*")))
     r = await anyone.options("/api/tus/", headers={**PREFLIGHT, "Origin": "https://random.example"})
     assert r.headers["Access-Control-Allow-Origin"] == "https://random.example"

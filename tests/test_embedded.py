@@ -1,4 +1,5 @@
 """The embedded PostgreSQL: found, shared between processes, and a clear line when absent."""
+
 from __future__ import annotations
 
 import os
@@ -44,8 +45,14 @@ def test_serve_starts_embedded_postgres_and_answers_readyz() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)}
     port = free_port()
     env.update(PORT=str(port), JWT_SECRET="x" * 40, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "service", "serve"], cwd=workdir, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service", "serve"],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -65,7 +72,8 @@ def test_serve_starts_embedded_postgres_and_answers_readyz() -> None:
     assert (data_dir / "PG_VERSION").is_file()
     assert not EmbeddedPostgres(workdir / "var" / "postgres").running(), "PostgreSQL left running"
     # The embedded server runs with the workload's settings, which doctor checks against the server's own.
-    doctor = subprocess.run([sys.executable, "-m", "service", "doctor"], cwd=workdir, env=env,
-                            capture_output=True, text=True, timeout=120)
+    doctor = subprocess.run(
+        [sys.executable, "-m", "service", "doctor"], cwd=workdir, env=env, capture_output=True, text=True, timeout=120
+    )
     assert doctor.returncode == 0 and "ok   postgresql settings:" in doctor.stdout, doctor.stdout + doctor.stderr
     shutil.rmtree(workdir, ignore_errors=True)

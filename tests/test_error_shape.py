@@ -1,4 +1,5 @@
 """Every error is RFC 9457 problem+json with a stable code: ours, the router's, and unhandled ones."""
+
 from __future__ import annotations
 
 import inspect
@@ -57,8 +58,9 @@ async def test_unhandled_error_is_a_500_problem_without_internals(app_client) ->
 
 
 async def test_oversized_json_body_is_a_413_problem(app_client) -> None:  # type: ignore[no-untyped-def]
-    r = await app_client.post("/test/echo", data=io.BytesIO(b"[" + b"1," * 600_000 + b"1]"),
-                              headers={"Content-Type": "application/json"})
+    r = await app_client.post(
+        "/test/echo", data=io.BytesIO(b"[" + b"1," * 600_000 + b"1]"), headers={"Content-Type": "application/json"}
+    )
     assert r.status == 413 and r.content_type == "application/problem+json"
     assert_problem(await r.json(), 413, "PAYLOAD_TOO_LARGE")
 

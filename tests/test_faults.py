@@ -3,6 +3,7 @@ killed mid-upload. Each time the client resumes and the file completes with exac
 
 The tests share one PostgreSQL cluster of their own (the suite's is not theirs to stop), with a fresh
 migrated database each; `chunkd serve` runs as a real process unless the test needs to shorten a timer."""
+
 from __future__ import annotations
 
 import asyncio
@@ -51,14 +52,20 @@ def pg() -> Iterator[EmbeddedPostgres]:
 @dataclass
 class Site:
     """One test's database on the restartable cluster, its storage, and a user with a token."""
+
     pg: EmbeddedPostgres
     url: str
     storage: Path
     user: User
 
     def serve(self, **extra: str) -> ChunkdProcess:
-        env = {"DATABASE_URL": self.url, "STORAGE_DIR": str(self.storage), "JWT_SECRET": JWT_SECRET, **UPLOAD_ENV,
-               **extra}
+        env = {
+            "DATABASE_URL": self.url,
+            "STORAGE_DIR": str(self.storage),
+            "JWT_SECRET": JWT_SECRET,
+            **UPLOAD_ENV,
+            **extra,
+        }
         return ChunkdProcess(env, "serve").start()
 
     async def stop_database(self) -> None:
@@ -164,9 +171,10 @@ async def test_native_upload_resumes_after_a_database_restart(site: Site, serve)
 
         await site.stop_database()
         started = time.monotonic()
-        chunk = data[half * upload["chunk_size"]:(half + 1) * upload["chunk_size"]]
-        await assert_database_unavailable(await client.put(f"/api/uploads/{upload['id']}/chunks/{half}",
-                                                           data=chunk, headers=user.headers))
+        chunk = data[half * upload["chunk_size"] : (half + 1) * upload["chunk_size"]]
+        await assert_database_unavailable(
+            await client.put(f"/api/uploads/{upload['id']}/chunks/{half}", data=chunk, headers=user.headers)
+        )
         r = await client.get(f"/api/uploads/{upload['id']}", headers=user.headers)
         await assert_database_unavailable(r)
         assert r.headers["Retry-After"] == "1"
@@ -205,8 +213,11 @@ async def test_chunks_in_flight_when_the_database_stops_get_201_or_503(site: Sit
         async def sender() -> None:
             while queue:
                 i = queue.pop(0)
-                r = await client.put(f"/api/uploads/{upload['id']}/chunks/{i}", data=data[i * size:(i + 1) * size],
-                                     headers={**user.headers, "Content-SHA256": sha256(data[i * size:(i + 1) * size])})
+                r = await client.put(
+                    f"/api/uploads/{upload['id']}/chunks/{i}",
+                    data=data[i * size : (i + 1) * size],
+                    headers={**user.headers, "Content-SHA256": sha256(data[i * size : (i + 1) * size])},
+                )
                 answers[i] = r.status
                 if r.status != 201:
                     await assert_database_unavailable(r)
@@ -259,14 +270,19 @@ async def worker_waits_for_chunks(site: Site, file_id: str) -> bool:
     row = await site.fetchrow(
         "SELECT (SELECT worker_id FROM files WHERE id = $1) AS worker_id,"
         "       (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        "           AND query LIKE '%FROM file_chunks%') AS waiting", file_id)
+        "           AND query LIKE '%FROM file_chunks%') AS waiting",
+        file_id,
+    )
     return row["worker_id"] is not None and row["waiting"] > 0
 
 
 # 3. PostgreSQL restarted under a tus PATCH ------------------------------------------------------------
 @pytest.mark.parametrize("checksum", [False, True], ids=["plain", "with-checksum"])
-async def test_tus_upload_resumes_from_the_committed_offset_after_a_database_restart(site: Site, serve,  # type: ignore[no-untyped-def]
-                                                                                     checksum: bool) -> None:
+async def test_tus_upload_resumes_from_the_committed_offset_after_a_database_restart(
+    site: Site,
+    serve,  # type: ignore[no-untyped-def]
+    checksum: bool,
+) -> None:
     """Without Upload-Checksum every chunk row is committed as it comes; with it the body is all or
     nothing (kept outside the database until it is whole and verified). Either way HEAD after the restart gives exactly the bytes that were committed."""
     server = serve()
@@ -278,20 +294,22 @@ async def test_tus_upload_resumes_from_the_committed_offset_after_a_database_res
         assert r.status == 201, await r.text()
         path = upload_path(r.headers["Location"])
         file_id = upload_id(path)
-        r = await client.patch(path, data=io.BytesIO(data[:MiB]), headers={**tus_headers, **STREAM, "Upload-Offset": "0"})
+        r = await client.patch(
+            path, data=io.BytesIO(data[:MiB]), headers={**tus_headers, **STREAM, "Upload-Offset": "0"}
+        )
         assert r.status == 204 and r.headers["Upload-Offset"] == str(MiB)
 
         # A second PATCH is half-way through its body when the database stops.
         verified = {"Upload-Checksum": "sha256 " + base64.b64encode(hashlib.sha256(data[MiB:]).digest()).decode()}
         request = await raw_patch(server, user, path, MiB, len(data) - MiB, **(verified if checksum else {}))
-        await request.send(data[MiB:MiB + MiB // 2])
+        await request.send(data[MiB : MiB + MiB // 2])
         if checksum:  # the unverified body waits outside the database (memory, a temporary file)...
             await asyncio.sleep(0.5)
         else:
             await until(lambda: offset_at_least(site, file_id, MiB + MiB // 4))
         await site.stop_database()
         # More bytes: the server must write, and cannot (with a checksum, once the body is whole and verified).
-        await request.send(data[MiB + MiB // 2:] if checksum else data[MiB + MiB // 2:2 * MiB])
+        await request.send(data[MiB + MiB // 2 :] if checksum else data[MiB + MiB // 2 : 2 * MiB])
         status, _ = await request.response()
         assert status == 503
         await request.close()
@@ -309,16 +327,25 @@ async def test_tus_upload_resumes_from_the_committed_offset_after_a_database_res
         await resume_tus_and_compare(site, client, user, path, file_id, data, offset, tus_headers)
 
 
-async def resume_tus_and_compare(site: Site, client, user, path: str, file_id: str, data: bytes,  # type: ignore[no-untyped-def]
-                                 offset: int, tus_headers: dict[str, str]) -> None:
+async def resume_tus_and_compare(
+    site: Site,
+    client,
+    user,
+    path: str,
+    file_id: str,
+    data: bytes,  # type: ignore[no-untyped-def]
+    offset: int,
+    tus_headers: dict[str, str],
+) -> None:
     """The rows hold exactly the first `offset` bytes; PATCH the rest, wait for COMPLETED, download the same."""
     conn = await asyncpg.connect(site.url)
     try:
         assert await stored_bytes(conn, file_id) == data[:offset]  # exactly the committed bytes, no more
     finally:
         await conn.close()
-    r = await client.patch(path, data=io.BytesIO(data[offset:]),
-                           headers={**tus_headers, **STREAM, "Upload-Offset": str(offset)})
+    r = await client.patch(
+        path, data=io.BytesIO(data[offset:]), headers={**tus_headers, **STREAM, "Upload-Offset": str(offset)}
+    )
     assert r.status == 204 and r.headers["Upload-Offset"] == str(len(data))
     body = await wait_for_status(client, user, file_id, timeout=20)
     assert body["status"] == "COMPLETED", body["error"]
@@ -384,8 +411,11 @@ async def next_event(response: aiohttp.ClientResponse, timeout: float = 10) -> t
             data = value
 
 
-async def test_an_event_stream_that_cannot_reread_ends_with_a_problem_event(site: Site, aiohttp_client,  # type: ignore[no-untyped-def]
-                                                                             monkeypatch) -> None:
+async def test_an_event_stream_that_cannot_reread_ends_with_a_problem_event(
+    site: Site,
+    aiohttp_client,  # type: ignore[no-untyped-def]
+    monkeypatch,
+) -> None:
     """The stream re-reads the file at every keep-alive (shortened here): with the database gone at
     that moment it says so in an `error` event and ends, a clean end EventSource reconnects after."""
     monkeypatch.setattr(files_handlers, "SSE_KEEPALIVE", 0.3)
@@ -410,9 +440,10 @@ async def test_native_upload_resumes_on_a_new_server_after_a_kill(site: Site, se
         upload = await create(client, user, data, "killed.bin", sha256=sha256(data))
         await put_chunks(client, user, upload, data, list(range(20)))
     size = upload["chunk_size"]
-    request = await RawRequest.open(first, "PUT", f"/api/uploads/{upload['id']}/chunks/20",
-                                    {**user.headers, "Content-Length": str(size)})
-    await request.send(data[20 * size:20 * size + size // 2])  # chunk 20 is half-way when the server dies
+    request = await RawRequest.open(
+        first, "PUT", f"/api/uploads/{upload['id']}/chunks/20", {**user.headers, "Content-Length": str(size)}
+    )
+    await request.send(data[20 * size : 20 * size + size // 2])  # chunk 20 is half-way when the server dies
     first.kill()
     await request.close()
 
@@ -436,7 +467,7 @@ async def test_tus_upload_resumes_on_a_new_server_after_a_kill(site: Site, serve
         path = upload_path(r.headers["Location"])
     file_id = upload_id(path)
     request = await raw_patch(first, user, path, 0, len(data))
-    await request.send(data[:MiB + MiB // 2])
+    await request.send(data[: MiB + MiB // 2])
     await until(lambda: offset_at_least(site, file_id, MiB))
     first.kill()
     await request.close()
@@ -471,10 +502,11 @@ async def test_a_streamed_tus_upload_resumes_with_identical_bytes_after_a_kill(s
         path = upload_path(r.headers["Location"])
     file_id = upload_id(path)
     request = await raw_patch(first, user, path, 0, len(data))
-    await request.send(data[:2 * MiB])
+    await request.send(data[: 2 * MiB])
 
     async def streaming() -> bool:
         return streamed_bytes(site.storage) >= MiB
+
     await until(streaming, timeout=20)
     first.kill()
     await request.close()
@@ -497,11 +529,13 @@ async def test_a_streamed_upload_killed_after_its_last_byte_completes_on_the_nex
     first = serve(**STREAMED)
     async with http(first) as client:
         upload = await create(client, user, data, "streamed.bin", sha256=sha256(data))
-        await put_chunks(client, user, upload, data, list(range(upload["total_chunks"] - 1)), parallel=1,
-                         checksum=False)
+        await put_chunks(
+            client, user, upload, data, list(range(upload["total_chunks"] - 1)), parallel=1, checksum=False
+        )
 
         async def streaming() -> bool:
             return streamed_bytes(site.storage) >= MiB
+
         await until(streaming, timeout=20)
         await put_chunks(client, user, upload, data, [upload["total_chunks"] - 1], checksum=False)
         r = await client.post(f"/api/uploads/{upload['id']}/complete", headers=user.headers)

@@ -1,4 +1,5 @@
 """The files API: ETag/304, long-poll, server-sent events, Range downloads, thumbnails, list, delete."""
+
 from __future__ import annotations
 
 import asyncio
@@ -14,7 +15,6 @@ from tests.uploading import UPLOAD_ENV, create, jpeg, put_chunks, upload, wait_f
 SETTINGS_ENV = UPLOAD_ENV
 
 
-
 async def completed(served, user, data: bytes, name: str = "file.bin") -> dict:  # type: ignore[no-untyped-def]
     body = await wait_for_status(served, user, await upload(served, user, data, name))
     assert body["status"] == "COMPLETED", body["error"]
@@ -26,8 +26,20 @@ async def test_etag_and_304(client, user, conn) -> None:  # type: ignore[no-unty
     r = await client.get(f"/api/files/{created['id']}", headers=user.headers)
     body = await r.json()
     assert r.status == 200 and body["status"] == "UPLOADING" and body["original_name"] == "file.bin"
-    assert {"id", "status", "type", "mimetype", "size", "original_name", "url", "thumbnail", "metadata", "error",
-            "created_at", "updated_at"} <= set(body)
+    assert {
+        "id",
+        "status",
+        "type",
+        "mimetype",
+        "size",
+        "original_name",
+        "url",
+        "thumbnail",
+        "metadata",
+        "error",
+        "created_at",
+        "updated_at",
+    } <= set(body)
     etag = r.headers["ETag"]
     r = await client.get(f"/api/files/{created['id']}", headers={**user.headers, "If-None-Match": etag})
     assert r.status == 304 and r.headers["ETag"] == etag and await r.read() == b""
@@ -151,9 +163,16 @@ async def test_another_users_file_is_404_everywhere(served, user, make_user, adm
 
 
 async def test_list_filters_and_pages(client, user, make_user, admin, conn) -> None:  # type: ignore[no-untyped-def]
-    mine = [(await insert_file(conn, user.id, status=s, type=t, size=1))["id"] for s, t in
-            [("COMPLETED", "IMAGE"), ("COMPLETED", "DOCUMENT"), ("FAILED", "IMAGE"), ("UPLOADING", "OTHER"),
-             ("COMPLETED", "IMAGE")]]
+    mine = [
+        (await insert_file(conn, user.id, status=s, type=t, size=1))["id"]
+        for s, t in [
+            ("COMPLETED", "IMAGE"),
+            ("COMPLETED", "DOCUMENT"),
+            ("FAILED", "IMAGE"),
+            ("UPLOADING", "OTHER"),
+            ("COMPLETED", "IMAGE"),
+        ]
+    ]
     other = await make_user()
     await insert_file(conn, other.id, status="COMPLETED", type="IMAGE", size=1)
 
@@ -167,7 +186,9 @@ async def test_list_filters_and_pages(client, user, make_user, admin, conn) -> N
     assert everything["pagination"] == {"page": 1, "limit": 10, "total": 5, "pages": 1}  # as every list
     assert (await listing(user, limit="500"))["pagination"]["limit"] == 100  # capped, as posts and users
     images = await listing(user, status="COMPLETED", type="image")
-    assert len(images["files"]) == 2 and all(f["type"] == "IMAGE" and f["status"] == "COMPLETED" for f in images["files"])
+    assert len(images["files"]) == 2 and all(
+        f["type"] == "IMAGE" and f["status"] == "COMPLETED" for f in images["files"]
+    )
     page2 = await listing(user, limit="2", page="2")
     assert page2["pagination"] == {"page": 2, "limit": 2, "total": 5, "pages": 3}
     assert [f["id"] for f in page2["files"]] == [f["id"] for f in everything["files"][2:4]]

@@ -1,4 +1,5 @@
 """/healthz answers while the process lives; /readyz follows the database down and back up."""
+
 from __future__ import annotations
 
 import asyncio

@@ -1,5 +1,6 @@
 """Hostile input on every endpoint: a 4xx problem+json that says what is wrong, never a 500, and an
 existing upload left exactly as it was (bytes_received, chunk rows)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -30,7 +31,6 @@ CHUNK = 64 * 1024
 SETTINGS_ENV = UPLOAD_ENV
 
 
-
 async def problem(r, *statuses: int) -> dict:  # type: ignore[no-untyped-def]
     """The response is an RFC 9457 problem with one of `statuses` (any 4xx when none is given)."""
     text = await r.text()
@@ -43,10 +43,12 @@ async def problem(r, *statuses: int) -> dict:  # type: ignore[no-untyped-def]
 
 async def upload_state(conn: asyncpg.Connection, file_id: str) -> tuple:
     """Everything a refused request must leave alone."""
-    row = await conn.fetchrow("SELECT status, size, bytes_received, original_name, updated_at FROM files"
-                              " WHERE id = $1", file_id)
-    chunks = await conn.fetch("SELECT chunk_index, sha256(data) AS digest FROM file_chunks WHERE file_id = $1"
-                              " ORDER BY chunk_index", file_id)
+    row = await conn.fetchrow(
+        "SELECT status, size, bytes_received, original_name, updated_at FROM files WHERE id = $1", file_id
+    )
+    chunks = await conn.fetch(
+        "SELECT chunk_index, sha256(data) AS digest FROM file_chunks WHERE file_id = $1 ORDER BY chunk_index", file_id
+    )
     return tuple(row.values()) if row else None, [tuple(c.values()) for c in chunks]
 
 
@@ -58,16 +60,35 @@ def assert_safe_disposition(header: str, name: str) -> None:
     assert "\r" not in header and "\n" not in header and "\x00" not in header, header
     assert header.startswith('attachment; filename="'), header
     fallback = header.split('filename="', 1)[1].split('"; filename*=', 1)[0]
-    assert '"' not in fallback and "\\" not in fallback and all(0x20 <= ord(c) < 0x7f for c in fallback), header
+    assert '"' not in fallback and "\\" not in fallback and all(0x20 <= ord(c) < 0x7F for c in fallback), header
     assert header.endswith("filename*=UTF-8''" + quote(name, safe="")), header
 
 
 # filenames --------------------------------------------------------------------------------------
 
-NAMES_ACCEPTED = ["../../etc/passwd", "..\\..\\x", "/etc/passwd", "C:\\Windows\\win.ini", "🦄 naïve.png",
-                  "...", "..", 'say "hi"; x=1 %41.txt', "日本語 ファイル.txt"]
-NAMES_REFUSED = ["", "   ", "a\x00b", "report\r\nX-Injected: yes", "line\nbreak", "tab\there", "x" * 10_000,
-                 "evil\u202egnp.exe", "zero\u200bwidth", "line\u2028separator"]
+NAMES_ACCEPTED = [
+    "../../etc/passwd",
+    "..\\..\\x",
+    "/etc/passwd",
+    "C:\\Windows\\win.ini",
+    "🦄 naïve.png",
+    "...",
+    "..",
+    'say "hi"; x=1 %41.txt',
+    "日本語 ファイル.txt",
+]
+NAMES_REFUSED = [
+    "",
+    "   ",
+    "a\x00b",
+    "report\r\nX-Injected: yes",
+    "line\nbreak",
+    "tab\there",
+    "x" * 10_000,
+    "evil\u202egnp.exe",
+    "zero\u200bwidth",
+    "line\u2028separator",
+]
 
 
 async def test_native_filenames_never_reach_the_disk_or_the_headers(served, user, conn, storage_dir) -> None:  # type: ignore[no-untyped-def]
@@ -86,19 +107,45 @@ async def test_native_filenames_never_reach_the_disk_or_the_headers(served, user
 async def test_tus_filenames_are_cleaned(served, user, conn, storage_dir) -> None:  # type: ignore[no-untyped-def]
     # tus metadata is the client's to send as it likes: path and control characters are dropped, not refused.
     # (A header above 8190 bytes is refused by aiohttp's parser before any middleware, as a text/plain 400.)
-    cleaned = {"../../etc/passwd": "passwd", "..\\..\\x": "x", "/etc/": "upload", "a\x00b": "ab",
-               "report\r\nX-Injected: yes": "reportX-Injected: yes", "evil\u202egnp.exe": "evilgnp.exe",
-               "x" * 5_000: "x" * 255, "": "upload", "..": "..", "🦄.png": "🦄.png"}
+    cleaned = {
+        "../../etc/passwd": "passwd",
+        "..\\..\\x": "x",
+        "/etc/": "upload",
+        "a\x00b": "ab",
+        "report\r\nX-Injected: yes": "reportX-Injected: yes",
+        "evil\u202egnp.exe": "evilgnp.exe",
+        "x" * 5_000: "x" * 255,
+        "": "upload",
+        "..": "..",
+        "🦄.png": "🦄.png",
+    }
     for raw, shown in cleaned.items():
         data = b"tus bytes"
-        r = await served.post("/api/tus/", headers={**user.headers, **TUS, **STREAM, "Upload-Length": str(len(data)),
-                                                     "Upload-Metadata": f"filename {b64(raw)}"}, data=data)
+        r = await served.post(
+            "/api/tus/",
+            headers={
+                **user.headers,
+                **TUS,
+                **STREAM,
+                "Upload-Length": str(len(data)),
+                "Upload-Metadata": f"filename {b64(raw)}",
+            },
+            data=data,
+        )
         assert r.status == 201, await r.text()
         file_id = r.headers["Location"].rsplit("/", 1)[-1]
         await check_stored_and_served(served, user, conn, storage_dir, file_id, shown, data)
     not_utf8 = b64(b"\xff\xfe")
-    for metadata in ("filename %%%", f"filename {not_utf8}", "filename", "fi,le x", f"filename {b64('a')},filename {b64('b')}"):
-        r = await served.post("/api/tus/", headers={**user.headers, **TUS, "Upload-Length": "3", "Upload-Metadata": metadata})
+    for metadata in (
+        "filename %%%",
+        f"filename {not_utf8}",
+        "filename",
+        "fi,le x",
+        f"filename {b64('a')},filename {b64('b')}",
+    ):
+        r = await served.post(
+            "/api/tus/", headers={**user.headers, **TUS, "Upload-Length": "3", "Upload-Metadata": metadata}
+        )
         if metadata == "filename":  # a key without a value is allowed: the name falls back
             assert r.status == 201
             continue
@@ -106,8 +153,15 @@ async def test_tus_filenames_are_cleaned(served, user, conn, storage_dir) -> Non
     assert await conn.fetchval("SELECT count(*) FROM files") == len(cleaned) + 1
 
 
-async def check_stored_and_served(client, user, conn, storage_dir: Path, file_id: str, name: str,  # type: ignore[no-untyped-def]
-                                  data: bytes) -> None:
+async def check_stored_and_served(
+    client,
+    user,
+    conn,
+    storage_dir: Path,
+    file_id: str,
+    name: str,  # type: ignore[no-untyped-def]
+    data: bytes,
+) -> None:
     body = await wait_for_status(client, user, file_id)
     assert body["status"] == "COMPLETED" and body["original_name"] == name, body
     row = await conn.fetchrow("SELECT filename, path FROM files WHERE id = $1", file_id)
@@ -121,6 +175,7 @@ async def check_stored_and_served(client, user, conn, storage_dir: Path, file_id
 
 # sizes, offsets, indexes ------------------------------------------------------------------------
 
+
 async def test_sizes_must_be_plain_integers(client, user, conn) -> None:  # type: ignore[no-untyped-def]
     sizes: tuple[object, ...] = (-1, 1.5, 10.0, "10", True, None, [], {}, "1e3")
     for size in sizes:
@@ -130,11 +185,16 @@ async def test_sizes_must_be_plain_integers(client, user, conn) -> None:  # type
         r = await client.post("/api/uploads", json={"filename": "a", "size": size}, headers=user.headers)
         assert (await problem(r, 413))["code"] == "UPLOAD_TOO_LARGE", size
     for chunk_size in (-1, 0, 2**63, 1.5, "1", True, [1]):
-        r = await client.post("/api/uploads", json={"filename": "a", "size": 10, "chunk_size": chunk_size},
-                              headers=user.headers)
+        r = await client.post(
+            "/api/uploads", json={"filename": "a", "size": 10, "chunk_size": chunk_size}, headers=user.headers
+        )
         assert (await problem(r, 422))["field"] == "chunk_size", chunk_size
-    for raw in (b'{"filename": "a", "size": 1e400}', b'{"filename": "a", "size": -0.0}', b'{"filename": "a", "size": Infinity}',
-                b'{"filename": "a", "size": ' + b"9" * 5000 + b"}"):  # past Python's 4300-digit int limit
+    for raw in (
+        b'{"filename": "a", "size": 1e400}',
+        b'{"filename": "a", "size": -0.0}',
+        b'{"filename": "a", "size": Infinity}',
+        b'{"filename": "a", "size": ' + b"9" * 5000 + b"}",
+    ):  # past Python's 4300-digit int limit
         r = await client.post("/api/uploads", data=raw, headers={**user.headers, **JSON})
         await problem(r, 400, 422)
     assert await conn.fetchval("SELECT count(*) FROM files") == 0
@@ -183,8 +243,10 @@ async def test_content_length_lies_store_nothing(client, user, conn, caplog) -> 
     path = f"/api/uploads/{upload['id']}/chunks/0"
 
     def head(length: int) -> str:
-        return (f"PUT {path} HTTP/1.1\nHost: x\nAuthorization: Bearer {user.token}\nConnection: close\n"
-                f"Content-Type: application/octet-stream\nContent-Length: {length}\n")
+        return (
+            f"PUT {path} HTTP/1.1\nHost: x\nAuthorization: Bearer {user.token}\nConnection: close\n"
+            f"Content-Type: application/octet-stream\nContent-Length: {length}\n"
+        )
 
     # Content-Length above the body: refused on the header, before a byte is read.
     answer = await raw_request(client, head(CHUNK + 10), data[:CHUNK])
@@ -197,7 +259,7 @@ async def test_content_length_lies_store_nothing(client, user, conn, caplog) -> 
     # The body stops short of its Content-Length and the client stops sending: nothing is kept.
     # The server sees the connection end mid-body: there is nobody to answer; it is logged as 499, not 500.
     with caplog.at_level(logging.INFO, logger="service.http"):
-        answer = await raw_request(client, head(CHUNK), data[:CHUNK // 2], half_close=True)
+        answer = await raw_request(client, head(CHUNK), data[: CHUNK // 2], half_close=True)
         await asyncio.sleep(0.2)
     assert answer == b""
     logged = [r.status for r in caplog.records if getattr(r, "action", None) == "request"]
@@ -214,6 +276,7 @@ async def test_json_bodies_beyond_the_limit(client, user) -> None:  # type: igno
 
 # authentication ---------------------------------------------------------------------------------
 
+
 async def resources(client, user, conn) -> dict[str, str]:  # type: ignore[no-untyped-def]
     """One of each thing a user owns: a native upload with a chunk, a completed file, a tus upload, a draft."""
     data = b"r" * (CHUNK + 1)
@@ -228,15 +291,23 @@ async def resources(client, user, conn) -> dict[str, str]:  # type: ignore[no-un
 
 def resource_requests(ids: dict[str, str]) -> list[tuple[str, str, dict, bytes | None]]:
     u, f, t, p = ids["upload"], ids["file"], ids["tus"], ids["post"]
-    return [("GET", f"/api/uploads/{u}", {}, None), ("PUT", f"/api/uploads/{u}/chunks/1", {}, b"r"),
-            ("POST", f"/api/uploads/{u}/complete", {}, None), ("DELETE", f"/api/uploads/{u}", {}, None),
-            ("GET", f"/api/files/{f}", {}, None), ("GET", f"/api/files/{f}/events", {}, None),
-            ("GET", f"/api/files/{f}/content", {}, None), ("GET", f"/api/files/{f}/thumbnail", {}, None),
-            ("DELETE", f"/api/files/{f}", {}, None),
-            ("HEAD", f"/api/tus/{t}", TUS, None), ("PATCH", f"/api/tus/{t}", {**TUS, **STREAM, "Upload-Offset": "0"}, b"x"),
-            ("DELETE", f"/api/tus/{t}", TUS, None),
-            ("GET", f"/api/posts/{p}", {}, None), ("PATCH", f"/api/posts/{p}", JSON, b'{"title": "mine"}'),
-            ("DELETE", f"/api/posts/{p}", {}, None)]
+    return [
+        ("GET", f"/api/uploads/{u}", {}, None),
+        ("PUT", f"/api/uploads/{u}/chunks/1", {}, b"r"),
+        ("POST", f"/api/uploads/{u}/complete", {}, None),
+        ("DELETE", f"/api/uploads/{u}", {}, None),
+        ("GET", f"/api/files/{f}", {}, None),
+        ("GET", f"/api/files/{f}/events", {}, None),
+        ("GET", f"/api/files/{f}/content", {}, None),
+        ("GET", f"/api/files/{f}/thumbnail", {}, None),
+        ("DELETE", f"/api/files/{f}", {}, None),
+        ("HEAD", f"/api/tus/{t}", TUS, None),
+        ("PATCH", f"/api/tus/{t}", {**TUS, **STREAM, "Upload-Offset": "0"}, b"x"),
+        ("DELETE", f"/api/tus/{t}", TUS, None),
+        ("GET", f"/api/posts/{p}", {}, None),
+        ("PATCH", f"/api/posts/{p}", JSON, b'{"title": "mine"}'),
+        ("DELETE", f"/api/posts/{p}", {}, None),
+    ]
 
 
 async def everything(conn: asyncpg.Connection, ids: dict[str, str]) -> tuple:
@@ -248,12 +319,28 @@ async def test_bad_tokens_and_other_users_touch_nothing(client, user, make_user,
     ids = await resources(client, user, conn)
     before = await everything(conn, ids)
     now = int(time.time())
-    expired = jwt.encode({"sub": user.id, "role": "USER", "iat": now - 100, "exp": now - 10, "typ": "access"},
-                         JWT_SECRET, algorithm="HS256")
-    forged = jwt.encode({"sub": user.id, "role": "ADMIN", "iat": now, "exp": now + 60, "typ": "access"},
-                        "another secret" * 3, algorithm="HS256")
-    bad_auth = [None, "Bearer", "Bearer ", "Basic x", "Bearer a.b.c", f"Bearer {expired}", f"Bearer {forged}",
-                f"Token {user.token}", "Bearer " + "a" * 4000, f"Bearer {user.token}x"]
+    expired = jwt.encode(
+        {"sub": user.id, "role": "USER", "iat": now - 100, "exp": now - 10, "typ": "access"},
+        JWT_SECRET,
+        algorithm="HS256",
+    )
+    forged = jwt.encode(
+        {"sub": user.id, "role": "ADMIN", "iat": now, "exp": now + 60, "typ": "access"},
+        "another secret" * 3,
+        algorithm="HS256",
+    )
+    bad_auth = [
+        None,
+        "Bearer",
+        "Bearer ",
+        "Basic x",
+        "Bearer a.b.c",
+        f"Bearer {expired}",
+        f"Bearer {forged}",
+        f"Token {user.token}",
+        "Bearer " + "a" * 4000,
+        f"Bearer {user.token}x",
+    ]
     other = await make_user()
     for method, path, headers, body in resource_requests(ids):
         for auth in bad_auth:
@@ -273,15 +360,31 @@ async def test_bad_tokens_and_other_users_touch_nothing(client, user, make_user,
 
 # ids in paths -----------------------------------------------------------------------------------
 
-BAD_IDS = ["nope", "' OR 1=1 --", "1; DROP TABLE files", "x" * 5000, "日本語", "%F0%9F%A6%84", "%00", "a%00b",
-           "%ff%fe", "..%2F..%2Fetc", "%E2%80%AE", "-1", "00000000-0000-0000-0000-000000000000"]
+BAD_IDS = [
+    "nope",
+    "' OR 1=1 --",
+    "1; DROP TABLE files",
+    "x" * 5000,
+    "日本語",
+    "%F0%9F%A6%84",
+    "%00",
+    "a%00b",
+    "%ff%fe",
+    "..%2F..%2Fetc",
+    "%E2%80%AE",
+    "-1",
+    "00000000-0000-0000-0000-000000000000",
+]
 
 
 async def test_every_id_route_refuses_bad_ids(client, user, admin, conn) -> None:  # type: ignore[no-untyped-def]
     ids = await resources(client, user, conn)
     before = await everything(conn, ids)
-    routes = [(r.method, r.resource.canonical) for r in client.app.router.routes()
-              if r.resource is not None and "{" in r.resource.canonical]
+    routes = [
+        (r.method, r.resource.canonical)
+        for r in client.app.router.routes()
+        if r.resource is not None and "{" in r.resource.canonical
+    ]
     assert len(routes) >= 15
     for method, pattern in routes:
         methods = ("HEAD", "PATCH", "DELETE") if method == "*" else (method,)
@@ -303,20 +406,36 @@ async def test_every_id_route_refuses_bad_ids(client, user, admin, conn) -> None
 
 # JSON bodies ------------------------------------------------------------------------------------
 
-BAD_BODIES = [(b"[]", JSON, 400), (b"[1, 2]", JSON, 400), (b"null", JSON, 400), (b'"x"', JSON, 400), (b"1", JSON, 400),
-              (b"[" * 10_000 + b"]" * 10_000, JSON, 400), (b'{"a":' * 10_000 + b"1" + b"}" * 10_000, JSON, 400),
-              (b'{"title": "a", "title": "b"}', JSON, 400), (b'{"filename": "a", "size": 1, "size": 2}', JSON, 400),
-              (b'{"title": "\xff\xfe"}', JSON, 400), (b"", JSON, 400),
-              (b'{"title": "a"}', {"Content-Type": "text/plain"}, 415), (b'{"title": "a"}', {}, 415),
-              (b'{"title": "a"}', {"Content-Type": "application/x-www-form-urlencoded"}, 415)]
+BAD_BODIES = [
+    (b"[]", JSON, 400),
+    (b"[1, 2]", JSON, 400),
+    (b"null", JSON, 400),
+    (b'"x"', JSON, 400),
+    (b"1", JSON, 400),
+    (b"[" * 10_000 + b"]" * 10_000, JSON, 400),
+    (b'{"a":' * 10_000 + b"1" + b"}" * 10_000, JSON, 400),
+    (b'{"title": "a", "title": "b"}', JSON, 400),
+    (b'{"filename": "a", "size": 1, "size": 2}', JSON, 400),
+    (b'{"title": "\xff\xfe"}', JSON, 400),
+    (b"", JSON, 400),
+    (b'{"title": "a"}', {"Content-Type": "text/plain"}, 415),
+    (b'{"title": "a"}', {}, 415),
+    (b'{"title": "a"}', {"Content-Type": "application/x-www-form-urlencoded"}, 415),
+]
 
 
 async def test_malformed_json_bodies_on_every_json_endpoint(client, user, admin, conn) -> None:  # type: ignore[no-untyped-def]
     ids = await resources(client, user, conn)
     before = await everything(conn, ids), await conn.fetchval("SELECT count(*) FROM users")
-    endpoints = [("POST", "/api/uploads", user), ("POST", "/api/posts", user), ("PATCH", f"/api/posts/{ids['post']}", user),
-                 ("PATCH", f"/api/users/{user.id}", admin), ("POST", "/api/auth/register", None),
-                 ("POST", "/api/auth/login", None), ("POST", "/api/auth/refresh", None)]
+    endpoints = [
+        ("POST", "/api/uploads", user),
+        ("POST", "/api/posts", user),
+        ("PATCH", f"/api/posts/{ids['post']}", user),
+        ("PATCH", f"/api/users/{user.id}", admin),
+        ("POST", "/api/auth/register", None),
+        ("POST", "/api/auth/login", None),
+        ("POST", "/api/auth/refresh", None),
+    ]
     for method, path, who in endpoints:
         for raw, headers, status in BAD_BODIES:
             r = await client.request(method, path, data=raw, headers={**(who.headers if who else {}), **headers})
@@ -345,12 +464,25 @@ async def test_tus_numbers_in_headers_change_nothing(client, user, conn) -> None
 
 async def test_query_values_on_files(client, user, conn) -> None:  # type: ignore[no-untyped-def]
     file = await insert_file(conn, user.id, status="PROCESSING")
-    for query, field in (("wait=nan", "wait"), ("wait=inf", "wait"), ("wait=-1", "wait"), ("wait=61", "wait"),
-                         ("wait=1e1", "wait"), ("wait=%EF%BC%95", "wait"), ("wait=%00", "wait")):
+    for query, field in (
+        ("wait=nan", "wait"),
+        ("wait=inf", "wait"),
+        ("wait=-1", "wait"),
+        ("wait=61", "wait"),
+        ("wait=1e1", "wait"),
+        ("wait=%EF%BC%95", "wait"),
+        ("wait=%00", "wait"),
+    ):
         r = await client.get(f"/api/files/{file['id']}?{query}", headers=user.headers)
         assert (await problem(r, 422))["field"] == field, query
-    for query, field in (("status=DONE", "status"), ("type=%00", "type"), ("page=%EF%BC%91", "page"),
-                         ("page=99999999999999999999", "page"), ("limit=-5", "limit"), ("limit=1.5", "limit")):
+    for query, field in (
+        ("status=DONE", "status"),
+        ("type=%00", "type"),
+        ("page=%EF%BC%91", "page"),
+        ("page=99999999999999999999", "page"),
+        ("limit=-5", "limit"),
+        ("limit=1.5", "limit"),
+    ):
         r = await client.get(f"/api/files?{query}", headers=user.headers)
         assert (await problem(r, 422))["field"] == field, query
     r = await client.get("/api/files?status=processing&type=Image", headers=user.headers)  # case does not matter
@@ -364,13 +496,27 @@ async def test_ranges_and_missing_blobs_are_problems(client, user, conn, storage
     blob.parent.mkdir(parents=True, exist_ok=True)
     blob.write_bytes(bytes(range(100)))
     url = f"/api/files/{file['id']}/content"
-    for rng in ("bytes=100-", "bytes=99999999999999999999-", "bytes=5-1", "bytes=x", "bytes=0-1,5-6", "items=0-1",
-                "bytes=1-2-3", "bytes=0-\u0663", "bytes=-"):
+    for rng in (
+        "bytes=100-",
+        "bytes=99999999999999999999-",
+        "bytes=5-1",
+        "bytes=x",
+        "bytes=0-1,5-6",
+        "items=0-1",
+        "bytes=1-2-3",
+        "bytes=0-\u0663",
+        "bytes=-",
+    ):
         r = await client.get(url, headers={**user.headers, "Range": rng})
         assert (await problem(r, 416))["code"] == "RANGE_NOT_SATISFIABLE", rng
         assert r.headers["Content-Range"] == "bytes */100"
-    for rng, expected in (("bytes=98-", bytes([98, 99])), ("bytes=-2", bytes([98, 99])), ("bytes=-500", bytes(range(100))),
-                          ("bytes=0-0", b"\x00"), ("bytes=90-1000", bytes(range(90, 100)))):
+    for rng, expected in (
+        ("bytes=98-", bytes([98, 99])),
+        ("bytes=-2", bytes([98, 99])),
+        ("bytes=-500", bytes(range(100))),
+        ("bytes=0-0", b"\x00"),
+        ("bytes=90-1000", bytes(range(90, 100))),
+    ):
         r = await client.get(url, headers={**user.headers, "Range": rng})
         assert r.status == 206 and await r.read() == expected, rng
     blob.unlink()
@@ -378,8 +524,14 @@ async def test_ranges_and_missing_blobs_are_problems(client, user, conn, storage
 
 
 async def test_concatenation_names_only_real_ids(client, user, conn) -> None:  # type: ignore[no-untyped-def]
-    for ids in ("/api/tus/%00", "/api/tus/a%00b /api/tus/c", "/api/tus/" + "a" * 300, "/api/tus/%ff%fe", "/api/tus/%ED%A0%80",
-                "/api/tus/' OR 1=1 --"):
+    for ids in (
+        "/api/tus/%00",
+        "/api/tus/a%00b /api/tus/c",
+        "/api/tus/" + "a" * 300,
+        "/api/tus/%ff%fe",
+        "/api/tus/%ED%A0%80",
+        "/api/tus/' OR 1=1 --",
+    ):
         r = await client.post("/api/tus/", headers={**user.headers, **TUS, "Upload-Concat": f"final;{ids}"})
         assert (await problem(r, 400))["code"] == "TUS_INVALID_CONCAT", ids
     assert await conn.fetchval("SELECT count(*) FROM files") == 0
@@ -395,16 +547,23 @@ async def test_undecodable_content_encoding_is_a_problem(client, user, conn) -> 
         yield body
 
     for encoding in ("gzip", "deflate"):
-        r = await client.post("/api/posts", data=b"not compressed",
-                              headers={**user.headers, **JSON, "Content-Encoding": encoding})
+        r = await client.post(
+            "/api/posts", data=b"not compressed", headers={**user.headers, **JSON, "Content-Encoding": encoding}
+        )
         assert (await problem(r, 400))["code"] == "BAD_REQUEST" and r.headers["Connection"] == "close"
-        r = await client.put(f"/api/uploads/{upload['id']}/chunks/0", data=streamed(b"x" * 1000),
-                             headers={**user.headers, "Content-Encoding": encoding})
+        r = await client.put(
+            f"/api/uploads/{upload['id']}/chunks/0",
+            data=streamed(b"x" * 1000),
+            headers={**user.headers, "Content-Encoding": encoding},
+        )
         assert (await problem(r, 400))["code"] == "BAD_REQUEST"
     bomb = gzip.compress(json.dumps({"title": "x" * (50 * 1024 * 1024)}).encode())  # 50 KiB that inflate to 50 MiB
     r = await client.post("/api/posts", data=bomb, headers={**user.headers, **JSON, "Content-Encoding": "gzip"})
     assert (await problem(r, 413))["code"] == "PAYLOAD_TOO_LARGE"
     assert await upload_state(conn, upload["id"]) == before and await conn.fetchval("SELECT count(*) FROM posts") == 0
-    r = await client.post("/api/posts", data=gzip.compress(b'{"title": "zipped"}'),
-                          headers={**user.headers, **JSON, "Content-Encoding": "gzip"})
+    r = await client.post(
+        "/api/posts",
+        data=gzip.compress(b'{"title": "zipped"}'),
+        headers={**user.headers, **JSON, "Content-Encoding": "gzip"},
+    )
     assert r.status == 201 and (await r.json())["title"] == "zipped"

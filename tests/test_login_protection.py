@@ -1,5 +1,6 @@
 """Login protection: failed logins limited per account and per client address (429 + Retry-After), an
 unknown email as slow as a wrong password, and a login flood that leaves other users' uploads alone."""
+
 from __future__ import annotations
 
 import asyncio
@@ -17,8 +18,10 @@ SETTINGS_ENV = {**UPLOAD_ENV, "LOGIN_MAX_FAILURES": str(MAX_FAILURES), "LOGIN_WI
 async def attempt(client, email: str, password: str, source: str = "127.0.0.1") -> aiohttp.ClientResponse:  # type: ignore[no-untyped-def]
     """A login from `source` (any 127/8 address reaches the server on Linux): another client address."""
     url = f"http://{client.host}:{client.port}/api/auth/login"
-    async with (aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(source, 0))) as http,
-                http.post(url, json={"email": email, "password": password}) as r):
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(source, 0))) as http,
+        http.post(url, json={"email": email, "password": password}) as r,
+    ):
         await r.read()
         return r
 

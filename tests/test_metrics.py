@@ -1,4 +1,5 @@
 """GET /metrics: Prometheus text, no token, request counters by route pattern, scrape-time gauges."""
+
 from __future__ import annotations
 
 import uuid
@@ -7,8 +8,7 @@ from tests.support import insert_file, scrape
 
 
 def requests(samples, route: str, status: str, method: str = "GET") -> float:  # type: ignore[no-untyped-def]
-    return samples.get(("chunkd_http_requests_total",
-                        (("method", method), ("route", route), ("status", status))), 0.0)
+    return samples.get(("chunkd_http_requests_total", (("method", method), ("route", route), ("status", status))), 0.0)
 
 
 async def test_request_counters_move_by_route_pattern_and_status(client, admin) -> None:  # type: ignore[no-untyped-def]

@@ -1,4 +1,5 @@
 """Migrations: deploy, re-deploy, concurrency, refusal of edited files, and the schema in the catalog."""
+
 from __future__ import annotations
 
 import asyncio
@@ -120,8 +121,11 @@ async def test_schema_has_the_seed_tables_and_enums(conn: asyncpg.Connection) ->
     tables = {r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
     assert tables >= SEED_TABLES
     for enum, labels in SEED_ENUMS.items():
-        rows = await conn.fetch("""SELECT e.enumlabel FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid
-                                    WHERE t.typname = $1 ORDER BY e.enumsortorder""", enum)
+        rows = await conn.fetch(
+            """SELECT e.enumlabel FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid
+                                    WHERE t.typname = $1 ORDER BY e.enumsortorder""",
+            enum,
+        )
         assert [r["enumlabel"] for r in rows] == labels
 
 
@@ -157,8 +161,11 @@ async def test_schema_improvements_over_the_seed(conn: asyncpg.Connection) -> No
                                  WHERE table_schema = 'public' AND data_type = 'timestamp without time zone'""")
     assert plain == []
     # chunk data is stored uncompressed out of line
-    assert await conn.fetchval("""SELECT attstorage FROM pg_attribute
-                                   WHERE attrelid = 'file_chunks'::regclass AND attname = 'data'""") == b"e"
+    assert (
+        await conn.fetchval("""SELECT attstorage FROM pg_attribute
+                                   WHERE attrelid = 'file_chunks'::regclass AND attname = 'data'""")
+        == b"e"
+    )
     # updated_at is kept by the database
     user_id = (await insert_user(conn)).id
     before = await conn.fetchval("SELECT updated_at FROM users WHERE id = $1", user_id)

@@ -1,4 +1,5 @@
 """GET /openapi.json describes every route of the server, and only those."""
+
 from __future__ import annotations
 
 import json

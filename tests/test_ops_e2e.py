@@ -1,4 +1,5 @@
 """Operations over real uploads processed by the worker: statistics, metrics, cleanup and backup/restore."""
+
 from __future__ import annotations
 
 import asyncio
@@ -22,18 +23,23 @@ from tests.uploading import UPLOAD_ENV, create, noise_png, put_chunks, sha256, u
 SETTINGS_ENV = UPLOAD_ENV
 
 
-
 def counter(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 async def mixed_uploads(served, user) -> dict[str, bytes]:  # type: ignore[no-untyped-def]
     """Two COMPLETED (an image, a text), one FAILED (wrong declared SHA-256), one still UPLOADING."""
-    files = {"photo.png": noise_png(300, 200), "notes.txt": b"plain words\n" * 30000,
-             "broken.bin": b"\x00\x01" * 50000, "partial.bin": b"p" * 200000}
-    ids = {"photo.png": await upload(served, user, files["photo.png"], "photo.png"),
-           "notes.txt": await upload(served, user, files["notes.txt"], "notes.txt"),
-           "broken.bin": await upload(served, user, files["broken.bin"], "broken.bin", sha256="0" * 64)}
+    files = {
+        "photo.png": noise_png(300, 200),
+        "notes.txt": b"plain words\n" * 30000,
+        "broken.bin": b"\x00\x01" * 50000,
+        "partial.bin": b"p" * 200000,
+    }
+    ids = {
+        "photo.png": await upload(served, user, files["photo.png"], "photo.png"),
+        "notes.txt": await upload(served, user, files["notes.txt"], "notes.txt"),
+        "broken.bin": await upload(served, user, files["broken.bin"], "broken.bin", sha256="0" * 64),
+    }
     partial = await create(served, user, files["partial.bin"], "partial.bin")
     await put_chunks(served, user, partial, files["partial.bin"], indexes=[0])
     for name in ("photo.png", "notes.txt", "broken.bin"):
@@ -42,18 +48,29 @@ async def mixed_uploads(served, user) -> dict[str, bytes]:  # type: ignore[no-un
 
 
 async def test_stats_and_metrics_after_real_uploads(served, conn, user, admin) -> None:  # type: ignore[no-untyped-def]
-    before = {name: counter(name) for name in ("chunkd_uploads_completed_total", "chunkd_uploads_failed_total",
-                                               "chunkd_processing_duration_seconds_count")}
+    before = {
+        name: counter(name)
+        for name in (
+            "chunkd_uploads_completed_total",
+            "chunkd_uploads_failed_total",
+            "chunkd_processing_duration_seconds_count",
+        )
+    }
     created_before = counter("chunkd_uploads_created_total", protocol="native")
     files = await mixed_uploads(served, user)
 
     stats = await (await served.get("/api/admin/stats/files", headers=admin.headers)).json()
     rows = await conn.fetch("""SELECT type::text, status::text, count(*), sum(size)::bigint AS total
                                  FROM files GROUP BY 1, 2""")
-    assert {(s["type"], s["status"], s["count"], s["total_size"]) for s in stats} == \
-        {(r["type"], r["status"], r["count"], r["total"]) for r in rows}
-    assert {(s["type"], s["status"]) for s in stats} == {("IMAGE", "COMPLETED"), ("DOCUMENT", "COMPLETED"),
-                                                        ("OTHER", "FAILED"), ("OTHER", "UPLOADING")}
+    assert {(s["type"], s["status"], s["count"], s["total_size"]) for s in stats} == {
+        (r["type"], r["status"], r["count"], r["total"]) for r in rows
+    }
+    assert {(s["type"], s["status"]) for s in stats} == {
+        ("IMAGE", "COMPLETED"),
+        ("DOCUMENT", "COMPLETED"),
+        ("OTHER", "FAILED"),
+        ("OTHER", "UPLOADING"),
+    }
     daily = await (await served.get("/api/admin/stats/uploads/daily?days=1", headers=admin.headers)).json()
     assert daily[0]["uploads"] == 4 and daily[0]["total_size"] == sum(map(len, files.values()))
 
@@ -75,9 +92,16 @@ def restored_storage() -> Iterator[Path]:
 
 
 @on_both_stores
-async def test_backup_and_restore_of_processed_files(served, aiohttp_client, user, settings: Settings,  # type: ignore[no-untyped-def]
-                                                     empty_database_url: str, restored_storage: Path,
-                                                     tmp_path: Path, request: pytest.FixtureRequest) -> None:
+async def test_backup_and_restore_of_processed_files(
+    served,
+    aiohttp_client,
+    user,
+    settings: Settings,  # type: ignore[no-untyped-def]
+    empty_database_url: str,
+    restored_storage: Path,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
     """Into an empty database and an empty store: another directory, or another bucket."""
     on_s3 = settings.storage_url.startswith("s3://")
     files = await mixed_uploads(served, user)
@@ -108,15 +132,25 @@ async def test_backup_and_restore_of_processed_files(served, aiohttp_client, use
     assert report.blobs == [] and report.files == []  # nothing the worker left behind is garbage
 
 
-async def test_the_worker_runs_cleanup_every_interval(aiohttp_client, database_url: str, storage_dir: Path,
-                                                      conn, user) -> None:  # type: ignore[no-untyped-def]
+async def test_the_worker_runs_cleanup_every_interval(
+    aiohttp_client, database_url: str, storage_dir: Path, conn, user
+) -> None:  # type: ignore[no-untyped-def]
     orphan = storage_dir / "files" / "ab" / ("ab" + "0" * 30)
     orphan.parent.mkdir(parents=True)
     orphan.write_bytes(b"no row points here")
     old = time.time() - 7200
     os.utime(orphan, (old, old))
-    expired = (await insert_file(conn, user.id, status="UPLOADING", size=1, type="OTHER", chunk_size=1,
-                                 expires_at=datetime.now(UTC) - timedelta(minutes=1)))["id"]
+    expired = (
+        await insert_file(
+            conn,
+            user.id,
+            status="UPLOADING",
+            size=1,
+            type="OTHER",
+            chunk_size=1,
+            expires_at=datetime.now(UTC) - timedelta(minutes=1),
+        )
+    )["id"]
     settings = make_settings(database_url, storage_dir, CLEANUP_INTERVAL="1s", **UPLOAD_ENV)
     await aiohttp_client(create_app(settings, with_worker=True))
     deadline = time.monotonic() + 10

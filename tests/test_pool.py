@@ -1,5 +1,6 @@
 """Pooled connections go back to the pool without a reset round trip, unless they took session state;
 over a unix socket, connections get a send buffer wide enough for chunks."""
+
 from __future__ import annotations
 
 import socket
@@ -11,8 +12,9 @@ from tests.support import make_settings
 HELD_ADVISORY_LOCKS = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
 
 
-async def test_release_resets_only_connections_marked_as_keeping_session_state(database_url: str,
-                                                                                storage_dir: Path) -> None:
+async def test_release_resets_only_connections_marked_as_keeping_session_state(
+    database_url: str, storage_dir: Path
+) -> None:
     pool = await db.create_pool(make_settings(database_url, storage_dir, DATABASE_POOL_SIZE="1"))
     try:
         async with pool.acquire() as conn:  # a plain release: nothing sent, so a session setting survives

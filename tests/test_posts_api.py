@@ -1,5 +1,6 @@
 """Posts over HTTP: creation with attachments in one transaction, listing with COMPLETED files and
 pagination, recent posts, who may read and change what, and a fixed number of queries per list."""
+
 from __future__ import annotations
 
 import asyncio
@@ -11,36 +12,61 @@ from service.app import create_app
 from service.keys import pool_key
 from tests.support import insert_file, insert_post, insert_user, make_settings
 
-POST_KEYS = {"id", "title", "content", "published", "author_id", "author", "files", "file_count",
-             "created_at", "updated_at"}
+POST_KEYS = {
+    "id",
+    "title",
+    "content",
+    "published",
+    "author_id",
+    "author",
+    "files",
+    "file_count",
+    "created_at",
+    "updated_at",
+}
 
 
 async def test_create_post_attaches_the_callers_files(client, conn: asyncpg.Connection, user) -> None:  # type: ignore[no-untyped-def]
     done = await insert_file(conn, user.id, name="done.jpg", size=10)
     pending = await insert_file(conn, user.id, status="PROCESSING", name="pending.jpg")
-    r = await client.post("/api/posts", headers=user.headers,
-                          json={"title": "Holiday", "content": "pictures", "file_ids": [done["id"], pending["id"], done["id"]]})
+    r = await client.post(
+        "/api/posts",
+        headers=user.headers,
+        json={"title": "Holiday", "content": "pictures", "file_ids": [done["id"], pending["id"], done["id"]]},
+    )
     assert r.status == 201, await r.text()
     post = await r.json()
     assert set(post) == POST_KEYS
-    assert (post["title"], post["content"], post["published"], post["author_id"]) == ("Holiday", "pictures", False, user.id)
+    assert (post["title"], post["content"], post["published"], post["author_id"]) == (
+        "Holiday",
+        "pictures",
+        False,
+        user.id,
+    )
     assert post["author"] == {"id": user.id, "name": user.email.split("@")[0], "email": user.email}
     [attached_file] = post["files"]  # COMPLETED only...
     assert attached_file.pop("url").startswith(f"/api/files/{done['id']}/content?u={user.id}&exp=")  # signed
-    assert attached_file == {"id": done["id"], "original_name": "done.jpg", "type": "IMAGE", "size": 10,
-                             "thumbnail_url": None}
+    assert attached_file == {
+        "id": done["id"],
+        "original_name": "done.jpg",
+        "type": "IMAGE",
+        "size": 10,
+        "thumbnail_url": None,
+    }
     assert post["file_count"] == 2  # ...but the count is of every attached file, as the seed's _count
     attached = await conn.fetch("SELECT id FROM files WHERE post_id = $1 ORDER BY id", post["id"])
     assert sorted(r["id"] for r in attached) == sorted([done["id"], pending["id"]])
 
 
-async def test_create_post_with_someone_elses_file_creates_nothing(client, conn: asyncpg.Connection,
-                                                                   make_user) -> None:  # type: ignore[no-untyped-def]
+async def test_create_post_with_someone_elses_file_creates_nothing(client, conn: asyncpg.Connection, make_user) -> None:  # type: ignore[no-untyped-def]
     me, other = await make_user(), await make_user()
     mine = await insert_file(conn, me.id)
     theirs = await insert_file(conn, other.id)
-    r = await client.post("/api/posts", headers=me.headers,
-                          json={"title": "sneaky", "file_ids": [mine["id"], theirs["id"], "no-such-file"]})
+    r = await client.post(
+        "/api/posts",
+        headers=me.headers,
+        json={"title": "sneaky", "file_ids": [mine["id"], theirs["id"], "no-such-file"]},
+    )
     body = await r.json()
     assert r.status == 422 and body["code"] == "UNKNOWN_FILES" and body["field"] == "file_ids"
     assert body["file_ids"] == [theirs["id"], "no-such-file"]
@@ -87,7 +113,12 @@ async def test_recent_posts(client, conn: asyncpg.Connection, make_user) -> None
     body = await r.json()
     assert r.status == 200 and [(p["id"], p["file_count"]) for p in body] == [(new, 1), (old, 0)]
     assert body[0]["author"] == {"name": author.email.split("@")[0]} and set(body[0]) == {
-        "id", "title", "created_at", "author", "file_count"}
+        "id",
+        "title",
+        "created_at",
+        "author",
+        "file_count",
+    }
     r = await client.get("/api/posts/recent?limit=1", headers=reader.headers)
     assert [p["id"] for p in await r.json()] == [new]
     r = await client.get("/api/posts/recent?limit=zero", headers=reader.headers)
@@ -127,8 +158,9 @@ async def test_read_and_change_permissions(client, conn: asyncpg.Connection, mak
     assert (await client.delete(f"/api/posts/{draft}", headers=admin.headers)).status == 204
 
 
-async def test_list_endpoints_run_a_fixed_number_of_queries(aiohttp_client, database_url: str, storage_dir: Path,
-                                                            conn: asyncpg.Connection, make_user) -> None:  # type: ignore[no-untyped-def]
+async def test_list_endpoints_run_a_fixed_number_of_queries(
+    aiohttp_client, database_url: str, storage_dir: Path, conn: asyncpg.Connection, make_user
+) -> None:  # type: ignore[no-untyped-def]
     """No N+1: the same statements whatever the page size, counted on the pool's only connection."""
     author, admin = await make_user(), await make_user(role="ADMIN")
     for i in range(50):
@@ -155,8 +187,12 @@ async def test_list_endpoints_run_a_fixed_number_of_queries(aiohttp_client, data
         return [s for s in statements if not s.startswith("SELECT pg_advisory_unlock_all()")]
 
     # path -> statements: the caller's row (auth), the page, and the total where there is one
-    expected = {"/api/posts?limit={}": 3, f"/api/posts?author_id={author.id}&limit={{}}": 3,
-                "/api/posts/recent?limit={}": 2, "/api/users?limit={}": 2}
+    expected = {
+        "/api/posts?limit={}": 3,
+        f"/api/posts?author_id={author.id}&limit={{}}": 3,
+        "/api/posts/recent?limit={}": 2,
+        "/api/users?limit={}": 2,
+    }
     for path, statements_per_request in expected.items():
         await run(path.format(1), 1)  # warm-up: asyncpg introspects new types once per connection
         one, fifty = await run(path.format(1), 1), await run(path.format(50), 50)

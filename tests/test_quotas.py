@@ -1,6 +1,7 @@
 """Quotas: USER_QUOTA and an admin's per-user quota_bytes bound stored bytes plus the declared sizes of
 unfinished uploads; creation past it (native or tus, or a deferred tus length) is a 413 QUOTA_EXCEEDED
 with the numbers, and nothing is written."""
+
 from __future__ import annotations
 
 import asyncio
@@ -35,12 +36,21 @@ async def test_native_and_tus_creation_past_the_quota_is_refused(client, user, c
     r = await client.post("/api/tus/", headers={**user.headers, **TUS, "Upload-Defer-Length": "1"})
     assert r.status == 201
     upload_id = r.headers["Location"].rsplit("/", 1)[-1]
-    r = await client.patch(f"/api/tus/{upload_id}", data=b"", headers={
-        **user.headers, **TUS, "Upload-Offset": "0", "Upload-Length": "600",
-        "Content-Type": "application/offset+octet-stream"})
+    r = await client.patch(
+        f"/api/tus/{upload_id}",
+        data=b"",
+        headers={
+            **user.headers,
+            **TUS,
+            "Upload-Offset": "0",
+            "Upload-Length": "600",
+            "Content-Type": "application/offset+octet-stream",
+        },
+    )
     assert r.status == 413 and (await r.json())["code"] == "QUOTA_EXCEEDED"
-    assert await conn.fetchval("SELECT count(*) FROM files WHERE uploaded_by_id = $1 AND status <> 'FAILED'",
-                               user.id) == 2  # the first upload and the deferred one, still without a length
+    assert (
+        await conn.fetchval("SELECT count(*) FROM files WHERE uploaded_by_id = $1 AND status <> 'FAILED'", user.id) == 2
+    )  # the first upload and the deferred one, still without a length
     assert (await create(client, user, 400)).status == 201  # exactly up to the quota is fine
     assert (await me(client, user))["usage_bytes"] == 1000
 

@@ -286,8 +286,13 @@ async def test_the_upload_limits_are_enforced_and_announced(
     assert await _offset(conn, id_of(path)) == 200
 
 
-async def test_the_quota_counts_at_creation_and_when_an_open_length_closes(aiohttp_client, database_url,  # type: ignore[no-untyped-def]
-                                                                           storage_dir, user, conn) -> None:
+async def test_the_quota_counts_at_creation_and_when_an_open_length_closes(
+    aiohttp_client,
+    database_url,  # type: ignore[no-untyped-def]
+    storage_dir,
+    user,
+    conn,
+) -> None:
     server = await aiohttp_client(rufh_app(database_url, storage_dir, USER_QUOTA="1000"))
     r = await create(server, user, headers={"Upload-Length": "1200"})
     assert r.status == 413 and r.json()["code"] == "QUOTA_EXCEEDED" and not r.interim
@@ -297,9 +302,19 @@ async def test_the_quota_counts_at_creation_and_when_an_open_length_closes(aioht
     assert r.status == 413 and r.json()["code"] == "QUOTA_EXCEEDED"
     assert (await file_row(conn, id_of(path)))["bytes_received"] == 600  # refused before the body was read
     # Chunked: the length is known only once the body has ended, and is checked before the upload completes.
-    request = await Exchange.open(server, "PATCH", path, {
-        **user.headers, **DRAFT, **PARTIAL, "Upload-Offset": "600", "Upload-Complete": "?1",
-        "Transfer-Encoding": "chunked"})
+    request = await Exchange.open(
+        server,
+        "PATCH",
+        path,
+        {
+            **user.headers,
+            **DRAFT,
+            **PARTIAL,
+            "Upload-Offset": "600",
+            "Upload-Complete": "?1",
+            "Transfer-Encoding": "chunked",
+        },
+    )
     try:
         await request.send(b"1f4\r\n" + b"y" * 500 + b"\r\n0\r\n\r\n")
         r = await request.response()

@@ -1,6 +1,7 @@
 """chunkd on S3 (a bucket of the suite's Ceph RGW): what only a bucket shows. Crash leftovers, an unreachable
 store, presigned redirects, cleanup by listing, start-up and doctor lines, copying a deployment's blobs, and
 two servers and a worker that share nothing but PostgreSQL and the bucket."""
+
 from __future__ import annotations
 
 import asyncio
@@ -42,12 +43,14 @@ async def killed_workers_upload(store: S3Store, key: str) -> None:
     """What a worker killed mid-assembly leaves: a multipart upload with a part and no completion."""
     client = await store.client()
     created = await client.create_multipart_upload(Bucket=store.bucket, Key=store.full(key))
-    await client.upload_part(Bucket=store.bucket, Key=store.full(key), UploadId=created["UploadId"], PartNumber=1,
-                             Body=os.urandom(PART_SIZE))
+    await client.upload_part(
+        Bucket=store.bucket, Key=store.full(key), UploadId=created["UploadId"], PartNumber=1, Body=os.urandom(PART_SIZE)
+    )
 
 
 async def test_a_killed_workers_multipart_upload_is_aborted_when_the_file_is_taken_again(  # type: ignore[no-untyped-def]
-        client, user, conn, settings: Settings) -> None:
+    client, user, conn, settings: Settings
+) -> None:
     data = os.urandom(PART_SIZE + 5000)
     row = await ready_file(client, user, conn, data)
     store = S3Store.from_settings(settings)
@@ -74,9 +77,12 @@ async def test_an_unreachable_store_never_fails_a_file(client, user, conn, setti
     for _ in range(7):  # more claims than MAX_ATTEMPTS: none of them counts
         await conn.execute("UPDATE files SET run_after = now() WHERE id = $1", row["id"])
         assert await worker.run_once() == 1
-        file = await conn.fetchrow("SELECT status, attempts, worker_id, "
-                                   "(SELECT count(*) FROM file_chunks WHERE file_id = $1) AS chunks "
-                                   "FROM files WHERE id = $1", row["id"])
+        file = await conn.fetchrow(
+            "SELECT status, attempts, worker_id, "
+            "(SELECT count(*) FROM file_chunks WHERE file_id = $1) AS chunks "
+            "FROM files WHERE id = $1",
+            row["id"],
+        )
         assert (file["status"], file["attempts"], file["worker_id"]) == ("PROCESSING", 0, None)
         assert file["chunks"] > 0  # every byte kept
     await worker.close()
@@ -90,8 +96,12 @@ async def test_an_unreachable_store_never_fails_a_file(client, user, conn, setti
     assert body["status"] == "COMPLETED" and body["metadata"]["width"] == 200
 
 
-async def test_downloads_answer_with_the_store_unreachable_as_503(aiohttp_client, user, conn,  # type: ignore[no-untyped-def]
-                                                                  settings: Settings) -> None:
+async def test_downloads_answer_with_the_store_unreachable_as_503(
+    aiohttp_client,
+    user,
+    conn,  # type: ignore[no-untyped-def]
+    settings: Settings,
+) -> None:
     served = await aiohttp_client(create_app(settings, with_worker=True))
     body = await wait_for_status(served, user, await upload(served, user, b"some words\n" * 100, "a.txt"))
     down = await aiohttp_client(create_app(settings.replace(s3_endpoint_url=f"http://127.0.0.1:{free_port()}")))
@@ -101,8 +111,11 @@ async def test_downloads_answer_with_the_store_unreachable_as_503(aiohttp_client
     assert "127.0.0.1" not in problem["detail"]  # where the store lives is not the client's business
 
 
-async def test_download_redirect_is_a_presigned_url_with_the_same_disposition(aiohttp_client, user,  # type: ignore[no-untyped-def]
-                                                                            settings: Settings) -> None:
+async def test_download_redirect_is_a_presigned_url_with_the_same_disposition(
+    aiohttp_client,
+    user,  # type: ignore[no-untyped-def]
+    settings: Settings,
+) -> None:
     served = await aiohttp_client(create_app(settings.replace(download_redirect=True), with_worker=True))
     data = jpeg(400, 300)
     body = await wait_for_status(served, user, await upload(served, user, data, "été photo.jpg"))
@@ -124,10 +137,12 @@ async def test_download_redirect_is_a_presigned_url_with_the_same_disposition(ai
         async with http.get(r.headers["Location"]) as thumb:
             assert thumb.status == 200 and thumb.headers["Content-Type"] == "image/webp"
         # A presigned URL is no way around the owner check
-        stranger = await (await served.post("/api/auth/register", json={"email": "s@example.com",
-                                                                        "password": "password123"})).json()
-        r = await served.get(body["url"], headers={"Authorization": f"Bearer {stranger['access_token']}"},
-                             allow_redirects=False)
+        stranger = await (
+            await served.post("/api/auth/register", json={"email": "s@example.com", "password": "password123"})
+        ).json()
+        r = await served.get(
+            body["url"], headers={"Authorization": f"Bearer {stranger['access_token']}"}, allow_redirects=False
+        )
         assert r.status == 404
 
 
@@ -139,8 +154,7 @@ async def test_streamed_ranges_match_the_local_rules(aiohttp_client, user, setti
     r = await served.get(url, headers=user.headers)
     assert r.status == 200 and r.headers["Accept-Ranges"] == "bytes" and await r.read() == data
     last_modified = r.headers["Last-Modified"]
-    cases = {"bytes=0-0": data[:1], "bytes=699990-": data[-10:], "bytes=-5": data[-5:],
-             "bytes=100-9999999": data[100:]}
+    cases = {"bytes=0-0": data[:1], "bytes=699990-": data[-10:], "bytes=-5": data[-5:], "bytes=100-9999999": data[100:]}
     for asked, expected in cases.items():
         r = await served.get(url, headers={**user.headers, "Range": asked})
         assert r.status == 206 and await r.read() == expected, asked
@@ -152,8 +166,9 @@ async def test_streamed_ranges_match_the_local_rules(aiohttp_client, user, setti
         assert (await r.json())["code"] == "RANGE_NOT_SATISFIABLE"
     r = await served.get(url, headers={**user.headers, "Range": "bytes=0-9", "If-Range": last_modified})
     assert r.status == 206 and await r.read() == data[:10]
-    r = await served.get(url, headers={**user.headers, "Range": "bytes=0-9",
-                                       "If-Range": "Mon, 01 Jan 2001 00:00:00 GMT"})
+    r = await served.get(
+        url, headers={**user.headers, "Range": "bytes=0-9", "If-Range": "Mon, 01 Jan 2001 00:00:00 GMT"}
+    )
     assert r.status == 200 and await r.read() == data  # changed since: the whole object
     r = await served.head(url, headers=user.headers)
     assert r.status == 200 and int(r.headers["Content-Length"]) == len(data)
@@ -188,21 +203,40 @@ async def test_cleanup_lists_the_bucket(aiohttp_client, user, conn, settings: Se
 
 
 def run_chunkd(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "service", *args], env={**os.environ, **env}, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        env={**os.environ, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
-async def test_a_store_that_cannot_work_is_one_clear_line(settings: Settings, database_url: str,  # type: ignore[no-untyped-def]
-                                                          storage_env: dict[str, str], storage_dir: Path) -> None:
-    base = {**storage_env, "DATABASE_URL": database_url, "STORAGE_DIR": str(storage_dir), "JWT_SECRET": JWT_SECRET,
-            "PORT": str(free_port())}
+async def test_a_store_that_cannot_work_is_one_clear_line(
+    settings: Settings,
+    database_url: str,  # type: ignore[no-untyped-def]
+    storage_env: dict[str, str],
+    storage_dir: Path,
+) -> None:
+    base = {
+        **storage_env,
+        "DATABASE_URL": database_url,
+        "STORAGE_DIR": str(storage_dir),
+        "JWT_SECRET": JWT_SECRET,
+        "PORT": str(free_port()),
+    }
     doctor = run_chunkd("doctor", **base)
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
-    assert re.search(r"^ok   storage: s3://\S+ at http://127\.0\.0\.1:\d+: bucket exists, put/get/delete work$",
-                     doctor.stdout, re.M)
+    assert re.search(
+        r"^ok   storage: s3://\S+ at http://127\.0\.0\.1:\d+: bucket exists, put/get/delete work$", doctor.stdout, re.M
+    )
     bucket = storage_env["STORAGE_URL"][5:].partition("/")[0]
     broken = {
-        "STORAGE_URL=s3://Bad_Bucket": ({"STORAGE_URL": "s3://Bad_Bucket/x"}, "STORAGE_URL: 'Bad_Bucket' is not a valid bucket name"),
+        "STORAGE_URL=s3://Bad_Bucket": (
+            {"STORAGE_URL": "s3://Bad_Bucket/x"},
+            "STORAGE_URL: 'Bad_Bucket' is not a valid bucket name",
+        ),
         "ftp": ({"STORAGE_URL": "ftp://host/x"}, "STORAGE_URL: expected file:///path or s3://bucket/prefix"),
         "missing bucket": ({"STORAGE_URL": "s3://no-such-bucket-12/x"}, "bucket 'no-such-bucket-12' does not exist"),
         "wrong secret": ({"AWS_SECRET_ACCESS_KEY": "wrong"}, f"access to bucket '{bucket}' refused"),
@@ -216,23 +250,41 @@ async def test_a_store_that_cannot_work_is_one_clear_line(settings: Settings, da
             assert "Traceback" not in result.stderr
         if case in ("missing bucket", "wrong secret"):
             doctor = run_chunkd("doctor", **{**base, **env})
-            assert doctor.returncode == 1 and re.search(rf"^FAIL storage: .*{re.escape(words)}", doctor.stdout, re.M), \
+            assert doctor.returncode == 1 and re.search(rf"^FAIL storage: .*{re.escape(words)}", doctor.stdout, re.M), (
                 doctor.stdout
+            )
 
 
-async def test_storage_copy_moves_a_directory_into_a_bucket(aiohttp_client, user, database_url: str,  # type: ignore[no-untyped-def]
-                                                            settings: Settings, storage_dir: Path) -> None:
+async def test_storage_copy_moves_a_directory_into_a_bucket(
+    aiohttp_client,
+    user,
+    database_url: str,  # type: ignore[no-untyped-def]
+    settings: Settings,
+    storage_dir: Path,
+) -> None:
     """A deployment on a local directory moves to the bucket: copy, switch STORAGE_URL, same downloads."""
     local = make_settings(database_url, storage_dir, **UPLOAD_ENV)
     served = await aiohttp_client(create_app(local, with_worker=True))
     data = {"a.jpg": jpeg(300, 200), "b.bin": os.urandom(300_000)}
-    bodies = {name: await wait_for_status(served, user, await upload(served, user, content, name))
-              for name, content in data.items()}
+    bodies = {
+        name: await wait_for_status(served, user, await upload(served, user, content, name))
+        for name, content in data.items()
+    }
     assert await stored_keys(settings) == set()
-    env = {**os.environ, "S3_ENDPOINT_URL": settings.s3_endpoint_url,
-           "AWS_ACCESS_KEY_ID": settings.aws_access_key_id, "AWS_SECRET_ACCESS_KEY": settings.aws_secret_access_key}
-    copy = subprocess.run([sys.executable, "-m", "service", "storage", "copy", str(storage_dir), settings.storage_url],
-                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "S3_ENDPOINT_URL": settings.s3_endpoint_url,
+        "AWS_ACCESS_KEY_ID": settings.aws_access_key_id,
+        "AWS_SECRET_ACCESS_KEY": settings.aws_secret_access_key,
+    }
+    copy = subprocess.run(
+        [sys.executable, "-m", "service", "storage", "copy", str(storage_dir), settings.storage_url],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert copy.returncode == 0, copy.stderr
     copied_bytes = sum((storage_dir / k).stat().st_size for k in await stored_keys(local))
     assert copy.stdout.strip() == f"copied 3 blobs ({copied_bytes} bytes), 0 already there; every SHA-256 verified"
@@ -248,7 +300,8 @@ async def test_storage_copy_moves_a_directory_into_a_bucket(aiohttp_client, user
 
 
 async def test_two_servers_and_a_worker_share_only_the_database_and_the_bucket(  # type: ignore[no-untyped-def]
-        chunkd, user, conn) -> None:
+    chunkd, user, conn
+) -> None:
     """Each process has its own empty local directory; the client alternates servers for every chunk and
     every tus PATCH; each file completes once and downloads from either server with the right bytes."""
     dirs = [scratch_dir("chunkd-test-node-") for _ in range(3)]
@@ -280,8 +333,12 @@ async def test_two_servers_and_a_worker_share_only_the_database_and_the_bucket( 
         assert process.stop() == 0
     log = worker.output()
     for file_id in (native_id, tus_id):
-        assert len(re.findall(rf"action=file_completed .*file_id={file_id}|file_id={file_id} .*action=file_completed",
-                              log)) == 1, log[-3000:]
+        assert (
+            len(
+                re.findall(rf"action=file_completed .*file_id={file_id}|file_id={file_id} .*action=file_completed", log)
+            )
+            == 1
+        ), log[-3000:]
     assert await conn.fetchval("SELECT count(*) FROM files WHERE status = 'COMPLETED' AND attempts = 1") == 2
     for d in dirs:  # nothing was kept locally by anyone
         assert not [p for p in d.rglob("*") if p.is_file()], d
@@ -294,8 +351,11 @@ async def _alternating_native_upload(sessions: list[aiohttp.ClientSession], user
     size = created["chunk_size"]
     assert created["total_chunks"] >= 4
     for index in range(created["total_chunks"]):
-        async with sessions[index % 2].put(f"/api/uploads/{created['id']}/chunks/{index}",
-                                           data=data[index * size:(index + 1) * size], headers=user.headers) as r:
+        async with sessions[index % 2].put(
+            f"/api/uploads/{created['id']}/chunks/{index}",
+            data=data[index * size : (index + 1) * size],
+            headers=user.headers,
+        ) as r:
             assert r.status == 201, await r.text()
     async with sessions[1].post(f"/api/uploads/{created['id']}/complete", headers=user.headers) as r:
         assert r.status == 202, await r.text()
@@ -304,8 +364,9 @@ async def _alternating_native_upload(sessions: list[aiohttp.ClientSession], user
 
 async def _alternating_tus_upload(sessions: list[aiohttp.ClientSession], user: Any, data: bytes, name: str) -> str:
     headers = {**user.headers, **TUS}
-    async with sessions[1].post("/api/tus/", headers={**headers, "Upload-Length": str(len(data)),
-                                                      "Upload-Metadata": f"filename {b64(name)}"}) as r:
+    async with sessions[1].post(
+        "/api/tus/", headers={**headers, "Upload-Length": str(len(data)), "Upload-Metadata": f"filename {b64(name)}"}
+    ) as r:
         assert r.status == 201, await r.text()
         path = "/api/tus/" + r.headers["Location"].rstrip("/").rsplit("/", 1)[-1]
     piece, offset, turn = 100_000, 0, 0
@@ -313,8 +374,9 @@ async def _alternating_tus_upload(sessions: list[aiohttp.ClientSession], user: A
         session = sessions[turn % 2]
         async with session.head(path, headers=headers) as r:  # where the other server left it
             assert int(r.headers["Upload-Offset"]) == offset
-        async with session.patch(path, data=data[offset:offset + piece],
-                                 headers={**headers, **STREAM, "Upload-Offset": str(offset)}) as r:
+        async with session.patch(
+            path, data=data[offset : offset + piece], headers={**headers, **STREAM, "Upload-Offset": str(offset)}
+        ) as r:
             assert r.status == 204, await r.text()
             offset = int(r.headers["Upload-Offset"])
         turn += 1
@@ -322,8 +384,12 @@ async def _alternating_tus_upload(sessions: list[aiohttp.ClientSession], user: A
     return path.rsplit("/", 1)[-1]
 
 
-async def test_an_upload_streams_into_a_multipart_upload_while_it_arrives(aiohttp_client, user, conn,  # type: ignore[no-untyped-def]
-                                                                          settings: Settings) -> None:
+async def test_an_upload_streams_into_a_multipart_upload_while_it_arrives(
+    aiohttp_client,
+    user,
+    conn,  # type: ignore[no-untyped-def]
+    settings: Settings,
+) -> None:
     """Issue 16's streaming on a bucket: the contiguous prefix goes out as parts before the upload is
     complete; the object appears only once the file is COMPLETED."""
     served = await aiohttp_client(create_app(settings.replace(streaming_min_size=1), with_worker=True))
@@ -335,8 +401,9 @@ async def test_an_upload_streams_into_a_multipart_upload_while_it_arrives(aiohtt
     file_id = path.rsplit("/", 1)[-1]
     offset, piece = 0, 1024 * 1024
     while offset < PART_SIZE + piece:  # more than a part's worth, not all of it
-        r = await served.patch(path, data=data[offset:offset + piece],
-                               headers={**headers, **STREAM, "Upload-Offset": str(offset)})
+        r = await served.patch(
+            path, data=data[offset : offset + piece], headers={**headers, **STREAM, "Upload-Offset": str(offset)}
+        )
         assert r.status == 204, await r.text()
         offset += piece
     deadline = time.monotonic() + 30
@@ -347,8 +414,9 @@ async def test_an_upload_streams_into_a_multipart_upload_while_it_arrives(aiohtt
     assert not [k for k in await stored_keys(settings) if k.startswith("files/") and "unfinished" not in k]
 
     while offset < len(data):
-        r = await served.patch(path, data=data[offset:offset + piece],
-                               headers={**headers, **STREAM, "Upload-Offset": str(offset)})
+        r = await served.patch(
+            path, data=data[offset : offset + piece], headers={**headers, **STREAM, "Upload-Offset": str(offset)}
+        )
         assert r.status == 204, await r.text()
         offset += piece
     body = await wait_for_status(served, user, file_id, timeout=60)

@@ -1,4 +1,5 @@
 """`chunkd seed`: the seed's users and posts, argon2id hashes, idempotent."""
+
 from __future__ import annotations
 
 import asyncpg

@@ -1,5 +1,6 @@
 """Sessions per device over HTTP: rotation within a session, reuse revoking one session only, listing,
 ending one, logout, password change, deactivation and an admin's revoke ending sessions at once."""
+
 from __future__ import annotations
 
 import asyncpg
@@ -24,8 +25,7 @@ async def refresh(client, session: dict) -> tuple[int, dict]:  # type: ignore[no
     return r.status, await r.json()
 
 
-async def test_two_devices_both_refresh_through_a_day_of_rotations(client, make_user,
-                                                                   conn: asyncpg.Connection) -> None:  # type: ignore[no-untyped-def]
+async def test_two_devices_both_refresh_through_a_day_of_rotations(client, make_user, conn: asyncpg.Connection) -> None:  # type: ignore[no-untyped-def]
     user = await make_user()
     laptop = await login(client, user, "laptop")
     phone = await login(client, user, **{"User-Agent": "Phone/1.0 (like nothing else)"})
@@ -85,20 +85,28 @@ async def test_ending_a_session_stops_its_access_token_at_once(client, make_user
 async def test_password_change_ends_the_other_sessions(client, make_user, conn: asyncpg.Connection) -> None:  # type: ignore[no-untyped-def]
     user = await make_user(password="old password")
     laptop, phone = await login(client, user, "laptop"), await login(client, user, "phone")
-    r = await client.post("/api/auth/password", headers=bearer(phone),
-                          json={"current_password": "not it", "new_password": "brand new password"})
+    r = await client.post(
+        "/api/auth/password",
+        headers=bearer(phone),
+        json={"current_password": "not it", "new_password": "brand new password"},
+    )
     assert r.status == 403 and (await r.json())["code"] == "CURRENT_PASSWORD_WRONG"
-    for body, field in (({"current_password": "old password", "new_password": "short"}, "new_password"),
-                        ({"current_password": "old password"}, "new_password"),
-                        ({"current_password": 1, "new_password": "brand new password"}, "current_password"),
-                        ({"current_password": "old password", "new_password": "brand new password", "x": 1}, "x")):
+    for body, field in (
+        ({"current_password": "old password", "new_password": "short"}, "new_password"),
+        ({"current_password": "old password"}, "new_password"),
+        ({"current_password": 1, "new_password": "brand new password"}, "current_password"),
+        ({"current_password": "old password", "new_password": "brand new password", "x": 1}, "x"),
+    ):
         r = await client.post("/api/auth/password", headers=bearer(phone), json=body)
         assert r.status == 422 and (await r.json())["field"] == field, body
-    r = await client.post("/api/auth/password", headers=bearer(phone),
-                          json={"current_password": "old password", "new_password": "brand new password"})
+    r = await client.post(
+        "/api/auth/password",
+        headers=bearer(phone),
+        json={"current_password": "old password", "new_password": "brand new password"},
+    )
     assert r.status == 200 and await r.json() == {"sessions_ended": 2}  # the laptop and the fixture's
     assert (await client.get("/api/users/me", headers=bearer(laptop))).status == 401  # at once
-    assert (await client.get("/api/users/me", headers=bearer(phone))).status == 200   # the one that changed it
+    assert (await client.get("/api/users/me", headers=bearer(phone))).status == 200  # the one that changed it
     assert (await refresh(client, laptop))[0] == 401
     r = await client.post("/api/auth/login", json={"email": user.email, "password": "old password"})
     assert r.status == 401
@@ -126,14 +134,18 @@ async def test_admin_revoke_and_deactivation_end_all_sessions(client, make_user,
     assert status == 401 and body["code"] == "ACCOUNT_INACTIVE"
 
 
-async def test_a_refresh_token_from_before_sessions_keeps_working(client, settings: Settings, make_user,
-                                                                  conn: asyncpg.Connection) -> None:  # type: ignore[no-untyped-def]
+async def test_a_refresh_token_from_before_sessions_keeps_working(
+    client, settings: Settings, make_user, conn: asyncpg.Connection
+) -> None:  # type: ignore[no-untyped-def]
     """sql/0013 turned users.refresh_token into a session whose id is the user's: the old token names it."""
     user = await make_user()
     old = RefreshToken.new(settings, user.id)  # the seed's format: `<user id>.<expiry>.<nonce>.<mac>`
-    await conn.execute("INSERT INTO sessions (id, user_id, device, refresh_hash, expires_at)"
-                       " VALUES ($1, $1, 'session from before sessions', $2, now() + interval '30 days')",
-                       user.id, old.digest)
+    await conn.execute(
+        "INSERT INTO sessions (id, user_id, device, refresh_hash, expires_at)"
+        " VALUES ($1, $1, 'session from before sessions', $2, now() + interval '30 days')",
+        user.id,
+        old.digest,
+    )
     status, body = await refresh(client, {"refresh_token": old.token})
     assert status == 200 and body["session_id"] == user.id and body["user"]["id"] == user.id
 
@@ -141,25 +153,37 @@ async def test_a_refresh_token_from_before_sessions_keeps_working(client, settin
 async def test_session_endpoints_refuse_api_tokens_and_bad_input(client, user) -> None:  # type: ignore[no-untyped-def]
     r = await client.post("/api/tokens", headers=user.headers, json={"name": "script", "scopes": ["upload"]})
     token = {"Authorization": f"Bearer {(await r.json())['token']}"}
-    for method, path in (("GET", "/api/auth/sessions"), ("POST", "/api/auth/logout"),
-                         ("DELETE", "/api/auth/sessions/x")):
+    for method, path in (
+        ("GET", "/api/auth/sessions"),
+        ("POST", "/api/auth/logout"),
+        ("DELETE", "/api/auth/sessions/x"),
+    ):
         r = await client.request(method, path, headers=token)
         assert r.status == 403 and (await r.json())["code"] == "SESSION_REQUIRED", path
-    r = await client.post("/api/auth/password", headers=token,
-                          json={"current_password": user.password, "new_password": "brand new password"})
+    r = await client.post(
+        "/api/auth/password",
+        headers=token,
+        json={"current_password": user.password, "new_password": "brand new password"},
+    )
     assert r.status == 403 and (await r.json())["code"] == "SESSION_REQUIRED"
     r = await client.post("/api/auth/login", json={"email": user.email, "password": user.password, "device": 5})
     assert r.status == 422 and (await r.json())["field"] == "device"
 
 
-async def test_cleanup_removes_expired_sessions_only(client, settings: Settings, make_user,
-                                                     conn: asyncpg.Connection) -> None:  # type: ignore[no-untyped-def]
+async def test_cleanup_removes_expired_sessions_only(
+    client, settings: Settings, make_user, conn: asyncpg.Connection
+) -> None:  # type: ignore[no-untyped-def]
     from service.cleanup import run_cleanup
+
     user = await make_user()
     old, live = await login(client, user, "old"), await login(client, user, "live")
     await conn.execute("UPDATE sessions SET expires_at = now() - interval '1 second' WHERE id = $1", old["session_id"])
     report = await run_cleanup(conn, settings)
     assert report.account_rows == 1
-    assert await conn.fetchval("SELECT count(*) FROM sessions WHERE id = any($1::text[])",
-                               [old["session_id"], live["session_id"]]) == 1
+    assert (
+        await conn.fetchval(
+            "SELECT count(*) FROM sessions WHERE id = any($1::text[])", [old["session_id"], live["session_id"]]
+        )
+        == 1
+    )
     assert (await client.get("/api/users/me", headers=bearer(live))).status == 200

@@ -1,6 +1,7 @@
 """Signed links: a file's content, thumbnail and events open without a header (as <img src>, a
 download link and EventSource do) until LINK_TTL, for the user they were made for; a tampered or
 expired link is a 403 problem, a deleted file's a 404; post readers get links to the author's files."""
+
 from __future__ import annotations
 
 import asyncio
@@ -20,8 +21,10 @@ def expiry(link: str) -> int:
 
 async def bare_get(served, link: str, **headers: str) -> tuple[int, dict, bytes]:  # type: ignore[no-untyped-def]
     """A request as a browser's <img> makes it: its own connection, no Authorization header."""
-    async with (aiohttp.ClientSession() as http,
-                http.get(f"http://{served.host}:{served.port}{link}", headers=headers) as r):
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://{served.host}:{served.port}{link}", headers=headers) as r,
+    ):
         return r.status, dict(r.headers), await r.read()
 
 
@@ -73,11 +76,14 @@ async def test_tampered_links_and_deleted_files(served, user, make_user) -> None
     assert status == 200 and headers["Content-Disposition"].startswith("attachment;")
     assert (await bare_get(served, link + "&disposition=sideways"))[0] == 422
     params = parse_qs(urlsplit(link).query)
-    tampered = [link.replace(f"u={user.id}", f"u={other.id}"),                       # another user
-                link.replace(f"exp={params['exp'][0]}", f"exp={int(params['exp'][0]) + 3600}"),  # longer life
-                link[:-3] + ("AAA" if not link.endswith("AAA") else "BBB"),         # the signature
-                link.replace("/content?", "/events?"),                                # another purpose
-                f"/api/files/{file_id}/content?sig=x", f"/api/files/{file_id}/content?u=&exp=&sig="]
+    tampered = [
+        link.replace(f"u={user.id}", f"u={other.id}"),  # another user
+        link.replace(f"exp={params['exp'][0]}", f"exp={int(params['exp'][0]) + 3600}"),  # longer life
+        link[:-3] + ("AAA" if not link.endswith("AAA") else "BBB"),  # the signature
+        link.replace("/content?", "/events?"),  # another purpose
+        f"/api/files/{file_id}/content?sig=x",
+        f"/api/files/{file_id}/content?u=&exp=&sig=",
+    ]
     for bad in tampered:
         status, headers, body = await bare_get(served, bad)
         assert status == 403 and b"LINK_INVALID" in body, bad
@@ -93,8 +99,9 @@ async def test_post_readers_get_signed_links_to_the_authors_files(served, user, 
     data = jpeg(300, 200)
     file_id = await upload(served, user, data, "shared.jpg")
     await wait_for_status(served, user, file_id)
-    r = await served.post("/api/posts", headers=user.headers,
-                          json={"title": "Look", "published": True, "file_ids": [file_id]})
+    r = await served.post(
+        "/api/posts", headers=user.headers, json={"title": "Look", "published": True, "file_ids": [file_id]}
+    )
     post_id = (await r.json())["id"]
     r = await served.get("/api/posts", headers=reader.headers)
     [listed] = [p for p in (await r.json())["posts"] if p["id"] == post_id]

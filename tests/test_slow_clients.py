@@ -2,6 +2,7 @@
 beyond what it sent, a greedy user is answered 429 while others go on, a body below the minimum rate
 ends with 408 (tus keeping exactly what arrived, a native chunk nothing), and idle connections or a
 Content-Length far above what is sent cost nobody else anything."""
+
 from __future__ import annotations
 
 import asyncio
@@ -24,14 +25,19 @@ POOL = 2
 
 
 async def app_client(aiohttp_client, database_url, storage_dir, **env: str):  # type: ignore[no-untyped-def]
-    base = {"DEFAULT_CHUNK_SIZE": "64KiB", "MAX_CHUNK_SIZE": "1MiB", "DATABASE_POOL_SIZE": str(POOL),
-            "DATABASE_POOL_TIMEOUT": "3000"}
+    base = {
+        "DEFAULT_CHUNK_SIZE": "64KiB",
+        "MAX_CHUNK_SIZE": "1MiB",
+        "DATABASE_POOL_SIZE": str(POOL),
+        "DATABASE_POOL_TIMEOUT": "3000",
+    }
     return await aiohttp_client(create_app(make_settings(database_url, storage_dir, **{**base, **env})))
 
 
 @contextlib.asynccontextmanager
 async def trickling(requests: list, every: float = 0.2) -> AsyncIterator[None]:  # type: ignore[type-arg]
     """Each request sends one byte every `every` seconds for as long as the block lasts."""
+
     async def trickle(request) -> None:  # type: ignore[no-untyped-def]
         while True:
             await request.send(b"t")
@@ -53,8 +59,13 @@ async def timed(request) -> tuple[float, int]:  # type: ignore[no-untyped-def]
     return time.monotonic() - started, response.status
 
 
-async def test_trickling_patches_and_puts_leave_other_users_fast(aiohttp_client, database_url, storage_dir,  # type: ignore[no-untyped-def]
-                                                                 make_user, user) -> None:
+async def test_trickling_patches_and_puts_leave_other_users_fast(
+    aiohttp_client,
+    database_url,
+    storage_dir,  # type: ignore[no-untyped-def]
+    make_user,
+    user,
+) -> None:
     client = await app_client(aiohttp_client, database_url, storage_dir)
     slow = await make_user()
     count = POOL + 5
@@ -69,8 +80,9 @@ async def test_trickling_patches_and_puts_leave_other_users_fast(aiohttp_client,
             data = os.urandom(MiB)
             upload = await create(client, user, data, chunk_size=MiB)
             me = await timed(client.get("/api/users/me", headers=user.headers))
-            put = await timed(client.put(f"/api/uploads/{upload['id']}/chunks/0", data=io.BytesIO(data),
-                                         headers=user.headers))
+            put = await timed(
+                client.put(f"/api/uploads/{upload['id']}/chunks/0", data=io.BytesIO(data), headers=user.headers)
+            )
             assert me[1] == 200 and put[1] == 201
             assert me[0] < 1 and put[0] < 1, (me, put)
     finally:
@@ -80,8 +92,13 @@ async def test_trickling_patches_and_puts_leave_other_users_fast(aiohttp_client,
             await put_.__aexit__(None, None, None)
 
 
-async def test_a_greedy_user_gets_429_while_another_users_put_succeeds(aiohttp_client, database_url, storage_dir,  # type: ignore[no-untyped-def]
-                                                                       make_user, user) -> None:
+async def test_a_greedy_user_gets_429_while_another_users_put_succeeds(
+    aiohttp_client,
+    database_url,
+    storage_dir,  # type: ignore[no-untyped-def]
+    make_user,
+    user,
+) -> None:
     client = await app_client(aiohttp_client, database_url, storage_dir, USER_INFLIGHT_REQUESTS="3")
     greedy = await make_user()
     data = os.urandom(5 * 64 * KiB)
@@ -91,12 +108,21 @@ async def test_a_greedy_user_gets_429_while_another_users_put_succeeds(aiohttp_c
     try:
         async with trickling(puts):
             await asyncio.sleep(0.5)
-            r = await client.put(f"/api/uploads/{mine['id']}/chunks/3", data=data[3 * 64 * KiB:4 * 64 * KiB],
-                                 headers=greedy.headers)
+            r = await client.put(
+                f"/api/uploads/{mine['id']}/chunks/3", data=data[3 * 64 * KiB : 4 * 64 * KiB], headers=greedy.headers
+            )
             assert r.status == 429 and r.headers["Retry-After"] == "2"
             assert (await r.json())["code"] == "TOO_MANY_UPLOADS"
-            r = await client.patch(path, data=b"x" * 1000, headers={**greedy.headers, **TUS, "Upload-Offset": "0",
-                                                                    "Content-Type": "application/offset+octet-stream"})
+            r = await client.patch(
+                path,
+                data=b"x" * 1000,
+                headers={
+                    **greedy.headers,
+                    **TUS,
+                    "Upload-Offset": "0",
+                    "Content-Type": "application/offset+octet-stream",
+                },
+            )
             assert r.status == 429 and r.headers["Tus-Resumable"] == "1.0.0"
 
             other = os.urandom(64 * KiB)
@@ -106,13 +132,19 @@ async def test_a_greedy_user_gets_429_while_another_users_put_succeeds(aiohttp_c
     finally:
         for put in puts:
             await put.__aexit__(None, None, None)
-    r = await client.put(f"/api/uploads/{mine['id']}/chunks/3", data=data[3 * 64 * KiB:4 * 64 * KiB],
-                         headers=greedy.headers)
+    r = await client.put(
+        f"/api/uploads/{mine['id']}/chunks/3", data=data[3 * 64 * KiB : 4 * 64 * KiB], headers=greedy.headers
+    )
     assert r.status == 201  # once its other requests are gone, the greedy user is served again
 
 
-async def test_a_patch_below_the_minimum_rate_ends_408_keeping_an_exact_offset(aiohttp_client, database_url,  # type: ignore[no-untyped-def]
-                                                                                storage_dir, user, conn) -> None:
+async def test_a_patch_below_the_minimum_rate_ends_408_keeping_an_exact_offset(
+    aiohttp_client,
+    database_url,  # type: ignore[no-untyped-def]
+    storage_dir,
+    user,
+    conn,
+) -> None:
     client = await app_client(aiohttp_client, database_url, storage_dir, BODY_MIN_RATE="16KiB", BODY_RATE_WINDOW="2s")
     data = os.urandom(MiB)
     path = await tus_create(client, user, len(data))
@@ -123,7 +155,7 @@ async def test_a_patch_below_the_minimum_rate_ends_408_keeping_an_exact_offset(a
         started = time.monotonic()
         status = None
         while status is None:
-            await request.send(data[sent:sent + 100])
+            await request.send(data[sent : sent + 100])
             sent += 100
             with contextlib.suppress(asyncio.TimeoutError):
                 status, headers = await request.response(timeout=0.1)
@@ -138,8 +170,13 @@ async def test_a_patch_below_the_minimum_rate_ends_408_keeping_an_exact_offset(a
     assert r.headers["Upload-Offset"] == str(offset)
 
 
-async def test_a_chunk_below_the_minimum_rate_ends_408_keeping_nothing(aiohttp_client, database_url,  # type: ignore[no-untyped-def]
-                                                                       storage_dir, user, conn) -> None:
+async def test_a_chunk_below_the_minimum_rate_ends_408_keeping_nothing(
+    aiohttp_client,
+    database_url,  # type: ignore[no-untyped-def]
+    storage_dir,
+    user,
+    conn,
+) -> None:
     client = await app_client(aiohttp_client, database_url, storage_dir, BODY_MIN_RATE="16KiB", BODY_RATE_WINDOW="2s")
     data = os.urandom(64 * KiB)
     upload = await create(client, user, data)
@@ -180,8 +217,12 @@ async def test_content_length_far_above_the_data_sent(aiohttp_client, database_u
     assert await stored(conn, upload["id"]) == []
 
 
-async def test_500_idle_connections_cost_other_users_nothing(aiohttp_client, database_url, storage_dir,  # type: ignore[no-untyped-def]
-                                                             user) -> None:
+async def test_500_idle_connections_cost_other_users_nothing(
+    aiohttp_client,
+    database_url,
+    storage_dir,  # type: ignore[no-untyped-def]
+    user,
+) -> None:
     client = await app_client(aiohttp_client, database_url, storage_dir)
     host, port = client.server.host, client.server.port
     idle = [await asyncio.open_connection(host, port) for _ in range(500)]

@@ -1,4 +1,5 @@
 """The blob store interface, held to one contract by both backends: the local directory and S3 (Ceph RGW)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -24,8 +25,14 @@ async def blobs(request: pytest.FixtureRequest, storage_dir: Path) -> AsyncItera
     else:
         env = request.getfixturevalue("make_bucket")()
         rgw = request.getfixturevalue("ceph_rgw")
-        store = S3Store(env["STORAGE_URL"][5:].partition("/")[0], "some/prefix", region="us-east-1",
-                        endpoint=rgw.endpoint, access_key=rgw.access_key, secret_key=rgw.secret_key)
+        store = S3Store(
+            env["STORAGE_URL"][5:].partition("/")[0],
+            "some/prefix",
+            region="us-east-1",
+            endpoint=rgw.endpoint,
+            access_key=rgw.access_key,
+            secret_key=rgw.secret_key,
+        )
     yield store
     await store.close()
 
@@ -43,7 +50,7 @@ async def test_a_streamed_put_is_visible_only_once_committed(blobs: BlobStore) -
     key = storage.blob_key(storage.new_blob_name())
     writer = await blobs.writer(key, len(data))
     for start in range(0, len(data), MiB):
-        await writer.write(data[start:start + MiB])
+        await writer.write(data[start : start + MiB])
     assert await blobs.head(key) is None and await keys(blobs, "files/") == set()
     with pytest.raises(BlobNotFound):
         await blobs.get(key)
@@ -151,12 +158,42 @@ async def test_s3_faults_are_told_apart(ceph_rgw: ceph.CephRGW, make_bucket) -> 
     that passes (StorageUnavailable, retried)."""
     bucket = make_bucket()["STORAGE_URL"][5:].partition("/")[0]
     cases = [
-        (S3Store("no-such-bucket-here", "", region="us-east-1", endpoint=ceph_rgw.endpoint,
-                 access_key=ceph_rgw.access_key, secret_key=ceph_rgw.secret_key), StorageConfigError, "does not exist"),
-        (S3Store(bucket, "", region="us-east-1", endpoint=ceph_rgw.endpoint, access_key=ceph_rgw.access_key,
-                 secret_key="wrong"), StorageConfigError, "refused"),
-        (S3Store(bucket, "", region="us-east-1", endpoint=f"http://127.0.0.1:{free_port()}",
-                 access_key=ceph_rgw.access_key, secret_key=ceph_rgw.secret_key), StorageUnavailable, "127.0.0.1"),
+        (
+            S3Store(
+                "no-such-bucket-here",
+                "",
+                region="us-east-1",
+                endpoint=ceph_rgw.endpoint,
+                access_key=ceph_rgw.access_key,
+                secret_key=ceph_rgw.secret_key,
+            ),
+            StorageConfigError,
+            "does not exist",
+        ),
+        (
+            S3Store(
+                bucket,
+                "",
+                region="us-east-1",
+                endpoint=ceph_rgw.endpoint,
+                access_key=ceph_rgw.access_key,
+                secret_key="wrong",
+            ),
+            StorageConfigError,
+            "refused",
+        ),
+        (
+            S3Store(
+                bucket,
+                "",
+                region="us-east-1",
+                endpoint=f"http://127.0.0.1:{free_port()}",
+                access_key=ceph_rgw.access_key,
+                secret_key=ceph_rgw.secret_key,
+            ),
+            StorageUnavailable,
+            "127.0.0.1",
+        ),
     ]
     for store, error, words in cases:
         try:

@@ -1,6 +1,7 @@
 """Assembly while the upload arrives: the worker appends the contiguous prefix of an upload's chunks to
 its blob's temporary file as they are committed, and once the last byte is in only the tail is left.
 Chunks stay in the database until the file is COMPLETED, so a prefix is only ever a head start."""
+
 from __future__ import annotations
 
 import os
@@ -52,8 +53,12 @@ async def test_tus_upload_is_assembled_while_it_arrives(served, user, conn, stor
     assert row["worker_id"] is None and row["attempts"] == 1
 
 
-async def test_native_chunks_are_streamed_as_far_as_they_are_contiguous(served, user, conn,  # type: ignore[no-untyped-def]
-                                                                        storage_dir) -> None:
+async def test_native_chunks_are_streamed_as_far_as_they_are_contiguous(
+    served,
+    user,
+    conn,  # type: ignore[no-untyped-def]
+    storage_dir,
+) -> None:
     data = os.urandom(8 * CHUNK + 99)
     upload = await create(served, user, data, sha256=sha256(data))
     await put_chunks(served, user, upload, data, indexes=[0, 1, 2, 5, 6], checksum=False)
@@ -77,18 +82,23 @@ async def test_a_wrong_declared_sha256_still_fails_the_streamed_file(served, use
     assert body["status"] == "FAILED" and "sha256 mismatch" in body["error"]
 
 
-async def test_an_idle_upload_is_let_go_and_completes_the_usual_way(served, user, conn, storage_dir,  # type: ignore[no-untyped-def]
-                                                                    monkeypatch) -> None:
+async def test_an_idle_upload_is_let_go_and_completes_the_usual_way(
+    served,
+    user,
+    conn,
+    storage_dir,  # type: ignore[no-untyped-def]
+    monkeypatch,
+) -> None:
     monkeypatch.setattr(streaming, "ACTIVE_SECONDS", 1.0)
     data = os.urandom(5 * CHUNK)
     path = await tus_create(served, user, len(data))
     file_id = upload_id(path)
-    assert (await patch(served, user, path, 0, data[:2 * CHUNK])).status == 204
+    assert (await patch(served, user, path, 0, data[: 2 * CHUNK])).status == 204
     await until(lambda: _size_is(storage_dir, 2 * CHUNK), timeout=20)
     # No chunk for ACTIVE_SECONDS: the hold and the partial file go, and the upload is not taken again
     # while it stays idle.
     await until(lambda: _released(conn, file_id, storage_dir), timeout=20)
-    assert (await patch(served, user, path, 2 * CHUNK, data[2 * CHUNK:])).status == 204
+    assert (await patch(served, user, path, 2 * CHUNK, data[2 * CHUNK :])).status == 204
     body = await wait_for_status(served, user, file_id, timeout=30)
     assert body["status"] == "COMPLETED", body["error"]
     assert await download(served, user, file_id) == data
@@ -122,6 +132,7 @@ async def test_a_hold_no_task_works_on_is_released(settings, user, conn) -> None
     the file from everyone while this worker lives: the sweep lets go of holds no task works on."""
     from service.db import create_pool
     from service.worker import Worker
+
     pool = await create_pool(settings)
     worker = Worker(settings, pool)
     try:
@@ -129,11 +140,17 @@ async def test_a_hold_no_task_works_on_is_released(settings, user, conn) -> None
         file_id = await conn.fetchval(
             "INSERT INTO files (original_name, filename, path, mimetype, type, size, chunk_size, uploaded_by_id,"
             " status, worker_id, claimed_at) VALUES ('a', 'b', 'files/b', 'x/y', 'OTHER', 10, 10, $1,"
-            " 'PROCESSING', $2, now() - interval '2 minutes') RETURNING id", user.id, worker.id)
+            " 'PROCESSING', $2, now() - interval '2 minutes') RETURNING id",
+            user.id,
+            worker.id,
+        )
         fresh = await conn.fetchval(
             "INSERT INTO files (original_name, filename, path, mimetype, type, size, chunk_size, uploaded_by_id,"
             " status, worker_id, claimed_at) VALUES ('a', 'c', 'files/c', 'x/y', 'OTHER', 10, 10, $1,"
-            " 'UPLOADING', $2, now()) RETURNING id", user.id, worker.id)
+            " 'UPLOADING', $2, now()) RETURNING id",
+            user.id,
+            worker.id,
+        )
         await worker.streamer._sweep()
         assert await conn.fetchval("SELECT worker_id FROM files WHERE id = $1", file_id) is None
         # Claimed just now: its claimer may not have registered it yet.

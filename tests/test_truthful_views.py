@@ -1,5 +1,6 @@
 """Views that tell the truth (issue 11): a FAILED upload's resume view lists no chunks and says why; a
 published post's files can be fetched by the post's readers, so its listing never links to a 404."""
+
 from __future__ import annotations
 
 import os
@@ -22,13 +23,16 @@ async def test_a_failed_uploads_resume_view_holds_no_chunks_and_gives_the_error(
     assert "sha256 mismatch" in view["error"]
 
 
-async def test_a_published_posts_files_are_readable_by_its_readers_a_drafts_are_not(served, make_user, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_a_published_posts_files_are_readable_by_its_readers_a_drafts_are_not(
+    served, make_user, user, conn
+) -> None:  # type: ignore[no-untyped-def]
     reader = await make_user()
     image = jpeg(64, 48)
     files = {}
     for published in (True, False):
-        r = await served.post("/api/posts", json={"title": f"published={published}", "published": published},
-                              headers=user.headers)
+        r = await served.post(
+            "/api/posts", json={"title": f"published={published}", "published": published}, headers=user.headers
+        )
         assert r.status == 201, await r.text()
         post_id = (await r.json())["id"]
         files[published] = await upload(served, user, image, "photo.jpg", post_id=post_id)

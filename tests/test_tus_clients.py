@@ -2,6 +2,7 @@
 PyPI (the `test` extra) and tus-js-client from npm, run with node. Each uploads a multi-MiB file that
 reaches COMPLETED with identical bytes; each is interrupted and finished by a new client instance from
 the stored upload URL; tus-js-client's parallel uploads exercise concatenation."""
+
 from __future__ import annotations
 
 import asyncio
@@ -37,15 +38,25 @@ def tus_js() -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if not package.is_file() or json.loads(package.read_text())["version"] != TUS_JS_CLIENT.split("@")[1]:
             assert shutil.which("node") and shutil.which("npm"), "the tus-js-client tests need node and npm"
-            subprocess.run(["npm", "install", "--prefix", str(prefix), "--no-audit", "--no-fund", TUS_JS_CLIENT],
-                           check=True, capture_output=True, timeout=300)
+            subprocess.run(
+                ["npm", "install", "--prefix", str(prefix), "--no-audit", "--no-fund", TUS_JS_CLIENT],
+                check=True,
+                capture_output=True,
+                timeout=300,
+            )
     return prefix / "node_modules"
 
 
 async def node(tus_js: Path, command: str, **options: object) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        "node", str(DRIVER), command, json.dumps(options), env={**os.environ, "NODE_PATH": str(tus_js)},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        "node",
+        str(DRIVER),
+        command,
+        json.dumps(options),
+        env={**os.environ, "NODE_PATH": str(tus_js)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(process.communicate(), 120)
     return process.returncode or 0, out.decode(), err.decode()
 
@@ -76,8 +87,9 @@ async def test_tus_js_client_killed_mid_patch_is_resumed_by_a_new_process(chunkd
     source.write_bytes(data)
     endpoint = f"{server.url}/api/tus/"
 
-    code, _, err = await node(tus_js, "kill-at", endpoint=endpoint, token=user.token, file=str(source),
-                              urlFile=str(url_file), killAt=3 * MiB)
+    code, _, err = await node(
+        tus_js, "kill-at", endpoint=endpoint, token=user.token, file=str(source), urlFile=str(url_file), killAt=3 * MiB
+    )
     assert code == -9, err  # SIGKILLed in the middle of its one PATCH
     file_id = upload_id(url_file.read_text())
     await until(lambda: _received_and_unlocked(conn, file_id), timeout=10)
@@ -86,8 +98,9 @@ async def test_tus_js_client_killed_mid_patch_is_resumed_by_a_new_process(chunkd
     # piece it has queued, which the kill may catch before it leaves: one piece less may have arrived.
     assert 3 * MiB - 64 * 1024 <= kept < len(data)
 
-    code, out, err = await node(tus_js, "resume", endpoint=endpoint, token=user.token, file=str(source),
-                                urlFile=str(url_file))
+    code, out, err = await node(
+        tus_js, "resume", endpoint=endpoint, token=user.token, file=str(source), urlFile=str(url_file)
+    )
     assert code == 0, err
     assert upload_id(json.loads(out)["url"]) == file_id
     async with aiohttp.ClientSession() as http:
@@ -106,12 +119,20 @@ async def test_tus_js_client_parallel_uploads_are_concatenated(chunkd, user, con
     data = os.urandom(5 * MiB + 777)
     source = tmp_path / "archive.bin"
     source.write_bytes(data)
-    code, out, err = await node(tus_js, "parallel", endpoint=f"{server.url}/api/tus/", token=user.token,
-                                file=str(source), parallel=3,
-                                metadata={"filename": "archive.bin", "filetype": "application/octet-stream"})
+    code, out, err = await node(
+        tus_js,
+        "parallel",
+        endpoint=f"{server.url}/api/tus/",
+        token=user.token,
+        file=str(source),
+        parallel=3,
+        metadata={"filename": "archive.bin", "filetype": "application/octet-stream"},
+    )
     assert code == 0, err
     file_id = upload_id(json.loads(out)["url"])
-    row = await conn.fetchrow("SELECT tus_concat, array_length(tus_parts, 1) AS parts FROM files WHERE id = $1", file_id)
+    row = await conn.fetchrow(
+        "SELECT tus_concat, array_length(tus_parts, 1) AS parts FROM files WHERE id = $1", file_id
+    )
     assert (row["tus_concat"], row["parts"]) == ("final", 3)
     assert await conn.fetchval("SELECT count(*) FROM files WHERE tus_concat = 'partial'") == 0
     async with aiohttp.ClientSession() as http:
@@ -133,8 +154,11 @@ async def test_tuspy_with_checksums_stopped_and_resumed_by_a_new_client(chunkd, 
     def first_session() -> str:
         with source.open("rb") as stream:
             uploader = TusClient(endpoint, headers=headers).uploader(
-                file_stream=stream, chunk_size=MiB, upload_checksum=True,
-                metadata={"filename": "photo.png", "filetype": "image/png"})
+                file_stream=stream,
+                chunk_size=MiB,
+                upload_checksum=True,
+                metadata={"filename": "photo.png", "filetype": "image/png"},
+            )
             uploader.upload(stop_at=2 * MiB)  # the app is closed here
         assert uploader.offset == 2 * MiB and uploader.url is not None
         return uploader.url
@@ -142,7 +166,8 @@ async def test_tuspy_with_checksums_stopped_and_resumed_by_a_new_client(chunkd, 
     def second_session(url: str) -> int:
         with source.open("rb") as stream:
             uploader = TusClient(endpoint, headers=headers).uploader(
-                file_stream=stream, url=url, chunk_size=MiB, upload_checksum=True)
+                file_stream=stream, url=url, chunk_size=MiB, upload_checksum=True
+            )
             resumed_at = uploader.offset  # asked the server with HEAD
             uploader.upload()
         return resumed_at

@@ -1,4 +1,5 @@
 """tus core protocol: OPTIONS, HEAD, PATCH, Tus-Resumable and its 412, X-HTTP-Method-Override, auth."""
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,14 @@ async def test_options_advertises_the_server_without_auth_or_version(tus) -> Non
         assert r.status == 204
         assert r.headers["Tus-Version"] == "1.0.0"
         assert r.headers["Tus-Extension"].split(",") == [
-            "creation", "creation-with-upload", "creation-defer-length", "expiration", "checksum",
-            "termination", "concatenation"]
+            "creation",
+            "creation-with-upload",
+            "creation-defer-length",
+            "expiration",
+            "checksum",
+            "termination",
+            "concatenation",
+        ]
         assert r.headers["Tus-Max-Size"] == str(MAX_SIZE)
         assert set(r.headers["Tus-Checksum-Algorithm"].split(",")) == {"sha1", "sha256", "md5"}
         assert "Tus-Resumable" not in r.headers
@@ -39,8 +46,9 @@ async def test_unsupported_or_missing_version_is_412_and_nothing_happens(tus, us
     assert await conn.fetchval("SELECT count(*) FROM files") == 0
 
     path = await create(tus, user, 10)
-    r = await tus.patch(path, data=b"0123456789", headers={**user.headers, **STREAM, "Upload-Offset": "0",
-                                                            "Tus-Resumable": "2.0.0"})
+    r = await tus.patch(
+        path, data=b"0123456789", headers={**user.headers, **STREAM, "Upload-Offset": "0", "Tus-Resumable": "2.0.0"}
+    )
     assert r.status == 412
     assert (await file_row(conn, upload_id(path)))["bytes_received"] == 0
     assert await stored_bytes(conn, upload_id(path)) == b""
@@ -75,22 +83,29 @@ async def test_head_of_unknown_or_foreign_upload_is_404_without_offset(tus, user
 async def test_patch_appends_and_answers_the_new_offset(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
     data = os.urandom(3 * CHUNK + 1234)
     path = await create(tus, user, len(data))
-    r = await patch(tus, user, path, 0, data[:CHUNK + 5])
+    r = await patch(tus, user, path, 0, data[: CHUNK + 5])
     assert r.status == 204 and r.headers["Upload-Offset"] == str(CHUNK + 5)
     assert r.headers["Tus-Resumable"] == "1.0.0"
-    r = await patch(tus, user, path, CHUNK + 5, data[CHUNK + 5:])
+    r = await patch(tus, user, path, CHUNK + 5, data[CHUNK + 5 :])
     assert r.status == 204 and r.headers["Upload-Offset"] == str(len(data))
 
     assert await stored_bytes(conn, upload_id(path)) == data
-    lengths = [r["n"] for r in await conn.fetch(
-        "SELECT length(data) AS n FROM file_chunks WHERE file_id = $1 ORDER BY chunk_index", upload_id(path))]
+    lengths = [
+        r["n"]
+        for r in await conn.fetch(
+            "SELECT length(data) AS n FROM file_chunks WHERE file_id = $1 ORDER BY chunk_index", upload_id(path)
+        )
+    ]
     assert max(lengths) <= CHUNK and sum(lengths) == len(data)
 
 
 async def test_patch_needs_offset_octet_stream(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
     path = await create(tus, user, 10)
-    r = await tus.patch(path, data=b"0123456789", headers={**user.headers, **TUS, "Upload-Offset": "0",
-                                                            "Content-Type": "application/octet-stream"})
+    r = await tus.patch(
+        path,
+        data=b"0123456789",
+        headers={**user.headers, **TUS, "Upload-Offset": "0", "Content-Type": "application/octet-stream"},
+    )
     assert r.status == 415 and r.headers["Tus-Resumable"] == "1.0.0"
     assert (await r.json())["code"] == "UNSUPPORTED_MEDIA_TYPE"
     assert (await file_row(conn, upload_id(path)))["bytes_received"] == 0
@@ -120,8 +135,11 @@ async def test_patch_past_the_length_is_413(tus, user, conn) -> None:  # type: i
 async def test_x_http_method_override(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
     """Clients behind proxies that only pass GET/POST tunnel PATCH, HEAD and DELETE through POST."""
     path = await create(tus, user, 6)
-    r = await tus.post(path, data=b"abcdef", headers={**user.headers, **TUS, **STREAM, "Upload-Offset": "0",
-                                                       "X-HTTP-Method-Override": "PATCH"})
+    r = await tus.post(
+        path,
+        data=b"abcdef",
+        headers={**user.headers, **TUS, **STREAM, "Upload-Offset": "0", "X-HTTP-Method-Override": "PATCH"},
+    )
     assert r.status == 204 and r.headers["Upload-Offset"] == "6"
     assert await stored_bytes(conn, upload_id(path)) == b"abcdef"
 

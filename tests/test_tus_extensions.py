@@ -1,5 +1,6 @@
 """tus extensions: creation, creation-with-upload, creation-defer-length, expiration, checksum,
 termination and concatenation."""
+
 from __future__ import annotations
 
 import asyncio
@@ -35,21 +36,32 @@ def checksum(algorithm: str, data: bytes) -> dict[str, str]:
 
 # creation
 
+
 async def test_creation_answers_201_with_an_absolute_location(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
     r = await tus.post("/api/tus/", headers={**user.headers, **TUS, "Upload-Length": "100"})
     assert r.status == 201 and r.headers["Tus-Resumable"] == "1.0.0"
     location = r.headers["Location"]
     assert location == f"http://{tus.server.host}:{tus.server.port}/api/tus/{upload_id(location)}"
     row = await file_row(conn, upload_id(location))
-    assert (row["protocol"], row["status"], row["size"], row["size_deferred"], row["bytes_received"]) == \
-        ("tus", "UPLOADING", 100, False, 0)
+    assert (row["protocol"], row["status"], row["size"], row["size_deferred"], row["bytes_received"]) == (
+        "tus",
+        "UPLOADING",
+        100,
+        False,
+        0,
+    )
     assert (row["original_name"], row["mimetype"], row["type"]) == ("upload", "application/octet-stream", "OTHER")
     assert row["chunk_size"] == CHUNK and row["path"].endswith(row["filename"])
 
 
 async def test_creation_needs_exactly_one_of_length_and_defer(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
-    for sizing in ({}, {"Upload-Length": "10", "Upload-Defer-Length": "1"}, {"Upload-Defer-Length": "2"},
-                   {"Upload-Length": "ten"}, {"Upload-Length": "-1"}):
+    for sizing in (
+        {},
+        {"Upload-Length": "10", "Upload-Defer-Length": "1"},
+        {"Upload-Defer-Length": "2"},
+        {"Upload-Length": "ten"},
+        {"Upload-Length": "-1"},
+    ):
         r = await tus.post("/api/tus/", headers={**user.headers, **TUS, **sizing})
         assert r.status == 400, sizing
         assert (await r.json())["code"] == "TUS_INVALID_LENGTH"
@@ -59,19 +71,25 @@ async def test_creation_needs_exactly_one_of_length_and_defer(tus, user, conn) -
 
 
 async def test_metadata_maps_filename_and_filetype(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
-    path = await create(tus, user, 5, **{"Upload-Metadata": metadata(filename="../holiday/ストーン.jpg",
-                                                                     filetype="image/jpeg", note="hi")})
+    path = await create(
+        tus,
+        user,
+        5,
+        **{"Upload-Metadata": metadata(filename="../holiday/ストーン.jpg", filetype="image/jpeg", note="hi")},
+    )
     row = await file_row(conn, upload_id(path))
     assert (row["original_name"], row["mimetype"], row["type"]) == ("ストーン.jpg", "image/jpeg", "IMAGE")
 
 
 async def test_malformed_metadata_is_400(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
-    bad = [f"filename {b64('a')},filename {b64('b')}",   # duplicate key
-           f"file name {b64('a')}",                         # a space in the key
-           f"filename {b64('a')},,type {b64('b')}",         # an empty pair
-           "filename not-base64!",                          # bad base64
-           f"clé {b64('a')}",                               # non-ASCII key
-           f"filename {b64('a')} extra"]
+    bad = [
+        f"filename {b64('a')},filename {b64('b')}",  # duplicate key
+        f"file name {b64('a')}",  # a space in the key
+        f"filename {b64('a')},,type {b64('b')}",  # an empty pair
+        "filename not-base64!",  # bad base64
+        f"clé {b64('a')}",  # non-ASCII key
+        f"filename {b64('a')} extra",
+    ]
     for raw in bad:
         r = await tus.post("/api/tus/", headers={**user.headers, **TUS, "Upload-Length": "5", "Upload-Metadata": raw})
         assert r.status == 400, raw
@@ -90,20 +108,25 @@ async def test_empty_upload_is_complete_at_once(tus, user, conn) -> None:  # typ
 
 # creation-with-upload
 
+
 async def test_creation_with_upload_stores_the_body(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
     data = os.urandom(2 * CHUNK + 7)
-    r = await tus.post("/api/tus/", data=data[:CHUNK + 3], headers={**user.headers, **TUS, **STREAM,
-                                                                     "Upload-Length": str(len(data))})
+    r = await tus.post(
+        "/api/tus/", data=data[: CHUNK + 3], headers={**user.headers, **TUS, **STREAM, "Upload-Length": str(len(data))}
+    )
     assert r.status == 201 and r.headers["Upload-Offset"] == str(CHUNK + 3)
     path = upload_path(r.headers["Location"])
-    assert (await patch(tus, user, path, CHUNK + 3, data[CHUNK + 3:])).status == 204
+    assert (await patch(tus, user, path, CHUNK + 3, data[CHUNK + 3 :])).status == 204
     assert await stored_bytes(conn, upload_id(path)) == data
     assert (await file_row(conn, upload_id(path)))["status"] == "PROCESSING"
 
 
 async def test_creation_with_upload_and_a_bad_checksum_keeps_the_upload_empty(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
-    r = await tus.post("/api/tus/", data=b"hello", headers={**user.headers, **TUS, **STREAM, "Upload-Length": "10",
-                                                             **checksum("sha1", b"other")})
+    r = await tus.post(
+        "/api/tus/",
+        data=b"hello",
+        headers={**user.headers, **TUS, **STREAM, "Upload-Length": "10", **checksum("sha1", b"other")},
+    )
     assert r.status == 460
     path = upload_path(r.headers["Location"])  # the upload exists and can be resumed from 0
     r = await tus.head(path, headers={**user.headers, **TUS})
@@ -111,6 +134,7 @@ async def test_creation_with_upload_and_a_bad_checksum_keeps_the_upload_empty(tu
 
 
 # creation-defer-length
+
 
 async def test_deferred_length_is_declared_once_by_a_patch(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
     path = await create(tus, user, None, **{"Upload-Defer-Length": "1"})
@@ -136,6 +160,7 @@ async def test_deferred_length_is_declared_once_by_a_patch(tus, user, conn) -> N
 
 # expiration
 
+
 async def test_upload_expires_on_post_and_every_patch(tus, user, settings) -> None:  # type: ignore[no-untyped-def]
     r = await tus.post("/api/tus/", headers={**user.headers, **TUS, "Upload-Length": "4"})
     expires = parsedate_to_datetime(r.headers["Upload-Expires"])
@@ -160,11 +185,14 @@ async def test_expired_upload_is_410(tus, user, conn) -> None:  # type: ignore[n
 
 # checksum
 
+
 async def test_checksums_of_each_algorithm_are_verified(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
     data = os.urandom(3 * CHUNK + 10)
     path = await create(tus, user, len(data))
     offset = 0
-    for algorithm, piece in zip(("sha1", "sha256", "md5"), (data[:CHUNK], data[CHUNK:3 * CHUNK - 1], data[3 * CHUNK - 1:]), strict=False):
+    for algorithm, piece in zip(
+        ("sha1", "sha256", "md5"), (data[:CHUNK], data[CHUNK : 3 * CHUNK - 1], data[3 * CHUNK - 1 :]), strict=False
+    ):
         r = await patch(tus, user, path, offset, piece, **checksum(algorithm, piece))
         assert r.status == 204, algorithm
         offset += len(piece)
@@ -199,7 +227,7 @@ async def test_a_cut_off_body_with_a_checksum_keeps_nothing(tus, user, conn) -> 
     data = os.urandom(3 * CHUNK)
     path = await create(tus, user, len(data))
     request = await raw_patch(tus, user, path, 0, len(data), **checksum("sha1", data))
-    await request.send(data[:2 * CHUNK + 5])
+    await request.send(data[: 2 * CHUNK + 5])
     await request.close()
     await until(lambda: unlocked(conn, upload_id(path)))
     assert (await file_row(conn, upload_id(path)))["bytes_received"] == 0
@@ -207,6 +235,7 @@ async def test_a_cut_off_body_with_a_checksum_keeps_nothing(tus, user, conn) -> 
 
 
 # termination
+
 
 async def test_termination_removes_the_upload(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
     path = await create(tus, user, 10)
@@ -255,6 +284,7 @@ async def test_termination_during_an_active_patch(tus, user, conn) -> None:  # t
 
 # concatenation
 
+
 async def _partial(tus, user, data: bytes) -> str:  # type: ignore[no-untyped-def]
     path = await create(tus, user, len(data), **{"Upload-Concat": "partial"})
     assert (await patch(tus, user, path, 0, data)).status == 204
@@ -274,8 +304,15 @@ async def test_concatenation_joins_partials_without_copying_bytes(tus, user, con
 
     base = f"http://{tus.server.host}:{tus.server.port}"
     urls = [base + paths[0], paths[1], base + paths[2]]  # absolute URLs and paths alike
-    r = await tus.post("/api/tus/", headers={**user.headers, **TUS, "Upload-Concat": "final;" + " ".join(urls),
-                                             "Upload-Metadata": metadata(filename="joined.bin")})
+    r = await tus.post(
+        "/api/tus/",
+        headers={
+            **user.headers,
+            **TUS,
+            "Upload-Concat": "final;" + " ".join(urls),
+            "Upload-Metadata": metadata(filename="joined.bin"),
+        },
+    )
     assert r.status == 201
     final = upload_path(r.headers["Location"])
 
@@ -283,8 +320,12 @@ async def test_concatenation_joins_partials_without_copying_bytes(tus, user, con
     assert await stored_bytes(conn, upload_id(final)) == joined
     assert await conn.fetchval(toast) - toast_before < 64 * 1024  # the bytes were not written again
     row = await file_row(conn, upload_id(final))
-    assert (row["status"], row["size"], row["bytes_received"], row["original_name"]) == \
-        ("PROCESSING", len(joined), len(joined), "joined.bin")
+    assert (row["status"], row["size"], row["bytes_received"], row["original_name"]) == (
+        "PROCESSING",
+        len(joined),
+        len(joined),
+        "joined.bin",
+    )
 
     r = await tus.head(final, headers={**user.headers, **TUS})
     assert r.headers["Upload-Offset"] == r.headers["Upload-Length"] == str(len(joined))
@@ -316,8 +357,9 @@ async def test_concatenation_refuses_bad_partials(tus, user, make_user, conn) ->
         r = await tus.post("/api/tus/", headers={**user.headers, **TUS, "Upload-Concat": header})
         body = await r.json()
         assert r.status == 400 and body["code"] == "TUS_INVALID_CONCAT" and reason in body["detail"], header
-    r = await tus.post("/api/tus/", headers={**user.headers, **TUS, "Upload-Concat": f"final;{done}",
-                                             "Upload-Length": "4"})
+    r = await tus.post(
+        "/api/tus/", headers={**user.headers, **TUS, "Upload-Concat": f"final;{done}", "Upload-Length": "4"}
+    )
     assert r.status == 400 and (await r.json())["code"] == "TUS_INVALID_LENGTH"
     assert await conn.fetchval("SELECT count(*) FROM files WHERE tus_concat = 'final'") == 0
     assert await stored_bytes(conn, upload_id(done)) == b"done"  # untouched
@@ -327,8 +369,9 @@ async def test_behind_a_proxy_urls_are_the_public_ones(tus, user, conn) -> None:
     """A TLS-terminating proxy forwards X-Forwarded-Proto/-Host: Location and Upload-Concat URLs use
     them, so browsers get https URLs and can name partials by the URLs they were given."""
     proxy = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "files.example"}
-    r = await tus.post("/api/tus/", headers={**user.headers, **TUS, **proxy, "Upload-Length": "2",
-                                             "Upload-Concat": "partial"})
+    r = await tus.post(
+        "/api/tus/", headers={**user.headers, **TUS, **proxy, "Upload-Length": "2", "Upload-Concat": "partial"}
+    )
     part = r.headers["Location"]
     assert part == f"https://files.example/api/tus/{upload_id(part)}"
     assert (await patch(tus, user, upload_path(part), 0, b"hi")).status == 204

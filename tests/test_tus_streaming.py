@@ -1,5 +1,6 @@
 """Bodies streamed into chunk rows, partial bodies kept, one writer per upload, stalled-writer takeover
 (in one process and across two), and completion exactly once."""
+
 from __future__ import annotations
 
 import asyncio
@@ -96,7 +97,7 @@ async def test_two_concurrent_patches_one_wins_the_other_is_locked_out(tus, user
 
     async def trickle() -> None:
         for i in range(pieces):
-            await first.send(first_body[i * size:(i + 1) * size])
+            await first.send(first_body[i * size : (i + 1) * size])
             await asyncio.sleep(0.02)
 
     sender = asyncio.create_task(trickle())
@@ -138,11 +139,11 @@ async def test_a_stalled_patch_is_taken_over_by_a_new_patch(tus, user, conn) -> 
     path = await create(tus, user, len(data))
     stale = await raw_patch(tus, user, path, 0, len(data))
     try:
-        await stale.send(data[:CHUNK + 10])
+        await stale.send(data[: CHUNK + 10])
         await until(lambda: _locked(conn, path))
         await asyncio.sleep(0.2)
         # The resuming client guessed the offset from what it had sent; the takeover made it true.
-        r = await patch(tus, user, path, CHUNK + 10, data[CHUNK + 10:])
+        r = await patch(tus, user, path, CHUNK + 10, data[CHUNK + 10 :])
         assert r.status == 204 and r.headers["Upload-Offset"] == str(len(data))
     finally:
         await stale.close()
@@ -187,15 +188,21 @@ async def test_completion_happens_exactly_once(tus, user, conn) -> None:  # type
 
 async def test_an_aborted_patch_is_counted_as_499_not_400(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
     """A browser that aborts its PATCH has gone away: nginx's 499 in the metrics and the log, not a 400."""
+
     def patches(samples, status: str) -> float:  # type: ignore[no-untyped-def]
-        return samples.get(("chunkd_http_requests_total", (("method", "PATCH"), ("route", "/api/tus/{upload_id}"),
-                                                           ("status", status))), 0.0)
+        return samples.get(
+            (
+                "chunkd_http_requests_total",
+                (("method", "PATCH"), ("route", "/api/tus/{upload_id}"), ("status", status)),
+            ),
+            0.0,
+        )
 
     before = await scrape(tus)
     data = os.urandom(3 * CHUNK)
     path = await create(tus, user, len(data))
     request = await raw_patch(tus, user, path, 0, len(data))
-    await request.send(data[:CHUNK + 10])
+    await request.send(data[: CHUNK + 10])
     await until(lambda: _locked(conn, path))
     # as a browser's abort: the connection reset (RST), not closed in order
     request.writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

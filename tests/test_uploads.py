@@ -1,4 +1,5 @@
 """The native upload protocol over a real socket: sessions, chunk rules, resume, complete, abort."""
+
 from __future__ import annotations
 
 import asyncio
@@ -45,7 +46,9 @@ async def test_create_upload_refusals(client, user) -> None:  # type: ignore[no-
         r = await client.post("/api/uploads", json=payload, headers=user.headers)
         assert r.status == status, payload
         assert (await r.json())["code"] == code, payload
-    r = await client.post("/api/uploads", data=b"{not json", headers={**user.headers, "Content-Type": "application/json"})
+    r = await client.post(
+        "/api/uploads", data=b"{not json", headers={**user.headers, "Content-Type": "application/json"}
+    )
     assert r.status == 400 and (await r.json())["code"] == "INVALID_JSON"
     # A body that is not declared JSON is refused as such, as on every JSON endpoint (validation.read_json).
     r = await client.post("/api/uploads", data=b'{"filename": "a", "size": 1}', headers=user.headers)
@@ -88,8 +91,9 @@ async def test_resume_after_gaps(client, user, conn) -> None:  # type: ignore[no
     assert r.status == 202 and (await r.json())["status"] == "PROCESSING"
     assert r.headers["Location"] == f"/api/files/{upload['id']}"
     assert await conn.fetchval("SELECT status FROM files WHERE id = $1", upload["id"]) == "PROCESSING"
-    stored = await conn.fetchval("SELECT string_agg(data, ''::bytea ORDER BY chunk_index) FROM file_chunks "
-                                 "WHERE file_id = $1", upload["id"])
+    stored = await conn.fetchval(
+        "SELECT string_agg(data, ''::bytea ORDER BY chunk_index) FROM file_chunks WHERE file_id = $1", upload["id"]
+    )
     assert sha256(stored) == sha256(data)
     again = await client.post(f"/api/uploads/{upload['id']}/complete", headers=user.headers)
     assert again.status == 202  # completing twice is harmless
@@ -102,48 +106,60 @@ async def test_every_bad_chunk_is_refused_and_changes_nothing(client, user, conn
     upload = await create(client, user, data)
     url = f"/api/uploads/{upload['id']}/chunks"
     await put_chunks(client, user, upload, data, indexes=[0])
-    before = (await stored(conn, upload["id"]),
-              await conn.fetchval("SELECT bytes_received FROM files WHERE id = $1", upload["id"]))
+    before = (
+        await stored(conn, upload["id"]),
+        await conn.fetchval("SELECT bytes_received FROM files WHERE id = $1", upload["id"]),
+    )
 
     async def chunked(body: bytes):  # no Content-Length: the limit is enforced while reading
         yield body
 
     cases = [
-        (f"{url}/1", data[CHUNK:2 * CHUNK - 1], {}, 400, "CHUNK_SIZE_MISMATCH"),        # short
-        (f"{url}/1", data[CHUNK:2 * CHUNK + 1], {}, 400, "CHUNK_SIZE_MISMATCH"),        # long
-        (f"{url}/2", data[2 * CHUNK:] + b"x", {}, 400, "CHUNK_SIZE_MISMATCH"),          # last chunk is the remainder
-        (f"{url}/2", data[2 * CHUNK:2 * CHUNK + 50], {}, 400, "CHUNK_SIZE_MISMATCH"),
-        (f"{url}/1", chunked(data[CHUNK:2 * CHUNK] + b"tail"), {}, 400, "CHUNK_SIZE_MISMATCH"),
+        (f"{url}/1", data[CHUNK : 2 * CHUNK - 1], {}, 400, "CHUNK_SIZE_MISMATCH"),  # short
+        (f"{url}/1", data[CHUNK : 2 * CHUNK + 1], {}, 400, "CHUNK_SIZE_MISMATCH"),  # long
+        (f"{url}/2", data[2 * CHUNK :] + b"x", {}, 400, "CHUNK_SIZE_MISMATCH"),  # last chunk is the remainder
+        (f"{url}/2", data[2 * CHUNK : 2 * CHUNK + 50], {}, 400, "CHUNK_SIZE_MISMATCH"),
+        (f"{url}/1", chunked(data[CHUNK : 2 * CHUNK] + b"tail"), {}, 400, "CHUNK_SIZE_MISMATCH"),
         (f"{url}/1", chunked(os.urandom(2 * 1024 * 1024)), {}, 400, "CHUNK_SIZE_MISMATCH"),
         (f"{url}/1", io.BytesIO(os.urandom(1024 * 1024 + 1)), {}, 413, "CHUNK_TOO_LARGE"),
         (f"{url}/3", data[:100], {}, 409, "CHUNK_OUT_OF_RANGE"),
         # A malformed index is a bad path value, as everywhere else (was 400 BAD_REQUEST before validation.py).
         (f"{url}/-1", data[:CHUNK], {}, 422, "VALIDATION_FAILED"),
         (f"{url}/x", data[:CHUNK], {}, 422, "VALIDATION_FAILED"),
-        (f"{url}/1", data[CHUNK:2 * CHUNK], {"Content-SHA256": sha256(b"other")}, 422, "CHECKSUM_MISMATCH"),
-        (f"{url}/1", data[CHUNK:2 * CHUNK], {"Content-SHA256": "zz"}, 400, "BAD_REQUEST"),
-        (f"{url}/0", os.urandom(CHUNK), {}, 409, "CHUNK_CONFLICT"),                    # different bytes, stored index
+        (f"{url}/1", data[CHUNK : 2 * CHUNK], {"Content-SHA256": sha256(b"other")}, 422, "CHECKSUM_MISMATCH"),
+        (f"{url}/1", data[CHUNK : 2 * CHUNK], {"Content-SHA256": "zz"}, 400, "BAD_REQUEST"),
+        (f"{url}/0", os.urandom(CHUNK), {}, 409, "CHUNK_CONFLICT"),  # different bytes, stored index
     ]
     for path, body, headers, status, code in cases:
         r = await client.put(path, data=body, headers={**user.headers, **headers})
         assert r.status == status, (path, code, await r.text())
         assert (await r.json())["code"] == code
-    after = (await stored(conn, upload["id"]),
-             await conn.fetchval("SELECT bytes_received FROM files WHERE id = $1", upload["id"]))
+    after = (
+        await stored(conn, upload["id"]),
+        await conn.fetchval("SELECT bytes_received FROM files WHERE id = $1", upload["id"]),
+    )
     assert after == before
 
     r = await client.put(f"{url}/0", data=data[:CHUNK], headers=user.headers)  # identical repeat
     assert r.status == 200 and (await r.json())["bytes_received"] == CHUNK
-    assert (await stored(conn, upload["id"]), await conn.fetchval(
-        "SELECT bytes_received FROM files WHERE id = $1", upload["id"])) == before
+    assert (
+        await stored(conn, upload["id"]),
+        await conn.fetchval("SELECT bytes_received FROM files WHERE id = $1", upload["id"]),
+    ) == before
 
 
 async def test_parallel_puts_keep_bytes_received_exact(client, user, conn) -> None:  # type: ignore[no-untyped-def]
     data = os.urandom(CHUNK * 12)
     upload = await create(client, user, data)
     # Every chunk twice, all at once: each counts exactly once.
-    await asyncio.gather(*(client.put(f"/api/uploads/{upload['id']}/chunks/{i}", headers=user.headers,
-                                      data=data[i * CHUNK:(i + 1) * CHUNK]) for i in list(range(12)) * 2))
+    await asyncio.gather(
+        *(
+            client.put(
+                f"/api/uploads/{upload['id']}/chunks/{i}", headers=user.headers, data=data[i * CHUNK : (i + 1) * CHUNK]
+            )
+            for i in list(range(12)) * 2
+        )
+    )
     assert await conn.fetchval("SELECT bytes_received FROM files WHERE id = $1", upload["id"]) == len(data)
     assert len(await stored(conn, upload["id"])) == 12
 
@@ -152,9 +168,11 @@ async def test_disconnect_mid_chunk_leaves_no_row(client, user, conn) -> None:  
     data = os.urandom(CHUNK)
     upload = await create(client, user, data + b"more")
     _reader, writer = await asyncio.open_connection(client.host, client.port)
-    head = (f"PUT /api/uploads/{upload['id']}/chunks/0 HTTP/1.1\r\nHost: x\r\n"
-            f"Authorization: {user.headers['Authorization']}\r\nContent-Length: {CHUNK}\r\n\r\n")
-    writer.write(head.encode() + data[:CHUNK // 2])
+    head = (
+        f"PUT /api/uploads/{upload['id']}/chunks/0 HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: {user.headers['Authorization']}\r\nContent-Length: {CHUNK}\r\n\r\n"
+    )
+    writer.write(head.encode() + data[: CHUNK // 2])
     await writer.drain()
     await asyncio.sleep(0.2)
     writer.close()
@@ -171,10 +189,12 @@ async def test_only_the_owner_touches_an_upload(client, user, make_user, admin) 
     upload = await create(client, user, data)
     for someone in (await make_user(), admin):
         h = someone.headers
-        for r in (await client.get(f"/api/uploads/{upload['id']}", headers=h),
-                  await client.put(f"/api/uploads/{upload['id']}/chunks/0", data=data, headers=h),
-                  await client.post(f"/api/uploads/{upload['id']}/complete", headers=h),
-                  await client.delete(f"/api/uploads/{upload['id']}", headers=h)):
+        for r in (
+            await client.get(f"/api/uploads/{upload['id']}", headers=h),
+            await client.put(f"/api/uploads/{upload['id']}/chunks/0", data=data, headers=h),
+            await client.post(f"/api/uploads/{upload['id']}/complete", headers=h),
+            await client.delete(f"/api/uploads/{upload['id']}", headers=h),
+        ):
             assert r.status == 404 and (await r.json())["code"] == "UPLOAD_NOT_FOUND"
     assert (await client.get("/api/uploads/nope", headers=user.headers)).status == 404
 
@@ -183,9 +203,11 @@ async def test_expired_upload_is_gone(client, user, conn) -> None:  # type: igno
     data = os.urandom(100)
     upload = await create(client, user, data)
     await conn.execute("UPDATE files SET expires_at = now() - interval '1 second' WHERE id = $1", upload["id"])
-    for r in (await client.put(f"/api/uploads/{upload['id']}/chunks/0", data=data, headers=user.headers),
-              await client.post(f"/api/uploads/{upload['id']}/complete", headers=user.headers),
-              await client.get(f"/api/uploads/{upload['id']}", headers=user.headers)):
+    for r in (
+        await client.put(f"/api/uploads/{upload['id']}/chunks/0", data=data, headers=user.headers),
+        await client.post(f"/api/uploads/{upload['id']}/complete", headers=user.headers),
+        await client.get(f"/api/uploads/{upload['id']}", headers=user.headers),
+    ):
         assert r.status == 410 and (await r.json())["code"] == "UPLOAD_EXPIRED"
     assert (await client.delete(f"/api/uploads/{upload['id']}", headers=user.headers)).status == 204
 
@@ -216,10 +238,12 @@ async def test_sha256_given_at_complete(client, user, conn) -> None:  # type: ig
 
     declared = await create(client, user, data, sha256=sha256(data))
     await put_chunks(client, user, declared, data, checksum=False)
-    r = await client.post(f"/api/uploads/{declared['id']}/complete", json={"sha256": sha256(b"other")},
-                          headers=user.headers)
+    r = await client.post(
+        f"/api/uploads/{declared['id']}/complete", json={"sha256": sha256(b"other")}, headers=user.headers
+    )
     assert r.status == 422 and (await r.json())["code"] == "VALIDATION_FAILED"
     assert await conn.fetchval("SELECT status FROM files WHERE id = $1", declared["id"]) == "UPLOADING"
-    r = await client.post(f"/api/uploads/{declared['id']}/complete", json={"sha256": sha256(data)},
-                          headers=user.headers)
+    r = await client.post(
+        f"/api/uploads/{declared['id']}/complete", json={"sha256": sha256(data)}, headers=user.headers
+    )
     assert r.status == 202

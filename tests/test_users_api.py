@@ -1,5 +1,6 @@
 """Users over HTTP: the caller's account with its posts and files; admin listing, changes, deletion
 (cascading rows and removing blobs) and statistics; non-admins refused."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,8 +26,13 @@ async def test_me_has_posts_and_files(client, conn: asyncpg.Connection, user) ->
 
 
 async def test_admin_routes_refuse_non_admins(client, user, admin) -> None:  # type: ignore[no-untyped-def]
-    for method, path in (("GET", "/api/users"), ("GET", f"/api/users/{admin.id}"), ("PATCH", f"/api/users/{admin.id}"),
-                         ("DELETE", f"/api/users/{admin.id}"), ("GET", "/api/admin/stats/users")):
+    for method, path in (
+        ("GET", "/api/users"),
+        ("GET", f"/api/users/{admin.id}"),
+        ("PATCH", f"/api/users/{admin.id}"),
+        ("DELETE", f"/api/users/{admin.id}"),
+        ("GET", "/api/admin/stats/users"),
+    ):
         r = await client.request(method, path, headers=user.headers, json={"name": "x"})
         assert r.status == 403 and (await r.json())["code"] == "FORBIDDEN", path
         r = await client.request(method, path)
@@ -59,11 +65,19 @@ async def test_get_and_patch_user(client, conn: asyncpg.Connection, make_user, a
     r = await client.get("/api/users/no-such-user", headers=admin.headers)
     assert r.status == 404 and (await r.json())["code"] == "USER_NOT_FOUND"
 
-    r = await client.patch(f"/api/users/{user.id}", headers=admin.headers,
-                           json={"name": "Renamed", "role": "ADMIN", "is_active": False, "email": " NEW@Example.com"})
+    r = await client.patch(
+        f"/api/users/{user.id}",
+        headers=admin.headers,
+        json={"name": "Renamed", "role": "ADMIN", "is_active": False, "email": " NEW@Example.com"},
+    )
     body = await r.json()
     assert r.status == 200 and set(body) == USER_KEYS | {"quota_bytes"}
-    assert (body["name"], body["role"], body["is_active"], body["email"]) == ("Renamed", "ADMIN", False, "new@example.com")
+    assert (body["name"], body["role"], body["is_active"], body["email"]) == (
+        "Renamed",
+        "ADMIN",
+        False,
+        "new@example.com",
+    )
     # deactivation ends the user's sessions
     assert await conn.fetchval("SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL", user.id) == 0
     assert (await client.get("/api/users/me", headers=user.headers)).status == 401
@@ -75,8 +89,13 @@ async def test_get_and_patch_user(client, conn: asyncpg.Connection, make_user, a
 
     r = await client.patch(f"/api/users/{user.id}", headers=admin.headers, json={"email": other.email.upper()})
     assert r.status == 409 and (await r.json())["code"] == "EMAIL_TAKEN"
-    for payload, field in (({"email": "nope"}, "email"), ({"role": "ROOT"}, "role"), ({"is_active": "no"}, "is_active"),
-                           ({"password": "x" * 10}, "password"), ({"name": "n" * 201}, "name")):
+    for payload, field in (
+        ({"email": "nope"}, "email"),
+        ({"role": "ROOT"}, "role"),
+        ({"is_active": "no"}, "is_active"),
+        ({"password": "x" * 10}, "password"),
+        ({"name": "n" * 201}, "name"),
+    ):
         r = await client.patch(f"/api/users/{user.id}", headers=admin.headers, json=payload)
         assert r.status == 422 and (await r.json())["field"] == field, payload
     r = await client.patch(f"/api/users/{admin.id}", headers=admin.headers, json={"role": "USER"})
@@ -84,8 +103,9 @@ async def test_get_and_patch_user(client, conn: asyncpg.Connection, make_user, a
     assert await conn.fetchval("SELECT role::text FROM users WHERE id = $1", admin.id) == "ADMIN"
 
 
-async def test_delete_user_cascades_rows_and_removes_blobs(client, conn: asyncpg.Connection, make_user, admin,
-                                                           storage_dir: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_delete_user_cascades_rows_and_removes_blobs(
+    client, conn: asyncpg.Connection, make_user, admin, storage_dir: Path
+) -> None:  # type: ignore[no-untyped-def]
     user = await make_user()
     bystander = await make_user()
     await conn.execute("INSERT INTO user_preferences (user_id) VALUES ($1)", user.id)
@@ -103,8 +123,12 @@ async def test_delete_user_cascades_rows_and_removes_blobs(client, conn: asyncpg
 
     r = await client.delete(f"/api/users/{user.id}", headers=admin.headers)
     assert r.status == 204
-    for table, column in (("users", "id"), ("posts", "author_id"), ("files", "uploaded_by_id"),
-                          ("user_preferences", "user_id")):
+    for table, column in (
+        ("users", "id"),
+        ("posts", "author_id"),
+        ("files", "uploaded_by_id"),
+        ("user_preferences", "user_id"),
+    ):
         assert await conn.fetchval(f"SELECT count(*) FROM {table} WHERE {column} = $1", user.id) == 0, table
     assert await conn.fetchval("SELECT count(*) FROM file_chunks") == 0
     assert not blob.exists() and not thumb.exists()

@@ -6,6 +6,7 @@ a regular user. Screenshots go to each test's tmp_path (under the run's pytest t
 
 Without Chromium, the playwright package or the npm-installed upload client these tests skip, with the
 reason; with CHUNKD_REQUIRE_BROWSER=1 (set by .ci/run) they fail instead."""
+
 from __future__ import annotations
 
 import asyncio
@@ -28,8 +29,15 @@ from tests.support import insert_file
 
 CHROMIUM = os.environ.get("CHUNKD_CHROMIUM", "/usr/bin/chromium")
 # Debian's browser, never one downloaded by Playwright (nothing can be downloaded here, nor on CI).
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 TIMEOUT_MS = 120_000  # 8 helpers share 2 cores here: generous, but bounded
 MiB = 1024 * 1024
 
@@ -54,10 +62,16 @@ async def browser(tmp_path: Path) -> AsyncIterator[Any]:
             pytest.fail(f"browser tests required (CHUNKD_REQUIRE_BROWSER=1) but {reason}")
         pytest.skip(reason)
     from playwright.async_api import async_playwright
+
     async with async_playwright() as p:
         context = await p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=ARGS,
-            viewport={"width": 1100, "height": 900}, accept_downloads=True)
+            str(tmp_path / "profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=ARGS,
+            viewport={"width": 1100, "height": 900},
+            accept_downloads=True,
+        )
         context.set_default_timeout(TIMEOUT_MS)
         try:
             yield context
@@ -86,8 +100,10 @@ async def sign_in(page: Any, email: str, password: str) -> None:
 async def call(server: Any, method: str, path: str, token: str | None = None, **kwargs: Any) -> tuple[int, Any]:
     """The API straight, beside the page: (status, JSON body or None)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with aiohttp.ClientSession() as session, \
-            session.request(method, server.url + path, headers=headers, **kwargs) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, server.url + path, headers=headers, **kwargs) as response,
+    ):
         return response.status, (await response.json() if response.content_type.endswith("json") else None)
 
 
@@ -107,7 +123,8 @@ def jpeg(path: Path) -> Path:
 
 
 async def test_sign_in_upload_two_files_see_them_completed_and_delete_one(  # type: ignore[no-untyped-def]
-        browser, chunkd, make_user, conn, tmp_path) -> None:
+    browser, chunkd, make_user, conn, tmp_path
+) -> None:
     server = chunkd("serve")
     user = await make_user(email="ada@example.com")  # this test's own database: the README's screenshot
     page = await open_page(browser, server.url + "/")
@@ -134,8 +151,13 @@ async def test_sign_in_upload_two_files_see_them_completed_and_delete_one(  # ty
     # Live from the event streams: the list was fetched a bounded number of times, not polled.
     listings = [r for r in requests if r.startswith("GET /api/files?")]
     assert len(listings) <= 6, listings
-    rows = {r["original_name"]: r for r in await conn.fetch(
-        "SELECT original_name, status::text, metadata->>'sha256' AS sha256 FROM files WHERE uploaded_by_id = $1", user.id)}
+    rows = {
+        r["original_name"]: r
+        for r in await conn.fetch(
+            "SELECT original_name, status::text, metadata->>'sha256' AS sha256 FROM files WHERE uploaded_by_id = $1",
+            user.id,
+        )
+    }
     assert rows["photo.jpg"]["sha256"] == hashlib.sha256(photo.read_bytes()).hexdigest()
     assert rows["notes.txt"]["sha256"] == hashlib.sha256(notes.read_bytes()).hexdigest()
     # Every PATCH carried its SHA-256 (tus checksum extension), so the server checked each body.
@@ -146,7 +168,9 @@ async def test_sign_in_upload_two_files_see_them_completed_and_delete_one(  # ty
         await page.get_by_label("Download photo.jpg").click()
     download = await download_info.value
     assert download.suggested_filename == "photo.jpg"
-    assert hashlib.sha256(Path(await download.path()).read_bytes()).digest() == hashlib.sha256(photo.read_bytes()).digest()
+    assert (
+        hashlib.sha256(Path(await download.path()).read_bytes()).digest() == hashlib.sha256(photo.read_bytes()).digest()
+    )
 
     # Readable on a 360 px phone: nothing wider than the screen.
     await page.set_viewport_size({"width": 360, "height": 800})
@@ -164,13 +188,16 @@ async def test_sign_in_upload_two_files_see_them_completed_and_delete_one(  # ty
     await delete.click()
     await dialog.get_by_role("button", name="Delete").click()
     await page.locator("#file-list li.file", has_text="notes.txt").wait_for(state="detached")
-    assert [r["original_name"] for r in await conn.fetch(
-        "SELECT original_name FROM files WHERE uploaded_by_id = $1", user.id)] == ["photo.jpg"]
+    assert [
+        r["original_name"]
+        for r in await conn.fetch("SELECT original_name FROM files WHERE uploaded_by_id = $1", user.id)
+    ] == ["photo.jpg"]
     assert page.problems == []
 
 
 async def test_reload_in_the_middle_of_a_50_mib_upload_resumes_it(  # type: ignore[no-untyped-def]
-        browser, chunkd, make_user, conn, tmp_path) -> None:
+    browser, chunkd, make_user, conn, tmp_path
+) -> None:
     server = chunkd("serve")
     user = await make_user()
     data = os.urandom(50 * MiB)
@@ -194,8 +221,9 @@ async def test_reload_in_the_middle_of_a_50_mib_upload_resumes_it(  # type: igno
         await route.continue_()
 
     async def stored(expected: int) -> dict[str, Any]:
-        row = await conn.fetchrow("SELECT id, bytes_received, status::text FROM files WHERE uploaded_by_id = $1",
-                                  user.id)
+        row = await conn.fetchrow(
+            "SELECT id, bytes_received, status::text FROM files WHERE uploaded_by_id = $1", user.id
+        )
         assert row["status"] == "UPLOADING" and row["bytes_received"] == expected
         return dict(row)
 
@@ -222,7 +250,9 @@ async def test_reload_in_the_middle_of_a_50_mib_upload_resumes_it(  # type: igno
     await page.screenshot(path=tmp_path / "resumed.png", full_page=True)
 
     assert resumed_from[0] == "HEAD" and "POST" not in resumed_from  # the same upload, asked for its offset
-    rows = await conn.fetch("SELECT id, status::text, size, metadata->>'sha256' AS sha256 FROM files WHERE uploaded_by_id = $1", user.id)
+    rows = await conn.fetch(
+        "SELECT id, status::text, size, metadata->>'sha256' AS sha256 FROM files WHERE uploaded_by_id = $1", user.id
+    )
     assert [(r["id"], r["status"], r["size"]) for r in rows] == [(row["id"], "COMPLETED", 50 * MiB)]
     assert rows[0]["sha256"] == hashlib.sha256(data).hexdigest()
     path = Path(server.env["STORAGE_DIR"]) / (await conn.fetchval("SELECT path FROM files WHERE id = $1", row["id"]))
@@ -230,7 +260,8 @@ async def test_reload_in_the_middle_of_a_50_mib_upload_resumes_it(  # type: igno
 
 
 async def test_admin_dashboard_shows_the_api_numbers(  # type: ignore[no-untyped-def]
-        browser, chunkd, make_user, conn, tmp_path) -> None:
+    browser, chunkd, make_user, conn, tmp_path
+) -> None:
     server = chunkd("serve", "--no-worker")  # the rows made below stay as they are
     admin = await make_user(role="ADMIN")
     owner = await make_user()
@@ -238,8 +269,9 @@ async def test_admin_dashboard_shows_the_api_numbers(  # type: ignore[no-untyped
     await insert_file(conn, owner.id, size=1500, created_at=datetime.now(UTC) - timedelta(days=40))  # type: ignore[arg-type]
     await insert_file(conn, owner.id, status="PROCESSING", size=70_000)
     failed = await insert_file(conn, owner.id, status="FAILED", name="broken.jpg", size=999)
-    await conn.execute("UPDATE files SET error = 'not an image: cannot identify the bytes', type = 'OTHER' "
-                       "WHERE id = $1", failed["id"])
+    await conn.execute(
+        "UPDATE files SET error = 'not an image: cannot identify the bytes', type = 'OTHER' WHERE id = $1", failed["id"]
+    )
 
     page = await open_page(browser, server.url + "/")
     await sign_in(page, admin.email, admin.password)
@@ -267,8 +299,9 @@ async def test_admin_dashboard_shows_the_api_numbers(  # type: ignore[no-untyped
         for s in stats:
             expected[s[key]] = expected.get(s[key], 0) + s["total_size"]
         bars = page.locator(f"#{name} .hbar")
-        shown_bars = {await b.get_attribute(f"data-{key}"): int(await b.get_attribute("data-bytes"))
-                      for b in await bars.all()}
+        shown_bars = {
+            await b.get_attribute(f"data-{key}"): int(await b.get_attribute("data-bytes")) for b in await bars.all()
+        }
         assert shown_bars == expected
 
     for days in (30, 90, 365):
@@ -276,8 +309,14 @@ async def test_admin_dashboard_shows_the_api_numbers(  # type: ignore[no-untyped
         await page.locator(f'#daily-chart svg[aria-label="Uploads per day over {days} days"]').wait_for()
         daily = await api(server, admin.token, f"/api/admin/stats/uploads/daily?days={days}")
         bars = page.locator("#daily-chart rect.bar-rect")
-        shown_days = [(await b.get_attribute("data-date"), int(await b.get_attribute("data-uploads")),
-                       int(await b.get_attribute("data-bytes"))) for b in await bars.all()]
+        shown_days = [
+            (
+                await b.get_attribute("data-date"),
+                int(await b.get_attribute("data-uploads")),
+                int(await b.get_attribute("data-bytes")),
+            )
+            for b in await bars.all()
+        ]
         assert shown_days == [(d["date"], d["uploads"], d["total_size"]) for d in daily]
         assert sum(d[1] for d in shown_days) == (3 if days == 30 else 4)
 
@@ -310,14 +349,16 @@ async def test_regular_users_are_refused_the_dashboard(browser, chunkd, make_use
 
 
 async def test_tokens_are_refreshed_and_a_revoked_session_returns_to_the_form(  # type: ignore[no-untyped-def]
-        browser, chunkd, make_user, tmp_path) -> None:
+    browser, chunkd, make_user, tmp_path
+) -> None:
     server = chunkd("serve", "--no-worker", ACCESS_TOKEN_TTL="4s")
     user = await make_user()
     page = await open_page(browser, server.url + "/")
     await sign_in(page, user.email, user.password)
     first = await page.evaluate("JSON.parse(localStorage.getItem('chunkd.session')).refresh_token")
-    await page.wait_for_function("first => JSON.parse(localStorage.getItem('chunkd.session')).refresh_token !== first",
-                                 arg=first, timeout=30_000)
+    await page.wait_for_function(
+        "first => JSON.parse(localStorage.getItem('chunkd.session')).refresh_token !== first", arg=first, timeout=30_000
+    )
     await asyncio.sleep(5)  # longer than an access token lives: the page must have refreshed again
     await page.get_by_label("Status").select_option("FAILED")
     await page.get_by_text("No files here yet.").wait_for()
@@ -332,7 +373,8 @@ async def test_tokens_are_refreshed_and_a_revoked_session_returns_to_the_form(  
 
 
 async def test_register_drop_a_file_and_problem_details_are_shown(  # type: ignore[no-untyped-def]
-        browser, chunkd, make_user, conn) -> None:
+    browser, chunkd, make_user, conn
+) -> None:
     server = chunkd("serve", "--no-worker")  # the dropped file waits in PROCESSING until a worker starts
     taken = await make_user()
     page = await open_page(browser, server.url + "/")
@@ -342,8 +384,9 @@ async def test_register_drop_a_file_and_problem_details_are_shown(  # type: igno
     await form.get_by_role("button", name="Create account").click()
     alert = page.get_by_role("alert")
     await alert.wait_for()
-    status, problem = await call(server, "POST", "/api/auth/register",
-                                 json={"email": taken.email, "password": "long enough password"})
+    status, problem = await call(
+        server, "POST", "/api/auth/register", json={"email": taken.email, "password": "long enough password"}
+    )
     assert status == 409 and await alert.inner_text() == problem["detail"]  # the API's own detail, shown
     await page.locator("#signin-form").get_by_label("Email").fill(taken.email)
     await page.locator("#signin-form").get_by_label("Password").fill("wrong password")
@@ -375,7 +418,9 @@ async def test_register_drop_a_file_and_problem_details_are_shown(  # type: igno
     await page.locator('#file-list li.file[data-status="COMPLETED"]', has_text="dropped.txt").wait_for()
     assert len([r for r in requests if r.startswith("/api/files?")]) == listings
     assert any(re.match(r"/api/files/[^/]+/events\?.*sig=", r) for r in requests)
-    assert await conn.fetchval("SELECT metadata->>'sha256' FROM files WHERE original_name = 'dropped.txt'") \
+    assert (
+        await conn.fetchval("SELECT metadata->>'sha256' FROM files WHERE original_name = 'dropped.txt'")
         == hashlib.sha256(b"dropped on the page\n").hexdigest()
+    )
     await page.get_by_role("button", name="Sign out").click()
     await page.locator("#signin").wait_for(state="visible")

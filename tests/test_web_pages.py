@@ -1,5 +1,6 @@
 """The web UI as HTTP sees it: pages at / and /admin, hashed asset URLs cached for good, a strict CSP,
 the npm-installed upload client under /vendor/, and /api left as it was."""
+
 from __future__ import annotations
 
 import hashlib

@@ -1,6 +1,7 @@
 """Webhooks through real servers: chunkd (with its worker) and a receiver started here (aiohttp, a free
 port). file.completed arrives with a valid Standard Webhooks signature, again after the receiver
 answered 500 once; redirects are not followed, slow receivers time out, private targets are refused."""
+
 from __future__ import annotations
 
 import asyncio
@@ -26,6 +27,7 @@ SETTINGS_ENV = {**UPLOAD_ENV, "WEBHOOK_ALLOW_PRIVATE": "true", "WEBHOOK_TIMEOUT"
 @dataclass
 class Receiver:
     """Answers each event type's requests with `answers[type]` in turn (then 200); records every request."""
+
     answers: dict[str, list[int | str]] = field(default_factory=dict)
     received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
@@ -129,8 +131,9 @@ async def test_file_completed_arrives_signed_and_again_after_a_500(served, user,
 
 async def test_an_admins_webhook_may_hear_everyones_files(served, user, admin) -> None:  # type: ignore[no-untyped-def]
     async with receiver() as hook:
-        r = await served.post("/api/webhooks", headers=user.headers,
-                              json={"url": hook.url, "events": ["file.failed"], "all_users": True})
+        r = await served.post(
+            "/api/webhooks", headers=user.headers, json={"url": hook.url, "events": ["file.failed"], "all_users": True}
+        )
         assert r.status == 403
         await register(served, admin, hook.url, ["file.failed"], all_users=True)
         file_id = await upload(served, user, b"GIF89a this is not really a gif", "broken.gif", mimetype="image/gif")
@@ -146,18 +149,26 @@ async def test_redirects_are_not_followed_and_slow_receivers_time_out(served, us
         await hook.wait_for(3, "upload.created")  # the 302, the slow one, and a retry that worked
         paths = [h.get("Host") for h, _ in hook.received]
         assert len(paths) == 3  # nothing was sent to the redirect's target by following it
-        attempts = [(d["status"], d["attempts"], d["last_status_code"])
-                    for d in await settled(served, user, webhook["id"])]
+        attempts = [
+            (d["status"], d["attempts"], d["last_status_code"]) for d in await settled(served, user, webhook["id"])
+        ]
         assert attempts == [("delivered", 3, 200)]
 
 
-async def test_private_targets_are_refused_unless_allowed(aiohttp_client, database_url, storage_dir, make_user,
-                                                          conn: asyncpg.Connection) -> None:  # type: ignore[no-untyped-def]
+async def test_private_targets_are_refused_unless_allowed(
+    aiohttp_client, database_url, storage_dir, make_user, conn: asyncpg.Connection
+) -> None:  # type: ignore[no-untyped-def]
     settings = make_settings(database_url, storage_dir, WEBHOOK_ALLOW_PRIVATE="false")
     client = await aiohttp_client(create_app(settings))
     user = await make_user()
-    for url in ("http://127.0.0.1:9/hook", "http://localhost/hook", "http://10.1.2.3/hook", "http://[::1]/hook",
-                "http://169.254.169.254/latest/meta-data", "http://[::ffff:127.0.0.1]/x"):
+    for url in (
+        "http://127.0.0.1:9/hook",
+        "http://localhost/hook",
+        "http://10.1.2.3/hook",
+        "http://[::1]/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::ffff:127.0.0.1]/x",
+    ):
         r = await client.post("/api/webhooks", headers=user.headers, json={"url": url, "events": ["file.completed"]})
         body = await r.json()
         assert r.status == 422 and body["code"] == "WEBHOOK_URL_REFUSED" and "non-public" in body["detail"], url
@@ -165,9 +176,15 @@ async def test_private_targets_are_refused_unless_allowed(aiohttp_client, databa
     async with receiver() as hook:
         webhook_id = await conn.fetchval(
             "INSERT INTO webhooks (user_id, url, events, secret) VALUES ($1, $2, '{upload.created}', $3) RETURNING id",
-            user.id, hook.url.replace("127.0.0.1", "localhost"), new_secret())
-        await conn.execute("INSERT INTO webhook_deliveries (webhook_id, event_type, payload)"
-                           " VALUES ($1, 'upload.created', '{\"type\": \"upload.created\"}')", webhook_id)
+            user.id,
+            hook.url.replace("127.0.0.1", "localhost"),
+            new_secret(),
+        )
+        await conn.execute(
+            "INSERT INTO webhook_deliveries (webhook_id, event_type, payload)"
+            " VALUES ($1, 'upload.created', '{\"type\": \"upload.created\"}')",
+            webhook_id,
+        )
         pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
         try:
             assert await Deliverer(settings, pool).run_once() == 1
@@ -180,17 +197,19 @@ async def test_private_targets_are_refused_unless_allowed(aiohttp_client, databa
 
 async def test_webhook_bad_input(client, user, make_user) -> None:  # type: ignore[no-untyped-def]
     other = await make_user()
-    cases = [({"url": "ftp://example.com/x", "events": ["file.completed"]}, "url"),
-             ({"url": "javascript:alert(1)", "events": ["file.completed"]}, "url"),
-             ({"url": "http://", "events": ["file.completed"]}, "url"),
-             ({"url": "http://user:pw@127.0.0.1/x", "events": ["file.completed"]}, "url"),
-             ({"url": "http://no-such-host.invalid/x", "events": ["file.completed"]}, "url"),
-             ({"url": "http://127.0.0.1/x", "events": ["file.deleted"]}, "events[0]"),
-             ({"url": "http://127.0.0.1/x", "events": []}, "events"),
-             ({"url": "http://127.0.0.1/x", "events": "file.completed"}, "events"),
-             ({"url": 5, "events": ["file.completed"]}, "url"),
-             ({"url": "http://127.0.0.1/x", "events": ["file.completed"], "secret": "mine"}, "secret"),
-             ({"events": ["file.completed"]}, "url")]
+    cases = [
+        ({"url": "ftp://example.com/x", "events": ["file.completed"]}, "url"),
+        ({"url": "javascript:alert(1)", "events": ["file.completed"]}, "url"),
+        ({"url": "http://", "events": ["file.completed"]}, "url"),
+        ({"url": "http://user:pw@127.0.0.1/x", "events": ["file.completed"]}, "url"),
+        ({"url": "http://no-such-host.invalid/x", "events": ["file.completed"]}, "url"),
+        ({"url": "http://127.0.0.1/x", "events": ["file.deleted"]}, "events[0]"),
+        ({"url": "http://127.0.0.1/x", "events": []}, "events"),
+        ({"url": "http://127.0.0.1/x", "events": "file.completed"}, "events"),
+        ({"url": 5, "events": ["file.completed"]}, "url"),
+        ({"url": "http://127.0.0.1/x", "events": ["file.completed"], "secret": "mine"}, "secret"),
+        ({"events": ["file.completed"]}, "url"),
+    ]
     for body, where in cases:
         r = await client.post("/api/webhooks", headers=user.headers, json=body)
         problem = await r.json()
@@ -203,14 +222,20 @@ async def test_webhook_bad_input(client, user, make_user) -> None:  # type: igno
     assert (await client.get(f"/api/webhooks/{mine['id']}/deliveries", headers=user.headers)).status == 404
 
 
-async def test_a_day_of_failures_gives_up_the_delivery_and_disables_the_webhook(settings, user, conn,
-                                                                               database_url) -> None:  # type: ignore[no-untyped-def]
+async def test_a_day_of_failures_gives_up_the_delivery_and_disables_the_webhook(
+    settings, user, conn, database_url
+) -> None:  # type: ignore[no-untyped-def]
     webhook_id = await conn.fetchval(
         "INSERT INTO webhooks (user_id, url, events, secret, failing_since) VALUES ($1, 'http://127.0.0.1:9/closed',"
-        " '{upload.created}', $2, now() - interval '25 hours') RETURNING id", user.id, new_secret())
-    await conn.execute("INSERT INTO webhook_deliveries (webhook_id, event_type, payload, created_at) VALUES"
-                       " ($1, 'upload.created', '{\"type\": \"upload.created\"}', now() - interval '25 hours')",
-                       webhook_id)
+        " '{upload.created}', $2, now() - interval '25 hours') RETURNING id",
+        user.id,
+        new_secret(),
+    )
+    await conn.execute(
+        "INSERT INTO webhook_deliveries (webhook_id, event_type, payload, created_at) VALUES"
+        " ($1, 'upload.created', '{\"type\": \"upload.created\"}', now() - interval '25 hours')",
+        webhook_id,
+    )
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     try:
         assert await Deliverer(settings, pool).run_once() == 1
@@ -221,6 +246,9 @@ async def test_a_day_of_failures_gives_up_the_delivery_and_disables_the_webhook(
     assert (row["status"], row["attempts"]) == ("failed", 1) and "Connect" in row["last_error"]
     assert await conn.fetchval("SELECT disabled_at IS NOT NULL FROM webhooks WHERE id = $1", webhook_id)
     # A disabled webhook hears nothing more.
-    await conn.execute("INSERT INTO files (original_name, filename, mimetype, size, type, path, uploaded_by_id,"
-                       " chunk_size) VALUES ('a', 'b', 'text/plain', 1, 'OTHER', 'p', $1, 1)", user.id)
+    await conn.execute(
+        "INSERT INTO files (original_name, filename, mimetype, size, type, path, uploaded_by_id,"
+        " chunk_size) VALUES ('a', 'b', 'text/plain', 1, 'OTHER', 'p', $1, 1)",
+        user.id,
+    )
     assert await conn.fetchval("SELECT count(*) FROM webhook_deliveries") == 1

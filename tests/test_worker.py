@@ -1,4 +1,5 @@
 """The processing worker: assembly, sniffing, thumbnails, failures, retries, leases, crashes."""
+
 from __future__ import annotations
 
 import asyncio
@@ -25,7 +26,6 @@ from tests.uploading import UPLOAD_ENV, create, jpeg, noise_png, sha256, upload,
 SETTINGS_ENV = UPLOAD_ENV
 
 
-
 @pytest.fixture
 async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     p = await db.create_pool(settings, max_size=6)
@@ -33,12 +33,29 @@ async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     await p.close()
 
 
-async def insert_ready_file(conn: asyncpg.Connection, user_id: str, chunks: list[bytes], *, name: str = "f.bin",
-                            sha: str | None = None, size: int | None = None) -> str:
+async def insert_ready_file(
+    conn: asyncpg.Connection,
+    user_id: str,
+    chunks: list[bytes],
+    *,
+    name: str = "f.bin",
+    sha: str | None = None,
+    size: int | None = None,
+) -> str:
     """A file as any protocol leaves it: chunks of any lengths, then mark_ready (tus does exactly this)."""
-    file_id = (await insert_file(conn, user_id, status="UPLOADING", name=name, mimetype="application/octet-stream",
-                                 type="OTHER", size=sum(map(len, chunks)) if size is None else size, chunk_size=65536,
-                                 sha256=sha))["id"]
+    file_id = (
+        await insert_file(
+            conn,
+            user_id,
+            status="UPLOADING",
+            name=name,
+            mimetype="application/octet-stream",
+            type="OTHER",
+            size=sum(map(len, chunks)) if size is None else size,
+            chunk_size=65536,
+            sha256=sha,
+        )
+    )["id"]
     for i, chunk in enumerate(chunks):
         if chunk is not None:
             await insert_chunk(conn, file_id, i, chunk)
@@ -47,8 +64,10 @@ async def insert_ready_file(conn: asyncpg.Connection, user_id: str, chunks: list
 
 
 async def file_row(conn: asyncpg.Connection, file_id: str) -> asyncpg.Record:
-    return await conn.fetchrow("SELECT *, (SELECT count(*) FROM file_chunks WHERE file_id = files.id) AS chunks "
-                               "FROM files WHERE id = $1", file_id)
+    return await conn.fetchrow(
+        "SELECT *, (SELECT count(*) FROM file_chunks WHERE file_id = files.id) AS chunks FROM files WHERE id = $1",
+        file_id,
+    )
 
 
 @on_both_stores
@@ -73,8 +92,10 @@ async def test_image_uploaded_in_shuffled_parallel_chunks_completes(served, user
     row = await file_row(conn, file_id)
     assert row["chunks"] == 0 and row["worker_id"] is None and row["attempts"] == 1
     # the blob and its thumbnail, no unfinished write left behind
-    assert await stored_keys(settings) == {storage.blob_key(row["filename"]),
-                                           storage.thumbnail_key(row["filename"], "image/webp")}
+    assert await stored_keys(settings) == {
+        storage.blob_key(row["filename"]),
+        storage.thumbnail_key(row["filename"], "image/webp"),
+    }
     assert not [p for p in settings.work_path.rglob("*") if p.is_file()]  # nor a working copy
 
 
@@ -126,18 +147,23 @@ async def test_declared_checksum_mismatch_fails(served, user, conn, settings) ->
 
 def png(width: int, height: int, pixel_data: bytes) -> bytes:
     """A PNG whose header claims width x height, whatever the data holds."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixel_data) + chunk(b"IEND", b"")
 
 
-@pytest.mark.parametrize("content, reason", [
-    (png(100, 100, os.urandom(5000)), "unreadable image"),                  # garbage pixel data
-    (png(100, 100, zlib.compress(b"\0" * 3000)), "unreadable image"),       # truncated
-    (png(30_000, 30_000, zlib.compress(b"\0" * 1000)), "pixel limit"),      # a decompression bomb
-    (b"\xff\xd8\xff\xe0" + os.urandom(3000), "unreadable image"),                      # JPEG magic, then noise
-])
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (png(100, 100, os.urandom(5000)), "unreadable image"),  # garbage pixel data
+        (png(100, 100, zlib.compress(b"\0" * 3000)), "unreadable image"),  # truncated
+        (png(30_000, 30_000, zlib.compress(b"\0" * 1000)), "pixel limit"),  # a decompression bomb
+        (b"\xff\xd8\xff\xe0" + os.urandom(3000), "unreadable image"),  # JPEG magic, then noise
+    ],
+)
 async def test_corrupt_images_fail_with_a_reason(pool, settings, user, conn, content, reason) -> None:  # type: ignore[no-untyped-def]
     file_id = await insert_ready_file(conn, user.id, [content], name="x.png")
     worker = Worker(settings, pool)
@@ -168,8 +194,13 @@ async def test_gaps_and_wrong_totals_fail(pool, settings, user, conn) -> None:  
     assert "hold 10 bytes" in (await file_row(conn, short))["error"]
 
 
-async def test_a_store_fault_is_retried_without_counting_and_never_fails(pool, settings, user, conn,  # type: ignore[no-untyped-def]
-                                                                         storage_dir) -> None:
+async def test_a_store_fault_is_retried_without_counting_and_never_fails(
+    pool,
+    settings,
+    user,
+    conn,  # type: ignore[no-untyped-def]
+    storage_dir,
+) -> None:
     file_id = await insert_ready_file(conn, user.id, [b"hello"])
     filename = (await file_row(conn, file_id))["filename"]
     blocker = storage_dir / "files" / filename[:2]
@@ -206,7 +237,9 @@ async def test_two_workers_never_take_the_same_file(pool, settings, user, conn) 
 
 async def test_dead_workers_files_are_taken_again(pool, settings, user, conn) -> None:  # type: ignore[no-untyped-def]
     file_id = await insert_ready_file(conn, user.id, [b"orphan"])
-    await conn.execute("INSERT INTO workers (id, hostname, pid, last_heartbeat) VALUES ('ghost', 'h', 1, now() - interval '1 hour')")
+    await conn.execute(
+        "INSERT INTO workers (id, hostname, pid, last_heartbeat) VALUES ('ghost', 'h', 1, now() - interval '1 hour')"
+    )
     await conn.execute("UPDATE files SET worker_id = 'ghost', attempts = 1 WHERE id = $1", file_id)
     worker = Worker(settings, pool)
     task = asyncio.create_task(worker.run())

@@ -1,4 +1,5 @@
 """Helpers of the tus tests: headers, creating uploads, and reading an upload's bytes back from its rows."""
+
 from __future__ import annotations
 
 import asyncio
@@ -39,14 +40,16 @@ async def create(client, user, length: int | None = None, **headers: str) -> str
 
 
 async def patch(client, user, path: str, offset: int, body: bytes, **headers: str):  # type: ignore[no-untyped-def]
-    return await client.patch(path, data=body,
-                              headers={**user.headers, **TUS, **STREAM, "Upload-Offset": str(offset), **headers})
+    return await client.patch(
+        path, data=body, headers={**user.headers, **TUS, **STREAM, "Upload-Offset": str(offset), **headers}
+    )
 
 
 async def stored_bytes(conn: asyncpg.Connection, file_id: str) -> bytes:
     """The upload as the worker will assemble it: chunk rows in chunk_index order."""
-    rows = await conn.fetch("SELECT chunk_index, data FROM file_chunks WHERE file_id = $1 ORDER BY chunk_index",
-                            file_id)
+    rows = await conn.fetch(
+        "SELECT chunk_index, data FROM file_chunks WHERE file_id = $1 ORDER BY chunk_index", file_id
+    )
     assert [r["chunk_index"] for r in rows] == list(range(len(rows))), "chunk_index must be 0, 1, 2, ..."
     return b"".join(r["data"] for r in rows)
 
@@ -59,20 +62,25 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-CHUNK = 64 * 1024           # DEFAULT_CHUNK_SIZE of the tus test app: bodies span many rows
+CHUNK = 64 * 1024  # DEFAULT_CHUNK_SIZE of the tus test app: bodies span many rows
 MAX_SIZE = 4 * 1024 * 1024  # its MAX_UPLOAD_SIZE
 
 
 async def raw_patch(server, user, path: str, offset: int, length: int, **headers: str) -> RawRequest:  # type: ignore[no-untyped-def]
     """A PATCH announcing `length` bytes of body and sending none yet."""
-    return await RawRequest.open(server, "PATCH", path, {**user.headers, **TUS, **STREAM, **headers,
-                                                         "Upload-Offset": str(offset), "Content-Length": str(length)})
+    return await RawRequest.open(
+        server,
+        "PATCH",
+        path,
+        {**user.headers, **TUS, **STREAM, **headers, "Upload-Offset": str(offset), "Content-Length": str(length)},
+    )
 
 
 async def unlocked(conn, file_id: str) -> bool:  # type: ignore[no-untyped-def]
     """No request holds the upload's advisory lock."""
     return not await conn.fetchval(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = hashtext($1)::oid", file_id)
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = hashtext($1)::oid", file_id
+    )
 
 
 async def until(check, timeout: float = 5) -> None:  # type: ignore[no-untyped-def]

@@ -1,4 +1,5 @@
 """Helpers of the upload and file tests: a client of the native protocol, test images, waiting."""
+
 from __future__ import annotations
 
 import asyncio
@@ -42,14 +43,22 @@ def jpeg(width: int, height: int, orientation: int | None = None) -> bytes:
 
 
 async def create(client: Any, user: Any, data: bytes, filename: str = "file.bin", **fields: Any) -> dict:
-    r = await client.post("/api/uploads", json={"filename": filename, "size": len(data), **fields},
-                          headers=user.headers)
+    r = await client.post(
+        "/api/uploads", json={"filename": filename, "size": len(data), **fields}, headers=user.headers
+    )
     assert r.status == 201, await r.text()
     return await r.json()
 
 
-async def put_chunks(client: Any, user: Any, upload: dict, data: bytes, indexes: list[int] | None = None,
-                     parallel: int = 4, checksum: bool = True) -> None:
+async def put_chunks(
+    client: Any,
+    user: Any,
+    upload: dict,
+    data: bytes,
+    indexes: list[int] | None = None,
+    parallel: int = 4,
+    checksum: bool = True,
+) -> None:
     """PUTs chunks `indexes` (all, shuffled, by default) with `parallel` requests in flight."""
     size = upload["chunk_size"]
     if indexes is None:
@@ -60,7 +69,7 @@ async def put_chunks(client: Any, user: Any, upload: dict, data: bytes, indexes:
     async def sender() -> None:
         while queue:
             i = queue.pop()
-            body = data[i * size:(i + 1) * size]
+            body = data[i * size : (i + 1) * size]
             headers = {**user.headers, **({"Content-SHA256": sha256(body)} if checksum else {})}
             r = await client.put(f"/api/uploads/{upload['id']}/chunks/{i}", data=body, headers=headers)
             assert r.status == 201, await r.text()
@@ -77,8 +86,9 @@ async def upload(client: Any, user: Any, data: bytes, filename: str = "file.bin"
     return created["id"]
 
 
-async def wait_for_status(client: Any, user: Any, file_id: str, statuses: tuple[str, ...] = ("COMPLETED", "FAILED"),
-                          timeout: float = 30) -> dict:
+async def wait_for_status(
+    client: Any, user: Any, file_id: str, statuses: tuple[str, ...] = ("COMPLETED", "FAILED"), timeout: float = 30
+) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         r = await client.get(f"/api/files/{file_id}", params={"wait": "5"}, headers=user.headers)
@@ -90,13 +100,23 @@ async def wait_for_status(client: Any, user: Any, file_id: str, statuses: tuple[
 
 
 async def stored(conn: asyncpg.Connection, file_id: str) -> list[tuple[int, str]]:
-    rows = await conn.fetch("SELECT chunk_index, encode(sha256(data), 'hex') FROM file_chunks WHERE file_id = $1 "
-                            "ORDER BY chunk_index", file_id)
+    rows = await conn.fetch(
+        "SELECT chunk_index, encode(sha256(data), 'hex') FROM file_chunks WHERE file_id = $1 ORDER BY chunk_index",
+        file_id,
+    )
     return [tuple(r) for r in rows]
 
 
 def raw_put(client: Any, user: Any, file_id: str, index: int, length: int, **headers: str) -> RawRequest:
     """A chunk PUT written by hand (`async with raw_put(...) as put:`), to control when each byte leaves."""
-    return RawRequest(client, "PUT", f"/api/uploads/{file_id}/chunks/{index}",
-                      {"Connection": "close", **user.headers, "Content-Length": str(length),
-                       **{k.replace("_", "-"): v for k, v in headers.items()}})
+    return RawRequest(
+        client,
+        "PUT",
+        f"/api/uploads/{file_id}/chunks/{index}",
+        {
+            "Connection": "close",
+            **user.headers,
+            "Content-Length": str(length),
+            **{k.replace("_", "-"): v for k, v in headers.items()},
+        },
+    )

@@ -1,4 +1,5 @@
 """Admin statistics and database health. Admins only: everyone else gets 403."""
+
 from __future__ import annotations
 
 from aiohttp import web
@@ -55,5 +56,11 @@ async def get_database_health(request: web.Request) -> web.Response:
 def pool_state(pool: Pool) -> dict[str, int]:
     """This process's pool; `waiting` counts acquires in progress (see db.Pool)."""
     size, free = pool.get_size(), pool.get_idle_size()
-    return {"size": size, "free": free, "in_use": size - free, "min": pool.get_min_size(),
-            "max": pool.get_max_size(), "waiting": pool.waiting}
+    return {
+        "size": size,
+        "free": free,
+        "in_use": size - free,
+        "min": pool.get_min_size(),
+        "max": pool.get_max_size(),
+        "waiting": pool.waiting,
+    }

@@ -1,5 +1,6 @@
 """Sessions: register, login (throttled), refresh (rotating within its session), logout, the caller's
 sessions, and the password change."""
+
 from __future__ import annotations
 
 import logging
@@ -59,8 +60,10 @@ async def login(request: web.Request) -> web.Response:
         attempt = await logins.insert_attempt(conn, keys, settings.login_window)
         if attempt.failures > settings.login_max_failures:
             await logins.delete_attempt(conn, attempt)
-            raise TooManyLogins(f"too many failed logins; try again in {attempt.retry_after} s",
-                                headers={"Retry-After": str(attempt.retry_after)})
+            raise TooManyLogins(
+                f"too many failed logins; try again in {attempt.retry_after} s",
+                headers={"Retry-After": str(attempt.retry_after)},
+            )
         found = await users.get_credentials(conn, email)
     valid = await request.app[passwords_key].verify(found[1] if found else None, body["password"])
     if found is None or not valid:
@@ -86,8 +89,9 @@ async def refresh(request: web.Request) -> web.Response:
         raise RefreshTokenInvalid("refresh token expired: log in again")
     token = RefreshToken.new(settings, presented.session_id)
     async with request.app[pool_key].acquire() as conn:
-        user = await sessions.rotate_refresh_token(conn, presented.session_id, presented.digest, token.digest,
-                                                   request.remote, settings.refresh_token_ttl)
+        user = await sessions.rotate_refresh_token(
+            conn, presented.session_id, presented.digest, token.digest, request.remote, settings.refresh_token_ttl
+        )
         if user is not None:
             return web.json_response(session_json(request, user, presented.session_id, token))
         found = await sessions.get_session(conn, presented.session_id)
@@ -102,8 +106,10 @@ async def refresh(request: web.Request) -> web.Response:
         if expired:
             raise RefreshTokenInvalid("this session has expired: log in again")
         await sessions.revoke_session(conn, session.id, None, REUSED)
-    log.warning("refresh token reused: session revoked",
-                extra={"action": "refresh_token_reused", "user_id": session.user_id, "session_id": session.id})
+    log.warning(
+        "refresh token reused: session revoked",
+        extra={"action": "refresh_token_reused", "user_id": session.user_id, "session_id": session.id},
+    )
     raise RefreshTokenReused("this refresh token was already used; its session is revoked: log in again")
 
 
@@ -151,8 +157,9 @@ async def _start_session(request: web.Request, conn: Any, user_id: str, device: 
     settings = request.app[settings_key]
     session_id, token = new_session_secret(settings)
     label = device or request.headers.get("User-Agent", "")[:MAX_DEVICE].strip() or "unknown device"
-    user = await sessions.insert_session(conn, session_id, user_id, label, request.remote, token.digest,
-                                         settings.refresh_token_ttl)
+    user = await sessions.insert_session(
+        conn, session_id, user_id, label, request.remote, token.digest, settings.refresh_token_ttl
+    )
     if user is None:  # deactivated (or deleted) since the password was checked
         raise AccountInactive("this account is deactivated")
     return session_json(request, user, session_id, token)
@@ -160,12 +167,23 @@ async def _start_session(request: web.Request, conn: Any, user_id: str, device: 
 
 def session_json(request: web.Request, user: User, session_id: str, token: RefreshToken) -> dict[str, Any]:
     settings = request.app[settings_key]
-    return {"access_token": issue_access_token(settings, user.id, user.role, session_id),
-            "refresh_token": token.token, "token_type": "Bearer", "expires_in": settings.access_token_ttl,
-            "session_id": session_id, "user": user_json(user)}
+    return {
+        "access_token": issue_access_token(settings, user.id, user.role, session_id),
+        "refresh_token": token.token,
+        "token_type": "Bearer",
+        "expires_in": settings.access_token_ttl,
+        "session_id": session_id,
+        "user": user_json(user),
+    }
 
 
 def _session_view(session: Session, current: bool) -> dict[str, Any]:
-    return {"id": session.id, "device": session.device, "ip": session.ip, "current": current,
-            "created_at": session.created_at.isoformat(), "last_used_at": session.last_used_at.isoformat(),
-            "expires_at": session.expires_at.isoformat()}
+    return {
+        "id": session.id,
+        "device": session.device,
+        "ip": session.ip,
+        "current": current,
+        "created_at": session.created_at.isoformat(),
+        "last_used_at": session.last_used_at.isoformat(),
+        "expires_at": session.expires_at.isoformat(),
+    }

@@ -1,4 +1,5 @@
 """GET /openapi.json: the API described, from this server's own route table (cheap: built per request)."""
+
 from __future__ import annotations
 
 from aiohttp import web

@@ -1,4 +1,5 @@
 """The files API: status (ETag, long-poll), server-sent events, content with Range, thumbnail, list, delete."""
+
 from __future__ import annotations
 
 import asyncio
@@ -31,17 +32,31 @@ from service.storage import BlobNotFound, BlobStore
 from service.store import files as store
 from service.validation import path_id, query_choice, query_seconds, read_page
 
-MAX_WAIT = 60            # seconds a long-poll may ask for
-FALLBACK_POLL = 5.0      # seconds between re-reads while waiting, in case a NOTIFY was lost
+MAX_WAIT = 60  # seconds a long-poll may ask for
+FALLBACK_POLL = 5.0  # seconds between re-reads while waiting, in case a NOTIFY was lost
 PRESIGNED_SECONDS = 300  # lifetime of a DOWNLOAD_REDIRECT URL: enough to start the download, too short to share
-SSE_KEEPALIVE = 15.0     # seconds between comments on an idle event stream (proxies close silent ones)
+SSE_KEEPALIVE = 15.0  # seconds between comments on an idle event stream (proxies close silent ones)
 # Served bytes are the user's, not ours: never rendered, never sniffed, never scripted.
-CONTENT_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'; sandbox",
-                   "Cache-Control": "private, no-cache"}
+CONTENT_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; sandbox",
+    "Cache-Control": "private, no-cache",
+}
 # Images a browser may show inline when asked (?disposition=inline), under the sandbox above; SVG is
 # a document that can carry script, so it stays a download.
-INLINE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp", "image/avif", "image/bmp",
-                          "image/heic", "image/heif", "image/tiff"})
+INLINE_TYPES = frozenset(
+    {
+        "image/jpeg",
+        "image/png",
+        "image/gif",
+        "image/webp",
+        "image/avif",
+        "image/bmp",
+        "image/heic",
+        "image/heif",
+        "image/tiff",
+    }
+)
 
 
 async def get_file(request: web.Request) -> web.Response:
@@ -72,13 +87,14 @@ async def get_file_events(request: web.Request) -> web.StreamResponse:
     file_id = path_id(request)
     with request.app[file_events_key].subscribe(file_id) as changed:
         file: File | None = await _load(request, file_id)
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                               "X-Accel-Buffering": "no"})
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
         await response.prepare(request)
         sent = None
         while True:
             if file is None:
-                await response.write(b"event: deleted\ndata: {\"id\": %s}\n\n" % json.dumps(file_id).encode())
+                await response.write(b'event: deleted\ndata: {"id": %s}\n\n' % json.dumps(file_id).encode())
                 break
             if file.status != sent:
                 view = file_view(file, request)
@@ -111,9 +127,13 @@ async def get_file_content(request: web.Request) -> web.StreamResponse:
         raise FileNotReady(f"file {file.id} is {file.status}")
     if file.mimetype not in INLINE_TYPES:
         disposition = "attachment"
-    return await _serve(request, storage.blob_key(file.filename), FileNotFound(f"file {file.id} has no bytes stored"),
-                        file.mimetype or "application/octet-stream",
-                        content_disposition(file.original_name, disposition))
+    return await _serve(
+        request,
+        storage.blob_key(file.filename),
+        FileNotFound(f"file {file.id} has no bytes stored"),
+        file.mimetype or "application/octet-stream",
+        content_disposition(file.original_name, disposition),
+    )
 
 
 async def get_file_thumbnail(request: web.Request) -> web.StreamResponse:
@@ -122,12 +142,14 @@ async def get_file_thumbnail(request: web.Request) -> web.StreamResponse:
     if file.status != FileStatus.COMPLETED or not file.thumbnail or not thumbnail:
         raise ThumbnailNotFound(f"file {file.id} has no thumbnail")
     key = storage.thumbnail_key(file.filename, thumbnail["mimetype"])
-    return await _serve(request, key, ThumbnailNotFound(f"file {file.id} has no thumbnail stored"),
-                        thumbnail["mimetype"], "inline")
+    return await _serve(
+        request, key, ThumbnailNotFound(f"file {file.id} has no thumbnail stored"), thumbnail["mimetype"], "inline"
+    )
 
 
-async def _serve(request: web.Request, key: str, missing: ApiError, content_type: str,
-                 disposition: str | None) -> web.StreamResponse:
+async def _serve(
+    request: web.Request, key: str, missing: ApiError, content_type: str, disposition: str | None
+) -> web.StreamResponse:
     """The object under key: a redirect to a presigned URL (DOWNLOAD_REDIRECT with a store that makes
     them), sendfile from a local directory, or streamed from the store, with the same Range rules."""
     blobs = request.app[storage_key]
@@ -137,16 +159,16 @@ async def _serve(request: web.Request, key: str, missing: ApiError, content_type
             raise missing
         url = await blobs.presign_get(key, PRESIGNED_SECONDS, content_type, disposition)
         if url is not None:
-            return web.Response(status=302, headers={"Location": url, "Cache-Control": "no-store",
-                                                     "X-Content-Type-Options": "nosniff"})
+            return web.Response(
+                status=302, headers={"Location": url, "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+            )
     path = blobs.local_path(key)
     if path is not None:
         return await _send_file(request, path, missing, headers)
     return await _stream(request, blobs, key, missing, headers)
 
 
-async def _send_file(request: web.Request, path: Path, missing: ApiError,
-                     headers: dict[str, str]) -> web.FileResponse:
+async def _send_file(request: web.Request, path: Path, missing: ApiError, headers: dict[str, str]) -> web.FileResponse:
     """FileResponse answers a missing file or a bad Range itself, with a bare body in the file's
     Content-Type; those refusals are made here instead, as problems (same rules as aiohttp's)."""
     try:
@@ -158,8 +180,9 @@ async def _send_file(request: web.Request, path: Path, missing: ApiError,
     return web.FileResponse(path, headers={**headers, **CONTENT_HEADERS})
 
 
-async def _stream(request: web.Request, blobs: BlobStore, key: str, missing: ApiError,
-                  headers: dict[str, str]) -> web.StreamResponse:
+async def _stream(
+    request: web.Request, blobs: BlobStore, key: str, missing: ApiError, headers: dict[str, str]
+) -> web.StreamResponse:
     info = await blobs.head(key)
     if info is None:
         raise missing
@@ -204,8 +227,9 @@ def _byte_range(request: web.Request, size: int) -> tuple[int, int] | None:
     try:
         asked = request.http_range
     except ValueError:
-        raise RangeNotSatisfiable("Range must be one `bytes=start-end`, `bytes=start-` or `bytes=-suffix`",
-                                  headers=unsatisfiable) from None
+        raise RangeNotSatisfiable(
+            "Range must be one `bytes=start-end`, `bytes=start-` or `bytes=-suffix`", headers=unsatisfiable
+        ) from None
     if asked.start is None:
         return None
     start, stop = (max(size + asked.start, 0), size) if asked.start < 0 else (asked.start, asked.stop)
@@ -222,8 +246,9 @@ async def list_files(request: web.Request) -> web.Response:
     type_ = query_choice(request, "type", FileType)
     page = read_page(request)  # the rule of every list: limit 10 by default, capped at 100
     async with request.app[pool_key].acquire() as conn:
-        files, total = await store.list_files(conn, None if user.is_admin else user.id, status, type_,
-                                              page.limit, page.offset)
+        files, total = await store.list_files(
+            conn, None if user.is_admin else user.id, status, type_, page.limit, page.offset
+        )
     return web.json_response({"files": [file_view(f, request) for f in files], "pagination": page.pagination(total)})
 
 
@@ -243,15 +268,25 @@ def file_view(file: File, request: web.Request) -> dict[str, Any]:
     COMPLETED, the thumbnail when there is one, the event stream always."""
     settings, viewer = request.app[settings_key], current_user(request).id
     completed = file.status == FileStatus.COMPLETED
-    return {"id": file.id, "status": file.status, "type": file.type, "mimetype": file.mimetype, "size": file.size,
-            "original_name": file.original_name, "url": file.url, "thumbnail": file.thumbnail,
-            "content_url": links.sign(settings, file.id, viewer, "content") if completed else None,
-            "thumbnail_url": links.sign(settings, file.id, viewer, "thumbnail") if completed and file.thumbnail
-            else None,
-            "events_url": links.sign(settings, file.id, viewer, "events"),
-            "metadata": file.metadata, "error": file.error, "post_id": file.post_id,
-            "uploaded_by_id": file.uploaded_by_id, "created_at": file.created_at.isoformat(),
-            "updated_at": file.updated_at.isoformat()}
+    return {
+        "id": file.id,
+        "status": file.status,
+        "type": file.type,
+        "mimetype": file.mimetype,
+        "size": file.size,
+        "original_name": file.original_name,
+        "url": file.url,
+        "thumbnail": file.thumbnail,
+        "content_url": links.sign(settings, file.id, viewer, "content") if completed else None,
+        "thumbnail_url": links.sign(settings, file.id, viewer, "thumbnail") if completed and file.thumbnail else None,
+        "events_url": links.sign(settings, file.id, viewer, "events"),
+        "metadata": file.metadata,
+        "error": file.error,
+        "post_id": file.post_id,
+        "uploaded_by_id": file.uploaded_by_id,
+        "created_at": file.created_at.isoformat(),
+        "updated_at": file.updated_at.isoformat(),
+    }
 
 
 def content_disposition(name: str, disposition: str = "attachment") -> str:

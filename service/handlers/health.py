@@ -1,4 +1,5 @@
 """Liveness and readiness for load balancers and orchestrators."""
+
 from __future__ import annotations
 
 from aiohttp import web

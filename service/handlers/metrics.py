@@ -1,5 +1,6 @@
 """GET /metrics: Prometheus text format. Outside /api, so it needs no token: firewall it like any
 metrics port."""
+
 from __future__ import annotations
 
 import logging

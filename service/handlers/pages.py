@@ -1,4 +1,5 @@
 """The web UI's pages and the npm-installed browser libraries they load (see service/webui.py)."""
+
 from __future__ import annotations
 
 from aiohttp import web
@@ -16,8 +17,7 @@ async def get_admin(request: web.Request) -> web.Response:
 
 
 def _page(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[web_pages_key].html[request.path], content_type="text/html",
-                        charset="utf-8")
+    return web.Response(body=request.app[web_pages_key].html[request.path], content_type="text/html", charset="utf-8")
 
 
 async def get_vendor_file(request: web.Request) -> web.FileResponse:

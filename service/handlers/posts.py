@@ -3,6 +3,7 @@
 Who sees what: anyone signed in reads published posts; drafts only their author or an admin (others
 get 404, as if the draft did not exist); changes only the author or an admin (others: 404 for a
 draft, 403 for a published post)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -25,28 +26,44 @@ RECENT_DEFAULT, RECENT_MAX = 10, 100
 
 
 def post_json(post: Post, request: web.Request) -> dict[str, Any]:
-    return {"id": post.id, "title": post.title, "content": post.content, "published": post.published,
-            "author_id": post.author_id, "author": post.author, "files": _files_json(post.files or [], request),
-            "file_count": post.file_count, "created_at": post.created_at.isoformat(),
-            "updated_at": post.updated_at.isoformat()}
+    return {
+        "id": post.id,
+        "title": post.title,
+        "content": post.content,
+        "published": post.published,
+        "author_id": post.author_id,
+        "author": post.author,
+        "files": _files_json(post.files or [], request),
+        "file_count": post.file_count,
+        "created_at": post.created_at.isoformat(),
+        "updated_at": post.updated_at.isoformat(),
+    }
 
 
 def _files_json(files: list[dict[str, Any]], request: web.Request) -> list[dict[str, Any]]:
     """A post's files with signed links for the reader: `<img src>` and downloads work for anyone who
     may read the post, though the files are the author's."""
     settings, reader = request.app[settings_key], current_user(request).id
-    return [{"id": f["id"], "original_name": f["original_name"], "type": f["type"], "size": f["size"],
-             "url": links.sign(settings, f["id"], reader, "content"),
-             "thumbnail_url": links.sign(settings, f["id"], reader, "thumbnail") if f["has_thumbnail"] else None}
-            for f in files]
+    return [
+        {
+            "id": f["id"],
+            "original_name": f["original_name"],
+            "type": f["type"],
+            "size": f["size"],
+            "url": links.sign(settings, f["id"], reader, "content"),
+            "thumbnail_url": links.sign(settings, f["id"], reader, "thumbnail") if f["has_thumbnail"] else None,
+        }
+        for f in files
+    ]
 
 
 async def create_post(request: web.Request) -> web.Response:
     body = await read_json(request, TITLE, CONTENT, PUBLISHED, FILE_IDS)
     file_ids = list(dict.fromkeys(body.get("file_ids", [])))  # a file named twice is attached once
     async with request.app[pool_key].acquire() as conn, conn.transaction():
-        post_id = await posts.insert_post_with_files(conn, current_user(request).id, body["title"],
-                                                     body.get("content"), body.get("published", False), file_ids)
+        post_id = await posts.insert_post_with_files(
+            conn, current_user(request).id, body["title"], body.get("content"), body.get("published", False), file_ids
+        )
         post = await posts.get_post(conn, post_id)
     assert post is not None  # inserted above, in this transaction
     return web.json_response(post_json(post, request), status=201)
@@ -66,8 +83,18 @@ async def list_recent_posts(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", RECENT_DEFAULT, 1, RECENT_MAX, cap=True)
     async with request.app[pool_key].acquire() as conn:
         recent = await posts.list_recent_posts(conn, limit)
-    return web.json_response([{"id": p.id, "title": p.title, "created_at": p.created_at.isoformat(),
-                               "author": p.author, "file_count": p.file_count} for p in recent])
+    return web.json_response(
+        [
+            {
+                "id": p.id,
+                "title": p.title,
+                "created_at": p.created_at.isoformat(),
+                "author": p.author,
+                "file_count": p.file_count,
+            }
+            for p in recent
+        ]
+    )
 
 
 async def get_post(request: web.Request) -> web.Response:

@@ -184,7 +184,9 @@ def _length(request: web.Request, complete: bool, offset: int) -> int | None:
     return declared if declared is not None else implied
 
 
-def _answer(request: web.Request, status: int, headers: dict[str, str], upload: File, file: File | None) -> web.Response:
+def _answer(
+    request: web.Request, status: int, headers: dict[str, str], upload: File, file: File | None
+) -> web.Response:
     """A completed upload answers as the collection does for a new file: its JSON (the worker takes it
     from here; GET /api/files/{id} follows it), with Upload-Complete: ?1. An incomplete one says where
     it stands."""

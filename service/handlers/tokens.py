@@ -1,6 +1,7 @@
 """API tokens for scripts and servers: minted once (the secret is shown only in the answer), listed,
 revoked. A token never grants more than its minter holds: only an admin mints `admin`, and a token
 can mint only tokens within its own scopes."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -21,9 +22,14 @@ EXPIRES_IN = Field("expires_in", int, nullable=True, minimum=60, maximum=MAX_TOK
 
 
 def token_json(token: ApiToken) -> dict[str, Any]:
-    return {"id": token.id, "name": token.name, "scopes": list(token.scopes), "created_at": token.created_at.isoformat(),
-            "expires_at": token.expires_at.isoformat() if token.expires_at else None,
-            "last_used_at": token.last_used_at.isoformat() if token.last_used_at else None}
+    return {
+        "id": token.id,
+        "name": token.name,
+        "scopes": list(token.scopes),
+        "created_at": token.created_at.isoformat(),
+        "expires_at": token.expires_at.isoformat() if token.expires_at else None,
+        "last_used_at": token.last_used_at.isoformat() if token.last_used_at else None,
+    }
 
 
 async def create_token(request: web.Request) -> web.Response:
@@ -36,12 +42,15 @@ async def create_token(request: web.Request) -> web.Response:
         raise InsufficientScope("only an admin may mint a token with the admin scope", needed=Scope.ADMIN)
     wider = expand_scopes(scopes) - user.scopes
     if wider:
-        raise InsufficientScope(f"a token cannot grant more than its minter holds: {', '.join(sorted(wider))}",
-                                needed=max(wider, key=_level))
+        raise InsufficientScope(
+            f"a token cannot grant more than its minter holds: {', '.join(sorted(wider))}",
+            needed=max(wider, key=_level),
+        )
     secret = new_api_token()
     async with request.app[pool_key].acquire() as conn:
-        row = await tokens.insert_token(conn, user.id, body["name"].strip(), digest(secret), scopes,
-                                        body.get("expires_in"))
+        row = await tokens.insert_token(
+            conn, user.id, body["name"].strip(), digest(secret), scopes, body.get("expires_in")
+        )
     return web.json_response({**token_json(row), "token": secret}, status=201)
 
 

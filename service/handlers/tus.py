@@ -1,6 +1,7 @@
 """tus 1.0 at /api/tus/: OPTIONS, POST (creation, creation-with-upload, defer-length, concatenation),
 HEAD, PATCH and DELETE, each a checklist with early returns. An upload is a `files` row: its URL
 /api/tus/{id} has the id of /api/files/{id}, and once complete the worker processes it like any other."""
+
 from __future__ import annotations
 
 from aiohttp import web
@@ -61,8 +62,11 @@ async def dispatch_upload(request: web.Request) -> web.StreamResponse:
     if method == "OPTIONS":
         return get_options(request)
     if is_rufh(request):
-        handlers = {"HEAD": rufh_handlers.head_upload, "PATCH": rufh_handlers.patch_upload,
-                    "DELETE": rufh_handlers.delete_upload}
+        handlers = {
+            "HEAD": rufh_handlers.head_upload,
+            "PATCH": rufh_handlers.patch_upload,
+            "DELETE": rufh_handlers.delete_upload,
+        }
     else:
         handlers = {"HEAD": head_upload, "PATCH": patch_upload, "DELETE": delete_upload}
     handler = handlers.get(method)
@@ -76,14 +80,17 @@ def get_options(request: web.Request) -> web.Response:
     """What both protocols need to know before they start: tus's Tus-* fields, and for the draft the
     media type of its appends (Accept-Patch, with tus's beside it) and the limits of a new upload."""
     settings = request.app[settings_key]
-    return web.Response(status=204, headers={
-        "Tus-Version": TUS_VERSION,
-        "Tus-Extension": ",".join(EXTENSIONS),
-        "Tus-Max-Size": str(settings.max_upload_size),
-        "Tus-Checksum-Algorithm": ",".join(CHECKSUMS),
-        "Accept-Patch": f"{PARTIAL_UPLOAD}, {OFFSET_STREAM}",
-        "Upload-Limit": RufhLimits.of(settings).header(settings.upload_expiry),
-    })
+    return web.Response(
+        status=204,
+        headers={
+            "Tus-Version": TUS_VERSION,
+            "Tus-Extension": ",".join(EXTENSIONS),
+            "Tus-Max-Size": str(settings.max_upload_size),
+            "Tus-Checksum-Algorithm": ",".join(CHECKSUMS),
+            "Accept-Patch": f"{PARTIAL_UPLOAD}, {OFFSET_STREAM}",
+            "Upload-Limit": RufhLimits.of(settings).header(settings.upload_expiry),
+        },
+    )
 
 
 async def create_upload(request: web.Request) -> web.Response:
@@ -107,11 +114,22 @@ async def create_upload(request: web.Request) -> web.Response:
 
     async with request.app[pool_key].acquire() as conn, conn.transaction():
         await quotas.check_quota(conn, user.id, length or 0, settings.user_quota)
-        upload = await files.insert_upload(conn, NewUpload(  # Upload-Length: 0 is done at once
-            uploaded_by_id=user.id, original_name=hints.original_name, mimetype=hints.mimetype, type=hints.type,
-            size=length or 0, chunk_size=settings.default_chunk_size, expires_in=settings.upload_expiry,
-            protocol="tus", size_deferred=length is None, tus_metadata=raw_metadata,
-            tus_concat=concat.kind if concat else None))
+        upload = await files.insert_upload(
+            conn,
+            NewUpload(  # Upload-Length: 0 is done at once
+                uploaded_by_id=user.id,
+                original_name=hints.original_name,
+                mimetype=hints.mimetype,
+                type=hints.type,
+                size=length or 0,
+                chunk_size=settings.default_chunk_size,
+                expires_in=settings.upload_expiry,
+                protocol="tus",
+                size_deferred=length is None,
+                tus_metadata=raw_metadata,
+                tus_concat=concat.kind if concat else None,
+            ),
+        )
     UPLOADS_CREATED.labels("tus").inc()
     location = upload_url(request, upload.id)
     headers = {"Location": location}
@@ -125,8 +143,9 @@ async def create_upload(request: web.Request) -> web.Response:
     return web.Response(status=201, headers={**headers, **_expires(upload)})
 
 
-async def _create_final(request: web.Request, concat: Concat, raw_metadata: str | None,
-                        hints: FileHints) -> web.Response:
+async def _create_final(
+    request: web.Request, concat: Concat, raw_metadata: str | None, hints: FileHints
+) -> web.Response:
     """Concatenation: the finished partials' chunk rows are renumbered into the final upload (no byte
     is copied) and the partials, left without bytes, are removed — all in one transaction."""
     user = current_user(request)
@@ -148,10 +167,22 @@ async def _create_final(request: web.Request, concat: Concat, raw_metadata: str 
         size = sum(parts[p].size for p in part_ids)
         if size > settings.max_upload_size:
             raise UploadTooLarge(f"the partial uploads add up to {size} bytes, above Tus-Max-Size")
-        final = await files.insert_upload(conn, NewUpload(
-            uploaded_by_id=user.id, original_name=hints.original_name, mimetype=hints.mimetype, type=hints.type,
-            size=size, chunk_size=settings.default_chunk_size, expires_in=settings.upload_expiry, protocol="tus",
-            tus_metadata=raw_metadata, tus_concat="final", tus_parts=part_ids))
+        final = await files.insert_upload(
+            conn,
+            NewUpload(
+                uploaded_by_id=user.id,
+                original_name=hints.original_name,
+                mimetype=hints.mimetype,
+                type=hints.type,
+                size=size,
+                chunk_size=settings.default_chunk_size,
+                expires_in=settings.upload_expiry,
+                protocol="tus",
+                tus_metadata=raw_metadata,
+                tus_concat="final",
+                tus_parts=part_ids,
+            ),
+        )
         await store.move_chunks(conn, final.id, part_ids)
         await files.mark_ready(conn, final.id)
     UPLOADS_CREATED.labels("tus").inc()
@@ -181,10 +212,10 @@ async def patch_upload(request: web.Request) -> web.Response:
     if offset is None:
         raise TusInvalidOffset("Upload-Offset is required")
     length = parse_count(request.headers.get("Upload-Length"), "Upload-Length", TusInvalidLength)
-    appended = await append(request, path_id(request, "upload_id"),
-                            AppendRequest("tus", offset, length, verifier=_checksum(request)))
-    return web.Response(status=204, headers={"Upload-Offset": str(appended.upload.offset),
-                                             **_expires(appended.upload)})
+    appended = await append(
+        request, path_id(request, "upload_id"), AppendRequest("tus", offset, length, verifier=_checksum(request))
+    )
+    return web.Response(status=204, headers={"Upload-Offset": str(appended.upload.offset), **_expires(appended.upload)})
 
 
 async def delete_upload(request: web.Request) -> web.Response:

@@ -1,4 +1,5 @@
 """The native upload protocol: create a session, PUT chunks in any order, resume, complete, abort."""
+
 from __future__ import annotations
 
 import mimetypes
@@ -29,8 +30,8 @@ from service.store import uploads as store
 from service.validation import MAX_ID_LENGTH, Field, path_id, path_int, read_json
 
 PROTOCOL = "native"
-MAX_CHUNKS = 100_000          # bounds the received/missing lists and chunk_index
-MAX_CHUNK_INDEX = 2**31 - 1   # file_chunks.chunk_index is an INTEGER; past the upload's end is a 409
+MAX_CHUNKS = 100_000  # bounds the received/missing lists and chunk_index
+MAX_CHUNK_INDEX = 2**31 - 1  # file_chunks.chunk_index is an INTEGER; past the upload's end is a 409
 MAX_NAME_LENGTH = 255
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 FILENAME = Field("filename", str, required=True, min_len=1, max_len=MAX_NAME_LENGTH)
@@ -51,12 +52,22 @@ async def create_upload(request: web.Request) -> web.Response:
         raise UploadTooLarge(f"{size} bytes is more than MAX_UPLOAD_SIZE ({settings.max_upload_size})")
     chunk_size = body.get("chunk_size") or settings.default_chunk_size
     if -(-size // chunk_size) > MAX_CHUNKS:
-        raise ValidationFailed(f"chunk_size {chunk_size} makes more than {MAX_CHUNKS} chunks; use larger chunks",
-                               field="chunk_size")
+        raise ValidationFailed(
+            f"chunk_size {chunk_size} makes more than {MAX_CHUNKS} chunks; use larger chunks", field="chunk_size"
+        )
     mimetype = _mimetype(body.get("mimetype"), filename)
-    new = NewUpload(uploaded_by_id=user.id, original_name=filename, mimetype=mimetype, type=classify(mimetype),
-                    size=size, chunk_size=chunk_size, expires_in=settings.upload_expiry, protocol=PROTOCOL,
-                    sha256=_sha256(body.get("sha256")), post_id=body.get("post_id"))
+    new = NewUpload(
+        uploaded_by_id=user.id,
+        original_name=filename,
+        mimetype=mimetype,
+        type=classify(mimetype),
+        size=size,
+        chunk_size=chunk_size,
+        expires_in=settings.upload_expiry,
+        protocol=PROTOCOL,
+        sha256=_sha256(body.get("sha256")),
+        post_id=body.get("post_id"),
+    )
     async with request.app[pool_key].acquire() as conn, conn.transaction():
         await quotas.check_quota(conn, user.id, size, settings.user_quota)
         upload = await files.insert_upload(conn, new)
@@ -75,8 +86,14 @@ async def get_upload(request: web.Request) -> web.Response:
     elif received is None:
         received = list(range(upload.total_chunks))
     present = set(received)
-    return web.json_response({**upload_view(upload), "received": received, "error": upload.error,
-                              "missing": [i for i in range(upload.total_chunks) if i not in present]})
+    return web.json_response(
+        {
+            **upload_view(upload),
+            "received": received,
+            "error": upload.error,
+            "missing": [i for i in range(upload.total_chunks) if i not in present],
+        }
+    )
 
 
 async def put_chunk(request: web.Request) -> web.Response:
@@ -86,7 +103,9 @@ async def put_chunk(request: web.Request) -> web.Response:
     async with request.app[pool_key].acquire() as conn:
         upload = await _load(conn, request)
     if index >= upload.total_chunks:
-        raise ChunkOutOfRange(f"chunk {index} of an upload of {upload.total_chunks} chunks (0..{upload.total_chunks - 1})")
+        raise ChunkOutOfRange(
+            f"chunk {index} of an upload of {upload.total_chunks} chunks (0..{upload.total_chunks - 1})"
+        )
     expected = upload.chunk_length(index)
     body = ChunkBody(request, expected, settings.max_chunk_size, index, declared)
     # The body is held until the answer, and the database driver holds a copy of it while it is stored.
@@ -118,8 +137,11 @@ async def complete_upload(request: web.Request) -> web.Response:
         shown = ", ".join(map(str, missing[:20])) + (", ..." if len(missing) > 20 else "")
         raise UploadIncomplete(f"{len(missing)} of {upload.total_chunks} chunks missing: {shown}", missing=missing)
     status = FileStatus.PROCESSING if upload.status == FileStatus.UPLOADING else upload.status
-    return web.json_response({"id": upload.id, "status": status, "file_url": f"/api/files/{upload.id}"},
-                             status=202, headers={"Location": f"/api/files/{upload.id}"})
+    return web.json_response(
+        {"id": upload.id, "status": status, "file_url": f"/api/files/{upload.id}"},
+        status=202,
+        headers={"Location": f"/api/files/{upload.id}"},
+    )
 
 
 async def delete_upload(request: web.Request) -> web.Response:
@@ -132,11 +154,20 @@ async def delete_upload(request: web.Request) -> web.Response:
 
 
 def upload_view(upload: File) -> dict[str, Any]:
-    return {"id": upload.id, "status": upload.status, "filename": upload.original_name, "mimetype": upload.mimetype,
-            "size": upload.size, "chunk_size": upload.chunk_size, "total_chunks": upload.total_chunks,
-            "bytes_received": upload.bytes_received, "sha256": upload.sha256,
-            "expires_at": upload.expires_at.isoformat() if upload.expires_at else None,
-            "created_at": upload.created_at.isoformat(), "file_url": f"/api/files/{upload.id}"}
+    return {
+        "id": upload.id,
+        "status": upload.status,
+        "filename": upload.original_name,
+        "mimetype": upload.mimetype,
+        "size": upload.size,
+        "chunk_size": upload.chunk_size,
+        "total_chunks": upload.total_chunks,
+        "bytes_received": upload.bytes_received,
+        "sha256": upload.sha256,
+        "expires_at": upload.expires_at.isoformat() if upload.expires_at else None,
+        "created_at": upload.created_at.isoformat(),
+        "file_url": f"/api/files/{upload.id}",
+    }
 
 
 async def _load(conn: Any, request: web.Request, *, allow_closed: bool = False, allow_expired: bool = False) -> File:

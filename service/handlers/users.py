@@ -1,4 +1,5 @@
 """Users: the caller's own account, and the admin's user management and statistics."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -16,8 +17,15 @@ from service.validation import Field, email_address, path_id, read_json, read_pa
 
 def user_json(user: User) -> dict[str, Any]:
     """The one public shape of a user: never the password hash or the refresh-token digest."""
-    return {"id": user.id, "email": user.email, "name": user.name, "role": user.role, "is_active": user.is_active,
-            "created_at": user.created_at.isoformat(), "updated_at": user.updated_at.isoformat()}
+    return {
+        "id": user.id,
+        "email": user.email,
+        "name": user.name,
+        "role": user.role,
+        "is_active": user.is_active,
+        "created_at": user.created_at.isoformat(),
+        "updated_at": user.updated_at.isoformat(),
+    }
 
 
 def admin_user_json(user: User) -> dict[str, Any]:
@@ -35,8 +43,9 @@ async def get_me(request: web.Request) -> web.Response:
     async with request.app[pool_key].acquire() as conn:
         used = await quotas.get_usage(conn, user.id)
     quota = user.quota_bytes if user.quota_bytes is not None else request.app[settings_key].user_quota
-    return web.json_response({**user_json(user), "usage_bytes": used, "quota_bytes": quota, "posts": posts,
-                              "files": files})
+    return web.json_response(
+        {**user_json(user), "usage_bytes": used, "quota_bytes": quota, "posts": posts, "files": files}
+    )
 
 
 async def list_users(request: web.Request) -> web.Response:
@@ -57,9 +66,13 @@ async def get_user(request: web.Request) -> web.Response:
     return web.json_response(admin_user_json(user))
 
 
-PATCH_FIELDS = (Field("name", str, nullable=True, max_len=200), Field("email", str, min_len=1, max_len=254),
-                Field("role", str, choices=tuple(Role)), Field("is_active", bool),
-                Field("quota_bytes", int, nullable=True, minimum=0, maximum=2**63 - 1))
+PATCH_FIELDS = (
+    Field("name", str, nullable=True, max_len=200),
+    Field("email", str, min_len=1, max_len=254),
+    Field("role", str, choices=tuple(Role)),
+    Field("is_active", bool),
+    Field("quota_bytes", int, nullable=True, minimum=0, maximum=2**63 - 1),
+)
 
 
 async def patch_user(request: web.Request) -> web.Response:

@@ -1,5 +1,6 @@
 """Webhooks: register a URL for file events (the secret is shown once), list, delete, and see what
 was delivered. A user hears of their own files; an admin's webhook may ask for everyone's."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -16,16 +17,24 @@ from service.store import webhooks as store
 from service.validation import Field, path_id, read_json, read_page
 
 URL = Field("url", str, required=True, min_len=1, max_len=2000)
-EVENTS = Field("events", list, required=True, max_len=len(webhooks.EVENTS),
-               items=Field("event", str, choices=webhooks.EVENTS))
+EVENTS = Field(
+    "events", list, required=True, max_len=len(webhooks.EVENTS), items=Field("event", str, choices=webhooks.EVENTS)
+)
 DESCRIPTION = Field("description", str, nullable=True, max_len=500)
 ALL_USERS = Field("all_users", bool)
 
 
 def webhook_json(webhook: Webhook) -> dict[str, Any]:
-    return {"id": webhook.id, "url": webhook.url, "events": list(webhook.events), "all_users": webhook.all_users,
-            "description": webhook.description, "created_at": webhook.created_at.isoformat(),
-            "failing_since": _time(webhook.failing_since), "disabled_at": _time(webhook.disabled_at)}
+    return {
+        "id": webhook.id,
+        "url": webhook.url,
+        "events": list(webhook.events),
+        "all_users": webhook.all_users,
+        "description": webhook.description,
+        "created_at": webhook.created_at.isoformat(),
+        "failing_since": _time(webhook.failing_since),
+        "disabled_at": _time(webhook.disabled_at),
+    }
 
 
 async def create_webhook(request: web.Request) -> web.Response:
@@ -41,8 +50,9 @@ async def create_webhook(request: web.Request) -> web.Response:
     await webhooks.check_target(url, settings.webhook_allow_private)
     secret = webhooks.new_secret()
     async with request.app[pool_key].acquire() as conn:
-        row = await store.insert_webhook(conn, user.id, url, events, body.get("all_users", False),
-                                         body.get("description"), secret)
+        row = await store.insert_webhook(
+            conn, user.id, url, events, body.get("all_users", False), body.get("description"), secret
+        )
     return web.json_response({**webhook_json(row), "secret": secret}, status=201)
 
 
@@ -73,13 +83,19 @@ async def list_deliveries(request: web.Request) -> web.Response:
 
 def _delivery_json(delivery: WebhookDelivery) -> dict[str, Any]:
     data = delivery.payload.get("data")
-    return {"id": delivery.id, "event": delivery.event_type,
-            "file_id": data.get("id") if isinstance(data, dict) else None, "status": delivery.status,
-            "attempts": delivery.attempts, "last_status_code": delivery.last_status_code,
-            "last_error": delivery.last_error, "created_at": _time(delivery.created_at),
-            "last_attempt_at": _time(delivery.last_attempt_at),
-            "next_attempt_at": _time(delivery.next_attempt_at) if delivery.status == "pending" else None,
-            "delivered_at": _time(delivery.delivered_at)}
+    return {
+        "id": delivery.id,
+        "event": delivery.event_type,
+        "file_id": data.get("id") if isinstance(data, dict) else None,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "last_status_code": delivery.last_status_code,
+        "last_error": delivery.last_error,
+        "created_at": _time(delivery.created_at),
+        "last_attempt_at": _time(delivery.last_attempt_at),
+        "next_attempt_at": _time(delivery.next_attempt_at) if delivery.status == "pending" else None,
+        "delivered_at": _time(delivery.delivered_at),
+    }
 
 
 def _time(value: datetime | None) -> str | None:

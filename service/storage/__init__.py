@@ -1,5 +1,6 @@
 """Blob storage: one small interface (base.BlobStore), a local-directory backend (the default) and an S3 one,
 and every key in one place (layout). Open a store with from_settings(); in the app, storage_ctx keeps one."""
+
 from __future__ import annotations
 
 import asyncio
@@ -24,9 +25,29 @@ from service.storage.base import (
 from service.storage.layout import AREAS, blob_key, keys_of, new_blob_name, owner_of, thumbnail_key
 from service.storage.local import LocalStore
 
-__all__ = ["AREAS", "BlobInfo", "BlobNotFound", "BlobStore", "BlobWriter", "LocalStore", "StorageConfigError",
-           "StorageError", "StorageUnavailable", "Unfinished", "blob_key", "check", "delete_file_blobs", "from_settings", "from_url",
-           "keys_of", "new_blob_name", "owner_of", "put_file", "storage_ctx", "thumbnail_key"]
+__all__ = [
+    "AREAS",
+    "BlobInfo",
+    "BlobNotFound",
+    "BlobStore",
+    "BlobWriter",
+    "LocalStore",
+    "StorageConfigError",
+    "StorageError",
+    "StorageUnavailable",
+    "Unfinished",
+    "blob_key",
+    "check",
+    "delete_file_blobs",
+    "from_settings",
+    "from_url",
+    "keys_of",
+    "new_blob_name",
+    "owner_of",
+    "put_file",
+    "storage_ctx",
+    "thumbnail_key",
+]
 
 PUT_FILE_READ = 1024 * 1024
 
@@ -38,8 +59,10 @@ def from_settings(settings: Settings) -> BlobStore:
         try:
             from service.storage import s3  # the s3 extra: imported only when a bucket is configured
         except ImportError as e:
-            raise StorageConfigError(f"STORAGE_URL={settings.storage_url} needs the S3 client ({e.name} is "
-                                     "missing): pip install 'chunkd[s3]'") from None
+            raise StorageConfigError(
+                f"STORAGE_URL={settings.storage_url} needs the S3 client ({e.name} is "
+                "missing): pip install 'chunkd[s3]'"
+            ) from None
         return s3.S3Store.from_settings(settings)
     return LocalStore(settings.storage_path)
 

@@ -2,6 +2,7 @@
 local file for analysis (libmagic, Pillow, the media decoders read a path). The local directory store's own
 temporary file is that file; with any other store the bytes are also copied under the work directory.
 Nothing is visible under the key before commit(); discard() leaves nothing behind, here or in the store."""
+
 from __future__ import annotations
 
 import asyncio
@@ -60,7 +61,7 @@ class Assembly:
         if self._copy is not None:
             view = memoryview(data)
             while view:  # unbuffered writes may be short
-                view = view[self._copy.write(view):]
+                view = view[self._copy.write(view) :]
 
     async def finish(self) -> str:
         """Every byte written; returns the SHA-256 (hex). The object is not visible yet."""

@@ -3,6 +3,7 @@
 A store holds immutable objects under keys (service.storage.layout makes every key). Writing is streamed and
 becomes visible under the key only when committed; a writer that never commits (a killed process) leaves an
 `Unfinished` write that `unfinished()` finds and `abort()` removes."""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -38,10 +39,11 @@ class BlobInfo:
 @dataclass(frozen=True)
 class Unfinished:
     """A write that was started and never committed nor aborted."""
+
     key: str
-    started: float   # unix time
-    token: str       # what the store needs to abort it (a temporary file, a multipart upload id)
-    label: str       # how reports name it
+    started: float  # unix time
+    token: str  # what the store needs to abort it (a temporary file, a multipart upload id)
+    label: str  # how reports name it
 
 
 class BlobWriter(Protocol):
@@ -53,6 +55,7 @@ class BlobWriter(Protocol):
     async def write(self, data: bytes) -> None: ...
     async def commit(self) -> None:
         """Durable and visible under the key; the writer is done."""
+
     async def abort(self) -> None:
         """Nothing of it remains; harmless after commit or a failed write."""
 
@@ -63,18 +66,24 @@ class BlobStore(Protocol):
     async def writer(self, key: str, size_hint: int | None = None) -> BlobWriter: ...
     async def get(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         """The bytes [offset, offset+length) as an iterator; BlobNotFound before the first byte if missing."""
+
     async def head(self, key: str) -> BlobInfo | None: ...
     async def delete(self, key: str) -> None:
         """Removes the object; a missing one is fine."""
+
     def objects(self, prefix: str) -> AsyncIterator[BlobInfo]:
         """Committed objects whose key starts with prefix, in no promised order."""
+
     async def unfinished(self, prefix: str) -> list[Unfinished]: ...
     async def abort(self, write: Unfinished) -> None: ...
     async def presign_get(self, key: str, expires: int, content_type: str, disposition: str | None) -> str | None:
         """A URL that GETs the object for `expires` seconds with these response headers; None if the store
         cannot make one (the local directory)."""
+
     def local_path(self, key: str) -> Path | None:
         """The object as a local file if the store is a directory (served with sendfile), else None."""
+
     async def check(self) -> str:
         """Put, get and delete a probe object; returns what was checked, raises StorageError saying why not."""
+
     async def close(self) -> None: ...

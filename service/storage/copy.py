@@ -1,6 +1,7 @@
 """`chunkd storage copy SRC DST`: every blob of one store into another (a directory into a bucket, say), so a
 deployment can move. Each object is hashed on the way and read back from the target to check its SHA-256;
 objects already there with the same bytes are skipped, so an interrupted copy is simply run again."""
+
 from __future__ import annotations
 
 import hashlib
@@ -24,8 +25,11 @@ async def copy_all(source: BlobStore, target: BlobStore) -> CopyReport:
     report = CopyReport()
     for info in sorted(objects, key=lambda o: o.key):
         existing = await target.head(info.key)
-        if existing is not None and existing.size == info.size and \
-                await sha256_of(target, info.key) == await sha256_of(source, info.key):
+        if (
+            existing is not None
+            and existing.size == info.size
+            and await sha256_of(target, info.key) == await sha256_of(source, info.key)
+        ):
             report.skipped.append(info.key)
         else:
             await copy_one(source, target, info, progress)
@@ -51,7 +55,9 @@ async def copy_one(source: BlobStore, target: BlobStore, info: BlobInfo, progres
         raise
     copied = await sha256_of(target, info.key)
     if copied != digest.hexdigest():
-        raise StorageError(f"{info.key}: the copy reads back with SHA-256 {copied}, the source has {digest.hexdigest()}")
+        raise StorageError(
+            f"{info.key}: the copy reads back with SHA-256 {copied}, the source has {digest.hexdigest()}"
+        )
 
 
 async def sha256_of(store: BlobStore, key: str) -> str:

@@ -4,6 +4,7 @@ never from anything a client sent. The same keys in every store: a local directo
     files/ab/ab12...ef            the assembled file
     thumbs/ab/ab12...ef.webp      its thumbnail (.webp, or .jpg)
 """
+
 from __future__ import annotations
 
 import re

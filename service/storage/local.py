@@ -2,6 +2,7 @@
 temporary file beside its final place, is fsynced, and renamed into place on commit, so nobody ever sees a
 partial object under its key. Blocking IO runs in threads; an OSError becomes StorageUnavailable (a full or
 failing disk is the environment's fault), except a missing object."""
+
 from __future__ import annotations
 
 import asyncio
@@ -55,7 +56,7 @@ class LocalWriter:
         assert self._file is not None
         view = memoryview(data)
         while view:  # unbuffered writes may be short
-            view = view[self._file.write(view):]
+            view = view[self._file.write(view) :]
         self._written += len(data)
         if self._written - self._synced >= SYNC_EVERY:
             os.fdatasync(self._file.fileno())

@@ -5,6 +5,7 @@ fills (memory: PARTS_IN_FLIGHT + 1 parts), completed on commit, so the object ap
 whole; a small object is one PUT on commit. A writer that dies leaves its multipart upload open:
 `unfinished()` lists those, `abort()` ends them. Every failure but a missing object is StorageUnavailable
 (unreachable, 5xx, throttled, refused): nothing about the bytes can make S3 fail."""
+
 from __future__ import annotations
 
 import asyncio
@@ -26,17 +27,18 @@ from service.storage.base import BlobInfo, BlobNotFound, StorageConfigError, Sto
 
 log = logging.getLogger(__name__)
 
-PART_SIZE = 8 * MiB     # S3 wants >= 5 MiB for every part but the last
-MAX_PARTS = 10_000      # S3's limit: bigger objects get bigger parts
-PARTS_IN_FLIGHT = 2     # parts uploading while the next one fills
-READ_SIZE = 1 * MiB     # piece size of a streamed GET
+PART_SIZE = 8 * MiB  # S3 wants >= 5 MiB for every part but the last
+MAX_PARTS = 10_000  # S3's limit: bigger objects get bigger parts
+PARTS_IN_FLIGHT = 2  # parts uploading while the next one fills
+READ_SIZE = 1 * MiB  # piece size of a streamed GET
 NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 REFUSED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "Forbidden"}
 
 
 class S3Store:
-    def __init__(self, bucket: str, prefix: str, *, region: str, endpoint: str = "", access_key: str = "",
-                 secret_key: str = "") -> None:
+    def __init__(
+        self, bucket: str, prefix: str, *, region: str, endpoint: str = "", access_key: str = "", secret_key: str = ""
+    ) -> None:
         self.bucket, self.prefix, self.region, self.endpoint = bucket, prefix.strip("/"), region, endpoint
         self._credentials = (access_key or None, secret_key or None)  # None: the AWS default chain
         self.description = f"s3://{bucket}/{self.prefix}" + (f" at {endpoint}" if endpoint else "")
@@ -47,8 +49,14 @@ class S3Store:
     @classmethod
     def from_settings(cls, settings: Settings) -> S3Store:
         parts = urlsplit(settings.storage_url)
-        return cls(parts.netloc, unquote(parts.path), region=settings.aws_region, endpoint=settings.s3_endpoint_url,
-                   access_key=settings.aws_access_key_id, secret_key=settings.aws_secret_access_key)
+        return cls(
+            parts.netloc,
+            unquote(parts.path),
+            region=settings.aws_region,
+            endpoint=settings.s3_endpoint_url,
+            access_key=settings.aws_access_key_id,
+            secret_key=settings.aws_secret_access_key,
+        )
 
     async def client(self) -> Any:
         """The client, made on first use (in the event loop that will use it)."""
@@ -56,21 +64,32 @@ class S3Store:
             if self._client is None:
                 config = AioConfig(
                     s3={"addressing_style": "path"} if self.endpoint else {},  # no bucket DNS names off AWS
-                    retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60,
-                    max_pool_connections=64, signature_version="s3v4",
+                    retries={"max_attempts": 3, "mode": "standard"},
+                    connect_timeout=5,
+                    read_timeout=60,
+                    max_pool_connections=64,
+                    signature_version="s3v4",
                     # The newer default checksum trailers are not understood by every S3 server.
-                    request_checksum_calculation="when_required", response_checksum_validation="when_required")
-                self._client = await self._stack.enter_async_context(get_session().create_client(
-                    "s3", region_name=self.region, endpoint_url=self.endpoint or None,
-                    aws_access_key_id=self._credentials[0], aws_secret_access_key=self._credentials[1],
-                    config=config))
+                    request_checksum_calculation="when_required",
+                    response_checksum_validation="when_required",
+                )
+                self._client = await self._stack.enter_async_context(
+                    get_session().create_client(
+                        "s3",
+                        region_name=self.region,
+                        endpoint_url=self.endpoint or None,
+                        aws_access_key_id=self._credentials[0],
+                        aws_secret_access_key=self._credentials[1],
+                        config=config,
+                    )
+                )
             return self._client
 
     def full(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def short(self, full_key: str) -> str:
-        return full_key[len(self.prefix) + 1:] if self.prefix else full_key
+        return full_key[len(self.prefix) + 1 :] if self.prefix else full_key
 
     @contextlib.contextmanager
     def errors(self, what: str) -> Iterator[None]:
@@ -82,7 +101,9 @@ class S3Store:
                 raise BlobNotFound(what) from None
             raise StorageUnavailable(f"{what}: {self.explain(e)}") from e
         except NoCredentialsError:
-            raise StorageUnavailable(f"{what}: no credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)") from None
+            raise StorageUnavailable(
+                f"{what}: no credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+            ) from None
         except (TimeoutError, BotoCoreError, aiohttp.ClientError, OSError) as e:
             raise StorageUnavailable(f"{what}: {e}") from e
 
@@ -92,8 +113,9 @@ class S3Store:
         if code == "NoSuchBucket" or (code == "404" and "Key" not in error):
             return f"bucket {self.bucket!r} does not exist" + (f" at {self.endpoint}" if self.endpoint else "")
         if code in REFUSED:
-            return (f"access to bucket {self.bucket!r} refused ({code}): check AWS_ACCESS_KEY_ID and "
-                    "AWS_SECRET_ACCESS_KEY")
+            return (
+                f"access to bucket {self.bucket!r} refused ({code}): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            )
         return f"{code or meta.get('HTTPStatusCode')} {error.get('Message', '')}".strip()
 
     # the interface ----------------------------------------------------------------------------------
@@ -153,8 +175,14 @@ class S3Store:
             async for page in pages:
                 for upload in page.get("Uploads", []):
                     key = self.short(upload["Key"])
-                    found.append(Unfinished(key, upload["Initiated"].timestamp(), upload["UploadId"],
-                                            f"{key} (unfinished upload {upload['UploadId'][:16]})"))
+                    found.append(
+                        Unfinished(
+                            key,
+                            upload["Initiated"].timestamp(),
+                            upload["UploadId"],
+                            f"{key} (unfinished upload {upload['UploadId'][:16]})",
+                        )
+                    )
         return found
 
     async def abort(self, write: Unfinished) -> None:
@@ -186,7 +214,11 @@ class S3Store:
         except StorageUnavailable as e:
             cause = e.__cause__
             if isinstance(cause, ClientError) and cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (
-                    301, 400, 403, 404):
+                301,
+                400,
+                403,
+                404,
+            ):
                 raise StorageConfigError(f"{self.description}: {self.explain(cause)}") from None
             raise
         except BlobNotFound:
@@ -223,14 +255,14 @@ class S3Writer:
         self._buffer = bytearray()
         self._upload_id: str | None = None
         self._parts: dict[int, str] = {}  # part number -> ETag, once uploaded
-        self._numbered = 0                # parts handed out
+        self._numbered = 0  # parts handed out
         self._sending: set[asyncio.Task[None]] = set()
 
     async def write(self, data: bytes) -> None:
         self._buffer += data
         while len(self._buffer) >= self.part_size:
-            part = bytes(self._buffer[:self.part_size])
-            del self._buffer[:self.part_size]
+            part = bytes(self._buffer[: self.part_size])
+            del self._buffer[: self.part_size]
             await self._send(part)
 
     async def _send(self, part: bytes) -> None:
@@ -249,15 +281,22 @@ class S3Writer:
 
     async def _upload_part(self, client: Any, number: int, part: bytes) -> None:
         with self.store.errors(f"uploading part {number} of {self.key}"):
-            response = await client.upload_part(Bucket=self.store.bucket, Key=self.store.full(self.key),
-                                                UploadId=self._upload_id, PartNumber=number, Body=part)
+            response = await client.upload_part(
+                Bucket=self.store.bucket,
+                Key=self.store.full(self.key),
+                UploadId=self._upload_id,
+                PartNumber=number,
+                Body=part,
+            )
         self._parts[number] = response["ETag"]
 
     async def commit(self) -> None:
         client = await self.store.client()
         if self._upload_id is None:  # small enough for one PUT
             with self.store.errors(f"storing {self.key}"):
-                await client.put_object(Bucket=self.store.bucket, Key=self.store.full(self.key), Body=bytes(self._buffer))
+                await client.put_object(
+                    Bucket=self.store.bucket, Key=self.store.full(self.key), Body=bytes(self._buffer)
+                )
             self._buffer.clear()
             return
         if self._buffer:
@@ -268,8 +307,12 @@ class S3Writer:
             await task
         parts = [{"PartNumber": n, "ETag": etag} for n, etag in sorted(self._parts.items())]
         with self.store.errors(f"completing the upload of {self.key}"):
-            await client.complete_multipart_upload(Bucket=self.store.bucket, Key=self.store.full(self.key),
-                                                   UploadId=self._upload_id, MultipartUpload={"Parts": parts})
+            await client.complete_multipart_upload(
+                Bucket=self.store.bucket,
+                Key=self.store.full(self.key),
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": parts},
+            )
         self._upload_id = None
 
     async def abort(self) -> None:

@@ -1,4 +1,5 @@
 """backup: what a backup archive holds, read in the snapshot pg_dump uses; what a restore target holds."""
+
 from __future__ import annotations
 
 import asyncpg

@@ -1,5 +1,6 @@
 """cleanup: the rows the periodic cleanup pass removes. Each DELETE returns what it removed, so a
 dry run is the same statement in a transaction that is rolled back."""
+
 from __future__ import annotations
 
 import asyncpg

@@ -1,5 +1,6 @@
 """files: the one row type of both upload protocols, how a new upload row is made, and the reads and
 deletes of the files API."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,8 +12,10 @@ from service.models import File, NewUpload
 from service.storage import layout
 
 # Every column of `files` that models.File holds, and the database's verdict on expiry.
-FILE_COLUMNS = ", ".join(f.name for f in dataclasses.fields(File) if f.name != "expired") + \
-    ", (status = 'UPLOADING' AND expires_at IS NOT NULL AND expires_at <= now()) AS expired"
+FILE_COLUMNS = (
+    ", ".join(f.name for f in dataclasses.fields(File) if f.name != "expired")
+    + ", (status = 'UPLOADING' AND expires_at IS NOT NULL AND expires_at <= now()) AS expired"
+)
 
 
 def file_from(row: asyncpg.Record) -> File:
@@ -56,10 +59,25 @@ async def insert_upload(conn: asyncpg.Connection, new: NewUpload) -> File:
     upload of the IETF draft (complete only when its client says Upload-Complete: ?1)."""
     blob = layout.new_blob_name()
     async with conn.transaction():
-        row = await conn.fetchrow(INSERT_UPLOAD, new.uploaded_by_id, new.original_name, blob, layout.blob_key(blob),
-                                  new.mimetype, new.type, new.size, new.chunk_size, float(new.expires_in),
-                                  new.protocol, new.size_deferred, new.sha256, new.post_id, new.tus_metadata,
-                                  new.tus_concat, new.tus_parts)
+        row = await conn.fetchrow(
+            INSERT_UPLOAD,
+            new.uploaded_by_id,
+            new.original_name,
+            blob,
+            layout.blob_key(blob),
+            new.mimetype,
+            new.type,
+            new.size,
+            new.chunk_size,
+            float(new.expires_in),
+            new.protocol,
+            new.size_deferred,
+            new.sha256,
+            new.post_id,
+            new.tus_metadata,
+            new.tus_concat,
+            new.tus_parts,
+        )
         if row is None:
             raise ValidationFailed(f"post {new.post_id} does not exist or is not yours", field="post_id")
         file = file_from(row)
@@ -138,8 +156,9 @@ SELECT count(*) FROM files
 """
 
 
-async def list_files(conn: asyncpg.Connection, owner_id: str | None, status: str | None, type_: str | None,
-                     limit: int, offset: int) -> tuple[list[File], int]:
+async def list_files(
+    conn: asyncpg.Connection, owner_id: str | None, status: str | None, type_: str | None, limit: int, offset: int
+) -> tuple[list[File], int]:
     """A page of files, newest first, and the total matching; owner_id None means everyone's (admins)."""
     rows = await conn.fetch(LIST_FILES, owner_id, status, type_, limit, offset)
     total = await conn.fetchval(COUNT_FILES, owner_id, status, type_)

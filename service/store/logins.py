@@ -1,6 +1,7 @@
 """login_failures: failed logins per key (`email:...`, `ip:...`) over a sliding window. An attempt is
 recorded before its password is checked and forgiven when it succeeds: concurrent attempts then see
 each other, and a burst cannot slip past the limit by all counting before any failed."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,8 +24,8 @@ SELECT count(*) AS failures,
 @dataclass(frozen=True)
 class Attempt:
     ids: list[int]
-    failures: int      # the most of any key, this attempt included
-    retry_after: int   # seconds until that key's oldest failure leaves the window
+    failures: int  # the most of any key, this attempt included
+    retry_after: int  # seconds until that key's oldest failure leaves the window
 
 
 async def insert_attempt(conn: asyncpg.Connection, keys: list[str], window: int) -> Attempt:

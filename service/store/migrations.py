@@ -1,5 +1,6 @@
 """migrations: the schema_migrations history and the lock that serialises deploys (service.migrate
 reads the files and decides what to apply)."""
+
 from __future__ import annotations
 
 import asyncpg

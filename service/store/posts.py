@@ -1,4 +1,5 @@
 """posts: SQL and the functions that run it."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,6 +15,7 @@ def post_from(row: asyncpg.Record) -> Post:
     """The row's own columns and whichever listing extras the statement selected."""
     return Post(**{f.name: row[f.name] for f in dataclasses.fields(Post) if f.name in row})
 
+
 INSERT_POST_UNLESS_TITLED = """
 INSERT INTO posts (title, content, published, author_id)
 SELECT $1, $2, $3, $4
@@ -21,8 +23,9 @@ SELECT $1, $2, $3, $4
 """
 
 
-async def insert_post_unless_titled(conn: asyncpg.Connection, title: str, content: str,
-                                    published: bool, author_id: str) -> bool:
+async def insert_post_unless_titled(
+    conn: asyncpg.Connection, title: str, content: str, published: bool, author_id: str
+) -> bool:
     """Idempotent seeding: an author never gets two posts of the same seeded title."""
     return await conn.execute(INSERT_POST_UNLESS_TITLED, title, content, published, author_id) == "INSERT 0 1"
 
@@ -38,8 +41,9 @@ RETURNING id
 """
 
 
-async def insert_post_with_files(conn: asyncpg.Connection, author_id: str, title: str, content: str | None,
-                                 published: bool, file_ids: list[str]) -> str:
+async def insert_post_with_files(
+    conn: asyncpg.Connection, author_id: str, title: str, content: str | None, published: bool, file_ids: list[str]
+) -> str:
     """The seed's createPostWithFiles: the post and its attachments in one transaction. A file that is
     missing or someone else's rolls everything back (UnknownFiles names them)."""
     async with conn.transaction():
@@ -48,8 +52,9 @@ async def insert_post_with_files(conn: asyncpg.Connection, author_id: str, title
             attached = {r["id"] for r in await conn.fetch(ATTACH_FILES, post_id, file_ids, author_id)}
             unknown = [i for i in file_ids if i not in attached]
             if unknown:
-                raise UnknownFiles(f"not your files, or no such files: {', '.join(unknown)}",
-                                   field="file_ids", file_ids=unknown)
+                raise UnknownFiles(
+                    f"not your files, or no such files: {', '.join(unknown)}", field="file_ids", file_ids=unknown
+                )
     return post_id
 
 
@@ -91,13 +96,13 @@ VISIBLE = "(published OR author_id = $1 OR $2)"
 PAGE = " ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
 LIST_POSTS = POST_LISTING.format(posts=f"SELECT * FROM posts WHERE {VISIBLE}{PAGE}") + ORDER
 COUNT_POSTS = f"SELECT count(*) FROM posts WHERE {VISIBLE}"
-LIST_AUTHOR_POSTS = POST_LISTING.format(
-    posts=f"SELECT * FROM posts WHERE author_id = $5 AND {VISIBLE}{PAGE}") + ORDER
+LIST_AUTHOR_POSTS = POST_LISTING.format(posts=f"SELECT * FROM posts WHERE author_id = $5 AND {VISIBLE}{PAGE}") + ORDER
 COUNT_AUTHOR_POSTS = f"SELECT count(*) FROM posts WHERE author_id = $3 AND {VISIBLE}"
 
 
-async def list_posts(conn: asyncpg.Connection, author_id: str | None, viewer_id: str, viewer_is_admin: bool,
-                     limit: int, offset: int) -> tuple[list[Post], int]:
+async def list_posts(
+    conn: asyncpg.Connection, author_id: str | None, viewer_id: str, viewer_is_admin: bool, limit: int, offset: int
+) -> tuple[list[Post], int]:
     """A page of posts, newest first, and the total number the viewer may see."""
     if author_id is None:
         rows = await conn.fetch(LIST_POSTS, viewer_id, viewer_is_admin, limit, offset)

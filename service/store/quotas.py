@@ -1,4 +1,5 @@
 """Storage quotas: what a user stores, and the one check every upload creation goes through."""
+
 from __future__ import annotations
 
 import asyncpg
@@ -33,5 +34,9 @@ async def check_quota(conn: asyncpg.Connection, user_id: str, adding: int, defau
         return
     used = await get_usage(conn, user_id)
     if used + adding > quota:
-        raise QuotaExceeded(f"{adding} more bytes would make {used + adding}; the quota is {quota} bytes "
-                            f"({used} used)", quota_bytes=quota, usage_bytes=used, requested_bytes=adding)
+        raise QuotaExceeded(
+            f"{adding} more bytes would make {used + adding}; the quota is {quota} bytes ({used} used)",
+            quota_bytes=quota,
+            usage_bytes=used,
+            requested_bytes=adding,
+        )

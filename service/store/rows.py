@@ -1,5 +1,6 @@
 """Building models.py rows from asyncpg records: the columns of a dataclass, optionally prefixed, so a
 join can select two tables' rows without their column names colliding."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,5 @@
 """server: the PostgreSQL server itself: liveness, version, databases and extensions."""
+
 from __future__ import annotations
 
 import contextlib

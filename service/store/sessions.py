@@ -1,4 +1,5 @@
 """sessions: one row per login (device), the current refresh token's hash, revocation."""
+
 from __future__ import annotations
 
 import asyncpg
@@ -33,8 +34,9 @@ SELECT {USER_COLUMNS} FROM users WHERE id = (SELECT user_id FROM new_session)
 """
 
 
-async def insert_session(conn: asyncpg.Connection, session_id: str, user_id: str, device: str, ip: str | None,
-                         refresh_digest: str, ttl: int) -> User | None:
+async def insert_session(
+    conn: asyncpg.Connection, session_id: str, user_id: str, device: str, ip: str | None, refresh_digest: str, ttl: int
+) -> User | None:
     """A new session for an active user; the user, or None when the user is gone or inactive."""
     row = await conn.fetchrow(INSERT_SESSION, session_id, user_id, device, ip, refresh_digest, float(ttl))
     return None if row is None else user_from(row)
@@ -53,8 +55,9 @@ SELECT {USER_COLUMNS} FROM users WHERE id = (SELECT user_id FROM rotated)
 """
 
 
-async def rotate_refresh_token(conn: asyncpg.Connection, session_id: str, old_digest: str, new_digest: str,
-                               ip: str | None, ttl: int) -> User | None:
+async def rotate_refresh_token(
+    conn: asyncpg.Connection, session_id: str, old_digest: str, new_digest: str, ip: str | None, ttl: int
+) -> User | None:
     row = await conn.fetchrow(ROTATE_REFRESH_TOKEN, session_id, old_digest, new_digest, ip, float(ttl))
     return None if row is None else user_from(row)
 

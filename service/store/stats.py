@@ -1,4 +1,5 @@
 """Admin aggregates and database health: the database does the counting."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -41,8 +42,10 @@ SELECT d::date AS date, coalesce(p.uploads, 0) AS uploads, coalesce(p.total_size
 
 
 async def list_daily_uploads(conn: asyncpg.Connection, days: int) -> list[dict[str, Any]]:
-    return [{"date": r["date"].isoformat(), "uploads": r["uploads"], "total_size": r["total_size"]}
-            for r in await conn.fetch(DAILY_UPLOADS, days)]
+    return [
+        {"date": r["date"].isoformat(), "uploads": r["uploads"], "total_size": r["total_size"]}
+        for r in await conn.fetch(DAILY_UPLOADS, days)
+    ]
 
 
 # The seed's DatabaseHealthService.getConnectionInfo. Without pg_read_all_stats, other roles'
@@ -123,14 +126,18 @@ SELECT query, calls, round(mean_exec_time::numeric, 3)::float8 AS mean_ms,
 """
 
 
-async def list_slowest_statements(conn: asyncpg.Connection, limit: int) -> tuple[list[dict[str, Any]] | None, str | None]:
+async def list_slowest_statements(
+    conn: asyncpg.Connection, limit: int
+) -> tuple[list[dict[str, Any]] | None, str | None]:
     """The statements with the highest mean time, or None and the reason they cannot be read."""
     state = await conn.fetchrow(STAT_STATEMENTS_STATE)
     if state["installed"] is None:
         if not state["available"]:
             return None, "pg_stat_statements is not available on this server (the contrib package is missing)"
-        return None, ("pg_stat_statements is not installed in this database: CREATE EXTENSION pg_stat_statements "
-                      "(the server must also have it in shared_preload_libraries)")
+        return None, (
+            "pg_stat_statements is not installed in this database: CREATE EXTENSION pg_stat_statements "
+            "(the server must also have it in shared_preload_libraries)"
+        )
     try:
         return [dict(r) for r in await conn.fetch(SLOWEST_STATEMENTS, limit)], None
     except asyncpg.PostgresError as e:  # installed but not preloaded, or not readable by this role

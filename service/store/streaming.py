@@ -3,6 +3,7 @@
 The hold is files.worker_id on an UPLOADING row: the same lease as processing (the worker's heartbeat,
 ON DELETE SET NULL when it dies), so once the upload completes nobody else claims it, and the worker
 that streamed it finishes it."""
+
 from __future__ import annotations
 
 import asyncpg
@@ -26,8 +27,9 @@ RETURNING {FILE_COLUMNS}
 """
 
 
-async def claim_uploading_file(conn: asyncpg.Connection, worker_id: str, min_size: int,
-                               active_seconds: float) -> File | None:
+async def claim_uploading_file(
+    conn: asyncpg.Connection, worker_id: str, min_size: int, active_seconds: float
+) -> File | None:
     row = await conn.fetchrow(CLAIM_UPLOADING_FILE, worker_id, min_size, float(active_seconds))
     return file_from(row) if row else None
 

@@ -1,4 +1,5 @@
 """api_tokens: scripts' and servers' long-lived tokens, stored as SHA-256 only."""
+
 from __future__ import annotations
 
 import asyncpg
@@ -35,10 +36,12 @@ RETURNING {TOKEN_COLUMNS}
 """
 
 
-async def insert_token(conn: asyncpg.Connection, user_id: str, name: str, token_hash: str, scopes: list[str],
-                       expires_in: int | None) -> ApiToken:
-    row = await conn.fetchrow(INSERT_TOKEN, user_id, name, token_hash, scopes,
-                              None if expires_in is None else float(expires_in))
+async def insert_token(
+    conn: asyncpg.Connection, user_id: str, name: str, token_hash: str, scopes: list[str], expires_in: int | None
+) -> ApiToken:
+    row = await conn.fetchrow(
+        INSERT_TOKEN, user_id, name, token_hash, scopes, None if expires_in is None else float(expires_in)
+    )
     return row_to(ApiToken, row)
 
 

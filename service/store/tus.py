@@ -2,6 +2,7 @@
 2, ... with lengths of up to files.chunk_size; the worker joins them by chunk_index. Two protocols write
 them: tus (protocol = 'tus') and the IETF Resumable Uploads draft (protocol = 'rufh'); the functions
 that find an upload take the protocol, so neither ever touches the other's uploads."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -29,8 +30,9 @@ async def get_next_chunk_index(conn: asyncpg.Connection, upload_id: str) -> int:
 INSERT_CHUNK = "INSERT INTO file_chunks (file_id, chunk_index, data) VALUES ($1, $2, $3)"
 
 
-async def insert_chunk(conn: asyncpg.Connection, upload_id: str, chunk_index: int,
-                       data: bytes | bytearray | memoryview) -> None:
+async def insert_chunk(
+    conn: asyncpg.Connection, upload_id: str, chunk_index: int, data: bytes | bytearray | memoryview
+) -> None:
     await conn.execute(INSERT_CHUNK, upload_id, chunk_index, data)
 
 
@@ -43,8 +45,9 @@ RETURNING bytes_received, expires_at
 """
 
 
-async def advance_offset(conn: asyncpg.Connection, upload_id: str, offset: int, count: int,
-                         expiry_seconds: int) -> tuple[int, datetime] | None:
+async def advance_offset(
+    conn: asyncpg.Connection, upload_id: str, offset: int, count: int, expiry_seconds: int
+) -> tuple[int, datetime] | None:
     row = await conn.fetchrow(ADVANCE_OFFSET, upload_id, offset, count, expiry_seconds)
     return None if row is None else (row["bytes_received"], row["expires_at"])
 

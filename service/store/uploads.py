@@ -1,4 +1,5 @@
 """uploads: the native protocol's sessions and chunks (a new one is made by store.files.insert_upload)."""
+
 from __future__ import annotations
 
 import asyncpg
@@ -75,8 +76,9 @@ async def complete_upload(conn: asyncpg.Connection, upload: File, sha256: str | 
         if row is None:
             raise UploadNotFound(f"upload {upload.id}")
         if sha256 is not None and row["sha256"] is not None and sha256 != row["sha256"]:
-            raise ValidationFailed(f"sha256 {sha256} is not the {row['sha256']} declared when the upload was "
-                                   "created", field="sha256")
+            raise ValidationFailed(
+                f"sha256 {sha256} is not the {row['sha256']} declared when the upload was created", field="sha256"
+            )
         if row["status"] != FileStatus.UPLOADING:
             return []
         received = set(await list_received_chunks(conn, upload.id))

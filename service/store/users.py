@@ -1,4 +1,5 @@
 """users: SQL and the functions that run it."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,7 +22,6 @@ async def upsert_user(conn: asyncpg.Connection, email: str, password_hash: str, 
     """The seed's upsert with `update: {}`: an existing user is left as it is. Returns the id."""
     user_id = await conn.fetchval(UPSERT_USER, email, password_hash, name, role)
     return user_id or await conn.fetchval(GET_USER_ID, email)
-
 
 
 INSERT_MISSING_PREFERENCES = """
@@ -182,5 +182,9 @@ SELECT count(*) AS total,
 async def count_user_stats(conn: asyncpg.Connection) -> dict[str, int]:
     """The seed's getUserStats, counted by one scan instead of three queries."""
     row = await conn.fetchrow(COUNT_USER_STATS)
-    return {"total": row["total"], "active": row["active"], "admins": row["admins"],
-            "regular": row["total"] - row["admins"]}
+    return {
+        "total": row["total"],
+        "active": row["active"],
+        "admins": row["admins"],
+        "regular": row["total"] - row["admins"],
+    }

@@ -1,4 +1,5 @@
 """webhooks and webhook_deliveries (the outbox the file triggers of sql/0013 write)."""
+
 from __future__ import annotations
 
 import asyncpg
@@ -15,8 +16,15 @@ RETURNING {WEBHOOK_COLUMNS}
 """
 
 
-async def insert_webhook(conn: asyncpg.Connection, user_id: str, url: str, events: list[str], all_users: bool,
-                         description: str | None, secret: str) -> Webhook:
+async def insert_webhook(
+    conn: asyncpg.Connection,
+    user_id: str,
+    url: str,
+    events: list[str],
+    all_users: bool,
+    description: str | None,
+    secret: str,
+) -> Webhook:
     return row_to(Webhook, await conn.fetchrow(INSERT_WEBHOOK, user_id, url, events, all_users, description, secret))
 
 
@@ -43,8 +51,9 @@ SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE webhook_id = $1
 COUNT_DELIVERIES = "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = $1"
 
 
-async def list_deliveries(conn: asyncpg.Connection, webhook_id: str, user_id: str, limit: int,
-                          offset: int) -> tuple[list[WebhookDelivery], int] | None:
+async def list_deliveries(
+    conn: asyncpg.Connection, webhook_id: str, user_id: str, limit: int, offset: int
+) -> tuple[list[WebhookDelivery], int] | None:
     """A page of the webhook's deliveries, newest first, and their total; None if it is not the user's."""
     if await conn.fetchval(OWNS_WEBHOOK, webhook_id, user_id) is None:
         return None
@@ -65,8 +74,9 @@ RETURNING {columns(WebhookDelivery, "d", "d_")}, {columns(Webhook, "w", "w_")}
 """
 
 
-async def claim_deliveries(conn: asyncpg.Connection, limit: int,
-                           lock_seconds: float) -> list[tuple[WebhookDelivery, Webhook]]:
+async def claim_deliveries(
+    conn: asyncpg.Connection, limit: int, lock_seconds: float
+) -> list[tuple[WebhookDelivery, Webhook]]:
     """Due deliveries with their webhooks, locked for `lock_seconds` (a dead deliverer's come back)."""
     rows = await conn.fetch(CLAIM_DELIVERIES, limit, float(lock_seconds))
     return [(row_to(WebhookDelivery, r, "d_"), row_to(Webhook, r, "w_")) for r in rows]
@@ -101,8 +111,9 @@ UPDATE webhooks SET failing_since = coalesce(failing_since, now()),
 """
 
 
-async def record_failure(conn: asyncpg.Connection, delivery_id: str, webhook_id: str, status: int | None,
-                         error: str, retry_in: float) -> None:
+async def record_failure(
+    conn: asyncpg.Connection, delivery_id: str, webhook_id: str, status: int | None, error: str, retry_in: float
+) -> None:
     async with conn.transaction():
         await conn.execute(FAILED_ATTEMPT, delivery_id, status, error, float(retry_in))
         await conn.execute(WEBHOOK_FAILED, webhook_id)

@@ -1,4 +1,5 @@
 """workers: leases, claiming, reading chunks, and the guarded end of processing."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -89,8 +90,16 @@ RETURNING id
 """
 
 
-async def finish_file(conn: asyncpg.Connection, file_id: str, worker_id: str, type_: str, mimetype: str,
-                      metadata: dict[str, Any], url: str, thumbnail: str | None) -> bool:
+async def finish_file(
+    conn: asyncpg.Connection,
+    file_id: str,
+    worker_id: str,
+    type_: str,
+    mimetype: str,
+    metadata: dict[str, Any],
+    url: str,
+    thumbnail: str | None,
+) -> bool:
     """PROCESSING -> COMPLETED. False when the lease was lost (the file was deleted, or taken by another
     worker after this one was presumed dead). The chunks are dropped after this (delete_chunks), not in
     the same transaction: the client need not wait for a gigabyte of rows to be deleted."""
@@ -130,8 +139,9 @@ RETURNING id
 """
 
 
-async def retry_file(conn: asyncpg.Connection, file_id: str, worker_id: str, delay_seconds: float,
-                     count_attempt: bool = True) -> bool:
+async def retry_file(
+    conn: asyncpg.Connection, file_id: str, worker_id: str, delay_seconds: float, count_attempt: bool = True
+) -> bool:
     """Back to the queue, not before `delay_seconds`: a transient failure is retried with backoff.
     count_attempt=False hands the claim's attempt back: the failure was not the file's."""
     return await conn.fetchval(RETRY_FILE, file_id, worker_id, float(delay_seconds), count_attempt) is not None
