@@ -60,7 +60,7 @@ async def run(requests: int) -> None:
                     upload_id = (await r.json())["id"]
 
                 async def over_http() -> None:
-                    async with http.get(f"{server.url}/api/uploads/{upload_id}") as r:  # type: ignore[union-attr]
+                    async with http.get(f"{server.url}/api/uploads/{upload_id}") as r:
                         assert r.status == 200, await r.text()
                         await r.read()
 

@@ -78,7 +78,7 @@ async def assembly_seconds(
     store,
     key: str,
     work: Path,
-    size: int,  # type: ignore[no-untyped-def]
+    size: int,
     sha: str,
 ) -> float:
     started = time.perf_counter()
@@ -92,7 +92,7 @@ async def assembly_seconds(
     return seconds
 
 
-async def read_all(pieces) -> tuple[int, str]:  # type: ignore[no-untyped-def]
+async def read_all(pieces) -> tuple[int, str]:
     digest, total = hashlib.sha256(), 0
     async for piece in pieces:
         digest.update(piece)
@@ -115,7 +115,7 @@ async def direct(store: S3Store, key: str, size: int) -> tuple[float, str]:
     response = await client.get_object(Bucket=store.bucket, Key=store.full(key), Range=f"bytes=0-{size - 1}")
     body = response["Body"]
 
-    async def pieces():  # type: ignore[no-untyped-def]
+    async def pieces():
         while piece := await body.read(READ):
             yield piece
 

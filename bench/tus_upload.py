@@ -59,7 +59,7 @@ async def run(size: int, chunk: str, checksum: bool) -> None:
             for _ in range(size // PIECE):
                 digest.update(piece)
 
-            async def body():  # type: ignore[no-untyped-def]
+            async def body():
                 for _ in range(size // PIECE):
                     yield piece
 

@@ -34,7 +34,7 @@ class Pool(asyncpg.Pool):
         # Both `async with pool.acquire()` and `await pool.acquire()` go through here (asyncpg < 0.33).
         self.waiting += 1
         try:
-            return await super()._acquire(timeout)  # type: ignore[misc]  # asyncpg's private method, untyped
+            return await super()._acquire(timeout)  # asyncpg's private method, untyped
         finally:
             self.waiting -= 1
 

@@ -50,7 +50,7 @@ def find_bin_dir(path: str | None = None, versioned: str = "/usr/lib/postgresql/
     candidates += sorted((Path(p) for p in versions), key=lambda p: _version_key(p.parent.name), reverse=True)
     if wheel:
         try:
-            import pgserver  # type: ignore[import-not-found]  # the optional `embedded` extra
+            import pgserver  # the optional `embedded` extra
 
             candidates.append(Path(pgserver.__file__).parent / "pginstall" / "bin")
         except ImportError:

@@ -190,7 +190,7 @@ class CephRGW:
             return False
         return True
 
-    def _until(self, what: str, condition) -> None:  # type: ignore[no-untyped-def]
+    def _until(self, what: str, condition) -> None:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             for name, process in zip(self.names, self.daemons, strict=True):
@@ -210,13 +210,13 @@ def _listening(port: int) -> bool:
         return False
 
 
-def run(coroutine):  # type: ignore[no-untyped-def]
+def run(coroutine):
     """A coroutine to completion on a loop of its own, from sync code, whether or not a loop is running."""
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coroutine).result()
 
 
-def _client(rgw: CephRGW):  # type: ignore[no-untyped-def]
+def _client(rgw: CephRGW):
     from aiobotocore.config import AioConfig
     from aiobotocore.session import get_session
 

@@ -152,7 +152,7 @@ def make_bucket(ceph_rgw: ceph.CephRGW) -> Iterator:
 def storage_env(request: pytest.FixtureRequest) -> dict[str, str]:
     """Where blobs go: the local STORAGE_DIR, or with `@on_both_stores` (indirect "s3") a fresh bucket."""
     if getattr(request, "param", "local") == "s3":
-        return request.getfixturevalue("make_bucket")()  # type: ignore[no-any-return]
+        return request.getfixturevalue("make_bucket")()
     return {}
 
 
@@ -172,13 +172,13 @@ async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.fixture
-async def client(aiohttp_client, settings: Settings):  # type: ignore[no-untyped-def]
+async def client(aiohttp_client, settings: Settings):
     """The application served over a real socket on localhost."""
     return await aiohttp_client(create_app(settings))
 
 
 @pytest.fixture
-async def served(aiohttp_client, settings: Settings):  # type: ignore[no-untyped-def]
+async def served(aiohttp_client, settings: Settings):
     """The app with its worker, as `chunkd serve` runs it, over a real socket."""
     return await aiohttp_client(create_app(settings, with_worker=True))
 
@@ -202,7 +202,7 @@ def chunkd(database_url: str, storage_dir: Path, storage_env: dict[str, str]) ->
 
 
 @pytest.fixture
-def make_user(conn: asyncpg.Connection, settings: Settings):  # type: ignore[no-untyped-def]
+def make_user(conn: asyncpg.Connection, settings: Settings):
     """Factory: `await make_user()` or `await make_user(role="ADMIN", email=...)` (tests.support.insert_user)."""
 
     async def make(
@@ -214,20 +214,20 @@ def make_user(conn: asyncpg.Connection, settings: Settings):  # type: ignore[no-
 
 
 @pytest.fixture
-async def user(make_user) -> User:  # type: ignore[no-untyped-def]
+async def user(make_user) -> User:
     return await make_user()
 
 
 @pytest.fixture
-async def admin(make_user) -> User:  # type: ignore[no-untyped-def]
+async def admin(make_user) -> User:
     return await make_user(role="ADMIN")
 
 
 @pytest.fixture
-def tus_app(aiohttp_client, database_url: str, storage_dir: Path):  # type: ignore[no-untyped-def]
+def tus_app(aiohttp_client, database_url: str, storage_dir: Path):
     """Factory: `await tus_app(**env)` is the `tus` app with more settings of the test's own."""
 
-    async def make(**env: str):  # type: ignore[no-untyped-def]
+    async def make(**env: str):
         settings = make_settings(
             database_url,
             storage_dir,
@@ -245,6 +245,6 @@ def tus_app(aiohttp_client, database_url: str, storage_dir: Path):  # type: igno
 
 
 @pytest.fixture
-async def tus(tus_app):  # type: ignore[no-untyped-def]
+async def tus(tus_app):
     """The app with small chunks and a small Tus-Max-Size, and takeover timings short enough for tests."""
     return await tus_app()

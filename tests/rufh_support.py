@@ -53,7 +53,7 @@ class Exchange:
         server,
         method: str,
         path: str,
-        headers: dict[str, str],  # type: ignore[no-untyped-def]
+        headers: dict[str, str],
         version: str = "HTTP/1.1",
     ) -> Exchange:
         host, port = server.server.host, server.server.port
@@ -108,7 +108,7 @@ async def exchange(
     method: str,
     path: str,
     headers: dict[str, str],
-    body: bytes = b"",  # type: ignore[no-untyped-def]
+    body: bytes = b"",
     version: str = "HTTP/1.1",
 ) -> Response:
     """A whole request and its responses."""
@@ -132,7 +132,7 @@ async def create(
     server,
     user,
     body: bytes = b"",
-    complete: bool = False,  # type: ignore[no-untyped-def]
+    complete: bool = False,
     headers: dict[str, str] | None = None,
 ) -> Response:
     return await exchange(
@@ -150,7 +150,7 @@ async def append(
     path: str,
     offset: int,
     body: bytes,
-    complete: bool = False,  # type: ignore[no-untyped-def]
+    complete: bool = False,
     headers: dict[str, str] | None = None,
 ) -> Response:
     return await exchange(
@@ -169,11 +169,11 @@ async def append(
     )
 
 
-async def head(server, user, path: str) -> Response:  # type: ignore[no-untyped-def]
+async def head(server, user, path: str) -> Response:
     return await exchange(server, "HEAD", path, {**user.headers, **DRAFT})
 
 
-async def wait_processed(server, user, file_id: str, timeout: float = 30) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+async def wait_processed(server, user, file_id: str, timeout: float = 30) -> dict[str, Any]:
     """The file once the worker is done with it (long-polling /api/files/{id})."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -184,7 +184,7 @@ async def wait_processed(server, user, file_id: str, timeout: float = 30) -> dic
         assert asyncio.get_running_loop().time() < deadline, f"file still {view['status']}"
 
 
-def rufh_app(database_url: str, storage_dir: Path, **env: str):  # type: ignore[no-untyped-def]
+def rufh_app(database_url: str, storage_dir: Path, **env: str):
     settings = make_settings(
         database_url,
         storage_dir,
@@ -197,7 +197,7 @@ def rufh_app(database_url: str, storage_dir: Path, **env: str):  # type: ignore[
 
 
 @pytest.fixture
-async def rufh(aiohttp_client, database_url: str, storage_dir: Path):  # type: ignore[no-untyped-def]
+async def rufh(aiohttp_client, database_url: str, storage_dir: Path):
     """The app and its worker, with small chunks and short takeover timings, over a real socket."""
     client = await aiohttp_client(rufh_app(database_url, storage_dir))
     locks = client.server.app[tus_locks_key]

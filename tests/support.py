@@ -297,7 +297,7 @@ class RawRequest:
         await self.close()
 
 
-async def scrape(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:  # type: ignore[no-untyped-def]
+async def scrape(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     response = await client.get("/metrics")
     assert response.status == 200
     assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
@@ -308,7 +308,7 @@ async def scrape(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
     }
 
 
-async def session_token(conn, settings: Settings, user_id: str, role: str = "USER") -> str:  # type: ignore[no-untyped-def]
+async def session_token(conn, settings: Settings, user_id: str, role: str = "USER") -> str:
     """An access token of a new session of the user, made directly in the database (as a login would)."""
     session_id, refresh = new_session_secret(settings)
     await conn.execute(

@@ -23,7 +23,7 @@ async def nap(request: web.Request) -> web.Response:
 async def test_slow_requests_are_warned_about(
     aiohttp_client,
     database_url: str,
-    storage_dir: Path,  # type: ignore[no-untyped-def]
+    storage_dir: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     app = create_app(make_settings(database_url, storage_dir, SLOW_REQUEST_MS="20"))
@@ -40,7 +40,7 @@ async def test_slow_requests_are_warned_about(
 
 async def test_a_request_the_parser_refuses_is_one_warning_and_counted(
     client, caplog: pytest.LogCaptureFixture
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     before = (await scrape(client)).get(
         ("chunkd_http_requests_total", (("method", "OTHER"), ("route", "unmatched"), ("status", "400"))), 0
     )
@@ -62,7 +62,7 @@ async def test_a_request_the_parser_refuses_is_one_warning_and_counted(
 
 async def test_a_client_that_goes_away_mid_body_is_one_info_line_and_499(
     client, user, caplog: pytest.LogCaptureFixture
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     data = os.urandom(256 * 1024)
     upload = await create(client, user, data, chunk_size=len(data))
     with caplog.at_level(logging.DEBUG):

@@ -8,7 +8,7 @@ import asyncpg
 from service import seed
 
 
-async def test_seeded_accounts_through_a_real_server(chunkd, conn: asyncpg.Connection) -> None:  # type: ignore[no-untyped-def]
+async def test_seeded_accounts_through_a_real_server(chunkd, conn: asyncpg.Connection) -> None:
     await seed.seed(conn)
     server = chunkd("serve")
     async with aiohttp.ClientSession(server.url) as http:

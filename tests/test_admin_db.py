@@ -10,7 +10,7 @@ from service.config import Settings
 from tests.support import insert_chunk, insert_file, insert_user
 
 
-async def test_health_fields_without_pg_stat_statements(client, conn, admin) -> None:  # type: ignore[no-untyped-def]
+async def test_health_fields_without_pg_stat_statements(client, conn, admin) -> None:
     assert await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'") == 0
     response = await client.get("/api/admin/db", headers=admin.headers)
     assert response.status == 200
@@ -36,7 +36,7 @@ async def test_health_fields_without_pg_stat_statements(client, conn, admin) -> 
     assert {"scans", "tuples_read", "tuples_fetched", "size_bytes", "size"} <= set(indexes["idx_users_email"])
 
 
-async def test_index_usage_counts_scans(client, conn, admin) -> None:  # type: ignore[no-untyped-def]
+async def test_index_usage_counts_scans(client, conn, admin) -> None:
     await conn.execute("SET enable_seqscan = off")
     await conn.fetch("SELECT id FROM users WHERE email = 'nobody@example.com'")
     await conn.execute("SELECT pg_stat_force_next_flush()")  # PG15 flushes stats at most once a second
@@ -46,7 +46,7 @@ async def test_index_usage_counts_scans(client, conn, admin) -> None:  # type: i
     assert scans >= 1
 
 
-async def test_slowest_statements_with_pg_stat_statements(client, conn, admin) -> None:  # type: ignore[no-untyped-def]
+async def test_slowest_statements_with_pg_stat_statements(client, conn, admin) -> None:
     await conn.execute("CREATE EXTENSION pg_stat_statements")
     await conn.fetchval("SELECT count(*) FROM generate_series(1, 200000) AS slow_marker")
     body = await (await client.get("/api/admin/db", headers=admin.headers)).json()
@@ -76,7 +76,7 @@ async def wait_for_connection(pool: db.Pool) -> int:
         return await conn.fetchval("SELECT 1")
 
 
-async def test_dead_chunks_show_as_reclaimable_and_file_chunks_vacuums_early(client, conn, admin) -> None:  # type: ignore[no-untyped-def]
+async def test_dead_chunks_show_as_reclaimable_and_file_chunks_vacuums_early(client, conn, admin) -> None:
     """Deleted chunks are dead rows of file_chunks and of its TOAST table until vacuumed: /api/admin/db
     says how much space they hold, and 0015 makes autovacuum come after a fixed number of them."""
     options = await conn.fetchval("SELECT reloptions FROM pg_class WHERE relname = 'file_chunks'")

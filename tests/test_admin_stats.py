@@ -26,7 +26,7 @@ FILES = [
 ]
 
 
-async def insert_files(conn: asyncpg.Connection, user_id: str, files=FILES) -> datetime:  # type: ignore[no-untyped-def]
+async def insert_files(conn: asyncpg.Connection, user_id: str, files=FILES) -> datetime:
     now = datetime.now(UTC)
     for type_, status, size, days_ago in files:
         await insert_file(
@@ -35,7 +35,7 @@ async def insert_files(conn: asyncpg.Connection, user_id: str, files=FILES) -> d
     return now
 
 
-async def test_file_stats_equal_the_database(client, conn, admin) -> None:  # type: ignore[no-untyped-def]
+async def test_file_stats_equal_the_database(client, conn, admin) -> None:
     await insert_files(conn, admin.id)
     response = await client.get("/api/admin/stats/files", headers=admin.headers)
     assert response.status == 200
@@ -51,12 +51,12 @@ async def test_file_stats_equal_the_database(client, conn, admin) -> None:  # ty
     assert sum(g["count"] for g in body) == sum(r["count"] for r in rows) == len(FILES)
 
 
-async def test_file_stats_of_an_empty_database_is_an_empty_list(client, admin) -> None:  # type: ignore[no-untyped-def]
+async def test_file_stats_of_an_empty_database_is_an_empty_list(client, admin) -> None:
     response = await client.get("/api/admin/stats/files", headers=admin.headers)
     assert response.status == 200 and await response.json() == []
 
 
-async def test_daily_uploads_zero_fill_every_utc_day(client, conn, admin) -> None:  # type: ignore[no-untyped-def]
+async def test_daily_uploads_zero_fill_every_utc_day(client, conn, admin) -> None:
     now = await insert_files(conn, admin.id)
     response = await client.get("/api/admin/stats/uploads/daily?days=30", headers=admin.headers)
     assert response.status == 200
@@ -74,7 +74,7 @@ async def test_daily_uploads_zero_fill_every_utc_day(client, conn, admin) -> Non
     )
 
 
-async def test_daily_uploads_count_by_utc_date(client, conn, admin) -> None:  # type: ignore[no-untyped-def]
+async def test_daily_uploads_count_by_utc_date(client, conn, admin) -> None:
     """A file made at 23:30 in UTC-05:00 belongs to the next UTC day."""
     today = datetime.now(UTC).date()
     late = datetime.combine(today - timedelta(days=2), datetime.min.time(), timezone(timedelta(hours=-5)))
@@ -88,20 +88,20 @@ async def test_daily_uploads_count_by_utc_date(client, conn, admin) -> None:  # 
 
 
 @pytest.mark.parametrize("days", ["0", "367", "-1", "abc", "1.5", "1e3"])
-async def test_daily_uploads_days_out_of_range(client, admin, days: str) -> None:  # type: ignore[no-untyped-def]
+async def test_daily_uploads_days_out_of_range(client, admin, days: str) -> None:
     response = await client.get(f"/api/admin/stats/uploads/daily?days={days}", headers=admin.headers)
     assert response.status == 422
     body = await response.json()
     assert body["code"] == "VALIDATION_FAILED" and body["field"] == "days"
 
 
-async def test_daily_uploads_accepts_the_bounds(client, admin) -> None:  # type: ignore[no-untyped-def]
+async def test_daily_uploads_accepts_the_bounds(client, admin) -> None:
     for days in (1, 366):
         response = await client.get(f"/api/admin/stats/uploads/daily?days={days}", headers=admin.headers)
         assert response.status == 200 and len(await response.json()) == days
 
 
-async def test_queue_counts_files_waiting_for_and_held_by_a_worker(client, conn, admin) -> None:  # type: ignore[no-untyped-def]
+async def test_queue_counts_files_waiting_for_and_held_by_a_worker(client, conn, admin) -> None:
     empty = await client.get("/api/admin/stats/queue", headers=admin.headers)
     assert empty.status == 200 and await empty.json() == {"waiting": 0, "claimed": 0}
     await insert_files(conn, admin.id)  # one PROCESSING file among the others, no worker holds it
@@ -115,7 +115,7 @@ async def test_queue_counts_files_waiting_for_and_held_by_a_worker(client, conn,
 @pytest.mark.parametrize(
     "path", ["/api/admin/stats/files", "/api/admin/stats/uploads/daily", "/api/admin/db", "/api/admin/stats/queue"]
 )
-async def test_admin_endpoints_refuse_others(client, user, path: str) -> None:  # type: ignore[no-untyped-def]
+async def test_admin_endpoints_refuse_others(client, user, path: str) -> None:
     forbidden = await client.get(path, headers=user.headers)
     assert forbidden.status == 403 and (await forbidden.json())["code"] == "FORBIDDEN"
     anonymous = await client.get(path)

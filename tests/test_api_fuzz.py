@@ -123,7 +123,7 @@ def calls_for(method: str, path: str, operation: dict[str, Any], ids: list[str],
 
 
 @pytest.mark.parametrize("role", ["USER", "ADMIN"])
-async def test_no_operation_answers_5xx_or_a_non_problem_error(client, make_user, conn, storage_dir, role) -> None:  # type: ignore[no-untyped-def]
+async def test_no_operation_answers_5xx_or_a_non_problem_error(client, make_user, conn, storage_dir, role) -> None:
     """As a user, and as an admin (whose routes read their bodies and parameters past the role check)."""
     caller = await make_user(role=role)
     owner = await make_user()

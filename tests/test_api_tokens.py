@@ -18,7 +18,7 @@ from tests.uploading import UPLOAD_ENV
 SETTINGS_ENV = UPLOAD_ENV
 
 
-async def mint(client, user, scopes: list[str], **extra) -> dict:  # type: ignore[no-untyped-def]
+async def mint(client, user, scopes: list[str], **extra) -> dict:
     r = await client.post("/api/tokens", headers=user.headers, json={"name": "script", "scopes": scopes, **extra})
     assert r.status == 201, await r.text()
     return await r.json()
@@ -28,7 +28,7 @@ def bearer(token: dict) -> dict[str, str]:
     return {"Authorization": f"Bearer {token['token']}"}
 
 
-async def test_a_token_is_shown_once_stored_hashed_and_records_its_use(client, user, conn: asyncpg.Connection) -> None:  # type: ignore[no-untyped-def]
+async def test_a_token_is_shown_once_stored_hashed_and_records_its_use(client, user, conn: asyncpg.Connection) -> None:
     token = await mint(client, user, ["read"], expires_in=3600)
     assert token["token"].startswith("ckd_") and len(token["token"]) > 40
     assert token["scopes"] == ["read"] and token["last_used_at"] is None and token["expires_at"]
@@ -43,7 +43,7 @@ async def test_a_token_is_shown_once_stored_hashed_and_records_its_use(client, u
     assert listed[0]["last_used_at"] is not None
 
 
-async def test_a_read_token_cannot_upload_by_any_protocol(client, user) -> None:  # type: ignore[no-untyped-def]
+async def test_a_read_token_cannot_upload_by_any_protocol(client, user) -> None:
     read, upload = await mint(client, user, ["read"]), await mint(client, user, ["upload"])
     r = await client.post("/api/uploads", headers=bearer(read), json={"filename": "a.bin", "size": 10})
     body = await r.json()
@@ -80,7 +80,7 @@ async def test_a_read_token_cannot_upload_by_any_protocol(client, user) -> None:
     assert (await client.post("/api/posts", headers=bearer(read), json={"title": "x"})).status == 403
 
 
-async def test_admin_scope_only_for_admins_and_never_wider_than_the_minter(client, user, admin) -> None:  # type: ignore[no-untyped-def]
+async def test_admin_scope_only_for_admins_and_never_wider_than_the_minter(client, user, admin) -> None:
     r = await client.post("/api/tokens", headers=user.headers, json={"name": "x", "scopes": ["admin"]})
     assert r.status == 403 and (await r.json())["code"] == "INSUFFICIENT_SCOPE"
     read = await mint(client, user, ["read"])
@@ -97,7 +97,7 @@ async def test_admin_scope_only_for_admins_and_never_wider_than_the_minter(clien
     assert r.status == 403 and (await r.json())["code"] == "FORBIDDEN"  # the role, whatever the token
 
 
-async def test_revoked_and_expired_tokens_stop_at_once(client, user, make_user, conn: asyncpg.Connection) -> None:  # type: ignore[no-untyped-def]
+async def test_revoked_and_expired_tokens_stop_at_once(client, user, make_user, conn: asyncpg.Connection) -> None:
     token, other = await mint(client, user, ["upload"]), await make_user()
     r = await client.delete(f"/api/tokens/{token['id']}", headers=other.headers)
     assert r.status == 404 and (await r.json())["code"] == "TOKEN_NOT_FOUND"  # someone else's
@@ -115,7 +115,7 @@ async def test_revoked_and_expired_tokens_stop_at_once(client, user, make_user, 
     assert (await client.get("/api/files", headers=bearer(deactivated))).status == 401
 
 
-async def test_token_bad_input(client, user) -> None:  # type: ignore[no-untyped-def]
+async def test_token_bad_input(client, user) -> None:
     cases = [
         ({"scopes": ["read"]}, "name"),
         ({"name": "x"}, "scopes"),
@@ -146,7 +146,7 @@ def run_chunkd(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def test_cli_login_saves_a_private_token_that_later_commands_use(chunkd, make_user, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_cli_login_saves_a_private_token_that_later_commands_use(chunkd, make_user, tmp_path: Path) -> None:
     user = await make_user(password="cli password")
     server = chunkd("serve", **UPLOAD_ENV)
     env = {"XDG_STATE_HOME": str(tmp_path / "state"), "CHUNKD_URL": server.url}

@@ -21,7 +21,7 @@ from tests.support import ROOT
 USER_KEYS = {"id", "email", "name", "role", "is_active", "created_at", "updated_at"}
 
 
-async def register(client, email: str = "New.Person@Example.COM ", password: str = "long enough") -> dict:  # type: ignore[no-untyped-def]
+async def register(client, email: str = "New.Person@Example.COM ", password: str = "long enough") -> dict:
     r = await client.post("/api/auth/register", json={"email": email, "password": password, "name": "New Person"})
     assert r.status == 201, await r.text()
     return await r.json()
@@ -36,7 +36,7 @@ def assert_session(body: dict, settings: Settings) -> None:
 
 async def test_register_normalises_email_hashes_password_and_creates_preferences(
     client, settings: Settings, conn: asyncpg.Connection
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     body = await register(client)
     assert_session(body, settings)
     assert body["user"]["email"] == "new.person@example.com" and body["user"]["role"] == "USER"
@@ -52,7 +52,7 @@ async def test_register_normalises_email_hashes_password_and_creates_preferences
     assert r.status == 200 and (await r.json())["email"] == "new.person@example.com"
 
 
-async def test_register_refusals(client, conn: asyncpg.Connection) -> None:  # type: ignore[no-untyped-def]
+async def test_register_refusals(client, conn: asyncpg.Connection) -> None:
     await register(client, "taken@example.com")
     r = await client.post("/api/auth/register", json={"email": " TAKEN@example.com", "password": "whatever1"})
     assert r.status == 409 and (await r.json())["code"] == "EMAIL_TAKEN"
@@ -71,7 +71,7 @@ async def test_register_refusals(client, conn: asyncpg.Connection) -> None:  # t
     assert await conn.fetchval("SELECT count(*) FROM users") == 1
 
 
-async def test_login_and_its_refusals(client, settings: Settings, make_user) -> None:  # type: ignore[no-untyped-def]
+async def test_login_and_its_refusals(client, settings: Settings, make_user) -> None:
     user = await make_user(email="someone@example.com", password="right password")
     r = await client.post("/api/auth/login", json={"email": "SomeOne@example.com", "password": "right password"})
     assert r.status == 200
@@ -83,7 +83,7 @@ async def test_login_and_its_refusals(client, settings: Settings, make_user) -> 
         assert r.status == 401 and (await r.json())["code"] == "INVALID_CREDENTIALS"
 
 
-async def test_inactive_user_cannot_log_in_or_refresh(client, conn: asyncpg.Connection, make_user) -> None:  # type: ignore[no-untyped-def]
+async def test_inactive_user_cannot_log_in_or_refresh(client, conn: asyncpg.Connection, make_user) -> None:
     user = await make_user(password="right password")
     r = await client.post("/api/auth/login", json={"email": user.email, "password": "right password"})
     session = await r.json()
@@ -96,7 +96,7 @@ async def test_inactive_user_cannot_log_in_or_refresh(client, conn: asyncpg.Conn
     assert r.status == 401
 
 
-async def test_refresh_rotates_and_a_reused_token_revokes_the_session(client, conn: asyncpg.Connection) -> None:  # type: ignore[no-untyped-def]
+async def test_refresh_rotates_and_a_reused_token_revokes_the_session(client, conn: asyncpg.Connection) -> None:
     first = await register(client)
     r = await client.post("/api/auth/refresh", json={"refresh_token": first["refresh_token"]})
     assert r.status == 200
@@ -116,7 +116,7 @@ async def test_refresh_rotates_and_a_reused_token_revokes_the_session(client, co
     assert r.status == 401 and (await r.json())["code"] == "REFRESH_TOKEN_REUSED"
 
 
-async def test_two_concurrent_refreshes_with_one_token_cannot_both_win(client) -> None:  # type: ignore[no-untyped-def]
+async def test_two_concurrent_refreshes_with_one_token_cannot_both_win(client) -> None:
     session = await register(client)
     responses = await asyncio.gather(
         *(client.post("/api/auth/refresh", json={"refresh_token": session["refresh_token"]}) for _ in range(4))
@@ -128,7 +128,7 @@ async def test_two_concurrent_refreshes_with_one_token_cannot_both_win(client) -
 
 async def test_forged_malformed_and_expired_refresh_tokens(
     client, settings: Settings, conn: asyncpg.Connection
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     session = await register(client)
     session_id = session["session_id"]
     stored = await conn.fetchval("SELECT refresh_hash FROM sessions WHERE id = $1", session_id)
@@ -146,7 +146,7 @@ async def test_forged_malformed_and_expired_refresh_tokens(
     assert r.status == 200
 
 
-async def test_logout_ends_the_refresh_session(client, conn: asyncpg.Connection) -> None:  # type: ignore[no-untyped-def]
+async def test_logout_ends_the_refresh_session(client, conn: asyncpg.Connection) -> None:
     session = await register(client)
     assert (await client.post("/api/auth/logout")).status == 401  # needs the access token
     r = await client.post("/api/auth/logout", headers={"Authorization": f"Bearer {session['access_token']}"})

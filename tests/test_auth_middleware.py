@@ -20,14 +20,14 @@ async def admin_only(request: web.Request) -> web.Response:
     return web.json_response({"id": require_admin(request).id})
 
 
-async def make_client(aiohttp_client, settings: Settings):  # type: ignore[no-untyped-def]
+async def make_client(aiohttp_client, settings: Settings):
     app = create_app(settings)
     app.router.add_get("/api/test/whoami", whoami)
     app.router.add_get("/api/test/admin", admin_only)
     return await aiohttp_client(app)
 
 
-async def test_token_rules(aiohttp_client, settings: Settings, make_user) -> None:  # type: ignore[no-untyped-def]
+async def test_token_rules(aiohttp_client, settings: Settings, make_user) -> None:
     client = await make_client(aiohttp_client, settings)
     user = await make_user()
     r = await client.get("/api/test/whoami", headers=user.headers)
@@ -44,7 +44,7 @@ async def test_token_rules(aiohttp_client, settings: Settings, make_user) -> Non
         assert r.status == 401 and r.content_type == "application/problem+json", token
 
 
-async def test_inactive_user_and_roles(aiohttp_client, settings: Settings, make_user) -> None:  # type: ignore[no-untyped-def]
+async def test_inactive_user_and_roles(aiohttp_client, settings: Settings, make_user) -> None:
     client = await make_client(aiohttp_client, settings)
     inactive = await make_user(is_active=False)
     assert (await client.get("/api/test/whoami", headers=inactive.headers)).status == 401
@@ -54,5 +54,5 @@ async def test_inactive_user_and_roles(aiohttp_client, settings: Settings, make_
     assert (await client.get("/api/test/admin", headers=admin.headers)).status == 200
 
 
-async def test_ops_endpoints_need_no_token(client) -> None:  # type: ignore[no-untyped-def]
+async def test_ops_endpoints_need_no_token(client) -> None:
     assert (await client.get("/healthz")).status == 200

@@ -82,7 +82,7 @@ async def fill(conn: asyncpg.Connection, storage_dir: Path, user_id: str) -> set
     return blobs
 
 
-async def dump_tables(url: str) -> dict[str, list[tuple]]:  # type: ignore[type-arg]
+async def dump_tables(url: str) -> dict[str, list[tuple]]:
     conn = await asyncpg.connect(url)
     try:
         return {t: [tuple(r) for r in await conn.fetch(f"SELECT * FROM {t} ORDER BY 1, 2")] for t in TABLES}
@@ -92,7 +92,7 @@ async def dump_tables(url: str) -> dict[str, list[tuple]]:  # type: ignore[type-
 
 async def test_backup_then_restore_into_an_empty_database(
     database_url: str, empty_database_url: str, conn, storage_dir: Path, other_storage: Path, user, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     blobs = await fill(conn, storage_dir, user.id)
     orphan = storage_dir / storage.blob_key(uuid.uuid4().hex)  # no row points to it
     orphan.parent.mkdir(parents=True, exist_ok=True)
@@ -129,7 +129,7 @@ async def test_backup_then_restore_into_an_empty_database(
 
 async def test_restore_refuses_a_non_empty_target_unless_forced(
     database_url: str, conn, storage_dir: Path, other_storage: Path, user, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     blobs = await fill(conn, storage_dir, user.id)
     archive = Path(run_chunkd(database_url, storage_dir, "backup", "--dir", str(tmp_path)).stdout.strip())
     before = await dump_tables(database_url)
@@ -186,7 +186,7 @@ def test_backup_keeps_seven_days_of_archives(database_url: str, storage_dir: Pat
 
 async def test_backup_is_one_snapshot(
     database_url: str, empty_database_url: str, conn, storage_dir: Path, other_storage: Path, user, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     """A file created while pg_dump runs is in neither the dump nor the archive's blobs."""
     before = await fill(conn, storage_dir, user.id)
     blocker = await asyncpg.connect(database_url)

@@ -8,13 +8,13 @@ import asyncpg
 JSON = {"Content-Type": "application/json"}
 
 
-async def post_raw(client, path: str, data: bytes, headers: dict) -> tuple[int, dict]:  # type: ignore[no-untyped-def]
+async def post_raw(client, path: str, data: bytes, headers: dict) -> tuple[int, dict]:
     r = await client.post(path, data=data, headers={**JSON, **headers})
     assert r.content_type == "application/problem+json", await r.text()
     return r.status, await r.json()
 
 
-async def test_malformed_bodies(client, conn: asyncpg.Connection, user) -> None:  # type: ignore[no-untyped-def]
+async def test_malformed_bodies(client, conn: asyncpg.Connection, user) -> None:
     for raw in (b"{", b"", b"[1, 2]", b'"title"', b"null", b'{"title": NaN}', b"[" * 100_000, b"\xff\xfe"):
         status, body = await post_raw(client, "/api/posts", raw, user.headers)
         assert status == 400 and body["code"] == "INVALID_JSON", raw[:20]
@@ -25,7 +25,7 @@ async def test_malformed_bodies(client, conn: asyncpg.Connection, user) -> None:
     assert await conn.fetchval("SELECT count(*) FROM posts") == 0
 
 
-async def test_fields_are_checked_and_named(client, conn: asyncpg.Connection, user) -> None:  # type: ignore[no-untyped-def]
+async def test_fields_are_checked_and_named(client, conn: asyncpg.Connection, user) -> None:
     cases = [
         ({}, "title"),
         ({"title": "ok", "author_id": user.id}, "author_id"),  # unknown field: no writing someone else's post
@@ -51,7 +51,7 @@ async def test_fields_are_checked_and_named(client, conn: asyncpg.Connection, us
     assert await conn.fetchval("SELECT count(*) FROM posts") == 0
 
 
-async def test_bad_query_and_path_values(client, user) -> None:  # type: ignore[no-untyped-def]
+async def test_bad_query_and_path_values(client, user) -> None:
     for query, field in (
         ("page=-1", "page"),
         ("limit=ten", "limit"),
@@ -69,7 +69,7 @@ async def test_bad_query_and_path_values(client, user) -> None:  # type: ignore[
     assert r.status == 404 and (await r.json())["code"] == "POST_NOT_FOUND"
 
 
-async def test_auth_bodies(client) -> None:  # type: ignore[no-untyped-def]
+async def test_auth_bodies(client) -> None:
     for path, payload, field in (
         ("/api/auth/login", {"email": "a@example.com"}, "password"),
         ("/api/auth/login", {"email": "a@example.com", "password": "x", "remember": True}, "remember"),

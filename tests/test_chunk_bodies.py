@@ -27,7 +27,7 @@ async def chunk_statements(conn: asyncpg.Connection) -> int:
     )
 
 
-async def test_a_body_is_read_whole_before_it_goes_to_the_database(client, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_a_body_is_read_whole_before_it_goes_to_the_database(client, user, conn) -> None:
     data = os.urandom(2 * CHUNK)
     upload = await create(client, user, data)
     for index in (0, 1):
@@ -50,7 +50,7 @@ async def test_a_body_is_read_whole_before_it_goes_to_the_database(client, user,
     assert await conn.fetchval("SELECT bytes_received FROM files WHERE id = $1", upload["id"]) == 2 * CHUNK
 
 
-async def test_a_body_that_goes_wrong_stores_nothing(client, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_a_body_that_goes_wrong_stores_nothing(client, user, conn) -> None:
     data = os.urandom(2 * CHUNK)
     upload = await create(client, user, data)
     r = await client.put(
@@ -83,11 +83,11 @@ async def test_a_body_that_goes_wrong_stores_nothing(client, user, conn) -> None
     assert await stored(conn, upload["id"]) == [(0, sha256(data[:CHUNK]))]
 
 
-async def test_a_chunked_transfer_encoding_body_is_stored_byte_for_byte(client, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_a_chunked_transfer_encoding_body_is_stored_byte_for_byte(client, user, conn) -> None:
     data = os.urandom(CHUNK + 12345)
     upload = await create(client, user, data)
 
-    async def http_chunks(part: bytes):  # type: ignore[no-untyped-def]
+    async def http_chunks(part: bytes):
         for start in range(0, len(part), 100_003):  # odd sizes: no HTTP chunk lines up with a socket read
             yield part[start : start + 100_003]
 

@@ -23,7 +23,7 @@ SETTINGS_ENV = {
 }
 
 
-async def until_used(memory, expected: int) -> None:  # type: ignore[no-untyped-def]
+async def until_used(memory, expected: int) -> None:
     for _ in range(100):
         if memory.used == expected:
             return
@@ -31,7 +31,7 @@ async def until_used(memory, expected: int) -> None:  # type: ignore[no-untyped-
     assert memory.used == expected
 
 
-async def test_slow_bodies_hold_only_the_bytes_they_sent(client, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_slow_bodies_hold_only_the_bytes_they_sent(client, user, conn) -> None:
     data = os.urandom(3 * MiB)
     upload = await create(client, user, data)
     memory = client.app[body_memory_key]
@@ -52,7 +52,7 @@ async def test_slow_bodies_hold_only_the_bytes_they_sent(client, user, conn) -> 
     assert await stored(conn, upload["id"]) == [(i, sha256(data[i * MiB : (i + 1) * MiB])) for i in range(3)]
 
 
-async def test_a_body_that_finds_no_memory_in_time_gets_503_and_nothing_is_stored(client, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_a_body_that_finds_no_memory_in_time_gets_503_and_nothing_is_stored(client, user, conn) -> None:
     data = os.urandom(3 * MiB)
     upload = await create(client, user, data)
     memory = client.app[body_memory_key]
@@ -80,7 +80,7 @@ async def test_a_body_that_finds_no_memory_in_time_gets_503_and_nothing_is_store
     assert [i for i, _ in await stored(conn, upload["id"])] == [0, 1, 2]
 
 
-async def test_a_body_waiting_for_memory_goes_on_when_it_is_freed(client, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_a_body_waiting_for_memory_goes_on_when_it_is_freed(client, user, conn) -> None:
     data = os.urandom(3 * MiB)
     upload = await create(client, user, data)
     memory = client.app[body_memory_key]
@@ -106,7 +106,7 @@ async def test_a_body_waiting_for_memory_goes_on_when_it_is_freed(client, user, 
     assert await stored(conn, upload["id"]) == [(i, sha256(data[i * MiB : (i + 1) * MiB])) for i in range(3)]
 
 
-async def test_a_chunk_larger_than_the_budget_still_goes_through_alone(client, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_a_chunk_larger_than_the_budget_still_goes_through_alone(client, user, conn) -> None:
     data = os.urandom(4 * MiB)
     upload = await create(client, user, data, chunk_size=4 * MiB)
     r = await client.put(f"/api/uploads/{upload['id']}/chunks/0", data=io.BytesIO(data), headers=user.headers)
@@ -114,7 +114,7 @@ async def test_a_chunk_larger_than_the_budget_still_goes_through_alone(client, u
     assert await stored(conn, upload["id"]) == [(0, sha256(data))]
 
 
-async def test_clients_that_go_away_give_their_memory_back(client, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_clients_that_go_away_give_their_memory_back(client, user, conn) -> None:
     data = os.urandom(3 * MiB)
     upload = await create(client, user, data)
     memory = client.app[body_memory_key]

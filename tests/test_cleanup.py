@@ -60,7 +60,7 @@ async def add_file(
     return file_id, name
 
 
-async def build_scene(conn: asyncpg.Connection, storage_dir: Path, user_id: str) -> dict:  # type: ignore[type-arg]
+async def build_scene(conn: asyncpg.Connection, storage_dir: Path, user_id: str) -> dict:
     old_failed = await add_file(conn, storage_dir, user_id, "FAILED", days_old=91)
     expired = await add_file(conn, storage_dir, user_id, "UPLOADING", expires_in=-60, blob=False)
     kept = [
@@ -98,7 +98,7 @@ def files_on_disk(storage_dir: Path) -> set[str]:
     return {str(p.relative_to(storage_dir)) for p in storage_dir.rglob("*") if p.is_file()}
 
 
-async def test_cleanup_removes_exactly_the_garbage(conn, settings: Settings, storage_dir: Path, user) -> None:  # type: ignore[no-untyped-def]
+async def test_cleanup_removes_exactly_the_garbage(conn, settings: Settings, storage_dir: Path, user) -> None:
     scene = await build_scene(conn, storage_dir, user.id)
     before = files_on_disk(storage_dir)
     assert scene["removed_blobs"] | scene["kept_blobs"] <= before
@@ -131,7 +131,7 @@ async def test_cleanup_removes_exactly_the_garbage(conn, settings: Settings, sto
     assert (again.files, again.orphan_chunks, again.blobs) == ([], 0, [])
 
 
-async def test_dry_run_removes_nothing_and_reports_the_same(conn, settings: Settings, storage_dir: Path, user) -> None:  # type: ignore[no-untyped-def]
+async def test_dry_run_removes_nothing_and_reports_the_same(conn, settings: Settings, storage_dir: Path, user) -> None:
     scene = await build_scene(conn, storage_dir, user.id)
     before_disk = files_on_disk(storage_dir)
     before_rows = await conn.fetch("SELECT * FROM files ORDER BY id")
@@ -146,7 +146,7 @@ async def test_dry_run_removes_nothing_and_reports_the_same(conn, settings: Sett
     assert await conn.fetchval("SELECT count(*) FROM file_chunks") == before_chunks
 
 
-async def test_chunks_whose_file_is_gone(conn, settings: Settings, user) -> None:  # type: ignore[no-untyped-def]
+async def test_chunks_whose_file_is_gone(conn, settings: Settings, user) -> None:
     """Only possible without the ON DELETE CASCADE constraint (a damaged or partial restore)."""
     await conn.execute("ALTER TABLE file_chunks DROP CONSTRAINT file_chunks_file_id_fkey")
     await conn.execute("INSERT INTO file_chunks (file_id, chunk_index, data) VALUES ('gone', 0, 'x'), ('gone', 1, 'y')")
@@ -156,7 +156,7 @@ async def test_chunks_whose_file_is_gone(conn, settings: Settings, user) -> None
     assert await conn.fetchval("SELECT count(*) FROM file_chunks") == 0
 
 
-async def test_one_pass_at_a_time(conn, settings: Settings, database_url: str) -> None:  # type: ignore[no-untyped-def]
+async def test_one_pass_at_a_time(conn, settings: Settings, database_url: str) -> None:
     other = await asyncpg.connect(database_url)
     try:
         assert await cleanup_store.try_lock(other)
@@ -166,7 +166,7 @@ async def test_one_pass_at_a_time(conn, settings: Settings, database_url: str) -
         await other.close()
 
 
-async def test_cleanup_command_prints_what_it_removed(conn, database_url: str, storage_dir: Path, user) -> None:  # type: ignore[no-untyped-def]
+async def test_cleanup_command_prints_what_it_removed(conn, database_url: str, storage_dir: Path, user) -> None:
     scene = await build_scene(conn, storage_dir, user.id)
     env = {**os.environ, "DATABASE_URL": database_url, "STORAGE_DIR": str(storage_dir), "JWT_SECRET": JWT_SECRET}
 

@@ -61,7 +61,7 @@ async def content_sha256(url: str, file_id: str, headers: dict[str, str]) -> str
         return hashlib.sha256(await response.read()).hexdigest()
 
 
-async def test_killed_upload_resumes_and_finishes_with_identical_bytes(chunkd, conn, user, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_killed_upload_resumes_and_finishes_with_identical_bytes(chunkd, conn, user, tmp_path: Path) -> None:
     server = chunkd("serve")
     data = os.urandom(24 * 1024 * 1024 + 12345)  # 193 chunks, the last one short
     path = tmp_path / "big.bin"
@@ -101,7 +101,7 @@ async def test_killed_upload_resumes_and_finishes_with_identical_bytes(chunkd, c
     assert list(state_dir.glob("*.json")) == []  # done: nothing left to resume
 
 
-async def test_login_by_email_and_password(chunkd, conn, make_user, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_login_by_email_and_password(chunkd, conn, make_user, tmp_path: Path) -> None:
     server = chunkd("serve", ACCESS_TOKEN_TTL="1s")  # expires during the upload: refreshed, not logged in again
     someone = await make_user(email="uploader@example.com", password="s3cret-pass")
     path = tmp_path / "notes.txt"
@@ -124,7 +124,7 @@ async def test_login_by_email_and_password(chunkd, conn, make_user, tmp_path: Pa
     assert [(s["device"], s["revoked_why"]) for s in sessions] == [("chunkd upload", "logout"), ("test", None)]
 
 
-def test_refused_token_is_one_line(chunkd, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_refused_token_is_one_line(chunkd, tmp_path: Path) -> None:
     server = chunkd("serve")
     path = tmp_path / "a.bin"
     path.write_bytes(b"x" * 10)

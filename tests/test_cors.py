@@ -49,7 +49,7 @@ async def test_preflight_is_answered_for_an_allowed_origin(tus: TestClient) -> N
         assert int(r.headers["Access-Control-Max-Age"]) > 0
 
 
-async def test_preflight_from_another_origin_gets_no_permission(tus: TestClient, caplog) -> None:  # type: ignore[no-untyped-def]
+async def test_preflight_from_another_origin_gets_no_permission(tus: TestClient, caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="service.cors"):
         r = await tus.options("/api/tus/", headers={**PREFLIGHT, "Origin": "https://evil.example"})
     assert "Access-Control-Allow-Origin" not in r.headers
@@ -80,7 +80,7 @@ def test_well_formed_origins_and_the_wildcard_are_accepted() -> None:
     assert settings.cors_origins == ("https://app.example", "http://127.0.0.1:18581", "*")
 
 
-async def test_responses_expose_the_tus_headers(tus: TestClient, user) -> None:  # type: ignore[no-untyped-def]
+async def test_responses_expose_the_tus_headers(tus: TestClient, user) -> None:
     r = await tus.post("/api/tus/", headers={**user.headers, **TUS, "Origin": ORIGIN, "Upload-Length": "3"})
     assert r.status == 201
     assert r.headers["Access-Control-Allow-Origin"] == ORIGIN and "Origin" in r.headers["Vary"]
@@ -106,7 +106,7 @@ async def test_responses_expose_the_tus_headers(tus: TestClient, user) -> None: 
 
 async def test_wildcard_allows_any_origin_and_default_allows_none(
     aiohttp_client, database_url, storage_dir, user
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     anyone = await aiohttp_client(create_app(make_settings(database_url, storage_dir, CORS_ORIGINS="*")))
     r = await anyone.options("/api/tus/", headers={**PREFLIGHT, "Origin": "https://random.example"})
     assert r.headers["Access-Control-Allow-Origin"] == "https://random.example"

@@ -22,7 +22,7 @@ def assert_problem(body: dict, status: int, code: str) -> None:
 
 
 @pytest.fixture
-async def app_client(aiohttp_client, settings: Settings):  # type: ignore[no-untyped-def]
+async def app_client(aiohttp_client, settings: Settings):
     app = create_app(settings)
 
     async def boom(request: web.Request) -> web.Response:
@@ -36,20 +36,20 @@ async def app_client(aiohttp_client, settings: Settings):  # type: ignore[no-unt
     return await aiohttp_client(app)
 
 
-async def test_unknown_route_is_a_404_problem(app_client) -> None:  # type: ignore[no-untyped-def]
+async def test_unknown_route_is_a_404_problem(app_client) -> None:
     r = await app_client.get("/no/such/route")
     assert r.status == 404 and r.content_type == "application/problem+json"
     assert_problem(await r.json(), 404, "NOT_FOUND")
 
 
-async def test_wrong_method_is_a_405_problem_with_allow(app_client) -> None:  # type: ignore[no-untyped-def]
+async def test_wrong_method_is_a_405_problem_with_allow(app_client) -> None:
     r = await app_client.delete("/healthz")
     assert r.status == 405 and r.content_type == "application/problem+json"
     assert "GET" in r.headers["Allow"]
     assert_problem(await r.json(), 405, "METHOD_NOT_ALLOWED")
 
 
-async def test_unhandled_error_is_a_500_problem_without_internals(app_client) -> None:  # type: ignore[no-untyped-def]
+async def test_unhandled_error_is_a_500_problem_without_internals(app_client) -> None:
     r = await app_client.get("/test/boom")
     text = await r.text()
     assert r.status == 500 and r.content_type == "application/problem+json"
@@ -57,7 +57,7 @@ async def test_unhandled_error_is_a_500_problem_without_internals(app_client) ->
     assert_problem(await r.json(), 500, "INTERNAL")
 
 
-async def test_oversized_json_body_is_a_413_problem(app_client) -> None:  # type: ignore[no-untyped-def]
+async def test_oversized_json_body_is_a_413_problem(app_client) -> None:
     r = await app_client.post(
         "/test/echo", data=io.BytesIO(b"[" + b"1," * 600_000 + b"1]"), headers={"Content-Type": "application/json"}
     )

@@ -74,7 +74,7 @@ class Site:
     async def start_database(self) -> None:
         await asyncio.to_thread(self.pg.start)
 
-    async def execute_function(self, function, *args: object) -> object:  # type: ignore[no-untyped-def]
+    async def execute_function(self, function, *args: object) -> object:
         conn = await asyncpg.connect(self.url)
         try:
             return await function(conn, *args)
@@ -149,7 +149,7 @@ async def download(client: aiohttp.ClientSession, user: User, file_id: str) -> b
     return await r.read()
 
 
-async def finish_and_compare(client, user, upload: dict, data: bytes, missing: list[int]) -> None:  # type: ignore[no-untyped-def]
+async def finish_and_compare(client, user, upload: dict, data: bytes, missing: list[int]) -> None:
     """Resume: send the missing chunks, complete, wait for COMPLETED, and download identical bytes."""
     await put_chunks(client, user, upload, data, missing)
     r = await client.post(f"/api/uploads/{upload['id']}/complete", headers=user.headers)
@@ -160,7 +160,7 @@ async def finish_and_compare(client, user, upload: dict, data: bytes, missing: l
 
 
 # 1. PostgreSQL restarted between the chunks of a native upload ---------------------------------------
-async def test_native_upload_resumes_after_a_database_restart(site: Site, serve) -> None:  # type: ignore[no-untyped-def]
+async def test_native_upload_resumes_after_a_database_restart(site: Site, serve) -> None:
     server = serve()
     user = site.user
     data = os.urandom(3 * MiB)  # 48 chunks of 64 KiB
@@ -200,7 +200,7 @@ async def test_native_upload_resumes_after_a_database_restart(site: Site, serve)
         assert sha256(await download(client, user, upload["id"])) == sha256(data)
 
 
-async def test_chunks_in_flight_when_the_database_stops_get_201_or_503(site: Site, serve) -> None:  # type: ignore[no-untyped-def]
+async def test_chunks_in_flight_when_the_database_stops_get_201_or_503(site: Site, serve) -> None:
     """Six clients PUT chunks in parallel and go on while the database stops under them: each answer
     is 201 (then the chunk is kept) or 503, never a 500; afterwards `missing` is the whole truth."""
     server = serve()
@@ -239,7 +239,7 @@ async def test_chunks_in_flight_when_the_database_stops_get_201_or_503(site: Sit
 
 
 # 2. PostgreSQL restarted while the worker processes a file ------------------------------------------
-async def test_a_file_being_processed_survives_a_database_restart(site: Site, serve) -> None:  # type: ignore[no-untyped-def]
+async def test_a_file_being_processed_survives_a_database_restart(site: Site, serve) -> None:
     server = serve()
     user = site.user
     data = os.urandom(2 * MiB)
@@ -280,7 +280,7 @@ async def worker_waits_for_chunks(site: Site, file_id: str) -> bool:
 @pytest.mark.parametrize("checksum", [False, True], ids=["plain", "with-checksum"])
 async def test_tus_upload_resumes_from_the_committed_offset_after_a_database_restart(
     site: Site,
-    serve,  # type: ignore[no-untyped-def]
+    serve,
     checksum: bool,
 ) -> None:
     """Without Upload-Checksum every chunk row is committed as it comes; with it the body is all or
@@ -333,7 +333,7 @@ async def resume_tus_and_compare(
     user,
     path: str,
     file_id: str,
-    data: bytes,  # type: ignore[no-untyped-def]
+    data: bytes,
     offset: int,
     tus_headers: dict[str, str],
 ) -> None:
@@ -357,7 +357,7 @@ async def offset_at_least(site: Site, file_id: str, offset: int) -> bool:
 
 
 # 4. Long-polls and event streams across a restart -----------------------------------------------------
-async def test_waiting_clients_get_an_answer_across_a_database_restart(site: Site, serve) -> None:  # type: ignore[no-untyped-def]
+async def test_waiting_clients_get_an_answer_across_a_database_restart(site: Site, serve) -> None:
     server = serve()
     user = site.user
     data = os.urandom(256 * 1024)
@@ -413,7 +413,7 @@ async def next_event(response: aiohttp.ClientResponse, timeout: float = 10) -> t
 
 async def test_an_event_stream_that_cannot_reread_ends_with_a_problem_event(
     site: Site,
-    aiohttp_client,  # type: ignore[no-untyped-def]
+    aiohttp_client,
     monkeypatch,
 ) -> None:
     """The stream re-reads the file at every keep-alive (shortened here): with the database gone at
@@ -432,7 +432,7 @@ async def test_an_event_stream_that_cannot_reread_ends_with_a_problem_event(
 
 
 # 5. The server killed mid-upload -------------------------------------------------------------------------
-async def test_native_upload_resumes_on_a_new_server_after_a_kill(site: Site, serve) -> None:  # type: ignore[no-untyped-def]
+async def test_native_upload_resumes_on_a_new_server_after_a_kill(site: Site, serve) -> None:
     user = site.user
     data = os.urandom(3 * MiB)
     first = serve()
@@ -456,7 +456,7 @@ async def test_native_upload_resumes_on_a_new_server_after_a_kill(site: Site, se
         await finish_and_compare(client, user, upload, data, state["missing"])
 
 
-async def test_tus_upload_resumes_on_a_new_server_after_a_kill(site: Site, serve) -> None:  # type: ignore[no-untyped-def]
+async def test_tus_upload_resumes_on_a_new_server_after_a_kill(site: Site, serve) -> None:
     user = site.user
     tus_headers = {**user.headers, **TUS}
     data = os.urandom(3 * MiB)
@@ -489,7 +489,7 @@ def streamed_bytes(storage: Path) -> int:
     return sum(p.stat().st_size for p in storage.rglob(".*.part"))
 
 
-async def test_a_streamed_tus_upload_resumes_with_identical_bytes_after_a_kill(site: Site, serve) -> None:  # type: ignore[no-untyped-def]
+async def test_a_streamed_tus_upload_resumes_with_identical_bytes_after_a_kill(site: Site, serve) -> None:
     """Killed with a prefix of the upload in the blob's temporary file: the chunks are all still in the
     database, so the next server streams (or assembles) it again from them."""
     user = site.user
@@ -521,7 +521,7 @@ async def test_a_streamed_tus_upload_resumes_with_identical_bytes_after_a_kill(s
     assert (await site.fetchrow("SELECT count(*) FROM file_chunks WHERE file_id = $1", file_id))[0] == 0
 
 
-async def test_a_streamed_upload_killed_after_its_last_byte_completes_on_the_next_server(site: Site, serve) -> None:  # type: ignore[no-untyped-def]
+async def test_a_streamed_upload_killed_after_its_last_byte_completes_on_the_next_server(site: Site, serve) -> None:
     """Killed once the last chunk is in, while the worker that streamed the upload finishes it: the
     file is PROCESSING under a dead worker's lease, which the next server reaps and assembles anew."""
     user = site.user

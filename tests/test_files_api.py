@@ -15,13 +15,13 @@ from tests.uploading import UPLOAD_ENV, create, jpeg, put_chunks, upload, wait_f
 SETTINGS_ENV = UPLOAD_ENV
 
 
-async def completed(served, user, data: bytes, name: str = "file.bin") -> dict:  # type: ignore[no-untyped-def]
+async def completed(served, user, data: bytes, name: str = "file.bin") -> dict:
     body = await wait_for_status(served, user, await upload(served, user, data, name))
     assert body["status"] == "COMPLETED", body["error"]
     return body
 
 
-async def test_etag_and_304(client, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_etag_and_304(client, user, conn) -> None:
     created = await create(client, user, os.urandom(10))
     r = await client.get(f"/api/files/{created['id']}", headers=user.headers)
     body = await r.json()
@@ -48,7 +48,7 @@ async def test_etag_and_304(client, user, conn) -> None:  # type: ignore[no-unty
     assert r.status == 200 and r.headers["ETag"] != etag and (await r.json())["status"] == "FAILED"
 
 
-async def test_long_poll_returns_as_soon_as_the_status_changes(client, user) -> None:  # type: ignore[no-untyped-def]
+async def test_long_poll_returns_as_soon_as_the_status_changes(client, user) -> None:
     data = os.urandom(1000)
     created = await create(client, user, data)
     url = f"/api/files/{created['id']}"
@@ -73,14 +73,14 @@ async def test_long_poll_returns_as_soon_as_the_status_changes(client, user) -> 
         assert r.status == 422 and (await r.json())["field"] == "wait"
 
 
-async def test_long_poll_on_a_finished_file_answers_at_once(client, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_long_poll_on_a_finished_file_answers_at_once(client, user, conn) -> None:
     file_id = (await insert_file(conn, user.id, status="COMPLETED", type="OTHER", size=1))["id"]
     started = time.monotonic()
     r = await client.get(f"/api/files/{file_id}", params={"wait": "30"}, headers=user.headers)
     assert r.status == 200 and time.monotonic() - started < 1
 
 
-async def read_event(response) -> tuple[str, dict]:  # type: ignore[no-untyped-def]
+async def read_event(response) -> tuple[str, dict]:
     kind, data = "", ""
     while True:
         line = (await asyncio.wait_for(response.content.readline(), 10)).decode()
@@ -92,7 +92,7 @@ async def read_event(response) -> tuple[str, dict]:  # type: ignore[no-untyped-d
             return kind, json.loads(data)
 
 
-async def test_server_sent_events_follow_the_status(client, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_server_sent_events_follow_the_status(client, user, conn) -> None:
     data = os.urandom(1000)
     created = await create(client, user, data)
     async with client.get(f"/api/files/{created['id']}/events", headers=user.headers) as events:
@@ -114,12 +114,12 @@ async def test_server_sent_events_follow_the_status(client, user, conn) -> None:
         assert await read_event(events) == ("deleted", {"id": other["id"]})
 
 
-async def read_event_body(client, user, file_id: str) -> dict:  # type: ignore[no-untyped-def]
+async def read_event_body(client, user, file_id: str) -> dict:
     return await (await client.get(f"/api/files/{file_id}", headers=user.headers)).json()
 
 
 @on_both_stores
-async def test_content_range_and_safe_headers(served, user) -> None:  # type: ignore[no-untyped-def]
+async def test_content_range_and_safe_headers(served, user) -> None:
     data = os.urandom(300_000)
     name = 'résumé "final"; 100%\\ 東京.pdf'
     body = await completed(served, user, data, name)
@@ -140,7 +140,7 @@ async def test_content_range_and_safe_headers(served, user) -> None:  # type: ig
 
 
 @on_both_stores
-async def test_another_users_file_is_404_everywhere(served, user, make_user, admin, settings) -> None:  # type: ignore[no-untyped-def]
+async def test_another_users_file_is_404_everywhere(served, user, make_user, admin, settings) -> None:
     body = await completed(served, user, jpeg(64, 48), "p.jpg")
     stranger = await make_user()
     paths = ["", "/content", "/thumbnail", "/events"]
@@ -162,7 +162,7 @@ async def test_another_users_file_is_404_everywhere(served, user, make_user, adm
     assert (await served.get(f"/api/files/{body['id']}", headers=user.headers)).status == 404
 
 
-async def test_list_filters_and_pages(client, user, make_user, admin, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_list_filters_and_pages(client, user, make_user, admin, conn) -> None:
     mine = [
         (await insert_file(conn, user.id, status=s, type=t, size=1))["id"]
         for s, t in [
@@ -176,7 +176,7 @@ async def test_list_filters_and_pages(client, user, make_user, admin, conn) -> N
     other = await make_user()
     await insert_file(conn, other.id, status="COMPLETED", type="IMAGE", size=1)
 
-    async def listing(who, **params):  # type: ignore[no-untyped-def]
+    async def listing(who, **params):
         r = await client.get("/api/files", params=params, headers=who.headers)
         assert r.status == 200, await r.text()
         return await r.json()

@@ -12,13 +12,13 @@ from service.embedded import EmbeddedPostgres, prepare_database
 from tests.support import FAST, make_settings, scratch_dir
 
 
-async def test_healthz_and_readyz(client) -> None:  # type: ignore[no-untyped-def]
+async def test_healthz_and_readyz(client) -> None:
     assert (await client.get("/healthz")).status == 200
     r = await client.get("/readyz")
     assert r.status == 200 and (await r.json()) == {"status": "ready"}
 
 
-async def eventually(client, status: int, timeout: float = 15) -> dict:  # type: ignore[no-untyped-def]
+async def eventually(client, status: int, timeout: float = 15) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         r = await client.get("/readyz")
@@ -29,7 +29,7 @@ async def eventually(client, status: int, timeout: float = 15) -> dict:  # type:
         await asyncio.sleep(0.1)
 
 
-async def test_readyz_follows_a_database_restart(aiohttp_client, storage_dir: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_readyz_follows_a_database_restart(aiohttp_client, storage_dir: Path) -> None:
     base = scratch_dir("chunkd-test-restart-")
     pg = EmbeddedPostgres(base, server_options=FAST)
     pg.start()

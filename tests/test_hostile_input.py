@@ -31,7 +31,7 @@ CHUNK = 64 * 1024
 SETTINGS_ENV = UPLOAD_ENV
 
 
-async def problem(r, *statuses: int) -> dict:  # type: ignore[no-untyped-def]
+async def problem(r, *statuses: int) -> dict:
     """The response is an RFC 9457 problem with one of `statuses` (any 4xx when none is given)."""
     text = await r.text()
     assert (r.status in statuses) if statuses else (400 <= r.status < 500), (r.method, r.url, r.status, text)
@@ -91,7 +91,7 @@ NAMES_REFUSED = [
 ]
 
 
-async def test_native_filenames_never_reach_the_disk_or_the_headers(served, user, conn, storage_dir) -> None:  # type: ignore[no-untyped-def]
+async def test_native_filenames_never_reach_the_disk_or_the_headers(served, user, conn, storage_dir) -> None:
     for name in NAMES_REFUSED:
         r = await served.post("/api/uploads", json={"filename": name, "size": 5}, headers=user.headers)
         assert (await problem(r, 422))["field"] == "filename", repr(name[:20])
@@ -104,7 +104,7 @@ async def test_native_filenames_never_reach_the_disk_or_the_headers(served, user
         await check_stored_and_served(served, user, conn, storage_dir, created["id"], name, data)
 
 
-async def test_tus_filenames_are_cleaned(served, user, conn, storage_dir) -> None:  # type: ignore[no-untyped-def]
+async def test_tus_filenames_are_cleaned(served, user, conn, storage_dir) -> None:
     # tus metadata is the client's to send as it likes: path and control characters are dropped, not refused.
     # (A header above 8190 bytes is refused by aiohttp's parser before any middleware, as a text/plain 400.)
     cleaned = {
@@ -159,7 +159,7 @@ async def check_stored_and_served(
     conn,
     storage_dir: Path,
     file_id: str,
-    name: str,  # type: ignore[no-untyped-def]
+    name: str,
     data: bytes,
 ) -> None:
     body = await wait_for_status(client, user, file_id)
@@ -176,7 +176,7 @@ async def check_stored_and_served(
 # sizes, offsets, indexes ------------------------------------------------------------------------
 
 
-async def test_sizes_must_be_plain_integers(client, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_sizes_must_be_plain_integers(client, user, conn) -> None:
     sizes: tuple[object, ...] = (-1, 1.5, 10.0, "10", True, None, [], {}, "1e3")
     for size in sizes:
         r = await client.post("/api/uploads", json={"filename": "a", "size": size}, headers=user.headers)
@@ -200,7 +200,7 @@ async def test_sizes_must_be_plain_integers(client, user, conn) -> None:  # type
     assert await conn.fetchval("SELECT count(*) FROM files") == 0
 
 
-async def test_bad_chunk_indexes_change_nothing(client, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_bad_chunk_indexes_change_nothing(client, user, conn) -> None:
     data = b"z" * (CHUNK * 2 + 7)
     upload = await create(client, user, data)
     await put_chunks(client, user, upload, data, indexes=[1])
@@ -216,7 +216,7 @@ async def test_bad_chunk_indexes_change_nothing(client, user, conn) -> None:  # 
     assert await upload_state(conn, upload["id"]) == before
 
 
-async def raw_request(client, head: str, body: bytes, *, half_close: bool = False) -> bytes:  # type: ignore[no-untyped-def]
+async def raw_request(client, head: str, body: bytes, *, half_close: bool = False) -> bytes:
     """One request written byte for byte, so that Content-Length can lie; the raw answer (b"" if none).
     Read by its own Content-Length: the server may keep the connection open to drain the body."""
     reader, writer = await asyncio.open_connection(client.host, client.port)
@@ -236,7 +236,7 @@ async def raw_request(client, head: str, body: bytes, *, half_close: bool = Fals
         await writer.wait_closed()
 
 
-async def test_content_length_lies_store_nothing(client, user, conn, caplog) -> None:  # type: ignore[no-untyped-def]
+async def test_content_length_lies_store_nothing(client, user, conn, caplog) -> None:
     data = b"q" * (CHUNK + 3)
     upload = await create(client, user, data)
     before = await upload_state(conn, upload["id"])
@@ -267,7 +267,7 @@ async def test_content_length_lies_store_nothing(client, user, conn, caplog) -> 
     assert await upload_state(conn, upload["id"]) == before
 
 
-async def test_json_bodies_beyond_the_limit(client, user) -> None:  # type: ignore[no-untyped-def]
+async def test_json_bodies_beyond_the_limit(client, user) -> None:
     big = json.dumps({"title": "x" * (2 * 1024 * 1024)}).encode()
     for path, headers in (("/api/posts", user.headers), ("/api/uploads", user.headers), ("/api/auth/login", {})):
         r = await client.post(path, data=io.BytesIO(big), headers={**headers, **JSON})
@@ -277,7 +277,7 @@ async def test_json_bodies_beyond_the_limit(client, user) -> None:  # type: igno
 # authentication ---------------------------------------------------------------------------------
 
 
-async def resources(client, user, conn) -> dict[str, str]:  # type: ignore[no-untyped-def]
+async def resources(client, user, conn) -> dict[str, str]:
     """One of each thing a user owns: a native upload with a chunk, a completed file, a tus upload, a draft."""
     data = b"r" * (CHUNK + 1)
     upload = await create(client, user, data)
@@ -315,7 +315,7 @@ async def everything(conn: asyncpg.Connection, ids: dict[str, str]) -> tuple:
     return (*[await upload_state(conn, ids[k]) for k in ("upload", "file", "tus")], [tuple(p.values()) for p in posts])
 
 
-async def test_bad_tokens_and_other_users_touch_nothing(client, user, make_user, conn, settings) -> None:  # type: ignore[no-untyped-def]
+async def test_bad_tokens_and_other_users_touch_nothing(client, user, make_user, conn, settings) -> None:
     ids = await resources(client, user, conn)
     before = await everything(conn, ids)
     now = int(time.time())
@@ -377,7 +377,7 @@ BAD_IDS = [
 ]
 
 
-async def test_every_id_route_refuses_bad_ids(client, user, admin, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_every_id_route_refuses_bad_ids(client, user, admin, conn) -> None:
     ids = await resources(client, user, conn)
     before = await everything(conn, ids)
     routes = [
@@ -424,7 +424,7 @@ BAD_BODIES = [
 ]
 
 
-async def test_malformed_json_bodies_on_every_json_endpoint(client, user, admin, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_malformed_json_bodies_on_every_json_endpoint(client, user, admin, conn) -> None:
     ids = await resources(client, user, conn)
     before = await everything(conn, ids), await conn.fetchval("SELECT count(*) FROM users")
     endpoints = [
@@ -443,7 +443,7 @@ async def test_malformed_json_bodies_on_every_json_endpoint(client, user, admin,
     assert (await everything(conn, ids), await conn.fetchval("SELECT count(*) FROM users")) == before
 
 
-async def test_tus_numbers_in_headers_change_nothing(client, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_tus_numbers_in_headers_change_nothing(client, user, conn) -> None:
     r = await client.post("/api/tus/", headers={**user.headers, **TUS, **STREAM, "Upload-Length": "10"}, data=b"abcd")
     upload_id = r.headers["Location"].rsplit("/", 1)[-1]
     before = await upload_state(conn, upload_id)
@@ -462,7 +462,7 @@ async def test_tus_numbers_in_headers_change_nothing(client, user, conn) -> None
     assert await conn.fetchval("SELECT count(*) FROM files") == 1
 
 
-async def test_query_values_on_files(client, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_query_values_on_files(client, user, conn) -> None:
     file = await insert_file(conn, user.id, status="PROCESSING")
     for query, field in (
         ("wait=nan", "wait"),
@@ -489,7 +489,7 @@ async def test_query_values_on_files(client, user, conn) -> None:  # type: ignor
     assert r.status == 200 and [f["id"] for f in (await r.json())["files"]] == [file["id"]]
 
 
-async def test_ranges_and_missing_blobs_are_problems(client, user, conn, storage_dir) -> None:  # type: ignore[no-untyped-def]
+async def test_ranges_and_missing_blobs_are_problems(client, user, conn, storage_dir) -> None:
     """aiohttp's FileResponse would answer these with a bare body in the file's own Content-Type."""
     file = await insert_file(conn, user.id, size=100)
     blob = storage_dir / file["path"]
@@ -523,7 +523,7 @@ async def test_ranges_and_missing_blobs_are_problems(client, user, conn, storage
     assert (await problem(await client.get(url, headers=user.headers), 404))["code"] == "FILE_NOT_FOUND"
 
 
-async def test_concatenation_names_only_real_ids(client, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_concatenation_names_only_real_ids(client, user, conn) -> None:
     for ids in (
         "/api/tus/%00",
         "/api/tus/a%00b /api/tus/c",
@@ -537,7 +537,7 @@ async def test_concatenation_names_only_real_ids(client, user, conn) -> None:  #
     assert await conn.fetchval("SELECT count(*) FROM files") == 0
 
 
-async def test_undecodable_content_encoding_is_a_problem(client, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_undecodable_content_encoding_is_a_problem(client, user, conn) -> None:
     """aiohttp decodes gzip/deflate bodies as they are read; a broken stream was an unhandled 500."""
     data = b"e" * (CHUNK + 1)
     upload = await create(client, user, data)

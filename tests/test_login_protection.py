@@ -15,7 +15,7 @@ MAX_FAILURES = 5
 SETTINGS_ENV = {**UPLOAD_ENV, "LOGIN_MAX_FAILURES": str(MAX_FAILURES), "LOGIN_WINDOW": "15m"}
 
 
-async def attempt(client, email: str, password: str, source: str = "127.0.0.1") -> aiohttp.ClientResponse:  # type: ignore[no-untyped-def]
+async def attempt(client, email: str, password: str, source: str = "127.0.0.1") -> aiohttp.ClientResponse:
     """A login from `source` (any 127/8 address reaches the server on Linux): another client address."""
     url = f"http://{client.host}:{client.port}/api/auth/login"
     async with (
@@ -26,7 +26,7 @@ async def attempt(client, email: str, password: str, source: str = "127.0.0.1") 
         return r
 
 
-async def test_failures_are_limited_per_account_and_per_address(client, make_user) -> None:  # type: ignore[no-untyped-def]
+async def test_failures_are_limited_per_account_and_per_address(client, make_user) -> None:
     victim, bystander, elsewhere = await make_user(), await make_user(), await make_user()
     for _ in range(MAX_FAILURES):
         assert (await attempt(client, victim.email, "wrong password")).status == 401
@@ -40,7 +40,7 @@ async def test_failures_are_limited_per_account_and_per_address(client, make_use
     assert (await attempt(client, elsewhere.email, elsewhere.password, "127.0.0.3")).status == 200
 
 
-async def test_a_success_forgives_the_accounts_failures(client, make_user) -> None:  # type: ignore[no-untyped-def]
+async def test_a_success_forgives_the_accounts_failures(client, make_user) -> None:
     user = await make_user()
     for _ in range(MAX_FAILURES - 1):
         assert (await attempt(client, user.email, "wrong password", "127.0.0.4")).status == 401
@@ -49,7 +49,7 @@ async def test_a_success_forgives_the_accounts_failures(client, make_user) -> No
         assert (await attempt(client, user.email, "wrong password", "127.0.0.5")).status == 401
 
 
-async def test_an_unknown_email_costs_the_same_as_a_wrong_password(client, make_user) -> None:  # type: ignore[no-untyped-def]
+async def test_an_unknown_email_costs_the_same_as_a_wrong_password(client, make_user) -> None:
     user = await make_user()
 
     async def timed(email: str, source: str) -> float:
@@ -63,7 +63,7 @@ async def test_an_unknown_email_costs_the_same_as_a_wrong_password(client, make_
     assert statistics.median(unknown) > 0.5 * statistics.median(known), (known, unknown)
 
 
-async def test_a_login_flood_is_throttled_while_another_user_uploads(served, make_user) -> None:  # type: ignore[no-untyped-def]
+async def test_a_login_flood_is_throttled_while_another_user_uploads(served, make_user) -> None:
     victim, uploader = await make_user(), await make_user()
     data = noise_png(300, 300)  # ~270 KiB: five 64 KiB chunks
     flood = [asyncio.create_task(attempt(served, victim.email, f"guess {i}")) for i in range(60)]

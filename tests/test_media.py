@@ -82,7 +82,7 @@ async def no_missing_thumbnail(client: Any, user: Any, body: dict) -> None:
         ("AVIF", "photo.avif", "image/avif", "AVIF"),
     ],
 )
-async def test_heic_and_avif_photos_get_metadata_and_a_thumbnail(served, user, fmt, name, mimetype, reported) -> None:  # type: ignore[no-untyped-def]
+async def test_heic_and_avif_photos_get_metadata_and_a_thumbnail(served, user, fmt, name, mimetype, reported) -> None:
     data = media.encoded(media.picture(1200, 900), fmt, exif=media.camera_exif().tobytes())
     body = await processed(served, user, data, name)
     assert body["status"] == "COMPLETED" and body["type"] == "IMAGE" and body["mimetype"] == mimetype, body
@@ -106,7 +106,7 @@ async def test_heic_and_avif_photos_get_metadata_and_a_thumbnail(served, user, f
 
 
 @pytest.mark.parametrize("fmt, mimetype", [("GIF", "image/gif"), ("WEBP", "image/webp"), ("PNG", "image/png")])
-async def test_animated_images_are_marked_and_thumbnailed_from_the_first_frame(served, user, fmt, mimetype) -> None:  # type: ignore[no-untyped-def]
+async def test_animated_images_are_marked_and_thumbnailed_from_the_first_frame(served, user, fmt, mimetype) -> None:
     body = await processed(served, user, media.animated(fmt, frames=6), f"loop.{fmt.lower()}")
     assert body["status"] == "COMPLETED" and body["mimetype"] == mimetype, body
     meta = body["metadata"]
@@ -115,7 +115,7 @@ async def test_animated_images_are_marked_and_thumbnailed_from_the_first_frame(s
     assert thumb.size == (120, 80) and colour_at(thumb, 0.5, 0.5) == "red"  # frame 0; the others are green
 
 
-async def test_camera_and_capture_time_are_kept_and_gps_never_is(served, user) -> None:  # type: ignore[no-untyped-def]
+async def test_camera_and_capture_time_are_kept_and_gps_never_is(served, user) -> None:
     exif = media.camera_exif(orientation=6)
     data = media.encoded(media.picture(800, 600), "JPEG", exif=exif.tobytes())
     with Image.open(io.BytesIO(data)) as original:
@@ -138,7 +138,7 @@ async def test_camera_and_capture_time_are_kept_and_gps_never_is(served, user) -
 
 
 # PDF ---------------------------------------------------------------------------------------------
-async def test_a_multi_page_pdf_gets_pages_title_author_and_a_first_page_thumbnail(served, user) -> None:  # type: ignore[no-untyped-def]
+async def test_a_multi_page_pdf_gets_pages_title_author_and_a_first_page_thumbnail(served, user) -> None:
     body = await processed(served, user, media.pillow_pdf(3, "Quarterly report", "Ada Lovelace"), "report.pdf")
     assert body["status"] == "COMPLETED" and body["type"] == "DOCUMENT" and body["mimetype"] == "application/pdf"
     meta = body["metadata"]
@@ -155,14 +155,14 @@ async def test_a_multi_page_pdf_gets_pages_title_author_and_a_first_page_thumbna
 @pytest.mark.parametrize("password, page_count", [(b"secret", None), (b"", 2)])
 async def test_an_encrypted_pdf_completes_marked_encrypted_without_a_thumbnail(
     served, user, password, page_count
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     body = await processed(served, user, media.encrypted_pdf(password), "locked.pdf")
     assert body["status"] == "COMPLETED" and body["type"] == "DOCUMENT", body
     assert body["metadata"]["encrypted"] is True and body["metadata"].get("page_count") == page_count
     await no_missing_thumbnail(served, user, body)
 
 
-async def test_a_pdf_of_thousands_of_pages_renders_only_its_first(served, user) -> None:  # type: ignore[no-untyped-def]
+async def test_a_pdf_of_thousands_of_pages_renders_only_its_first(served, user) -> None:
     body = await processed(served, user, media.many_pages_pdf(5000), "book.pdf")
     assert body["status"] == "COMPLETED" and body["metadata"]["page_count"] == 5000, body
     _, thumb = await thumbnail(served, user, body)
@@ -177,7 +177,7 @@ async def test_a_pdf_of_thousands_of_pages_renders_only_its_first(served, user) 
         ("webm", "libvpx-vp9", "libopus", "video/webm"),
     ],
 )
-async def test_a_video_gets_duration_codecs_and_a_poster_frame(served, user, fmt, codec, audio_codec, mimetype) -> None:  # type: ignore[no-untyped-def]
+async def test_a_video_gets_duration_codecs_and_a_poster_frame(served, user, fmt, codec, audio_codec, mimetype) -> None:
     data = media.video(fmt, codec, seconds=3, size=(480, 270), audio_codec=audio_codec)
     body = await processed(served, user, data, f"clip.{fmt}")
     assert body["status"] == "COMPLETED" and body["type"] == "VIDEO" and body["mimetype"] == mimetype, body
@@ -190,7 +190,7 @@ async def test_a_video_gets_duration_codecs_and_a_poster_frame(served, user, fmt
     assert thumb.size == (320, 180) and colour_at(thumb, 0.25, 0.4) == "red" and colour_at(thumb, 0.75, 0.4) == "blue"
 
 
-async def test_a_rotated_video_is_measured_and_shown_as_played(served, user) -> None:  # type: ignore[no-untyped-def]
+async def test_a_rotated_video_is_measured_and_shown_as_played(served, user) -> None:
     data = media.video("mp4", "libx264", seconds=1, size=(320, 240), rotation=90)  # a phone held upright
     body = await processed(served, user, data, "upright.mp4")
     assert body["status"] == "COMPLETED", body["error"]
@@ -208,7 +208,7 @@ async def test_a_rotated_video_is_measured_and_shown_as_played(served, user) -> 
         (16_000, 16_000, "video of 16000x16000 pixels exceeds the 100000000 pixel limit"),  # FFmpeg would decode it
     ],
 )
-async def test_a_video_claiming_enormous_frames_fails_before_decoding(served, user, width, height, reason) -> None:  # type: ignore[no-untyped-def]
+async def test_a_video_claiming_enormous_frames_fails_before_decoding(served, user, width, height, reason) -> None:
     body = await processed(served, user, media.video_claiming(width, height), "huge.webm")
     assert body["status"] == "FAILED" and body["type"] == "VIDEO", body
     assert body["error"] == reason
@@ -228,7 +228,7 @@ TAGS = {"title": "Clair de lune", "artist": "Claude Debussy", "album": "Suite be
 )
 async def test_audio_gets_duration_tags_and_its_cover_art_as_thumbnail(
     served, user, make, name, mimetype, codec, rate
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     data = make(media.cover_png(400), **TAGS)
     body = await processed(served, user, data, name)
     assert body["status"] == "COMPLETED" and body["type"] == "AUDIO" and body["mimetype"] == mimetype, body
@@ -239,7 +239,7 @@ async def test_audio_gets_duration_tags_and_its_cover_art_as_thumbnail(
     assert thumb.size == (320, 320) and colour_at(thumb, 0.25, 0.5) == "red" and colour_at(thumb, 0.75, 0.5) == "blue"
 
 
-async def test_an_mp3_whose_cover_art_outgrows_the_sniffed_head_is_still_audio(served, user) -> None:  # type: ignore[no-untyped-def]
+async def test_an_mp3_whose_cover_art_outgrows_the_sniffed_head_is_still_audio(served, user) -> None:
     data = media.mp3_with_tags(media.cover_png(700, noise=True), **TAGS)  # a 1.4 MiB ID3 tag before the audio
     assert len(data) > 1024 * 1024 and data.startswith(b"ID3")
     body = await processed(served, user, data, "big-cover.mp3")
@@ -249,7 +249,7 @@ async def test_an_mp3_whose_cover_art_outgrows_the_sniffed_head_is_still_audio(s
     assert thumb.size == (320, 320)
 
 
-async def test_a_wav_from_the_standard_library(served, user) -> None:  # type: ignore[no-untyped-def]
+async def test_a_wav_from_the_standard_library(served, user) -> None:
     body = await processed(served, user, media.wav(seconds=1.5, rate=8000), "beep.wav")
     assert body["status"] == "COMPLETED" and body["type"] == "AUDIO" and body["mimetype"] == "audio/x-wav", body
     meta = body["metadata"]
@@ -299,7 +299,7 @@ TRUNCATED_FAILS = {
 TRUNCATED_COMPLETES = {"gif", "png", "webm", "mp3", "wav"}
 
 
-async def test_truncated_and_garbage_tailed_files_end_definitely_and_the_worker_goes_on(served, user) -> None:  # type: ignore[no-untyped-def]
+async def test_truncated_and_garbage_tailed_files_end_definitely_and_the_worker_goes_on(served, user) -> None:
     files = originals()
     assert set(TRUNCATED_FAILS) | TRUNCATED_COMPLETES == set(files)
     ids = {}

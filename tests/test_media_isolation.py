@@ -25,7 +25,7 @@ SETTINGS_ENV = {**UPLOAD_ENV, "PROCESSING_TIMEOUT": "1s"}
 
 
 @pytest.fixture
-async def pool(settings) -> AsyncIterator[asyncpg.Pool]:  # type: ignore[no-untyped-def]
+async def pool(settings) -> AsyncIterator[asyncpg.Pool]:
     p = await db.create_pool(settings, max_size=4)
     yield p
     await p.close()
@@ -55,7 +55,7 @@ def decoding(pid: int) -> bool:
         return False
 
 
-async def test_a_decoder_stuck_past_the_time_limit_fails_the_file_and_nothing_else(served, user) -> None:  # type: ignore[no-untyped-def]
+async def test_a_decoder_stuck_past_the_time_limit_fails_the_file_and_nothing_else(served, user) -> None:
     started = time.monotonic()
     stuck = await upload(served, user, media.slow_pdf(5000), "stuck.pdf")  # minutes of PDFium time
     photo_data = jpeg(640, 480)
@@ -76,7 +76,7 @@ async def test_a_decoder_stuck_past_the_time_limit_fails_the_file_and_nothing_el
 async def test_a_crashing_decoder_is_retried_once_then_fails_the_file(
     aiohttp_client,
     settings,
-    user,  # type: ignore[no-untyped-def]
+    user,
     monkeypatch,
 ) -> None:
     monkeypatch.setenv("JWT_SECRET", "a-secret-no-decoder-may-see-" + "x" * 10)
@@ -99,7 +99,7 @@ async def test_a_crashing_decoder_is_retried_once_then_fails_the_file(
     assert after["status"] == "COMPLETED" and after["metadata"]["duration"] == 1.5
 
 
-async def test_a_file_needing_more_memory_than_the_limit_fails(aiohttp_client, settings, user) -> None:  # type: ignore[no-untyped-def]
+async def test_a_file_needing_more_memory_than_the_limit_fails(aiohttp_client, settings, user) -> None:
     client = await aiohttp_client(create_app(settings.replace(processing_memory=320 * 1024 * 1024), with_worker=True))
     greedy = await upload(client, user, media.solid_png(9000, 9000), "greedy.png")  # 81 MP: 324 MB decoded
     small = await upload(client, user, jpeg(800, 600), "small.jpg")
@@ -110,7 +110,7 @@ async def test_a_file_needing_more_memory_than_the_limit_fails(aiohttp_client, s
     assert other["status"] == "COMPLETED" and other["metadata"]["width"] == 800
 
 
-async def test_a_decoder_that_cannot_start_is_retried_not_failed(pool, settings, user, conn, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def test_a_decoder_that_cannot_start_is_retried_not_failed(pool, settings, user, conn, monkeypatch) -> None:
     file_id = await insert_ready_file(conn, user.id, [jpeg(64, 64)], name="x.jpg")
     monkeypatch.setattr("sys.executable", "/bin/false")  # a broken installation: the child exits at once
     worker = Worker(settings, pool)

@@ -7,11 +7,11 @@ import uuid
 from tests.support import insert_file, scrape
 
 
-def requests(samples, route: str, status: str, method: str = "GET") -> float:  # type: ignore[no-untyped-def]
+def requests(samples, route: str, status: str, method: str = "GET") -> float:
     return samples.get(("chunkd_http_requests_total", (("method", method), ("route", route), ("status", status))), 0.0)
 
 
-async def test_request_counters_move_by_route_pattern_and_status(client, admin) -> None:  # type: ignore[no-untyped-def]
+async def test_request_counters_move_by_route_pattern_and_status(client, admin) -> None:
     before = await scrape(client)
     for _ in range(3):
         assert (await client.get("/healthz")).status == 200
@@ -30,7 +30,7 @@ async def test_request_counters_move_by_route_pattern_and_status(client, admin) 
     assert after[count] - before.get(count, 0) == 3
 
 
-async def test_gauges_are_computed_at_scrape_time(client, conn, admin) -> None:  # type: ignore[no-untyped-def]
+async def test_gauges_are_computed_at_scrape_time(client, conn, admin) -> None:
     for status in ("PROCESSING", "PROCESSING", "UPLOADING", "COMPLETED"):
         await insert_file(conn, admin.id, status=status)
     samples = await scrape(client)
@@ -45,7 +45,7 @@ async def test_gauges_are_computed_at_scrape_time(client, conn, admin) -> None: 
     assert ("chunkd_uploads_completed_total", ()) in samples
 
 
-async def test_openmetrics_when_asked(client) -> None:  # type: ignore[no-untyped-def]
+async def test_openmetrics_when_asked(client) -> None:
     response = await client.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
     assert response.status == 200
     assert response.headers["Content-Type"].startswith("application/openmetrics-text")

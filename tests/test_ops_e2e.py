@@ -27,7 +27,7 @@ def counter(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-async def mixed_uploads(served, user) -> dict[str, bytes]:  # type: ignore[no-untyped-def]
+async def mixed_uploads(served, user) -> dict[str, bytes]:
     """Two COMPLETED (an image, a text), one FAILED (wrong declared SHA-256), one still UPLOADING."""
     files = {
         "photo.png": noise_png(300, 200),
@@ -47,7 +47,7 @@ async def mixed_uploads(served, user) -> dict[str, bytes]:  # type: ignore[no-un
     return files
 
 
-async def test_stats_and_metrics_after_real_uploads(served, conn, user, admin) -> None:  # type: ignore[no-untyped-def]
+async def test_stats_and_metrics_after_real_uploads(served, conn, user, admin) -> None:
     before = {
         name: counter(name)
         for name in (
@@ -96,7 +96,7 @@ async def test_backup_and_restore_of_processed_files(
     served,
     aiohttp_client,
     user,
-    settings: Settings,  # type: ignore[no-untyped-def]
+    settings: Settings,
     empty_database_url: str,
     restored_storage: Path,
     tmp_path: Path,
@@ -134,7 +134,7 @@ async def test_backup_and_restore_of_processed_files(
 
 async def test_the_worker_runs_cleanup_every_interval(
     aiohttp_client, database_url: str, storage_dir: Path, conn, user
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     orphan = storage_dir / "files" / "ab" / ("ab" + "0" * 30)
     orphan.parent.mkdir(parents=True)
     orphan.write_bytes(b"no row points here")

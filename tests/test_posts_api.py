@@ -26,7 +26,7 @@ POST_KEYS = {
 }
 
 
-async def test_create_post_attaches_the_callers_files(client, conn: asyncpg.Connection, user) -> None:  # type: ignore[no-untyped-def]
+async def test_create_post_attaches_the_callers_files(client, conn: asyncpg.Connection, user) -> None:
     done = await insert_file(conn, user.id, name="done.jpg", size=10)
     pending = await insert_file(conn, user.id, status="PROCESSING", name="pending.jpg")
     r = await client.post(
@@ -58,7 +58,7 @@ async def test_create_post_attaches_the_callers_files(client, conn: asyncpg.Conn
     assert sorted(r["id"] for r in attached) == sorted([done["id"], pending["id"]])
 
 
-async def test_create_post_with_someone_elses_file_creates_nothing(client, conn: asyncpg.Connection, make_user) -> None:  # type: ignore[no-untyped-def]
+async def test_create_post_with_someone_elses_file_creates_nothing(client, conn: asyncpg.Connection, make_user) -> None:
     me, other = await make_user(), await make_user()
     mine = await insert_file(conn, me.id)
     theirs = await insert_file(conn, other.id)
@@ -74,7 +74,7 @@ async def test_create_post_with_someone_elses_file_creates_nothing(client, conn:
     assert await conn.fetchval("SELECT count(*) FROM files WHERE post_id IS NOT NULL") == 0  # rolled back
 
 
-async def test_list_posts_visibility_order_and_pagination(client, conn: asyncpg.Connection, make_user) -> None:  # type: ignore[no-untyped-def]
+async def test_list_posts_visibility_order_and_pagination(client, conn: asyncpg.Connection, make_user) -> None:
     alice, bob, admin = await make_user(), await make_user(), await make_user(role="ADMIN")
     ids = [await insert_post(conn, alice.id, f"alice {i}", age_minutes=10 - i) for i in range(5)]  # ids[4] newest
     draft = await insert_post(conn, alice.id, "alice draft", published=False, age_minutes=0)
@@ -102,7 +102,7 @@ async def test_list_posts_visibility_order_and_pagination(client, conn: asyncpg.
     assert (await r.json())["pagination"] == {"page": 1, "limit": 10, "total": 0, "pages": 0}
 
 
-async def test_recent_posts(client, conn: asyncpg.Connection, make_user) -> None:  # type: ignore[no-untyped-def]
+async def test_recent_posts(client, conn: asyncpg.Connection, make_user) -> None:
     author, reader = await make_user(), await make_user()
     old = await insert_post(conn, author.id, "old", age_minutes=5)
     new = await insert_post(conn, author.id, "new", age_minutes=1)
@@ -125,7 +125,7 @@ async def test_recent_posts(client, conn: asyncpg.Connection, make_user) -> None
     assert r.status == 422 and (await r.json())["field"] == "limit"
 
 
-async def test_read_and_change_permissions(client, conn: asyncpg.Connection, make_user) -> None:  # type: ignore[no-untyped-def]
+async def test_read_and_change_permissions(client, conn: asyncpg.Connection, make_user) -> None:
     author, other, admin = await make_user(), await make_user(), await make_user(role="ADMIN")
     published = await insert_post(conn, author.id, "public")
     draft = await insert_post(conn, author.id, "secret", published=False)
@@ -160,7 +160,7 @@ async def test_read_and_change_permissions(client, conn: asyncpg.Connection, mak
 
 async def test_list_endpoints_run_a_fixed_number_of_queries(
     aiohttp_client, database_url: str, storage_dir: Path, conn: asyncpg.Connection, make_user
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     """No N+1: the same statements whatever the page size, counted on the pool's only connection."""
     author, admin = await make_user(), await make_user(role="ADMIN")
     for i in range(50):

@@ -14,15 +14,15 @@ SETTINGS_ENV = {"USER_QUOTA": "1000", "DEFAULT_CHUNK_SIZE": "64KiB"}
 TUS = {"Tus-Resumable": "1.0.0"}
 
 
-async def create(client, user, size: int):  # type: ignore[no-untyped-def]
+async def create(client, user, size: int):
     return await client.post("/api/uploads", headers=user.headers, json={"filename": "f.bin", "size": size})
 
 
-async def me(client, user) -> dict:  # type: ignore[no-untyped-def]
+async def me(client, user) -> dict:
     return await (await client.get("/api/users/me", headers=user.headers)).json()
 
 
-async def test_native_and_tus_creation_past_the_quota_is_refused(client, user, conn: asyncpg.Connection) -> None:  # type: ignore[no-untyped-def]
+async def test_native_and_tus_creation_past_the_quota_is_refused(client, user, conn: asyncpg.Connection) -> None:
     assert ((await me(client, user))["usage_bytes"], (await me(client, user))["quota_bytes"]) == (0, 1000)
     assert (await create(client, user, 600)).status == 201
     await insert_file(conn, user.id, status="FAILED", size=10_000)  # its blob is gone: it does not count
@@ -55,7 +55,7 @@ async def test_native_and_tus_creation_past_the_quota_is_refused(client, user, c
     assert (await me(client, user))["usage_bytes"] == 1000
 
 
-async def test_an_admin_sets_a_users_own_quota(client, user, admin) -> None:  # type: ignore[no-untyped-def]
+async def test_an_admin_sets_a_users_own_quota(client, user, admin) -> None:
     assert (await create(client, user, 900)).status == 201
     assert (await create(client, user, 900)).status == 413
     r = await client.patch(f"/api/users/{user.id}", headers=admin.headers, json={"quota_bytes": 5000})
@@ -74,7 +74,7 @@ async def test_an_admin_sets_a_users_own_quota(client, user, admin) -> None:  # 
     assert r.status == 403
 
 
-async def test_concurrent_creations_cannot_both_take_the_last_bytes(client, user) -> None:  # type: ignore[no-untyped-def]
+async def test_concurrent_creations_cannot_both_take_the_last_bytes(client, user) -> None:
     responses = await asyncio.gather(*(create(client, user, 300) for _ in range(6)))
     assert sorted(r.status for r in responses) == [201, 201, 201, 413, 413, 413]
     for r in responses:

@@ -35,7 +35,7 @@ def digest(algorithm: str, data: bytes) -> str:
 # Upload creation (the draft's examples A and B)
 
 
-async def test_a_whole_upload_in_one_request_gets_a_104_then_the_file(rufh, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_a_whole_upload_in_one_request_gets_a_104_then_the_file(rufh, user, conn) -> None:
     data = os.urandom(3 * CHUNK + 17)
     r = await create(
         rufh,
@@ -68,7 +68,7 @@ async def test_a_whole_upload_in_one_request_gets_a_104_then_the_file(rufh, user
     assert await r.read() == data
 
 
-async def test_a_partial_creation_then_appends_then_completion(rufh, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_a_partial_creation_then_appends_then_completion(rufh, user, conn) -> None:
     data = os.urandom(2 * CHUNK + 999)
     first, second = CHUNK + 5, 2 * CHUNK
     r = await create(rufh, user, data[:first], headers={"Upload-Length": str(len(data))})
@@ -100,7 +100,7 @@ async def test_a_partial_creation_then_appends_then_completion(rufh, user, conn)
     assert r.sf("Repr-Digest", "dictionary")["sha-256"][0] == hashlib.sha256(data).digest()
 
 
-async def test_an_empty_creation_without_length_completes_when_the_client_says(rufh, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_an_empty_creation_without_length_completes_when_the_client_says(rufh, user, conn) -> None:
     """The careful strategy: create first, learn the URL, send later; the length is whatever arrived."""
     r = await create(rufh, user)
     assert r.status == 201 and r.headers["upload-offset"] == "0"
@@ -113,7 +113,7 @@ async def test_an_empty_creation_without_length_completes_when_the_client_says(r
     assert (row["size"], row["size_deferred"], row["status"]) == (14, False, "PROCESSING")
 
 
-async def test_an_empty_complete_upload_is_a_file_of_no_bytes(rufh, user) -> None:  # type: ignore[no-untyped-def]
+async def test_an_empty_complete_upload_is_a_file_of_no_bytes(rufh, user) -> None:
     r = await create(rufh, user, complete=True)
     assert r.status == 201 and r.sf("Upload-Complete") == (True, {}) and r.json()["size"] == 0
 
@@ -121,7 +121,7 @@ async def test_an_empty_complete_upload_is_a_file_of_no_bytes(rufh, user) -> Non
 # the interop version and the 104
 
 
-async def test_no_104_without_an_interop_version_nor_to_http_1_0(rufh, user) -> None:  # type: ignore[no-untyped-def]
+async def test_no_104_without_an_interop_version_nor_to_http_1_0(rufh, user) -> None:
     r = await exchange(rufh, "POST", "/api/tus/", {**user.headers, "Upload-Complete": "?0"})
     assert r.status == 201 and not r.interim and r.headers["location"]
     r = await exchange(
@@ -130,7 +130,7 @@ async def test_no_104_without_an_interop_version_nor_to_http_1_0(rufh, user) -> 
     assert r.status == 201 and not r.interim
 
 
-async def test_the_previous_interop_version_is_spoken_and_others_refused(rufh, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_the_previous_interop_version_is_spoken_and_others_refused(rufh, user, conn) -> None:
     r = await exchange(
         rufh, "POST", "/api/tus/", {**user.headers, "Upload-Draft-Interop-Version": "7", "Upload-Complete": "?0"}
     )
@@ -147,7 +147,7 @@ async def test_the_previous_interop_version_is_spoken_and_others_refused(rufh, u
     assert await conn.fetchval("SELECT count(*) FROM files") == 1
 
 
-async def test_a_104_follows_100_continue(rufh, user) -> None:  # type: ignore[no-untyped-def]
+async def test_a_104_follows_100_continue(rufh, user) -> None:
     """The draft: a 104 never stands in for the 100 (Continue) that was asked for."""
     r = await exchange(
         rufh,
@@ -162,7 +162,7 @@ async def test_a_104_follows_100_continue(rufh, user) -> None:  # type: ignore[n
 # structured fields: other values are ignored, as the draft says
 
 
-async def test_malformed_upload_complete_counts_as_missing(rufh, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_malformed_upload_complete_counts_as_missing(rufh, user, conn) -> None:
     for value in ("true", "1", "?2", "?1, ?0", '"?1"'):
         r = await exchange(rufh, "POST", "/api/tus/", {**user.headers, **DRAFT, "Upload-Complete": value}, b"x")
         assert r.status == 400 and r.json()["code"] == "RUFH_INVALID_FIELD", value
@@ -171,7 +171,7 @@ async def test_malformed_upload_complete_counts_as_missing(rufh, user, conn) -> 
     assert r.status == 201  # parameters of an item are allowed, and ignored
 
 
-async def test_malformed_length_is_ignored_and_malformed_offset_refused(rufh, user) -> None:  # type: ignore[no-untyped-def]
+async def test_malformed_length_is_ignored_and_malformed_offset_refused(rufh, user) -> None:
     r = await create(rufh, user, headers={"Upload-Length": "ten"})
     assert r.status == 201
     path = path_of(r.headers["location"])
@@ -184,7 +184,7 @@ async def test_malformed_length_is_ignored_and_malformed_offset_refused(rufh, us
 # Upload append: its problem types
 
 
-async def test_offset_mismatch_is_409_with_the_expected_offset(rufh, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_offset_mismatch_is_409_with_the_expected_offset(rufh, user, conn) -> None:
     r = await create(rufh, user, b"0123456789")
     path = path_of(r.headers["location"])
     r = await append(rufh, user, path, 25, b"abc")
@@ -196,7 +196,7 @@ async def test_offset_mismatch_is_409_with_the_expected_offset(rufh, user, conn)
     assert await stored_bytes(conn, id_of(path)) == b"0123456789"
 
 
-async def test_a_completed_upload_takes_nothing_more(rufh, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_a_completed_upload_takes_nothing_more(rufh, user, conn) -> None:
     r = await create(rufh, user, b"done", complete=True)
     path = path_of(r.headers["location"])
     r = await append(rufh, user, path, 4, b"")
@@ -207,7 +207,7 @@ async def test_a_completed_upload_takes_nothing_more(rufh, user, conn) -> None: 
     assert (row["size"], row["bytes_received"]) == (4, 4) and row["status"] != "UPLOADING"
 
 
-async def test_inconsistent_lengths_are_refused(rufh, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_inconsistent_lengths_are_refused(rufh, user, conn) -> None:
     r = await create(rufh, user, b"12345", complete=True, headers={"Upload-Length": "10"})
     assert r.status == 400 and r.json()["type"] == PROBLEMS + "inconsistent-upload-length"
     assert await conn.fetchval("SELECT count(*) FROM files") == 0  # refused before any row
@@ -224,7 +224,7 @@ async def test_inconsistent_lengths_are_refused(rufh, user, conn) -> None:  # ty
     assert r.status == 200
 
 
-async def test_an_append_needs_partial_upload_and_upload_complete(rufh, user) -> None:  # type: ignore[no-untyped-def]
+async def test_an_append_needs_partial_upload_and_upload_complete(rufh, user) -> None:
     r = await create(rufh, user)
     path = path_of(r.headers["location"])
     r = await append(rufh, user, path, 0, b"abc", headers={"Content-Type": "application/offset+octet-stream"})
@@ -236,7 +236,7 @@ async def test_an_append_needs_partial_upload_and_upload_complete(rufh, user) ->
 # cancellation, OPTIONS, access
 
 
-async def test_cancellation_removes_the_upload(rufh, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_cancellation_removes_the_upload(rufh, user, conn) -> None:
     r = await create(rufh, user, b"some bytes")
     path = path_of(r.headers["location"])
     r = await exchange(rufh, "DELETE", path, {**user.headers, **DRAFT})
@@ -245,7 +245,7 @@ async def test_cancellation_removes_the_upload(rufh, user, conn) -> None:  # typ
     assert (await head(rufh, user, path)).status == 404
 
 
-async def test_options_announces_partial_upload_and_the_limits(rufh) -> None:  # type: ignore[no-untyped-def]
+async def test_options_announces_partial_upload_and_the_limits(rufh) -> None:
     for path in ("/api/tus/", "/api/tus/any-upload"):
         r = await exchange(rufh, "OPTIONS", path, {**DRAFT})
         assert r.status == 204
@@ -255,7 +255,7 @@ async def test_options_announces_partial_upload_and_the_limits(rufh) -> None:  #
         assert limits["max-age"] == (24 * 3600, {})
 
 
-async def test_uploads_are_private_and_need_a_token(rufh, user, make_user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_uploads_are_private_and_need_a_token(rufh, user, make_user, conn) -> None:
     r = await exchange(rufh, "POST", "/api/tus/", {**DRAFT, "Upload-Complete": "?0"})
     assert r.status == 401 and not r.interim
     r = await create(rufh, user, b"mine")
@@ -267,7 +267,7 @@ async def test_uploads_are_private_and_need_a_token(rufh, user, make_user, conn)
     assert await stored_bytes(conn, id_of(path)) == b"mine"
 
 
-async def test_the_protocols_keep_to_their_own_uploads(rufh, user) -> None:  # type: ignore[no-untyped-def]
+async def test_the_protocols_keep_to_their_own_uploads(rufh, user) -> None:
     r = await create(rufh, user, b"draft")
     draft = path_of(r.headers["location"])
     tus = await rufh.post("/api/tus/", headers={**user.headers, "Tus-Resumable": "1.0.0", "Upload-Length": "3"})
@@ -277,7 +277,7 @@ async def test_the_protocols_keep_to_their_own_uploads(rufh, user) -> None:  # t
     assert r.status == 200 and (await r.json())["status"] == "UPLOADING"
 
 
-async def test_method_override_is_honoured_on_post_only(rufh, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_method_override_is_honoured_on_post_only(rufh, user, conn) -> None:
     r = await create(rufh, user, b"keep me")
     path = path_of(r.headers["location"])
     r = await exchange(rufh, "GET", path, {**user.headers, **DRAFT, "X-HTTP-Method-Override": "DELETE"})
@@ -286,7 +286,7 @@ async def test_method_override_is_honoured_on_post_only(rufh, user, conn) -> Non
     assert r.status == 204 and await file_row(conn, id_of(path)) is None
 
 
-async def test_cors_exposes_the_drafts_fields(rufh, user) -> None:  # type: ignore[no-untyped-def]
+async def test_cors_exposes_the_drafts_fields(rufh, user) -> None:
     r = await exchange(
         rufh,
         "OPTIONS",

@@ -34,14 +34,14 @@ def digest(algorithm: str, data: bytes) -> str:
     return f"{algorithm}=:{base64.b64encode(hashlib.new(algorithm.replace('-', ''), data).digest()).decode()}:"
 
 
-async def _offset(conn, file_id: str) -> int:  # type: ignore[no-untyped-def]
+async def _offset(conn, file_id: str) -> int:
     return (await file_row(conn, file_id))["bytes_received"]
 
 
 # interruption and resumption
 
 
-async def test_an_interrupted_creation_resumes_from_the_104s_location(rufh, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_an_interrupted_creation_resumes_from_the_104s_location(rufh, user, conn) -> None:
     """The draft's example 1: the whole file in the creation request, the link dies, the client asks
     for the offset at the URL the 104 gave it and sends the rest; the processed file is the file."""
     data = os.urandom(6 * CHUNK + 4321)
@@ -82,11 +82,11 @@ async def test_an_interrupted_creation_resumes_from_the_104s_location(rufh, user
     assert hashlib.sha256(await r.read()).hexdigest() == hashlib.sha256(data).hexdigest()
 
 
-async def _is(conn, file_id: str, offset: int) -> bool:  # type: ignore[no-untyped-def]
+async def _is(conn, file_id: str, offset: int) -> bool:
     return await _offset(conn, file_id) == offset
 
 
-async def test_an_interrupted_append_keeps_every_byte_and_resumes(rufh, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_an_interrupted_append_keeps_every_byte_and_resumes(rufh, user, conn) -> None:
     data = os.urandom(4 * CHUNK + 77)
     r = await create(rufh, user, headers={"Upload-Length": str(len(data))})
     path = path_of(r.headers["location"])
@@ -118,7 +118,7 @@ async def test_an_interrupted_append_keeps_every_byte_and_resumes(rufh, user, co
     assert done["metadata"]["sha256"] == hashlib.sha256(data).hexdigest()
 
 
-async def test_progress_104s_report_the_offset_while_content_arrives(rufh, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_progress_104s_report_the_offset_while_content_arrives(rufh, user, conn) -> None:
     data = os.urandom(3 * CHUNK)
     r = await create(rufh, user)
     path = path_of(r.headers["location"])
@@ -149,7 +149,7 @@ async def test_progress_104s_report_the_offset_while_content_arrives(rufh, user,
     assert all(i.status == 104 and "location" not in i.headers for i in response.interim)
 
 
-async def test_two_concurrent_appends_never_interleave(rufh, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_two_concurrent_appends_never_interleave(rufh, user, conn) -> None:
     pieces, size = 100, 1000  # the first body trickles in for 3 s or more, longer than a request waits for the lock
     rufh.server.app[tus_locks_key].stall_after = 5.0  # a loaded machine must not make the trickle look stalled
     first_body, second_body = b"A" * pieces * size, b"B" * pieces * size
@@ -191,14 +191,14 @@ async def test_two_concurrent_appends_never_interleave(rufh, user, conn) -> None
     assert done["metadata"]["sha256"] == hashlib.sha256(first_body).hexdigest()
 
 
-async def _locked(conn, file_id: str) -> bool:  # type: ignore[no-untyped-def]
+async def _locked(conn, file_id: str) -> bool:
     return not await unlocked(conn, file_id)
 
 
 # digests
 
 
-async def test_content_digest_is_verified_and_a_mismatch_stores_nothing(rufh, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_content_digest_is_verified_and_a_mismatch_stores_nothing(rufh, user, conn) -> None:
     r = await create(rufh, user, b"first", headers={"Content-Digest": digest("sha-256", b"first")})
     assert r.status == 201
     path = path_of(r.headers["location"])
@@ -212,7 +212,7 @@ async def test_content_digest_is_verified_and_a_mismatch_stores_nothing(rufh, us
     assert r.status == 204 and await stored_bytes(conn, id_of(path)) == b"firstsecond"
 
 
-async def test_malformed_or_unknown_digests_are_refused(rufh, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_malformed_or_unknown_digests_are_refused(rufh, user, conn) -> None:
     short = "sha-256=:" + base64.b64encode(b"\0" * 16).decode() + ":"
     cases = {
         short: "digest-invalid-value",
@@ -228,7 +228,7 @@ async def test_malformed_or_unknown_digests_are_refused(rufh, user, conn) -> Non
     assert await conn.fetchval("SELECT count(*) FROM files") == 0
 
 
-async def test_repr_digest_is_checked_once_the_upload_is_complete(rufh, user) -> None:  # type: ignore[no-untyped-def]
+async def test_repr_digest_is_checked_once_the_upload_is_complete(rufh, user) -> None:
     data = os.urandom(CHUNK + 3)
     r = await create(rufh, user, data, complete=True, headers={"Repr-Digest": digest("sha-256", data)})
     assert (await wait_processed(rufh, user, r.json()["id"]))["status"] == "COMPLETED"
@@ -243,7 +243,7 @@ async def test_repr_digest_is_checked_once_the_upload_is_complete(rufh, user) ->
 async def test_the_upload_limits_are_enforced_and_announced(
     aiohttp_client,
     database_url,
-    storage_dir,  # type: ignore[no-untyped-def]
+    storage_dir,
     user,
     conn,
 ) -> None:
@@ -288,7 +288,7 @@ async def test_the_upload_limits_are_enforced_and_announced(
 
 async def test_the_quota_counts_at_creation_and_when_an_open_length_closes(
     aiohttp_client,
-    database_url,  # type: ignore[no-untyped-def]
+    database_url,
     storage_dir,
     user,
     conn,

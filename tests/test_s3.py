@@ -33,7 +33,7 @@ SETTINGS_ENV = UPLOAD_ENV
 pytestmark = pytest.mark.parametrize("storage_env", ["s3"], indirect=True)
 
 
-async def ready_file(client, user, conn: asyncpg.Connection, data: bytes, name: str = "f.bin") -> asyncpg.Record:  # type: ignore[no-untyped-def]
+async def ready_file(client, user, conn: asyncpg.Connection, data: bytes, name: str = "f.bin") -> asyncpg.Record:
     """An upload completed through the API of an app without a worker: PROCESSING, waiting for one."""
     file_id = await upload(client, user, data, name)
     return await conn.fetchrow("SELECT id, filename FROM files WHERE id = $1", file_id)
@@ -48,7 +48,7 @@ async def killed_workers_upload(store: S3Store, key: str) -> None:
     )
 
 
-async def test_a_killed_workers_multipart_upload_is_aborted_when_the_file_is_taken_again(  # type: ignore[no-untyped-def]
+async def test_a_killed_workers_multipart_upload_is_aborted_when_the_file_is_taken_again(
     client, user, conn, settings: Settings
 ) -> None:
     data = os.urandom(PART_SIZE + 5000)
@@ -68,7 +68,7 @@ async def test_a_killed_workers_multipart_upload_is_aborted_when_the_file_is_tak
         await store.close()
 
 
-async def test_an_unreachable_store_never_fails_a_file(client, user, conn, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+async def test_an_unreachable_store_never_fails_a_file(client, user, conn, settings: Settings) -> None:
     data = jpeg(200, 100)
     row = await ready_file(client, user, conn, data, "p.jpg")
     pool = client.server.app[pool_key]
@@ -99,7 +99,7 @@ async def test_an_unreachable_store_never_fails_a_file(client, user, conn, setti
 async def test_downloads_answer_with_the_store_unreachable_as_503(
     aiohttp_client,
     user,
-    conn,  # type: ignore[no-untyped-def]
+    conn,
     settings: Settings,
 ) -> None:
     served = await aiohttp_client(create_app(settings, with_worker=True))
@@ -113,7 +113,7 @@ async def test_downloads_answer_with_the_store_unreachable_as_503(
 
 async def test_download_redirect_is_a_presigned_url_with_the_same_disposition(
     aiohttp_client,
-    user,  # type: ignore[no-untyped-def]
+    user,
     settings: Settings,
 ) -> None:
     served = await aiohttp_client(create_app(settings.replace(download_redirect=True), with_worker=True))
@@ -146,7 +146,7 @@ async def test_download_redirect_is_a_presigned_url_with_the_same_disposition(
         assert r.status == 404
 
 
-async def test_streamed_ranges_match_the_local_rules(aiohttp_client, user, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+async def test_streamed_ranges_match_the_local_rules(aiohttp_client, user, settings: Settings) -> None:
     served = await aiohttp_client(create_app(settings, with_worker=True))
     data = os.urandom(700_000)
     body = await wait_for_status(served, user, await upload(served, user, data, "x.bin"))
@@ -174,7 +174,7 @@ async def test_streamed_ranges_match_the_local_rules(aiohttp_client, user, setti
     assert r.status == 200 and int(r.headers["Content-Length"]) == len(data)
 
 
-async def test_cleanup_lists_the_bucket(aiohttp_client, user, conn, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+async def test_cleanup_lists_the_bucket(aiohttp_client, user, conn, settings: Settings) -> None:
     served = await aiohttp_client(create_app(settings, with_worker=True))
     body = await wait_for_status(served, user, await upload(served, user, jpeg(64, 64), "kept.jpg"))
     kept = await stored_keys(settings)
@@ -215,7 +215,7 @@ def run_chunkd(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 async def test_a_store_that_cannot_work_is_one_clear_line(
     settings: Settings,
-    database_url: str,  # type: ignore[no-untyped-def]
+    database_url: str,
     storage_env: dict[str, str],
     storage_dir: Path,
 ) -> None:
@@ -258,7 +258,7 @@ async def test_a_store_that_cannot_work_is_one_clear_line(
 async def test_storage_copy_moves_a_directory_into_a_bucket(
     aiohttp_client,
     user,
-    database_url: str,  # type: ignore[no-untyped-def]
+    database_url: str,
     settings: Settings,
     storage_dir: Path,
 ) -> None:
@@ -299,9 +299,7 @@ async def test_storage_copy_moves_a_directory_into_a_bucket(
     assert (await on_bucket.get(bodies["a.jpg"]["thumbnail"], headers=user.headers)).status == 200
 
 
-async def test_two_servers_and_a_worker_share_only_the_database_and_the_bucket(  # type: ignore[no-untyped-def]
-    chunkd, user, conn
-) -> None:
+async def test_two_servers_and_a_worker_share_only_the_database_and_the_bucket(chunkd, user, conn) -> None:
     """Each process has its own empty local directory; the client alternates servers for every chunk and
     every tus PATCH; each file completes once and downloads from either server with the right bytes."""
     dirs = [scratch_dir("chunkd-test-node-") for _ in range(3)]
@@ -359,7 +357,7 @@ async def _alternating_native_upload(sessions: list[aiohttp.ClientSession], user
             assert r.status == 201, await r.text()
     async with sessions[1].post(f"/api/uploads/{created['id']}/complete", headers=user.headers) as r:
         assert r.status == 202, await r.text()
-    return created["id"]  # type: ignore[no-any-return]
+    return created["id"]
 
 
 async def _alternating_tus_upload(sessions: list[aiohttp.ClientSession], user: Any, data: bytes, name: str) -> str:
@@ -387,7 +385,7 @@ async def _alternating_tus_upload(sessions: list[aiohttp.ClientSession], user: A
 async def test_an_upload_streams_into_a_multipart_upload_while_it_arrives(
     aiohttp_client,
     user,
-    conn,  # type: ignore[no-untyped-def]
+    conn,
     settings: Settings,
 ) -> None:
     """Issue 16's streaming on a bucket: the contiguous prefix goes out as parts before the upload is

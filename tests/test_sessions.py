@@ -9,7 +9,7 @@ from service.auth import RefreshToken
 from service.config import Settings
 
 
-async def login(client, user, device: str | None = None, **headers: str) -> dict:  # type: ignore[no-untyped-def]
+async def login(client, user, device: str | None = None, **headers: str) -> dict:
     body = {"email": user.email, "password": user.password, **({"device": device} if device else {})}
     r = await client.post("/api/auth/login", json=body, headers=headers)
     assert r.status == 200, await r.text()
@@ -20,12 +20,12 @@ def bearer(session: dict) -> dict[str, str]:
     return {"Authorization": f"Bearer {session['access_token']}"}
 
 
-async def refresh(client, session: dict) -> tuple[int, dict]:  # type: ignore[no-untyped-def]
+async def refresh(client, session: dict) -> tuple[int, dict]:
     r = await client.post("/api/auth/refresh", json={"refresh_token": session["refresh_token"]})
     return r.status, await r.json()
 
 
-async def test_two_devices_both_refresh_through_a_day_of_rotations(client, make_user, conn: asyncpg.Connection) -> None:  # type: ignore[no-untyped-def]
+async def test_two_devices_both_refresh_through_a_day_of_rotations(client, make_user, conn: asyncpg.Connection) -> None:
     user = await make_user()
     laptop = await login(client, user, "laptop")
     phone = await login(client, user, **{"User-Agent": "Phone/1.0 (like nothing else)"})
@@ -51,7 +51,7 @@ async def test_two_devices_both_refresh_through_a_day_of_rotations(client, make_
     assert all(s["ip"] == "127.0.0.1" for s in listed if s["device"] != "test")
 
 
-async def test_reuse_in_one_session_leaves_the_other_alive(client, make_user) -> None:  # type: ignore[no-untyped-def]
+async def test_reuse_in_one_session_leaves_the_other_alive(client, make_user) -> None:
     user = await make_user()
     laptop, phone = await login(client, user, "laptop"), await login(client, user, "phone")
     status, rotated = await refresh(client, laptop)
@@ -65,7 +65,7 @@ async def test_reuse_in_one_session_leaves_the_other_alive(client, make_user) ->
     assert status == 200
 
 
-async def test_ending_a_session_stops_its_access_token_at_once(client, make_user) -> None:  # type: ignore[no-untyped-def]
+async def test_ending_a_session_stops_its_access_token_at_once(client, make_user) -> None:
     user, other = await make_user(), await make_user()
     laptop, phone = await login(client, user, "laptop"), await login(client, user, "phone")
     stranger = await login(client, other)
@@ -82,7 +82,7 @@ async def test_ending_a_session_stops_its_access_token_at_once(client, make_user
     assert (await client.get("/api/users/me", headers=bearer(phone))).status == 200
 
 
-async def test_password_change_ends_the_other_sessions(client, make_user, conn: asyncpg.Connection) -> None:  # type: ignore[no-untyped-def]
+async def test_password_change_ends_the_other_sessions(client, make_user, conn: asyncpg.Connection) -> None:
     user = await make_user(password="old password")
     laptop, phone = await login(client, user, "laptop"), await login(client, user, "phone")
     r = await client.post(
@@ -114,7 +114,7 @@ async def test_password_change_ends_the_other_sessions(client, make_user, conn: 
     assert r.status == 200
 
 
-async def test_admin_revoke_and_deactivation_end_all_sessions(client, make_user, admin) -> None:  # type: ignore[no-untyped-def]
+async def test_admin_revoke_and_deactivation_end_all_sessions(client, make_user, admin) -> None:
     user = await make_user()
     sessions = [await login(client, user, f"device {i}") for i in range(3)]
     r = await client.delete(f"/api/users/{user.id}/sessions", headers=user.headers)
@@ -136,7 +136,7 @@ async def test_admin_revoke_and_deactivation_end_all_sessions(client, make_user,
 
 async def test_a_refresh_token_from_before_sessions_keeps_working(
     client, settings: Settings, make_user, conn: asyncpg.Connection
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     """sql/0013 turned users.refresh_token into a session whose id is the user's: the old token names it."""
     user = await make_user()
     old = RefreshToken.new(settings, user.id)  # the seed's format: `<user id>.<expiry>.<nonce>.<mac>`
@@ -150,7 +150,7 @@ async def test_a_refresh_token_from_before_sessions_keeps_working(
     assert status == 200 and body["session_id"] == user.id and body["user"]["id"] == user.id
 
 
-async def test_session_endpoints_refuse_api_tokens_and_bad_input(client, user) -> None:  # type: ignore[no-untyped-def]
+async def test_session_endpoints_refuse_api_tokens_and_bad_input(client, user) -> None:
     r = await client.post("/api/tokens", headers=user.headers, json={"name": "script", "scopes": ["upload"]})
     token = {"Authorization": f"Bearer {(await r.json())['token']}"}
     for method, path in (
@@ -172,7 +172,7 @@ async def test_session_endpoints_refuse_api_tokens_and_bad_input(client, user) -
 
 async def test_cleanup_removes_expired_sessions_only(
     client, settings: Settings, make_user, conn: asyncpg.Connection
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     from service.cleanup import run_cleanup
 
     user = await make_user()

@@ -19,7 +19,7 @@ def expiry(link: str) -> int:
     return int(parse_qs(urlsplit(link).query)["exp"][0])
 
 
-async def bare_get(served, link: str, **headers: str) -> tuple[int, dict, bytes]:  # type: ignore[no-untyped-def]
+async def bare_get(served, link: str, **headers: str) -> tuple[int, dict, bytes]:
     """A request as a browser's <img> makes it: its own connection, no Authorization header."""
     async with (
         aiohttp.ClientSession() as http,
@@ -28,7 +28,7 @@ async def bare_get(served, link: str, **headers: str) -> tuple[int, dict, bytes]
         return r.status, dict(r.headers), await r.read()
 
 
-async def test_links_work_without_a_header_and_stop_after_expiry(served, user) -> None:  # type: ignore[no-untyped-def]
+async def test_links_work_without_a_header_and_stop_after_expiry(served, user) -> None:
     data = jpeg(640, 480)
     file_id = await upload(served, user, data, "photo.jpg")
     file = await wait_for_status(served, user, file_id)
@@ -66,7 +66,7 @@ async def test_links_work_without_a_header_and_stop_after_expiry(served, user) -
     assert (await bare_get(served, fresh["content_url"]))[0] == 200
 
 
-async def test_tampered_links_and_deleted_files(served, user, make_user) -> None:  # type: ignore[no-untyped-def]
+async def test_tampered_links_and_deleted_files(served, user, make_user) -> None:
     other = await make_user()
     file_id = await upload(served, user, b"plain text, not an image\n" * 100, "notes.txt")
     file = await wait_for_status(served, user, file_id)
@@ -94,7 +94,7 @@ async def test_tampered_links_and_deleted_files(served, user, make_user) -> None
     assert status == 404 and b"FILE_NOT_FOUND" in body
 
 
-async def test_post_readers_get_signed_links_to_the_authors_files(served, user, make_user) -> None:  # type: ignore[no-untyped-def]
+async def test_post_readers_get_signed_links_to_the_authors_files(served, user, make_user) -> None:
     reader = await make_user()
     data = jpeg(300, 200)
     file_id = await upload(served, user, data, "shared.jpg")

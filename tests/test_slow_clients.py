@@ -24,7 +24,7 @@ KiB, MiB = 1024, 1024 * 1024
 POOL = 2
 
 
-async def app_client(aiohttp_client, database_url, storage_dir, **env: str):  # type: ignore[no-untyped-def]
+async def app_client(aiohttp_client, database_url, storage_dir, **env: str):
     base = {
         "DEFAULT_CHUNK_SIZE": "64KiB",
         "MAX_CHUNK_SIZE": "1MiB",
@@ -35,10 +35,10 @@ async def app_client(aiohttp_client, database_url, storage_dir, **env: str):  # 
 
 
 @contextlib.asynccontextmanager
-async def trickling(requests: list, every: float = 0.2) -> AsyncIterator[None]:  # type: ignore[type-arg]
+async def trickling(requests: list, every: float = 0.2) -> AsyncIterator[None]:
     """Each request sends one byte every `every` seconds for as long as the block lasts."""
 
-    async def trickle(request) -> None:  # type: ignore[no-untyped-def]
+    async def trickle(request) -> None:
         while True:
             await request.send(b"t")
             await asyncio.sleep(every)
@@ -52,7 +52,7 @@ async def trickling(requests: list, every: float = 0.2) -> AsyncIterator[None]: 
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def timed(request) -> tuple[float, int]:  # type: ignore[no-untyped-def]
+async def timed(request) -> tuple[float, int]:
     started = time.monotonic()
     response = await request
     await response.read()
@@ -62,7 +62,7 @@ async def timed(request) -> tuple[float, int]:  # type: ignore[no-untyped-def]
 async def test_trickling_patches_and_puts_leave_other_users_fast(
     aiohttp_client,
     database_url,
-    storage_dir,  # type: ignore[no-untyped-def]
+    storage_dir,
     make_user,
     user,
 ) -> None:
@@ -95,7 +95,7 @@ async def test_trickling_patches_and_puts_leave_other_users_fast(
 async def test_a_greedy_user_gets_429_while_another_users_put_succeeds(
     aiohttp_client,
     database_url,
-    storage_dir,  # type: ignore[no-untyped-def]
+    storage_dir,
     make_user,
     user,
 ) -> None:
@@ -140,7 +140,7 @@ async def test_a_greedy_user_gets_429_while_another_users_put_succeeds(
 
 async def test_a_patch_below_the_minimum_rate_ends_408_keeping_an_exact_offset(
     aiohttp_client,
-    database_url,  # type: ignore[no-untyped-def]
+    database_url,
     storage_dir,
     user,
     conn,
@@ -172,7 +172,7 @@ async def test_a_patch_below_the_minimum_rate_ends_408_keeping_an_exact_offset(
 
 async def test_a_chunk_below_the_minimum_rate_ends_408_keeping_nothing(
     aiohttp_client,
-    database_url,  # type: ignore[no-untyped-def]
+    database_url,
     storage_dir,
     user,
     conn,
@@ -190,7 +190,7 @@ async def test_a_chunk_below_the_minimum_rate_ends_408_keeping_nothing(
     assert client.app[body_memory_key].used == 0
 
 
-async def test_content_length_far_above_the_data_sent(aiohttp_client, database_url, storage_dir, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_content_length_far_above_the_data_sent(aiohttp_client, database_url, storage_dir, user, conn) -> None:
     client = await app_client(aiohttp_client, database_url, storage_dir, BODY_RATE_WINDOW="1s")
     data = os.urandom(64 * KiB)
     upload = await create(client, user, data)
@@ -220,7 +220,7 @@ async def test_content_length_far_above_the_data_sent(aiohttp_client, database_u
 async def test_500_idle_connections_cost_other_users_nothing(
     aiohttp_client,
     database_url,
-    storage_dir,  # type: ignore[no-untyped-def]
+    storage_dir,
     user,
 ) -> None:
     client = await app_client(aiohttp_client, database_url, storage_dir)

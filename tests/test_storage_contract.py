@@ -153,7 +153,7 @@ def test_keys_never_leave_their_area(storage_dir: Path) -> None:
     assert storage.owner_of("elsewhere/x") is None
 
 
-async def test_s3_faults_are_told_apart(ceph_rgw: ceph.CephRGW, make_bucket) -> None:  # type: ignore[no-untyped-def]
+async def test_s3_faults_are_told_apart(ceph_rgw: ceph.CephRGW, make_bucket) -> None:
     """A missing bucket or refused credentials cannot work as configured; an unreachable server is a fault
     that passes (StorageUnavailable, retried)."""
     bucket = make_bucket()["STORAGE_URL"][5:].partition("/")[0]

@@ -21,17 +21,17 @@ def partial_size(storage_dir: Path) -> int:
     return sum(p.stat().st_size for p in storage_dir.rglob(".*.part"))
 
 
-async def held(conn, file_id: str) -> bool:  # type: ignore[no-untyped-def]
+async def held(conn, file_id: str) -> bool:
     return await conn.fetchval("SELECT worker_id IS NOT NULL FROM files WHERE id = $1", file_id)
 
 
-async def download(client, user, file_id: str) -> bytes:  # type: ignore[no-untyped-def]
+async def download(client, user, file_id: str) -> bytes:
     r = await client.get(f"/api/files/{file_id}/content", headers=user.headers)
     assert r.status == 200, await r.text()
     return await r.read()
 
 
-async def test_tus_upload_is_assembled_while_it_arrives(served, user, conn, storage_dir) -> None:  # type: ignore[no-untyped-def]
+async def test_tus_upload_is_assembled_while_it_arrives(served, user, conn, storage_dir) -> None:
     data = os.urandom(10 * CHUNK + 1234)
     path = await tus_create(served, user, len(data))
     file_id = upload_id(path)
@@ -56,7 +56,7 @@ async def test_tus_upload_is_assembled_while_it_arrives(served, user, conn, stor
 async def test_native_chunks_are_streamed_as_far_as_they_are_contiguous(
     served,
     user,
-    conn,  # type: ignore[no-untyped-def]
+    conn,
     storage_dir,
 ) -> None:
     data = os.urandom(8 * CHUNK + 99)
@@ -73,7 +73,7 @@ async def test_native_chunks_are_streamed_as_far_as_they_are_contiguous(
     assert await download(served, user, upload["id"]) == data
 
 
-async def test_a_wrong_declared_sha256_still_fails_the_streamed_file(served, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_a_wrong_declared_sha256_still_fails_the_streamed_file(served, user, conn) -> None:
     data = os.urandom(4 * CHUNK)
     upload = await create(served, user, data, sha256=sha256(b"other bytes"))
     await put_chunks(served, user, upload, data, checksum=False)
@@ -86,7 +86,7 @@ async def test_an_idle_upload_is_let_go_and_completes_the_usual_way(
     served,
     user,
     conn,
-    storage_dir,  # type: ignore[no-untyped-def]
+    storage_dir,
     monkeypatch,
 ) -> None:
     monkeypatch.setattr(streaming, "ACTIVE_SECONDS", 1.0)
@@ -104,7 +104,7 @@ async def test_an_idle_upload_is_let_go_and_completes_the_usual_way(
     assert await download(served, user, file_id) == data
 
 
-async def test_a_deleted_upload_stops_its_stream(served, user, conn, storage_dir) -> None:  # type: ignore[no-untyped-def]
+async def test_a_deleted_upload_stops_its_stream(served, user, conn, storage_dir) -> None:
     data = os.urandom(4 * CHUNK)
     path = await tus_create(served, user, 2 * len(data))
     assert (await patch(served, user, path, 0, data)).status == 204
@@ -123,11 +123,11 @@ async def _no_partial(storage_dir: Path) -> bool:
     return partial_size(storage_dir) == 0
 
 
-async def _released(conn, file_id: str, storage_dir: Path) -> bool:  # type: ignore[no-untyped-def]
+async def _released(conn, file_id: str, storage_dir: Path) -> bool:
     return not await held(conn, file_id) and partial_size(storage_dir) == 0
 
 
-async def test_a_hold_no_task_works_on_is_released(settings, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_a_hold_no_task_works_on_is_released(settings, user, conn) -> None:
     """A release that could not be recorded (the database was away when streaming stopped) must not keep
     the file from everyone while this worker lives: the sweep lets go of holds no task works on."""
     from service.db import create_pool

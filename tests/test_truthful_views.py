@@ -10,7 +10,7 @@ from tests.uploading import UPLOAD_ENV, jpeg, sha256, stored, upload, wait_for_s
 SETTINGS_ENV = UPLOAD_ENV
 
 
-async def test_a_failed_uploads_resume_view_holds_no_chunks_and_gives_the_error(served, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_a_failed_uploads_resume_view_holds_no_chunks_and_gives_the_error(served, user, conn) -> None:
     data = os.urandom(3 * 64 * 1024 + 5)
     file_id = await upload(served, user, data, sha256=sha256(b"something else"))
     assert (await wait_for_status(served, user, file_id))["status"] == "FAILED"
@@ -25,7 +25,7 @@ async def test_a_failed_uploads_resume_view_holds_no_chunks_and_gives_the_error(
 
 async def test_a_published_posts_files_are_readable_by_its_readers_a_drafts_are_not(
     served, make_user, user, conn
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     reader = await make_user()
     image = jpeg(64, 48)
     files = {}
@@ -56,5 +56,5 @@ async def test_a_published_posts_files_are_readable_by_its_readers_a_drafts_are_
     assert r.status == 404  # the status view and its metadata stay the owner's
 
 
-async def post_of(conn, file_id: str) -> str:  # type: ignore[no-untyped-def]
+async def post_of(conn, file_id: str) -> str:
     return await conn.fetchval("SELECT post_id FROM files WHERE id = $1", file_id)

@@ -61,7 +61,7 @@ async def node(tus_js: Path, command: str, **options: object) -> tuple[int, str,
     return process.returncode or 0, out.decode(), err.decode()
 
 
-async def completed(http: aiohttp.ClientSession, server, user, file_id: str) -> dict:  # type: ignore[no-untyped-def]
+async def completed(http: aiohttp.ClientSession, server, user, file_id: str) -> dict:
     """The file once the worker is done with it; its content must be downloadable."""
     deadline = time.monotonic() + 60
     while True:
@@ -74,13 +74,13 @@ async def completed(http: aiohttp.ClientSession, server, user, file_id: str) -> 
         assert time.monotonic() < deadline, f"file {file_id} still {body['status']}"
 
 
-async def content(http: aiohttp.ClientSession, server, user, file_id: str) -> bytes:  # type: ignore[no-untyped-def]
+async def content(http: aiohttp.ClientSession, server, user, file_id: str) -> bytes:
     r = await http.get(f"{server.url}/api/files/{file_id}/content", headers=user.headers)
     assert r.status == 200
     return await r.read()
 
 
-async def test_tus_js_client_killed_mid_patch_is_resumed_by_a_new_process(chunkd, user, conn, tus_js, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_tus_js_client_killed_mid_patch_is_resumed_by_a_new_process(chunkd, user, conn, tus_js, tmp_path) -> None:
     server = chunkd("serve", DEFAULT_CHUNK_SIZE="1MiB")
     data = os.urandom(6 * MiB + 12345)
     source, url_file = tmp_path / "clip.bin", tmp_path / "upload-url"
@@ -109,12 +109,12 @@ async def test_tus_js_client_killed_mid_patch_is_resumed_by_a_new_process(chunkd
         assert await content(http, server, user, file_id) == data
 
 
-async def _received_and_unlocked(conn, file_id: str) -> bool:  # type: ignore[no-untyped-def]
+async def _received_and_unlocked(conn, file_id: str) -> bool:
     received = await conn.fetchval("SELECT bytes_received FROM files WHERE id = $1", file_id)
     return received > 0 and await unlocked(conn, file_id)
 
 
-async def test_tus_js_client_parallel_uploads_are_concatenated(chunkd, user, conn, tus_js, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_tus_js_client_parallel_uploads_are_concatenated(chunkd, user, conn, tus_js, tmp_path) -> None:
     server = chunkd("serve", DEFAULT_CHUNK_SIZE="512KiB")
     data = os.urandom(5 * MiB + 777)
     source = tmp_path / "archive.bin"
@@ -141,7 +141,7 @@ async def test_tus_js_client_parallel_uploads_are_concatenated(chunkd, user, con
         assert await content(http, server, user, file_id) == data
 
 
-async def test_tuspy_with_checksums_stopped_and_resumed_by_a_new_client(chunkd, user, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_tuspy_with_checksums_stopped_and_resumed_by_a_new_client(chunkd, user, tmp_path) -> None:
     server = chunkd("serve", DEFAULT_CHUNK_SIZE="1MiB")
     image = noise_png(1400, 1000)  # about 4 MiB of incompressible PNG
     assert len(image) > 3 * MiB

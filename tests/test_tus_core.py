@@ -18,7 +18,7 @@ from tests.tus_support import (
 )
 
 
-async def test_options_advertises_the_server_without_auth_or_version(tus) -> None:  # type: ignore[no-untyped-def]
+async def test_options_advertises_the_server_without_auth_or_version(tus) -> None:
     for path in ("/api/tus/", "/api/tus", "/api/tus/some-id"):
         r = await tus.options(path, headers={"Tus-Resumable": "0.0.1"})  # ignored on OPTIONS
         assert r.status == 204
@@ -37,7 +37,7 @@ async def test_options_advertises_the_server_without_auth_or_version(tus) -> Non
         assert "Tus-Resumable" not in r.headers
 
 
-async def test_unsupported_or_missing_version_is_412_and_nothing_happens(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_unsupported_or_missing_version_is_412_and_nothing_happens(tus, user, conn) -> None:
     for version in ({"Tus-Resumable": "0.2.2"}, {}):
         r = await tus.post("/api/tus/", headers={**user.headers, **version, "Upload-Length": "10"})
         assert r.status == 412
@@ -54,7 +54,7 @@ async def test_unsupported_or_missing_version_is_412_and_nothing_happens(tus, us
     assert await stored_bytes(conn, upload_id(path)) == b""
 
 
-async def test_head_reports_offset_length_and_metadata_exactly(tus, user) -> None:  # type: ignore[no-untyped-def]
+async def test_head_reports_offset_length_and_metadata_exactly(tus, user) -> None:
     raw = metadata(filename="report.pdf", filetype="application/pdf") + ",is_confidential"
     path = await create(tus, user, 1000, **{"Upload-Metadata": raw})
     r = await patch(tus, user, path, 0, b"x" * 300)
@@ -70,7 +70,7 @@ async def test_head_reports_offset_length_and_metadata_exactly(tus, user) -> Non
     assert "Upload-Defer-Length" not in r.headers
 
 
-async def test_head_of_unknown_or_foreign_upload_is_404_without_offset(tus, user, make_user) -> None:  # type: ignore[no-untyped-def]
+async def test_head_of_unknown_or_foreign_upload_is_404_without_offset(tus, user, make_user) -> None:
     path = await create(tus, user, 10)
     stranger = await make_user()
     for who, where in ((user, "/api/tus/00000000-0000-0000-0000-000000000000"), (stranger, path)):
@@ -80,7 +80,7 @@ async def test_head_of_unknown_or_foreign_upload_is_404_without_offset(tus, user
         assert r.headers["Tus-Resumable"] == "1.0.0"
 
 
-async def test_patch_appends_and_answers_the_new_offset(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_patch_appends_and_answers_the_new_offset(tus, user, conn) -> None:
     data = os.urandom(3 * CHUNK + 1234)
     path = await create(tus, user, len(data))
     r = await patch(tus, user, path, 0, data[: CHUNK + 5])
@@ -99,7 +99,7 @@ async def test_patch_appends_and_answers_the_new_offset(tus, user, conn) -> None
     assert max(lengths) <= CHUNK and sum(lengths) == len(data)
 
 
-async def test_patch_needs_offset_octet_stream(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_patch_needs_offset_octet_stream(tus, user, conn) -> None:
     path = await create(tus, user, 10)
     r = await tus.patch(
         path,
@@ -111,7 +111,7 @@ async def test_patch_needs_offset_octet_stream(tus, user, conn) -> None:  # type
     assert (await file_row(conn, upload_id(path)))["bytes_received"] == 0
 
 
-async def test_patch_at_the_wrong_offset_is_409_and_changes_nothing(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_patch_at_the_wrong_offset_is_409_and_changes_nothing(tus, user, conn) -> None:
     path = await create(tus, user, 10)
     assert (await patch(tus, user, path, 0, b"01234")).status == 204
     for offset in (0, 3, 7):
@@ -125,14 +125,14 @@ async def test_patch_at_the_wrong_offset_is_409_and_changes_nothing(tus, user, c
     assert (await file_row(conn, upload_id(path)))["bytes_received"] == 5
 
 
-async def test_patch_past_the_length_is_413(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_patch_past_the_length_is_413(tus, user, conn) -> None:
     path = await create(tus, user, 10)
     r = await patch(tus, user, path, 0, b"0123456789AB")
     assert r.status == 413 and (await r.json())["code"] == "TUS_LENGTH_EXCEEDED"
     assert (await file_row(conn, upload_id(path)))["bytes_received"] == 0
 
 
-async def test_x_http_method_override(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_x_http_method_override(tus, user, conn) -> None:
     """Clients behind proxies that only pass GET/POST tunnel PATCH, HEAD and DELETE through POST."""
     path = await create(tus, user, 6)
     r = await tus.post(
@@ -152,7 +152,7 @@ async def test_x_http_method_override(tus, user, conn) -> None:  # type: ignore[
     assert await file_row(conn, upload_id(other)) is None
 
 
-async def test_unsupported_method_is_405_with_allow(tus, user) -> None:  # type: ignore[no-untyped-def]
+async def test_unsupported_method_is_405_with_allow(tus, user) -> None:
     path = await create(tus, user, 6)
     r = await tus.get(path, headers={**user.headers, **TUS})
     assert r.status == 405 and set(r.headers["Allow"].split(", ")) == {"DELETE", "HEAD", "OPTIONS", "PATCH"}
@@ -160,7 +160,7 @@ async def test_unsupported_method_is_405_with_allow(tus, user) -> None:  # type:
     assert r.status == 405 and r.headers["Tus-Resumable"] == "1.0.0"
 
 
-async def test_bearer_token_required_and_uploads_are_private(tus, user, make_user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_bearer_token_required_and_uploads_are_private(tus, user, make_user, conn) -> None:
     r = await tus.post("/api/tus/", headers={**TUS, "Upload-Length": "10"})
     assert r.status == 401 and r.headers["Tus-Resumable"] == "1.0.0"
     assert (await r.json())["code"] == "UNAUTHORIZED"
@@ -174,7 +174,7 @@ async def test_bearer_token_required_and_uploads_are_private(tus, user, make_use
     assert row["bytes_received"] == 0 and row["uploaded_by_id"] == user.id
 
 
-async def test_a_tus_upload_is_a_file_but_not_a_native_upload(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_a_tus_upload_is_a_file_but_not_a_native_upload(tus, user, conn) -> None:
     """Same files table, same /api/files/{id}; but each protocol's write endpoints keep to their own
     uploads (fixed-index chunk PUTs would corrupt a tus upload's appended chunks, and back)."""
     path = await create(tus, user, 10, **{"Upload-Metadata": metadata(filename="notes.txt")})

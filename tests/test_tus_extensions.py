@@ -37,7 +37,7 @@ def checksum(algorithm: str, data: bytes) -> dict[str, str]:
 # creation
 
 
-async def test_creation_answers_201_with_an_absolute_location(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_creation_answers_201_with_an_absolute_location(tus, user, conn) -> None:
     r = await tus.post("/api/tus/", headers={**user.headers, **TUS, "Upload-Length": "100"})
     assert r.status == 201 and r.headers["Tus-Resumable"] == "1.0.0"
     location = r.headers["Location"]
@@ -54,7 +54,7 @@ async def test_creation_answers_201_with_an_absolute_location(tus, user, conn) -
     assert row["chunk_size"] == CHUNK and row["path"].endswith(row["filename"])
 
 
-async def test_creation_needs_exactly_one_of_length_and_defer(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_creation_needs_exactly_one_of_length_and_defer(tus, user, conn) -> None:
     for sizing in (
         {},
         {"Upload-Length": "10", "Upload-Defer-Length": "1"},
@@ -70,7 +70,7 @@ async def test_creation_needs_exactly_one_of_length_and_defer(tus, user, conn) -
     assert await conn.fetchval("SELECT count(*) FROM files") == 0
 
 
-async def test_metadata_maps_filename_and_filetype(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_metadata_maps_filename_and_filetype(tus, user, conn) -> None:
     path = await create(
         tus,
         user,
@@ -81,7 +81,7 @@ async def test_metadata_maps_filename_and_filetype(tus, user, conn) -> None:  # 
     assert (row["original_name"], row["mimetype"], row["type"]) == ("ストーン.jpg", "image/jpeg", "IMAGE")
 
 
-async def test_malformed_metadata_is_400(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_malformed_metadata_is_400(tus, user, conn) -> None:
     bad = [
         f"filename {b64('a')},filename {b64('b')}",  # duplicate key
         f"file name {b64('a')}",  # a space in the key
@@ -97,7 +97,7 @@ async def test_malformed_metadata_is_400(tus, user, conn) -> None:  # type: igno
     assert await conn.fetchval("SELECT count(*) FROM files") == 0
 
 
-async def test_empty_upload_is_complete_at_once(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_empty_upload_is_complete_at_once(tus, user, conn) -> None:
     path = await create(tus, user, 0)
     row = await file_row(conn, upload_id(path))
     assert row["status"] == "PROCESSING" and row["expires_at"] is None
@@ -109,7 +109,7 @@ async def test_empty_upload_is_complete_at_once(tus, user, conn) -> None:  # typ
 # creation-with-upload
 
 
-async def test_creation_with_upload_stores_the_body(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_creation_with_upload_stores_the_body(tus, user, conn) -> None:
     data = os.urandom(2 * CHUNK + 7)
     r = await tus.post(
         "/api/tus/", data=data[: CHUNK + 3], headers={**user.headers, **TUS, **STREAM, "Upload-Length": str(len(data))}
@@ -121,7 +121,7 @@ async def test_creation_with_upload_stores_the_body(tus, user, conn) -> None:  #
     assert (await file_row(conn, upload_id(path)))["status"] == "PROCESSING"
 
 
-async def test_creation_with_upload_and_a_bad_checksum_keeps_the_upload_empty(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_creation_with_upload_and_a_bad_checksum_keeps_the_upload_empty(tus, user, conn) -> None:
     r = await tus.post(
         "/api/tus/",
         data=b"hello",
@@ -136,7 +136,7 @@ async def test_creation_with_upload_and_a_bad_checksum_keeps_the_upload_empty(tu
 # creation-defer-length
 
 
-async def test_deferred_length_is_declared_once_by_a_patch(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_deferred_length_is_declared_once_by_a_patch(tus, user, conn) -> None:
     path = await create(tus, user, None, **{"Upload-Defer-Length": "1"})
     r = await tus.head(path, headers={**user.headers, **TUS})
     assert r.headers["Upload-Defer-Length"] == "1" and "Upload-Length" not in r.headers
@@ -161,7 +161,7 @@ async def test_deferred_length_is_declared_once_by_a_patch(tus, user, conn) -> N
 # expiration
 
 
-async def test_upload_expires_on_post_and_every_patch(tus, user, settings) -> None:  # type: ignore[no-untyped-def]
+async def test_upload_expires_on_post_and_every_patch(tus, user, settings) -> None:
     r = await tus.post("/api/tus/", headers={**user.headers, **TUS, "Upload-Length": "4"})
     expires = parsedate_to_datetime(r.headers["Upload-Expires"])
     assert r.headers["Upload-Expires"].endswith(" GMT")
@@ -173,7 +173,7 @@ async def test_upload_expires_on_post_and_every_patch(tus, user, settings) -> No
     assert r.status == 204 and "Upload-Expires" not in r.headers
 
 
-async def test_expired_upload_is_410(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_expired_upload_is_410(tus, user, conn) -> None:
     path = await create(tus, user, 4)
     await conn.execute("UPDATE files SET expires_at = now() - interval '1 second' WHERE id = $1", upload_id(path))
     r = await tus.head(path, headers={**user.headers, **TUS})
@@ -186,7 +186,7 @@ async def test_expired_upload_is_410(tus, user, conn) -> None:  # type: ignore[n
 # checksum
 
 
-async def test_checksums_of_each_algorithm_are_verified(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_checksums_of_each_algorithm_are_verified(tus, user, conn) -> None:
     data = os.urandom(3 * CHUNK + 10)
     path = await create(tus, user, len(data))
     offset = 0
@@ -200,7 +200,7 @@ async def test_checksums_of_each_algorithm_are_verified(tus, user, conn) -> None
     assert await stored_bytes(conn, upload_id(path)) == data
 
 
-async def test_checksum_mismatch_is_460_and_discards_the_whole_body(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_checksum_mismatch_is_460_and_discards_the_whole_body(tus, user, conn) -> None:
     data = os.urandom(CHUNK * 3 + 99)  # several chunk rows are written, then rolled back
     path = await create(tus, user, len(data) + 1)
     assert (await patch(tus, user, path, 0, b"!")).status == 204
@@ -214,7 +214,7 @@ async def test_checksum_mismatch_is_460_and_discards_the_whole_body(tus, user, c
     assert r.status == 204 and await stored_bytes(conn, upload_id(path)) == b"!" + data
 
 
-async def test_unknown_or_malformed_checksum_is_400(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_unknown_or_malformed_checksum_is_400(tus, user, conn) -> None:
     path = await create(tus, user, 5)
     for header in ("crc32 AAAAAA==", "sha1 not*base64", f"sha1 {b64(b'short')}", "sha256"):
         r = await patch(tus, user, path, 0, b"hello", **{"Upload-Checksum": header})
@@ -223,7 +223,7 @@ async def test_unknown_or_malformed_checksum_is_400(tus, user, conn) -> None:  #
     assert (await file_row(conn, upload_id(path)))["bytes_received"] == 0
 
 
-async def test_a_cut_off_body_with_a_checksum_keeps_nothing(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_a_cut_off_body_with_a_checksum_keeps_nothing(tus, user, conn) -> None:
     data = os.urandom(3 * CHUNK)
     path = await create(tus, user, len(data))
     request = await raw_patch(tus, user, path, 0, len(data), **checksum("sha1", data))
@@ -237,7 +237,7 @@ async def test_a_cut_off_body_with_a_checksum_keeps_nothing(tus, user, conn) -> 
 # termination
 
 
-async def test_termination_removes_the_upload(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_termination_removes_the_upload(tus, user, conn) -> None:
     path = await create(tus, user, 10)
     assert (await patch(tus, user, path, 0, b"01234")).status == 204
     r = await tus.delete(path, headers={**user.headers, **TUS})
@@ -248,14 +248,14 @@ async def test_termination_removes_the_upload(tus, user, conn) -> None:  # type:
     assert await conn.fetchval("SELECT count(*) FROM file_chunks WHERE file_id = $1", upload_id(path)) == 0
 
 
-async def test_termination_of_a_finished_upload(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_termination_of_a_finished_upload(tus, user, conn) -> None:
     path = await create(tus, user, 3)
     assert (await patch(tus, user, path, 0, b"abc")).status == 204
     assert (await tus.delete(path, headers={**user.headers, **TUS})).status == 204
     assert await file_row(conn, upload_id(path)) is None
 
 
-async def test_termination_during_an_active_patch(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_termination_during_an_active_patch(tus, user, conn) -> None:
     """The writer is still receiving (not stalled), yet DELETE stops it at once and wins."""
     path = await create(tus, user, 60 * CHUNK)
     request = await raw_patch(tus, user, path, 0, 60 * CHUNK)
@@ -285,13 +285,13 @@ async def test_termination_during_an_active_patch(tus, user, conn) -> None:  # t
 # concatenation
 
 
-async def _partial(tus, user, data: bytes) -> str:  # type: ignore[no-untyped-def]
+async def _partial(tus, user, data: bytes) -> str:
     path = await create(tus, user, len(data), **{"Upload-Concat": "partial"})
     assert (await patch(tus, user, path, 0, data)).status == 204
     return path
 
 
-async def test_concatenation_joins_partials_without_copying_bytes(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_concatenation_joins_partials_without_copying_bytes(tus, user, conn) -> None:
     parts = [os.urandom(n) for n in (3 * CHUNK + 1, 17, 2 * CHUNK)]
     paths = await asyncio.gather(*(_partial(tus, user, p) for p in parts))  # uploaded in parallel
     r = await tus.head(paths[0], headers={**user.headers, **TUS})
@@ -337,7 +337,7 @@ async def test_concatenation_joins_partials_without_copying_bytes(tus, user, con
     assert r.status == 403 and (await r.json())["code"] == "TUS_UPLOAD_IS_FINAL"
 
 
-async def test_concatenation_refuses_bad_partials(tus, user, make_user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_concatenation_refuses_bad_partials(tus, user, make_user, conn) -> None:
     done = await _partial(tus, user, b"done")
     unfinished = await create(tus, user, 10, **{"Upload-Concat": "partial"})
     plain = await create(tus, user, 0)
@@ -365,7 +365,7 @@ async def test_concatenation_refuses_bad_partials(tus, user, make_user, conn) ->
     assert await stored_bytes(conn, upload_id(done)) == b"done"  # untouched
 
 
-async def test_behind_a_proxy_urls_are_the_public_ones(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_behind_a_proxy_urls_are_the_public_ones(tus, user, conn) -> None:
     """A TLS-terminating proxy forwards X-Forwarded-Proto/-Host: Location and Upload-Concat URLs use
     them, so browsers get https URLs and can name partials by the URLs they were given."""
     proxy = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "files.example"}

@@ -27,15 +27,15 @@ from tests.tus_support import (
 )
 
 
-async def _offset(conn, path: str) -> int:  # type: ignore[no-untyped-def]
+async def _offset(conn, path: str) -> int:
     return (await file_row(conn, upload_id(path)))["bytes_received"]
 
 
-async def _locked(conn, path: str) -> bool:  # type: ignore[no-untyped-def]
+async def _locked(conn, path: str) -> bool:
     return not await unlocked(conn, upload_id(path))
 
 
-async def test_a_disconnect_mid_patch_keeps_every_byte_received(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_a_disconnect_mid_patch_keeps_every_byte_received(tus, user, conn) -> None:
     data = os.urandom(5 * CHUNK)
     path = await create(tus, user, len(data))
     sent = 2 * CHUNK + 777  # two full chunk rows and a part of the third
@@ -53,7 +53,7 @@ async def test_a_disconnect_mid_patch_keeps_every_byte_received(tus, user, conn)
     assert r.status == 204 and await stored_bytes(conn, upload_id(path)) == data
 
 
-async def test_a_real_server_keeps_the_bytes_of_a_client_that_hangs_up(chunkd, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_a_real_server_keeps_the_bytes_of_a_client_that_hangs_up(chunkd, user, conn) -> None:
     """`chunkd serve` as deployed: the hang-up comes while the request may still be in auth or
     waiting in the socket; whatever reached the server is stored all the same."""
     server = chunkd("serve", DEFAULT_CHUNK_SIZE="1MiB")
@@ -71,11 +71,11 @@ async def test_a_real_server_keeps_the_bytes_of_a_client_that_hangs_up(chunkd, u
     assert await stored_bytes(conn, upload_id(path)) == data[:sent]
 
 
-async def _offset_is(conn, path: str, expected: int) -> bool:  # type: ignore[no-untyped-def]
+async def _offset_is(conn, path: str, expected: int) -> bool:
     return await _offset(conn, path) == expected
 
 
-async def test_a_body_that_goes_quiet_times_out_and_keeps_its_bytes(tus_app, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_a_body_that_goes_quiet_times_out_and_keeps_its_bytes(tus_app, user, conn) -> None:
     tus = await tus_app(BODY_RATE_WINDOW="1s")
     path = await create(tus, user, 10_000)
     request = await raw_patch(tus, user, path, 0, 10_000)
@@ -88,7 +88,7 @@ async def test_a_body_that_goes_quiet_times_out_and_keeps_its_bytes(tus_app, use
     assert await _offset(conn, path) == 1500
 
 
-async def test_two_concurrent_patches_one_wins_the_other_is_locked_out(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_two_concurrent_patches_one_wins_the_other_is_locked_out(tus, user, conn) -> None:
     pieces, size = 100, 1000  # the first body trickles in for ~2 s, longer than a request waits for the lock
     tus.server.app[tus_locks_key].stall_after = 1.0  # a slow CI machine must not make the trickle look stalled
     path = await create(tus, user, pieces * size)
@@ -115,7 +115,7 @@ async def test_two_concurrent_patches_one_wins_the_other_is_locked_out(tus, user
     assert await stored_bytes(conn, upload_id(path)) == first_body
 
 
-async def test_a_stalled_patch_is_taken_over_by_a_head(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_a_stalled_patch_is_taken_over_by_a_head(tus, user, conn) -> None:
     data = os.urandom(10_000)
     path = await create(tus, user, len(data))
     stale = await raw_patch(tus, user, path, 0, len(data))
@@ -134,7 +134,7 @@ async def test_a_stalled_patch_is_taken_over_by_a_head(tus, user, conn) -> None:
     assert r.status == 204 and await stored_bytes(conn, upload_id(path)) == data
 
 
-async def test_a_stalled_patch_is_taken_over_by_a_new_patch(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_a_stalled_patch_is_taken_over_by_a_new_patch(tus, user, conn) -> None:
     data = os.urandom(3 * CHUNK)
     path = await create(tus, user, len(data))
     stale = await raw_patch(tus, user, path, 0, len(data))
@@ -150,7 +150,7 @@ async def test_a_stalled_patch_is_taken_over_by_a_new_patch(tus, user, conn) -> 
     assert await stored_bytes(conn, upload_id(path)) == data
 
 
-async def test_takeover_reaches_a_writer_in_another_process(chunkd, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_takeover_reaches_a_writer_in_another_process(chunkd, user, conn) -> None:
     """Two servers on one database: the HEAD on the second makes the first's stalled PATCH let go,
     through NOTIFY — the second process has no writer of its own to ask."""
     first, second = chunkd("serve"), chunkd("serve")
@@ -171,7 +171,7 @@ async def test_takeover_reaches_a_writer_in_another_process(chunkd, user, conn) 
             await stale.close()
 
 
-async def test_completion_happens_exactly_once(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_completion_happens_exactly_once(tus, user, conn) -> None:
     ready: list[str] = []
     await conn.add_listener("files_ready", lambda *args: ready.append(args[3]))
     path = await create(tus, user, 6)
@@ -186,10 +186,10 @@ async def test_completion_happens_exactly_once(tus, user, conn) -> None:  # type
     assert (await file_row(conn, upload_id(path)))["status"] == "PROCESSING"
 
 
-async def test_an_aborted_patch_is_counted_as_499_not_400(tus, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_an_aborted_patch_is_counted_as_499_not_400(tus, user, conn) -> None:
     """A browser that aborts its PATCH has gone away: nginx's 499 in the metrics and the log, not a 400."""
 
-    def patches(samples, status: str) -> float:  # type: ignore[no-untyped-def]
+    def patches(samples, status: str) -> float:
         return samples.get(
             (
                 "chunkd_http_requests_total",

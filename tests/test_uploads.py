@@ -15,7 +15,7 @@ CHUNK = 64 * 1024
 SETTINGS_ENV = {**UPLOAD_ENV, "MAX_UPLOAD_SIZE": "10MiB"}
 
 
-async def test_create_upload(client, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_create_upload(client, user, conn) -> None:
     body = await create(client, user, b"x" * (CHUNK * 2 + 10), "report.pdf", sha256="A" * 64)
     assert body["status"] == "UPLOADING" and body["chunk_size"] == CHUNK and body["total_chunks"] == 3
     assert body["bytes_received"] == 0 and body["expires_at"] and body["sha256"] == "a" * 64
@@ -25,7 +25,7 @@ async def test_create_upload(client, user, conn) -> None:  # type: ignore[no-unt
     assert "report" not in row["filename"] and row["path"].endswith(row["filename"])  # generated blob names
 
 
-async def test_create_upload_refusals(client, user) -> None:  # type: ignore[no-untyped-def]
+async def test_create_upload_refusals(client, user) -> None:
     cases = [
         ({"size": 10}, 422, "VALIDATION_FAILED"),
         ({"filename": "", "size": 10}, 422, "VALIDATION_FAILED"),
@@ -56,7 +56,7 @@ async def test_create_upload_refusals(client, user) -> None:  # type: ignore[no-
     assert (await client.post("/api/uploads", json={"filename": "a", "size": 1})).status == 401
 
 
-async def test_attach_to_own_post_only(client, user, make_user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_attach_to_own_post_only(client, user, make_user, conn) -> None:
     other = await make_user()
     post_id = await insert_post(conn, user.id, "p", published=False)
     ok = await create(client, user, b"abc", post_id=post_id)
@@ -65,14 +65,14 @@ async def test_attach_to_own_post_only(client, user, make_user, conn) -> None:  
     assert r.status == 422 and (await r.json())["field"] == "post_id"
 
 
-async def test_empty_file_is_complete_at_once(client, user) -> None:  # type: ignore[no-untyped-def]
+async def test_empty_file_is_complete_at_once(client, user) -> None:
     body = await create(client, user, b"", "empty.txt")
     assert body["status"] == "PROCESSING" and body["total_chunks"] == 0
     r = await client.get(f"/api/uploads/{body['id']}", headers=user.headers)
     assert (await r.json())["missing"] == []
 
 
-async def test_resume_after_gaps(client, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_resume_after_gaps(client, user, conn) -> None:
     data = os.urandom(CHUNK * 5 + 123)
     upload = await create(client, user, data)
     await put_chunks(client, user, upload, data, indexes=[0, 2, 5])
@@ -101,7 +101,7 @@ async def test_resume_after_gaps(client, user, conn) -> None:  # type: ignore[no
     assert r.status == 409 and (await r.json())["code"] == "UPLOAD_CLOSED"
 
 
-async def test_every_bad_chunk_is_refused_and_changes_nothing(client, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_every_bad_chunk_is_refused_and_changes_nothing(client, user, conn) -> None:
     data = os.urandom(CHUNK * 2 + 100)
     upload = await create(client, user, data)
     url = f"/api/uploads/{upload['id']}/chunks"
@@ -148,7 +148,7 @@ async def test_every_bad_chunk_is_refused_and_changes_nothing(client, user, conn
     ) == before
 
 
-async def test_parallel_puts_keep_bytes_received_exact(client, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_parallel_puts_keep_bytes_received_exact(client, user, conn) -> None:
     data = os.urandom(CHUNK * 12)
     upload = await create(client, user, data)
     # Every chunk twice, all at once: each counts exactly once.
@@ -164,7 +164,7 @@ async def test_parallel_puts_keep_bytes_received_exact(client, user, conn) -> No
     assert len(await stored(conn, upload["id"])) == 12
 
 
-async def test_disconnect_mid_chunk_leaves_no_row(client, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_disconnect_mid_chunk_leaves_no_row(client, user, conn) -> None:
     data = os.urandom(CHUNK)
     upload = await create(client, user, data + b"more")
     _reader, writer = await asyncio.open_connection(client.host, client.port)
@@ -184,7 +184,7 @@ async def test_disconnect_mid_chunk_leaves_no_row(client, user, conn) -> None:  
     assert r.status == 201  # the client resumes with the same chunk
 
 
-async def test_only_the_owner_touches_an_upload(client, user, make_user, admin) -> None:  # type: ignore[no-untyped-def]
+async def test_only_the_owner_touches_an_upload(client, user, make_user, admin) -> None:
     data = os.urandom(100)
     upload = await create(client, user, data)
     for someone in (await make_user(), admin):
@@ -199,7 +199,7 @@ async def test_only_the_owner_touches_an_upload(client, user, make_user, admin) 
     assert (await client.get("/api/uploads/nope", headers=user.headers)).status == 404
 
 
-async def test_expired_upload_is_gone(client, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_expired_upload_is_gone(client, user, conn) -> None:
     data = os.urandom(100)
     upload = await create(client, user, data)
     await conn.execute("UPDATE files SET expires_at = now() - interval '1 second' WHERE id = $1", upload["id"])
@@ -212,7 +212,7 @@ async def test_expired_upload_is_gone(client, user, conn) -> None:  # type: igno
     assert (await client.delete(f"/api/uploads/{upload['id']}", headers=user.headers)).status == 204
 
 
-async def test_abort_removes_row_and_chunks(client, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_abort_removes_row_and_chunks(client, user, conn) -> None:
     data = os.urandom(CHUNK * 2)
     upload = await create(client, user, data)
     await put_chunks(client, user, upload, data, indexes=[1])
@@ -223,7 +223,7 @@ async def test_abort_removes_row_and_chunks(client, user, conn) -> None:  # type
     assert (await client.get(f"/api/uploads/{upload['id']}", headers=user.headers)).status == 404
 
 
-async def test_sha256_given_at_complete(client, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_sha256_given_at_complete(client, user, conn) -> None:
     """A client may start sending before it has hashed the file: the whole file's SHA-256 comes with
     complete, is kept for the worker's check, and must agree with one declared at creation."""
     data = os.urandom(CHUNK * 2 + 7)

@@ -13,7 +13,7 @@ from tests.support import insert_chunk, insert_file, insert_post
 USER_KEYS = {"id", "email", "name", "role", "is_active", "created_at", "updated_at"}
 
 
-async def test_me_has_posts_and_files(client, conn: asyncpg.Connection, user) -> None:  # type: ignore[no-untyped-def]
+async def test_me_has_posts_and_files(client, conn: asyncpg.Connection, user) -> None:
     post_id = await insert_post(conn, user.id, "Hello")
     file = await insert_file(conn, user.id, status="UPLOADING", name="movie.mp4")
     r = await client.get("/api/users/me", headers=user.headers)
@@ -25,7 +25,7 @@ async def test_me_has_posts_and_files(client, conn: asyncpg.Connection, user) ->
     assert body["files"] == [{"id": file["id"], "original_name": "movie.mp4", "type": "IMAGE", "status": "UPLOADING"}]
 
 
-async def test_admin_routes_refuse_non_admins(client, user, admin) -> None:  # type: ignore[no-untyped-def]
+async def test_admin_routes_refuse_non_admins(client, user, admin) -> None:
     for method, path in (
         ("GET", "/api/users"),
         ("GET", f"/api/users/{admin.id}"),
@@ -39,7 +39,7 @@ async def test_admin_routes_refuse_non_admins(client, user, admin) -> None:  # t
         assert r.status == 401, path
 
 
-async def test_list_users_paginates(client, make_user, admin) -> None:  # type: ignore[no-untyped-def]
+async def test_list_users_paginates(client, make_user, admin) -> None:
     for _ in range(4):
         await make_user()
     r = await client.get("/api/users?page=2&limit=2", headers=admin.headers)
@@ -57,7 +57,7 @@ async def test_list_users_paginates(client, make_user, admin) -> None:  # type: 
         assert r.status == 422 and body["field"] == query.split("=")[0], query
 
 
-async def test_get_and_patch_user(client, conn: asyncpg.Connection, make_user, admin) -> None:  # type: ignore[no-untyped-def]
+async def test_get_and_patch_user(client, conn: asyncpg.Connection, make_user, admin) -> None:
     user = await make_user()
     other = await make_user()
     r = await client.get(f"/api/users/{user.id}", headers=admin.headers)
@@ -105,7 +105,7 @@ async def test_get_and_patch_user(client, conn: asyncpg.Connection, make_user, a
 
 async def test_delete_user_cascades_rows_and_removes_blobs(
     client, conn: asyncpg.Connection, make_user, admin, storage_dir: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     user = await make_user()
     bystander = await make_user()
     await conn.execute("INSERT INTO user_preferences (user_id) VALUES ($1)", user.id)
@@ -141,7 +141,7 @@ async def test_delete_user_cascades_rows_and_removes_blobs(
     assert r.status == 409 and (await r.json())["code"] == "SELF_LOCKOUT"
 
 
-async def test_user_stats(client, make_user, admin) -> None:  # type: ignore[no-untyped-def]
+async def test_user_stats(client, make_user, admin) -> None:
     await make_user()
     await make_user(is_active=False)
     await make_user(role="ADMIN")

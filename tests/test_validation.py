@@ -21,7 +21,7 @@ async def echo(request: web.Request) -> web.Response:
     return web.json_response({"body": await read_json(request, *SCHEMA), **read_page(request).pagination(95)})
 
 
-async def test_read_json_and_read_page(aiohttp_client, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+async def test_read_json_and_read_page(aiohttp_client, settings: Settings) -> None:
     app = create_app(settings)
     app.router.add_post("/test/echo", echo)
     client = await aiohttp_client(app)

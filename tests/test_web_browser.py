@@ -122,7 +122,7 @@ def jpeg(path: Path) -> Path:
     return path
 
 
-async def test_sign_in_upload_two_files_see_them_completed_and_delete_one(  # type: ignore[no-untyped-def]
+async def test_sign_in_upload_two_files_see_them_completed_and_delete_one(
     browser, chunkd, make_user, conn, tmp_path
 ) -> None:
     server = chunkd("serve")
@@ -195,9 +195,7 @@ async def test_sign_in_upload_two_files_see_them_completed_and_delete_one(  # ty
     assert page.problems == []
 
 
-async def test_reload_in_the_middle_of_a_50_mib_upload_resumes_it(  # type: ignore[no-untyped-def]
-    browser, chunkd, make_user, conn, tmp_path
-) -> None:
+async def test_reload_in_the_middle_of_a_50_mib_upload_resumes_it(browser, chunkd, make_user, conn, tmp_path) -> None:
     server = chunkd("serve")
     user = await make_user()
     data = os.urandom(50 * MiB)
@@ -259,14 +257,12 @@ async def test_reload_in_the_middle_of_a_50_mib_upload_resumes_it(  # type: igno
     assert hashlib.sha256(path.read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
 
 
-async def test_admin_dashboard_shows_the_api_numbers(  # type: ignore[no-untyped-def]
-    browser, chunkd, make_user, conn, tmp_path
-) -> None:
+async def test_admin_dashboard_shows_the_api_numbers(browser, chunkd, make_user, conn, tmp_path) -> None:
     server = chunkd("serve", "--no-worker")  # the rows made below stay as they are
     admin = await make_user(role="ADMIN")
     owner = await make_user()
     await insert_file(conn, owner.id, size=3 * MiB)
-    await insert_file(conn, owner.id, size=1500, created_at=datetime.now(UTC) - timedelta(days=40))  # type: ignore[arg-type]
+    await insert_file(conn, owner.id, size=1500, created_at=datetime.now(UTC) - timedelta(days=40))
     await insert_file(conn, owner.id, status="PROCESSING", size=70_000)
     failed = await insert_file(conn, owner.id, status="FAILED", name="broken.jpg", size=999)
     await conn.execute(
@@ -332,7 +328,7 @@ async def test_admin_dashboard_shows_the_api_numbers(  # type: ignore[no-untyped
     assert page.problems == []
 
 
-async def test_regular_users_are_refused_the_dashboard(browser, chunkd, make_user, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_regular_users_are_refused_the_dashboard(browser, chunkd, make_user, tmp_path) -> None:
     server = chunkd("serve", "--no-worker")
     user = await make_user()
     page = await open_page(browser, server.url + "/")
@@ -348,7 +344,7 @@ async def test_regular_users_are_refused_the_dashboard(browser, chunkd, make_use
     assert (await call(server, "GET", "/api/admin/stats/queue", user.token))[0] == 403  # the API refuses too
 
 
-async def test_tokens_are_refreshed_and_a_revoked_session_returns_to_the_form(  # type: ignore[no-untyped-def]
+async def test_tokens_are_refreshed_and_a_revoked_session_returns_to_the_form(
     browser, chunkd, make_user, tmp_path
 ) -> None:
     server = chunkd("serve", "--no-worker", ACCESS_TOKEN_TTL="4s")
@@ -372,9 +368,7 @@ async def test_tokens_are_refreshed_and_a_revoked_session_returns_to_the_form(  
     await page.screenshot(path=tmp_path / "signed-out.png")
 
 
-async def test_register_drop_a_file_and_problem_details_are_shown(  # type: ignore[no-untyped-def]
-    browser, chunkd, make_user, conn
-) -> None:
+async def test_register_drop_a_file_and_problem_details_are_shown(browser, chunkd, make_user, conn) -> None:
     server = chunkd("serve", "--no-worker")  # the dropped file waits in PROCESSING until a worker starts
     taken = await make_user()
     page = await open_page(browser, server.url + "/")

@@ -9,7 +9,7 @@ import re
 from service import webui
 
 
-async def test_pages_are_served_with_a_strict_policy(client) -> None:  # type: ignore[no-untyped-def]
+async def test_pages_are_served_with_a_strict_policy(client) -> None:
     for path in ("/", "/admin"):
         response = await client.get(path)
         assert response.status == 200 and response.content_type == "text/html"
@@ -21,7 +21,7 @@ async def test_pages_are_served_with_a_strict_policy(client) -> None:  # type: i
         assert not re.search(r"<script(?![^>]*\bsrc=)", html), "inline script: the CSP would block it"
 
 
-async def test_assets_have_versioned_urls_and_are_cached_for_a_year(client) -> None:  # type: ignore[no-untyped-def]
+async def test_assets_have_versioned_urls_and_are_cached_for_a_year(client) -> None:
     html = await (await client.get("/")).text()
     assets = re.findall(r'(?:src|href)="(/static/[^"]+)"', html)
     assert {a.split("?")[0] for a in assets} >= {"/static/app.css", "/static/api.js", "/static/index.js"}
@@ -38,7 +38,7 @@ async def test_assets_have_versioned_urls_and_are_cached_for_a_year(client) -> N
     assert unversioned.headers["Cache-Control"] == "no-cache"
 
 
-async def test_the_upload_client_comes_from_npm(client) -> None:  # type: ignore[no-untyped-def]
+async def test_the_upload_client_comes_from_npm(client) -> None:
     html = await (await client.get("/")).text()
     installed = webui.vendor_files()
     if installed:
@@ -54,7 +54,7 @@ async def test_the_upload_client_comes_from_npm(client) -> None:  # type: ignore
     assert (await missing.json())["detail"].startswith("not-a-library.js is not installed")
 
 
-async def test_pages_without_the_upload_client_say_how_to_get_it(client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def test_pages_without_the_upload_client_say_how_to_get_it(client, monkeypatch) -> None:
     monkeypatch.setattr(webui, "NODE_MODULES", webui.WEB_DIR / "not-installed")
     pages = webui.render_pages(client.server.app.router["static"])
     html = pages.html["/"].decode()
@@ -63,7 +63,7 @@ async def test_pages_without_the_upload_client_say_how_to_get_it(client, monkeyp
     assert "make install" in line and "npm ci" in line
 
 
-async def test_api_is_untouched(client, user) -> None:  # type: ignore[no-untyped-def]
+async def test_api_is_untouched(client, user) -> None:
     listed, refused = await client.get("/api/files", headers=user.headers), await client.get("/api/files")
     assert listed.status == 200 and refused.status == 401
     for response in (listed, refused):

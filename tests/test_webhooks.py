@@ -75,13 +75,13 @@ async def receiver(**answers: list[int | str]) -> AsyncIterator[Receiver]:
         await runner.cleanup()
 
 
-async def register(client, user, url: str, events: list[str], **extra) -> dict:  # type: ignore[no-untyped-def]
+async def register(client, user, url: str, events: list[str], **extra) -> dict:
     r = await client.post("/api/webhooks", headers=user.headers, json={"url": url, "events": events, **extra})
     assert r.status == 201, await r.text()
     return await r.json()
 
 
-async def settled(client, user, webhook_id: str, timeout: float = 20) -> list[dict]:  # type: ignore[no-untyped-def]
+async def settled(client, user, webhook_id: str, timeout: float = 20) -> list[dict]:
     """The webhook's deliveries once none is pending (the receiver may have answered before the
     worker recorded the answer)."""
     deadline = time.monotonic() + timeout
@@ -94,7 +94,7 @@ async def settled(client, user, webhook_id: str, timeout: float = 20) -> list[di
         await asyncio.sleep(0.2)
 
 
-async def test_file_completed_arrives_signed_and_again_after_a_500(served, user, make_user) -> None:  # type: ignore[no-untyped-def]
+async def test_file_completed_arrives_signed_and_again_after_a_500(served, user, make_user) -> None:
     other = await make_user()
     async with receiver(file_completed=[500]) as hook:
         webhook = await register(served, user, hook.url, ["file.completed", "upload.created"], description="mine")
@@ -129,7 +129,7 @@ async def test_file_completed_arrives_signed_and_again_after_a_500(served, user,
     assert completed["file_id"] == file_id and completed["delivered_at"]
 
 
-async def test_an_admins_webhook_may_hear_everyones_files(served, user, admin) -> None:  # type: ignore[no-untyped-def]
+async def test_an_admins_webhook_may_hear_everyones_files(served, user, admin) -> None:
     async with receiver() as hook:
         r = await served.post(
             "/api/webhooks", headers=user.headers, json={"url": hook.url, "events": ["file.failed"], "all_users": True}
@@ -142,7 +142,7 @@ async def test_an_admins_webhook_may_hear_everyones_files(served, user, admin) -
         assert json.loads(hook.events("file.failed")[0][1])["data"]["error"]
 
 
-async def test_redirects_are_not_followed_and_slow_receivers_time_out(served, user) -> None:  # type: ignore[no-untyped-def]
+async def test_redirects_are_not_followed_and_slow_receivers_time_out(served, user) -> None:
     async with receiver(upload_created=[302, "slow"]) as hook:
         webhook = await register(served, user, hook.url, ["upload.created"])
         await upload(served, user, b"x" * 10, "a.bin")
@@ -157,7 +157,7 @@ async def test_redirects_are_not_followed_and_slow_receivers_time_out(served, us
 
 async def test_private_targets_are_refused_unless_allowed(
     aiohttp_client, database_url, storage_dir, make_user, conn: asyncpg.Connection
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     settings = make_settings(database_url, storage_dir, WEBHOOK_ALLOW_PRIVATE="false")
     client = await aiohttp_client(create_app(settings))
     user = await make_user()
@@ -195,7 +195,7 @@ async def test_private_targets_are_refused_unless_allowed(
     assert row["status"] == "pending" and "refused" in row["last_error"] and row["later"]
 
 
-async def test_webhook_bad_input(client, user, make_user) -> None:  # type: ignore[no-untyped-def]
+async def test_webhook_bad_input(client, user, make_user) -> None:
     other = await make_user()
     cases = [
         ({"url": "ftp://example.com/x", "events": ["file.completed"]}, "url"),
@@ -224,7 +224,7 @@ async def test_webhook_bad_input(client, user, make_user) -> None:  # type: igno
 
 async def test_a_day_of_failures_gives_up_the_delivery_and_disables_the_webhook(
     settings, user, conn, database_url
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     webhook_id = await conn.fetchval(
         "INSERT INTO webhooks (user_id, url, events, secret, failing_since) VALUES ($1, 'http://127.0.0.1:9/closed',"
         " '{upload.created}', $2, now() - interval '25 hours') RETURNING id",

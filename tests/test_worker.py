@@ -71,7 +71,7 @@ async def file_row(conn: asyncpg.Connection, file_id: str) -> asyncpg.Record:
 
 
 @on_both_stores
-async def test_image_uploaded_in_shuffled_parallel_chunks_completes(served, user, conn, settings) -> None:  # type: ignore[no-untyped-def]
+async def test_image_uploaded_in_shuffled_parallel_chunks_completes(served, user, conn, settings) -> None:
     data = noise_png(1200, 1000)  # about 3.5 MiB: 55 chunks of 64 KiB
     file_id = await upload(served, user, data, "holiday photo.png", sha256=sha256(data), mimetype="image/png")
     body = await wait_for_status(served, user, file_id)
@@ -99,7 +99,7 @@ async def test_image_uploaded_in_shuffled_parallel_chunks_completes(served, user
     assert not [p for p in settings.work_path.rglob("*") if p.is_file()]  # nor a working copy
 
 
-async def test_type_comes_from_the_bytes_not_the_name(served, user) -> None:  # type: ignore[no-untyped-def]
+async def test_type_comes_from_the_bytes_not_the_name(served, user) -> None:
     data = b"Dear diary.\nThis is plain text whatever the name says.\n" * 2000
     file_id = await upload(served, user, data, "cat.jpg", mimetype="image/jpeg")
     body = await wait_for_status(served, user, file_id)
@@ -111,7 +111,7 @@ async def test_type_comes_from_the_bytes_not_the_name(served, user) -> None:  # 
 
 
 @on_both_stores
-async def test_exif_orientation_is_honoured(served, user) -> None:  # type: ignore[no-untyped-def]
+async def test_exif_orientation_is_honoured(served, user) -> None:
     data = jpeg(400, 200, orientation=6)  # stored landscape, displayed portrait
     file_id = await upload(served, user, data, "phone.jpg")
     body = await wait_for_status(served, user, file_id)
@@ -124,7 +124,7 @@ async def test_exif_orientation_is_honoured(served, user) -> None:  # type: igno
 
 
 @on_both_stores
-async def test_empty_file_completes(served, user) -> None:  # type: ignore[no-untyped-def]
+async def test_empty_file_completes(served, user) -> None:
     created = await create(served, user, b"", "empty.txt")
     body = await wait_for_status(served, user, created["id"])
     assert body["status"] == "COMPLETED" and body["size"] == 0
@@ -134,7 +134,7 @@ async def test_empty_file_completes(served, user) -> None:  # type: ignore[no-un
 
 
 @on_both_stores
-async def test_declared_checksum_mismatch_fails(served, user, conn, settings) -> None:  # type: ignore[no-untyped-def]
+async def test_declared_checksum_mismatch_fails(served, user, conn, settings) -> None:
     data = os.urandom(200_000)
     file_id = await upload(served, user, data, sha256=sha256(b"something else"))
     body = await wait_for_status(served, user, file_id)
@@ -164,7 +164,7 @@ def png(width: int, height: int, pixel_data: bytes) -> bytes:
         (b"\xff\xd8\xff\xe0" + os.urandom(3000), "unreadable image"),  # JPEG magic, then noise
     ],
 )
-async def test_corrupt_images_fail_with_a_reason(pool, settings, user, conn, content, reason) -> None:  # type: ignore[no-untyped-def]
+async def test_corrupt_images_fail_with_a_reason(pool, settings, user, conn, content, reason) -> None:
     file_id = await insert_ready_file(conn, user.id, [content], name="x.png")
     worker = Worker(settings, pool)
     assert await worker.run_once() == 1
@@ -173,7 +173,7 @@ async def test_corrupt_images_fail_with_a_reason(pool, settings, user, conn, con
     assert row["status"] == "FAILED" and reason in row["error"] and row["attempts"] == 1, row["error"]
 
 
-async def test_chunks_of_any_length_are_assembled_in_index_order(pool, settings, user, conn, storage_dir) -> None:  # type: ignore[no-untyped-def]
+async def test_chunks_of_any_length_are_assembled_in_index_order(pool, settings, user, conn, storage_dir) -> None:
     pieces = [os.urandom(n) for n in (10, 70_000, 1, 65_536, 5_000_000, 3)]  # as tus leaves them
     file_id = await insert_ready_file(conn, user.id, pieces, sha=sha256(b"".join(pieces)))
     worker = Worker(settings, pool)
@@ -184,7 +184,7 @@ async def test_chunks_of_any_length_are_assembled_in_index_order(pool, settings,
     assert sha256((storage_dir / row["path"]).read_bytes()) == sha256(b"".join(pieces))
 
 
-async def test_gaps_and_wrong_totals_fail(pool, settings, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_gaps_and_wrong_totals_fail(pool, settings, user, conn) -> None:
     gap = await insert_ready_file(conn, user.id, [b"a" * 10, None, b"c" * 10], size=30)  # type: ignore[list-item]
     short = await insert_ready_file(conn, user.id, [b"a" * 10], size=11)
     worker = Worker(settings, pool)
@@ -198,7 +198,7 @@ async def test_a_store_fault_is_retried_without_counting_and_never_fails(
     pool,
     settings,
     user,
-    conn,  # type: ignore[no-untyped-def]
+    conn,
     storage_dir,
 ) -> None:
     file_id = await insert_ready_file(conn, user.id, [b"hello"])
@@ -224,7 +224,7 @@ async def test_a_store_fault_is_retried_without_counting_and_never_fails(
     assert (storage_dir / storage.blob_key(filename)).read_bytes() == b"hello"
 
 
-async def test_two_workers_never_take_the_same_file(pool, settings, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_two_workers_never_take_the_same_file(pool, settings, user, conn) -> None:
     ids = [await insert_ready_file(conn, user.id, [os.urandom(50_000)]) for _ in range(16)]
     first, second = Worker(settings, pool, concurrency=3), Worker(settings, pool, concurrency=3)
     counts = await asyncio.gather(first.run_once(), second.run_once())
@@ -235,7 +235,7 @@ async def test_two_workers_never_take_the_same_file(pool, settings, user, conn) 
     assert {(r["status"], r["attempts"]) for r in rows} == {("COMPLETED", 1)}
 
 
-async def test_dead_workers_files_are_taken_again(pool, settings, user, conn) -> None:  # type: ignore[no-untyped-def]
+async def test_dead_workers_files_are_taken_again(pool, settings, user, conn) -> None:
     file_id = await insert_ready_file(conn, user.id, [b"orphan"])
     await conn.execute(
         "INSERT INTO workers (id, hostname, pid, last_heartbeat) VALUES ('ghost', 'h', 1, now() - interval '1 hour')"
@@ -254,7 +254,7 @@ async def test_dead_workers_files_are_taken_again(pool, settings, user, conn) ->
     assert await conn.fetchval("SELECT count(*) FROM workers") == 0  # a clean stop unregisters
 
 
-async def test_worker_process_killed_mid_file_is_replaced(chunkd, settings, user, conn, database_url) -> None:  # type: ignore[no-untyped-def]
+async def test_worker_process_killed_mid_file_is_replaced(chunkd, settings, user, conn, database_url) -> None:
     data = os.urandom(300_000)
     file_id = await insert_ready_file(conn, user.id, [data[:100_000], data[100_000:]], sha=sha256(data))
     env = {**UPLOAD_ENV, "LOG_LEVEL": "DEBUG"}
@@ -290,7 +290,7 @@ async def file_row_no_chunks(conn: asyncpg.Connection, file_id: str) -> asyncpg.
     return await conn.fetchrow("SELECT status, worker_id FROM files WHERE id = $1", file_id)
 
 
-async def test_stop_hands_back_a_file_that_cannot_finish_in_time(settings, user, conn, database_url) -> None:  # type: ignore[no-untyped-def]
+async def test_stop_hands_back_a_file_that_cannot_finish_in_time(settings, user, conn, database_url) -> None:
     file_id = await insert_ready_file(conn, user.id, [b"stuck"])
     blocker = await asyncpg.connect(database_url)
     tx = blocker.transaction()
@@ -316,7 +316,7 @@ async def test_stop_hands_back_a_file_that_cannot_finish_in_time(settings, user,
         await pool.close()
 
 
-async def test_serve_without_worker_and_a_separate_worker(chunkd, user) -> None:  # type: ignore[no-untyped-def]
+async def test_serve_without_worker_and_a_separate_worker(chunkd, user) -> None:
     server = chunkd("serve", "--no-worker", **UPLOAD_ENV)
     async with aiohttp.ClientSession(server.url) as session:
         file_id = await upload(session, user, b"scaled out\n" * 100, "notes.txt")
@@ -327,7 +327,7 @@ async def test_serve_without_worker_and_a_separate_worker(chunkd, user) -> None:
         assert body["status"] == "COMPLETED" and body["mimetype"] == "text/plain"
 
 
-async def test_chunkd_serve_runs_a_worker(chunkd, user) -> None:  # type: ignore[no-untyped-def]
+async def test_chunkd_serve_runs_a_worker(chunkd, user) -> None:
     server = chunkd("serve", **UPLOAD_ENV)
     data = jpeg(640, 480)
     async with aiohttp.ClientSession(server.url) as session:

@@ -31,7 +31,7 @@ def upload_id(location: str) -> str:
     return location.rstrip("/").rsplit("/", 1)[-1]
 
 
-async def create(client, user, length: int | None = None, **headers: str) -> str:  # type: ignore[no-untyped-def]
+async def create(client, user, length: int | None = None, **headers: str) -> str:
     """POST /api/tus/ -> the new upload's path."""
     sizing = {"Upload-Length": str(length)} if length is not None else {}
     r = await client.post("/api/tus/", headers={**user.headers, **TUS, **sizing, **headers})
@@ -39,7 +39,7 @@ async def create(client, user, length: int | None = None, **headers: str) -> str
     return upload_path(r.headers["Location"])
 
 
-async def patch(client, user, path: str, offset: int, body: bytes, **headers: str):  # type: ignore[no-untyped-def]
+async def patch(client, user, path: str, offset: int, body: bytes, **headers: str):
     return await client.patch(
         path, data=body, headers={**user.headers, **TUS, **STREAM, "Upload-Offset": str(offset), **headers}
     )
@@ -66,7 +66,7 @@ CHUNK = 64 * 1024  # DEFAULT_CHUNK_SIZE of the tus test app: bodies span many ro
 MAX_SIZE = 4 * 1024 * 1024  # its MAX_UPLOAD_SIZE
 
 
-async def raw_patch(server, user, path: str, offset: int, length: int, **headers: str) -> RawRequest:  # type: ignore[no-untyped-def]
+async def raw_patch(server, user, path: str, offset: int, length: int, **headers: str) -> RawRequest:
     """A PATCH announcing `length` bytes of body and sending none yet."""
     return await RawRequest.open(
         server,
@@ -76,14 +76,14 @@ async def raw_patch(server, user, path: str, offset: int, length: int, **headers
     )
 
 
-async def unlocked(conn, file_id: str) -> bool:  # type: ignore[no-untyped-def]
+async def unlocked(conn, file_id: str) -> bool:
     """No request holds the upload's advisory lock."""
     return not await conn.fetchval(
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = hashtext($1)::oid", file_id
     )
 
 
-async def until(check, timeout: float = 5) -> None:  # type: ignore[no-untyped-def]
+async def until(check, timeout: float = 5) -> None:
     deadline = time.monotonic() + timeout
     while not await check():
         assert time.monotonic() < deadline, "condition not reached in time"

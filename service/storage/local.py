@@ -142,7 +142,7 @@ class LocalStore:
         with _unavailable(f"deleting {key}"):
             await asyncio.to_thread(self.path(key).unlink, missing_ok=True)
 
-    async def objects(self, prefix: str) -> AsyncIterator[BlobInfo]:  # type: ignore[override]
+    async def objects(self, prefix: str) -> AsyncIterator[BlobInfo]:
         with _unavailable(f"listing {prefix}"):
             found = await asyncio.to_thread(self._walk, prefix, False)
         for key, info in found:

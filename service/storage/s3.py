@@ -159,7 +159,7 @@ class S3Store:
         with self.errors(f"deleting {key}"):
             await client.delete_object(Bucket=self.bucket, Key=self.full(key))
 
-    async def objects(self, prefix: str) -> AsyncIterator[BlobInfo]:  # type: ignore[override]
+    async def objects(self, prefix: str) -> AsyncIterator[BlobInfo]:
         client = await self.client()
         pages = client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.full(prefix))
         with self.errors(f"listing {prefix}"):
