@@ -51,7 +51,7 @@ class Worker:
     def __init__(
         self,
         settings: Settings,
-        pool: asyncpg.Pool,
+        pool: db.Pool,
         store: BlobStore | None = None,
         *,
         concurrency: int | None = None,
@@ -340,7 +340,7 @@ class Worker:
         thumbnail stored, then the blob committed: its key shows only complete, checked bytes."""
         started = time.monotonic()
         try:
-            async with self.pool.acquire() as conn:
+            async with self.pool.acquire_bulk() as conn:  # the chunks stream out on it: bulk work
                 chunks = await store.list_chunk_lengths(conn, file.id)
                 check_chunks(chunks, file.size)
                 if prefix is None:
