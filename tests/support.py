@@ -64,6 +64,7 @@ class ChunkdProcess:
 
     def __init__(self, env: dict[str, str], *args: str, cwd: Path = ROOT) -> None:
         self.port = int(env.get("PORT", 0)) or free_port()
+        self.cwd = cwd  # another checkout's `service` package (a benchmark's before/after)
         self.env = {**os.environ, "PORT": str(self.port), "PYTHONUNBUFFERED": "1", **env}
         self.args, self.cwd = args, cwd
         self.log = tempfile.NamedTemporaryFile(prefix="chunkd-proc-", suffix=".log", delete=False)  # noqa: SIM115 - closed by the fixture
