@@ -316,3 +316,24 @@ async def test_ctrl_c_says_how_to_resume_and_the_same_command_does(chunkd, conn,
     assert await conn.fetchval("SELECT sha256 FROM files WHERE id = $1", big_id) == sha256_of(big)
     assert again.stdout.splitlines()[-1] == "2 of 2 files COMPLETED, 0 failed"
     assert list((tmp_path / "uploads").rglob("*.json")) == []  # all done: nothing left to resume
+
+
+async def test_ctrl_c_does_not_wait_for_the_whole_file_to_be_hashed(chunkd, conn, user, tmp_path: Path) -> None:
+    """The file's SHA-256 is computed while its chunks go out; Ctrl-C stops that too, at once, instead of
+    asyncio waiting for its thread to read the rest of an 8 GiB file."""
+    server = chunkd("serve")
+    sparse_file(tmp_path / "disk.img", 8 * 1024**3)
+    reference = startup_seconds(tmp_path)
+    command = [sys.executable, "-m", "service", "upload", "disk.img", "--url", server.url, "--token", user.token]
+    first = subprocess.Popen(
+        [*command, "--state-dir", "uploads"], cwd=tmp_path, env=client_env(), stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    while not await conn.fetchval("SELECT bytes_received > 0 FROM files WHERE original_name = 'disk.img'"):
+        assert time.monotonic() < deadline and first.poll() is None, "the client sent nothing"
+        await asyncio.sleep(0.01)
+    interrupted = time.monotonic()
+    first.send_signal(signal.SIGINT)
+    _, err = first.communicate(timeout=120)
+    assert time.monotonic() - interrupted < 3 + reference, "Ctrl-C waited for the hash"
+    assert first.returncode == 130 and err.splitlines()[-1].startswith("chunkd: interrupted: run the same command")
