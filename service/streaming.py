@@ -18,12 +18,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from service.assembly import append_chunks
+from service.assembly import Assembly, Prefix, append_chunks
 from service.models import File, FileStatus
-from service.storage.assembly import Assembly
+from service.storage import blob_key
 from service.store import streaming as store
 
 if TYPE_CHECKING:
@@ -35,14 +34,6 @@ ACTIVE_SECONDS = 30.0  # an upload with no chunk for this long is not (or no lon
 CLAIM_INTERVAL = 1.0  # seconds between looks for an upload to take, while a slot is free
 POLL_MIN, POLL_MAX = 0.05, 1.0  # seconds between looks for new chunks: doubling while none come
 SWEEP_EVERY = 30  # claim looks between sweeps for files held by no task
-
-
-@dataclass
-class Prefix:
-    """The first `next_index` chunks of a file, appended (and hashed) in `assembly`."""
-
-    assembly: Assembly
-    next_index: int
 
 
 class Streamer:
@@ -128,7 +119,8 @@ class Streamer:
         worker = self.worker
         log.info("streaming upload", extra={"action": "stream_started", "file_id": file.id})
         ready = self._ready[file.id]
-        assembly = await worker.begin_assembly(file)  # a local temporary file is synced as it grows
+        # a local temporary file is synced as it grows
+        assembly = await Assembly.begin(worker.store, blob_key(file.filename), worker.settings.work_path, file.size)
         prefix = Prefix(assembly, 0)
         handed_over = False
         try:

@@ -139,7 +139,7 @@ async def get_file_content(request: web.Request) -> web.StreamResponse:
 async def get_file_thumbnail(request: web.Request) -> web.StreamResponse:
     file = await _load_readable(request, path_id(request))
     thumbnail = (file.metadata or {}).get("thumbnail")
-    if file.status != FileStatus.COMPLETED or not file.thumbnail or not thumbnail:
+    if file.status != FileStatus.COMPLETED or not thumbnail:
         raise ThumbnailNotFound(f"file {file.id} has no thumbnail")
     key = storage.thumbnail_key(file.filename, thumbnail["mimetype"])
     return await _serve(
@@ -268,6 +268,7 @@ def file_view(file: File, request: web.Request) -> dict[str, Any]:
     COMPLETED, the thumbnail when there is one, the event stream always."""
     settings, viewer = request.app[settings_key], current_user(request).id
     completed = file.status == FileStatus.COMPLETED
+    thumbnail = completed and "thumbnail" in (file.metadata or {})
     return {
         "id": file.id,
         "status": file.status,
@@ -275,10 +276,10 @@ def file_view(file: File, request: web.Request) -> dict[str, Any]:
         "mimetype": file.mimetype,
         "size": file.size,
         "original_name": file.original_name,
-        "url": file.url,
-        "thumbnail": file.thumbnail,
+        "url": f"/api/files/{file.id}/content" if completed else None,
+        "thumbnail": f"/api/files/{file.id}/thumbnail" if thumbnail else None,
         "content_url": links.sign(settings, file.id, viewer, "content") if completed else None,
-        "thumbnail_url": links.sign(settings, file.id, viewer, "thumbnail") if completed and file.thumbnail else None,
+        "thumbnail_url": links.sign(settings, file.id, viewer, "thumbnail") if thumbnail else None,
         "events_url": links.sign(settings, file.id, viewer, "events"),
         "metadata": file.metadata,
         "error": file.error,

@@ -44,6 +44,7 @@ __all__ = [
     "keys_of",
     "new_blob_name",
     "owner_of",
+    "put_bytes",
     "put_file",
     "storage_ctx",
     "thumbnail_key",
@@ -103,6 +104,17 @@ async def put_file(store: BlobStore, key: str, path: Path) -> None:
         await writer.commit()
     except BaseException:
         await writer.abort()
+        raise
+
+
+async def put_bytes(store: BlobStore, key: str, data: bytes) -> None:
+    """Bytes in memory (a thumbnail) into the store under key."""
+    writer = await store.writer(key, len(data))
+    try:
+        await writer.write(data)
+        await writer.commit()
+    except BaseException:
+        await asyncio.shield(writer.abort())
         raise
 
 

@@ -83,8 +83,7 @@ async def get_chunk_slice(conn: asyncpg.Connection, file_id: str, index: int, of
 
 
 FINISH_FILE = """
-UPDATE files SET status = 'COMPLETED', type = $3, mimetype = $4, metadata = $5, url = $6, thumbnail = $7,
-                 error = NULL, worker_id = NULL
+UPDATE files SET status = 'COMPLETED', type = $3, mimetype = $4, metadata = $5, error = NULL, worker_id = NULL
  WHERE id = $1 AND status = 'PROCESSING' AND worker_id = $2
 RETURNING id
 """
@@ -97,13 +96,11 @@ async def finish_file(
     type_: str,
     mimetype: str,
     metadata: dict[str, Any],
-    url: str,
-    thumbnail: str | None,
 ) -> bool:
     """PROCESSING -> COMPLETED. False when the lease was lost (the file was deleted, or taken by another
     worker after this one was presumed dead). The chunks are dropped after this (delete_chunks), not in
     the same transaction: the client need not wait for a gigabyte of rows to be deleted."""
-    return await conn.fetchval(FINISH_FILE, file_id, worker_id, type_, mimetype, metadata, url, thumbnail) is not None
+    return await conn.fetchval(FINISH_FILE, file_id, worker_id, type_, mimetype, metadata) is not None
 
 
 DELETE_CHUNKS = "DELETE FROM file_chunks WHERE file_id = $1"
