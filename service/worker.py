@@ -7,7 +7,10 @@ heartbeats; a worker silent for WORKER_LEASE is deleted by the others, which put
 in the queue (ON DELETE SET NULL). Every state change is guarded by `worker_id = me` in SQL.
 
 Processing a file comes to one Outcome (service.outcomes: Finished, Failed, RetryAfter), recorded in one
-place (_record). The side tasks (listener, heartbeat, cleanup, webhook deliveries, streamer) are watched:
+place (_record). Only bytes that are themselves wrong fail a file; a fault of its environment (a full,
+read-only or failing disk, a missing STORAGE_DIR, an unreachable store) leaves it PROCESSING with all its
+chunks, tried again after BLOCKED_BACKOFF_MIN, doubling up to BLOCKED_BACKOFF_MAX, never counted against
+MAX_ATTEMPTS, with one WARNING per step and the chunkd_processing_blocked gauge. The side tasks (listener, heartbeat, cleanup, webhook deliveries, streamer) are watched:
 one that ends by itself is a bug (each handles the faults it expects), and stops the worker loudly, as
 procrastinate's _monitor_side_tasks does: a CRITICAL line with its traceback, then SideTaskDied."""
 
@@ -34,7 +37,7 @@ from service.media.pool import DecoderPool
 from service.media.result import Analysis
 from service.metrics import PROCESSING_SECONDS, UPLOADS_COMPLETED, UPLOADS_FAILED
 from service.models import File
-from service.outcomes import CorruptContent, Failed, Finished, Outcome, RetryAfter
+from service.outcomes import CorruptContent, Failed, Finished, Outcome, RetryAfter, blocked_reason
 from service.storage import BlobStore, StorageUnavailable
 from service.store import workers as store
 from service.store.files import FILES_READY
@@ -48,7 +51,6 @@ SETTLE_MAX_DELAY = 2.0  # seconds between tries to record an outcome: the file w
 INTERRUPTED_RETRY_DELAY = 1.0  # seconds before a file whose processing lost the database is taken again
 POLL_INTERVAL = 5.0  # seconds between claims when no NOTIFY arrives
 SHUTDOWN_TIMEOUT = 30.0  # seconds running files get to finish on stop; the rest go back to the queue
-STORAGE_RETRY_DELAY = 5.0  # seconds before a file whose store was unavailable is taken again
 
 
 class SideTaskDied(RuntimeError):
@@ -320,10 +322,13 @@ class Worker:
             # Nothing is wrong with the file: taken again a moment later (not hot: a client-side asyncpg error
             # that keeps coming back is then a steady trickle of warnings, not a busy loop).
             return RetryAfter(INTERRUPTED_RETRY_DELAY, f"the database went away: {e!r}", counted=False)
-        except StorageUnavailable as e:
-            # The store's fault (unreachable, 5xx, throttled, full disk): the chunks stay, for as long as it lasts.
-            return RetryAfter(STORAGE_RETRY_DELAY, f"waiting for the store: {e}", counted=False)
-        except Exception as e:  # may pass, or may be a bug: retried with backoff, FAILED after MAX_ATTEMPTS
+        except Exception as e:
+            blocked = blocked_reason(e)
+            if blocked is not None:  # the environment's fault: the chunks stay, for as long as it lasts
+                steps = min(file.blocked_retries, 32)
+                delay = min(self.settings.blocked_backoff_min * 2**steps, self.settings.blocked_backoff_max)
+                return RetryAfter(delay, f"{type(e).__name__}: {e}", counted=False, blocked=blocked)
+            # May pass, or may be a bug: retried with backoff, FAILED after MAX_ATTEMPTS.
             if file.attempts >= MAX_ATTEMPTS:
                 return Failed(f"gave up after {file.attempts} attempts: {type(e).__name__}: {e}")
             return RetryAfter(min(2**file.attempts, MAX_RETRY_DELAY), f"{type(e).__name__}: {e}")
@@ -382,6 +387,18 @@ class Worker:
             log.warning(
                 "file failed: %s", outcome.reason, extra={**extra, "action": "file_failed" if failed else "lease_lost"}
             )
+        elif outcome.blocked is not None:
+            async with self.pool.acquire() as conn:
+                await store.block_file(conn, file.id, self.id, outcome.delay, outcome.blocked)
+            log.warning(
+                "processing file %s is held back by its environment (%s: %s); trying again in %g s (step %d)",
+                file.id,
+                outcome.blocked,
+                outcome.reason,
+                outcome.delay,
+                file.blocked_retries + 1,
+                extra={**extra, "action": "file_blocked", "reason": outcome.blocked},
+            )
         else:
             async with self.pool.acquire() as conn:
                 await store.retry_file(conn, file.id, self.id, outcome.delay, outcome.counted)
@@ -392,8 +409,8 @@ class Worker:
                 outcome.delay,
                 extra={**extra, "action": "file_retry" if outcome.counted else "file_interrupted"},
             )
-            if not outcome.counted:  # taken again soon: not at the next poll
-                asyncio.get_running_loop().call_later(outcome.delay, self._wake.set)
+        if isinstance(outcome, RetryAfter) and not outcome.counted:  # taken again on time, not at the next poll
+            asyncio.get_running_loop().call_later(outcome.delay, self._wake.set)
 
     async def _finish(self, file: File, finished: Finished) -> None:
         analysis = finished.analysis

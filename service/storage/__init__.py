@@ -19,6 +19,7 @@ from service.storage.base import (
     BlobWriter,
     StorageConfigError,
     StorageError,
+    StorageMissing,
     StorageUnavailable,
     Unfinished,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "LocalStore",
     "StorageConfigError",
     "StorageError",
+    "StorageMissing",
     "StorageUnavailable",
     "Unfinished",
     "blob_key",
