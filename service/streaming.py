@@ -20,6 +20,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from service import db
 from service.assembly import Assembly, Prefix, append_chunks
 from service.models import File, FileStatus
 from service.outcomes import blocked_reason
@@ -73,7 +74,10 @@ class Streamer:
                 try:
                     file = await self._claim()
                 except Exception as e:  # the database is away: streaming waits, uploads go on
-                    log.warning("claiming an upload to stream failed: %s", e, extra={"action": "stream_claim_failed"})
+                    if not db.unavailable(e, self.worker.settings):
+                        log.warning(
+                            "claiming an upload to stream failed: %s", e, extra={"action": "stream_claim_failed"}
+                        )
                 if file is None:
                     self._slots.release()
                     await asyncio.sleep(CLAIM_INTERVAL)

@@ -185,7 +185,8 @@ class Worker:
                 await self._register()
                 return True
             except db_errors() as e:
-                log.warning("cannot register the worker yet: %s", e, extra={"action": "worker_register_failed"})
+                if not db.unavailable(e, self.settings):
+                    log.warning("cannot register the worker yet: %s", e, extra={"action": "worker_register_failed"})
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), delay)
                 delay = min(delay * 2, 10)
@@ -211,7 +212,8 @@ class Worker:
             try:
                 file = await self._claim()
             except db_errors() as e:
-                log.warning("claim failed: %s", e, extra={"action": "claim_failed", "worker_id": self.id})
+                if not db.unavailable(e, self.settings):
+                    log.warning("claim failed: %s", e, extra={"action": "claim_failed", "worker_id": self.id})
             if file is None:
                 self._slots.release()
                 await self._idle()
@@ -284,7 +286,8 @@ class Worker:
                     )
                     self._wake.set()
             except db_errors() as e:
-                log.warning("heartbeat failed: %s", e, extra={"action": "heartbeat_failed", "worker_id": self.id})
+                if not db.unavailable(e, self.settings):
+                    log.warning("heartbeat failed: %s", e, extra={"action": "heartbeat_failed", "worker_id": self.id})
             await asyncio.sleep(self.lease / 3)
 
     async def _cleanup_loop(self) -> None:
@@ -294,7 +297,8 @@ class Worker:
             try:
                 await cleanup.run_cleanup(self.pool, self.settings, self.store)
             except db_errors() + (OSError, StorageUnavailable) as e:
-                log.warning("cleanup failed: %s", e, extra={"action": "cleanup_failed", "worker_id": self.id})
+                if not db.unavailable(e, self.settings):
+                    log.warning("cleanup failed: %s", e, extra={"action": "cleanup_failed", "worker_id": self.id})
 
     # processing -----------------------------------------------------------------------------------
     async def process(self, file: File, prefix: Prefix | None = None) -> None:
@@ -369,7 +373,8 @@ class Worker:
             except db_errors() as e:
                 if self._stop.is_set():
                     return  # close() releases the file
-                log.warning("recording an outcome failed: %s", e, extra={"action": "settle_retry"})
+                if not db.unavailable(e, self.settings):
+                    log.warning("recording an outcome failed: %s", e, extra={"action": "settle_retry"})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, SETTLE_MAX_DELAY)
 

@@ -106,7 +106,7 @@ async def ready_file(conn: asyncpg.Connection, user_id: str, data: bytes, sha: s
 def blocked_steps(caplog: pytest.LogCaptureFixture, file_id: str) -> list[int]:
     """The step numbers of the WARNING lines that said the file was held back, in order."""
     return [
-        int(r.args[-1])  # type: ignore[index]  # the last argument of the message is the step
+        int(str(r.args[-1]))  # type: ignore[index]  # args is a tuple here: its last item is the step
         for r in caplog.records
         if getattr(r, "action", None) == "file_blocked" and getattr(r, "file_id", None) == file_id
         if r.levelno == logging.WARNING
