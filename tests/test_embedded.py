@@ -191,7 +191,8 @@ def test_a_server_whose_database_restarts_says_so_once_and_serves_again() -> Non
         time.sleep(6)  # the listener, the worker's loops and these requests all meet the outage meanwhile
         assert readyz(server.url) == 503
         down = server.output()
-        warnings = [line for line in down.splitlines() if " WARNING " in line]
+        # A slow request on a loaded machine is its own WARNING, not the outage's: every other one counts.
+        warnings = [line for line in down.splitlines() if " WARNING " in line and "action=slow_request" not in line]
         assert len(warnings) == 1 and " WARNING service.db: database unavailable: " in warnings[0], down
         assert "action=database_lost" in warnings[0]
 
