@@ -241,30 +241,13 @@ def session(timeout: aiohttp.ClientTimeout | None = None) -> aiohttp.ClientSessi
     )
 
 
-async def upload(
-    path: Path,
-    url: str,
-    credentials: Credentials,
-    *,
-    state_dir: Path,
-    chunk_size: int | None = None,
-    parallel: int = DEFAULT_PARALLEL,
-    verify_chunks: bool = False,
-    uploaded: Callable[[], None] = lambda: None,
-) -> dict[str, Any]:
-    """Upload (or resume) one file, wait for COMPLETED or FAILED, and return the file as the server shows it."""
+async def upload(path: Path, url: str, credentials: Credentials, **options: Any) -> dict[str, Any]:
+    """Upload (or resume) one file with upload_one's options (state_dir, parallel, ...), wait for COMPLETED
+    or FAILED, and return the file as the server shows it (bench/compare.py; the CLI uses upload_many)."""
     async with session() as http:
         api = Api(http, url, credentials)
         await api.check()
-        file = await upload_one(
-            api,
-            path,
-            state_dir=state_dir,
-            chunk_size=chunk_size,
-            parallel=parallel,
-            verify_chunks=verify_chunks,
-            uploaded=uploaded,
-        )
+        file = await upload_one(api, path, **options)
         await api.end_session()
     return file
 

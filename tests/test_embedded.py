@@ -159,8 +159,7 @@ def test_the_last_server_out_stops_the_shared_postgres() -> None:
         assert "action=pg_stopped" in second.output()
         assert not pg.running()
         assert not (pg.data_dir / "postmaster.pid").exists()
-        postmasters = subprocess.run(["pgrep", "-f", f"postgres -D {pg.data_dir}"], capture_output=True, text=True)
-        assert postmasters.stdout == "", f"postmaster left running: {postmasters.stdout}"
+        assert processes_using(pg.data_dir) == [], "postmaster left running"
         assert "Traceback" not in first.output() + second.output()
     finally:
         for server in servers:
@@ -168,6 +167,19 @@ def test_the_last_server_out_stops_the_shared_postgres() -> None:
             server.log.close()
             os.unlink(server.log.name)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def processes_using(data_dir: Path) -> list[str]:
+    """Command lines of the processes that name `data_dir` (a postmaster runs as `postgres -D <dir>`)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            words = cmdline.read_bytes().split(b"\0")
+        except OSError:  # ended meanwhile
+            continue
+        if str(data_dir).encode() in words and any(w.endswith(b"postgres") for w in words):
+            found.append(b" ".join(words).decode(errors="replace"))
+    return found
 
 
 def test_a_server_whose_database_restarts_says_so_once_and_serves_again() -> None:
@@ -191,7 +203,8 @@ def test_a_server_whose_database_restarts_says_so_once_and_serves_again() -> Non
         time.sleep(6)  # the listener, the worker's loops and these requests all meet the outage meanwhile
         assert readyz(server.url) == 503
         down = server.output()
-        warnings = [line for line in down.splitlines() if " WARNING " in line]
+        # A slow request on a loaded machine is its own WARNING, not the outage's: every other one counts.
+        warnings = [line for line in down.splitlines() if " WARNING " in line and "action=slow_request" not in line]
         assert len(warnings) == 1 and " WARNING service.db: database unavailable: " in warnings[0], down
         assert "action=database_lost" in warnings[0]
 
