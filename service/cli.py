@@ -34,6 +34,7 @@ from service import (
 from service.app import create_app
 from service.config import ConfigError, Settings, load_settings
 from service.embedded import EmbeddedError
+from service.keys import on_worker_death_key
 from service.storage import StorageError, StorageUnavailable
 from service.storage.copy import copy_all
 
@@ -64,6 +65,14 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                 log.info("applied migration %s", m.path.name, extra={"action": "migration_applied"})
         sock = listening_socket(settings.host, settings.port)  # before anything starts: a bad HOST/PORT is one line
         app = create_app(settings, with_worker=not args.no_worker)
+        worker_died = False
+
+        def stop_serving() -> None:  # the worker died of a side task (logged CRITICAL): stop, exit non-zero
+            nonlocal worker_died
+            worker_died = True
+            asyncio.get_running_loop().call_soon(_graceful_exit)
+
+        app[on_worker_death_key] = stop_serving
         # run_app turns SIGINT/SIGTERM into a graceful stop: stop accepting, finish requests, run cleanup_ctx.
         web.run_app(
             app,
@@ -72,7 +81,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             shutdown_timeout=SHUTDOWN_TIMEOUT,
             print=lambda line: log.info(line.strip()),
         )
-    return 0
+    return 1 if worker_died else 0
+
+
+def _graceful_exit() -> None:
+    raise web.GracefulExit  # out of the event loop, as a signal does: run_app stops serving and cleans up
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -105,7 +118,10 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     with embedded.database(settings) as settings:
         if not args.no_migrate:
             asyncio.run(_with_conn(settings, migrate.deploy))
-        asyncio.run(worker.run_standalone(settings))  # SIGTERM/SIGINT stop it gracefully
+        try:
+            asyncio.run(worker.run_standalone(settings))  # SIGTERM/SIGINT stop it gracefully
+        except worker.SideTaskDied:
+            return 1  # logged CRITICAL with its traceback when it happened
     return 0
 
 

@@ -18,13 +18,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from service import db
-from service.assembly import append_chunks
+from service.assembly import Assembly, Prefix, append_chunks
 from service.models import File, FileStatus
-from service.storage.assembly import Assembly
+from service.outcomes import blocked_reason
+from service.storage import blob_key
 from service.store import streaming as store
 
 if TYPE_CHECKING:
@@ -38,14 +38,6 @@ POLL_MIN, POLL_MAX = 0.05, 1.0  # seconds between looks for new chunks: doubling
 SWEEP_EVERY = 30  # claim looks between sweeps for files held by no task
 
 
-@dataclass
-class Prefix:
-    """The first `next_index` chunks of a file, appended (and hashed) in `assembly`."""
-
-    assembly: Assembly
-    next_index: int
-
-
 class Streamer:
     """One worker's streaming side: up to `slots` uploads held at once, each in a task of its own."""
 
@@ -56,6 +48,8 @@ class Streamer:
         self._ready: dict[str, asyncio.Event] = {}  # file id -> set when it completes (NOTIFY files_ready)
         self._tasks: set[asyncio.Task[None]] = set()
         self._processing: set[asyncio.Task[None]] = set()  # handed over: given time to finish on stop
+        self._paused_until = 0.0  # monotonic time before which no upload is taken (its environment failed us)
+        self._blocked_steps = 0  # environment faults in a row: the pause doubles at each
 
     def ready(self, file_id: str) -> None:
         event = self._ready.get(file_id)
@@ -71,6 +65,10 @@ class Streamer:
                 if looks % SWEEP_EVERY == 0:
                     with contextlib.suppress(Exception):  # the database is away: next time
                         await self._sweep()
+                paused = self._paused_until - time.monotonic()
+                if paused > 0:
+                    await asyncio.sleep(paused)
+                    continue
                 await self._slots.acquire()
                 file = None
                 try:
@@ -132,10 +130,12 @@ class Streamer:
         worker = self.worker
         log.info("streaming upload", extra={"action": "stream_started", "file_id": file.id})
         ready = self._ready[file.id]
-        assembly = await worker.begin_assembly(file)  # a local temporary file is synced as it grows
-        prefix = Prefix(assembly, 0)
+        assembly: Assembly | None = None
         handed_over = False
         try:
+            # a local temporary file is synced as it grows
+            assembly = await Assembly.begin(worker.store, blob_key(file.filename), worker.settings.work_path, file.size)
+            prefix = Prefix(assembly, 0)
             delay, last_chunk = POLL_MIN, time.monotonic()
             while True:
                 async with worker.pool.acquire() as conn:
@@ -158,6 +158,7 @@ class Streamer:
                         return
                 if claimed is not None:
                     handed_over = True
+                    self._blocked_steps = 0  # its environment let it through
                     self._processing.add(asyncio.current_task())  # type: ignore[arg-type]
                     await worker.process(claimed, prefix)
                     return
@@ -176,16 +177,35 @@ class Streamer:
         except Exception as e:
             # The database or the disk failed us (or a chunk vanished): streaming is only a head start,
             # so the file is let go and processed the usual way once complete; the lease does the same
-            # if even the release cannot be recorded.
-            log.warning(
-                "streaming upload %s stopped: %r", file.id, e, extra={"action": "stream_failed", "file_id": file.id}
-            )
+            # if even the release cannot be recorded. A fault of the environment (a full disk) pauses
+            # streaming altogether, with the worker's backoff: it would only fill the disk again.
+            blocked = blocked_reason(e)
+            if blocked is None:
+                log.warning(
+                    "streaming upload %s stopped: %r", file.id, e, extra={"action": "stream_failed", "file_id": file.id}
+                )
+            else:
+                self._pause(file, blocked, e)
             with contextlib.suppress(Exception):
                 await self._release(file)
         finally:
             self._ready.pop(file.id, None)
-            if not handed_over:
+            if not handed_over and assembly is not None:
                 await asyncio.shield(assembly.discard())
+
+    def _pause(self, file: File, blocked: str, error: Exception) -> None:
+        settings = self.worker.settings
+        delay = min(settings.blocked_backoff_min * 2 ** min(self._blocked_steps, 32), settings.blocked_backoff_max)
+        self._blocked_steps += 1
+        self._paused_until = max(self._paused_until, time.monotonic() + delay)
+        log.warning(
+            "streaming paused for %g s: upload %s is held back by its environment (%s: %s)",
+            delay,
+            file.id,
+            blocked,
+            error,
+            extra={"action": "stream_blocked", "file_id": file.id, "reason": blocked},
+        )
 
     async def _release(self, file: File) -> None:
         async with self.worker.pool.acquire() as conn:

@@ -139,7 +139,7 @@ async def get_file_content(request: web.Request) -> web.StreamResponse:
 async def get_file_thumbnail(request: web.Request) -> web.StreamResponse:
     file = await _load_readable(request, path_id(request))
     thumbnail = (file.metadata or {}).get("thumbnail")
-    if file.status != FileStatus.COMPLETED or not file.thumbnail or not thumbnail:
+    if file.status != FileStatus.COMPLETED or not thumbnail:
         raise ThumbnailNotFound(f"file {file.id} has no thumbnail")
     key = storage.thumbnail_key(file.filename, thumbnail["mimetype"])
     return await _serve(
@@ -270,7 +270,10 @@ def file_view(file: File, request: web.Request) -> dict[str, Any]:
 
 
 def _file_state(file: File) -> dict[str, Any]:
-    """What the view says about the file itself: everything but the links made for its viewer."""
+    """What the view says about the file itself: everything but the links made for its viewer. The API
+    paths are computed here, never stored: content once COMPLETED, the thumbnail when there is one."""
+    completed = file.status == FileStatus.COMPLETED
+    thumbnail = completed and "thumbnail" in (file.metadata or {})
     return {
         "id": file.id,
         "status": file.status,
@@ -278,8 +281,8 @@ def _file_state(file: File) -> dict[str, Any]:
         "mimetype": file.mimetype,
         "size": file.size,
         "original_name": file.original_name,
-        "url": file.url,
-        "thumbnail": file.thumbnail,
+        "url": f"/api/files/{file.id}/content" if completed else None,
+        "thumbnail": f"/api/files/{file.id}/thumbnail" if thumbnail else None,
         "metadata": file.metadata,
         "error": file.error,
         "post_id": file.post_id,

@@ -20,7 +20,7 @@ from service.config import MiB
 from service.media.result import Analysis
 from service.media.thumbnail import Thumbnail
 from service.models import FileType
-from service.processing import CorruptContent
+from service.outcomes import CorruptContent
 
 log = logging.getLogger("service.media")
 
