@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 
+import asyncpg
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
@@ -17,6 +18,7 @@ from service.errors import (
     BadRequest,
     DatabaseUnavailable,
     StorageUnavailable,
+    from_database_refusal,
     from_http_exception,
     problem_response,
 )
@@ -44,6 +46,9 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return problem_response(
             DatabaseUnavailable("the database cannot be reached; try again shortly", headers={"Retry-After": "1"})
         )
+    except asyncpg.InsufficientResourcesError as e:  # a full disk, say: 507
+        log.warning("database cannot write: %s", e, extra={"action": "database_full", "path": request.path})
+        return problem_response(from_database_refusal(e))
     except storage.StorageUnavailable as e:
         log.warning("storage unavailable: %s", e, extra={"action": "storage_unavailable", "path": request.path})
         return problem_response(

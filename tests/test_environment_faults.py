@@ -1,7 +1,8 @@
 """Environment faults are never content faults (issue 11): a full, read-only or missing STORAGE_DIR leaves the
 file PROCESSING with all its chunks, backing off (one WARNING per step, chunkd_processing_blocked) without using
 up its attempts, and it completes by itself with the right bytes once the fault is gone. Bytes that are wrong
-still fail. A killed attempt's temporary file goes as soon as the file is taken again.
+still fail. A killed attempt's temporary file goes as soon as the file is taken again. A PostgreSQL whose disk
+is full answers chunk writes 507 with nothing half-written, and the retries land once space returns.
 
 The disks are real: a tmpfs of a few MiB mounted for the test (root; CI runs the suite as root), remounted
 larger or read-write to end the fault. Without root only the faults a plain directory can show run."""
@@ -10,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import logging
 import os
+import pwd
 import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -27,7 +31,11 @@ from service.config import Settings
 from service.store.files import mark_ready
 from service.worker import MAX_ATTEMPTS, Worker
 from tests.support import insert_chunk, insert_file, make_settings, scrape, scratch_dir
-from tests.uploading import create, put_chunks, sha256, wait_for_status
+from tests.tus_support import STREAM, TUS, stored_bytes, upload_id, upload_path
+from tests.tus_support import create as tus_create
+from tests.tus_support import file_row as tus_file_row
+from tests.tus_support import patch as tus_patch
+from tests.uploading import create, put_chunks, sha256, stored, wait_for_status
 
 MiB = 1024 * 1024
 ROOT = os.geteuid() == 0
@@ -226,3 +234,98 @@ async def test_a_killed_attempts_temporary_file_goes_when_the_file_is_taken_agai
     await worker.close()
     assert not stale.exists() and final.read_bytes() == b"second try"
     assert sorted(p.name for p in final.parent.iterdir()) == [final.name]
+
+
+async def tus_append(client, user, path: str, offset: int, body: bytes):
+    """A tus PATCH of a body of several MiB (from a file-like object: aiohttp warns about large bytes)."""
+    headers = {**user.headers, **TUS, **STREAM, "Upload-Offset": str(offset)}
+    return await client.patch(path, data=io.BytesIO(body), headers=headers)
+
+
+# PostgreSQL that cannot write ------------------------------------------------------------------------
+class Tablespace:
+    """file_chunks of this test's own database moved to a tablespace on a 3 MiB tmpfs of its own (root: a tmpfs
+    is the way to fill a disk on purpose; the cluster's WAL and every other table stay where they were)."""
+
+    def __init__(self) -> None:
+        self.parent = scratch_dir("chunkd-test-tablespace-")
+        self.path = self.parent / "space"
+        self.path.mkdir()
+        postgres = pwd.getpwnam("postgres")  # the owner of the test cluster (initdb refuses root)
+        options = f"size=3m,uid={postgres.pw_uid},gid={postgres.pw_gid},mode=0700"
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(self.path)], check=True)
+        self.name = f"small_{uuid.uuid4().hex[:12]}"
+
+    def make_room(self) -> None:
+        subprocess.run(["mount", "-o", "remount,size=64m", str(self.path)], check=True)
+
+    def close(self) -> None:
+        subprocess.run(["umount", "-l", str(self.path)], check=False)
+        shutil.rmtree(self.parent, ignore_errors=True)
+
+
+@pytest.fixture
+async def full_database(database_url: str) -> AsyncIterator[Tablespace]:
+    space = Tablespace()
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(f"CREATE TABLESPACE {space.name} LOCATION '{space.path}'")
+        await conn.execute(f"ALTER TABLE file_chunks SET TABLESPACE {space.name}")
+        yield space
+        space.make_room()  # whatever the test did, the table can move back
+        await conn.execute("SET lock_timeout = '10s'")
+        await conn.execute("ALTER TABLE file_chunks SET TABLESPACE pg_default")
+        await conn.execute(f"DROP TABLESPACE {space.name}")
+    finally:
+        await conn.close()
+        space.close()
+
+
+@needs_root
+async def test_a_database_that_cannot_write_answers_507_and_keeps_nothing_half_written(
+    served, user, conn, full_database
+) -> None:
+    """A tus PATCH stores what fits, one committed piece at a time, and answers 507 with the exact offset kept;
+    a native chunk and a creation-with-upload are refused whole (507, no row). Once space returns, the
+    clients' retries land and the files complete with the right bytes."""
+    data = os.urandom(8 * MiB)
+    path = await tus_create(served, user, len(data))
+    r = await tus_append(served, user, path, 0, data)
+    assert r.status == 507, await r.text()
+    problem = await r.json()
+    assert r.content_type == "application/problem+json" and problem["code"] == "INSUFFICIENT_STORAGE"
+    assert r.headers["Tus-Resumable"] == "1.0.0" and r.headers["Retry-After"]
+    offset = (await tus_file_row(conn, upload_id(path)))["bytes_received"]
+    assert offset < len(data) and offset % MiB == 0  # whole pieces only: each is its own transaction
+    assert await stored_bytes(conn, upload_id(path)) == data[:offset]  # exactly what the offset says
+
+    chunk = os.urandom(MiB)
+    native = await create(served, user, chunk, "n.bin", chunk_size=MiB, sha256=sha256(chunk))
+    r = await served.put(f"/api/uploads/{native['id']}/chunks/0", data=chunk, headers=user.headers)
+    assert r.status == 507 and (await r.json())["code"] == "INSUFFICIENT_STORAGE"
+    assert await stored(conn, native["id"]) == []
+    assert await conn.fetchval("SELECT bytes_received FROM files WHERE id = $1", native["id"]) == 0
+
+    r = await served.post(
+        "/api/tus/",
+        data=chunk,
+        headers={**user.headers, **TUS, **STREAM, "Upload-Length": str(len(chunk))},
+    )
+    assert r.status == 507 and (await r.json())["code"] == "INSUFFICIENT_STORAGE"
+    with_upload = upload_path(r.headers["Location"])  # the upload exists: the client may resume it
+    assert (await tus_file_row(conn, upload_id(with_upload)))["bytes_received"] == 0
+
+    full_database.make_room()  # space returns: the same requests land
+    r = await served.put(f"/api/uploads/{native['id']}/chunks/0", data=chunk, headers=user.headers)
+    assert r.status == 201, await r.text()
+    r = await served.post(f"/api/uploads/{native['id']}/complete", headers=user.headers)
+    assert r.status == 202, await r.text()
+    r = await tus_append(served, user, path, offset, data[offset:])
+    assert r.status == 204, await r.text()
+    r = await tus_patch(served, user, with_upload, 0, chunk)
+    assert r.status == 204, await r.text()
+    for file_id, expected in ((native["id"], chunk), (upload_id(path), data), (upload_id(with_upload), chunk)):
+        body = await wait_for_status(served, user, file_id, timeout=60)
+        assert body["status"] == "COMPLETED", body["error"]
+        r = await served.get(body["url"], headers=user.headers)
+        assert hashlib.sha256(await r.read()).hexdigest() == sha256(expected)
