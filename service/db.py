@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -63,6 +64,56 @@ CONNECTION_LOST = (
 # The database is down, restarting, or the pool had no free connection in time (or is closing): the one
 # tuple the error middleware, the handlers and the worker catch.
 DATABASE_DOWN = CONNECTION_LOST + (asyncio.TimeoutError,)
+
+
+class Availability:
+    """Whether this process can reach its database, as the last request, loop or listener found it. The
+    loss is logged once (WARNING) and the return once (INFO), however many requests, worker loops and
+    listeners meet it meanwhile: an outage is two lines in the log, not one per request or retry."""
+
+    def __init__(self) -> None:
+        self.down_since: float | None = None
+
+    @property
+    def down(self) -> bool:
+        return self.down_since is not None
+
+    def lost(self, error: BaseException) -> None:
+        if self.down_since is not None:
+            log.debug("database still unavailable: %s", error, extra={"action": "database_still_unavailable"})
+            return
+        self.down_since = time.monotonic()
+        log.warning(
+            "database unavailable: %s; answering 503 and retrying until it is back",
+            error or type(error).__name__,
+            extra={"action": "database_lost"},
+        )
+
+    def back(self) -> None:
+        if self.down_since is None:
+            return
+        seconds, self.down_since = time.monotonic() - self.down_since, None
+        log.info(
+            "database is back after %.1f s", seconds, extra={"action": "database_back", "ms": round(seconds * 1000)}
+        )
+
+
+# One per database URL in this process: the app, its listener and the worker of `chunkd serve` share it
+# (and tests that run several apps in one process, each on a database of its own, do not).
+_AVAILABILITY: dict[str, Availability] = {}
+
+
+def availability(settings: Settings) -> Availability:
+    return _AVAILABILITY.setdefault(settings.database_url, Availability())
+
+
+def unavailable(error: BaseException, settings: Settings) -> bool:
+    """True (and noted, logged once) when `error` says the database cannot be reached; False for the
+    rest (a pool timeout under load, a query's own error), which the caller reports as before."""
+    if not isinstance(error, CONNECTION_LOST):
+        return False
+    availability(settings).lost(error)
+    return True
 
 
 async def open_connection(*args: Any, **kwargs: Any) -> asyncpg.Connection:
@@ -203,6 +254,7 @@ class Listener:
         self.settings, self.channels, self.on_connect, self.heartbeat = settings, channels, on_connect, heartbeat
         self.connected = asyncio.Event()
         self.was_connected = False  # the last attempt got as far as listening
+        self.availability = availability(settings)
 
     async def run(self) -> None:
         """Until cancelled."""
@@ -212,8 +264,9 @@ class Listener:
                 await self._listen()
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # any failure of the connection: log, wait, reconnect
-                log.warning("listener connection lost: %s", e, extra={"action": "listener_lost"})
+            except Exception as e:  # any failure of the connection: note it, wait, reconnect
+                if not unavailable(e, self.settings):
+                    log.warning("listener connection lost: %s", e, extra={"action": "listener_lost"})
             backoff = 0.5 if self.was_connected else min(backoff * 2, LISTENER_MAX_BACKOFF)
             await asyncio.sleep(backoff)
 
@@ -227,6 +280,7 @@ class Listener:
                 await conn.add_listener(channel, lambda _c, _pid, _ch, payload, cb=callback: cb(payload))
             self.connected.set()
             self.was_connected = True
+            self.availability.back()
             self.on_connect()
             while not lost.is_set():
                 try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -29,6 +30,8 @@ tus_locks_key: web.AppKey[UploadLocks] = web.AppKey("tus_locks_key")
 slow_by_design_key = web.RequestKey("slow_by_design_key", bool)
 file_events_key: web.AppKey[FileEvents] = web.AppKey("file_events_key")
 worker_key: web.AppKey[Worker] = web.AppKey("worker_key")
+# Called when the app's worker dies of a side task (`chunkd serve` stops serving: see worker.worker_ctx).
+on_worker_death_key: web.AppKey[Callable[[], None]] = web.AppKey("on_worker_death_key")
 body_memory_key: web.AppKey[BodyMemory] = web.AppKey("body_memory_key")
 storage_key: web.AppKey[BlobStore] = web.AppKey("storage_key")
 passwords_key: web.AppKey[Passwords] = web.AppKey("passwords_key")

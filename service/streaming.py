@@ -17,7 +17,7 @@ offers its bytes once its transaction has committed (offer_chunk), and the strea
 memory (bench/compare.py: reading a GiB back cost PostgreSQL about 1 CPU-s and chunkd about as much
 again, and made the streamer lag behind fast uploads). An offer is only ever a committed chunk's bytes,
 so the blob is the same whichever way they came; offers are bounded (OFFER_LIMIT) and one that does
-not fit, comes out of order too far ahead, or finds no stream is simply not kept: the rows are read."""
+not fit or finds no stream is simply not kept: its row is read."""
 
 from __future__ import annotations
 
@@ -31,12 +31,13 @@ from typing import TYPE_CHECKING
 import asyncpg
 from aiohttp import web
 
-from service.assembly import append_chunks
+from service import db
+from service.assembly import Assembly, Prefix, append_chunks
 from service.config import MiB
 from service.keys import worker_key
 from service.models import File, FileStatus
-from service.processing import CorruptContent
-from service.storage.assembly import Assembly
+from service.outcomes import CorruptContent, blocked_reason
+from service.storage import blob_key
 from service.store import streaming as store
 
 if TYPE_CHECKING:
@@ -51,14 +52,6 @@ SWEEP_EVERY = 30  # claim looks between sweeps for files held by no task
 # Bytes of offered chunks a process keeps for its streams at once: four 8 MiB chunks (x4 arrives a
 # little out of order). Held beyond the request that received them, so kept small.
 OFFER_LIMIT = 32 * MiB
-
-
-@dataclass
-class Prefix:
-    """The first `next_index` chunks of a file, appended (and hashed) in `assembly`."""
-
-    assembly: Assembly
-    next_index: int
 
 
 @dataclass
@@ -92,6 +85,8 @@ class Streamer:
         self._offered = 0  # bytes of all offers kept
         self._tasks: set[asyncio.Task[None]] = set()
         self._processing: set[asyncio.Task[None]] = set()  # handed over: given time to finish on stop
+        self._paused_until = 0.0  # monotonic time before which no upload is taken (its environment failed us)
+        self._blocked_steps = 0  # environment faults in a row: the pause doubles at each
 
     def ready(self, file_id: str) -> None:
         held = self._held.get(file_id)
@@ -137,12 +132,19 @@ class Streamer:
                 if looks % SWEEP_EVERY == 0:
                     with contextlib.suppress(Exception):  # the database is away: next time
                         await self._sweep()
+                paused = self._paused_until - time.monotonic()
+                if paused > 0:
+                    await asyncio.sleep(paused)
+                    continue
                 await self._slots.acquire()
                 file = None
                 try:
                     file = await self._claim()
                 except Exception as e:  # the database is away: streaming waits, uploads go on
-                    log.warning("claiming an upload to stream failed: %s", e, extra={"action": "stream_claim_failed"})
+                    if not db.unavailable(e, self.worker.settings):
+                        log.warning(
+                            "claiming an upload to stream failed: %s", e, extra={"action": "stream_claim_failed"}
+                        )
                 if file is None:
                     self._slots.release()
                     await asyncio.sleep(CLAIM_INTERVAL)
@@ -195,10 +197,12 @@ class Streamer:
         worker = self.worker
         log.info("streaming upload", extra={"action": "stream_started", "file_id": file.id})
         held = self._held[file.id]
-        assembly = await worker.begin_assembly(file)  # a local temporary file is synced as it grows
-        prefix = held.prefix = Prefix(assembly, 0)
+        assembly: Assembly | None = None
         handed_over = False
         try:
+            # a local temporary file is synced as it grows
+            assembly = await Assembly.begin(worker.store, blob_key(file.filename), worker.settings.work_path, file.size)
+            prefix = held.prefix = Prefix(assembly, 0)
             delay, last_chunk = POLL_MIN, time.monotonic()
             while True:
                 held.wake.clear()
@@ -227,6 +231,7 @@ class Streamer:
                 if claimed is not None:
                     handed_over = True
                     self._drop_offers(held)
+                    self._blocked_steps = 0  # its environment let it through
                     self._processing.add(asyncio.current_task())  # type: ignore[arg-type]
                     await worker.process(claimed, prefix)
                     return
@@ -247,16 +252,21 @@ class Streamer:
         except Exception as e:
             # The database or the disk failed us (or a chunk vanished): streaming is only a head start,
             # so the file is let go and processed the usual way once complete; the lease does the same
-            # if even the release cannot be recorded.
-            log.warning(
-                "streaming upload %s stopped: %r", file.id, e, extra={"action": "stream_failed", "file_id": file.id}
-            )
+            # if even the release cannot be recorded. A fault of the environment (a full disk) pauses
+            # streaming altogether, with the worker's backoff: it would only fill the disk again.
+            blocked = blocked_reason(e)
+            if blocked is None:
+                log.warning(
+                    "streaming upload %s stopped: %r", file.id, e, extra={"action": "stream_failed", "file_id": file.id}
+                )
+            else:
+                self._pause(file, blocked, e)
             with contextlib.suppress(Exception):
                 await self._release(file)
         finally:
             self._drop_offers(held)
             self._held.pop(file.id, None)
-            if not handed_over:
+            if not handed_over and assembly is not None:
                 await asyncio.shield(assembly.discard())
 
     async def _append_offered(self, held: _Held, prefix: Prefix) -> bool:
@@ -287,6 +297,20 @@ class Streamer:
                 run.append((index, length))
         for index in [i for i in held.offers if i < prefix.next_index]:  # read from their rows meanwhile
             self._take_offer(held, index)
+
+    def _pause(self, file: File, blocked: str, error: Exception) -> None:
+        settings = self.worker.settings
+        delay = min(settings.blocked_backoff_min * 2 ** min(self._blocked_steps, 32), settings.blocked_backoff_max)
+        self._blocked_steps += 1
+        self._paused_until = max(self._paused_until, time.monotonic() + delay)
+        log.warning(
+            "streaming paused for %g s: upload %s is held back by its environment (%s: %s)",
+            delay,
+            file.id,
+            blocked,
+            error,
+            extra={"action": "stream_blocked", "file_id": file.id, "reason": blocked},
+        )
 
     async def _release(self, file: File) -> None:
         async with self.worker.pool.acquire() as conn:

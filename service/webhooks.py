@@ -143,7 +143,8 @@ class Deliverer:
                 try:
                     sent = await self._deliver_due(http)
                 except db.CONNECTION_LOST + (asyncpg.PostgresError, OSError, asyncio.TimeoutError) as e:
-                    log.warning("webhook deliveries paused: %s", e, extra={"action": "webhook_claim_failed"})
+                    if not db.unavailable(e, self.settings):
+                        log.warning("webhook deliveries paused: %s", e, extra={"action": "webhook_claim_failed"})
                     sent = 0
                 if sent < BATCH:
                     with contextlib.suppress(asyncio.TimeoutError):

@@ -21,6 +21,11 @@ class StorageUnavailable(StorageError):
     the environment's fault, never the bytes'. Whoever meets it retries later; a file is never FAILED for it."""
 
 
+class StorageMissing(StorageUnavailable):
+    """The local store's root directory itself is gone (an unmounted disk, say): nothing is created in its
+    place, whoever meets it waits for it to come back."""
+
+
 class StorageConfigError(StorageError):
     """The store as configured cannot work (bad STORAGE_URL, missing bucket, refused credentials, missing extra)."""
 

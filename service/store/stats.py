@@ -154,3 +154,15 @@ SELECT (SELECT count(*) FROM files WHERE status = 'PROCESSING' AND worker_id IS 
 
 async def get_queue_depth(conn: asyncpg.Connection) -> dict[str, int]:
     return dict(await conn.fetchrow(QUEUE_DEPTH))
+
+
+PROCESSING_BLOCKED = """
+SELECT blocked_reason, count(*) FROM files
+ WHERE status = 'PROCESSING' AND blocked_reason IS NOT NULL
+ GROUP BY blocked_reason
+"""
+
+
+async def get_processing_blocked(conn: asyncpg.Connection) -> dict[str, int]:
+    """Files its environment holds back, by reason (chunkd_processing_blocked)."""
+    return {r[0]: r[1] for r in await conn.fetch(PROCESSING_BLOCKED)}
