@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from service import db
 from service.assembly import Assembly, Prefix, append_chunks
 from service.models import File, FileStatus
-from service.outcomes import blocked_reason
+from service.outcomes import blocked_delay, blocked_reason
 from service.storage import blob_key
 from service.store import streaming as store
 
@@ -194,8 +194,7 @@ class Streamer:
                 await asyncio.shield(assembly.discard())
 
     def _pause(self, file: File, blocked: str, error: Exception) -> None:
-        settings = self.worker.settings
-        delay = min(settings.blocked_backoff_min * 2 ** min(self._blocked_steps, 32), settings.blocked_backoff_max)
+        delay = blocked_delay(self.worker.settings, self._blocked_steps)
         self._blocked_steps += 1
         self._paused_until = max(self._paused_until, time.monotonic() + delay)
         log.warning(
