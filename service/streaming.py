@@ -138,7 +138,7 @@ class Streamer:
             prefix = Prefix(assembly, 0)
             delay, last_chunk = POLL_MIN, time.monotonic()
             while True:
-                async with worker.pool.acquire() as conn:
+                async with worker.pool.acquire_bulk() as conn:  # chunks stream out on it: bulk work
                     # The status first: once it says PROCESSING, every chunk is committed and seen below.
                     status = await store.get_held_status(conn, file.id, worker.id)
                     if status is None:

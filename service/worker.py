@@ -63,7 +63,7 @@ class Worker:
     def __init__(
         self,
         settings: Settings,
-        pool: asyncpg.Pool,
+        pool: db.Pool,
         store: BlobStore | None = None,
         *,
         concurrency: int | None = None,

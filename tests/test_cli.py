@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import pty
+import select
 import signal
 import socket
 import subprocess
@@ -337,3 +339,49 @@ async def test_ctrl_c_does_not_wait_for_the_whole_file_to_be_hashed(chunkd, conn
     _, err = first.communicate(timeout=120)
     assert time.monotonic() - interrupted < 3 + reference, "Ctrl-C waited for the hash"
     assert first.returncode == 130 and err.splitlines()[-1].startswith("chunkd: interrupted: run the same command")
+
+
+def on_a_terminal(cwd: Path, args: list[str], answers: list[str], timeout: float = 120) -> tuple[int, str]:
+    """Runs `chunkd ARGS` on a pseudo-terminal of its own (its controlling terminal, as in a shell),
+    typing each answer after the next prompt that ends in ': '; (exit code, everything shown)."""
+    pid, master = pty.fork()
+    if pid == 0:  # the child: the pty is its stdin, stdout, stderr and /dev/tty
+        os.chdir(cwd)
+        os.execve(
+            sys.executable, [sys.executable, "-m", "service", *args], client_env(XDG_STATE_HOME=str(cwd / "state"))
+        )
+    shown, pending, answered = b"", list(answers), 0
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if not ready:
+                continue
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # the child closed the terminal: it ended
+                break
+            if not data:
+                break
+            shown += data
+            if pending and shown[answered:].endswith(b": "):  # a new prompt (getpass shows it with echo off)
+                os.write(master, pending.pop(0).encode() + b"\n")
+                answered = len(shown)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    finally:
+        os.close(master)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), shown.decode(errors="replace")
+
+
+async def test_register_asks_the_password_twice_on_a_terminal(chunkd, conn, tmp_path: Path) -> None:
+    """On a terminal the password is asked (not echoed) and confirmed; two that differ create nothing."""
+    server = chunkd("serve")
+    args = ["register", "--url", server.url, "--email", "typed@example.com"]
+    code, shown = on_a_terminal(tmp_path, args, ["one password", "another one"])
+    assert code == 2 and "chunkd: the two passwords differ" in shown, shown
+    assert await conn.fetchval("SELECT count(*) FROM users WHERE email = 'typed@example.com'") == 0
+    code, shown = on_a_terminal(tmp_path, args, ["typed password", "typed password"])
+    assert code == 0 and "registered typed@example.com on " in shown, shown
+    assert "password for typed@example.com:" in shown and "typed password" not in shown  # asked, not echoed
+    assert await conn.fetchval("SELECT count(*) FROM users WHERE email = 'typed@example.com'") == 1
