@@ -18,6 +18,7 @@ from pathlib import Path
 import asyncpg
 
 from service.config import MiB
+from service.db import Pool
 from service.models import File
 from service.outcomes import CorruptContent
 from service.storage import BlobStore, BlobWriter, blob_key
@@ -116,13 +117,13 @@ class Prefix:
 
 
 async def assemble(
-    pool: asyncpg.Pool, store_: BlobStore, work_dir: Path, file: File, prefix: Prefix | None = None
+    pool: Pool, store_: BlobStore, work_dir: Path, file: File, prefix: Prefix | None = None
 ) -> tuple[Assembly, str]:
     """Every chunk of a complete file appended (after what `prefix` holds already), checked for gaps and size.
     Returns the assembly and its SHA-256; the caller commits it (durable and visible under its key) or discards
     it. On any error nothing is left of it, prefix included."""
     try:
-        async with pool.acquire() as conn:
+        async with pool.acquire_bulk() as conn:  # the chunks stream out on it: bulk work
             chunks = await store.list_chunk_lengths(conn, file.id)
             check_chunks(chunks, file.size)
             if prefix is None:

@@ -21,15 +21,45 @@ from service.store import server
 log = logging.getLogger("service.db")
 
 
+def bulk_share(size: int) -> int:
+    """Connections of a pool of `size` that bulk work may hold at once; the rest (a fifth, at least
+    one once there are two) stay for short requests."""
+    return max(1, size - max(1, size // 5))
+
+
 class Pool(asyncpg.Pool):
     """asyncpg's pool with DATABASE_POOL_TIMEOUT applied to every acquire(), counting the acquires
-    in progress (asyncpg keeps no public count of tasks waiting for a connection)."""
+    in progress (asyncpg keeps no public count of tasks waiting for a connection), and a share kept
+    for short requests: bulk work (storing a body's bytes, assembling a file) goes through
+    acquire_bulk(), which never holds more than bulk_share(size) connections. So 50 uploads storing
+    chunks queue among themselves, and a status poll or a login finds a connection at once."""
 
     acquire_timeout: float | None = None
     waiting: int = 0
+    bulk_slots: asyncio.Semaphore | None = None
 
     def acquire(self, *, timeout: float | None = None) -> Any:
         return super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
+
+    @contextlib.asynccontextmanager
+    async def acquire_bulk(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection for bulk work, within its share; DATABASE_POOL_TIMEOUT covers the wait for the
+        share and for the connection together (asyncio.TimeoutError, as acquire())."""
+        assert self.bulk_slots is not None, "create_pool() sets the share"
+        loop = asyncio.get_running_loop()
+        deadline = None if self.acquire_timeout is None else loop.time() + self.acquire_timeout
+        self.waiting += 1
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self.bulk_slots.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            left = None if deadline is None else max(deadline - loop.time(), 0.001)
+            async with self.acquire(timeout=left) as conn:
+                yield conn
+        finally:
+            self.bulk_slots.release()
 
     async def _acquire(self, timeout: float | None) -> Any:  # noqa: ASYNC109 - asyncpg.Pool.acquire(timeout=)
         # Both `async with pool.acquire()` and `await pool.acquire()` go through here (asyncpg < 0.33).
@@ -64,6 +94,9 @@ CONNECTION_LOST = (
 # The database is down, restarting, or the pool had no free connection in time (or is closing): the one
 # tuple the error middleware, the handlers and the worker catch.
 DATABASE_DOWN = CONNECTION_LOST + (asyncio.TimeoutError,)
+# What a background loop's database call (the worker's bookkeeping, webhook deliveries) may raise and try
+# again later: the database is down, refused the statement, or the socket failed.
+DATABASE_FAULTS = DATABASE_DOWN + (asyncpg.PostgresError, OSError)
 
 
 class Availability:
@@ -188,6 +221,7 @@ async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int | 
         command_timeout=300,
     )
     pool.acquire_timeout = settings.db_pool_timeout_ms / 1000
+    pool.bulk_slots = asyncio.Semaphore(bulk_share(max_size or settings.db_pool_size))
     await pool
     return pool
 

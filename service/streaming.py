@@ -36,7 +36,7 @@ from service.assembly import Assembly, Prefix, append_chunks
 from service.config import MiB
 from service.keys import worker_key
 from service.models import File, FileStatus
-from service.outcomes import CorruptContent, blocked_reason
+from service.outcomes import CorruptContent, blocked_delay, blocked_reason
 from service.storage import blob_key
 from service.store import streaming as store
 
@@ -211,7 +211,7 @@ class Streamer:
                 # Offers say nothing of the upload's status: the database is asked when none came, or
                 # once it has completed.
                 if not progressed or held.ready.is_set():
-                    async with worker.pool.acquire() as conn:
+                    async with worker.pool.acquire_bulk() as conn:  # chunks stream out on it: bulk work
                         # The status first: once it says PROCESSING, every chunk is committed and seen below.
                         status = await store.get_held_status(conn, file.id, worker.id)
                         if status is None:
@@ -299,8 +299,7 @@ class Streamer:
             self._take_offer(held, index)
 
     def _pause(self, file: File, blocked: str, error: Exception) -> None:
-        settings = self.worker.settings
-        delay = min(settings.blocked_backoff_min * 2 ** min(self._blocked_steps, 32), settings.blocked_backoff_max)
+        delay = blocked_delay(self.worker.settings, self._blocked_steps)
         self._blocked_steps += 1
         self._paused_until = max(self._paused_until, time.monotonic() + delay)
         log.warning(

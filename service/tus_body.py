@@ -181,7 +181,7 @@ class _Rows:
         self.index = 0
 
     async def store(self, piece: bytearray) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.pool.acquire_bulk() as conn, conn.transaction():
             await self._insert(conn, piece)
             await self._advance(conn, len(piece))
         if self.on_committed is not None:
@@ -194,7 +194,7 @@ class _Rows:
         """Every piece, or none: one connection, one transaction; the pieces come from memory or a local
         file, never from the client."""
         count = 0
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.pool.acquire_bulk() as conn, conn.transaction():
             async for piece in pieces:
                 await self._insert(conn, piece)
                 count += len(piece)

@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from service import links, storage
+from service import auth, links, storage
 from service.auth import current_user
 from service.db import DATABASE_DOWN
 from service.errors import (
@@ -59,6 +59,7 @@ INLINE_TYPES = frozenset(
 )
 
 
+@auth.checks_its_session
 async def get_file(request: web.Request) -> web.Response:
     """With ?wait=N and a file still UPLOADING or PROCESSING, answers as soon as its status changes
     (at most N seconds); with If-None-Match, only when the client's copy is current."""
@@ -328,9 +329,14 @@ async def _wait_for_change(request: web.Request, file: File, changed: asyncio.Ev
 async def _find(request: web.Request, file_id: str) -> File | None:
     """A signed link is a grant of its own (a post's reader sees its author's files): it opens its
     file whoever owns it. Otherwise only the owner or an admin."""
-    user = current_user(request)
-    link = request.get(link_key)
+    claims = auth.pending_session(request)
     async with request.app[pool_key].acquire() as conn:
+        if claims is not None:  # a status poll: the session and the file in one statement
+            found, file = await store.get_session_file(conn, claims.session_id, claims.user_id, file_id)
+            auth.accept_session(request, claims, found)
+            return file
+        user = current_user(request)
+        link = request.get(link_key)
         granted = user.is_admin or (link is not None and link.file_id == file_id)
         return await store.get_file(conn, file_id, user.id, granted)
 

@@ -112,7 +112,7 @@ async def put_chunk(request: web.Request) -> web.Response:
     # The body is held until the answer, and the database driver holds a copy of it while it is stored.
     with request.app[body_memory_key].admit(current_user(request).id) as share:
         data = await body.read(share)  # whole, before any connection is taken: none waits on a client's link
-        async with request.app[pool_key].acquire() as conn:
+        async with request.app[pool_key].acquire_bulk() as conn:  # within the bulk share: polls stay quick
             received = await store.insert_chunk(conn, upload.id, index, data)
             stored_sha256 = await store.get_chunk_sha256(conn, upload.id, index) if received is None else None
         if received is not None:
