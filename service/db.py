@@ -94,6 +94,9 @@ CONNECTION_LOST = (
 # The database is down, restarting, or the pool had no free connection in time (or is closing): the one
 # tuple the error middleware, the handlers and the worker catch.
 DATABASE_DOWN = CONNECTION_LOST + (asyncio.TimeoutError,)
+# What a background loop's database call (the worker's bookkeeping, webhook deliveries) may raise and try
+# again later: the database is down, refused the statement, or the socket failed.
+DATABASE_FAULTS = DATABASE_DOWN + (asyncpg.PostgresError, OSError)
 
 
 class Availability:

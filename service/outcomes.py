@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass
 
+from service.config import Settings
 from service.media.result import Analysis
 from service.storage import StorageMissing, StorageUnavailable
 
@@ -73,3 +74,9 @@ def blocked_reason(error: BaseException) -> str | None:
             return BLOCKED_ERRNOS[seen.errno]
         seen = seen.__cause__
     return "storage_unavailable" if isinstance(error, StorageUnavailable) else None
+
+
+def blocked_delay(settings: Settings, steps: int) -> int:
+    """Seconds before the next try of something its environment holds back, after `steps` tries:
+    BLOCKED_BACKOFF_MIN doubled at every step, up to BLOCKED_BACKOFF_MAX."""
+    return min(settings.blocked_backoff_min * 2 ** min(steps, 32), settings.blocked_backoff_max)

@@ -10,9 +10,11 @@ Processing a file comes to one Outcome (service.outcomes: Finished, Failed, Retr
 place (_record). Only bytes that are themselves wrong fail a file; a fault of its environment (a full,
 read-only or failing disk, a missing STORAGE_DIR, an unreachable store) leaves it PROCESSING with all its
 chunks, tried again after BLOCKED_BACKOFF_MIN, doubling up to BLOCKED_BACKOFF_MAX, never counted against
-MAX_ATTEMPTS, with one WARNING per step and the chunkd_processing_blocked gauge. The side tasks (listener, heartbeat, cleanup, webhook deliveries, streamer) are watched:
-one that ends by itself is a bug (each handles the faults it expects), and stops the worker loudly, as
-procrastinate's _monitor_side_tasks does: a CRITICAL line with its traceback, then SideTaskDied."""
+MAX_ATTEMPTS, with one WARNING per step and the chunkd_processing_blocked gauge.
+
+The side tasks (listener, heartbeat, cleanup, webhook deliveries, streamer) are watched: one that ends by
+itself is a bug (each handles the faults it expects), and stops the worker loudly, as procrastinate's
+_monitor_side_tasks does: a CRITICAL line with its traceback at once, then SideTaskDied once stopped."""
 
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ from service.media.pool import DecoderPool
 from service.media.result import Analysis
 from service.metrics import PROCESSING_SECONDS, UPLOADS_COMPLETED, UPLOADS_FAILED
 from service.models import File
-from service.outcomes import CorruptContent, Failed, Finished, Outcome, RetryAfter, blocked_reason
+from service.outcomes import CorruptContent, Failed, Finished, Outcome, RetryAfter, blocked_delay, blocked_reason
 from service.storage import BlobStore, StorageUnavailable
 from service.store import workers as store
 from service.store.files import FILES_READY
@@ -116,6 +118,7 @@ class Worker:
             await asyncio.wait([claiming, *watched], return_when=asyncio.FIRST_COMPLETED)
             died = next((task for task in watched if task.done()), None)
             if died is not None:
+                self._side_task_died(died)
                 self.stop()
             await claiming  # returns once stop() is seen
         finally:
@@ -130,15 +133,19 @@ class Worker:
             await self.close()
             log.info("worker stopped", extra={"action": "worker_stopped", "worker_id": self.id})
         if died is not None:
-            error = None if died.cancelled() else died.exception()
-            log.critical(
-                "worker stopped: its side task %r ended%s",
-                died.get_name(),
-                f" with {error!r}" if error else "",
-                exc_info=error,
-                extra={"action": "worker_side_task_died", "worker_id": self.id},
+            raise SideTaskDied(f"the worker's side task {died.get_name()!r} ended") from (
+                None if died.cancelled() else died.exception()
             )
-            raise SideTaskDied(f"the worker's side task {died.get_name()!r} ended") from error
+
+    def _side_task_died(self, task: asyncio.Task[None]) -> None:
+        error = None if task.cancelled() else task.exception()
+        log.critical(
+            "worker stopping: its side task %r ended%s",
+            task.get_name(),
+            f" with {error!r}" if error else "",
+            exc_info=error,
+            extra={"action": "worker_side_task_died", "worker_id": self.id},
+        )
 
     def stop(self) -> None:
         self._stop.set()
@@ -172,7 +179,7 @@ class Worker:
         await self.decoders.close()
         if not self._registered:
             return
-        with contextlib.suppress(*db_errors()):
+        with contextlib.suppress(*db.DATABASE_FAULTS):
             async with self.pool.acquire() as conn:
                 await store.delete_worker(conn, self.id)
         self._registered = False
@@ -184,7 +191,7 @@ class Worker:
             try:
                 await self._register()
                 return True
-            except db_errors() as e:
+            except db.DATABASE_FAULTS as e:
                 if not db.unavailable(e, self.settings):
                     log.warning("cannot register the worker yet: %s", e, extra={"action": "worker_register_failed"})
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -211,7 +218,7 @@ class Worker:
             file = None
             try:
                 file = await self._claim()
-            except db_errors() as e:
+            except db.DATABASE_FAULTS as e:
                 if not db.unavailable(e, self.settings):
                     log.warning("claim failed: %s", e, extra={"action": "claim_failed", "worker_id": self.id})
             if file is None:
@@ -285,7 +292,7 @@ class Worker:
                         extra={"action": "workers_reaped", "worker_id": self.id},
                     )
                     self._wake.set()
-            except db_errors() as e:
+            except db.DATABASE_FAULTS as e:
                 if not db.unavailable(e, self.settings):
                     log.warning("heartbeat failed: %s", e, extra={"action": "heartbeat_failed", "worker_id": self.id})
             await asyncio.sleep(self.lease / 3)
@@ -296,7 +303,7 @@ class Worker:
             await asyncio.sleep(self.settings.cleanup_interval)
             try:
                 await cleanup.run_cleanup(self.pool, self.settings, self.store)
-            except db_errors() + (OSError, StorageUnavailable) as e:
+            except (*db.DATABASE_FAULTS, StorageUnavailable) as e:
                 if not db.unavailable(e, self.settings):
                     log.warning("cleanup failed: %s", e, extra={"action": "cleanup_failed", "worker_id": self.id})
 
@@ -329,8 +336,7 @@ class Worker:
         except Exception as e:
             blocked = blocked_reason(e)
             if blocked is not None:  # the environment's fault: the chunks stay, for as long as it lasts
-                steps = min(file.blocked_retries, 32)
-                delay = min(self.settings.blocked_backoff_min * 2**steps, self.settings.blocked_backoff_max)
+                delay = blocked_delay(self.settings, file.blocked_retries)
                 return RetryAfter(delay, f"{type(e).__name__}: {e}", counted=False, blocked=blocked)
             # May pass, or may be a bug: retried with backoff, FAILED after MAX_ATTEMPTS.
             if file.attempts >= MAX_ATTEMPTS:
@@ -370,7 +376,7 @@ class Worker:
         while True:
             try:
                 return await self._record(file, outcome)
-            except db_errors() as e:
+            except db.DATABASE_FAULTS as e:
                 if self._stop.is_set():
                     return  # close() releases the file
                 if not db.unavailable(e, self.settings):
@@ -439,7 +445,7 @@ class Worker:
                 )
                 try:
                     await store.delete_chunks(conn, file.id)
-                except db_errors() as e:  # COMPLETED stands; the cleanup pass drops them later
+                except db.DATABASE_FAULTS as e:  # COMPLETED stands; the cleanup pass drops them later
                     log.warning(
                         "dropping the chunks of %s failed: %s",
                         file.id,
@@ -464,12 +470,6 @@ class Worker:
                 e,
                 extra={"action": "blob_delete_failed", "file_id": file.id},
             )
-
-
-def db_errors() -> tuple[type[BaseException], ...]:
-    """What a database call of the worker's own bookkeeping may raise and is retried later: the database
-    is down (db.DATABASE_DOWN), refused the statement, or the socket failed."""
-    return (*db.DATABASE_DOWN, asyncpg.PostgresError, OSError)
 
 
 async def worker_ctx(app: web.Application) -> AsyncIterator[None]:

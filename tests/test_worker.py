@@ -376,5 +376,5 @@ async def test_serve_stops_when_its_worker_dies(aiohttp_client, settings, caplog
         await aiohttp_client(app)
         await asyncio.wait_for(stopped.wait(), 20)
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL] == [
-        "worker stopped: its side task 'worker cleanup' ended with RuntimeError('a bug in the cleanup loop')"
+        "worker stopping: its side task 'worker cleanup' ended with RuntimeError('a bug in the cleanup loop')"
     ]
