@@ -77,12 +77,19 @@ def effective_method(request: web.Request) -> str:
     return request.headers.get("X-HTTP-Method-Override", request.method).strip().upper()
 
 
+def _versioned(path: str) -> frozenset[str]:
+    """The methods of this tus resource that carry Tus-Resumable: creation, or the upload's own."""
+    return frozenset({"POST"}) if path in (PREFIX, PREFIX + "/") else frozenset({"HEAD", "PATCH", "DELETE"})
+
+
 @web.middleware
 async def tus_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuses other protocol versions before anything is processed, and puts Tus-Resumable on every
     tus response but OPTIONS — error responses included, so it sits outside problem_middleware."""
-    if not is_tus_path(request.path) or effective_method(request) == "OPTIONS" or is_rufh(request):
-        return await handler(request)  # the IETF draft's requests share the path, not the version rule
+    if not is_tus_path(request.path) or effective_method(request) not in _versioned(request.path) or is_rufh(request):
+        # The IETF draft's requests share the path, not the version rule; OPTIONS needs no version, and a
+        # method the resource does not have is a 405 whatever the version (the dispatchers answer both).
+        return await handler(request)
     version = request.headers.get("Tus-Resumable")
     if version != TUS_VERSION:
         response: web.StreamResponse = problem_response(
