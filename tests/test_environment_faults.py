@@ -30,6 +30,9 @@ from service.app import create_app
 from service.config import Settings
 from service.store.files import mark_ready
 from service.worker import MAX_ATTEMPTS, Worker
+from tests.rufh_support import append as rufh_append
+from tests.rufh_support import create as rufh_create
+from tests.rufh_support import path_of as rufh_path_of
 from tests.support import insert_chunk, insert_file, make_settings, scrape, scratch_dir
 from tests.tus_support import STREAM, TUS, stored_bytes, upload_id, upload_path
 from tests.tus_support import create as tus_create
@@ -286,7 +289,8 @@ async def test_a_database_that_cannot_write_answers_507_and_keeps_nothing_half_w
     served, user, conn, full_database
 ) -> None:
     """A tus PATCH stores what fits, one committed piece at a time, and answers 507 with the exact offset kept;
-    a native chunk and a creation-with-upload are refused whole (507, no row). Once space returns, the
+    a native chunk, a tus creation-with-upload and the draft's creation with content are refused whole (507,
+    no row). Once space returns, the
     clients' retries land and the files complete with the right bytes."""
     data = os.urandom(8 * MiB)
     path = await tus_create(served, user, len(data))
@@ -315,6 +319,12 @@ async def test_a_database_that_cannot_write_answers_507_and_keeps_nothing_half_w
     with_upload = upload_path(r.headers["Location"])  # the upload exists: the client may resume it
     assert (await tus_file_row(conn, upload_id(with_upload)))["bytes_received"] == 0
 
+    draft = await rufh_create(served, user, chunk, complete=True)  # the IETF draft's creation with content
+    assert draft.status == 507 and draft.json()["code"] == "INSUFFICIENT_STORAGE", draft.body
+    draft_path = rufh_path_of(draft.headers["location"])  # with its 104 before: the client may resume it
+    assert draft.interim and draft.interim[0].status == 104
+    assert (await tus_file_row(conn, upload_id(draft_path)))["bytes_received"] == 0
+
     full_database.make_room()  # space returns: the same requests land
     r = await served.put(f"/api/uploads/{native['id']}/chunks/0", data=chunk, headers=user.headers)
     assert r.status == 201, await r.text()
@@ -324,7 +334,10 @@ async def test_a_database_that_cannot_write_answers_507_and_keeps_nothing_half_w
     assert r.status == 204, await r.text()
     r = await tus_patch(served, user, with_upload, 0, chunk)
     assert r.status == 204, await r.text()
-    for file_id, expected in ((native["id"], chunk), (upload_id(path), data), (upload_id(with_upload), chunk)):
+    r_draft = await rufh_append(served, user, draft_path, 0, chunk, complete=True)
+    assert r_draft.status == 200, r_draft.body
+    finished = ((native["id"], chunk), (upload_id(path), data), (upload_id(with_upload), chunk))
+    for file_id, expected in (*finished, (upload_id(draft_path), chunk)):
         body = await wait_for_status(served, user, file_id, timeout=60)
         assert body["status"] == "COMPLETED", body["error"]
         r = await served.get(body["url"], headers=user.headers)
