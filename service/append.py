@@ -44,6 +44,7 @@ from service.rufh import Limits as UploadLimits
 from service.rufh import max_age
 from service.store import files, quotas
 from service.store import tus as store
+from service.streaming import offer_chunk
 from service.tus import http_date
 from service.tus_body import Progress, Verifier, receive
 
@@ -110,7 +111,14 @@ async def _append(request: web.Request, upload_id: str, want: AppendRequest) -> 
                 on_bytes=writer.progressed,
             ) as body:
                 received = await receive(
-                    body, writer, pool, upload, settings.upload_expiry, want.verifier, want.progress
+                    body,
+                    writer,
+                    pool,
+                    upload,
+                    settings.upload_expiry,
+                    want.verifier,
+                    want.progress,
+                    on_committed=lambda index, data: offer_chunk(request.app, upload_id, index, data),
                 )
             error = received.error
             if isinstance(error, TusLengthExceeded):  # a body without Content-Length that went on too long

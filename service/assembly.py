@@ -54,11 +54,11 @@ class Assembly:
         assert path is not None
         return path
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes | bytearray) -> None:
         await asyncio.gather(asyncio.to_thread(self._hash_and_copy, data), self._writer.write(data))
         self.size += len(data)
 
-    def _hash_and_copy(self, data: bytes) -> None:
+    def _hash_and_copy(self, data: bytes | bytearray) -> None:
         self._hash.update(data)
         if self._copy is not None:
             view = memoryview(data)

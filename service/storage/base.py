@@ -57,7 +57,7 @@ class BlobWriter(Protocol):
     # temporary file). Complete once write() has been called for every byte.
     local_path: Path | None
 
-    async def write(self, data: bytes) -> None: ...
+    async def write(self, data: bytes | bytearray) -> None: ...
     async def commit(self) -> None:
         """Durable and visible under the key; the writer is done."""
 

@@ -48,11 +48,11 @@ class LocalWriter:
         self.final.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.local_path, "wb", buffering=0)  # noqa: SIM115 - closed by commit/abort
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes | bytearray) -> None:
         with _unavailable(f"writing {self.key}"):
             await asyncio.to_thread(self._write, data)
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes | bytearray) -> None:
         assert self._file is not None
         view = memoryview(data)
         while view:  # unbuffered writes may be short
