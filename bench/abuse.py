@@ -1,6 +1,6 @@
 """What a normal user sees while others abuse chunkd, against a quiet run in the same invocation.
 
-    .venv/bin/python -m bench.abuse [SECONDS]
+    .venv/bin/python -m bench.abuse [SECONDS] [--phases quiet,load,...] [--server CHECKOUT] [--env K=V]
 
 Starts its own PostgreSQL and a fresh `chunkd serve` for every phase (so the server's peak RSS is the
 phase's), and in each phase runs the same normal user for SECONDS (default 15): native uploads of
@@ -10,24 +10,30 @@ GET /api/users/me. The phases:
   quiet     the normal user alone: the reference
   load      (a) 50 other users uploading (native and tus, 4 MiB files) with a poller each
   trickle   (b) one user opening 100 tus PATCHes and 100 chunk PUTs that send a byte a second
-  polls     200 pollers with If-None-Match on one file: requests per second (item 6 of issue 11)
-  full-disk (c) root only: STORAGE_DIR on a 16 MiB tmpfs, a 24 MiB upload that cannot be assembled,
-            then the tmpfs enlarged: seconds from enlarging to COMPLETED, and the SHA-256 checked
+  polls     200 pollers of one COMPLETED file, each sending the ETag of its last answer: requests
+            per second, and how many were answered 200 instead of 304 (item 6 of issue 11)
+  status    (item 6) 4 pollers of COMPLETED files (a GET, then one with its ETag, 50 a second),
+            alone and then while 50 other users upload from a process of their own (not by default)
+  full-disk (c) root only: STORAGE_DIR on a 16 MiB tmpfs, a 24 MiB upload that cannot be assembled
+            for 45 s (its state and backoff steps then), then the tmpfs enlarged: seconds from enlarging to COMPLETED, and the SHA-256 checked
 
 Prints, per phase, p50/p99 per request kind of the normal user, its errors by status, the server's
-peak RSS, and each figure's ratio to the quiet phase."""
+peak RSS, and each figure's ratio to the quiet phase. --server runs chunkd from another checkout
+(`--server /work/main` against this one: a before/after pair on the same machine minutes apart);
+--env passes settings to it."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import collections
 import contextlib
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -37,6 +43,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+from multidict import CIMultiDict
 
 from bench.timing import bench_database, rss_kib, stop
 from service.auth import hash_password
@@ -57,14 +64,14 @@ class Tally:
 
     async def call(
         self, http: aiohttp.ClientSession, kind: str, method: str, url: str, ok: tuple[int, ...], **kwargs: Any
-    ) -> tuple[int, dict[str, str], bytes]:
+    ) -> tuple[int, CIMultiDict[str], bytes]:
         started = time.perf_counter()
         try:
             async with http.request(method, url, **kwargs) as r:
                 body = await r.read()
-                status, headers = r.status, dict(r.headers)
+                status, headers = r.status, CIMultiDict(r.headers)  # aiohttp's parser spells it Etag
         except (TimeoutError, aiohttp.ClientError):
-            status, headers, body = 599, {}, b""
+            status, headers, body = 599, CIMultiDict(), b""
         self.ms[kind].append((time.perf_counter() - started) * 1000)
         if status not in ok:
             self.errors[(kind, status)] += 1
@@ -224,29 +231,82 @@ async def trickling(
             writer.close()
 
 
-async def pollers(base: str, auth: dict[str, str], file_id: str, count: int, seconds: float) -> tuple[float, Tally]:
+async def pollers(
+    base: str, auth: dict[str, str], file_id: str, count: int, seconds: float
+) -> tuple[float, Tally, int]:
+    """(item 6) `count` pollers of one unchanged file, each sending the ETag of its last answer, as a
+    UI does: requests per second, their latencies, and how many were answered 200 instead of 304."""
     tally = Tally()
     stop_at = time.monotonic() + seconds
+    full = 0
     connector = aiohttp.TCPConnector(limit=count)
     async with aiohttp.ClientSession(connector=connector) as http:
         async with http.get(f"{base}/api/files/{file_id}", headers=auth) as r:
-            etag = r.headers["ETag"]
+            first = r.headers["ETag"]
 
         async def one() -> None:
+            nonlocal full
+            etag = first
             while time.monotonic() < stop_at:
-                await tally.call(
+                status, headers, _ = await tally.call(
                     http,
-                    "GET file (304)",
+                    "GET file (If-None-Match)",
                     "GET",
                     f"{base}/api/files/{file_id}",
-                    (304,),
+                    (200, 304),
                     headers={**auth, "If-None-Match": etag},
                 )
+                if status == 200:
+                    full += 1
+                    etag = headers["ETag"]
 
         started = time.monotonic()
         await asyncio.gather(*(one() for _ in range(count)))
         elapsed = time.monotonic() - started
-    return sum(len(v) for v in tally.ms.values()) / elapsed, tally
+    return sum(len(v) for v in tally.ms.values()) / elapsed, tally, full
+
+
+async def status_polls(base: str, auth: dict[str, str], file_ids: list[str], seconds: float) -> Tally:
+    """(item 6) one poller per file, each asking for the view (200) and then with its ETag (304), 50
+    times a second at most: the latencies a UI polling its files sees."""
+    tally = Tally()
+    stop_at = time.monotonic() + seconds
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+
+        async def one(file_id: str) -> None:
+            url = f"{base}/api/files/{file_id}"
+            while time.monotonic() < stop_at:
+                _, headers, _ = await tally.call(http, "GET file (200)", "GET", url, (200,), headers=auth)
+                etag = headers.get("ETag", "")
+                await tally.call(http, "GET file (304)", "GET", url, (304,), headers={**auth, "If-None-Match": etag})
+                await asyncio.sleep(0.02)
+
+        await asyncio.gather(*(one(f) for f in file_ids))
+    return tally
+
+
+def uploaders_process(base: str, auths: list[dict[str, str]], seconds: float, out: Any) -> None:
+    """A process of its own for the 50 uploaders, so that their client work never delays the
+    measuring client's event loop (both still share the machine's cores with the server)."""
+    tally = asyncio.run(other_uploaders(base, auths, time.monotonic() + seconds))
+    out.put((sum(len(v) for v in tally.ms.values()), dict(tally.errors)))
+
+
+async def completed_files(base: str, auth: dict[str, str], count: int) -> list[str]:
+    """`count` small COMPLETED files of the user (an unchanged file is what a poller mostly sees)."""
+    ids = []
+    async with aiohttp.ClientSession() as http:
+        for _ in range(count):
+            file_id = await native_upload(http, base, auth, Tally(), os.urandom(64 * KiB))
+            assert file_id is not None
+            ids.append(file_id)
+        for file_id in ids:
+            for _ in range(600):
+                async with http.get(f"{base}/api/files/{file_id}", headers=auth) as r:
+                    if (await r.json())["status"] == "COMPLETED":
+                        break
+                await asyncio.sleep(0.05)
+    return ids
 
 
 class Peak:
@@ -292,6 +352,9 @@ def report(name: str, tally: Tally, rss_kib_peak: int, quiet: tuple[Tally, int] 
     print(f"  normal user's errors: {errors}")
 
 
+FULL_DISK_SECONDS = 45
+
+
 async def full_disk(url: str, conn: asyncpg.Connection, auth: dict[str, str], storage_parent: Path) -> str:
     """(c): returns a one-line result."""
     mount = storage_parent / "tmpfs"
@@ -308,8 +371,12 @@ async def full_disk(url: str, conn: asyncpg.Connection, auth: dict[str, str], st
         async with aiohttp.ClientSession() as http:
             file_id = await native_upload(http, base, auth, tally, data, chunk=4 * MiB)
             assert file_id is not None
-            await asyncio.sleep(8)  # the worker meets a full disk and backs off
-            status = await conn.fetchval("SELECT status FROM files WHERE id = $1", file_id)
+            # Full for longer than the 5 attempts of a transient error would last (2+4+8+16 s): the worker backs
+            # off without counting them (issue 11: an environment fault never fails a file).
+            await asyncio.sleep(FULL_DISK_SECONDS)
+            status, attempts, reason, steps = await conn.fetchrow(
+                "SELECT status, attempts, blocked_reason, blocked_retries FROM files WHERE id = $1", file_id
+            )
             chunks = await conn.fetchval("SELECT count(*) FROM file_chunks WHERE file_id = $1", file_id)
             subprocess.run(["mount", "-o", "remount,size=64m", str(mount)], check=True)
             enlarged = time.monotonic()
@@ -321,7 +388,8 @@ async def full_disk(url: str, conn: asyncpg.Connection, auth: dict[str, str], st
             async with http.get(f"{base}/api/files/{file_id}/content", headers=auth) as r:
                 same = hashlib.sha256(await r.read()).hexdigest() == hashlib.sha256(data).hexdigest()
         return (
-            f"full disk: {status} with {chunks} chunks while full; {now} {took:.1f} s after enlarging; "
+            f"full disk for {FULL_DISK_SECONDS} s: {status} with {chunks} chunks, blocked {reason} after {steps} "
+            f"backoff steps, {attempts} attempts used; {now} {took:.1f} s after enlarging; "
             f"SHA-256 {'matches' if same else 'DIFFERS'}"
         )
     finally:
@@ -329,81 +397,166 @@ async def full_disk(url: str, conn: asyncpg.Connection, auth: dict[str, str], st
         subprocess.run(["umount", str(mount)], check=False)
 
 
-async def run(seconds: float) -> None:
+PHASES = ("quiet", "load", "trickle", "polls", "status", "full-disk")
+
+
+@dataclass
+class Bench:
+    url: str
+    storage: Path
+    conn: asyncpg.Connection
+    normal: dict[str, str]
+    seconds: float
+    cwd: Path | None  # another checkout's server (a before/after pair), or this one
+    env: dict[str, str]
+
+    def serve(self) -> ChunkdProcess:
+        env = {"DATABASE_URL": self.url, "STORAGE_DIR": str(self.storage), "JWT_SECRET": JWT_SECRET, **SERVER_ENV}
+        return ChunkdProcess({**env, **self.env}, "serve", **({"cwd": self.cwd} if self.cwd else {})).start()
+
+    async def users(self, count: int) -> list[dict[str, str]]:
+        return [await make_user(self.conn, self.url, self.storage) for _ in range(count)]
+
+
+async def quiet_phase(bench: Bench) -> tuple[Tally, int]:
+    server = bench.serve()
+    try:
+        async with Peak(server.proc.pid) as peak:  # type: ignore[union-attr]
+            quiet_tally = await normal_user(server.url, bench.normal, bench.seconds)
+        report("quiet", quiet_tally, peak.kib, None)
+        return quiet_tally, peak.kib
+    finally:
+        stop(server)
+
+
+async def load_phase(bench: Bench, quiet: tuple[Tally, int] | None) -> None:
+    others = await bench.users(50)
+    server = bench.serve()
+    try:
+        async with Peak(server.proc.pid) as peak:  # type: ignore[union-attr]
+            load = asyncio.create_task(other_uploaders(server.url, others, time.monotonic() + bench.seconds))
+            tally = await normal_user(server.url, bench.normal, bench.seconds)
+            load_tally = await load
+        report(
+            "load (a): 50 uploaders with pollers",
+            tally,
+            peak.kib,
+            quiet,
+            f"their errors: {dict(load_tally.errors) or 'none'}",
+        )
+    finally:
+        stop(server)
+
+
+async def trickle_phase(bench: Bench, quiet: tuple[Tally, int] | None) -> None:
+    abuser = (await bench.users(1))[0]
+    server = bench.serve()
+    try:
+        async with Peak(server.proc.pid) as peak, trickling(server, abuser, server.url, 100, 100) as statuses:  # type: ignore[union-attr]
+            await asyncio.sleep(1)
+            tally = await normal_user(server.url, bench.normal, bench.seconds)
+        report(
+            "trickle (b): 100 PATCHes + 100 PUTs at 1 B/s from one user",
+            tally,
+            peak.kib,
+            quiet,
+            f"the trickler's answers: {dict(statuses)}",
+        )
+    finally:
+        stop(server)
+
+
+async def polls_phase(bench: Bench) -> None:
+    server = bench.serve()
+    try:
+        [file_id] = await completed_files(server.url, bench.normal, 1)
+        async with Peak(server.proc.pid) as peak:  # type: ignore[union-attr]
+            rate, tally, full = await pollers(server.url, bench.normal, file_id, 200, min(bench.seconds, 10))
+        total = sum(len(v) for v in tally.ms.values())
+        report(
+            "polls: 200 pollers with If-None-Match",
+            tally,
+            peak.kib,
+            None,
+            f"{rate:.0f} req/s, {full} of {total} were 200",
+        )
+    finally:
+        stop(server)
+
+
+async def status_phase(bench: Bench) -> None:
+    """(item 6) a poller per file of the normal user's, alone and then with 50 uploads in flight."""
+    others = await bench.users(50)
+    server = bench.serve()
+    try:
+        file_ids = await completed_files(server.url, bench.normal, 4)
+        alone = await status_polls(server.url, bench.normal, file_ids, bench.seconds)
+        report("status alone: 4 pollers, 200 then 304", alone, 0, None)
+        spawn = multiprocessing.get_context("spawn")
+        out = spawn.Queue()
+        uploaders = spawn.Process(target=uploaders_process, args=(server.url, others, bench.seconds + 3, out))
+        uploaders.start()
+        try:
+            await asyncio.sleep(3)  # all 50 under way
+            async with Peak(server.proc.pid) as peak:  # type: ignore[union-attr]
+                tally = await status_polls(server.url, bench.normal, file_ids, bench.seconds)
+            requests, errors = await asyncio.to_thread(out.get, True, 120)
+        finally:
+            uploaders.join(120)
+        report(
+            "status under load: the same pollers, 50 uploads in flight",
+            tally,
+            peak.kib,
+            (alone, peak.kib),
+            f"uploaders' requests {requests}, their errors: {errors or 'none'}",
+        )
+    finally:
+        stop(server)
+
+
+async def full_disk_phase(bench: Bench) -> None:
+    if os.geteuid() != 0:
+        print("\n== full disk (c): skipped (needs root to mount a tmpfs)")
+        return
+    parent = scratch_dir("chunkd-bench-tmpfs-")
+    try:
+        print("\n== full disk (c): " + await full_disk(bench.url, bench.conn, bench.normal, parent))
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+async def run(seconds: float, phases: list[str], cwd: Path | None, env: dict[str, str]) -> None:
     async with bench_database() as (url, storage):
         conn = await asyncpg.connect(url)
-        normal = await make_user(conn, url, storage)
-
-        def serve() -> ChunkdProcess:
-            return ChunkdProcess(
-                {"DATABASE_URL": url, "STORAGE_DIR": str(storage), "JWT_SECRET": JWT_SECRET, **SERVER_ENV}, "serve"
-            ).start()
-
-        server = serve()
-        try:
-            async with Peak(server.proc.pid) as peak:  # type: ignore[union-attr]
-                quiet_tally = await normal_user(server.url, normal, seconds)
-            quiet = (quiet_tally, peak.kib)
-            report("quiet", quiet_tally, peak.kib, None)
-        finally:
-            stop(server)
-
-        others = [await make_user(conn, url, storage) for _ in range(50)]
-        server = serve()
-        try:
-            async with Peak(server.proc.pid) as peak:  # type: ignore[union-attr]
-                load = asyncio.create_task(other_uploaders(server.url, others, time.monotonic() + seconds))
-                tally = await normal_user(server.url, normal, seconds)
-                load_tally = await load
-            report(
-                "load (a): 50 uploaders with pollers",
-                tally,
-                peak.kib,
-                quiet,
-                f"their errors: {dict(load_tally.errors) or 'none'}",
-            )
-        finally:
-            stop(server)
-
-        abuser = await make_user(conn, url, storage)
-        server = serve()
-        try:
-            async with Peak(server.proc.pid) as peak, trickling(server, abuser, server.url, 100, 100) as statuses:  # type: ignore[union-attr]
-                await asyncio.sleep(1)
-                tally = await normal_user(server.url, normal, seconds)
-            report(
-                "trickle (b): 100 PATCHes + 100 PUTs at 1 B/s from one user",
-                tally,
-                peak.kib,
-                quiet,
-                f"the trickler's answers: {dict(statuses)}",
-            )
-        finally:
-            stop(server)
-
-        server = serve()
-        try:
-            async with aiohttp.ClientSession() as http:
-                file_id = await tus_upload(http, server.url, normal, Tally(), b"")
-            async with Peak(server.proc.pid) as peak:  # type: ignore[union-attr]
-                rate, tally = await pollers(server.url, normal, file_id or "", 200, min(seconds, 10))
-            report("polls: 200 pollers with If-None-Match", tally, peak.kib, None, f"{rate:.0f} req/s")
-        finally:
-            stop(server)
-
-        if os.geteuid() == 0:
-            parent = scratch_dir("chunkd-bench-tmpfs-")
-            try:
-                print("\n== full disk (c): " + await full_disk(url, conn, normal, parent))
-            finally:
-                shutil.rmtree(parent, ignore_errors=True)
-        else:
-            print("\n== full disk (c): skipped (needs root to mount a tmpfs)")
+        bench = Bench(url, storage, conn, await make_user(conn, url, storage), seconds, cwd, env)
+        print(f"server from {cwd or 'this checkout'}, env {env or '{}'}; load average {os.getloadavg()}")
+        quiet = await quiet_phase(bench) if "quiet" in phases else None
+        if "load" in phases:
+            await load_phase(bench, quiet)
+        if "trickle" in phases:
+            await trickle_phase(bench, quiet)
+        if "polls" in phases:
+            await polls_phase(bench)
+        if "status" in phases:
+            await status_phase(bench)
+        if "full-disk" in phases:
+            await full_disk_phase(bench)
+        print(f"\nload average {os.getloadavg()}")
         await conn.close()
 
 
 def main() -> None:
-    asyncio.run(run(float(sys.argv[1]) if len(sys.argv) > 1 else 15))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("seconds", nargs="?", type=float, default=15, help="length of each phase")
+    parser.add_argument("--phases", default="quiet,load,trickle,polls,full-disk", help=f"some of {','.join(PHASES)}")
+    parser.add_argument("--server", type=Path, help="run the server from this checkout (a before/after pair)")
+    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the server, repeatable")
+    args = parser.parse_args()
+    phases = args.phases.split(",")
+    if unknown := set(phases) - set(PHASES):
+        parser.error(f"unknown phases {sorted(unknown)}")
+    env = dict(item.split("=", 1) for item in args.env)
+    asyncio.run(run(args.seconds, phases, args.server, env))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ and its download through chunkd against a direct ranged GET from RGW, in one run
 
 Starts its own embedded PostgreSQL and single-node Ceph RGW (memstore, in memory; tests/ceph.py), inserts the
 upload's chunks straight into file_chunks, then:
-- assembly: service.worker.assemble through service.storage.assembly.Assembly, exactly as the worker runs it
+- assembly: service.assembly (append_chunks into an Assembly), exactly as the worker runs it
   (hash, local working copy, store writer), into a LocalStore and into the S3Store; best of --runs each.
 - download: `chunkd serve --no-worker` on the bucket streams GET /api/files/{id}/content; the reference is a
   ranged GET (bytes=0-end) of the same object straight from RGW with aiobotocore. Both read to the end in
@@ -33,12 +33,11 @@ sys.path.insert(0, str(ROOT))
 
 from bench.timing import bench_database, stop  # noqa: E402
 from service import storage  # noqa: E402
+from service.assembly import Assembly, append_chunks  # noqa: E402
 from service.config import MiB, _bytes, load_settings  # noqa: E402
 from service.storage import LocalStore  # noqa: E402
-from service.storage.assembly import Assembly  # noqa: E402
 from service.storage.s3 import S3Store  # noqa: E402
 from service.store.workers import list_chunk_lengths  # noqa: E402
-from service.worker import assemble  # noqa: E402
 from tests import ceph  # noqa: E402
 from tests.support import ChunkdProcess, session_token  # noqa: E402
 
@@ -85,7 +84,8 @@ async def assembly_seconds(
     async with pool.acquire() as conn:
         chunks = await list_chunk_lengths(conn, file_id)
         assembly = await Assembly.begin(store, key, work, size)
-        digest = await assemble(conn, file_id, chunks, assembly)
+        await append_chunks(conn, file_id, chunks, assembly)
+        digest = await assembly.finish()
         await assembly.commit()
     seconds = time.perf_counter() - started
     assert digest == sha, "assembled bytes differ"

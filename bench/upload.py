@@ -8,7 +8,7 @@ What it measures, on the same random file:
   upload      native protocol over HTTP, 1 and 4 chunks in flight, vs. the same chunks INSERTed straight
               into file_chunks with asyncpg (1 and 4 connections), alternating batch by batch: MB/s, ratio
   completed   time from POST .../complete to status COMPLETED (the server's worker)
-  assembly    the worker's assembly code (service.worker.assemble) vs. the raw ceiling: the same chunks
+  assembly    the worker's assembly code (service.assembly.append_chunks) vs. the raw ceiling: the same chunks
               SELECTed with asyncpg and written to a file, fsync included in both
   memory      the server's RSS at start and its peak (VmHWM in /proc/PID/status)
 Without DATABASE_URL a throwaway PostgreSQL is started with default (durable) settings.
@@ -40,11 +40,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.timing import bench_database, rss_kib  # noqa: E402
 from service import storage  # noqa: E402
+from service.assembly import Assembly, append_chunks  # noqa: E402
 from service.config import MiB, _bytes, load_settings  # noqa: E402
 from service.storage import LocalStore  # noqa: E402
-from service.storage.assembly import Assembly  # noqa: E402
 from service.store.workers import list_chunk_lengths  # noqa: E402
-from service.worker import assemble  # noqa: E402
 from tests.support import session_token  # noqa: E402
 
 # aiohttp warns about request bodies above 1 MiB sent as bytes; chunks are meant to be sent whole.
@@ -218,12 +217,13 @@ async def raw_assembly(pool: asyncpg.Pool, file_id: str, out: Path) -> float:
 
 
 async def product_assembly(pool: asyncpg.Pool, file_id: str, out: Path) -> float:
-    """What the worker runs: service.worker.assemble (slices, pipelined write + SHA-256, fsync)."""
+    """What the worker runs: service.assembly.append_chunks (slices, pipelined write + SHA-256, fsync)."""
     started = time.perf_counter()
     async with pool.acquire() as conn:
         chunks = await list_chunk_lengths(conn, file_id)
         assembly = await Assembly.begin(LocalStore(out.parent), out.name, out.parent)
-        await assemble(conn, file_id, chunks, assembly)
+        await append_chunks(conn, file_id, chunks, assembly)
+        await assembly.finish()
         await assembly.commit()
     seconds = time.perf_counter() - started
     out.unlink()

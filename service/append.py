@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from dataclasses import dataclass
 
 import asyncpg
@@ -35,6 +36,7 @@ from service.errors import (
     UploadExpired,
     UploadNotFound,
     UploadTooLarge,
+    from_database_refusal,
 )
 from service.keys import body_memory_key, pool_key, settings_key, slow_by_design_key, storage_key, tus_locks_key
 from service.models import File
@@ -42,8 +44,11 @@ from service.rufh import Limits as UploadLimits
 from service.rufh import max_age
 from service.store import files, quotas
 from service.store import tus as store
+from service.streaming import offer_chunk
 from service.tus import http_date
 from service.tus_body import Progress, Verifier, receive
+
+log = logging.getLogger("service.append")
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,13 @@ async def append(request: web.Request, upload_id: str, want: AppendRequest) -> A
     request[slow_by_design_key] = True  # a body takes as long as the client's link needs
     task = asyncio.create_task(_append(request, upload_id, want))
     task.add_done_callback(_retrieve)
-    return await asyncio.shield(task)
+    try:
+        return await asyncio.shield(task)
+    except asyncpg.InsufficientResourcesError as e:
+        # A full database: the pieces committed before stay (the offset says exactly which), the one that
+        # failed went with its transaction. An ApiError here, so that a creation's answer carries Location.
+        log.warning("database cannot write: %s", e, extra={"action": "database_full", "upload_id": upload_id})
+        raise from_database_refusal(e) from e
 
 
 def _retrieve(task: asyncio.Task[Appended]) -> None:
@@ -100,7 +111,14 @@ async def _append(request: web.Request, upload_id: str, want: AppendRequest) -> 
                 on_bytes=writer.progressed,
             ) as body:
                 received = await receive(
-                    body, writer, pool, upload, settings.upload_expiry, want.verifier, want.progress
+                    body,
+                    writer,
+                    pool,
+                    upload,
+                    settings.upload_expiry,
+                    want.verifier,
+                    want.progress,
+                    on_committed=lambda index, data: offer_chunk(request.app, upload_id, index, data),
                 )
             error = received.error
             if isinstance(error, TusLengthExceeded):  # a body without Content-Length that went on too long

@@ -23,8 +23,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from service import links
 from service.config import Settings
 from service.errors import Forbidden, InsufficientScope, RefreshTokenInvalid, SessionRequired, Unauthorized
-from service.keys import pool_key, settings_key, user_key
-from service.models import CurrentUser, Role, Scope, expand_scopes
+from service.keys import pool_key, session_claims_key, settings_key, user_key
+from service.models import CurrentUser, Role, Scope, User, expand_scopes
 from service.store import sessions, tokens
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
@@ -175,6 +175,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             "send `Authorization: Bearer <access token or API token>`",
             headers={"WWW-Authenticate": 'Bearer realm="chunkd"'},
         )
+    if request.match_info.handler in _CHECK_THEIR_SESSION and not token.startswith(API_TOKEN_PREFIX):
+        # Signature and expiry here; the session and its user in the handler's own statement.
+        request[session_claims_key] = SessionClaims(*decode_access_token(request.app[settings_key], token))
+        return await handler(request)
     user = await (
         _api_token_caller(request, token) if token.startswith(API_TOKEN_PREFIX) else _session_caller(request, token)
     )
@@ -191,10 +195,50 @@ async def _session_caller(request: web.Request, token: str) -> CurrentUser:
     user_id, session_id = decode_access_token(request.app[settings_key], token)
     async with request.app[pool_key].acquire() as conn:
         user = await sessions.get_session_user(conn, session_id, user_id)
+    return _session_user(user, session_id)
+
+
+def _session_user(user: User | None, session_id: str) -> CurrentUser:
     if user is None:
         raise Unauthorized("the session has ended or the account is inactive: log in again")
     scopes = expand_scopes([Scope.ADMIN] if user.role == Role.ADMIN else [Scope.UPLOAD])
     return CurrentUser(user.id, user.email, user.role, scopes=scopes, session_id=session_id)
+
+
+@dataclass(frozen=True)
+class SessionClaims:
+    """A valid access token's user and session, not yet checked against the database."""
+
+    user_id: str
+    session_id: str
+
+
+# Handlers that check the caller's session themselves, in the statement that reads what they answer.
+_CHECK_THEIR_SESSION: set[Handler] = set()
+
+
+def checks_its_session(handler: Handler) -> Handler:
+    """Marks a read-only handler that answers a session's caller in one statement (a status poll):
+    auth_middleware checks the access token's signature and expiry and leaves the session and its user
+    to the handler, which passes what it read to accept_session. No window opens: a revoked session,
+    a deactivation or a role change applies to the very next request, as everywhere else. Session
+    tokens always hold `read`, so no scope check is skipped; API tokens take the usual path."""
+    _CHECK_THEIR_SESSION.add(handler)
+    return handler
+
+
+def pending_session(request: web.Request) -> SessionClaims | None:
+    """The claims a checks_its_session handler must still check, until accept_session has run."""
+    return request.get(session_claims_key)
+
+
+def accept_session(request: web.Request, claims: SessionClaims, user: User | None) -> CurrentUser:
+    """The caller, from the user the handler's statement found for the claims' live session (None:
+    ended, or the account inactive: 401 as auth_middleware answers it)."""
+    caller = _session_user(user, claims.session_id)
+    request[user_key] = caller
+    del request[session_claims_key]
+    return caller
 
 
 async def _api_token_caller(request: web.Request, token: str) -> CurrentUser:

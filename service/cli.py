@@ -34,6 +34,7 @@ from service import (
 from service.app import create_app
 from service.config import ConfigError, Settings, load_settings
 from service.embedded import EmbeddedError
+from service.keys import on_worker_death_key
 from service.storage import StorageError, StorageUnavailable
 from service.storage.copy import copy_all
 
@@ -64,6 +65,14 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                 log.info("applied migration %s", m.path.name, extra={"action": "migration_applied"})
         sock = listening_socket(settings.host, settings.port)  # before anything starts: a bad HOST/PORT is one line
         app = create_app(settings, with_worker=not args.no_worker)
+        worker_died = False
+
+        def stop_serving() -> None:  # the worker died of a side task (logged CRITICAL): stop, exit non-zero
+            nonlocal worker_died
+            worker_died = True
+            asyncio.get_running_loop().call_soon(_graceful_exit)
+
+        app[on_worker_death_key] = stop_serving
         # run_app turns SIGINT/SIGTERM into a graceful stop: stop accepting, finish requests, run cleanup_ctx.
         web.run_app(
             app,
@@ -72,7 +81,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             shutdown_timeout=SHUTDOWN_TIMEOUT,
             print=lambda line: log.info(line.strip()),
         )
-    return 0
+    return 1 if worker_died else 0
+
+
+def _graceful_exit() -> None:
+    raise web.GracefulExit  # out of the event loop, as a signal does: run_app stops serving and cleans up
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -105,7 +118,10 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     with embedded.database(settings) as settings:
         if not args.no_migrate:
             asyncio.run(_with_conn(settings, migrate.deploy))
-        asyncio.run(worker.run_standalone(settings))  # SIGTERM/SIGINT stop it gracefully
+        try:
+            asyncio.run(worker.run_standalone(settings))  # SIGTERM/SIGINT stop it gracefully
+        except worker.SideTaskDied:
+            return 1  # logged CRITICAL with its traceback when it happened
     return 0
 
 
@@ -181,27 +197,29 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
-    path = Path(args.file)
-    if not path.is_file():
-        print(f"chunkd: {path}: not a file", file=sys.stderr)
+    url = _server_url(args, settings)
+    try:
+        files = client.expand(args.paths)  # a typo is one line before the server is asked anything
+    except client.UploadError as e:
+        print(f"chunkd: {e}", file=sys.stderr)
         return 2
-    url = args.url or os.environ.get("CHUNKD_URL") or f"http://{settings.host}:{settings.port}"
     token = args.token or (None if args.email else os.environ.get("CHUNKD_TOKEN") or credentials.saved_token(url))
     if not token and not args.email:
         print(
-            "chunkd: run `chunkd login`, or pass --token (or CHUNKD_TOKEN) or --email (password from "
-            "CHUNKD_PASSWORD or asked)",
+            f"chunkd: not logged in to {url}: run `chunkd register` or `chunkd login`, or pass --token "
+            "(or CHUNKD_TOKEN) or --email (password from CHUNKD_PASSWORD, asked, or stdin)",
             file=sys.stderr,
         )
         return 2
-    who = client.Credentials(token, args.email, client.password_from(args.email))
     try:
-        file = asyncio.run(
-            client.upload(
-                path,
+        who = client.Credentials(token, args.email, client.password_from(args.email))
+        outcomes = asyncio.run(
+            client.upload_many(
+                args.paths,
                 url,
                 who,
                 state_dir=Path(args.state_dir),
+                report=_report,
                 chunk_size=args.chunk_size,
                 parallel=args.parallel,
                 verify_chunks=args.verify_chunks,
@@ -210,12 +228,37 @@ def cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
     except client.UploadError as e:
         print(f"chunkd: {e}", file=sys.stderr)
         return 2
-    if file["status"] == "FAILED":
-        print(f"FAILED {file['id']}: {file.get('error')}")
-        return 1
-    sha256 = (file.get("metadata") or {}).get("sha256")
-    print(f"COMPLETED {file['id']} {file['original_name']} {file['size']} bytes {file['type']} sha256 {sha256}")
-    return 0
+    except KeyboardInterrupt:
+        # What was sent is kept: the state files say which uploads to resume, the batch which files are done.
+        end_bar = "\n" if sys.stderr.isatty() else ""  # a progress bar is being redrawn on that line
+        print(f"{end_bar}chunkd: interrupted: run the same command again to resume the upload", file=sys.stderr)
+        return 130
+    failed = [o for o in outcomes if not o.completed]
+    if len(files) > 1:
+        print(f"{len(outcomes) - len(failed)} of {len(files)} files COMPLETED, {len(failed)} failed")
+    if failed and len(files) > 1:
+        print(
+            "chunkd: run the same command again to retry the failed files; COMPLETED ones are not sent again",
+            file=sys.stderr,
+        )
+    return 1 if failed else 0
+
+
+def _report(outcome: client.Outcome) -> None:
+    """One line per file on stdout as it ends: COMPLETED id name size type sha256, FAILED, or ERROR."""
+    file = outcome.file
+    if file is None:
+        print(f"ERROR {outcome.path}: {outcome.error}", flush=True)
+    elif file["status"] == "COMPLETED":
+        sha256 = (file.get("metadata") or {}).get("sha256")
+        earlier = " (by an earlier run)" if outcome.earlier else ""
+        print(
+            f"COMPLETED {file['id']} {file['original_name']} {file['size']} bytes {file['type']} sha256 {sha256}"
+            + earlier,
+            flush=True,
+        )
+    else:
+        print(f"FAILED {file['id']} {outcome.path}: {file.get('error')}", flush=True)
 
 
 def cmd_storage_copy(args: argparse.Namespace, settings: Settings) -> int:
@@ -246,12 +289,16 @@ def add_operations(sub: argparse._SubParsersAction) -> None:
     r.add_argument("archive")
     r.add_argument("--force", action="store_true", help="replace a database or storage that is not empty")
     r.set_defaults(run=cmd_restore)
-    u = sub.add_parser("upload", help="upload a file, resumably, and wait until it is processed")
-    u.add_argument("file")
-    u.add_argument("--url", help="server URL (default CHUNKD_URL, else http://HOST:PORT)")
+    u = sub.add_parser(
+        "upload",
+        help="upload files (and the files under directories), resumably, each its own upload, "
+        "and wait until each is processed",
+    )
+    u.add_argument("paths", nargs="+", metavar="PATH", help="a file or a directory (its files, recursively)")
+    u.add_argument("--url", help="server URL (default CHUNKD_URL, else http://HOST:PORT of the environment or .env)")
     who = u.add_mutually_exclusive_group()
     who.add_argument("--token", help="access token (default CHUNKD_TOKEN)")
-    who.add_argument("--email", help="log in as this user (password from CHUNKD_PASSWORD, else asked)")
+    who.add_argument("--email", help="log in as this user (password from CHUNKD_PASSWORD, asked, or stdin)")
     u.add_argument("--chunk-size", type=int, help="bytes per chunk (default: the server's)")
     u.add_argument(
         "--parallel",
@@ -325,17 +372,46 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_register(args: argparse.Namespace, settings: Settings) -> int:
+    url = _server_url(args, settings)
+    email = args.email or input("email: ").strip()
+    try:
+        password = client.password_from(email, confirm=True) or ""
+        token = asyncio.run(credentials.register(url, email, password, args.name, args.scopes.split(",")))
+    except (credentials.AccountError, client.UploadError) as e:
+        print(f"chunkd: {e}", file=sys.stderr)
+        return 2
+    path = credentials.save_token(url, email, token["token"])
+    print(f"registered {email} on {url}: token {token['id']} ({','.join(token['scopes'])}) saved in {path}")
+    return 0
+
+
 def _server_url(args: argparse.Namespace, settings: Settings) -> str:
-    return args.url or os.environ.get("CHUNKD_URL") or f"http://{settings.host}:{settings.port}"
+    """--url, CHUNKD_URL, or the server this directory's settings (HOST, PORT, .env) run: one that
+    listens on every address (0.0.0.0, ::) is reached on the loopback address."""
+    if args.url or os.environ.get("CHUNKD_URL"):
+        return str(args.url or os.environ["CHUNKD_URL"])
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.host, settings.host)
+    return f"http://[{host}]:{settings.port}" if ":" in host else f"http://{host}:{settings.port}"
 
 
 def add_accounts(sub: argparse._SubParsersAction) -> None:
-    url_help = "server URL (default CHUNKD_URL, else http://HOST:PORT)"
+    url_help = "server URL (default CHUNKD_URL, else http://HOST:PORT of the environment or .env)"
     login = sub.add_parser("login", help="log in and save an API token, so later commands need no flags")
     login.add_argument("--url", help=url_help)
-    login.add_argument("--email", help="account (asked when not given); password from CHUNKD_PASSWORD, else asked")
+    login.add_argument("--email", help="account (asked when not given); password from CHUNKD_PASSWORD, asked, or stdin")
     login.add_argument("--scopes", default="upload", help="scopes of the saved token: read, upload or admin")
     login.set_defaults(run=cmd_login)
+    register = sub.add_parser(
+        "register", help="create an account, log in and save an API token, as `chunkd login` does"
+    )
+    register.add_argument("--url", help=url_help)
+    register.add_argument(
+        "--email", help="the new account's email (asked when not given); password from CHUNKD_PASSWORD, asked, or stdin"
+    )
+    register.add_argument("--name", help="display name")
+    register.add_argument("--scopes", default="upload", help="scopes of the saved token: read, upload or admin")
+    register.set_defaults(run=cmd_register)
     token = sub.add_parser("token", help="API tokens for scripts: create, list, revoke")
     token.add_argument("--url", help=url_help)
     actions = token.add_subparsers(dest="action", required=True)

@@ -336,6 +336,21 @@ SETTINGS: tuple[Setting, ...] = (
         "a worker silent this long is presumed dead and its files are taken again (heartbeat: a third of it)",
     ),
     Setting(
+        "BLOCKED_BACKOFF_MIN",
+        "blocked_backoff_min",
+        "1s",
+        _duration,
+        "first wait before a file held back by its environment (full, read-only or failing disk, missing "
+        "STORAGE_DIR, unreachable store) is tried again; doubled at every step",
+    ),
+    Setting(
+        "BLOCKED_BACKOFF_MAX",
+        "blocked_backoff_max",
+        "5m",
+        _duration,
+        "longest wait between two tries of a file held back by its environment (retried for as long as it lasts)",
+    ),
+    Setting(
         "PROCESSING_TIMEOUT",
         "processing_timeout",
         "120s",
@@ -442,6 +457,8 @@ class Settings:
     worker_concurrency: int
     streaming_min_size: int
     worker_lease: int
+    blocked_backoff_min: int
+    blocked_backoff_max: int
     processing_timeout: int
     processing_memory: int
     slow_request_ms: int

@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from service.client import default_state_dir
+from service.client import default_state_dir, unreachable
 
 CREDENTIALS = "credentials.json"
 TIMEOUT = aiohttp.ClientTimeout(total=60)
@@ -63,13 +63,25 @@ async def login(url: str, email: str, password: str, scopes: list[str]) -> dict[
         session = await _call(
             http, "POST", "/api/auth/login", None, {"email": email, "password": password, "device": "chunkd login"}
         )
-        access = session["access_token"]
-        try:
-            return await _call(
-                http, "POST", "/api/tokens", access, {"name": f"chunkd CLI on {socket.gethostname()}", "scopes": scopes}
-            )
-        finally:
-            await _call(http, "POST", "/api/auth/logout", access, None, expect=204)
+        return await _token_for_session(http, session["access_token"], scopes)
+
+
+async def _token_for_session(http: aiohttp.ClientSession, access: str, scopes: list[str]) -> dict[str, Any]:
+    """An API token for this machine, minted with a session that is then ended."""
+    try:
+        return await _call(
+            http, "POST", "/api/tokens", access, {"name": f"chunkd CLI on {socket.gethostname()}", "scopes": scopes}
+        )
+    finally:
+        await _call(http, "POST", "/api/auth/logout", access, None, expect=204)
+
+
+async def register(url: str, email: str, password: str, name: str | None, scopes: list[str]) -> dict[str, Any]:
+    """Creates the account (which starts a session), then mints and returns an API token as login() does."""
+    async with aiohttp.ClientSession(url.rstrip("/"), timeout=TIMEOUT) as http:
+        body = {"email": email, "password": password, "name": name, "device": "chunkd register"}
+        session = await _call(http, "POST", "/api/auth/register", None, body)
+        return await _token_for_session(http, session["access_token"], scopes)
 
 
 async def create_token(url: str, token: str, name: str, scopes: list[str], expires_in: int | None) -> dict[str, Any]:
@@ -106,5 +118,7 @@ async def _call(
             if (expect is not None and response.status == expect) or response.status == 204:
                 return None
             return await response.json()
+    except aiohttp.ClientConnectorError as e:
+        raise AccountError(unreachable(f"{e.host}:{e.port}", e)) from None
     except (aiohttp.ClientError, TimeoutError) as e:
         raise AccountError(f"{method} {path}: {e or type(e).__name__}") from None

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -20,15 +21,45 @@ from service.store import server
 log = logging.getLogger("service.db")
 
 
+def bulk_share(size: int) -> int:
+    """Connections of a pool of `size` that bulk work may hold at once; the rest (a fifth, at least
+    one once there are two) stay for short requests."""
+    return max(1, size - max(1, size // 5))
+
+
 class Pool(asyncpg.Pool):
     """asyncpg's pool with DATABASE_POOL_TIMEOUT applied to every acquire(), counting the acquires
-    in progress (asyncpg keeps no public count of tasks waiting for a connection)."""
+    in progress (asyncpg keeps no public count of tasks waiting for a connection), and a share kept
+    for short requests: bulk work (storing a body's bytes, assembling a file) goes through
+    acquire_bulk(), which never holds more than bulk_share(size) connections. So 50 uploads storing
+    chunks queue among themselves, and a status poll or a login finds a connection at once."""
 
     acquire_timeout: float | None = None
     waiting: int = 0
+    bulk_slots: asyncio.Semaphore | None = None
 
     def acquire(self, *, timeout: float | None = None) -> Any:
         return super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
+
+    @contextlib.asynccontextmanager
+    async def acquire_bulk(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection for bulk work, within its share; DATABASE_POOL_TIMEOUT covers the wait for the
+        share and for the connection together (asyncio.TimeoutError, as acquire())."""
+        assert self.bulk_slots is not None, "create_pool() sets the share"
+        loop = asyncio.get_running_loop()
+        deadline = None if self.acquire_timeout is None else loop.time() + self.acquire_timeout
+        self.waiting += 1
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self.bulk_slots.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            left = None if deadline is None else max(deadline - loop.time(), 0.001)
+            async with self.acquire(timeout=left) as conn:
+                yield conn
+        finally:
+            self.bulk_slots.release()
 
     async def _acquire(self, timeout: float | None) -> Any:  # noqa: ASYNC109 - asyncpg.Pool.acquire(timeout=)
         # Both `async with pool.acquire()` and `await pool.acquire()` go through here (asyncpg < 0.33).
@@ -63,6 +94,59 @@ CONNECTION_LOST = (
 # The database is down, restarting, or the pool had no free connection in time (or is closing): the one
 # tuple the error middleware, the handlers and the worker catch.
 DATABASE_DOWN = CONNECTION_LOST + (asyncio.TimeoutError,)
+# What a background loop's database call (the worker's bookkeeping, webhook deliveries) may raise and try
+# again later: the database is down, refused the statement, or the socket failed.
+DATABASE_FAULTS = DATABASE_DOWN + (asyncpg.PostgresError, OSError)
+
+
+class Availability:
+    """Whether this process can reach its database, as the last request, loop or listener found it. The
+    loss is logged once (WARNING) and the return once (INFO), however many requests, worker loops and
+    listeners meet it meanwhile: an outage is two lines in the log, not one per request or retry."""
+
+    def __init__(self) -> None:
+        self.down_since: float | None = None
+
+    @property
+    def down(self) -> bool:
+        return self.down_since is not None
+
+    def lost(self, error: BaseException) -> None:
+        if self.down_since is not None:
+            log.debug("database still unavailable: %s", error, extra={"action": "database_still_unavailable"})
+            return
+        self.down_since = time.monotonic()
+        log.warning(
+            "database unavailable: %s; answering 503 and retrying until it is back",
+            error or type(error).__name__,
+            extra={"action": "database_lost"},
+        )
+
+    def back(self) -> None:
+        if self.down_since is None:
+            return
+        seconds, self.down_since = time.monotonic() - self.down_since, None
+        log.info(
+            "database is back after %.1f s", seconds, extra={"action": "database_back", "ms": round(seconds * 1000)}
+        )
+
+
+# One per database URL in this process: the app, its listener and the worker of `chunkd serve` share it
+# (and tests that run several apps in one process, each on a database of its own, do not).
+_AVAILABILITY: dict[str, Availability] = {}
+
+
+def availability(settings: Settings) -> Availability:
+    return _AVAILABILITY.setdefault(settings.database_url, Availability())
+
+
+def unavailable(error: BaseException, settings: Settings) -> bool:
+    """True (and noted, logged once) when `error` says the database cannot be reached; False for the
+    rest (a pool timeout under load, a query's own error), which the caller reports as before."""
+    if not isinstance(error, CONNECTION_LOST):
+        return False
+    availability(settings).lost(error)
+    return True
 
 
 async def open_connection(*args: Any, **kwargs: Any) -> asyncpg.Connection:
@@ -137,6 +221,7 @@ async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int | 
         command_timeout=300,
     )
     pool.acquire_timeout = settings.db_pool_timeout_ms / 1000
+    pool.bulk_slots = asyncio.Semaphore(bulk_share(max_size or settings.db_pool_size))
     await pool
     return pool
 
@@ -203,6 +288,7 @@ class Listener:
         self.settings, self.channels, self.on_connect, self.heartbeat = settings, channels, on_connect, heartbeat
         self.connected = asyncio.Event()
         self.was_connected = False  # the last attempt got as far as listening
+        self.availability = availability(settings)
 
     async def run(self) -> None:
         """Until cancelled."""
@@ -212,8 +298,9 @@ class Listener:
                 await self._listen()
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # any failure of the connection: log, wait, reconnect
-                log.warning("listener connection lost: %s", e, extra={"action": "listener_lost"})
+            except Exception as e:  # any failure of the connection: note it, wait, reconnect
+                if not unavailable(e, self.settings):
+                    log.warning("listener connection lost: %s", e, extra={"action": "listener_lost"})
             backoff = 0.5 if self.was_connected else min(backoff * 2, LISTENER_MAX_BACKOFF)
             await asyncio.sleep(backoff)
 
@@ -227,6 +314,7 @@ class Listener:
                 await conn.add_listener(channel, lambda _c, _pid, _ch, payload, cb=callback: cb(payload))
             self.connected.set()
             self.was_connected = True
+            self.availability.back()
             self.on_connect()
             while not lost.is_set():
                 try:

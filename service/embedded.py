@@ -2,7 +2,14 @@
 
 The server listens on a unix socket only. As root, initdb and pg_ctl run as the
 `postgres` user (initdb refuses root). A second process finds the server already
-running and shares it; only the process that started it stops it.
+running and shares it; the last process out stops it.
+
+Who uses the cluster is kept by the kernel, in two flock(2) locks on files of the cluster's directory:
+every user holds a shared lock on `users.lock` for as long as it uses the server, and starting or
+stopping happens under an exclusive lock on `.lock`. A process leaving takes `.lock`, and stops the
+server only if it can then lock `users.lock` exclusively (nobody else holds it shared). A newcomer
+waits on `.lock` while someone stops, then finds the server stopped and starts it. A killed process's
+locks go with it, so a crash never leaves a count that is wrong.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 from urllib.parse import quote
 
 import asyncpg
@@ -88,6 +96,7 @@ class EmbeddedPostgres:
     base_dir: Path
     server_options: dict[str, str] = field(default_factory=dict)
     started_here: bool = False
+    _user_lock: IO[bytes] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.base_dir = self.base_dir.resolve()
@@ -105,35 +114,66 @@ class EmbeddedPostgres:
         return f"postgresql://{SUPERUSER}@/{database}?host={quote(str(self.socket_dir))}&port={PORT}"
 
     def start(self) -> None:
-        """Initialise on first use, then start unless another process already did."""
+        """Initialise on first use, then start unless another process already did; either way this
+        process is a user of the server until stop()."""
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.socket_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.base_dir / ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # two processes starting at once: one inits, both share
+        with self._starting_or_stopping():
             self._hand_over(self.base_dir, self.socket_dir)
             if not (self.data_dir / "PG_VERSION").is_file():
                 self._initdb()
-            if self.running():
-                log.info("embedded PostgreSQL already running", extra={"action": "pg_shared"})
-                return
-            options = {
-                "listen_addresses": "''",
-                "unix_socket_directories": f"'{self.socket_dir}'",
-                "port": str(PORT),
-                **self._preload(),
-                **self.server_options,
-            }
-            flags = " ".join(f"-c {k}={v}" for k, v in options.items())
-            self._pg(
-                "pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data_dir), "-l", str(self.log_file), "-o", flags
-            )
-            self.started_here = True
-            log.info("embedded PostgreSQL started", extra={"action": "pg_started", "data_dir": str(self.data_dir)})
+            user_lock = open(self.base_dir / "users.lock", "ab")  # noqa: SIM115 - held until stop()
+            fcntl.flock(user_lock, fcntl.LOCK_SH)  # never waits: an exclusive holder also holds .lock
+            try:
+                if self.running():
+                    log.info("embedded PostgreSQL already running", extra={"action": "pg_shared"})
+                else:
+                    self._pg_start()
+            except BaseException:
+                user_lock.close()
+                raise
+            self._user_lock = user_lock
 
     def stop(self) -> None:
-        if self.started_here:
-            self._pg("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.data_dir))
-            self.started_here = False
+        """Leaves the server: stops it if no other process uses it (the last one out)."""
+        if self._user_lock is None:
+            return
+        with self._starting_or_stopping():
+            try:
+                fcntl.flock(self._user_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                last = True
+            except BlockingIOError:
+                last = False
+            try:
+                if not last:
+                    log.info("embedded PostgreSQL left running for its other users", extra={"action": "pg_left"})
+                elif self.running():
+                    self._pg("pg_ctl", "stop", "-w", "-t", "60", "-m", "fast", "-D", str(self.data_dir))
+                    log.info("embedded PostgreSQL stopped", extra={"action": "pg_stopped"})
+            finally:
+                self._user_lock.close()
+                self._user_lock = None
+                self.started_here = False
+
+    @contextlib.contextmanager
+    def _starting_or_stopping(self) -> Iterator[None]:
+        """One process at a time starts or stops the server (two starting at once: one inits, both share)."""
+        with open(self.base_dir / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _pg_start(self) -> None:
+        options = {
+            "listen_addresses": "''",
+            "unix_socket_directories": f"'{self.socket_dir}'",
+            "port": str(PORT),
+            **self._preload(),
+            **self.server_options,
+        }
+        flags = " ".join(f"-c {k}={v}" for k, v in options.items())
+        self._pg("pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data_dir), "-l", str(self.log_file), "-o", flags)
+        self.started_here = True
+        log.info("embedded PostgreSQL started", extra={"action": "pg_started", "data_dir": str(self.data_dir)})
 
     def running(self) -> bool:
         return self._pg("pg_ctl", "status", "-D", str(self.data_dir), check=False).returncode == 0

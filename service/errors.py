@@ -5,6 +5,7 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
 PROBLEM_JSON = "application/problem+json"
@@ -145,6 +146,13 @@ class StorageUnavailable(ApiError):
 
 class ServerBusy(ApiError):
     status, code, title = 503, "SERVER_BUSY", "Too many chunks in flight"
+
+
+class InsufficientStorage(ApiError):
+    """PostgreSQL cannot write (its disk is full): nothing of the request was kept; the same request
+    succeeds once space returns."""
+
+    status, code, title = 507, "INSUFFICIENT_STORAGE", "The database has no space left"
 
 
 # tus (service/handlers/tus.py), besides UploadNotFound, UploadExpired and UploadTooLarge above.
@@ -411,3 +419,17 @@ def problem_response(error: ApiError) -> web.Response:
 
 
 _REGISTERED = frozenset(s.value for s in HTTPStatus)
+
+
+def from_database_refusal(e: asyncpg.InsufficientResourcesError) -> ApiError:
+    """What a PostgreSQL class 53 error (insufficient resources) stands for. Disk full (53100), or the bare
+    class code: it cannot write, 507, and the same request succeeds once space returns (its transaction was
+    rolled back whole). Out of memory, connections or a configured limit: busy, 503, try again soon."""
+    if isinstance(e, asyncpg.DiskFullError) or type(e) is asyncpg.InsufficientResourcesError:
+        return InsufficientStorage(
+            "the database has no space left: nothing of this request was kept; send it again later",
+            headers={"Retry-After": "30"},
+        )
+    return DatabaseUnavailable(
+        f"the database lacks resources now ({e.sqlstate}); try again shortly", headers={"Retry-After": "1"}
+    )

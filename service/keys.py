@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -11,7 +12,7 @@ from service.config import Settings
 from service.models import CurrentUser
 
 if TYPE_CHECKING:
-    from service.auth import Passwords
+    from service.auth import Passwords, SessionClaims
     from service.bodies import BodyMemory
     from service.db import Pool
     from service.events import FileEvents
@@ -24,11 +25,15 @@ if TYPE_CHECKING:
 settings_key = web.AppKey("settings_key", Settings)
 pool_key: web.AppKey[Pool] = web.AppKey("pool_key", asyncpg.Pool)
 user_key = web.RequestKey("user_key", CurrentUser)
+# An access token whose session the handler checks itself (auth.checks_its_session), until it has.
+session_claims_key: web.RequestKey[SessionClaims] = web.RequestKey("session_claims_key")
 tus_locks_key: web.AppKey[UploadLocks] = web.AppKey("tus_locks_key")
 # Long-polls and event streams are slow on purpose: access_middleware does not warn about them.
 slow_by_design_key = web.RequestKey("slow_by_design_key", bool)
 file_events_key: web.AppKey[FileEvents] = web.AppKey("file_events_key")
 worker_key: web.AppKey[Worker] = web.AppKey("worker_key")
+# Called when the app's worker dies of a side task (`chunkd serve` stops serving: see worker.worker_ctx).
+on_worker_death_key: web.AppKey[Callable[[], None]] = web.AppKey("on_worker_death_key")
 body_memory_key: web.AppKey[BodyMemory] = web.AppKey("body_memory_key")
 storage_key: web.AppKey[BlobStore] = web.AppKey("storage_key")
 passwords_key: web.AppKey[Passwords] = web.AppKey("passwords_key")

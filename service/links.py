@@ -39,9 +39,14 @@ class SignedLink:
     purpose: str
 
 
-def sign(settings: Settings, file_id: str, user_id: str, purpose: str, now: float | None = None) -> str:
+def expiry(settings: Settings, now: float | None = None) -> int:
+    """The expiry of links made now: the same for LINK_TTL/2 at a time, LINK_TTL/2 to LINK_TTL away."""
     half = max(settings.link_ttl // 2, 1)
-    expires = int(now if now is not None else time.time()) // half * half + settings.link_ttl
+    return int(now if now is not None else time.time()) // half * half + settings.link_ttl
+
+
+def sign(settings: Settings, file_id: str, user_id: str, purpose: str, expires: int | None = None) -> str:
+    expires = expiry(settings) if expires is None else expires
     query = urlencode({"u": user_id, "exp": expires, SIGNATURE: _mac(settings, file_id, user_id, purpose, expires)})
     return f"/api/files/{file_id}/{purpose}?{query}"
 

@@ -19,6 +19,12 @@ PROCESSING_SECONDS = Histogram(
 QUEUE_DEPTH = Gauge(
     "chunkd_processing_queue_depth", "Files in PROCESSING, waiting for or claimed by a worker", ["state"]
 )
+PROCESSING_BLOCKED = Gauge(
+    "chunkd_processing_blocked",
+    "Files in PROCESSING that their environment holds back (full, read-only or failing disk, missing "
+    "STORAGE_DIR, unreachable store), by reason; they are retried until it passes",
+    ["reason"],
+)
 POOL_CONNECTIONS = Gauge("chunkd_db_pool_connections", "This process's database pool", ["state"])
 POOL_WAITING = Gauge("chunkd_db_pool_waiting", "Tasks of this process waiting for a pooled connection")
 CHUNK_MEMORY = Gauge(

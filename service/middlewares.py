@@ -6,18 +6,20 @@ import asyncio
 import logging
 import time
 
+import asyncpg
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
 from service import metrics
-from service.db import DATABASE_DOWN
+from service.db import DATABASE_DOWN, unavailable
 from service.errors import (
     ApiError,
     BadRequest,
     DatabaseUnavailable,
     MethodNotAllowed,
     StorageUnavailable,
+    from_database_refusal,
     from_http_exception,
     problem_response,
 )
@@ -46,10 +48,16 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             raise  # 304, redirects: not errors
         return problem_response(from_http_exception(e))
     except DATABASE_DOWN as e:
-        log.warning("database unavailable: %s", e, extra={"action": "database_unavailable", "path": request.path})
+        if not unavailable(e, request.app[settings_key]):  # a loss is logged once; a pool timeout each time
+            log.warning(
+                "database did not answer in time: %r", e, extra={"action": "database_unavailable", "path": request.path}
+            )
         return problem_response(
             DatabaseUnavailable("the database cannot be reached; try again shortly", headers={"Retry-After": "1"})
         )
+    except asyncpg.InsufficientResourcesError as e:  # a full disk, say: 507
+        log.warning("database cannot write: %s", e, extra={"action": "database_full", "path": request.path})
+        return problem_response(from_database_refusal(e))
     except storage.StorageUnavailable as e:
         log.warning("storage unavailable: %s", e, extra={"action": "storage_unavailable", "path": request.path})
         return problem_response(

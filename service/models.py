@@ -80,8 +80,6 @@ class File:
     type: str
     status: str
     path: str
-    url: str | None
-    thumbnail: str | None
     metadata: dict[str, Any] | None
     uploaded_by_id: str
     post_id: str | None
@@ -98,6 +96,8 @@ class File:
     claimed_at: datetime | None
     run_after: datetime
     protocol: str
+    blocked_reason: str | None  # why its environment holds processing back (service.outcomes.blocked_reason)
+    blocked_retries: int  # backoff steps taken while blocked
     tus_metadata: str | None  # Upload-Metadata exactly as sent
     tus_concat: str | None  # "partial" or "final"
     tus_parts: list[str] | None

@@ -462,7 +462,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         errors=(422,),
     ),
     ("GET", "/api/admin/stats/queue"): op(
-        "Processing queue depth: files waiting for a worker, files being processed",
+        "Processing queue depth: files waiting for a worker, files being processed, files held back",
         "admin",
         {200: _ref("QueueDepth")},
         admin=True,
@@ -594,8 +594,12 @@ SCHEMAS: dict[str, Any] = {
     },
     "QueueDepth": {
         "type": "object",
-        "required": ["waiting", "claimed"],
-        "properties": {"waiting": INTEGER, "claimed": INTEGER},
+        "required": ["waiting", "claimed", "blocked"],
+        "properties": {
+            "waiting": INTEGER,
+            "claimed": INTEGER,
+            "blocked": _key(INTEGER, "of these, files their environment holds back (full disk, missing store)"),
+        },
     },
     "DatabaseHealth": {
         "type": "object",

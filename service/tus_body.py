@@ -49,6 +49,7 @@ class Received:
 
 
 Progress = Callable[[int], Awaitable[None]]
+Committed = Callable[[int, bytearray], None]  # a row's index and bytes, once its transaction committed
 
 
 class Verifier(Protocol):
@@ -70,11 +71,13 @@ async def receive(
     expiry_seconds: int,
     verifier: Verifier | None,
     on_stored: Progress | None = None,
+    on_committed: Committed | None = None,
 ) -> Received:
     """Stores the body after the upload's last row; says where the upload stands after it. The Body
     must have been made with `hasher=verifier.new()` when there is a verifier. on_stored hears each new
-    committed offset (the draft's progress 104s)."""
-    rows = _Rows(pool, upload, expiry_seconds, on_stored)
+    committed offset (the draft's progress 104s); on_committed each row stored on its own, with its
+    bytes (service.streaming.offer_chunk: the streamer need not read them back)."""
+    rows = _Rows(pool, upload, expiry_seconds, on_stored, on_committed)
     async with pool.acquire() as conn:
         rows.index = await store.get_next_chunk_index(conn, upload.id)
     if verifier is None:
@@ -169,16 +172,20 @@ class _Rows:
     """Appends chunk rows after the upload's last one, each committed with the offset it advances, or
     all in one transaction."""
 
-    def __init__(self, pool: Pool, upload: File, expiry_seconds: int, on_stored: Progress | None) -> None:
+    def __init__(
+        self, pool: Pool, upload: File, expiry_seconds: int, on_stored: Progress | None, on_committed: Committed | None
+    ) -> None:
         self.pool, self.upload_id, self.protocol, self.expiry = pool, upload.id, upload.protocol, expiry_seconds
-        self.on_stored = on_stored
+        self.on_stored, self.on_committed = on_stored, on_committed
         self.offset, self.expires_at = upload.offset, upload.expires_at
         self.index = 0
 
     async def store(self, piece: bytearray) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.pool.acquire_bulk() as conn, conn.transaction():
             await self._insert(conn, piece)
             await self._advance(conn, len(piece))
+        if self.on_committed is not None:
+            self.on_committed(self.index - 1, piece)
         BYTES_RECEIVED.labels(self.protocol).inc(len(piece))
         if self.on_stored is not None:
             await self.on_stored(self.offset)
@@ -187,7 +194,7 @@ class _Rows:
         """Every piece, or none: one connection, one transaction; the pieces come from memory or a local
         file, never from the client."""
         count = 0
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.pool.acquire_bulk() as conn, conn.transaction():
             async for piece in pieces:
                 await self._insert(conn, piece)
                 count += len(piece)

@@ -142,8 +142,9 @@ class Deliverer:
             while True:
                 try:
                     sent = await self._deliver_due(http)
-                except db.CONNECTION_LOST + (asyncpg.PostgresError, OSError, asyncio.TimeoutError) as e:
-                    log.warning("webhook deliveries paused: %s", e, extra={"action": "webhook_claim_failed"})
+                except db.DATABASE_FAULTS as e:
+                    if not db.unavailable(e, self.settings):
+                        log.warning("webhook deliveries paused: %s", e, extra={"action": "webhook_claim_failed"})
                     sent = 0
                 if sent < BATCH:
                     with contextlib.suppress(asyncio.TimeoutError):

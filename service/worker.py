@@ -4,7 +4,17 @@ Any number of workers share one database. A file is claimed with one UPDATE ... 
 so two workers never take the same one; NOTIFY files_ready wakes idle workers, polling is the safety
 net. A claim is a lease: files.worker_id points at the worker's row in `workers`, kept alive by
 heartbeats; a worker silent for WORKER_LEASE is deleted by the others, which puts its files back
-in the queue (ON DELETE SET NULL). Every state change is guarded by `worker_id = me` in SQL."""
+in the queue (ON DELETE SET NULL). Every state change is guarded by `worker_id = me` in SQL.
+
+Processing a file comes to one Outcome (service.outcomes: Finished, Failed, RetryAfter), recorded in one
+place (_record). Only bytes that are themselves wrong fail a file; a fault of its environment (a full,
+read-only or failing disk, a missing STORAGE_DIR, an unreachable store) leaves it PROCESSING with all its
+chunks, tried again after BLOCKED_BACKOFF_MIN, doubling up to BLOCKED_BACKOFF_MAX, never counted against
+MAX_ATTEMPTS, with one WARNING per step and the chunkd_processing_blocked gauge.
+
+The side tasks (listener, heartbeat, cleanup, webhook deliveries, streamer) are watched: one that ends by
+itself is a bug (each handles the faults it expects), and stops the worker loudly, as procrastinate's
+_monitor_side_tasks does: a CRITICAL line with its traceback at once, then SideTaskDied once stopped."""
 
 from __future__ import annotations
 
@@ -16,25 +26,24 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import asyncpg
 from aiohttp import web
 
-from service import cleanup, db, storage, webhooks
-from service.assembly import assemble
+from service import assembly, cleanup, db, storage, webhooks
+from service.assembly import Prefix, remove_stale_copies
 from service.config import Settings
-from service.keys import pool_key, settings_key, storage_key, worker_key
+from service.keys import on_worker_death_key, pool_key, settings_key, storage_key, worker_key
 from service.media.pool import DecoderPool
 from service.media.result import Analysis
 from service.metrics import PROCESSING_SECONDS, UPLOADS_COMPLETED, UPLOADS_FAILED
 from service.models import File
-from service.processing import CorruptContent
+from service.outcomes import CorruptContent, Failed, Finished, Outcome, RetryAfter, blocked_delay, blocked_reason
 from service.storage import BlobStore, StorageUnavailable
-from service.storage.assembly import Assembly, remove_stale_copies
 from service.store import workers as store
 from service.store.files import FILES_READY
-from service.streaming import Prefix, Streamer
+from service.streaming import Streamer
 
 log = logging.getLogger("service.worker")
 
@@ -44,14 +53,17 @@ SETTLE_MAX_DELAY = 2.0  # seconds between tries to record an outcome: the file w
 INTERRUPTED_RETRY_DELAY = 1.0  # seconds before a file whose processing lost the database is taken again
 POLL_INTERVAL = 5.0  # seconds between claims when no NOTIFY arrives
 SHUTDOWN_TIMEOUT = 30.0  # seconds running files get to finish on stop; the rest go back to the queue
-STORAGE_RETRY_DELAY = 5.0  # seconds before a file whose store was unavailable is taken again
+
+
+class SideTaskDied(RuntimeError):
+    """A task the worker cannot work without (listener, heartbeat, cleanup, deliveries, streamer) ended."""
 
 
 class Worker:
     def __init__(
         self,
         settings: Settings,
-        pool: asyncpg.Pool,
+        pool: db.Pool,
         store: BlobStore | None = None,
         *,
         concurrency: int | None = None,
@@ -83,37 +95,57 @@ class Worker:
         self._wake.set()
         self.streamer.ready(file_id)
 
-    async def begin_assembly(self, file: File) -> Assembly:
-        """The file's blob opened for writing (what an earlier, killed attempt left of it aborted)."""
-        return await Assembly.begin(self.store, storage.blob_key(file.filename), self.settings.work_path, file.size)
-
     # lifecycle ---------------------------------------------------------------------------------
     async def run(self) -> None:
-        """Claims and processes files until stop(); then lets running ones finish and unregisters."""
+        """Claims and processes files until stop(); then lets running ones finish and unregisters. A side
+        task that ends by itself stops the worker the same way, is logged CRITICAL, and SideTaskDied is raised."""
         if not await self._register_until_stopped():
             return
-        background = [
+        side = [
             asyncio.create_task(self.listener.run(), name="worker listener"),
             asyncio.create_task(self._heartbeat_loop(), name="worker heartbeat"),
             asyncio.create_task(self._cleanup_loop(), name="worker cleanup"),
             asyncio.create_task(self.deliveries.run(), name="webhook deliveries"),
         ]
         streamer = asyncio.create_task(self.streamer.run(), name="worker streamer") if self.streamer.enabled else None
+        watched = side + ([streamer] if streamer is not None else [])
+        claiming = asyncio.create_task(self._loop(), name="worker loop")
         log.info("worker started", extra={"action": "worker_started", "worker_id": self.id})
         with contextlib.suppress(OSError):  # leftovers of a killed worker on this machine
             await asyncio.to_thread(remove_stale_copies, self.settings.work_path, cleanup.TEMP_GRACE)
+        died: asyncio.Task[None] | None = None
         try:
-            await self._loop()
+            await asyncio.wait([claiming, *watched], return_when=asyncio.FIRST_COMPLETED)
+            died = next((task for task in watched if task.done()), None)
+            if died is not None:
+                self._side_task_died(died)
+                self.stop()
+            await claiming  # returns once stop() is seen
         finally:
-            await self._drain()  # still heartbeating: the files being finished stay ours
+            claiming.cancel()
+            await self._drain()  # still heartbeating (unless that died): the files being finished stay ours
             if streamer is not None:  # the streamed files being finished get the same time, also heartbeating
                 streamer.cancel()
                 await asyncio.gather(streamer, return_exceptions=True)
-            for task in background:
+            for task in side:
                 task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            await asyncio.gather(*side, return_exceptions=True)
             await self.close()
             log.info("worker stopped", extra={"action": "worker_stopped", "worker_id": self.id})
+        if died is not None:
+            raise SideTaskDied(f"the worker's side task {died.get_name()!r} ended") from (
+                None if died.cancelled() else died.exception()
+            )
+
+    def _side_task_died(self, task: asyncio.Task[None]) -> None:
+        error = None if task.cancelled() else task.exception()
+        log.critical(
+            "worker stopping: its side task %r ended%s",
+            task.get_name(),
+            f" with {error!r}" if error else "",
+            exc_info=error,
+            extra={"action": "worker_side_task_died", "worker_id": self.id},
+        )
 
     def stop(self) -> None:
         self._stop.set()
@@ -147,7 +179,7 @@ class Worker:
         await self.decoders.close()
         if not self._registered:
             return
-        with contextlib.suppress(*db_errors()):
+        with contextlib.suppress(*db.DATABASE_FAULTS):
             async with self.pool.acquire() as conn:
                 await store.delete_worker(conn, self.id)
         self._registered = False
@@ -159,8 +191,9 @@ class Worker:
             try:
                 await self._register()
                 return True
-            except db_errors() as e:
-                log.warning("cannot register the worker yet: %s", e, extra={"action": "worker_register_failed"})
+            except db.DATABASE_FAULTS as e:
+                if not db.unavailable(e, self.settings):
+                    log.warning("cannot register the worker yet: %s", e, extra={"action": "worker_register_failed"})
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), delay)
                 delay = min(delay * 2, 10)
@@ -185,8 +218,9 @@ class Worker:
             file = None
             try:
                 file = await self._claim()
-            except db_errors() as e:
-                log.warning("claim failed: %s", e, extra={"action": "claim_failed", "worker_id": self.id})
+            except db.DATABASE_FAULTS as e:
+                if not db.unavailable(e, self.settings):
+                    log.warning("claim failed: %s", e, extra={"action": "claim_failed", "worker_id": self.id})
             if file is None:
                 self._slots.release()
                 await self._idle()
@@ -228,7 +262,7 @@ class Worker:
                 return await store.claim_next_file(conn, self.id)
 
     def _start(self, file: File) -> None:
-        task = asyncio.create_task(self._process(file), name=f"process file {file.id}")
+        task = asyncio.create_task(self.process(file), name=f"process file {file.id}")
         self._running.add(task)
         self.processing[task] = file.id
         task.add_done_callback(self._on_done)
@@ -258,8 +292,9 @@ class Worker:
                         extra={"action": "workers_reaped", "worker_id": self.id},
                     )
                     self._wake.set()
-            except db_errors() as e:
-                log.warning("heartbeat failed: %s", e, extra={"action": "heartbeat_failed", "worker_id": self.id})
+            except db.DATABASE_FAULTS as e:
+                if not db.unavailable(e, self.settings):
+                    log.warning("heartbeat failed: %s", e, extra={"action": "heartbeat_failed", "worker_id": self.id})
             await asyncio.sleep(self.lease / 3)
 
     async def _cleanup_loop(self) -> None:
@@ -268,90 +303,52 @@ class Worker:
             await asyncio.sleep(self.settings.cleanup_interval)
             try:
                 await cleanup.run_cleanup(self.pool, self.settings, self.store)
-            except db_errors() + (OSError, StorageUnavailable) as e:
-                log.warning("cleanup failed: %s", e, extra={"action": "cleanup_failed", "worker_id": self.id})
+            except (*db.DATABASE_FAULTS, StorageUnavailable) as e:
+                if not db.unavailable(e, self.settings):
+                    log.warning("cleanup failed: %s", e, extra={"action": "cleanup_failed", "worker_id": self.id})
 
     # processing -----------------------------------------------------------------------------------
     async def process(self, file: File, prefix: Prefix | None = None) -> None:
-        """Processes a file this worker holds: from scratch, or from the prefix the streamer assembled."""
-        await self._process(file, prefix)
-
-    async def _process(self, file: File, prefix: Prefix | None = None) -> None:
+        """Processes a file this worker holds: from scratch, or from the prefix the streamer assembled.
+        What it comes to is recorded shielded: a stop that arrives meanwhile does not lose it."""
         started = time.monotonic()
         log.info("file claimed", extra={"action": "file_claimed", "file_id": file.id, "attempt": file.attempts})
         try:
-            if file.attempts > MAX_ATTEMPTS:
-                raise CorruptContent(f"gave up after {MAX_ATTEMPTS} attempts: the workers processing it stopped")
-            digest, analysis = await self._assemble_and_analyse(file, prefix)
-            await asyncio.shield(self._settle(lambda: self._finish(file, digest, analysis)))
-        except CorruptContent as e:
-            # The reason is bound now: a shielded _settle may call its lambda after this block has
-            # ended (if we are cancelled meanwhile), when Python has already deleted `e`.
-            reason = str(e)
-            await asyncio.shield(self._settle(lambda: self._fail(file, reason)))
-        except asyncio.CancelledError:
-            raise  # stopping: close() hands the file back
-        except db.CONNECTION_LOST as e:
-            # The database went away under us (a restart, a failover): nothing is wrong with the file,
-            # so the attempt does not count towards MAX_ATTEMPTS. _settle returns once the database
-            # is back; the file is taken again a moment later (not hot: a client-side asyncpg error
-            # that keeps coming back is then a steady trickle of warnings, not a busy loop).
-            log.warning(
-                "processing file %s interrupted: %r",
-                file.id,
-                e,
-                extra={"action": "file_interrupted", "file_id": file.id, "attempt": file.attempts},
-            )
-            await asyncio.shield(self._settle(lambda: self._retry(file, INTERRUPTED_RETRY_DELAY, count_attempt=False)))
-            asyncio.get_running_loop().call_later(INTERRUPTED_RETRY_DELAY, self._wake.set)
-        except StorageUnavailable as e:
-            # The store's fault (unreachable, 5xx, throttled, full disk): the chunks stay, the attempt does
-            # not count, the file is taken again later, for as long as it lasts.
-            log.warning(
-                "processing file %s waits for the store: %s",
-                file.id,
-                e,
-                extra={"action": "storage_unavailable", "file_id": file.id, "attempt": file.attempts},
-            )
-            await asyncio.shield(self._settle(lambda: self._retry(file, STORAGE_RETRY_DELAY, count_attempt=False)))
-            asyncio.get_running_loop().call_later(STORAGE_RETRY_DELAY, self._wake.set)
-        except Exception as e:
-            log.warning(
-                "processing file %s failed: %r",
-                file.id,
-                e,
-                extra={"action": "file_error", "file_id": file.id, "attempt": file.attempts},
-            )
-            if file.attempts >= MAX_ATTEMPTS:
-                reason = f"gave up after {file.attempts} attempts: {type(e).__name__}: {e}"
-                await asyncio.shield(self._settle(lambda: self._fail(file, reason)))
-            else:
-                delay = min(2**file.attempts, MAX_RETRY_DELAY)
-                await asyncio.shield(self._settle(lambda: self._retry(file, delay)))
+            outcome = await self._outcome(file, prefix)
+            await asyncio.shield(self._settle(file, outcome))
         finally:
             PROCESSING_SECONDS.observe(time.monotonic() - started)
+
+    async def _outcome(self, file: File, prefix: Prefix | None) -> Outcome:
+        """What processing the file came to. Raises only CancelledError (stopping: close() hands it back)."""
+        if file.attempts > MAX_ATTEMPTS:
+            if prefix is not None:
+                await asyncio.shield(prefix.assembly.discard())
+            return Failed(f"gave up after {MAX_ATTEMPTS} attempts: the workers processing it stopped")
+        try:
+            digest, analysis = await self._assemble_and_analyse(file, prefix)
+        except CorruptContent as e:
+            return Failed(str(e))
+        except db.DATABASE_DOWN as e:
+            # Nothing is wrong with the file: taken again a moment later (not hot: a client-side asyncpg error
+            # that keeps coming back is then a steady trickle of warnings, not a busy loop).
+            return RetryAfter(INTERRUPTED_RETRY_DELAY, f"the database went away: {e!r}", counted=False)
+        except Exception as e:
+            blocked = blocked_reason(e)
+            if blocked is not None:  # the environment's fault: the chunks stay, for as long as it lasts
+                delay = blocked_delay(self.settings, file.blocked_retries)
+                return RetryAfter(delay, f"{type(e).__name__}: {e}", counted=False, blocked=blocked)
+            # May pass, or may be a bug: retried with backoff, FAILED after MAX_ATTEMPTS.
+            if file.attempts >= MAX_ATTEMPTS:
+                return Failed(f"gave up after {file.attempts} attempts: {type(e).__name__}: {e}")
+            return RetryAfter(min(2**file.attempts, MAX_RETRY_DELAY), f"{type(e).__name__}: {e}")
+        return Finished(digest, analysis)
 
     async def _assemble_and_analyse(self, file: File, prefix: Prefix | None) -> tuple[str, Analysis]:
         """The chunks streamed into the store (and a local copy), analysed from the local copy, the
         thumbnail stored, then the blob committed: its key shows only complete, checked bytes."""
         started = time.monotonic()
-        try:
-            async with self.pool.acquire() as conn:
-                chunks = await store.list_chunk_lengths(conn, file.id)
-                check_chunks(chunks, file.size)
-                if prefix is None:
-                    assembly = await self.begin_assembly(file)
-                else:  # the chunks before prefix.next_index are in it already (and still in the database)
-                    assembly, chunks = prefix.assembly, chunks[prefix.next_index :]
-                    prefix = None  # the assembly is ours to commit or discard now
-                try:
-                    digest = await assemble(conn, file.id, chunks, assembly)
-                except BaseException:
-                    await asyncio.shield(assembly.discard())
-                    raise
-        finally:
-            if prefix is not None:  # failed before taking it over
-                await asyncio.shield(prefix.assembly.discard())
+        blob, digest = await assembly.assemble(self.pool, self.store, self.settings.work_path, file, prefix)
         seconds = time.monotonic() - started
         log.info(
             "file assembled: %d bytes in %.3f s",
@@ -362,36 +359,80 @@ class Worker:
         try:
             if file.sha256 and digest != file.sha256:
                 raise CorruptContent(f"sha256 mismatch: declared {file.sha256}, assembled {digest}")
-            analysis = await self.decoders.analyse(assembly.path)  # the child processes read a local file
+            analysis = await self.decoders.analyse(blob.path)  # the child processes read a local file
             if analysis.thumbnail is not None:
                 key = storage.thumbnail_key(file.filename, analysis.thumbnail.mimetype)
-                writer = await self.store.writer(key, len(analysis.thumbnail.data))
-                try:
-                    await writer.write(analysis.thumbnail.data)
-                    await writer.commit()
-                except BaseException:
-                    await asyncio.shield(writer.abort())
-                    raise
-            await assembly.commit()
+                await storage.put_bytes(self.store, key, analysis.thumbnail.data)
+            await blob.commit()
         except BaseException:
-            await asyncio.shield(assembly.discard())
+            await asyncio.shield(blob.discard())
             raise
         return digest, analysis
 
-    async def _finish(self, file: File, digest: str, analysis: Analysis) -> None:
-        metadata = {"sha256": digest, "size": file.size, "claimed_mimetype": file.mimetype, **analysis.metadata}
-        thumbnail = f"/api/files/{file.id}/thumbnail" if analysis.thumbnail_mimetype else None
-        async with self.pool.acquire() as conn:
-            if await store.finish_file(
-                conn,
+    async def _settle(self, file: File, outcome: Outcome) -> None:
+        """Records the outcome. That must not be lost to a database hiccup: while this worker lives and
+        heartbeats, nobody else would take the file back. Retried until it sticks or we stop."""
+        delay = 0.5
+        while True:
+            try:
+                return await self._record(file, outcome)
+            except db.DATABASE_FAULTS as e:
+                if self._stop.is_set():
+                    return  # close() releases the file
+                if not db.unavailable(e, self.settings):
+                    log.warning("recording an outcome failed: %s", e, extra={"action": "settle_retry"})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, SETTLE_MAX_DELAY)
+
+    async def _record(self, file: File, outcome: Outcome) -> None:
+        """The one place an outcome becomes the file's state."""
+        extra = {"file_id": file.id, "attempt": file.attempts}
+        if isinstance(outcome, Finished):
+            await self._finish(file, outcome)
+        elif isinstance(outcome, Failed):
+            async with self.pool.acquire() as conn:
+                failed = await store.fail_file(conn, file.id, self.id, outcome.reason)
+            if failed:
+                UPLOADS_FAILED.inc()
+                await self._drop_blobs(file)
+            log.warning(
+                "file failed: %s", outcome.reason, extra={**extra, "action": "file_failed" if failed else "lease_lost"}
+            )
+        elif outcome.blocked is not None:
+            async with self.pool.acquire() as conn:
+                await store.block_file(conn, file.id, self.id, outcome.delay, outcome.blocked)
+            log.warning(
+                "processing file %s is held back by its environment (%s: %s); trying again in %g s (step %d)",
                 file.id,
-                self.id,
-                analysis.type,
-                analysis.mimetype,
-                metadata,
-                f"/api/files/{file.id}/content",
-                thumbnail,
-            ):
+                outcome.blocked,
+                outcome.reason,
+                outcome.delay,
+                file.blocked_retries + 1,
+                extra={**extra, "action": "file_blocked", "reason": outcome.blocked},
+            )
+        else:
+            async with self.pool.acquire() as conn:
+                await store.retry_file(conn, file.id, self.id, outcome.delay, outcome.counted)
+            log.warning(
+                "processing file %s: %s; retrying in %g s",
+                file.id,
+                outcome.reason,
+                outcome.delay,
+                extra={**extra, "action": "file_retry" if outcome.counted else "file_interrupted"},
+            )
+        if isinstance(outcome, RetryAfter) and not outcome.counted:  # taken again on time, not at the next poll
+            asyncio.get_running_loop().call_later(outcome.delay, self._wake.set)
+
+    async def _finish(self, file: File, finished: Finished) -> None:
+        analysis = finished.analysis
+        metadata = {
+            "sha256": finished.digest,
+            "size": file.size,
+            "claimed_mimetype": file.mimetype,
+            **analysis.metadata,
+        }
+        async with self.pool.acquire() as conn:
+            if await store.finish_file(conn, file.id, self.id, analysis.type, analysis.mimetype, metadata):
                 UPLOADS_COMPLETED.inc()
                 log.info(
                     "file completed",
@@ -404,7 +445,7 @@ class Worker:
                 )
                 try:
                     await store.delete_chunks(conn, file.id)
-                except db_errors() as e:  # COMPLETED stands; the cleanup pass drops them later
+                except db.DATABASE_FAULTS as e:  # COMPLETED stands; the cleanup pass drops them later
                     log.warning(
                         "dropping the chunks of %s failed: %s",
                         file.id,
@@ -419,16 +460,6 @@ class Worker:
         if not owned_by_someone:  # deleted meanwhile: our blobs are orphans. Otherwise they are the new owner's too.
             await self._drop_blobs(file)
 
-    async def _fail(self, file: File, reason: str) -> None:
-        async with self.pool.acquire() as conn:
-            failed = await store.fail_file(conn, file.id, self.id, reason)
-        if failed:
-            UPLOADS_FAILED.inc()
-            await self._drop_blobs(file)
-        log.warning(
-            "file failed: %s", reason, extra={"action": "file_failed" if failed else "lease_lost", "file_id": file.id}
-        )
-
     async def _drop_blobs(self, file: File) -> None:
         try:
             await storage.delete_file_blobs(self.store, [file.filename])
@@ -440,47 +471,23 @@ class Worker:
                 extra={"action": "blob_delete_failed", "file_id": file.id},
             )
 
-    async def _retry(self, file: File, delay: float, count_attempt: bool = True) -> None:
-        async with self.pool.acquire() as conn:
-            await store.retry_file(conn, file.id, self.id, delay, count_attempt)
-
-    async def _settle(self, record: Callable[[], Awaitable[None]]) -> None:
-        """Recording the outcome must not be lost to a database hiccup: while this worker lives and
-        heartbeats, nobody else would take the file back. Retried until it sticks or we stop."""
-        delay = 0.5
-        while True:
-            try:
-                return await record()
-            except db_errors() as e:
-                if self._stop.is_set():
-                    return  # close() releases the file
-                log.warning("recording an outcome failed: %s", e, extra={"action": "settle_retry"})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, SETTLE_MAX_DELAY)
-
-
-def check_chunks(chunks: list[tuple[int, int]], size: int) -> None:
-    """Chunks may have any lengths (tus writes what it receives), but must be 0..n-1 with no gap and
-    hold exactly the declared size."""
-    gaps = [i for i, (index, _) in enumerate(chunks) if index != i]
-    if gaps:
-        raise CorruptContent(f"chunks are not contiguous from 0: expected index {gaps[0]}, found {chunks[gaps[0]][0]}")
-    total = sum(length for _, length in chunks)
-    if total != size:
-        raise CorruptContent(f"chunks hold {total} bytes, the upload declared {size}")
-
-
-def db_errors() -> tuple[type[BaseException], ...]:
-    return db.CONNECTION_LOST + (asyncpg.PostgresError, OSError, asyncio.TimeoutError)
-
 
 async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
     """The worker inside `chunkd serve`, on the app's pool."""
     worker = app[worker_key] = Worker(app[settings_key], app[pool_key], app[storage_key])
     task = asyncio.create_task(worker.run(), name="worker")
+    task.add_done_callback(lambda _: _on_worker_end(app, task))
     yield
     worker.stop()
-    await task
+    with contextlib.suppress(SideTaskDied):  # said loudly when it happened
+        await task
+
+
+def _on_worker_end(app: web.Application, task: asyncio.Task[None]) -> None:
+    """A worker that died of a side task stops `chunkd serve` (its hook): a server without its worker would
+    accept uploads that are never processed."""
+    if not task.cancelled() and isinstance(task.exception(), SideTaskDied) and on_worker_death_key in app:
+        app[on_worker_death_key]()
 
 
 async def run_standalone(settings: Settings) -> None:

@@ -62,10 +62,11 @@ def free_port() -> int:
 class ChunkdProcess:
     """`python -m service <command>` as a real process, for end-to-end and crash tests."""
 
-    def __init__(self, env: dict[str, str], *args: str) -> None:
+    def __init__(self, env: dict[str, str], *args: str, cwd: Path = ROOT) -> None:
         self.port = int(env.get("PORT", 0)) or free_port()
+        self.cwd = cwd  # another checkout's `service` package (a benchmark's before/after)
         self.env = {**os.environ, "PORT": str(self.port), "PYTHONUNBUFFERED": "1", **env}
-        self.args = args
+        self.args, self.cwd = args, cwd
         self.log = tempfile.NamedTemporaryFile(prefix="chunkd-proc-", suffix=".log", delete=False)  # noqa: SIM115 - closed by the fixture
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -77,7 +78,7 @@ class ChunkdProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "service", *self.args],
             env=self.env,
-            cwd=ROOT,
+            cwd=self.cwd,
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )

@@ -137,4 +137,7 @@ def test_refused_token_is_one_line(chunkd, tmp_path: Path) -> None:
         timeout=60,
     )
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1] == "chunkd: 401 UNAUTHORIZED: access token invalid"
+    assert done.stderr.strip() == (
+        f"chunkd: {server.url} refused the access token (401 UNAUTHORIZED: access token invalid): "
+        "run `chunkd login`, or pass a valid --token (or CHUNKD_TOKEN)"
+    )

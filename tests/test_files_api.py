@@ -48,6 +48,31 @@ async def test_etag_and_304(client, user, conn) -> None:
     assert r.status == 200 and r.headers["ETag"] != etag and (await r.json())["status"] == "FAILED"
 
 
+async def test_an_unchanged_file_answers_304_to_every_poll(served, user, make_user, admin) -> None:
+    """A completed file's view carries signed links; they are not what its ETag is made of, so a poller
+    gets 304 for as long as the file is unchanged, and a change (here: attached to a post) a 200 with
+    a new ETag."""
+    file = await completed(served, user, os.urandom(1000))
+    url = f"/api/files/{file['id']}"
+    r = await served.get(url, headers=user.headers)
+    etag = r.headers["ETag"]
+    assert (await r.json())["content_url"]
+    for _ in range(20):
+        r = await served.get(url, headers={**user.headers, "If-None-Match": etag})
+        assert r.status == 304 and r.headers["ETag"] == etag and await r.read() == b""
+    # Another viewer (an admin) gets links signed for them, so an ETag of their own.
+    r = await served.get(url, headers={**admin.headers, "If-None-Match": etag})
+    assert r.status == 200 and r.headers["ETag"] != etag and f"u={admin.id}" in (await r.json())["content_url"]
+    # A change of the file's state: the post it is attached to.
+    r = await served.post("/api/posts", headers=user.headers, json={"title": "t", "file_ids": [file["id"]]})
+    post_id = (await r.json())["id"]
+    r = await served.get(url, headers={**user.headers, "If-None-Match": etag})
+    assert r.status == 200 and r.headers["ETag"] != etag and (await r.json())["post_id"] == post_id
+    etag = r.headers["ETag"]
+    r = await served.get(url, headers={**user.headers, "If-None-Match": f'"other", W/{etag}'})
+    assert r.status == 304
+
+
 async def test_long_poll_returns_as_soon_as_the_status_changes(client, user) -> None:
     data = os.urandom(1000)
     created = await create(client, user, data)

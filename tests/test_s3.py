@@ -78,13 +78,15 @@ async def test_an_unreachable_store_never_fails_a_file(client, user, conn, setti
         await conn.execute("UPDATE files SET run_after = now() WHERE id = $1", row["id"])
         assert await worker.run_once() == 1
         file = await conn.fetchrow(
-            "SELECT status, attempts, worker_id, "
+            "SELECT status, attempts, worker_id, blocked_reason, "
             "(SELECT count(*) FROM file_chunks WHERE file_id = $1) AS chunks "
             "FROM files WHERE id = $1",
             row["id"],
         )
         assert (file["status"], file["attempts"], file["worker_id"]) == ("PROCESSING", 0, None)
+        assert file["blocked_reason"] == "storage_unavailable"  # the environment's fault, with its backoff
         assert file["chunks"] > 0  # every byte kept
+    assert await conn.fetchval("SELECT blocked_retries FROM files WHERE id = $1", row["id"]) == 7
     await worker.close()
     assert not [p for p in nowhere.work_path.rglob("*") if p.is_file()]  # no working copy left behind
 

@@ -7,6 +7,7 @@ import asyncpg
 
 from service.auth import RefreshToken
 from service.config import Settings
+from tests.support import insert_file
 
 
 async def login(client, user, device: str | None = None, **headers: str) -> dict:
@@ -187,3 +188,33 @@ async def test_cleanup_removes_expired_sessions_only(
         == 1
     )
     assert (await client.get("/api/users/me", headers=bearer(live))).status == 200
+
+
+async def test_a_status_poll_checks_its_session_as_every_request_does(client, make_user, admin, conn) -> None:
+    """GET /api/files/{id} reads the session, its user and the file in one statement: an ended session,
+    a deactivation and a lost admin role still apply to the very next poll."""
+    user, other = await make_user(), await make_user()
+    file_id = (await insert_file(conn, other.id, status="COMPLETED", type="OTHER", size=1))["id"]
+    mine = (await insert_file(conn, user.id, status="COMPLETED", type="OTHER", size=1))["id"]
+    laptop, phone = await login(client, user, "laptop"), await login(client, user, "phone")
+    assert (await client.get(f"/api/files/{mine}", headers=bearer(laptop))).status == 200
+    r = await client.get(f"/api/files/{file_id}", headers=bearer(laptop))
+    assert r.status == 404 and (await r.json())["code"] == "FILE_NOT_FOUND"  # another user's file
+    assert (await client.delete(f"/api/auth/sessions/{laptop['session_id']}", headers=bearer(phone))).status == 204
+    r = await client.get(f"/api/files/{mine}", headers=bearer(laptop))
+    assert r.status == 401 and r.headers["Content-Type"].startswith("application/problem+json")
+    r = await client.get(f"/api/files/{mine}", headers={**bearer(laptop), "Authorization": "Bearer forged"})
+    assert r.status == 401
+    assert (await client.get(f"/api/files/{mine}", headers=bearer(phone))).status == 200
+
+    # An admin sees anyone's file, and no longer once demoted.
+    boss = await make_user()
+    await conn.execute("UPDATE users SET role = 'ADMIN' WHERE id = $1", boss.id)
+    boss_session = await login(client, boss)
+    assert (await client.get(f"/api/files/{file_id}", headers=bearer(boss_session))).status == 200
+    await conn.execute("UPDATE users SET role = 'USER' WHERE id = $1", boss.id)
+    assert (await client.get(f"/api/files/{file_id}", headers=bearer(boss_session))).status == 404
+
+    r = await client.patch(f"/api/users/{user.id}", headers=admin.headers, json={"is_active": False})
+    assert r.status == 200
+    assert (await client.get(f"/api/files/{mine}", headers=bearer(phone))).status == 401

@@ -66,6 +66,32 @@ async def test_links_work_without_a_header_and_stop_after_expiry(served, user) -
     assert (await bare_get(served, fresh["content_url"]))[0] == 200
 
 
+async def test_a_304_never_confirms_a_link_about_to_expire(served, user) -> None:
+    """LINK_TTL is 4 s here: links made in one 2 s step expire together, 2 to 4 s later. A poller that
+    follows the ETag gets 304 within a step and, at the step, a 200 with fresh links: whenever its copy
+    is confirmed current, the content link it holds has at least LINK_TTL/2 to live, and opens."""
+    file_id = await upload(served, user, b"status polled across a link expiry step\n" * 10, "poll.txt")
+    await wait_for_status(served, user, file_id)
+    url = f"/api/files/{file_id}"
+    r = await served.get(url, headers=user.headers)
+    etag, link = r.headers["ETag"], (await r.json())["content_url"]
+    answers: list[int] = []
+    deadline = time.time() + 5
+    while (sent := time.time()) < deadline:
+        r = await served.get(url, headers={**user.headers, "If-None-Match": etag})
+        answers.append(r.status)
+        if r.status == 200:
+            fresh = (await r.json())["content_url"]
+            assert r.headers["ETag"] != etag and expiry(fresh) > expiry(link)
+            etag, link = r.headers["ETag"], fresh
+        else:
+            assert r.status == 304 and r.headers["ETag"] == etag
+        assert expiry(link) > sent + 2  # at least LINK_TTL/2 left when the server answered
+        await asyncio.sleep(0.1)
+    assert 2 <= answers.count(200) <= 3 and answers.count(304) == len(answers) - answers.count(200), answers
+    assert (await bare_get(served, link))[0] == 200
+
+
 async def test_tampered_links_and_deleted_files(served, user, make_user) -> None:
     other = await make_user()
     file_id = await upload(served, user, b"plain text, not an image\n" * 100, "notes.txt")

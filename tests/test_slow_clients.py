@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator
 
 from service.app import create_app
+from service.db import bulk_share
 from service.keys import body_memory_key
 from tests.support import make_settings
 from tests.tus_support import TUS, file_row, raw_patch, stored_bytes, upload_id
@@ -90,6 +91,51 @@ async def test_trickling_patches_and_puts_leave_other_users_fast(
             await request.close()
         for put_ in puts:
             await put_.__aexit__(None, None, None)
+
+
+async def test_uploads_stuck_storing_leave_status_polls_a_connection(
+    aiohttp_client, database_url, storage_dir, make_user, user, conn
+) -> None:
+    """Bulk work (storing a chunk, a tus piece, an assembly) holds at most bulk_share(pool) connections:
+    with every chunk INSERT stuck behind a table lock, as many PUTs as that share hold a connection
+    each, the others wait for the share, and a status poll, /users/me and a new upload still answer."""
+    size = 5
+    client = await app_client(
+        aiohttp_client, database_url, storage_dir, DATABASE_POOL_SIZE=str(size), DATABASE_POOL_TIMEOUT="60000"
+    )
+    uploader = await make_user()
+    mine = await create(client, user, b"polled")
+    chunks = 8
+    native = await create(client, uploader, os.urandom(chunks * 64 * KiB))
+    url = f"/api/uploads/{native['id']}/chunks"
+    async with conn.transaction():
+        await conn.execute("LOCK TABLE file_chunks IN EXCLUSIVE MODE")  # every chunk INSERT waits for it
+        puts = [
+            asyncio.create_task(timed(client.put(f"{url}/{i}", data=os.urandom(64 * KiB), headers=uploader.headers)))
+            for i in range(chunks)
+        ]
+        deadline = time.monotonic() + 30
+        while (stuck := await stuck_inserts(conn)) < bulk_share(size) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)  # had the share let one more through, it would be stuck by now
+        assert await stuck_inserts(conn) == stuck == bulk_share(size) < size
+        poll = await timed(client.get(f"/api/files/{mine['id']}", headers=user.headers))
+        me = await timed(client.get("/api/users/me", headers=user.headers))
+        new = await timed(client.post("/api/uploads", json={"filename": "n", "size": 1}, headers=user.headers))
+        assert (poll[1], me[1], new[1]) == (200, 200, 201)
+        assert poll[0] < 1 and me[0] < 1 and new[0] < 1, (poll, me, new)
+        assert not any(put.done() for put in puts)
+    assert [status for _, status in await asyncio.gather(*puts)] == [201] * chunks
+
+
+async def stuck_inserts(conn) -> int:
+    """Connections waiting for a lock to insert a chunk. Inside a transaction pg_stat_activity is read
+    once and kept: the snapshot is dropped first."""
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+    return await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO file_chunks%'"
+    )
 
 
 async def test_a_greedy_user_gets_429_while_another_users_put_succeeds(

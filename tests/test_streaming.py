@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from service import streaming
+from service.keys import worker_key
 from tests.tus_support import create as tus_create
 from tests.tus_support import patch, until, upload_id
 from tests.uploading import UPLOAD_ENV, create, put_chunks, sha256, wait_for_status
@@ -47,7 +48,8 @@ async def test_tus_upload_is_assembled_while_it_arrives(served, user, conn, stor
     assert body["status"] == "COMPLETED", body["error"]
     assert body["metadata"]["sha256"] == sha256(data)
     assert await download(served, user, file_id) == data
-    assert await conn.fetchval("SELECT count(*) FROM file_chunks WHERE file_id = $1", file_id) == 0
+    # The chunks go right after COMPLETED, in a statement of their own.
+    await until(lambda: _no_chunks(conn, file_id), timeout=20)
     assert partial_size(storage_dir) == 0
     row = await conn.fetchrow("SELECT worker_id, attempts FROM files WHERE id = $1", file_id)
     assert row["worker_id"] is None and row["attempts"] == 1
@@ -71,6 +73,32 @@ async def test_native_chunks_are_streamed_as_far_as_they_are_contiguous(
     body = await wait_for_status(served, user, upload["id"], timeout=30)
     assert body["status"] == "COMPLETED", body["error"]
     assert await download(served, user, upload["id"]) == data
+
+
+async def test_chunks_received_by_this_process_are_not_read_back(served, user, conn, storage_dir, monkeypatch) -> None:
+    # A spy on the one routine that reads chunk rows into the blob (it still reads them).
+    read_from_rows: list[int] = []
+    reading = streaming.append_chunks
+
+    async def spy(conn, file_id, chunks, assembly):
+        read_from_rows.extend(index for index, _ in chunks)
+        await reading(conn, file_id, chunks, assembly)
+
+    monkeypatch.setattr(streaming, "append_chunks", spy)
+    data = os.urandom(10 * CHUNK + 1234)
+    path = await tus_create(served, user, len(data))
+    file_id = upload_id(path)
+    assert (await patch(served, user, path, 0, data[: 2 * CHUNK])).status == 204
+    await until(lambda: _size_is(storage_dir, 2 * CHUNK), timeout=20)  # held; these two were read back
+    # The rest arrives while the upload is held: each row's bytes are offered once committed, and
+    # appended from memory (a row listed between its commit and its offer may still be read back).
+    assert (await patch(served, user, path, 2 * CHUNK, data[2 * CHUNK :])).status == 204
+    body = await wait_for_status(served, user, file_id, timeout=30)
+    assert body["status"] == "COMPLETED", body["error"]
+    assert body["metadata"]["sha256"] == sha256(data)
+    assert await download(served, user, file_id) == data
+    assert len([i for i in read_from_rows if i >= 2]) < 9, read_from_rows
+    assert served.app[worker_key].streamer._offered == 0  # every offer given back
 
 
 async def test_a_wrong_declared_sha256_still_fails_the_streamed_file(served, user, conn) -> None:
@@ -117,6 +145,10 @@ async def test_a_deleted_upload_stops_its_stream(served, user, conn, storage_dir
 
 async def _size_is(storage_dir: Path, size: int) -> bool:
     return partial_size(storage_dir) == size
+
+
+async def _no_chunks(conn, file_id: str) -> bool:
+    return await conn.fetchval("SELECT count(*) FROM file_chunks WHERE file_id = $1", file_id) == 0
 
 
 async def _no_partial(storage_dir: Path) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import os
 import struct
 import time
@@ -17,9 +18,11 @@ import pytest
 from PIL import Image
 
 from service import db, storage
+from service.app import create_app
 from service.config import Settings
+from service.keys import on_worker_death_key
 from service.store.files import mark_ready
-from service.worker import MAX_ATTEMPTS, Worker
+from service.worker import MAX_ATTEMPTS, SideTaskDied, Worker
 from tests.support import insert_chunk, insert_file, on_both_stores, stored_keys
 from tests.uploading import UPLOAD_ENV, create, jpeg, noise_png, sha256, upload, wait_for_status
 
@@ -337,3 +340,41 @@ async def test_chunkd_serve_runs_a_worker(chunkd, user) -> None:
         async with session.get(body["url"], headers=user.headers) as r:
             assert sha256(await r.read()) == sha256(data)
     assert server.stop() == 0
+
+
+async def test_a_worker_whose_side_task_dies_stops_loudly(pool, settings, user, conn, caplog) -> None:
+    """A side task that ends by itself (a bug: each handles the faults it expects) stops the worker: one
+    CRITICAL line with the traceback, the worker unregistered, SideTaskDied for its caller (`chunkd worker`
+    exits non-zero with it, `chunkd serve` stops serving)."""
+    worker = Worker(settings, pool)
+
+    async def broken_heartbeat() -> None:
+        await asyncio.sleep(0.2)
+        raise RuntimeError("a bug in the heartbeat")
+
+    worker._heartbeat_loop = broken_heartbeat  # type: ignore[method-assign]  # the bug under test
+    with caplog.at_level(logging.INFO, logger="service.worker"), pytest.raises(SideTaskDied):
+        await asyncio.wait_for(worker.run(), 20)
+    critical = [r for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert len(critical) == 1 and "worker heartbeat" in critical[0].getMessage(), critical
+    assert critical[0].exc_info is not None and "a bug in the heartbeat" in str(critical[0].exc_info[1])
+    assert await conn.fetchval("SELECT count(*) FROM workers") == 0  # stopped cleanly: unregistered
+
+
+async def test_serve_stops_when_its_worker_dies(aiohttp_client, settings, caplog, monkeypatch) -> None:
+    """Inside the server the death reaches its hook (`chunkd serve` sets one that stops serving)."""
+
+    async def broken_cleanup(self: Worker) -> None:
+        await asyncio.sleep(0.2)
+        raise RuntimeError("a bug in the cleanup loop")
+
+    monkeypatch.setattr(Worker, "_cleanup_loop", broken_cleanup)  # the bug under test
+    stopped = asyncio.Event()
+    app = create_app(settings, with_worker=True)
+    app[on_worker_death_key] = stopped.set
+    with caplog.at_level(logging.CRITICAL, logger="service.worker"):
+        await aiohttp_client(app)
+        await asyncio.wait_for(stopped.wait(), 20)
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL] == [
+        "worker stopping: its side task 'worker cleanup' ended with RuntimeError('a bug in the cleanup loop')"
+    ]

@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from service import links, storage
+from service import auth, links, storage
 from service.auth import current_user
 from service.db import DATABASE_DOWN
 from service.errors import (
@@ -59,6 +59,7 @@ INLINE_TYPES = frozenset(
 )
 
 
+@auth.checks_its_session
 async def get_file(request: web.Request) -> web.Response:
     """With ?wait=N and a file still UPLOADING or PROCESSING, answers as soon as its status changes
     (at most N seconds); with If-None-Match, only when the client's copy is current."""
@@ -69,14 +70,14 @@ async def get_file(request: web.Request) -> web.Response:
     file_id = path_id(request)
     with request.app[file_events_key].subscribe(file_id) as changed:
         file = await _load(request, file_id)
-        view, etag = _view_and_etag(request, file)
-        if wait and file.status not in TERMINAL_STATUSES and (not known or _matches(etag, known)):
+        polled = _Polled(request, file)
+        if wait and file.status not in TERMINAL_STATUSES and (not known or _matches(polled.etag, known)):
             file = await _wait_for_change(request, file, changed, wait)
-            view, etag = _view_and_etag(request, file)
-    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
-    if _matches(etag, known):
+            polled = _Polled(request, file)
+    headers = {"ETag": polled.etag, "Cache-Control": "private, no-cache"}
+    if _matches(polled.etag, known):
         return web.Response(status=304, headers=headers)
-    return web.json_response(view, headers=headers)
+    return web.json_response(polled.view(), headers=headers)
 
 
 async def get_file_events(request: web.Request) -> web.StreamResponse:
@@ -139,7 +140,7 @@ async def get_file_content(request: web.Request) -> web.StreamResponse:
 async def get_file_thumbnail(request: web.Request) -> web.StreamResponse:
     file = await _load_readable(request, path_id(request))
     thumbnail = (file.metadata or {}).get("thumbnail")
-    if file.status != FileStatus.COMPLETED or not file.thumbnail or not thumbnail:
+    if file.status != FileStatus.COMPLETED or not thumbnail:
         raise ThumbnailNotFound(f"file {file.id} has no thumbnail")
     key = storage.thumbnail_key(file.filename, thumbnail["mimetype"])
     return await _serve(
@@ -266,8 +267,14 @@ async def delete_file(request: web.Request) -> web.Response:
 def file_view(file: File, request: web.Request) -> dict[str, Any]:
     """The file as its API shows it, with signed links for the caller (service/links.py): content once
     COMPLETED, the thumbnail when there is one, the event stream always."""
-    settings, viewer = request.app[settings_key], current_user(request).id
+    return _with_links(_file_state(file), request, links.expiry(request.app[settings_key]))
+
+
+def _file_state(file: File) -> dict[str, Any]:
+    """What the view says about the file itself: everything but the links made for its viewer. The API
+    paths are computed here, never stored: content once COMPLETED, the thumbnail when there is one."""
     completed = file.status == FileStatus.COMPLETED
+    thumbnail = completed and "thumbnail" in (file.metadata or {})
     return {
         "id": file.id,
         "status": file.status,
@@ -275,17 +282,27 @@ def file_view(file: File, request: web.Request) -> dict[str, Any]:
         "mimetype": file.mimetype,
         "size": file.size,
         "original_name": file.original_name,
-        "url": file.url,
-        "thumbnail": file.thumbnail,
-        "content_url": links.sign(settings, file.id, viewer, "content") if completed else None,
-        "thumbnail_url": links.sign(settings, file.id, viewer, "thumbnail") if completed and file.thumbnail else None,
-        "events_url": links.sign(settings, file.id, viewer, "events"),
+        "url": f"/api/files/{file.id}/content" if completed else None,
+        "thumbnail": f"/api/files/{file.id}/thumbnail" if thumbnail else None,
         "metadata": file.metadata,
         "error": file.error,
         "post_id": file.post_id,
         "uploaded_by_id": file.uploaded_by_id,
         "created_at": file.created_at.isoformat(),
         "updated_at": file.updated_at.isoformat(),
+    }
+
+
+def _with_links(state: dict[str, Any], request: web.Request, expires: int) -> dict[str, Any]:
+    settings, viewer, file_id = request.app[settings_key], current_user(request).id, state["id"]
+    completed = state["status"] == FileStatus.COMPLETED
+    return {
+        **state,
+        "content_url": links.sign(settings, file_id, viewer, "content", expires) if completed else None,
+        "thumbnail_url": (
+            links.sign(settings, file_id, viewer, "thumbnail", expires) if completed and state["thumbnail"] else None
+        ),
+        "events_url": links.sign(settings, file_id, viewer, "events", expires),
     }
 
 
@@ -312,9 +329,14 @@ async def _wait_for_change(request: web.Request, file: File, changed: asyncio.Ev
 async def _find(request: web.Request, file_id: str) -> File | None:
     """A signed link is a grant of its own (a post's reader sees its author's files): it opens its
     file whoever owns it. Otherwise only the owner or an admin."""
-    user = current_user(request)
-    link = request.get(link_key)
+    claims = auth.pending_session(request)
     async with request.app[pool_key].acquire() as conn:
+        if claims is not None:  # a status poll: the session and the file in one statement
+            found, file = await store.get_session_file(conn, claims.session_id, claims.user_id, file_id)
+            auth.accept_session(request, claims, found)
+            return file
+        user = current_user(request)
+        link = request.get(link_key)
         granted = user.is_admin or (link is not None and link.file_id == file_id)
         return await store.get_file(conn, file_id, user.id, granted)
 
@@ -340,9 +362,21 @@ async def _load_readable(request: web.Request, file_id: str) -> File:
     return file
 
 
-def _view_and_etag(request: web.Request, file: File) -> tuple[dict[str, Any], str]:
-    view = file_view(file, request)
-    return view, '"' + hashlib.sha256(json.dumps(view, sort_keys=True).encode()).hexdigest()[:32] + '"'
+class _Polled:
+    """A status answer: the ETag names the file's state, its viewer and the expiry of the links a 200
+    would carry (links.expiry, one value per LINK_TTL/2). So an unchanged file answers 304 for
+    LINK_TTL/2 at a time, and a 304 only ever confirms links that have at least LINK_TTL/2 to live:
+    at the expiry step the ETag changes and the poller gets a 200 with fresh links. The view (and its
+    HMAC-signed links) is made only for a 200."""
+
+    def __init__(self, request: web.Request, file: File) -> None:
+        self.request, self.state = request, _file_state(file)
+        self.expires = links.expiry(request.app[settings_key])
+        named = json.dumps([self.state, current_user(request).id, self.expires], sort_keys=True)
+        self.etag = '"' + hashlib.sha256(named.encode()).hexdigest()[:32] + '"'
+
+    def view(self) -> dict[str, Any]:
+        return _with_links(self.state, self.request, self.expires)
 
 
 def _if_none_match(request: web.Request) -> set[str]:

@@ -12,6 +12,7 @@ from prometheus_client.exposition import choose_encoder
 from service import metrics
 from service.db import DATABASE_DOWN
 from service.keys import body_memory_key, pool_key
+from service.outcomes import BLOCKED_REASONS
 from service.store import stats
 
 log = logging.getLogger(__name__)
@@ -31,11 +32,16 @@ async def get_metrics(request: web.Request) -> web.Response:
     try:
         async with pool.acquire(timeout=SCRAPE_DB_TIMEOUT) as conn:
             depth: dict[str, float] = dict(await stats.get_queue_depth(conn))
+            blocked: dict[str, float] = dict.fromkeys(BLOCKED_REASONS, 0)
+            blocked.update(await stats.get_processing_blocked(conn))
     except DATABASE_DOWN as e:
         log.warning("metrics: queue depth unavailable: %s", e, extra={"action": "metrics_db_unavailable"})
         depth = {"waiting": float("nan"), "claimed": float("nan")}
-    for state, value in depth.items():
-        metrics.QUEUE_DEPTH.labels(state).set(value)
+        blocked = {reason: float("nan") for reason in BLOCKED_REASONS}
+    for state in ("waiting", "claimed"):  # the blocked ones have a gauge of their own, by reason
+        metrics.QUEUE_DEPTH.labels(state).set(depth[state])
+    for reason, value in blocked.items():
+        metrics.PROCESSING_BLOCKED.labels(reason).set(value)
     # Prometheus asks for OpenMetrics in Accept; anything else gets the classic text format 0.0.4.
     encode, content_type = choose_encoder(request.headers.get("Accept", ""))
     return web.Response(body=encode(REGISTRY), headers={"Content-Type": content_type})

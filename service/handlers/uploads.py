@@ -28,6 +28,7 @@ from service.metrics import BYTES_RECEIVED, UPLOADS_CREATED
 from service.models import File, FileStatus, NewUpload
 from service.store import files, quotas
 from service.store import uploads as store
+from service.streaming import offer_chunk
 from service.validation import DISPLAYABLE, MAX_ID_LENGTH, WHITESPACE, Field, path_id, path_int, read_json
 
 PROTOCOL = "native"
@@ -145,10 +146,11 @@ async def put_chunk(request: web.Request) -> web.Response:
     # The body is held until the answer, and the database driver holds a copy of it while it is stored.
     with request.app[body_memory_key].admit(current_user(request).id) as share:
         data = await body.read(share)  # whole, before any connection is taken: none waits on a client's link
-        async with request.app[pool_key].acquire() as conn:
+        async with request.app[pool_key].acquire_bulk() as conn:  # within the bulk share: polls stay quick
             received = await store.insert_chunk(conn, upload.id, index, data)
             stored_sha256 = await store.get_chunk_sha256(conn, upload.id, index) if received is None else None
         if received is not None:
+            offer_chunk(request.app, upload.id, index, data)  # committed: the streamer need not read it back
             BYTES_RECEIVED.labels(PROTOCOL).inc(expected)
             return web.json_response({"index": index, "size": expected, "bytes_received": received}, status=201)
         if stored_sha256 is None:

@@ -49,7 +49,7 @@ def answer(analysis: Any, path: Path) -> tuple[dict[str, Any], bytes]:
     except MemoryError:
         return {"status": "memory"}, b""
     except OSError as e:  # reading the file failed: the environment's fault (see result.decode_failed)
-        return {"status": "environment", "reason": f"{type(e).__name__}: {e.strerror or e}"}, b""
+        return {"status": "environment", "reason": f"{type(e).__name__}: {e.strerror or e}", "errno": e.errno}, b""
     except Exception as e:  # a decoder (or analyser) bug: the pool retries once, then fails the file
         return {"status": "error", "reason": f"{type(e).__name__}: {e}"}, b""
     thumb = result.thumbnail

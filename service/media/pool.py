@@ -20,7 +20,7 @@ from service.config import MiB
 from service.media.result import Analysis
 from service.media.thumbnail import Thumbnail
 from service.models import FileType
-from service.processing import CorruptContent
+from service.outcomes import CorruptContent
 
 log = logging.getLogger("service.media")
 
@@ -219,8 +219,9 @@ class DecoderPool:
             raise CorruptContent(str(reply.get("reason")))
         if status == "memory":
             raise CorruptContent(f"decoding needs more memory than PROCESSING_MEMORY ({self.memory // MiB} MiB)")
-        if status == "environment":
-            raise OSError(f"the decoder could not read the file: {reply.get('reason')}")
+        if status == "environment":  # with the child's errno: an EIO holds the file back as the worker's own would
+            message, code = f"the decoder could not read the file: {reply.get('reason')}", reply.get("errno")
+            raise OSError(code, message) if isinstance(code, int) else OSError(message)
         raise CorruptContent(f"the decoder failed: {reply.get('reason')}")
 
     async def close(self) -> None:

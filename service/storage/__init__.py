@@ -19,6 +19,7 @@ from service.storage.base import (
     BlobWriter,
     StorageConfigError,
     StorageError,
+    StorageMissing,
     StorageUnavailable,
     Unfinished,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "LocalStore",
     "StorageConfigError",
     "StorageError",
+    "StorageMissing",
     "StorageUnavailable",
     "Unfinished",
     "blob_key",
@@ -44,6 +46,7 @@ __all__ = [
     "keys_of",
     "new_blob_name",
     "owner_of",
+    "put_bytes",
     "put_file",
     "storage_ctx",
     "thumbnail_key",
@@ -103,6 +106,17 @@ async def put_file(store: BlobStore, key: str, path: Path) -> None:
         await writer.commit()
     except BaseException:
         await writer.abort()
+        raise
+
+
+async def put_bytes(store: BlobStore, key: str, data: bytes) -> None:
+    """Bytes in memory (a thumbnail) into the store under key."""
+    writer = await store.writer(key, len(data))
+    try:
+        await writer.write(data)
+        await writer.commit()
+    except BaseException:
+        await asyncio.shield(writer.abort())
         raise
 
 

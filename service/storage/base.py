@@ -21,6 +21,11 @@ class StorageUnavailable(StorageError):
     the environment's fault, never the bytes'. Whoever meets it retries later; a file is never FAILED for it."""
 
 
+class StorageMissing(StorageUnavailable):
+    """The local store's root directory itself is gone (an unmounted disk, say): nothing is created in its
+    place, whoever meets it waits for it to come back."""
+
+
 class StorageConfigError(StorageError):
     """The store as configured cannot work (bad STORAGE_URL, missing bucket, refused credentials, missing extra)."""
 
@@ -52,7 +57,7 @@ class BlobWriter(Protocol):
     # temporary file). Complete once write() has been called for every byte.
     local_path: Path | None
 
-    async def write(self, data: bytes) -> None: ...
+    async def write(self, data: bytes | bytearray) -> None: ...
     async def commit(self) -> None:
         """Durable and visible under the key; the writer is done."""
 

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-from service.storage.base import BlobInfo, BlobNotFound, StorageUnavailable, Unfinished
+from service.storage.base import BlobInfo, BlobNotFound, StorageMissing, StorageUnavailable, Unfinished
 
 READ_SIZE = 1024 * 1024
 # A file written over minutes (issue 16 appends an upload while it arrives) is synced as it grows, so
@@ -48,11 +48,11 @@ class LocalWriter:
         self.final.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.local_path, "wb", buffering=0)  # noqa: SIM115 - closed by commit/abort
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes | bytearray) -> None:
         with _unavailable(f"writing {self.key}"):
             await asyncio.to_thread(self._write, data)
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes | bytearray) -> None:
         assert self._file is not None
         view = memoryview(data)
         while view:  # unbuffered writes may be short
@@ -102,6 +102,8 @@ class LocalStore:
 
     async def writer(self, key: str, size_hint: int | None = None) -> LocalWriter:
         writer = LocalWriter(self.path(key), key)
+        if not await asyncio.to_thread(self.root.is_dir):  # an unmounted disk: never write in its place
+            raise StorageMissing(f"writing {key}: the storage directory {self.description} is missing")
         with _unavailable(f"writing {key}"):
             await asyncio.to_thread(writer.open)  # at once: an empty blob has its local file too
         return writer

@@ -258,7 +258,7 @@ class S3Writer:
         self._numbered = 0  # parts handed out
         self._sending: set[asyncio.Task[None]] = set()
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes | bytearray) -> None:
         self._buffer += data
         while len(self._buffer) >= self.part_size:
             part = bytes(self._buffer[: self.part_size])

@@ -8,13 +8,21 @@ import dataclasses
 import asyncpg
 
 from service.errors import ValidationFailed
-from service.models import File, NewUpload
+from service.models import File, NewUpload, User
 from service.storage import layout
+from service.store import sessions
+from service.store.rows import columns, row_to
 
 # Every column of `files` that models.File holds, and the database's verdict on expiry.
 FILE_COLUMNS = (
     ", ".join(f.name for f in dataclasses.fields(File) if f.name != "expired")
     + ", (status = 'UPLOADING' AND expires_at IS NOT NULL AND expires_at <= now()) AS expired"
+)
+
+# The same of `files f` in a join, each named f_<field>.
+JOINED_FILE_COLUMNS = (
+    ", ".join(f"f.{f.name} AS f_{f.name}" for f in dataclasses.fields(File) if f.name != "expired")
+    + ", (f.status = 'UPLOADING' AND f.expires_at IS NOT NULL AND f.expires_at <= now()) AS f_expired"
 )
 
 
@@ -123,6 +131,26 @@ async def get_file(conn: asyncpg.Connection, file_id: str, user_id: str, is_admi
     """The file if the caller owns it or is an admin; None otherwise (the API answers 404 either way)."""
     row = await conn.fetchrow(GET_FILE, file_id, user_id, is_admin)
     return file_from(row) if row else None
+
+
+# A status poll in one statement: the access token's user if its session is live (the rule of
+# sessions.GET_SESSION_USER), and the file if that user owns it or is an admin.
+GET_SESSION_FILE = f"""
+SELECT {columns(User, "u", "u_")}, {JOINED_FILE_COLUMNS}
+  FROM users u LEFT JOIN files f ON f.id = $3 AND (f.uploaded_by_id = u.id OR u.role = 'ADMIN')
+ WHERE u.id = $2 AND {sessions.LIVE_SESSION_USER}
+"""
+
+
+async def get_session_file(
+    conn: asyncpg.Connection, session_id: str, user_id: str, file_id: str
+) -> tuple[User | None, File | None]:
+    """(the session's user, the file): (None, None) when the session has ended or the user is inactive,
+    (user, None) when the file is missing or not theirs."""
+    row = await conn.fetchrow(GET_SESSION_FILE, session_id, user_id, file_id)
+    if row is None:
+        return None, None
+    return row_to(User, row, "u_"), None if row["f_id"] is None else row_to(File, row, "f_")
 
 
 # A file's bytes may also be fetched by whoever may read the post it is attached to: a published post

@@ -70,7 +70,7 @@ SELECT p.*,
   JOIN users u ON u.id = p.author_id
   LEFT JOIN LATERAL (
       SELECT json_agg(json_build_object('id', id, 'original_name', original_name, 'type', type, 'size', size,
-                                        'has_thumbnail', thumbnail IS NOT NULL)
+                                        'has_thumbnail', metadata ? 'thumbnail')
                       ORDER BY created_at, id)
                  FILTER (WHERE status = 'COMPLETED') AS files,
              count(*) AS file_count

@@ -10,12 +10,14 @@ from service.store.users import USER_COLUMNS, user_from
 
 SESSION_COLUMNS = columns(Session)
 
-# The per-request check of an access token: its user, if active and the session live, in one statement.
+# The per-request check of an access token: its user (u), if active and the session ($1) live. Also
+# part of store.files.GET_SESSION_FILE, a status poll's one statement.
+LIVE_SESSION_USER = """u.is_active
+   AND EXISTS (SELECT 1 FROM sessions s WHERE s.id = $1 AND s.user_id = u.id
+                                          AND s.revoked_at IS NULL AND s.expires_at > now())"""
 GET_SESSION_USER = f"""
 SELECT {USER_COLUMNS} FROM users u
- WHERE u.id = $2 AND u.is_active
-   AND EXISTS (SELECT 1 FROM sessions s WHERE s.id = $1 AND s.user_id = u.id
-                                          AND s.revoked_at IS NULL AND s.expires_at > now())
+ WHERE u.id = $2 AND {LIVE_SESSION_USER}
 """
 
 

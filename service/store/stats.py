@@ -148,9 +148,22 @@ async def list_slowest_statements(
 # instead of scanning files on every scrape.
 QUEUE_DEPTH = """
 SELECT (SELECT count(*) FROM files WHERE status = 'PROCESSING' AND worker_id IS NULL) AS waiting,
-       (SELECT count(*) FROM files WHERE status = 'PROCESSING' AND worker_id IS NOT NULL) AS claimed
+       (SELECT count(*) FROM files WHERE status = 'PROCESSING' AND worker_id IS NOT NULL) AS claimed,
+       (SELECT count(*) FROM files WHERE status = 'PROCESSING' AND blocked_reason IS NOT NULL) AS blocked
 """
 
 
 async def get_queue_depth(conn: asyncpg.Connection) -> dict[str, int]:
     return dict(await conn.fetchrow(QUEUE_DEPTH))
+
+
+PROCESSING_BLOCKED = """
+SELECT blocked_reason, count(*) FROM files
+ WHERE status = 'PROCESSING' AND blocked_reason IS NOT NULL
+ GROUP BY blocked_reason
+"""
+
+
+async def get_processing_blocked(conn: asyncpg.Connection) -> dict[str, int]:
+    """Files its environment holds back, by reason (chunkd_processing_blocked)."""
+    return {r[0]: r[1] for r in await conn.fetch(PROCESSING_BLOCKED)}

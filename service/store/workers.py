@@ -83,8 +83,8 @@ async def get_chunk_slice(conn: asyncpg.Connection, file_id: str, index: int, of
 
 
 FINISH_FILE = """
-UPDATE files SET status = 'COMPLETED', type = $3, mimetype = $4, metadata = $5, url = $6, thumbnail = $7,
-                 error = NULL, worker_id = NULL
+UPDATE files SET status = 'COMPLETED', type = $3, mimetype = $4, metadata = $5, error = NULL, worker_id = NULL,
+                 blocked_reason = NULL, blocked_retries = 0
  WHERE id = $1 AND status = 'PROCESSING' AND worker_id = $2
 RETURNING id
 """
@@ -97,13 +97,11 @@ async def finish_file(
     type_: str,
     mimetype: str,
     metadata: dict[str, Any],
-    url: str,
-    thumbnail: str | None,
 ) -> bool:
     """PROCESSING -> COMPLETED. False when the lease was lost (the file was deleted, or taken by another
     worker after this one was presumed dead). The chunks are dropped after this (delete_chunks), not in
     the same transaction: the client need not wait for a gigabyte of rows to be deleted."""
-    return await conn.fetchval(FINISH_FILE, file_id, worker_id, type_, mimetype, metadata, url, thumbnail) is not None
+    return await conn.fetchval(FINISH_FILE, file_id, worker_id, type_, mimetype, metadata) is not None
 
 
 DELETE_CHUNKS = "DELETE FROM file_chunks WHERE file_id = $1"
@@ -116,7 +114,7 @@ async def delete_chunks(conn: asyncpg.Connection, file_id: str) -> None:
 
 
 FAIL_FILE = """
-UPDATE files SET status = 'FAILED', error = $3, worker_id = NULL
+UPDATE files SET status = 'FAILED', error = $3, worker_id = NULL, blocked_reason = NULL, blocked_retries = 0
  WHERE id = $1 AND status = 'PROCESSING' AND worker_id = $2
 RETURNING id
 """
@@ -133,7 +131,9 @@ async def fail_file(conn: asyncpg.Connection, file_id: str, worker_id: str, erro
 
 RETRY_FILE = """
 UPDATE files SET worker_id = NULL, run_after = now() + make_interval(secs => $3),
-                 attempts = attempts - CASE WHEN $4 THEN 0 ELSE 1 END
+                 attempts = attempts - CASE WHEN $4 THEN 0 ELSE 1 END,
+                 blocked_reason = CASE WHEN $4 THEN NULL ELSE blocked_reason END,
+                 blocked_retries = CASE WHEN $4 THEN 0 ELSE blocked_retries END
  WHERE id = $1 AND status = 'PROCESSING' AND worker_id = $2
 RETURNING id
 """
@@ -143,8 +143,23 @@ async def retry_file(
     conn: asyncpg.Connection, file_id: str, worker_id: str, delay_seconds: float, count_attempt: bool = True
 ) -> bool:
     """Back to the queue, not before `delay_seconds`: a transient failure is retried with backoff.
-    count_attempt=False hands the claim's attempt back: the failure was not the file's."""
+    count_attempt=False hands the claim's attempt back: the failure was not the file's (and says nothing
+    about whether its environment still holds it back); a counted one ends a blocked spell."""
     return await conn.fetchval(RETRY_FILE, file_id, worker_id, float(delay_seconds), count_attempt) is not None
+
+
+BLOCK_FILE = """
+UPDATE files SET worker_id = NULL, run_after = now() + make_interval(secs => $3), attempts = attempts - 1,
+                 blocked_reason = $4, blocked_retries = blocked_retries + 1
+ WHERE id = $1 AND status = 'PROCESSING' AND worker_id = $2
+RETURNING id
+"""
+
+
+async def block_file(conn: asyncpg.Connection, file_id: str, worker_id: str, delay_seconds: float, reason: str) -> bool:
+    """Back to the queue for `delay_seconds` because its environment holds it back (`reason`): the attempt is
+    handed back, one more backoff step counted. False when the lease was lost."""
+    return await conn.fetchval(BLOCK_FILE, file_id, worker_id, float(delay_seconds), reason) is not None
 
 
 FILE_EXISTS = "SELECT 1 FROM files WHERE id = $1"
