@@ -86,12 +86,11 @@ def _versioned(path: str) -> frozenset[str]:
 async def tus_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuses other protocol versions before anything is processed, and puts Tus-Resumable on every
     tus response but OPTIONS — error responses included, so it sits outside problem_middleware."""
-    if not is_tus_path(request.path) or effective_method(request) not in _versioned(request.path) or is_rufh(request):
-        # The IETF draft's requests share the path, not the version rule; OPTIONS needs no version, and a
-        # method the resource does not have is a 405 whatever the version (the dispatchers answer both).
-        return await handler(request)
+    if not is_tus_path(request.path) or effective_method(request) == "OPTIONS" or is_rufh(request):
+        return await handler(request)  # the IETF draft's requests share the path, not the version rule
     version = request.headers.get("Tus-Resumable")
-    if version != TUS_VERSION:
+    # A method the resource does not have is a 405 whatever the version (its dispatcher answers it).
+    if version != TUS_VERSION and effective_method(request) in _versioned(request.path):
         response: web.StreamResponse = problem_response(
             TusVersionUnsupported(
                 f"this server speaks tus {TUS_VERSION}; the request sent Tus-Resumable: {version or '(none)'}",
