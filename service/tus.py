@@ -77,6 +77,11 @@ def effective_method(request: web.Request) -> str:
     return request.headers.get("X-HTTP-Method-Override", request.method).strip().upper()
 
 
+def _versioned(path: str) -> frozenset[str]:
+    """The methods of this tus resource that carry Tus-Resumable: creation, or the upload's own."""
+    return frozenset({"POST"}) if path in (PREFIX, PREFIX + "/") else frozenset({"HEAD", "PATCH", "DELETE"})
+
+
 @web.middleware
 async def tus_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuses other protocol versions before anything is processed, and puts Tus-Resumable on every
@@ -84,7 +89,8 @@ async def tus_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     if not is_tus_path(request.path) or effective_method(request) == "OPTIONS" or is_rufh(request):
         return await handler(request)  # the IETF draft's requests share the path, not the version rule
     version = request.headers.get("Tus-Resumable")
-    if version != TUS_VERSION:
+    # A method the resource does not have is a 405 whatever the version (its dispatcher answers it).
+    if version != TUS_VERSION and effective_method(request) in _versioned(request.path):
         response: web.StreamResponse = problem_response(
             TusVersionUnsupported(
                 f"this server speaks tus {TUS_VERSION}; the request sent Tus-Resumable: {version or '(none)'}",
