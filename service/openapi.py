@@ -141,6 +141,16 @@ CREATED = {
 }
 CREATE_ERRORS = (400, 404, 408, 409, 412, 413, 415, 422, 423, 429, 460, 503, 507)
 OPTIONS_ANSWER = "Tus-Version, Tus-Extension, Tus-Max-Size; Accept-Patch and Upload-Limit for the draft"
+TUS_OPTIONS = op("Capabilities of tus and the draft", "tus", {204: OPTIONS_ANSWER})
+TUS_CREATION = op(  # at /api/tus and /api/tus/
+    "Creation (tus, or the draft's with Upload-Complete)",
+    "tus",
+    CREATED,
+    headers=UPLOAD_HEADERS,
+    body=ANY_BODY,
+    body_required=False,  # creation-with-upload and the draft's may carry the first bytes
+    errors=CREATE_ERRORS,
+)
 
 NUMBER = {"type": "number"}
 
@@ -397,26 +407,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     # termination, concatenation) and, on the same paths, the IETF Resumable Uploads draft (interop
     # version 8, and 7), told apart by their fields: Tus-Resumable, or Upload-Draft-Interop-Version /
     # Upload-Complete. The draft's creation sends a 104 (Upload Resumption Supported) with the Location first.
-    ("OPTIONS", "/api/tus"): op("Capabilities of tus and the draft", "tus", {204: OPTIONS_ANSWER}),
-    ("POST", "/api/tus"): op(
-        "Creation (tus, or the draft's with Upload-Complete)",
-        "tus",
-        CREATED,
-        headers=UPLOAD_HEADERS,
-        body=ANY_BODY,
-        body_required=False,  # creation-with-upload and the draft's may carry the first bytes
-        errors=CREATE_ERRORS,
-    ),
-    ("OPTIONS", "/api/tus/"): op("Capabilities of tus and the draft", "tus", {204: OPTIONS_ANSWER}),
-    ("POST", "/api/tus/"): op(
-        "Creation (tus, or the draft's with Upload-Complete)",
-        "tus",
-        CREATED,
-        headers=UPLOAD_HEADERS,
-        body=ANY_BODY,
-        body_required=False,  # creation-with-upload and the draft's may carry the first bytes
-        errors=CREATE_ERRORS,
-    ),
+    ("OPTIONS", "/api/tus"): TUS_OPTIONS,
+    ("POST", "/api/tus"): TUS_CREATION,
+    ("OPTIONS", "/api/tus/"): TUS_OPTIONS,
+    ("POST", "/api/tus/"): TUS_CREATION,
     ("HEAD", "/api/tus/{upload_id}"): op(
         "Offset retrieval",
         "tus",
@@ -442,7 +436,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("DELETE", "/api/tus/{upload_id}"): op(
         "Termination / cancellation", "tus", {204: "terminated"}, headers=UPLOAD_HEADERS, errors=(400, 404, 412, 423)
     ),
-    ("OPTIONS", "/api/tus/{upload_id}"): op("Capabilities of tus and the draft", "tus", {204: OPTIONS_ANSWER}),
+    ("OPTIONS", "/api/tus/{upload_id}"): TUS_OPTIONS,
     # admin and ops
     ("GET", "/api/admin/stats/files"): op(
         "Files by type and status", "admin", {200: {"type": "array", "items": _ref("FileStats")}}, admin=True

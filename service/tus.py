@@ -28,7 +28,7 @@ from service.errors import (
     problem_response,
 )
 from service.media.types import UNKNOWN, classify, parse_mimetype
-from service.models import FileType
+from service.models import FileHints
 from service.validation import check_id
 
 TUS_VERSION = "1.0.0"
@@ -126,15 +126,6 @@ def parse_metadata(raw: str) -> dict[str, bytes]:
         except (binascii.Error, ValueError):
             raise TusInvalidMetadata(f"the value of metadata key {key!r} is not base64") from None
     return pairs
-
-
-@dataclass(frozen=True)
-class FileHints:
-    """What the metadata says about the file; the worker detects the real type from the bytes."""
-
-    original_name: str
-    mimetype: str
-    type: FileType
 
 
 def file_hints(metadata: dict[str, bytes], fallback_name: str) -> FileHints:

@@ -25,7 +25,7 @@ from service.errors import (
 from service.keys import body_memory_key, pool_key, settings_key
 from service.media.types import classify
 from service.metrics import BYTES_RECEIVED, UPLOADS_CREATED
-from service.models import File, FileStatus, NewUpload
+from service.models import File, FileHints, FileStatus, NewUpload
 from service.store import files, quotas
 from service.store import uploads as store
 from service.streaming import offer_chunk
@@ -91,15 +91,13 @@ async def create_upload(request: web.Request) -> web.Response:
             f"chunk_size {chunk_size} makes more than {MAX_CHUNKS} chunks; use larger chunks", field="chunk_size"
         )
     mimetype = _mimetype(body.get("mimetype"), filename)
-    new = NewUpload(
-        uploaded_by_id=user.id,
-        original_name=filename,
-        mimetype=mimetype,
-        type=classify(mimetype),
-        size=size,
+    new = NewUpload.start(
+        user.id,
+        FileHints(filename, mimetype, classify(mimetype)),
+        size,
+        settings,
+        PROTOCOL,
         chunk_size=chunk_size,
-        expires_in=settings.upload_expiry,
-        protocol=PROTOCOL,
         sha256=_sha256(body.get("sha256")),
         post_id=body.get("post_id"),
     )
