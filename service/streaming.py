@@ -88,6 +88,7 @@ class Streamer:
         self._offered = 0  # bytes of all offers kept
         self._look_now = asyncio.Event()  # a first chunk was received: look for an upload to take
         self._waiting: dict[str, _Held] = {}  # offers for uploads not taken yet
+        self._elsewhere: dict[str, float] = {}  # uploads not taken in time: when they were given up
         self._tasks: set[asyncio.Task[None]] = set()
         self._processing: set[asyncio.Task[None]] = set()  # handed over: given time to finish on stop
         self._paused_until = 0.0  # monotonic time before which no upload is taken (its environment failed us)
@@ -106,14 +107,15 @@ class Streamer:
         """See offer_chunk."""
         held = self._held.get(upload.id)
         if held is None:
-            # Not held yet, but it may be taken in a moment (at once when this is its first chunk): its
-            # offers wait for that a few seconds, so that its first chunks need not be read back either.
+            # Not held yet, but it may be taken in a moment (it is looked for at once): its offers wait
+            # for that a few seconds, so that its first chunks need not be read back either.
             if not self.enabled or upload.size < self.min_size or upload.size_deferred or upload.tus_concat:
+                return
+            if upload.id in self._elsewhere:  # not taken in time before: another worker streams it
                 return
             self._forget_waiting()
             held = self._waiting.setdefault(upload.id, _Held())
-            if index == 0:
-                self._look_now.set()
+            self._look_now.set()
         if index < (held.prefix.next_index if held.prefix else 0) or index in held.offers:
             return
         held.offered = True
@@ -141,11 +143,16 @@ class Streamer:
             self._take_offer(held, index)
 
     def _forget_waiting(self) -> None:
-        """Drops the offers of uploads not taken within WAITING_SECONDS (another worker took them)."""
+        """Drops the offers of uploads not taken within WAITING_SECONDS (another worker took them, or
+        none could): their later chunks are not offered for ACTIVE_SECONDS either."""
         now = time.monotonic()
         for file_id, held in list(self._waiting.items()):
             if now - held.since > WAITING_SECONDS:
                 self._drop_offers(self._waiting.pop(file_id))
+                self._elsewhere[file_id] = now
+        for file_id, since in list(self._elsewhere.items()):
+            if now - since > ACTIVE_SECONDS:
+                del self._elsewhere[file_id]
 
     async def run(self) -> None:
         """Takes uploads to stream while slots are free, until cancelled."""
@@ -172,8 +179,11 @@ class Streamer:
                         )
                 if file is None:
                     self._slots.release()
+                    # Offers wait for an upload that could not be taken yet (its receiver's transaction
+                    # had its row locked): look again soon rather than at the next interval.
+                    interval = POLL_MIN * 2 if self._waiting else CLAIM_INTERVAL
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._look_now.wait(), CLAIM_INTERVAL)
+                        await asyncio.wait_for(self._look_now.wait(), interval)
                     self._look_now.clear()
                     continue
                 # Before the task runs: _sweep must see it as ours. It takes the offers that waited for it.
