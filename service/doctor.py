@@ -97,7 +97,6 @@ _UNITS = {
     "h": 3600,
     "d": 86400,
 }
-SETTINGS = "SELECT name, setting, unit FROM pg_settings WHERE name = any($1::text[])"
 
 
 def _amount(value: str) -> float:
@@ -110,15 +109,15 @@ async def check_settings(conn: asyncpg.Connection) -> Check:
     """The workload settings the embedded PostgreSQL runs with (embedded.workload_settings), against the
     server's: each one below them, and what that costs. Advice only: chunkd works on stock settings."""
     wanted = embedded.workload_settings()
-    rows = {r["name"]: r for r in await conn.fetch(SETTINGS, [s.name for s in wanted])}
+    found = await server.list_settings(conn, [s.name for s in wanted])
     short = []
     for s in wanted:
-        row = rows.get(s.name)
-        if row is None:
+        if s.name not in found:
             continue
-        have = float(row["setting"]) * _UNITS.get(row["unit"] or "B", 1)
+        setting, unit = found[s.name]
+        have = float(setting) * _UNITS.get(unit or "B", 1)
         if have < _amount(s.value):
-            shown = f"{row['setting']}{row['unit'] or ''}"
+            shown = f"{setting}{unit or ''}"
             short.append(f"{s.name} is {shown}, chunkd's workload wants {s.value}: {s.cost}")
     if not short:
         return Check(

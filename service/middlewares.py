@@ -17,6 +17,7 @@ from service.errors import (
     ApiError,
     BadRequest,
     DatabaseUnavailable,
+    MethodNotAllowed,
     StorageUnavailable,
     from_database_refusal,
     from_http_exception,
@@ -34,6 +35,14 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return await handler(request)
     except ApiError as e:
         return problem_response(e)
+    except web.HTTPMethodNotAllowed as e:
+        allowed = sorted(await _own_methods(request) or e.allowed_methods)
+        return problem_response(
+            MethodNotAllowed(
+                f"{request.method} is not allowed here; allowed: {', '.join(allowed)}",
+                headers={"Allow": ", ".join(allowed)},
+            )
+        )
     except web.HTTPException as e:
         if e.status < 400:
             raise  # 304, redirects: not errors
@@ -71,6 +80,18 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except Exception:
         log.exception("unhandled error", extra={"action": "unhandled_error", "path": request.path})
         return problem_response(ApiError())
+
+
+async def _own_methods(request: web.Request) -> set[str]:
+    """The methods of the route the path belongs to. aiohttp's 405 lists those of every route whose
+    pattern matches (GET /api/posts/recent's Allow had PATCH and DELETE of /api/posts/{id}); the path's
+    own route is the first that matches it, as it is for an allowed method."""
+    resources = request.app.router.resources()
+    for resource in resources:
+        _, allowed = await resource.resolve(request)
+        if allowed:  # the routes of one path may be resources of their own (registered apart)
+            return {m for r in resources if r.canonical == resource.canonical for m in (await r.resolve(request))[1]}
+    return set()
 
 
 # Status of a request whose client went away before an answer (nginx's convention).

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from service.config import Settings
 
 
 class Role(StrEnum):
@@ -132,6 +135,16 @@ class File:
 
 
 @dataclass(frozen=True)
+class FileHints:
+    """What the client says about the file (tus metadata, the draft's Content-Disposition, the native
+    body); the worker detects the real type from the bytes."""
+
+    original_name: str
+    mimetype: str
+    type: FileType
+
+
+@dataclass(frozen=True)
 class NewUpload:
     """What a client asks for when it starts an upload, in either protocol: the one input of
     store.files.insert_upload, which names the blob and sets the expiry."""
@@ -150,6 +163,41 @@ class NewUpload:
     tus_metadata: str | None = None
     tus_concat: str | None = None
     tus_parts: list[str] | None = None
+
+    @classmethod
+    def start(
+        cls,
+        user_id: str,
+        hints: FileHints,
+        size: int | None,
+        settings: Settings,
+        protocol: str,
+        *,
+        chunk_size: int | None = None,
+        sha256: str | None = None,
+        post_id: str | None = None,
+        tus_metadata: str | None = None,
+        tus_concat: str | None = None,
+        tus_parts: list[str] | None = None,
+    ) -> NewUpload:
+        """An upload as every protocol starts one: the client's hints and size (None: not known yet, a
+        deferred length), the settings' chunk size (unless the client chose one) and expiry."""
+        return cls(
+            uploaded_by_id=user_id,
+            original_name=hints.original_name,
+            mimetype=hints.mimetype,
+            type=hints.type,
+            size=size or 0,
+            size_deferred=size is None,
+            chunk_size=chunk_size or settings.default_chunk_size,
+            expires_in=settings.upload_expiry,
+            protocol=protocol,
+            sha256=sha256,
+            post_id=post_id,
+            tus_metadata=tus_metadata,
+            tus_concat=tus_concat,
+            tus_parts=tus_parts,
+        )
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,13 @@ from typing import Any
 
 from aiohttp import web
 
-from service import __version__
+from service import __version__, links
 from service.auth import PUBLIC_PATHS
+from service.config import Settings
+from service.handlers import auth, files, posts, tokens, uploads, users, webhooks
+from service.handlers.admin import DAILY_DAYS_DEFAULT, DAILY_DAYS_MAX
+from service.models import FileStatus, FileType
+from service.validation import MAX_ID_LENGTH, MAX_LIMIT, MAX_PAGE, MAX_QUERY_INT, NO_NUL, Field
 
 JSON = "application/json"
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
@@ -20,27 +25,37 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+Param = tuple[str, "str | dict[str, Any]", str]  # (name, a JSON type or a schema, description)
+
+
+def _schema(kind: str | dict[str, Any]) -> dict[str, Any]:
+    return {"type": kind} if isinstance(kind, str) else kind
+
+
 def op(
     summary: str,
     tag: str,
     ok: dict[int, Any],
     *,
     body: dict[str, Any] | None = None,
-    query: tuple[tuple[str, str, str], ...] = (),
+    query: tuple[Param, ...] = (),
     errors: tuple[int, ...] = (),
     admin: bool = False,
-    headers: tuple[tuple[str, str, str], ...] = (),
+    headers: tuple[Param, ...] = (),
+    required_headers: frozenset[str] = frozenset(),
     body_required: bool = True,
 ) -> dict[str, Any]:
     """One operation. ok: {status: schema, or a description string for bodiless answers}.
-    query/headers: (name, JSON type, description). Errors are problem+json."""
+    query/headers: (name, JSON type or schema, description). Errors are problem+json; a JSON body adds
+    the answers of service.validation.read_json (400 INVALID_JSON, 415, 422)."""
     responses: dict[str, Any] = {}
     for status, schema in ok.items():
         if isinstance(schema, str):
             responses[str(status)] = {"description": schema}
         else:
             responses[str(status)] = {"description": "OK", "content": {JSON: {"schema": schema}}}
-    for status in sorted(set(errors) | ({403} if admin else set())):
+    codes = set(errors) | ({403} if admin else set()) | ({400, 415, 422} if body and JSON in body else set())
+    for status in sorted(codes):
         responses[str(status)] = {"$ref": f"#/components/responses/Problem{status}"}
     operation: dict[str, Any] = {
         "summary": summary + (" (admin)" if admin else ""),
@@ -48,10 +63,11 @@ def op(
         "responses": responses,
     }
     parameters = [
-        {"name": n, "in": "query", "required": False, "schema": {"type": t}, "description": d} for n, t, d in query
+        {"name": n, "in": "query", "required": False, "schema": _schema(t), "description": d} for n, t, d in query
     ]
     parameters += [
-        {"name": n, "in": "header", "required": False, "schema": {"type": t}, "description": d} for n, t, d in headers
+        {"name": n, "in": "header", "required": n in required_headers, "schema": _schema(t), "description": d}
+        for n, t, d in headers
     ]
     if parameters:
         operation["parameters"] = parameters
@@ -60,44 +76,81 @@ def op(
     return operation
 
 
-def _json_body(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
-    return {JSON: {"schema": {"type": "object", "properties": properties, "required": list(required)}}}
+def _json_body(*fields: Field) -> dict[str, Any]:
+    """The JSON object service.validation.read_json reads with these fields: nothing else in it."""
+    schema = {
+        "type": "object",
+        "properties": {f.name: f.schema() for f in fields},
+        "required": [f.name for f in fields if f.required],
+        "additionalProperties": False,
+    }
+    return {JSON: {"schema": schema}}
 
 
 STRING, INTEGER, BOOLEAN = {"type": "string"}, {"type": "integer"}, {"type": "boolean"}
-PAGE = (
-    ("page", "integer", "page number, from 1"),
-    ("limit", "integer", "items per page: 10 by default, above 100 capped at 100 (every list)"),
+PAGE: tuple[Param, ...] = (
+    ("page", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, "page number, from 1"),
+    (
+        "limit",
+        {"type": "integer", "minimum": 1, "maximum": MAX_QUERY_INT},
+        f"items per page: 10 by default, above {MAX_LIMIT} counted as {MAX_LIMIT} (every list)",
+    ),
 )
-TUS_HEADERS = (
-    ("Tus-Resumable", "string", "1.0.0"),
-    ("Upload-Offset", "string", "bytes already stored"),
-    ("Upload-Length", "string", "total size"),
-    ("Upload-Metadata", "string", "key base64 pairs"),
-    ("Upload-Checksum", "string", "algorithm and base64 digest of this request's body"),
+COUNT = {"type": "string", "pattern": "^[0-9]{1,19}$"}
+_B64 = "[A-Za-z0-9+/]"
+_ITEM = f" *[!-+\\--~]+(?: +(?:{_B64}{{4}})*(?:{_B64}{{2}}==|{_B64}{{3}}=)?)? *"  # service.tus.parse_metadata
+TUS_HEADERS: tuple[Param, ...] = (
+    ("Tus-Resumable", {"enum": ["1.0.0"]}, "tus: every request but OPTIONS (412 without, unless it is the draft's)"),
+    ("Upload-Offset", COUNT, "bytes already stored"),
+    ("Upload-Length", COUNT, "total size"),
+    ("Upload-Metadata", {"type": "string", "pattern": f"^{_ITEM}(?:,{_ITEM})*$"}, "key base64 pairs, keys unique"),
+    (
+        "Upload-Checksum",
+        {"type": "string", "pattern": f"^ *(?:sha1 +{_B64}{{27}}=|sha256 +{_B64}{{43}}=|md5 +{_B64}{{22}}==) *$"},
+        "algorithm and base64 digest of this request's body",
+    ),
 )
-# A signed link (the file JSON's content_url, thumbnail_url, events_url) replaces the Authorization header.
-LINK = (
-    ("u", "string", "signed link: the user it was made for"),
-    ("exp", "integer", "signed link: expiry, unix time"),
-    ("sig", "string", "signed link: HMAC-SHA256, base64url"),
-)
-RAW_CHUNK = {"application/octet-stream": {"schema": {"type": "string", "contentMediaType": "application/octet-stream"}}}
-BYTES = RAW_CHUNK["application/octet-stream"]
-RUFH_HEADERS = (
-    ("Upload-Draft-Interop-Version", "string", "the IETF draft's interop version: 8 (or 7)"),
-    ("Upload-Complete", "string", "the draft: ?1 when this request ends the upload, else ?0"),
+# A signed link (the file JSON's content_url, thumbnail_url, events_url) stands for the Authorization
+# header: the three query parameters together, a security scheme each (components.securitySchemes).
+LINK_SCHEMES = {
+    "linkUser": ("u", "signed link: the user it was made for"),
+    "linkExpiry": ("exp", "signed link: expiry, unix time"),
+    "linkSignature": (links.SIGNATURE, "signed link: HMAC-SHA256, base64url"),
+}
+LINK_PATHS = frozenset(f"/api/files/{{id}}/{purpose}" for purpose in links.PURPOSES)
+# Path parameters: what service.validation.path_id and path_int accept.
+ID = {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": NO_NUL}
+ANY_ID = {"type": "string", "minLength": 1}
+PATH_PARAMETERS: dict[str, dict[str, Any]] = {
+    "index": {"type": "integer", "minimum": 0, "maximum": uploads.MAX_CHUNK_INDEX},
+    "name": {"type": "string", "minLength": 1},
+}
+BYTES = {"schema": {"type": "string", "format": "binary"}}
+RAW_CHUNK = {"application/octet-stream": BYTES}
+RUFH_HEADERS: tuple[Param, ...] = (
+    ("Upload-Draft-Interop-Version", {"enum": ["7", "8"]}, "the IETF draft's interop version: 8 (or 7)"),
+    ("Upload-Complete", {"enum": ["?0", "?1"]}, "the draft: ?1 when this request ends the upload, else ?0"),
     ("Content-Digest", "string", "RFC 9530 sha-256 or sha-512 of this request's content"),
     ("Repr-Digest", "string", "RFC 9530 sha-256 of the whole file (creation), checked on assembly"),
     ("Content-Disposition", "string", "the draft's creation: the file's name (RFC 6266)"),
 )
 UPLOAD_HEADERS = TUS_HEADERS + RUFH_HEADERS
-ANY_BODY = {"application/offset+octet-stream": BYTES, "*/*": BYTES}
+ANY_BODY = {"application/offset+octet-stream": BYTES, "*/*": {"schema": {}}}  # the draft's: any content
 CREATED = {
     201: "Location of the new upload (the draft: Upload-Complete, Upload-Limit, and the file's JSON once complete)"
 }
 CREATE_ERRORS = (400, 404, 408, 409, 412, 413, 415, 422, 423, 429, 460, 503, 507)
 OPTIONS_ANSWER = "Tus-Version, Tus-Extension, Tus-Max-Size; Accept-Patch and Upload-Limit for the draft"
+TUS_OPTIONS = op("Capabilities of tus and the draft", "tus", {204: OPTIONS_ANSWER})
+TUS_CREATION = op(  # at /api/tus and /api/tus/
+    "Creation (tus, or the draft's with Upload-Complete)",
+    "tus",
+    CREATED,
+    headers=UPLOAD_HEADERS,
+    body=ANY_BODY,
+    body_required=False,  # creation-with-upload and the draft's may carry the first bytes
+    errors=CREATE_ERRORS,
+)
 
 NUMBER = {"type": "number"}
 
@@ -165,30 +218,30 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "Create an account and a session",
         "auth",
         {201: _ref("Session")},
-        body=_json_body({"email": STRING, "password": STRING, "name": STRING, "device": STRING}, ("email", "password")),
-        errors=(400, 409, 422),
+        body=_json_body(auth.NEW_EMAIL, auth.NEW_PASSWORD, auth.NAME, auth.DEVICE),
+        errors=(409,),
     ),
     ("POST", "/api/auth/login"): op(
         "Log in",
         "auth",
         {200: _ref("Session")},
-        body=_json_body({"email": STRING, "password": STRING, "device": STRING}, ("email", "password")),
-        errors=(400, 401, 422, 429),
+        body=_json_body(auth.EMAIL, auth.PASSWORD, auth.DEVICE),
+        errors=(401, 429),
     ),
     ("POST", "/api/auth/refresh"): op(
         "Rotate the refresh token",
         "auth",
         {200: _ref("Session")},
-        body=_json_body({"refresh_token": STRING}, ("refresh_token",)),
-        errors=(400, 401, 422),
+        body=_json_body(auth.REFRESH),
+        errors=(401,),
     ),
     ("POST", "/api/auth/logout"): op("End the session", "auth", {204: "logged out"}),
     ("POST", "/api/auth/password"): op(
         "Change the password; ends the other sessions",
         "auth",
         {200: OBJECT},
-        body=_json_body({"current_password": STRING, "new_password": STRING}, ("current_password", "new_password")),
-        errors=(400, 403, 415, 422),
+        body=_json_body(auth.CURRENT_PASSWORD, auth.CHANGED_PASSWORD),
+        errors=(403,),
     ),
     ("GET", "/api/auth/sessions"): op(
         "The caller's sessions (devices), the current one marked", "auth", {200: OBJECT}, errors=(403,)
@@ -200,15 +253,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "Mint an API token (the secret is shown once)",
         "tokens",
         {201: _ref("ApiToken")},
-        body=_json_body(
-            {
-                "name": STRING,
-                "scopes": {"type": "array", "items": {"enum": ["read", "upload", "admin"]}},
-                "expires_in": INTEGER,
-            },
-            ("name", "scopes"),
-        ),
-        errors=(400, 403, 415, 422),
+        body=_json_body(tokens.NAME, tokens.SCOPES, tokens.EXPIRES_IN),
+        errors=(403,),
     ),
     ("GET", "/api/tokens"): op("The caller's API tokens (never their secrets)", "tokens", {200: OBJECT}),
     ("DELETE", "/api/tokens/{id}"): op("Revoke an API token", "tokens", {204: "revoked"}, errors=(404, 422)),
@@ -216,16 +262,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "Register a webhook for file events (the secret is shown once)",
         "webhooks",
         {201: OBJECT},
-        body=_json_body(
-            {
-                "url": STRING,
-                "events": {"type": "array", "items": {"enum": ["upload.created", "file.completed", "file.failed"]}},
-                "description": STRING,
-                "all_users": BOOLEAN,
-            },
-            ("url", "events"),
-        ),
-        errors=(400, 403, 415, 422),
+        body=_json_body(webhooks.URL, webhooks.EVENTS, webhooks.DESCRIPTION, webhooks.ALL_USERS),
+        errors=(403,),
     ),
     ("GET", "/api/webhooks"): op("The caller's webhooks", "webhooks", {200: OBJECT}),
     ("DELETE", "/api/webhooks/{id}"): op(
@@ -246,10 +284,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "users",
         {200: _ref("User")},
         admin=True,
-        body=_json_body(
-            {"name": STRING, "email": STRING, "role": STRING, "is_active": BOOLEAN, "quota_bytes": INTEGER}
-        ),
-        errors=(404, 409, 422),
+        body=_json_body(*users.PATCH_FIELDS),
+        errors=(404, 409),
     ),
     ("DELETE", "/api/users/{id}"): op("Delete a user", "users", {204: "deleted"}, admin=True, errors=(404, 409)),
     ("DELETE", "/api/users/{id}/sessions"): op(
@@ -260,24 +296,29 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "Create a post, attaching the caller's files",
         "posts",
         {201: _ref("Post")},
-        body=_json_body(
-            {"title": STRING, "content": STRING, "published": BOOLEAN, "file_ids": {"type": "array", "items": STRING}},
-            ("title",),
-        ),
-        errors=(400, 422),
+        body=_json_body(posts.TITLE, posts.CONTENT, posts.PUBLISHED, posts.FILE_IDS),
     ),
     ("GET", "/api/posts"): op(
         "List posts",
         "posts",
         {200: OBJECT},
-        query=(("author_id", "string", "only this author's"), *PAGE),
+        query=(
+            ("author_id", {"type": "string", "maxLength": MAX_ID_LENGTH, "pattern": NO_NUL}, "only this author's"),
+            *PAGE,
+        ),
         errors=(422,),
     ),
     ("GET", "/api/posts/recent"): op(
         "Recent published posts",
         "posts",
         {200: {"type": "array", "items": OBJECT}},
-        query=(("limit", "integer", "how many"),),
+        query=(
+            (
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": MAX_QUERY_INT},
+                f"how many: {posts.RECENT_DEFAULT} by default, above {posts.RECENT_MAX} counted as {posts.RECENT_MAX}",
+            ),
+        ),
         errors=(422,),
     ),
     ("GET", "/api/posts/{id}"): op("One post", "posts", {200: _ref("Post")}, errors=(404,)),
@@ -285,28 +326,11 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "Change a post (author or admin)",
         "posts",
         {200: _ref("Post")},
-        body=_json_body({"title": STRING, "content": STRING, "published": BOOLEAN}),
-        errors=(404, 422),
+        body=_json_body(*posts.PATCH_FIELDS),
+        errors=(404,),
     ),
     ("DELETE", "/api/posts/{id}"): op("Delete a post (author or admin)", "posts", {204: "deleted"}, errors=(404,)),
     # uploads and files
-    ("POST", "/api/uploads"): op(
-        "Start an upload",
-        "uploads",
-        {201: _ref("Upload")},
-        body=_json_body(
-            {
-                "filename": STRING,
-                "size": INTEGER,
-                "mimetype": STRING,
-                "chunk_size": INTEGER,
-                "sha256": STRING,
-                "post_id": STRING,
-            },
-            ("filename", "size"),
-        ),
-        errors=(400, 413, 422),
-    ),
     ("GET", "/api/uploads/{id}"): op(
         "An upload's state: received and missing chunks", "uploads", {200: _ref("Upload")}, errors=(404, 410)
     ),
@@ -315,16 +339,18 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "uploads",
         {201: OBJECT, 200: OBJECT},
         body=RAW_CHUNK,
-        headers=(("Content-SHA256", "string", "hex SHA-256 of the body"),),
+        headers=(
+            ("Content-SHA256", {"type": "string", "pattern": uploads.SHA256_HEX_PATTERN}, "hex SHA-256 of the body"),
+        ),
         errors=(400, 404, 408, 409, 410, 413, 422, 429, 503, 507),
     ),
     ("POST", "/api/uploads/{id}/complete"): op(
         "All chunks are there: process the file (optionally checked against the whole file's sha256)",
         "uploads",
         {202: OBJECT},
-        body=_json_body({"sha256": STRING}, ()),
+        body=_json_body(uploads.SHA256),
         body_required=False,
-        errors=(400, 404, 409, 410, 415, 422),
+        errors=(404, 409, 410),
     ),
     ("DELETE", "/api/uploads/{id}"): op("Abort an upload", "uploads", {204: "aborted"}, errors=(404, 409)),
     ("GET", "/api/files"): op(
@@ -332,8 +358,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "files",
         {200: OBJECT},
         query=(
-            ("status", "string", "UPLOADING, PROCESSING, COMPLETED or FAILED"),
-            ("type", "string", "IMAGE, DOCUMENT, VIDEO, AUDIO or OTHER"),
+            ("status", {"enum": list(FileStatus)}, "only files of this status (any case)"),
+            ("type", {"enum": list(FileType)}, "only files of this kind (any case)"),
             *PAGE,
         ),
         errors=(422,),
@@ -342,7 +368,13 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "A file's status and metadata (ETag; ?wait= long-poll)",
         "files",
         {200: _ref("File"), 304: "not modified"},
-        query=(("wait", "integer", "seconds to wait for a status change"),),
+        query=(
+            (
+                "wait",
+                {"type": "integer", "minimum": 0, "maximum": files.MAX_WAIT},
+                "whole seconds to wait for a status change (0: answer at once)",
+            ),
+        ),
         headers=(("If-None-Match", "string", "the ETag already held"),),
         errors=(404, 422),
     ),
@@ -350,8 +382,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "Status changes as server-sent events",
         "files",
         {200: "text/event-stream of `status` events"},
-        query=LINK,
-        errors=(403, 404),
+        errors=(404, 422),
     ),
     ("GET", "/api/files/{id}/content"): op(
         "The file's bytes (Range supported)",
@@ -361,7 +392,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             206: "a range of them",
             302: "DOWNLOAD_REDIRECT: to a presigned URL of the store (5 minutes)",
         },
-        query=(*LINK, ("disposition", "string", "attachment (default) or inline (images only)")),
+        query=(("disposition", {"enum": ["attachment", "inline"]}, "attachment (default), or inline (images only)"),),
         headers=(("Range", "string", "bytes=start-end"), ("If-Range", "string", "an HTTP date")),
         errors=(403, 404, 409, 416, 422, 503),
     ),
@@ -369,32 +400,17 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "The file's thumbnail: an image, a PDF's first page, a video's poster frame or an audio file's cover art",
         "files",
         {200: "WebP or JPEG", 302: "DOWNLOAD_REDIRECT: to a presigned URL"},
-        query=LINK,
-        errors=(403, 404, 409, 503),
+        errors=(404, 409, 422, 503),
     ),
     ("DELETE", "/api/files/{id}"): op("Delete a file and its blobs", "files", {204: "deleted"}, errors=(404,)),
     # tus 1.0 (core, creation, creation-with-upload, creation-defer-length, expiration, checksum,
     # termination, concatenation) and, on the same paths, the IETF Resumable Uploads draft (interop
     # version 8, and 7), told apart by their fields: Tus-Resumable, or Upload-Draft-Interop-Version /
     # Upload-Complete. The draft's creation sends a 104 (Upload Resumption Supported) with the Location first.
-    ("OPTIONS", "/api/tus"): op("Capabilities of tus and the draft", "tus", {204: OPTIONS_ANSWER}),
-    ("POST", "/api/tus"): op(
-        "Creation (tus, or the draft's with Upload-Complete)",
-        "tus",
-        CREATED,
-        headers=UPLOAD_HEADERS,
-        body=ANY_BODY,
-        errors=CREATE_ERRORS,
-    ),
-    ("OPTIONS", "/api/tus/"): op("Capabilities of tus and the draft", "tus", {204: OPTIONS_ANSWER}),
-    ("POST", "/api/tus/"): op(
-        "Creation (tus, or the draft's with Upload-Complete)",
-        "tus",
-        CREATED,
-        headers=UPLOAD_HEADERS,
-        body=ANY_BODY,
-        errors=CREATE_ERRORS,
-    ),
+    ("OPTIONS", "/api/tus"): TUS_OPTIONS,
+    ("POST", "/api/tus"): TUS_CREATION,
+    ("OPTIONS", "/api/tus/"): TUS_OPTIONS,
+    ("POST", "/api/tus/"): TUS_CREATION,
     ("HEAD", "/api/tus/{upload_id}"): op(
         "Offset retrieval",
         "tus",
@@ -414,12 +430,13 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         },
         headers=UPLOAD_HEADERS,
         body={"application/offset+octet-stream": BYTES, "application/partial-upload": BYTES},
+        body_required=False,  # the draft ends an upload with an empty Upload-Complete: ?1 append
         errors=(400, 403, 404, 408, 409, 410, 412, 413, 415, 422, 423, 429, 460, 503, 507),
     ),
     ("DELETE", "/api/tus/{upload_id}"): op(
         "Termination / cancellation", "tus", {204: "terminated"}, headers=UPLOAD_HEADERS, errors=(400, 404, 412, 423)
     ),
-    ("OPTIONS", "/api/tus/{upload_id}"): op("Capabilities of tus and the draft", "tus", {204: OPTIONS_ANSWER}),
+    ("OPTIONS", "/api/tus/{upload_id}"): TUS_OPTIONS,
     # admin and ops
     ("GET", "/api/admin/stats/files"): op(
         "Files by type and status", "admin", {200: {"type": "array", "items": _ref("FileStats")}}, admin=True
@@ -428,12 +445,18 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "Uploads per UTC day, zero-filled, oldest first",
         "admin",
         {200: {"type": "array", "items": _ref("DailyUploads")}},
-        query=(("days", "integer", "1 to 366, default 30"),),
+        query=(
+            (
+                "days",
+                {"type": "integer", "minimum": 1, "maximum": DAILY_DAYS_MAX},
+                f"how many UTC days, ending today (default {DAILY_DAYS_DEFAULT})",
+            ),
+        ),
         admin=True,
         errors=(422,),
     ),
     ("GET", "/api/admin/stats/queue"): op(
-        "Processing queue depth: files waiting for a worker, files being processed",
+        "Processing queue depth: files waiting for a worker, files being processed, files held back",
         "admin",
         {200: _ref("QueueDepth")},
         admin=True,
@@ -565,8 +588,12 @@ SCHEMAS: dict[str, Any] = {
     },
     "QueueDepth": {
         "type": "object",
-        "required": ["waiting", "claimed"],
-        "properties": {"waiting": INTEGER, "claimed": INTEGER},
+        "required": ["waiting", "claimed", "blocked"],
+        "properties": {
+            "waiting": INTEGER,
+            "claimed": INTEGER,
+            "blocked": _key(INTEGER, "of these, files their environment holds back (full disk, missing store)"),
+        },
     },
     "DatabaseHealth": {
         "type": "object",
@@ -608,19 +635,23 @@ SCHEMAS: dict[str, Any] = {
 _PARAM = re.compile(r"\{([^}:]+)")
 
 
-def document(router: web.UrlDispatcher) -> dict[str, Any]:
+def document(router: web.UrlDispatcher, settings: Settings) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
+    described = {**OPERATIONS, **_of_settings(settings)}
     for method, path in sorted(served_operations(router)):
-        operation = OPERATIONS.get((method, path))
-        if operation is None and method == "HEAD" and ("GET", path) in OPERATIONS:  # aiohttp's allow_head
-            get = OPERATIONS[("GET", path)]
+        operation = described.get((method, path))
+        if operation is None and method == "HEAD" and ("GET", path) in described:  # aiohttp's allow_head
+            get = described[("GET", path)]
             operation = {**get, "summary": f"Headers of: {get['summary']}"}
         if operation is None:
             continue  # tests/test_openapi.py fails on this route
         entry = paths.setdefault(path, {})
         operation = dict(operation)
-        if path.startswith("/api/") and path not in PUBLIC_PATHS:
+        # Every /api route needs a caller but the public ones and OPTIONS (CORS preflights, tus discovery).
+        if path.startswith("/api/") and path not in PUBLIC_PATHS and method != "OPTIONS":
             operation["security"] = [{"bearerAuth": []}]
+            if path in LINK_PATHS and method in ("GET", "HEAD"):
+                operation["security"].append({scheme: [] for scheme in LINK_SCHEMES})
             # Any route may meet a token whose scopes are too narrow (INSUFFICIENT_SCOPE).
             operation["responses"] = {
                 **operation["responses"],
@@ -629,9 +660,16 @@ def document(router: web.UrlDispatcher) -> dict[str, Any]:
             }
         names = _PARAM.findall(path)
         if names:
+            # OPTIONS answers capabilities without reading the id
+            kinds = {n: ANY_ID if method == "OPTIONS" else PATH_PARAMETERS.get(n, ID) for n in names}
             operation["parameters"] = [
-                {"name": n, "in": "path", "required": True, "schema": STRING} for n in names
+                {"name": n, "in": "path", "required": True, "schema": kinds[n]} for n in names
             ] + operation.get("parameters", [])
+            if method != "OPTIONS" and any(n not in PATH_PARAMETERS or n == "index" for n in names):  # 422
+                operation["responses"] = {
+                    "422": {"$ref": "#/components/responses/Problem422"},
+                    **operation["responses"],
+                }
         entry[method.lower()] = operation
     statuses = {int(s) for p in paths.values() for o in p.values() for s in o["responses"] if s.isdigit()} | {401, 403}
     return {
@@ -648,7 +686,11 @@ def document(router: web.UrlDispatcher) -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "description": "a session's access token (JWT) or an API token (ckd_...)",
-                }
+                },
+                **{
+                    scheme: {"type": "apiKey", "in": "query", "name": name, "description": description}
+                    for scheme, (name, description) in LINK_SCHEMES.items()
+                },
             },
             "schemas": SCHEMAS,
             "responses": {
@@ -660,6 +702,21 @@ def document(router: web.UrlDispatcher) -> dict[str, Any]:
                 if s >= 400
             },
         },
+    }
+
+
+def _of_settings(settings: Settings) -> dict[tuple[str, str], dict[str, Any]]:
+    """The operations whose bounds are settings of this server."""
+    body = _json_body(*uploads.upload_fields(settings))
+    body[JSON]["schema"]["properties"]["size"]["maximum"] = settings.max_upload_size  # above: 413
+    return {
+        ("POST", "/api/uploads"): op(
+            "Start an upload",
+            "uploads",
+            {201: _ref("Upload")},
+            body=body,
+            errors=(404, 413),
+        ),
     }
 
 

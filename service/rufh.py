@@ -30,7 +30,8 @@ from service.errors import (
     RufhInteropVersionUnsupported,
     ValidationFailed,
 )
-from service.tus import FileHints, file_hints, is_rufh
+from service.models import FileHints
+from service.tus import file_hints, is_rufh
 from service.tus_body import Progress
 
 __all__ = ["is_rufh"]  # decided where the shared path's rules are (service/tus.py)

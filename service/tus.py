@@ -28,7 +28,7 @@ from service.errors import (
     problem_response,
 )
 from service.media.types import UNKNOWN, classify, parse_mimetype
-from service.models import FileType
+from service.models import FileHints
 from service.validation import check_id
 
 TUS_VERSION = "1.0.0"
@@ -77,6 +77,11 @@ def effective_method(request: web.Request) -> str:
     return request.headers.get("X-HTTP-Method-Override", request.method).strip().upper()
 
 
+def _versioned(path: str) -> frozenset[str]:
+    """The methods of this tus resource that carry Tus-Resumable: creation, or the upload's own."""
+    return frozenset({"POST"}) if path in (PREFIX, PREFIX + "/") else frozenset({"HEAD", "PATCH", "DELETE"})
+
+
 @web.middleware
 async def tus_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuses other protocol versions before anything is processed, and puts Tus-Resumable on every
@@ -84,7 +89,8 @@ async def tus_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     if not is_tus_path(request.path) or effective_method(request) == "OPTIONS" or is_rufh(request):
         return await handler(request)  # the IETF draft's requests share the path, not the version rule
     version = request.headers.get("Tus-Resumable")
-    if version != TUS_VERSION:
+    # A method the resource does not have is a 405 whatever the version (its dispatcher answers it).
+    if version != TUS_VERSION and effective_method(request) in _versioned(request.path):
         response: web.StreamResponse = problem_response(
             TusVersionUnsupported(
                 f"this server speaks tus {TUS_VERSION}; the request sent Tus-Resumable: {version or '(none)'}",
@@ -120,15 +126,6 @@ def parse_metadata(raw: str) -> dict[str, bytes]:
         except (binascii.Error, ValueError):
             raise TusInvalidMetadata(f"the value of metadata key {key!r} is not base64") from None
     return pairs
-
-
-@dataclass(frozen=True)
-class FileHints:
-    """What the metadata says about the file; the worker detects the real type from the bytes."""
-
-    original_name: str
-    mimetype: str
-    type: FileType
 
 
 def file_hints(metadata: dict[str, bytes], fallback_name: str) -> FileHints:

@@ -19,6 +19,7 @@ from service.config import Settings
 from service.embedded import EmbeddedPostgres
 from service.keys import tus_locks_key
 from tests import ceph
+from tests.rufh_support import rufh_app
 from tests.support import (
     FAST,
     JWT_SECRET,
@@ -237,11 +238,24 @@ def tus_app(aiohttp_client, database_url: str, storage_dir: Path):
             **env,
         )
         client = await aiohttp_client(create_app(settings))
-        locks = client.server.app[tus_locks_key]
-        locks.stall_after, locks.lock_wait, locks.nudge_every = 0.3, 1.5, 0.05
+        _short_takeovers(client)
         return client
 
     return make
+
+
+@pytest.fixture
+async def rufh(aiohttp_client, database_url: str, storage_dir: Path):
+    """The app and its worker, with small chunks and short takeover timings, over a real socket
+    (the IETF resumable-upload draft's tests: tests/rufh_support.py)."""
+    client = await aiohttp_client(rufh_app(database_url, storage_dir))
+    _short_takeovers(client)
+    return client
+
+
+def _short_takeovers(client) -> None:
+    locks = client.server.app[tus_locks_key]
+    locks.stall_after, locks.lock_wait, locks.nudge_every = 0.3, 1.5, 0.05
 
 
 @pytest.fixture

@@ -4,18 +4,15 @@ and the draft's fields as a client sends them."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import http_sf
-import pytest
 
 from service.app import create_app
-from service.keys import tus_locks_key
-from tests.support import make_settings
+from tests.support import RawRequest, make_settings
 
 DRAFT = {"Upload-Draft-Interop-Version": "8"}
 PARTIAL = {"Content-Type": "application/partial-upload"}
@@ -40,32 +37,9 @@ class Response:
         return http_sf.parse(self.headers[name.lower()].encode(), tltype=kind)
 
 
-class Exchange:
-    """One request over its own socket: send headers, then the body in pieces (or part of it and hang
-    up), and read every response to it — 1xx interim ones first, as a client of the draft must."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, method: str) -> None:
-        self.reader, self.writer, self.method = reader, writer, method
-
-    @classmethod
-    async def open(
-        cls,
-        server,
-        method: str,
-        path: str,
-        headers: dict[str, str],
-        version: str = "HTTP/1.1",
-    ) -> Exchange:
-        host, port = server.server.host, server.server.port
-        reader, writer = await asyncio.open_connection(host, port)
-        lines = "".join(f"{k}: {v}\r\n" for k, v in {"Host": f"{host}:{port}", **headers}.items())
-        writer.write(f"{method} {path} {version}\r\n{lines}\r\n".encode())
-        await writer.drain()
-        return cls(reader, writer, method)
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
+class Exchange(RawRequest):
+    """support.RawRequest that reads every response to its request as a client of the draft must:
+    1xx interim ones first, then the final one with its body."""
 
     async def interim(self, timeout: float = 10) -> Response:
         """The next response, which must be an interim one."""
@@ -73,7 +47,7 @@ class Exchange:
         assert 100 <= response.status < 200, (response.status, response.body)
         return response
 
-    async def response(self, timeout: float = 20) -> Response:
+    async def final(self, timeout: float = 20) -> Response:
         """The final response, with the interim ones that came before it."""
         interim: list[Response] = []
         while True:
@@ -97,10 +71,22 @@ class Exchange:
             response.body = await asyncio.wait_for(self.reader.readexactly(length), timeout)
         return response
 
-    async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(ConnectionError):
-            await self.writer.wait_closed()
+
+async def open_append(server, user, path: str, length: int, *, complete: bool) -> Exchange:
+    """The draft's append from offset 0 announcing `length` bytes of content and sending none yet."""
+    return await Exchange.open(
+        server,
+        "PATCH",
+        path,
+        {
+            **user.headers,
+            **DRAFT,
+            **PARTIAL,
+            "Upload-Offset": "0",
+            "Upload-Complete": "?1" if complete else "?0",
+            "Content-Length": str(length),
+        },
+    )
 
 
 async def exchange(
@@ -115,7 +101,7 @@ async def exchange(
     request = await Exchange.open(server, method, path, {**headers, "Content-Length": str(len(body))}, version)
     try:
         await request.send(body)
-        return await request.response()
+        return await request.final()
     finally:
         await request.close()
 
@@ -194,12 +180,3 @@ def rufh_app(database_url: str, storage_dir: Path, **env: str):
         **env,
     )
     return create_app(settings, with_worker=True)
-
-
-@pytest.fixture
-async def rufh(aiohttp_client, database_url: str, storage_dir: Path):
-    """The app and its worker, with small chunks and short takeover timings, over a real socket."""
-    client = await aiohttp_client(rufh_app(database_url, storage_dir))
-    locks = client.server.app[tus_locks_key]
-    locks.stall_after, locks.lock_wait, locks.nudge_every = 0.3, 1.5, 0.05
-    return client

@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -185,15 +185,18 @@ async def insert_file(
     filename: str | None = None,
     created_at: datetime | str | None = None,
     expires_at: datetime | None = None,
+    worker_id: str | None = None,
+    claimed_at: datetime | None = None,
 ) -> dict[str, Any]:
     """A files row made directly in SQL, as an upload or the worker would leave it (no bytes: write them
-    with insert_chunk or at `path` under STORAGE_DIR); returns its id, filename and path."""
+    with insert_chunk or at `path` under STORAGE_DIR); returns its id, filename and path. `worker_id` and
+    `claimed_at`: a row a worker holds."""
     filename = filename or storage.new_blob_name()
     created = datetime.fromisoformat(created_at) if isinstance(created_at, str) else created_at
     row = await conn.fetchrow(
         "INSERT INTO files (original_name, filename, mimetype, size, type, status, path, uploaded_by_id, post_id,"
-        " chunk_size, sha256, metadata, created_at, expires_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, COALESCE($13, now()), $14)"
+        " chunk_size, sha256, metadata, created_at, expires_at, worker_id, claimed_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, COALESCE($13, now()), $14, $15, $16)"
         " RETURNING id, filename, path",
         name,
         filename,
@@ -209,6 +212,8 @@ async def insert_file(
         None if metadata is None else json.dumps(metadata),
         created,
         expires_at,
+        worker_id,
+        claimed_at,
     )
     return dict(row)
 
@@ -245,20 +250,23 @@ class RawRequest:
     """An HTTP/1.1 request over a plain socket, so a test decides when each byte of the body leaves,
     stalls, or hangs up. `await RawRequest.open(...)`, or `async with RawRequest(...) as r:` (closed after)."""
 
-    def __init__(self, server: Any, method: str, path: str, headers: dict[str, str]) -> None:
+    def __init__(self, server: Any, method: str, path: str, headers: dict[str, str], version: str = "HTTP/1.1") -> None:
         """`server`: the test client of an in-process app, or a ChunkdProcess."""
         if hasattr(server, "server"):
             self.host, self.port = server.server.host, server.server.port
         else:
             self.host, self.port = "127.0.0.1", server.port
+        self.method = method
         head = "".join(f"{k}: {v}\r\n" for k, v in {"Host": f"{self.host}:{self.port}", **headers}.items())
-        self.head = f"{method} {path} HTTP/1.1\r\n{head}\r\n".encode()
+        self.head = f"{method} {path} {version}\r\n{head}\r\n".encode()
 
     @classmethod
-    async def open(cls, server: Any, method: str, path: str, headers: dict[str, str]) -> RawRequest:
-        return await cls(server, method, path, headers).connect()
+    async def open(
+        cls, server: Any, method: str, path: str, headers: dict[str, str], version: str = "HTTP/1.1"
+    ) -> Self:
+        return await cls(server, method, path, headers, version).connect()
 
-    async def connect(self) -> RawRequest:
+    async def connect(self) -> Self:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         await self.send(self.head)
         return self
@@ -291,7 +299,7 @@ class RawRequest:
         with contextlib.suppress(ConnectionError):
             await self.writer.wait_closed()
 
-    async def __aenter__(self) -> RawRequest:
+    async def __aenter__(self) -> Self:
         return await self.connect()
 
     async def __aexit__(self, *exc: object) -> None:

@@ -103,13 +103,14 @@ async def test_daily_uploads_accepts_the_bounds(client, admin) -> None:
 
 async def test_queue_counts_files_waiting_for_and_held_by_a_worker(client, conn, admin) -> None:
     empty = await client.get("/api/admin/stats/queue", headers=admin.headers)
-    assert empty.status == 200 and await empty.json() == {"waiting": 0, "claimed": 0}
+    assert empty.status == 200 and await empty.json() == {"waiting": 0, "claimed": 0, "blocked": 0}
     await insert_files(conn, admin.id)  # one PROCESSING file among the others, no worker holds it
     await insert_files(conn, admin.id, [("IMAGE", "PROCESSING", 5, 0), ("IMAGE", "PROCESSING", 6, 0)])
     await conn.execute("INSERT INTO workers (id, hostname, pid) VALUES ('w1', 'here', 1)")
     await conn.execute("UPDATE files SET worker_id = 'w1' WHERE id = (SELECT id FROM files WHERE size = 6)")
+    await conn.execute("UPDATE files SET blocked_reason = 'no_space' WHERE size = 5")  # a full disk holds it back
     response = await client.get("/api/admin/stats/queue", headers=admin.headers)
-    assert await response.json() == {"waiting": 2, "claimed": 1}
+    assert await response.json() == {"waiting": 2, "claimed": 1, "blocked": 1}
 
 
 @pytest.mark.parametrize(

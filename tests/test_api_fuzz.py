@@ -47,6 +47,12 @@ class Call:
         return f"{self.method} {self.path} ?{self.query} {self.headers} {self.body[:200] if self.body else b''!r}"
 
 
+def _type(schema: dict[str, Any]) -> str:
+    """The schema's JSON type; of a nullable one (["string", "null"]) the other one."""
+    kind = schema.get("type", "")
+    return kind[0] if isinstance(kind, list) else kind
+
+
 def value_for(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
     """A value of the schema's type most of the time, anything JSON otherwise."""
     strategies: dict[str, st.SearchStrategy[Any]] = {
@@ -55,7 +61,7 @@ def value_for(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
         "boolean": st.booleans(),
         "array": st.lists(NASTY, max_size=4),
     }
-    typed = strategies.get(schema.get("type", ""), JUNK_JSON)
+    typed = strategies.get(_type(schema), JUNK_JSON)
     return st.one_of(typed, typed, typed, JUNK_JSON)
 
 
@@ -92,7 +98,7 @@ def calls_for(method: str, path: str, operation: dict[str, Any], ids: list[str],
         st.sampled_from(ids), NASTY.filter(bool), st.sampled_from(["' OR 1=1 --", "..", "%00", "0", "-1", "x" * 300])
     )
     query = st.fixed_dictionaries(
-        {}, optional={p["name"]: query_value(p["schema"]["type"]) for p in params if p["in"] == "query"}
+        {}, optional={p["name"]: query_value(_type(p["schema"])) for p in params if p["in"] == "query"}
     )
     headers = st.fixed_dictionaries(
         {}, optional={p["name"]: HEADER_TEXT for p in params if p["in"] == "header" and p["name"] != "Tus-Resumable"}

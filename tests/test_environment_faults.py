@@ -5,7 +5,8 @@ still fail. A killed attempt's temporary file goes as soon as the file is taken 
 is full answers chunk writes 507 with nothing half-written, and the retries land once space returns.
 
 The disks are real: a tmpfs of a few MiB mounted for the test (root; CI runs the suite as root), remounted
-larger or read-write to end the fault. Without root only the faults a plain directory can show run."""
+larger or read-write to end the fault. Without root a directory without write permission stands in for the
+full and the read-only disk (reason `permission`); only the full PostgreSQL needs root."""
 
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ from service.app import create_app
 from service.config import Settings
 from service.store.files import mark_ready
 from service.worker import MAX_ATTEMPTS, Worker
+from tests.rufh_support import append as rufh_append
+from tests.rufh_support import create as rufh_create
+from tests.rufh_support import path_of as rufh_path_of
 from tests.support import insert_chunk, insert_file, make_settings, scrape, scratch_dir
 from tests.tus_support import STREAM, TUS, stored_bytes, upload_id, upload_path
 from tests.tus_support import create as tus_create
@@ -39,7 +43,9 @@ from tests.uploading import create, put_chunks, sha256, stored, wait_for_status
 
 MiB = 1024 * 1024
 ROOT = os.geteuid() == 0
-needs_root = pytest.mark.skipif(not ROOT, reason="mounting a small tmpfs needs root (CI runs the suite as root)")
+needs_root = pytest.mark.skipif(
+    not ROOT, reason="filling PostgreSQL's disk needs root to mount a tmpfs (CI runs as root)"
+)
 # 1 MiB chunks (64 PUTs for 64 MiB), a short lease, and a backoff capped at 2 s so that the tests see several
 # steps and the file completes soon after the fault ends.
 SETTINGS_ENV = {
@@ -52,28 +58,55 @@ SETTINGS_ENV = {
 
 
 class Disk:
-    """A STORAGE_DIR of its own: a tmpfs of `size` (root), remountable larger, read-only or read-write."""
+    """A STORAGE_DIR of its own: as root a 30 MiB tmpfs, too small for the test's upload until make_room(),
+    remountable read-only; otherwise a directory whose write permission the test takes away."""
 
-    def __init__(self, size: str) -> None:
+    def __init__(self) -> None:
         self.parent = scratch_dir("chunkd-test-disk-")
         self.path = self.parent / "storage"
         self.path.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(self.path)], check=True)
+        if ROOT:
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=30m", "tmpfs", str(self.path)], check=True)
+            self.full_reason, self.read_only_reason = "no_space", "read_only"
+        else:
+            self.path.chmod(0o555)  # "full" from the start, as the tmpfs is for a 64 MiB file
+            self.full_reason = self.read_only_reason = "permission"
 
-    def remount(self, options: str) -> None:
+    def make_room(self) -> None:
+        if ROOT:
+            self._remount("size=200m")
+        else:
+            self.path.chmod(0o755)
+
+    def make_read_only(self) -> None:
+        if ROOT:
+            self._remount("ro")
+        else:
+            self.path.chmod(0o555)
+
+    def make_writable(self) -> None:
+        if ROOT:
+            self._remount("rw")
+        else:
+            self.path.chmod(0o755)
+
+    def _remount(self, options: str) -> None:
         subprocess.run(["mount", "-o", f"remount,{options}", str(self.path)], check=True)
 
     def files(self) -> list[Path]:
         return [p for p in self.path.rglob("*") if p.is_file()]
 
     def close(self) -> None:
-        subprocess.run(["umount", "-l", str(self.path)], check=False)
+        if ROOT:
+            subprocess.run(["umount", "-l", str(self.path)], check=False)
+        else:
+            self.path.chmod(0o755)
         shutil.rmtree(self.parent, ignore_errors=True)
 
 
 @pytest.fixture
 def disk() -> Iterator[Disk]:
-    made = Disk("30m")
+    made = Disk()
     yield made
     made.close()
 
@@ -121,7 +154,6 @@ def blocked_steps(caplog: pytest.LogCaptureFixture, file_id: str) -> list[int]:
     ]
 
 
-@needs_root
 async def test_a_full_storage_dir_holds_the_file_until_space_returns(
     aiohttp_client, database_url, disk, user, conn, caplog
 ) -> None:
@@ -146,26 +178,25 @@ async def test_a_full_storage_dir_holds_the_file_until_space_returns(
         first = await file_row(conn, file_id)
         await until(await blocked(first["blocked_retries"] + 2))
         row = await file_row(conn, file_id)
-        assert (row["status"], row["blocked_reason"], row["error"]) == ("PROCESSING", "no_space", None)
+        assert (row["status"], row["blocked_reason"], row["error"]) == ("PROCESSING", disk.full_reason, None)
         assert row["attempts"] == first["attempts"] <= 1  # the steps use up no attempts
         assert row["chunks"] == 64  # every chunk kept
-        assert (await scrape(served))[("chunkd_processing_blocked", (("reason", "no_space"),))] == 1
+        assert (await scrape(served))[("chunkd_processing_blocked", (("reason", disk.full_reason),))] == 1
         assert not disk.files()  # no partial blob left behind between steps
         await asyncio.sleep(0.2)  # the line of the step just recorded
         steps = blocked_steps(caplog, file_id)
         assert steps[: row["blocked_retries"]] == list(range(1, row["blocked_retries"] + 1)), steps  # one per step
 
-        disk.remount("size=200m")
+        disk.make_room()
         body = await wait_for_status(served, user, file_id, timeout=60)
     assert body["status"] == "COMPLETED", body["error"]
     r = await served.get(body["url"], headers=user.headers)
     assert hashlib.sha256(await r.read()).hexdigest() == sha256(data)
-    assert (await scrape(served))[("chunkd_processing_blocked", (("reason", "no_space"),))] == 0
+    assert (await scrape(served))[("chunkd_processing_blocked", (("reason", disk.full_reason),))] == 0
     row = await file_row(conn, file_id)
     assert (row["blocked_reason"], row["blocked_retries"], row["chunks"]) == (None, 0, 0)
 
 
-@needs_root
 async def test_a_read_only_storage_dir_holds_files_and_wrong_bytes_still_fail(
     database_url, disk, user, conn, caplog
 ) -> None:
@@ -174,7 +205,8 @@ async def test_a_read_only_storage_dir_holds_files_and_wrong_bytes_still_fail(
     settings = make_settings(database_url, disk.path, **SETTINGS_ENV)
     good = await ready_file(conn, user.id, b"kept safe")
     bad = await ready_file(conn, user.id, b"not what was declared", sha=sha256(b"something else"))
-    disk.remount("ro")
+    disk.make_room()  # room enough: only read-only
+    disk.make_read_only()
     pool = await db.create_pool(settings, max_size=4)
     try:
         worker = Worker(settings, pool)
@@ -182,12 +214,16 @@ async def test_a_read_only_storage_dir_holds_files_and_wrong_bytes_still_fail(
             assert await worker.run_once() == 2
             for row in (good, bad):
                 state = await file_row(conn, row["id"])
-                assert (state["status"], state["attempts"], state["blocked_reason"]) == ("PROCESSING", 0, "read_only")
+                assert (state["status"], state["attempts"], state["blocked_reason"]) == (
+                    "PROCESSING",
+                    0,
+                    disk.read_only_reason,
+                )
                 assert state["chunks"] == 1
             await conn.execute("UPDATE files SET run_after = now()")  # skip the wait
         assert (await file_row(conn, good["id"]))["blocked_retries"] == MAX_ATTEMPTS + 2
 
-        disk.remount("rw")
+        disk.make_writable()
         assert await worker.run_once() == 2
         await worker.close()
     finally:
@@ -286,7 +322,8 @@ async def test_a_database_that_cannot_write_answers_507_and_keeps_nothing_half_w
     served, user, conn, full_database
 ) -> None:
     """A tus PATCH stores what fits, one committed piece at a time, and answers 507 with the exact offset kept;
-    a native chunk and a creation-with-upload are refused whole (507, no row). Once space returns, the
+    a native chunk, a tus creation-with-upload and the draft's creation with content are refused whole (507,
+    no row). Once space returns, the
     clients' retries land and the files complete with the right bytes."""
     data = os.urandom(8 * MiB)
     path = await tus_create(served, user, len(data))
@@ -315,6 +352,12 @@ async def test_a_database_that_cannot_write_answers_507_and_keeps_nothing_half_w
     with_upload = upload_path(r.headers["Location"])  # the upload exists: the client may resume it
     assert (await tus_file_row(conn, upload_id(with_upload)))["bytes_received"] == 0
 
+    draft = await rufh_create(served, user, chunk, complete=True)  # the IETF draft's creation with content
+    assert draft.status == 507 and draft.json()["code"] == "INSUFFICIENT_STORAGE", draft.body
+    draft_path = rufh_path_of(draft.headers["location"])  # with its 104 before: the client may resume it
+    assert draft.interim and draft.interim[0].status == 104
+    assert (await tus_file_row(conn, upload_id(draft_path)))["bytes_received"] == 0
+
     full_database.make_room()  # space returns: the same requests land
     r = await served.put(f"/api/uploads/{native['id']}/chunks/0", data=chunk, headers=user.headers)
     assert r.status == 201, await r.text()
@@ -324,7 +367,10 @@ async def test_a_database_that_cannot_write_answers_507_and_keeps_nothing_half_w
     assert r.status == 204, await r.text()
     r = await tus_patch(served, user, with_upload, 0, chunk)
     assert r.status == 204, await r.text()
-    for file_id, expected in ((native["id"], chunk), (upload_id(path), data), (upload_id(with_upload), chunk)):
+    r_draft = await rufh_append(served, user, draft_path, 0, chunk, complete=True)
+    assert r_draft.status == 200, r_draft.body
+    finished = ((native["id"], chunk), (upload_id(path), data), (upload_id(with_upload), chunk))
+    for file_id, expected in (*finished, (upload_id(draft_path), chunk)):
         body = await wait_for_status(served, user, file_id, timeout=60)
         assert body["status"] == "COMPLETED", body["error"]
         r = await served.get(body["url"], headers=user.headers)

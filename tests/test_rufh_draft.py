@@ -19,12 +19,9 @@ from tests.rufh_support import (
     head,
     id_of,
     path_of,
-    rufh,
     wait_processed,
 )
 from tests.tus_support import file_row, stored_bytes
-
-__all__ = ["rufh"]  # the fixture
 
 
 def digest(algorithm: str, data: bytes) -> str:

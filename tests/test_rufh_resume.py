@@ -20,14 +20,12 @@ from tests.rufh_support import (
     exchange,
     head,
     id_of,
+    open_append,
     path_of,
-    rufh,
     rufh_app,
     wait_processed,
 )
 from tests.tus_support import file_row, stored_bytes, unlocked, until
-
-__all__ = ["rufh"]
 
 
 def digest(algorithm: str, data: bytes) -> str:
@@ -91,19 +89,7 @@ async def test_an_interrupted_append_keeps_every_byte_and_resumes(rufh, user, co
     r = await create(rufh, user, headers={"Upload-Length": str(len(data))})
     path = path_of(r.headers["location"])
     sent = 2 * CHUNK + 5
-    request = await Exchange.open(
-        rufh,
-        "PATCH",
-        path,
-        {
-            **user.headers,
-            **DRAFT,
-            **PARTIAL,
-            "Upload-Offset": "0",
-            "Upload-Complete": "?1",
-            "Content-Length": str(len(data)),
-        },
-    )
+    request = await open_append(rufh, user, path, len(data), complete=True)
     try:
         await request.send(data[:sent])
         await until(lambda: _is(conn, id_of(path), 2 * CHUNK))
@@ -122,25 +108,13 @@ async def test_progress_104s_report_the_offset_while_content_arrives(rufh, user,
     data = os.urandom(3 * CHUNK)
     r = await create(rufh, user)
     path = path_of(r.headers["location"])
-    request = await Exchange.open(
-        rufh,
-        "PATCH",
-        path,
-        {
-            **user.headers,
-            **DRAFT,
-            **PARTIAL,
-            "Upload-Offset": "0",
-            "Upload-Complete": "?0",
-            "Content-Length": str(len(data)),
-        },
-    )
+    request = await open_append(rufh, user, path, len(data), complete=False)
     try:
         for i in range(1, 4):
             await request.send(data[(i - 1) * CHUNK : i * CHUNK])
             await until(lambda stored=i * CHUNK: _is(conn, id_of(path), stored))
             await asyncio.sleep(1.1)  # progress is reported at most once a second
-        response = await request.response()
+        response = await request.final()
     finally:
         await request.close()
     assert response.status == 204
@@ -155,19 +129,7 @@ async def test_two_concurrent_appends_never_interleave(rufh, user, conn) -> None
     first_body, second_body = b"A" * pieces * size, b"B" * pieces * size
     r = await create(rufh, user)
     path = path_of(r.headers["location"])
-    first = await Exchange.open(
-        rufh,
-        "PATCH",
-        path,
-        {
-            **user.headers,
-            **DRAFT,
-            **PARTIAL,
-            "Upload-Offset": "0",
-            "Upload-Complete": "?1",
-            "Content-Length": str(len(first_body)),
-        },
-    )
+    first = await open_append(rufh, user, path, len(first_body), complete=True)
 
     async def trickle() -> None:
         for i in range(pieces):
@@ -180,7 +142,7 @@ async def test_two_concurrent_appends_never_interleave(rufh, user, conn) -> None
         second = await append(rufh, user, path, 0, second_body, complete=True)
         assert second.status == 423 and second.json()["code"] == "TUS_UPLOAD_LOCKED"  # an active writer keeps it
         await sender
-        response = await first.response()
+        response = await first.final()
         assert response.status == 200
     finally:
         sender.cancel()
@@ -317,7 +279,7 @@ async def test_the_quota_counts_at_creation_and_when_an_open_length_closes(
     )
     try:
         await request.send(b"1f4\r\n" + b"y" * 500 + b"\r\n0\r\n\r\n")
-        r = await request.response()
+        r = await request.final()
     finally:
         await request.close()
     assert r.status == 413 and r.json()["code"] == "QUOTA_EXCEEDED"

@@ -5,10 +5,12 @@ Chunks stay in the database until the file is COMPLETED, so a prefix is only eve
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from service import streaming
 from service.keys import worker_key
+from tests.support import insert_file
 from tests.tus_support import create as tus_create
 from tests.tus_support import patch, until, upload_id
 from tests.uploading import UPLOAD_ENV, create, put_chunks, sha256, wait_for_status
@@ -195,20 +197,13 @@ async def test_a_hold_no_task_works_on_is_released(settings, user, conn) -> None
     worker = Worker(settings, pool)
     try:
         await worker._register()
-        file_id = await conn.fetchval(
-            "INSERT INTO files (original_name, filename, path, mimetype, type, size, chunk_size, uploaded_by_id,"
-            " status, worker_id, claimed_at) VALUES ('a', 'b', 'files/b', 'x/y', 'OTHER', 10, 10, $1,"
-            " 'PROCESSING', $2, now() - interval '2 minutes') RETURNING id",
-            user.id,
-            worker.id,
-        )
-        fresh = await conn.fetchval(
-            "INSERT INTO files (original_name, filename, path, mimetype, type, size, chunk_size, uploaded_by_id,"
-            " status, worker_id, claimed_at) VALUES ('a', 'c', 'files/c', 'x/y', 'OTHER', 10, 10, $1,"
-            " 'UPLOADING', $2, now()) RETURNING id",
-            user.id,
-            worker.id,
-        )
+        now = datetime.now(UTC)
+        file_id = (
+            await insert_file(
+                conn, user.id, status="PROCESSING", worker_id=worker.id, claimed_at=now - timedelta(minutes=2)
+            )
+        )["id"]
+        fresh = (await insert_file(conn, user.id, status="UPLOADING", worker_id=worker.id, claimed_at=now))["id"]
         await worker.streamer._sweep()
         assert await conn.fetchval("SELECT worker_id FROM files WHERE id = $1", file_id) is None
         # Claimed just now: its claimer may not have registered it yet.

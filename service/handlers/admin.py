@@ -27,7 +27,8 @@ async def get_daily_upload_stats(request: web.Request) -> web.Response:
 
 
 async def get_queue_stats(request: web.Request) -> web.Response:
-    """Files waiting for a worker, and files a worker is processing now (all processes)."""
+    """Files waiting for a worker, files a worker is processing now (all processes), and of all these those
+    that their environment holds back (a full disk, say: retried until it passes)."""
     require_admin(request)
     async with request.app[pool_key].acquire() as conn:
         return web.json_response(await stats.get_queue_depth(conn))

@@ -22,11 +22,14 @@ from service.handlers.users import user_json
 from service.keys import passwords_key, pool_key, settings_key
 from service.models import Session, User
 from service.store import logins, sessions, users
-from service.validation import Field, email_address, path_id, read_json
+from service.validation import EMAIL_ADDRESS, Field, email_address, path_id, read_json
 
 log = logging.getLogger("service.auth")
 
 EMAIL = Field("email", str, required=True, min_len=1, max_len=254)
+NEW_EMAIL = Field(
+    "email", str, required=True, min_len=1, max_len=254, pattern=EMAIL_ADDRESS, pattern_means="be an email address"
+)
 NEW_PASSWORD = Field("password", str, required=True, min_len=8, max_len=1024)
 PASSWORD = Field("password", str, required=True, max_len=1024)
 NAME = Field("name", str, nullable=True, max_len=200)
@@ -39,7 +42,7 @@ REUSED = "refresh token reused"  # why a session was revoked, when it was for re
 
 
 async def register(request: web.Request) -> web.Response:
-    body = await read_json(request, EMAIL, NEW_PASSWORD, NAME, DEVICE)
+    body = await read_json(request, NEW_EMAIL, NEW_PASSWORD, NAME, DEVICE)
     email = email_address(body["email"])
     password_hash = await request.app[passwords_key].hash(body["password"])
     async with request.app[pool_key].acquire() as conn, conn.transaction():

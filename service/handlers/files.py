@@ -30,7 +30,7 @@ from service.keys import file_events_key, link_key, pool_key, settings_key, slow
 from service.models import TERMINAL_STATUSES, File, FileStatus, FileType
 from service.storage import BlobNotFound, BlobStore
 from service.store import files as store
-from service.validation import path_id, query_choice, query_seconds, read_page
+from service.validation import path_id, query_choice, query_int, read_page
 
 MAX_WAIT = 60  # seconds a long-poll may ask for
 FALLBACK_POLL = 5.0  # seconds between re-reads while waiting, in case a NOTIFY was lost
@@ -63,7 +63,7 @@ INLINE_TYPES = frozenset(
 async def get_file(request: web.Request) -> web.Response:
     """With ?wait=N and a file still UPLOADING or PROCESSING, answers as soon as its status changes
     (at most N seconds); with If-None-Match, only when the client's copy is current."""
-    wait = query_seconds(request, "wait", MAX_WAIT)
+    wait = query_int(request, "wait", 0, 0, MAX_WAIT)
     if wait:
         request[slow_by_design_key] = True
     known = _if_none_match(request)

@@ -38,8 +38,8 @@ async def get_metrics(request: web.Request) -> web.Response:
         log.warning("metrics: queue depth unavailable: %s", e, extra={"action": "metrics_db_unavailable"})
         depth = {"waiting": float("nan"), "claimed": float("nan")}
         blocked = {reason: float("nan") for reason in BLOCKED_REASONS}
-    for state, value in depth.items():
-        metrics.QUEUE_DEPTH.labels(state).set(value)
+    for state in ("waiting", "claimed"):  # the blocked ones have a gauge of their own, by reason
+        metrics.QUEUE_DEPTH.labels(state).set(depth[state])
     for reason, value in blocked.items():
         metrics.PROCESSING_BLOCKED.labels(reason).set(value)
     # Prometheus asks for OpenMetrics in Accept; anything else gets the classic text format 0.0.4.

@@ -22,6 +22,7 @@ TITLE = Field("title", str, required=True, min_len=1, max_len=200)
 CONTENT = Field("content", str, nullable=True, max_len=100_000)
 PUBLISHED = Field("published", bool)
 FILE_IDS = Field("file_ids", list, max_len=100, items=Field("file_id", str, min_len=1, max_len=200))
+PATCH_FIELDS = (Field("title", str, min_len=1, max_len=200), CONTENT, PUBLISHED)
 RECENT_DEFAULT, RECENT_MAX = 10, 100
 
 
@@ -108,7 +109,7 @@ async def get_post(request: web.Request) -> web.Response:
 
 async def patch_post(request: web.Request) -> web.Response:
     post_id = path_id(request)
-    changes = await read_json(request, Field("title", str, min_len=1, max_len=200), CONTENT, PUBLISHED)
+    changes = await read_json(request, *PATCH_FIELDS)
     async with request.app[pool_key].acquire() as conn, conn.transaction():
         _check_may_change(current_user(request), post_id, await posts.lock_post(conn, post_id))
         if changes:  # an empty PATCH changes nothing, not even updated_at

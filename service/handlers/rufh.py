@@ -71,18 +71,7 @@ async def create_upload(request: web.Request) -> web.StreamResponse:
         await quotas.check_quota(conn, user.id, length or 0, settings.user_quota)
         upload = await files.insert_upload(
             conn,
-            NewUpload(
-                uploaded_by_id=user.id,
-                original_name=hints.original_name,
-                mimetype=hints.mimetype,
-                type=hints.type,
-                size=length or 0,
-                chunk_size=settings.default_chunk_size,
-                expires_in=settings.upload_expiry,
-                protocol=PROTOCOL,
-                size_deferred=length is None,
-                sha256=sha256,
-            ),
+            NewUpload.start(user.id, hints, length, settings, PROTOCOL, sha256=sha256),
         )
     UPLOADS_CREATED.labels(PROTOCOL).inc()
     resource = {"Location": upload_url(request, upload.id), "Upload-Limit": limits.header(max_age(upload.expires_at))}

@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from service.auth import current_user, digest, new_api_token
-from service.errors import InsufficientScope, TokenNotFound, ValidationFailed
+from service.errors import InsufficientScope, TokenNotFound
 from service.keys import pool_key
 from service.models import SCOPE_ORDER, ApiToken, Scope, expand_scopes
 from service.store import tokens
@@ -17,7 +17,7 @@ from service.validation import Field, path_id, read_json
 
 MAX_TOKEN_LIFETIME = 10 * 365 * 86400
 NAME = Field("name", str, required=True, min_len=1, max_len=100)
-SCOPES = Field("scopes", list, required=True, max_len=3, items=Field("scope", str, choices=tuple(Scope)))
+SCOPES = Field("scopes", list, required=True, min_items=1, max_len=3, items=Field("scope", str, choices=tuple(Scope)))
 EXPIRES_IN = Field("expires_in", int, nullable=True, minimum=60, maximum=MAX_TOKEN_LIFETIME)
 
 
@@ -36,8 +36,6 @@ async def create_token(request: web.Request) -> web.Response:
     user = current_user(request)
     body = await read_json(request, NAME, SCOPES, EXPIRES_IN)
     scopes = sorted(set(body["scopes"]), key=_level)
-    if not scopes:
-        raise ValidationFailed("scopes must name at least one of read, upload, admin", field="scopes")
     if Scope.ADMIN in scopes and not user.is_admin:
         raise InsufficientScope("only an admin may mint a token with the admin scope", needed=Scope.ADMIN)
     wider = expand_scopes(scopes) - user.scopes

@@ -20,7 +20,7 @@ from service.errors import (
 from service.handlers import rufh as rufh_handlers
 from service.keys import pool_key, settings_key
 from service.metrics import UPLOADS_CREATED
-from service.models import File, FileStatus, NewUpload
+from service.models import File, FileHints, FileStatus, NewUpload
 from service.rufh import PARTIAL_UPLOAD
 from service.rufh import Limits as RufhLimits
 from service.store import files, quotas
@@ -32,7 +32,6 @@ from service.tus import (
     TUS_VERSION,
     Checksum,
     Concat,
-    FileHints,
     effective_method,
     file_hints,
     http_date,
@@ -116,16 +115,13 @@ async def create_upload(request: web.Request) -> web.Response:
         await quotas.check_quota(conn, user.id, length or 0, settings.user_quota)
         upload = await files.insert_upload(
             conn,
-            NewUpload(  # Upload-Length: 0 is done at once
-                uploaded_by_id=user.id,
-                original_name=hints.original_name,
-                mimetype=hints.mimetype,
-                type=hints.type,
-                size=length or 0,
-                chunk_size=settings.default_chunk_size,
-                expires_in=settings.upload_expiry,
-                protocol="tus",
-                size_deferred=length is None,
+            # Upload-Length: 0 is done at once
+            NewUpload.start(
+                user.id,
+                hints,
+                length,
+                settings,
+                "tus",
                 tus_metadata=raw_metadata,
                 tus_concat=concat.kind if concat else None,
             ),
@@ -169,18 +165,8 @@ async def _create_final(
             raise UploadTooLarge(f"the partial uploads add up to {size} bytes, above Tus-Max-Size")
         final = await files.insert_upload(
             conn,
-            NewUpload(
-                uploaded_by_id=user.id,
-                original_name=hints.original_name,
-                mimetype=hints.mimetype,
-                type=hints.type,
-                size=size,
-                chunk_size=settings.default_chunk_size,
-                expires_in=settings.upload_expiry,
-                protocol="tus",
-                tus_metadata=raw_metadata,
-                tus_concat="final",
-                tus_parts=part_ids,
+            NewUpload.start(
+                user.id, hints, size, settings, "tus", tus_metadata=raw_metadata, tus_concat="final", tus_parts=part_ids
             ),
         )
         await store.move_chunks(conn, final.id, part_ids)

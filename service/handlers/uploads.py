@@ -10,6 +10,7 @@ from aiohttp import web
 
 from service.auth import current_user
 from service.chunks import ChunkBody
+from service.config import Settings
 from service.errors import (
     BadRequest,
     ChunkConflict,
@@ -22,32 +23,65 @@ from service.errors import (
     ValidationFailed,
 )
 from service.keys import body_memory_key, pool_key, settings_key
-from service.media.types import MIMETYPE, classify
+from service.media.types import classify
 from service.metrics import BYTES_RECEIVED, UPLOADS_CREATED
-from service.models import File, FileStatus, NewUpload
+from service.models import File, FileHints, FileStatus, NewUpload
 from service.store import files, quotas
 from service.store import uploads as store
 from service.streaming import offer_chunk
-from service.validation import MAX_ID_LENGTH, Field, path_id, path_int, read_json
+from service.validation import DISPLAYABLE, MAX_ID_LENGTH, WHITESPACE, Field, path_id, path_int, read_json
 
 PROTOCOL = "native"
 MAX_CHUNKS = 100_000  # bounds the received/missing lists and chunk_index
 MAX_CHUNK_INDEX = 2**31 - 1  # file_chunks.chunk_index is an INTEGER; past the upload's end is a 409
 MAX_NAME_LENGTH = 255
-SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-FILENAME = Field("filename", str, required=True, min_len=1, max_len=MAX_NAME_LENGTH)
-SIZE = Field("size", int, required=True, minimum=0)
-MIMETYPE_HINT = Field("mimetype", str, nullable=True, max_len=255)
-SHA256 = Field("sha256", str, nullable=True, max_len=64)
+SHA256_HEX_PATTERN = "^[0-9A-Fa-f]{64}$"
+SHA256_HEX = re.compile(SHA256_HEX_PATTERN)
+# Only shown and offered on download (the blob's name is generated): nothing that does not show as
+# itself (tus drops the same characters from its metadata, see tus.file_hints).
+FILENAME = Field(
+    "filename",
+    str,
+    required=True,
+    min_len=1,
+    max_len=MAX_NAME_LENGTH,
+    pattern=DISPLAYABLE,
+    pattern_means="be displayable: no control, format or line-separator characters",
+)
+# service.media.types.MIMETYPE once trimmed and lower-cased
+_TOKEN = "[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*"
+MIMETYPE_HINT = Field(
+    "mimetype",
+    str,
+    nullable=True,
+    max_len=255,
+    pattern=f"^[{WHITESPACE}]*{_TOKEN}/{_TOKEN}[{WHITESPACE}]*$",
+    pattern_means="look like type/subtype",
+)
+SHA256 = Field(
+    "sha256", str, nullable=True, max_len=64, pattern=SHA256_HEX_PATTERN, pattern_means="be 64 hexadecimal characters"
+)
 POST_ID = Field("post_id", str, nullable=True, min_len=1, max_len=MAX_ID_LENGTH)
+SIZE = Field("size", int, required=True, minimum=0)  # above MAX_UPLOAD_SIZE: 413 UPLOAD_TOO_LARGE
+
+
+def upload_fields(settings: Settings) -> tuple[Field, ...]:
+    """The body of POST /api/uploads, whose bounds are this server's settings."""
+    return (
+        FILENAME,
+        SIZE,
+        Field("chunk_size", int, nullable=True, minimum=1, maximum=settings.max_chunk_size),
+        MIMETYPE_HINT,
+        SHA256,
+        POST_ID,
+    )
 
 
 async def create_upload(request: web.Request) -> web.Response:
     user = current_user(request)
     settings = request.app[settings_key]
-    chunk_size_field = Field("chunk_size", int, nullable=True, minimum=1, maximum=settings.max_chunk_size)
-    body = await read_json(request, FILENAME, SIZE, chunk_size_field, MIMETYPE_HINT, SHA256, POST_ID)
-    filename = _filename(body["filename"])
+    body = await read_json(request, *upload_fields(settings))
+    filename = body["filename"].strip()
     size = body["size"]
     if size > settings.max_upload_size:
         raise UploadTooLarge(f"{size} bytes is more than MAX_UPLOAD_SIZE ({settings.max_upload_size})")
@@ -57,15 +91,13 @@ async def create_upload(request: web.Request) -> web.Response:
             f"chunk_size {chunk_size} makes more than {MAX_CHUNKS} chunks; use larger chunks", field="chunk_size"
         )
     mimetype = _mimetype(body.get("mimetype"), filename)
-    new = NewUpload(
-        uploaded_by_id=user.id,
-        original_name=filename,
-        mimetype=mimetype,
-        type=classify(mimetype),
-        size=size,
+    new = NewUpload.start(
+        user.id,
+        FileHints(filename, mimetype, classify(mimetype)),
+        size,
+        settings,
+        PROTOCOL,
         chunk_size=chunk_size,
-        expires_in=settings.upload_expiry,
-        protocol=PROTOCOL,
         sha256=_sha256(body.get("sha256")),
         post_id=body.get("post_id"),
     )
@@ -186,36 +218,23 @@ async def _load(conn: Any, request: web.Request, *, allow_closed: bool = False, 
 
 
 # request parsing ---------------------------------------------------------------------------------
-def _filename(value: str) -> str:
-    """Only shown and offered on download (the blob's name is generated), so only printable characters:
-    no control characters, and no format ones such as U+202E, which would show "evil\u202egnp.exe" as
-    "evilexe.png" (tus drops the same characters from its metadata, see tus.file_hints)."""
-    if not value.isprintable():
-        raise ValidationFailed("filename must be printable: no control or format characters", field="filename")
-    return value.strip()
-
-
 def _mimetype(value: str | None, filename: str) -> str:
     """The client's claim, or a guess from the name; only a hint until the worker reads the bytes."""
     if value is None:
         return mimetypes.guess_type(filename, strict=False)[0] or "application/octet-stream"
-    if not MIMETYPE.fullmatch(value.strip().lower()):
-        raise ValidationFailed("mimetype must look like type/subtype", field="mimetype")
-    return value.strip().lower()
+    return value.strip().lower()  # MIMETYPE_HINT checked its form
 
 
 def _sha256(value: str | None) -> str | None:
     if value is None:
         return None
-    if not SHA256_HEX.fullmatch(value.lower()):
-        raise ValidationFailed("sha256 must be 64 hexadecimal characters", field="sha256")
-    return value.lower()
+    return value.lower()  # SHA256 checked its form
 
 
 def _content_sha256(request: web.Request) -> str | None:
     value = request.headers.get("Content-SHA256")
     if value is None:
         return None
-    if not SHA256_HEX.fullmatch(value.strip().lower()):
+    if not SHA256_HEX.fullmatch(value.strip()):
         raise BadRequest("Content-SHA256 must be the hex SHA-256 of the body (64 characters)")
     return value.strip().lower()

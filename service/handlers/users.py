@@ -12,7 +12,7 @@ from service.errors import SelfLockout, UserNotFound
 from service.keys import pool_key, settings_key, storage_key
 from service.models import Role, User
 from service.store import quotas, sessions, users
-from service.validation import Field, email_address, path_id, read_json, read_page
+from service.validation import EMAIL_ADDRESS, Field, email_address, path_id, read_json, read_page
 
 
 def user_json(user: User) -> dict[str, Any]:
@@ -68,7 +68,7 @@ async def get_user(request: web.Request) -> web.Response:
 
 PATCH_FIELDS = (
     Field("name", str, nullable=True, max_len=200),
-    Field("email", str, min_len=1, max_len=254),
+    Field("email", str, min_len=1, max_len=254, pattern=EMAIL_ADDRESS, pattern_means="be an email address"),
     Field("role", str, choices=tuple(Role)),
     Field("is_active", bool),
     Field("quota_bytes", int, nullable=True, minimum=0, maximum=2**63 - 1),

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from service import webhooks
 from service.auth import current_user, require_admin
-from service.errors import ValidationFailed, WebhookNotFound
+from service.errors import WebhookNotFound
 from service.keys import pool_key, settings_key
 from service.models import Webhook, WebhookDelivery
 from service.store import webhooks as store
@@ -18,7 +18,12 @@ from service.validation import Field, path_id, read_json, read_page
 
 URL = Field("url", str, required=True, min_len=1, max_len=2000)
 EVENTS = Field(
-    "events", list, required=True, max_len=len(webhooks.EVENTS), items=Field("event", str, choices=webhooks.EVENTS)
+    "events",
+    list,
+    required=True,
+    min_items=1,
+    max_len=len(webhooks.EVENTS),
+    items=Field("event", str, choices=webhooks.EVENTS),
 )
 DESCRIPTION = Field("description", str, nullable=True, max_len=500)
 ALL_USERS = Field("all_users", bool)
@@ -42,8 +47,6 @@ async def create_webhook(request: web.Request) -> web.Response:
     settings = request.app[settings_key]
     body = await read_json(request, URL, EVENTS, DESCRIPTION, ALL_USERS)
     events = list(dict.fromkeys(body["events"]))
-    if not events:
-        raise ValidationFailed(f"events must name at least one of {', '.join(webhooks.EVENTS)}", field="events")
     if body.get("all_users"):
         require_admin(request)  # everyone's files: admins (with the admin scope) only
     url = body["url"].strip()

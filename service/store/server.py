@@ -1,4 +1,4 @@
-"""server: the PostgreSQL server itself: liveness, version, databases and extensions."""
+"""server: the PostgreSQL server itself: liveness, version, settings, databases and extensions."""
 
 from __future__ import annotations
 
@@ -56,3 +56,11 @@ CREATE_STAT_STATEMENTS = "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"
 async def create_stat_statements(conn: asyncpg.Connection) -> None:
     """pg_stat_statements feeds /api/admin/db; only where the server preloads it."""
     await conn.execute(CREATE_STAT_STATEMENTS)
+
+
+SETTINGS = "SELECT name, setting, unit FROM pg_settings WHERE name = any($1::text[])"
+
+
+async def list_settings(conn: asyncpg.Connection, names: list[str]) -> dict[str, tuple[str, str | None]]:
+    """name -> (setting, unit) of the server's settings among `names` (pg_settings' own spelling)."""
+    return {r["name"]: (r["setting"], r["unit"]) for r in await conn.fetch(SETTINGS, names)}

@@ -148,7 +148,8 @@ async def list_slowest_statements(
 # instead of scanning files on every scrape.
 QUEUE_DEPTH = """
 SELECT (SELECT count(*) FROM files WHERE status = 'PROCESSING' AND worker_id IS NULL) AS waiting,
-       (SELECT count(*) FROM files WHERE status = 'PROCESSING' AND worker_id IS NOT NULL) AS claimed
+       (SELECT count(*) FROM files WHERE status = 'PROCESSING' AND worker_id IS NOT NULL) AS claimed,
+       (SELECT count(*) FROM files WHERE status = 'PROCESSING' AND blocked_reason IS NOT NULL) AS blocked
 """
 
 

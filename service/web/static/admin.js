@@ -38,7 +38,8 @@
       card("files.count", "Files", total, count(total)),
       card("files.bytes", "Stored", stored, bytes(stored)),
       card("queue.waiting", "Waiting for a worker", queue.waiting, count(queue.waiting)),
-      card("queue.claimed", "Processing now", queue.claimed, count(queue.claimed)));
+      card("queue.claimed", "Processing now", queue.claimed, count(queue.claimed)),
+      card("queue.blocked", "Held back (disk, storage)", queue.blocked, count(queue.blocked)));
   }
 
   function daily(days) {
