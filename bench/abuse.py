@@ -297,8 +297,9 @@ async def completed_files(base: str, auth: dict[str, str], count: int) -> list[s
     ids = []
     async with aiohttp.ClientSession() as http:
         for _ in range(count):
-            file_id = await native_upload(http, base, auth, Tally(), os.urandom(64 * KiB))
-            assert file_id is not None
+            tally = Tally()
+            file_id = await native_upload(http, base, auth, tally, os.urandom(64 * KiB))
+            assert file_id is not None and not tally.errors, tally.errors
             ids.append(file_id)
         for file_id in ids:
             for _ in range(600):
@@ -328,6 +329,52 @@ class Peak:
     async def __aexit__(self, *exc: object) -> None:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(parent: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if int((entry / "stat").read_text().rpartition(")")[2].split()[1]) == parent:
+                    found.append(int(entry.name))
+    return found
+
+
+class Cpu:
+    """CPU seconds the server and PostgreSQL (the postmaster's children) spent while the block ran: per
+    request, a figure the other processes on the machine change much less than latencies."""
+
+    def __init__(self, server_pid: int, postmaster_pid: int) -> None:
+        self.server_pid, self.postmaster_pid = server_pid, postmaster_pid
+        self.server = self.database = 0.0
+
+    def _now(self) -> tuple[float, dict[int, float]]:
+        return cpu_seconds(self.server_pid), {pid: cpu_seconds(pid) for pid in children(self.postmaster_pid)}
+
+    def __enter__(self) -> Cpu:
+        self._server, self._database = self._now()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        server, database = self._now()
+        self.server = server - self._server
+        self.database = sum(seconds - self._database.get(pid, 0.0) for pid, seconds in database.items())
+
+    def per_request(self, requests: int) -> str:
+        return (
+            f"CPU per request: server {self.server / requests * 1e6:.0f} µs,"
+            f" PostgreSQL {self.database / requests * 1e6:.0f} µs"
+        )
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -409,6 +456,7 @@ class Bench:
     seconds: float
     cwd: Path | None  # another checkout's server (a before/after pair), or this one
     env: dict[str, str]
+    postmaster: int = 0
 
     def serve(self) -> ChunkdProcess:
         env = {"DATABASE_URL": self.url, "STORAGE_DIR": str(self.storage), "JWT_SECRET": JWT_SECRET, **SERVER_ENV}
@@ -470,15 +518,16 @@ async def polls_phase(bench: Bench) -> None:
     server = bench.serve()
     try:
         [file_id] = await completed_files(server.url, bench.normal, 1)
-        async with Peak(server.proc.pid) as peak:  # type: ignore[union-attr]
-            rate, tally, full = await pollers(server.url, bench.normal, file_id, 200, min(bench.seconds, 10))
+        with Cpu(server.proc.pid, bench.postmaster) as cpu:  # type: ignore[union-attr]
+            async with Peak(server.proc.pid) as peak:  # type: ignore[union-attr]
+                rate, tally, full = await pollers(server.url, bench.normal, file_id, 200, min(bench.seconds, 10))
         total = sum(len(v) for v in tally.ms.values())
         report(
             "polls: 200 pollers with If-None-Match",
             tally,
             peak.kib,
             None,
-            f"{rate:.0f} req/s, {full} of {total} were 200",
+            f"{rate:.0f} req/s, {full} of {total} were 200; {cpu.per_request(total)}",
         )
     finally:
         stop(server)
@@ -490,8 +539,11 @@ async def status_phase(bench: Bench) -> None:
     server = bench.serve()
     try:
         file_ids = await completed_files(server.url, bench.normal, 4)
-        alone = await status_polls(server.url, bench.normal, file_ids, bench.seconds)
-        report("status alone: 4 pollers, 200 then 304", alone, 0, None)
+        with Cpu(server.proc.pid, bench.postmaster) as cpu:  # type: ignore[union-attr]
+            async with Peak(server.proc.pid) as quiet_peak:  # type: ignore[union-attr]
+                alone = await status_polls(server.url, bench.normal, file_ids, bench.seconds)
+        count = sum(len(v) for v in alone.ms.values())
+        report("status alone: 4 pollers, 200 then 304", alone, quiet_peak.kib, None, cpu.per_request(count))
         spawn = multiprocessing.get_context("spawn")
         out = spawn.Queue()
         uploaders = spawn.Process(target=uploaders_process, args=(server.url, others, bench.seconds + 3, out))
@@ -507,7 +559,7 @@ async def status_phase(bench: Bench) -> None:
             "status under load: the same pollers, 50 uploads in flight",
             tally,
             peak.kib,
-            (alone, peak.kib),
+            (alone, quiet_peak.kib),
             f"uploaders' requests {requests}, their errors: {errors or 'none'}",
         )
     finally:
@@ -529,6 +581,12 @@ async def run(seconds: float, phases: list[str], cwd: Path | None, env: dict[str
     async with bench_database() as (url, storage):
         conn = await asyncpg.connect(url)
         bench = Bench(url, storage, conn, await make_user(conn, url, storage), seconds, cwd, env)
+        bench.postmaster = int(
+            Path(f"/proc/{await conn.fetchval('SELECT pg_backend_pid()')}/stat")
+            .read_text()
+            .rpartition(")")[2]
+            .split()[1]
+        )
         print(f"server from {cwd or 'this checkout'}, env {env or '{}'}; load average {os.getloadavg()}")
         quiet = await quiet_phase(bench) if "quiet" in phases else None
         if "load" in phases:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -86,15 +87,27 @@ def issue_access_token(settings: Settings, user_id: str, role: str, session_id: 
 def decode_access_token(settings: Settings, token: str) -> tuple[str, str]:
     """(user id, session id) of a valid access token; Unauthorized for a missing, expired or forged one,
     and for one issued before sessions existed (it names none)."""
+    user_id, session_id, expires = _verified_claims(settings.jwt_secret, token)
+    if expires <= time.time():
+        raise Unauthorized("access token expired: refresh it")
+    return user_id, session_id
+
+
+# Decoding a JWT (base64, JSON, HMAC, claim checks) was the largest single cost of a status poll; a
+# client sends the same access token for its lifetime. Only genuine tokens are kept (a refusal raises,
+# and is not cached), expiry is checked on every use, and whether the session is live is still asked
+# of the database on every request: caching the signature check changes no answer.
+@functools.lru_cache(maxsize=4096)
+def _verified_claims(secret: str, token: str) -> tuple[str, str, float]:
     try:
-        claims = jwt.decode(token, settings.jwt_secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]})
+        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]})
     except jwt.ExpiredSignatureError:
         raise Unauthorized("access token expired: refresh it") from None
     except jwt.InvalidTokenError:
         raise Unauthorized("access token invalid") from None
     if claims.get("typ") != "access" or not isinstance(claims["sub"], str) or not isinstance(claims.get("sid"), str):
         raise Unauthorized("access token invalid")
-    return claims["sub"], claims["sid"]
+    return claims["sub"], claims["sid"], float(claims["exp"])
 
 
 @dataclass(frozen=True)

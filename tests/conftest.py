@@ -30,7 +30,7 @@ from tests.support import (
     scratch_dir,
     with_database,
 )
-from tests.tus_support import CHUNK, MAX_SIZE
+from tests.tus_support import protocol_settings
 
 
 @pytest.fixture(scope="session")
@@ -229,15 +229,7 @@ def tus_app(aiohttp_client, database_url: str, storage_dir: Path):
     """Factory: `await tus_app(**env)` is the `tus` app with more settings of the test's own."""
 
     async def make(**env: str):
-        settings = make_settings(
-            database_url,
-            storage_dir,
-            DEFAULT_CHUNK_SIZE=str(CHUNK),
-            MAX_UPLOAD_SIZE=str(MAX_SIZE),
-            CORS_ORIGINS="https://app.example",
-            **env,
-        )
-        client = await aiohttp_client(create_app(settings))
+        client = await aiohttp_client(create_app(protocol_settings(database_url, storage_dir, **env)))
         _short_takeovers(client)
         return client
 

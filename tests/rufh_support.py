@@ -12,13 +12,12 @@ from typing import Any
 import http_sf
 
 from service.app import create_app
-from tests.support import RawRequest, make_settings
+from tests.support import RawRequest
+from tests.tus_support import protocol_settings
 
 DRAFT = {"Upload-Draft-Interop-Version": "8"}
 PARTIAL = {"Content-Type": "application/partial-upload"}
 PROBLEMS = "https://iana.org/assignments/http-problem-types#"
-CHUNK = 64 * 1024
-MAX_SIZE = 4 * 1024 * 1024
 
 
 @dataclass
@@ -171,12 +170,4 @@ async def wait_processed(server, user, file_id: str, timeout: float = 30) -> dic
 
 
 def rufh_app(database_url: str, storage_dir: Path, **env: str):
-    settings = make_settings(
-        database_url,
-        storage_dir,
-        DEFAULT_CHUNK_SIZE=str(CHUNK),
-        MAX_UPLOAD_SIZE=str(MAX_SIZE),
-        CORS_ORIGINS="https://app.example",
-        **env,
-    )
-    return create_app(settings, with_worker=True)
+    return create_app(protocol_settings(database_url, storage_dir, **env), with_worker=True)

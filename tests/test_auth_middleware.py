@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import jwt
@@ -10,6 +11,7 @@ from aiohttp import web
 from service.app import create_app
 from service.auth import current_user, require_admin
 from service.config import Settings
+from tests.support import insert_file, session_token
 
 
 async def whoami(request: web.Request) -> web.Response:
@@ -56,3 +58,19 @@ async def test_inactive_user_and_roles(aiohttp_client, settings: Settings, make_
 
 async def test_ops_endpoints_need_no_token(client) -> None:
     assert (await client.get("/healthz")).status == 200
+
+
+async def test_a_token_that_worked_stops_at_its_expiry(aiohttp_client, settings: Settings, make_user, conn) -> None:
+    """The signature check of a token is remembered (auth._verified_claims); its expiry is not: a token
+    answered 200 a moment ago is 401 once it has expired, on the status poll's path too."""
+    user = await make_user()
+    client = await make_client(aiohttp_client, settings)
+    token = await session_token(conn, settings.replace(access_token_ttl=2), user.id)
+    file_id = (await insert_file(conn, user.id, status="COMPLETED", type="OTHER", size=1))["id"]
+    headers = {"Authorization": f"Bearer {token}"}
+    for path in ("/api/test/whoami", f"/api/files/{file_id}"):
+        assert (await client.get(path, headers=headers)).status == 200
+    await asyncio.sleep(max(jwt.decode(token, options={"verify_signature": False})["exp"] - time.time(), 0) + 0.1)
+    for path in ("/api/test/whoami", f"/api/files/{file_id}"):
+        r = await client.get(path, headers=headers)
+        assert r.status == 401 and "expired" in (await r.json())["detail"], path

@@ -8,9 +8,7 @@ import hashlib
 import os
 
 from tests.rufh_support import (
-    CHUNK,
     DRAFT,
-    MAX_SIZE,
     PARTIAL,
     PROBLEMS,
     append,
@@ -21,7 +19,7 @@ from tests.rufh_support import (
     path_of,
     wait_processed,
 )
-from tests.tus_support import file_row, stored_bytes
+from tests.tus_support import CHUNK, MAX_SIZE, file_row, stored_bytes
 
 
 def digest(algorithm: str, data: bytes) -> str:

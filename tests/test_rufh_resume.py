@@ -10,7 +10,6 @@ import os
 
 from service.keys import tus_locks_key
 from tests.rufh_support import (
-    CHUNK,
     DRAFT,
     PARTIAL,
     PROBLEMS,
@@ -25,7 +24,7 @@ from tests.rufh_support import (
     rufh_app,
     wait_processed,
 )
-from tests.tus_support import file_row, stored_bytes, unlocked, until
+from tests.tus_support import CHUNK, file_row, stored_bytes, unlocked, until
 
 
 def digest(algorithm: str, data: bytes) -> str:

@@ -6,10 +6,12 @@ import asyncio
 import base64
 import hashlib
 import time
+from pathlib import Path
 
 import asyncpg
 
-from tests.support import RawRequest
+from service.config import Settings
+from tests.support import RawRequest, make_settings
 
 TUS = {"Tus-Resumable": "1.0.0"}
 STREAM = {"Content-Type": "application/offset+octet-stream"}
@@ -64,6 +66,18 @@ def sha256(data: bytes) -> str:
 
 CHUNK = 64 * 1024  # DEFAULT_CHUNK_SIZE of the tus test app: bodies span many rows
 MAX_SIZE = 4 * 1024 * 1024  # its MAX_UPLOAD_SIZE
+
+
+def protocol_settings(database_url: str, storage_dir: Path, **env: str) -> Settings:
+    """The settings of the tus and IETF draft test apps: small chunks, a small maximum, one CORS origin."""
+    return make_settings(
+        database_url,
+        storage_dir,
+        DEFAULT_CHUNK_SIZE=str(CHUNK),
+        MAX_UPLOAD_SIZE=str(MAX_SIZE),
+        CORS_ORIGINS="https://app.example",
+        **env,
+    )
 
 
 async def raw_patch(server, user, path: str, offset: int, length: int, **headers: str) -> RawRequest:
