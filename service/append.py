@@ -118,7 +118,7 @@ async def _append(request: web.Request, upload_id: str, want: AppendRequest) -> 
                     settings.upload_expiry,
                     want.verifier,
                     want.progress,
-                    on_committed=lambda index, data: offer_chunk(request.app, upload_id, index, data),
+                    on_committed=lambda index, data: offer_chunk(request.app, upload, index, data),
                 )
             error = received.error
             if isinstance(error, TusLengthExceeded):  # a body without Content-Length that went on too long

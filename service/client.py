@@ -179,7 +179,9 @@ class Api:
                     if response.status not in RETRYABLE:
                         return response.status, await _problem(response)
                     retry_after = response.headers.get("Retry-After", "")
-                    delay = float(retry_after) if retry_after.isdigit() else BACKOFF * 2**attempt
+                    delay = (
+                        float(retry_after) if retry_after.isascii() and retry_after.isdigit() else BACKOFF * 2**attempt
+                    )
                     reason = f"{response.status} {response.reason}"
             except (TimeoutError, aiohttp.ClientConnectionError) as e:
                 delay, reason, lost = BACKOFF * 2**attempt, str(e) or type(e).__name__, e

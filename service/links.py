@@ -30,6 +30,7 @@ from service.store import users
 SIGNATURE = "sig"
 PURPOSES = ("content", "thumbnail", "events")
 _PATH = re.compile(r"/api/files/([^/]+)/(content|thumbnail|events)")
+_EXPIRY = re.compile(r"[0-9]{1,12}")  # ASCII digits: str.isdigit() also takes "¹", which int() refuses
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ async def caller(request: web.Request) -> CurrentUser:
     file_id, purpose = match.groups()
     user_id, expiry, signature = (request.query.get(k, "") for k in ("u", "exp", SIGNATURE))
     settings = request.app[settings_key]
-    if not user_id or not expiry.isdigit() or len(expiry) > 12:
+    if not user_id or not _EXPIRY.fullmatch(expiry):
         raise LinkInvalid("the link is incomplete: it needs u, exp and sig")
     if not hmac.compare_digest(signature.encode(), _mac(settings, file_id, user_id, purpose, int(expiry)).encode()):
         raise LinkInvalid("the link's signature does not match: it was changed or not made here")

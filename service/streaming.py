@@ -49,9 +49,11 @@ ACTIVE_SECONDS = 30.0  # an upload with no chunk for this long is not (or no lon
 CLAIM_INTERVAL = 1.0  # seconds between looks for an upload to take, while a slot is free
 POLL_MIN, POLL_MAX = 0.05, 1.0  # seconds between looks for new chunks: doubling while none come
 SWEEP_EVERY = 30  # claim looks between sweeps for files held by no task
-# Bytes of offered chunks a process keeps for its streams at once: four 8 MiB chunks (x4 arrives a
-# little out of order). Held beyond the request that received them, so kept small.
-OFFER_LIMIT = 32 * MiB
+# Bytes of offered chunks a process keeps for its streams at once: two 8 MiB chunks, enough for a
+# stream that keeps up (bench/compare.py: x4 COMPLETED +0.09 s after the last byte). They are held
+# beyond the requests that received them (x4 RSS growth: 119 MiB with 32 MiB of offers, 105 with 16).
+OFFER_LIMIT = 16 * MiB
+WAITING_SECONDS = 5.0  # offers kept for an upload not held yet
 
 
 @dataclass
@@ -63,15 +65,17 @@ class _Held:
     prefix: Prefix | None = None  # once the blob's write is open
     offers: dict[int, bytes | bytearray] = field(default_factory=dict)  # committed chunks, by index
     offered: bool = False  # a receiver in this process offers its chunks: poll the database less
+    since: float = field(default_factory=time.monotonic)
     unkept: int = -1  # the highest index offered but not kept: read from its row
 
 
-def offer_chunk(app: web.Application, file_id: str, index: int, data: bytes | bytearray) -> None:
-    """A chunk of `file_id` was just committed with these bytes (which nobody changes any more): the
-    stream of this process's worker, if it holds the file, appends them without reading them back."""
+def offer_chunk(app: web.Application, upload: File, index: int, data: bytes | bytearray) -> None:
+    """A chunk of `upload` was just committed with these bytes (which nobody changes any more): the
+    stream of this process's worker, if it holds the file (or takes it soon), appends them without
+    reading them back."""
     worker = app.get(worker_key)
     if worker is not None:
-        worker.streamer.offer(file_id, index, data)
+        worker.streamer.offer(upload, index, data)
 
 
 class Streamer:
@@ -83,6 +87,9 @@ class Streamer:
         self._slots = asyncio.Semaphore(slots)
         self._held: dict[str, _Held] = {}  # the files being streamed
         self._offered = 0  # bytes of all offers kept
+        self._look_now = asyncio.Event()  # a first chunk was received: look for an upload to take
+        self._waiting: dict[str, _Held] = {}  # offers for uploads not taken yet
+        self._elsewhere: dict[str, float] = {}  # uploads not taken in time: when they were given up
         self._tasks: set[asyncio.Task[None]] = set()
         self._processing: set[asyncio.Task[None]] = set()  # handed over: given time to finish on stop
         self._paused_until = 0.0  # monotonic time before which no upload is taken (its environment failed us)
@@ -93,11 +100,24 @@ class Streamer:
         if held is not None:
             held.ready.set()
             held.wake.set()
+        waiting = self._waiting.pop(file_id, None)
+        if waiting is not None:  # complete before it was taken: it is processed from its rows
+            self._drop_offers(waiting)
 
-    def offer(self, file_id: str, index: int, data: bytes | bytearray) -> None:
+    def offer(self, upload: File, index: int, data: bytes | bytearray) -> None:
         """See offer_chunk."""
-        held = self._held.get(file_id)
-        if held is None or held.prefix is None or index < held.prefix.next_index or index in held.offers:
+        held = self._held.get(upload.id)
+        if held is None:
+            # Not held yet, but it may be taken in a moment (it is looked for at once): its offers wait
+            # for that a few seconds, so that its first chunks need not be read back either.
+            if not self.enabled or upload.size < self.min_size or upload.size_deferred or upload.tus_concat:
+                return
+            if upload.id in self._elsewhere:  # not taken in time before: another worker streams it
+                return
+            self._forget_waiting()
+            held = self._waiting.setdefault(upload.id, _Held())
+            self._look_now.set()
+        if index < (held.prefix.next_index if held.prefix else 0) or index in held.offers:
             return
         held.offered = True
         # No room: the offers furthest ahead make way for a nearer one (they are needed later); what
@@ -123,12 +143,25 @@ class Streamer:
         for index in list(held.offers):
             self._take_offer(held, index)
 
+    def _forget_waiting(self) -> None:
+        """Drops the offers of uploads not taken within WAITING_SECONDS (another worker took them, or
+        none could): their later chunks are not offered for ACTIVE_SECONDS either."""
+        now = time.monotonic()
+        for file_id, held in list(self._waiting.items()):
+            if now - held.since > WAITING_SECONDS:
+                self._drop_offers(self._waiting.pop(file_id))
+                self._elsewhere[file_id] = now
+        for file_id, since in list(self._elsewhere.items()):
+            if now - since > ACTIVE_SECONDS:
+                del self._elsewhere[file_id]
+
     async def run(self) -> None:
         """Takes uploads to stream while slots are free, until cancelled."""
         looks = 0
         try:
             while True:
                 looks += 1
+                self._forget_waiting()
                 if looks % SWEEP_EVERY == 0:
                     with contextlib.suppress(Exception):  # the database is away: next time
                         await self._sweep()
@@ -147,9 +180,15 @@ class Streamer:
                         )
                 if file is None:
                     self._slots.release()
-                    await asyncio.sleep(CLAIM_INTERVAL)
+                    # Offers wait for an upload that could not be taken yet (its receiver's transaction
+                    # had its row locked): look again soon rather than at the next interval.
+                    interval = POLL_MIN * 2 if self._waiting else CLAIM_INTERVAL
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._look_now.wait(), interval)
+                    self._look_now.clear()
                     continue
-                self._held[file.id] = _Held()  # before the task runs: _sweep must see it as ours
+                # Before the task runs: _sweep must see it as ours. It takes the offers that waited for it.
+                self._held[file.id] = self._waiting.pop(file.id) if file.id in self._waiting else _Held()
                 task = asyncio.create_task(self._stream(file), name=f"stream file {file.id}")
                 self._tasks.add(task)
                 task.add_done_callback(self._on_done)

@@ -109,6 +109,7 @@ async def test_tampered_links_and_deleted_files(served, user, make_user) -> None
         link.replace("/content?", "/events?"),  # another purpose
         f"/api/files/{file_id}/content?sig=x",
         f"/api/files/{file_id}/content?u=&exp=&sig=",
+        f"/api/files/{file_id}/content?u={user.id}&exp=%C2%B9&sig=x",  # "¹" is a digit to str.isdigit() (was a 500)
     ]
     for bad in tampered:
         status, headers, body = await bare_get(served, bad)

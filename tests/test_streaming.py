@@ -77,8 +77,9 @@ async def test_native_chunks_are_streamed_as_far_as_they_are_contiguous(
     assert await download(served, user, upload["id"]) == data
 
 
-async def test_chunks_received_by_this_process_are_not_read_back(served, user, conn, storage_dir, monkeypatch) -> None:
-    # A spy on the one routine that reads chunk rows into the blob (it still reads them).
+def spy_on_rows_read(monkeypatch) -> list[int]:
+    """A spy on the one routine that reads chunk rows into the blob (it still reads them): the indexes
+    it read."""
     read_from_rows: list[int] = []
     reading = streaming.append_chunks
 
@@ -87,6 +88,11 @@ async def test_chunks_received_by_this_process_are_not_read_back(served, user, c
         await reading(conn, file_id, chunks, assembly)
 
     monkeypatch.setattr(streaming, "append_chunks", spy)
+    return read_from_rows
+
+
+async def test_chunks_received_by_this_process_are_not_read_back(served, user, conn, storage_dir, monkeypatch) -> None:
+    read_from_rows = spy_on_rows_read(monkeypatch)
     data = os.urandom(10 * CHUNK + 1234)
     path = await tus_create(served, user, len(data))
     file_id = upload_id(path)
@@ -101,6 +107,26 @@ async def test_chunks_received_by_this_process_are_not_read_back(served, user, c
     assert await download(served, user, file_id) == data
     assert len([i for i in read_from_rows if i >= 2]) < 9, read_from_rows
     assert served.app[worker_key].streamer._offered == 0  # every offer given back
+
+
+async def test_an_uploads_first_chunks_wait_for_its_stream_in_memory(served, user, storage_dir, monkeypatch) -> None:
+    # Chunk 0 makes the worker look for the upload at once, and the chunks committed before it holds
+    # the upload are handed to it with the hold: chunk 0, always committed before any hold, is not read
+    # back either.
+    read_from_rows = spy_on_rows_read(monkeypatch)
+    data = os.urandom(8 * CHUNK + 99)
+    upload = await create(served, user, data)
+    await put_chunks(served, user, upload, data, indexes=list(range(8)), checksum=False)
+    await until(lambda: _size_is(storage_dir, 8 * CHUNK), timeout=20)
+    assert 0 not in read_from_rows, read_from_rows
+    await put_chunks(served, user, upload, data, indexes=[8], checksum=False)
+    r = await served.post(f"/api/uploads/{upload['id']}/complete", headers=user.headers)
+    assert r.status == 202
+    body = await wait_for_status(served, user, upload["id"], timeout=30)
+    assert body["status"] == "COMPLETED", body["error"]
+    assert body["metadata"]["sha256"] == sha256(data)
+    assert await download(served, user, upload["id"]) == data
+    assert served.app[worker_key].streamer._offered == 0
 
 
 async def test_a_wrong_declared_sha256_still_fails_the_streamed_file(served, user, conn) -> None:

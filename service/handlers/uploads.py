@@ -148,7 +148,7 @@ async def put_chunk(request: web.Request) -> web.Response:
             received = await store.insert_chunk(conn, upload.id, index, data)
             stored_sha256 = await store.get_chunk_sha256(conn, upload.id, index) if received is None else None
         if received is not None:
-            offer_chunk(request.app, upload.id, index, data)  # committed: the streamer need not read it back
+            offer_chunk(request.app, upload, index, data)  # committed: the streamer need not read it back
             BYTES_RECEIVED.labels(PROTOCOL).inc(expected)
             return web.json_response({"index": index, "size": expected, "bytes_received": received}, status=201)
         if stored_sha256 is None:
