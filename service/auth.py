@@ -24,8 +24,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from service import links
 from service.config import Settings
 from service.errors import Forbidden, InsufficientScope, RefreshTokenInvalid, SessionRequired, Unauthorized
-from service.keys import pool_key, session_claims_key, settings_key, user_key
-from service.models import CurrentUser, Role, Scope, User, expand_scopes
+from service.keys import pending_caller_key, pool_key, settings_key, user_key
+from service.models import ApiToken, CurrentUser, Role, Scope, User, expand_scopes
 from service.store import sessions, tokens
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
@@ -188,20 +188,29 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             "send `Authorization: Bearer <access token or API token>`",
             headers={"WWW-Authenticate": 'Bearer realm="chunkd"'},
         )
-    if request.match_info.handler in _CHECK_THEIR_SESSION and not token.startswith(API_TOKEN_PREFIX):
-        # Signature and expiry here; the session and its user in the handler's own statement.
-        request[session_claims_key] = SessionClaims(*decode_access_token(request.app[settings_key], token))
+    if request.match_info.handler in _CHECK_THEIR_CALLER:
+        # The token's form (and a JWT's signature and expiry) here; the session or token and its user in
+        # the handler's own statement.
+        request[pending_caller_key] = (
+            TokenClaims(digest(token))
+            if token.startswith(API_TOKEN_PREFIX)
+            else SessionClaims(*decode_access_token(request.app[settings_key], token))
+        )
         return await handler(request)
     user = await (
         _api_token_caller(request, token) if token.startswith(API_TOKEN_PREFIX) else _session_caller(request, token)
     )
+    request[user_key] = _with_scope(request, user)
+    return await handler(request)
+
+
+def _with_scope(request: web.Request, user: CurrentUser) -> CurrentUser:
     needed = Scope.READ if request.method in READING else Scope.UPLOAD
     if needed not in user.scopes:
         raise InsufficientScope(
             f"this token's scopes ({', '.join(sorted(user.scopes))}) do not include {needed}", needed=needed
         )
-    request[user_key] = user
-    return await handler(request)
+    return user
 
 
 async def _session_caller(request: web.Request, token: str) -> CurrentUser:
@@ -226,37 +235,56 @@ class SessionClaims:
     session_id: str
 
 
-# Handlers that check the caller's session themselves, in the statement that reads what they answer.
-_CHECK_THEIR_SESSION: set[Handler] = set()
+@dataclass(frozen=True)
+class TokenClaims:
+    """An API token's SHA-256, not yet looked up."""
+
+    token_hash: str
 
 
-def checks_its_session(handler: Handler) -> Handler:
-    """Marks a read-only handler that answers a session's caller in one statement (a status poll):
-    auth_middleware checks the access token's signature and expiry and leaves the session and its user
-    to the handler, which passes what it read to accept_session. No window opens: a revoked session,
-    a deactivation or a role change applies to the very next request, as everywhere else. Session
-    tokens always hold `read`, so no scope check is skipped; API tokens take the usual path."""
-    _CHECK_THEIR_SESSION.add(handler)
+# Handlers that check their caller themselves, in the statement that reads what they answer.
+_CHECK_THEIR_CALLER: set[Handler] = set()
+
+
+def checks_its_caller(handler: Handler) -> Handler:
+    """Marks a read-only handler that checks its caller in the statement that reads its answer (a
+    status poll: one round trip). auth_middleware checks only the token's form (and an access token's
+    signature and expiry) and leaves the session or API token and its user to the handler, which
+    passes what its statement found to accept_caller. No window opens: a revoked session or token, a
+    deactivation or a role change applies to the very next request, as everywhere else."""
+    _CHECK_THEIR_CALLER.add(handler)
     return handler
 
 
-def pending_session(request: web.Request) -> SessionClaims | None:
-    """The claims a checks_its_session handler must still check, until accept_session has run."""
-    return request.get(session_claims_key)
+def pending_caller(request: web.Request) -> SessionClaims | TokenClaims | None:
+    """What a checks_its_caller handler must still check, until accept_caller has run."""
+    return request.get(pending_caller_key)
 
 
-def accept_session(request: web.Request, claims: SessionClaims, user: User | None) -> CurrentUser:
-    """The caller, from the user the handler's statement found for the claims' live session (None:
-    ended, or the account inactive: 401 as auth_middleware answers it)."""
-    caller = _session_user(user, claims.session_id)
-    request[user_key] = caller
-    del request[session_claims_key]
+def accept_caller(
+    request: web.Request, claims: SessionClaims | TokenClaims, found: User | tuple[ApiToken, User] | None
+) -> CurrentUser:
+    """The caller from what the handler's statement found for the claims: the user of a live session,
+    or an API token and its user (None: ended, revoked, expired or inactive: 401 as auth_middleware
+    answers it); then the scope, as auth_middleware checks it."""
+    if isinstance(claims, SessionClaims):
+        assert not isinstance(found, tuple)
+        caller = _session_user(found, claims.session_id)
+    else:
+        assert not isinstance(found, User)
+        caller = _token_user(found)
+    request[user_key] = _with_scope(request, caller)
+    del request[pending_caller_key]
     return caller
 
 
 async def _api_token_caller(request: web.Request, token: str) -> CurrentUser:
     async with request.app[pool_key].acquire() as conn:
         found = await tokens.get_token_user(conn, digest(token))
+    return _token_user(found)
+
+
+def _token_user(found: tuple[ApiToken, User] | None) -> CurrentUser:
     if found is None:
         raise Unauthorized("API token unknown, revoked or expired, or its account is inactive")
     api_token, user = found

@@ -12,7 +12,7 @@ from service.config import Settings
 from service.models import CurrentUser
 
 if TYPE_CHECKING:
-    from service.auth import Passwords, SessionClaims
+    from service.auth import Passwords, SessionClaims, TokenClaims
     from service.bodies import BodyMemory
     from service.db import Pool
     from service.events import FileEvents
@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 settings_key = web.AppKey("settings_key", Settings)
 pool_key: web.AppKey[Pool] = web.AppKey("pool_key", asyncpg.Pool)
 user_key = web.RequestKey("user_key", CurrentUser)
-# An access token whose session the handler checks itself (auth.checks_its_session), until it has.
-session_claims_key: web.RequestKey[SessionClaims] = web.RequestKey("session_claims_key")
+# A caller the handler checks itself (auth.checks_its_caller), until it has.
+pending_caller_key: web.RequestKey[SessionClaims | TokenClaims] = web.RequestKey("pending_caller_key")
 tus_locks_key: web.AppKey[UploadLocks] = web.AppKey("tus_locks_key")
 # Long-polls and event streams are slow on purpose: access_middleware does not warn about them.
 slow_by_design_key = web.RequestKey("slow_by_design_key", bool)

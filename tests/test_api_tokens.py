@@ -12,7 +12,7 @@ from pathlib import Path
 
 import asyncpg
 
-from tests.support import ROOT
+from tests.support import ROOT, insert_file
 from tests.uploading import UPLOAD_ENV
 
 SETTINGS_ENV = UPLOAD_ENV
@@ -174,3 +174,34 @@ async def test_cli_login_saves_a_private_token_that_later_commands_use(chunkd, m
 
     revoked = run_chunkd("token", "revoke", ci_id, **env)
     assert revoked.returncode == 0 and ci_id not in run_chunkd("token", "list", **env).stdout
+
+
+async def test_a_status_poll_with_an_api_token_checks_it_as_every_request_does(
+    client, user, make_user, admin, conn: asyncpg.Connection
+) -> None:
+    """GET /api/files/{id} reads an API token, its user and the file in one statement: a revocation, an
+    expiry, a deactivation or a lost admin role applies to the very next poll; its use is recorded."""
+    other = await make_user()
+    mine = (await insert_file(conn, user.id, status="COMPLETED", type="OTHER", size=1))["id"]
+    theirs = (await insert_file(conn, other.id, status="COMPLETED", type="OTHER", size=1))["id"]
+    token = await mint(client, user, ["read"])
+    r = await client.get(f"/api/files/{mine}", headers=bearer(token))
+    assert r.status == 200 and (await r.json())["id"] == mine
+    assert await conn.fetchval("SELECT last_used_at IS NOT NULL FROM api_tokens WHERE id = $1", token["id"])
+    assert (await client.get(f"/api/files/{theirs}", headers=bearer(token))).status == 404
+    assert (await client.get(f"/api/files/{mine}", headers={"Authorization": "Bearer ckd_" + "A" * 43})).status == 401
+    assert (await client.delete(f"/api/tokens/{token['id']}", headers=user.headers)).status == 204
+    r = await client.get(f"/api/files/{mine}", headers=bearer(token))
+    assert r.status == 401 and r.headers["Content-Type"].startswith("application/problem+json")
+
+    expiring = await mint(client, user, ["read"], expires_in=60)
+    assert (await client.get(f"/api/files/{mine}", headers=bearer(expiring))).status == 200
+    await conn.execute("UPDATE api_tokens SET expires_at = now() - interval '1 second' WHERE id = $1", expiring["id"])
+    assert (await client.get(f"/api/files/{mine}", headers=bearer(expiring))).status == 401
+
+    boss_token = await mint(client, admin, ["admin"])
+    assert (await client.get(f"/api/files/{theirs}", headers=bearer(boss_token))).status == 200
+    await conn.execute("UPDATE users SET role = 'USER' WHERE id = $1", admin.id)
+    assert (await client.get(f"/api/files/{theirs}", headers=bearer(boss_token))).status == 404
+    await conn.execute("UPDATE users SET is_active = false WHERE id = $1", admin.id)
+    assert (await client.get(f"/api/files/{theirs}", headers=bearer(boss_token))).status == 401

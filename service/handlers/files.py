@@ -59,7 +59,7 @@ INLINE_TYPES = frozenset(
 )
 
 
-@auth.checks_its_session
+@auth.checks_its_caller
 async def get_file(request: web.Request) -> web.Response:
     """With ?wait=N and a file still UPLOADING or PROCESSING, answers as soon as its status changes
     (at most N seconds); with If-None-Match, only when the client's copy is current."""
@@ -329,11 +329,16 @@ async def _wait_for_change(request: web.Request, file: File, changed: asyncio.Ev
 async def _find(request: web.Request, file_id: str) -> File | None:
     """A signed link is a grant of its own (a post's reader sees its author's files): it opens its
     file whoever owns it. Otherwise only the owner or an admin."""
-    claims = auth.pending_session(request)
+    claims = auth.pending_caller(request)
     async with request.app[pool_key].acquire() as conn:
-        if claims is not None:  # a status poll: the session and the file in one statement
-            found, file = await store.get_session_file(conn, claims.session_id, claims.user_id, file_id)
-            auth.accept_session(request, claims, found)
+        # A status poll: the session or API token, its user and the file in one statement.
+        if isinstance(claims, auth.SessionClaims):
+            user_found, file = await store.get_session_file(conn, claims.session_id, claims.user_id, file_id)
+            auth.accept_caller(request, claims, user_found)
+            return file
+        if isinstance(claims, auth.TokenClaims):
+            token_found, file = await store.get_token_file(conn, claims.token_hash, file_id)
+            auth.accept_caller(request, claims, token_found)
             return file
         user = current_user(request)
         link = request.get(link_key)

@@ -8,9 +8,9 @@ import dataclasses
 import asyncpg
 
 from service.errors import ValidationFailed
-from service.models import File, NewUpload, User
+from service.models import ApiToken, File, NewUpload, User
 from service.storage import layout
-from service.store import sessions
+from service.store import sessions, tokens
 from service.store.rows import columns, row_to
 
 # Every column of `files` that models.File holds, and the database's verdict on expiry.
@@ -151,6 +151,27 @@ async def get_session_file(
     if row is None:
         return None, None
     return row_to(User, row, "u_"), None if row["f_id"] is None else row_to(File, row, "f_")
+
+
+# The same for a poll with an API token: the token and its user (tokens.GET_TOKEN_USER's rule, which
+# also records its use), and the file if that user owns it or is an admin.
+GET_TOKEN_FILE = f"""
+WITH {tokens.TOKEN_CALLER}
+SELECT caller.*, {JOINED_FILE_COLUMNS}
+  FROM caller LEFT JOIN files f ON f.id = $2 AND (f.uploaded_by_id = caller.u_id OR caller.u_role = 'ADMIN')
+"""
+
+
+async def get_token_file(
+    conn: asyncpg.Connection, token_hash: str, file_id: str
+) -> tuple[tuple[ApiToken, User] | None, File | None]:
+    """((the token, its user), the file): (None, None) for an unknown, revoked or expired token or an
+    inactive user, (found, None) when the file is missing or not theirs."""
+    row = await conn.fetchrow(GET_TOKEN_FILE, token_hash, file_id)
+    if row is None:
+        return None, None
+    found = (row_to(ApiToken, row, "t_"), row_to(User, row, "u_"))
+    return found, None if row["f_id"] is None else row_to(File, row, "f_")
 
 
 # A file's bytes may also be fetched by whoever may read the post it is attached to: a published post

@@ -9,19 +9,19 @@ from service.store.rows import columns, row_to
 
 TOKEN_COLUMNS = columns(ApiToken)
 
-# The per-request check of an API token, with its user; last_used_at is written at most once a
+# The per-request check of an API token ($1, its hash), with its user (also part of
+# store.files.GET_TOKEN_FILE, a status poll's one statement); last_used_at is written at most once a
 # minute per token, so a busy script does not turn every read into a row update.
-GET_TOKEN_USER = f"""
-WITH caller AS (
+TOKEN_CALLER = f"""
+caller AS (
     SELECT {columns(ApiToken, "t", "t_")}, {columns(User, "u", "u_")}
       FROM api_tokens t JOIN users u ON u.id = t.user_id
      WHERE t.token_hash = $1 AND (t.expires_at IS NULL OR t.expires_at > now()) AND u.is_active
 ), touched AS (
     UPDATE api_tokens SET last_used_at = now()
      WHERE id = (SELECT t_id FROM caller) AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')
-)
-SELECT * FROM caller
-"""
+)"""
+GET_TOKEN_USER = f"WITH {TOKEN_CALLER}\nSELECT * FROM caller"
 
 
 async def get_token_user(conn: asyncpg.Connection, token_hash: str) -> tuple[ApiToken, User] | None:
