@@ -228,7 +228,9 @@ class Streamer:
             task.cancel()
         if self._processing:
             await asyncio.wait(set(self._processing), timeout=self.worker.shutdown_timeout)
-        for task in self._tasks:
+        # Only those past their time: a second cancel would interrupt the others' own cleanup (closing and
+        # removing their temporary file), which then outlives the event loop.
+        for task in self._processing:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 

@@ -104,8 +104,14 @@ class LocalStore:
         writer = LocalWriter(self.path(key), key)
         if not await asyncio.to_thread(self.root.is_dir):  # an unmounted disk: never write in its place
             raise StorageMissing(f"writing {key}: the storage directory {self.description} is missing")
-        with _unavailable(f"writing {key}"):
-            await asyncio.to_thread(writer.open)  # at once: an empty blob has its local file too
+        opening = asyncio.ensure_future(asyncio.to_thread(writer.open))  # at once: an empty blob has its file too
+        try:
+            with _unavailable(f"writing {key}"):
+                await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            # The thread goes on and opens the file for a writer nobody holds: close and remove it then.
+            opening.add_done_callback(lambda _: writer._abort())
+            raise
         return writer
 
     async def get(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
