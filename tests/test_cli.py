@@ -140,6 +140,13 @@ def test_serve_refuses_an_unreachable_database_in_one_line(tmp_path: Path) -> No
 # `chunkd upload` as a newcomer meets it ---------------------------------------------------------------
 
 
+def interruptible() -> None:
+    """In the client's process before exec: SIGINT as a terminal's Ctrl-C finds it. A suite started as a
+    background job (`make test &`, some CI runners) ignores SIGINT, and an ignored signal is inherited:
+    Python would then never raise KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def client_env(**extra: str) -> dict[str, str]:
     """The environment of a client command: none of the test runner's server settings or saved tokens."""
     drop = ("HOST", "PORT", "CHUNKD_URL", "CHUNKD_TOKEN", "CHUNKD_PASSWORD", "DATABASE_URL")
@@ -293,14 +300,24 @@ async def test_ctrl_c_says_how_to_resume_and_the_same_command_does(chunkd, conn,
     command = [sys.executable, "-m", "service", "upload", "small.txt", "big.bin", "--url", server.url]
     command += ["--token", user.token, "--chunk-size", str(128 * 1024), "--parallel", "1", "--state-dir", "uploads"]
     first = subprocess.Popen(
-        command, cwd=tmp_path, env=client_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command,
+        cwd=tmp_path,
+        env=client_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=interruptible,
     )
-    deadline = time.monotonic() + 60
-    while not await conn.fetchval("SELECT bytes_received > 0 FROM files WHERE original_name = 'big.bin'"):
-        assert time.monotonic() < deadline and first.poll() is None, "the client sent nothing of big.bin"
-        await asyncio.sleep(0.01)
-    first.send_signal(signal.SIGINT)
-    out, err = first.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 60
+        while not await conn.fetchval("SELECT bytes_received > 0 FROM files WHERE original_name = 'big.bin'"):
+            assert time.monotonic() < deadline and first.poll() is None, "the client sent nothing of big.bin"
+            await asyncio.sleep(0.01)
+        first.send_signal(signal.SIGINT)
+        out, err = first.communicate(timeout=60)
+    finally:
+        first.kill()  # a no-op once it has exited
+        first.communicate()
     assert first.returncode == 130, err
     assert err.splitlines()[-1] == "chunkd: interrupted: run the same command again to resume the upload"
     assert "Traceback" not in err
@@ -328,15 +345,24 @@ async def test_ctrl_c_does_not_wait_for_the_whole_file_to_be_hashed(chunkd, conn
     reference = startup_seconds(tmp_path)
     command = [sys.executable, "-m", "service", "upload", "disk.img", "--url", server.url, "--token", user.token]
     first = subprocess.Popen(
-        [*command, "--state-dir", "uploads"], cwd=tmp_path, env=client_env(), stderr=subprocess.PIPE, text=True
+        [*command, "--state-dir", "uploads"],
+        cwd=tmp_path,
+        env=client_env(),
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=interruptible,
     )
-    deadline = time.monotonic() + 60
-    while not await conn.fetchval("SELECT bytes_received > 0 FROM files WHERE original_name = 'disk.img'"):
-        assert time.monotonic() < deadline and first.poll() is None, "the client sent nothing"
-        await asyncio.sleep(0.01)
-    interrupted = time.monotonic()
-    first.send_signal(signal.SIGINT)
-    _, err = first.communicate(timeout=120)
+    try:
+        deadline = time.monotonic() + 60
+        while not await conn.fetchval("SELECT bytes_received > 0 FROM files WHERE original_name = 'disk.img'"):
+            assert time.monotonic() < deadline and first.poll() is None, "the client sent nothing"
+            await asyncio.sleep(0.01)
+        interrupted = time.monotonic()
+        first.send_signal(signal.SIGINT)
+        _, err = first.communicate(timeout=120)
+    finally:
+        first.kill()  # a no-op once it has exited
+        first.communicate()
     assert time.monotonic() - interrupted < 3 + reference, "Ctrl-C waited for the hash"
     assert first.returncode == 130 and err.splitlines()[-1].startswith("chunkd: interrupted: run the same command")
 
