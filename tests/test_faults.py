@@ -30,7 +30,8 @@ from service.embedded import EmbeddedPostgres
 from service.handlers import files as files_handlers
 from service.store.files import mark_ready
 from tests.support import FAST, JWT_SECRET, ChunkdProcess, RawRequest, User, insert_user, make_settings, scratch_dir
-from tests.tus_support import STREAM, TUS, raw_patch, stored_bytes, until, upload_id, upload_path
+from tests.tus_support import STREAM, TUS, raw_patch, stored_bytes, until, upload_id
+from tests.tus_support import create as tus_create
 from tests.uploading import UPLOAD_ENV, create, put_chunks, sha256, wait_for_status
 
 MiB = 1024 * 1024
@@ -290,9 +291,7 @@ async def test_tus_upload_resumes_from_the_committed_offset_after_a_database_res
     data = os.urandom(3 * MiB)
     tus_headers = {**user.headers, **TUS}
     async with http(server) as client:
-        r = await client.post("/api/tus/", headers={**tus_headers, "Upload-Length": str(len(data))})
-        assert r.status == 201, await r.text()
-        path = upload_path(r.headers["Location"])
+        path = await tus_create(client, user, len(data))
         file_id = upload_id(path)
         r = await client.patch(
             path, data=io.BytesIO(data[:MiB]), headers={**tus_headers, **STREAM, "Upload-Offset": "0"}
@@ -462,9 +461,7 @@ async def test_tus_upload_resumes_on_a_new_server_after_a_kill(site: Site, serve
     data = os.urandom(3 * MiB)
     first = serve()
     async with http(first) as client:
-        r = await client.post("/api/tus/", headers={**tus_headers, "Upload-Length": str(len(data))})
-        assert r.status == 201, await r.text()
-        path = upload_path(r.headers["Location"])
+        path = await tus_create(client, user, len(data))
     file_id = upload_id(path)
     request = await raw_patch(first, user, path, 0, len(data))
     await request.send(data[: MiB + MiB // 2])
@@ -497,9 +494,7 @@ async def test_a_streamed_tus_upload_resumes_with_identical_bytes_after_a_kill(s
     data = os.urandom(3 * MiB)
     first = serve(**STREAMED)
     async with http(first) as client:
-        r = await client.post("/api/tus/", headers={**tus_headers, "Upload-Length": str(len(data))})
-        assert r.status == 201, await r.text()
-        path = upload_path(r.headers["Location"])
+        path = await tus_create(client, user, len(data))
     file_id = upload_id(path)
     request = await raw_patch(first, user, path, 0, len(data))
     await request.send(data[: 2 * MiB])
