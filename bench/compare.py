@@ -46,6 +46,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
+from bench import pg_watch
 from bench.timing import bench_database, rss_kib, stop
 from service import client, embedded, storage
 from service.auth import hash_password
@@ -106,6 +107,18 @@ class Chunkd:
     postmaster: int
     storage: Path
     pool: asyncpg.Pool
+    processes: pg_watch.ProcessCpu
+
+    async def mark(self) -> tuple[dict[int, tuple[str, float]], dict[str, float]]:
+        """PostgreSQL's per-process CPU and counters now, for since()."""
+        return self.processes.snapshot(), await pg_watch.counters(self.pool)
+
+    async def since(
+        self, mark: tuple[dict[int, tuple[str, float]], dict[str, float]], total_cpu: float
+    ) -> pg_watch.Stretch:
+        return pg_watch.stretch(
+            self.processes.snapshot(), mark[0], await pg_watch.counters(self.pool), mark[1], total_cpu
+        )
 
     def cpu(self) -> dict[str, float]:
         return {
@@ -153,7 +166,8 @@ async def start_chunkd(pg_options: dict[str, str], env: dict[str, str]) -> Async
                 },
                 "serve",
             ).start()
-            yield Chunkd(process, process.url, token, postmaster, storage_dir, pool)
+            with pg_watch.ProcessCpu(postmaster) as processes:
+                yield Chunkd(process, process.url, token, postmaster, storage_dir, pool, processes)
         finally:
             stop(process)
             await pool.close()
@@ -202,6 +216,7 @@ class Result:
     durable: float  # seconds until the bytes survive a crash
     completed: float | None  # seconds from the last answer to COMPLETED (chunkd)
     cpu: dict[str, float]  # CPU-seconds of each process group over the upload (and processing)
+    pg: pg_watch.Stretch | None = None  # chunkd's PostgreSQL over the same stretch
 
 
 @dataclass
@@ -289,13 +304,15 @@ def tus_js_mode(**options: int) -> Callable[[Servers, str, Path, str], Awaitable
             upload = finished - started
             return Result(upload, upload + durable, None, diff(cpu, before))
         c = s.chunkds[server]
+        mark = await c.mark()
         before = s.cpu(server)
         url, started, finished = await tus_js(s, source, f"{c.url}/api/tus/", c.token, **options)
         file_id = url.rsplit("/", 1)[-1]
         completed = await wait_completed(c, file_id)
         cpu = s.cpu(server)
+        pg = await c.since(mark, cpu["postgres"] - before["postgres"])
         await check_chunkd_file(c, file_id, sha256)
-        return Result(finished - started, finished - started, completed - finished, diff(cpu, before))
+        return Result(finished - started, finished - started, completed - finished, diff(cpu, before), pg)
 
     return run
 
@@ -307,6 +324,7 @@ def native_mode(parallel: int) -> Callable[[Servers, str, Path, str], Awaitable[
         c = s.chunkds[server]
         state = Path(tempfile.mkdtemp(prefix="chunkd-bench-client-"))
         uploaded: list[float] = []
+        mark = await c.mark()
         before = s.cpu(server)
         started = time.time()
         try:
@@ -322,13 +340,14 @@ def native_mode(parallel: int) -> Callable[[Servers, str, Path, str], Awaitable[
         finally:
             shutil.rmtree(state, ignore_errors=True)
         cpu = s.cpu(server)
+        pg = await c.since(mark, cpu["postgres"] - before["postgres"])
         if file["status"] != "COMPLETED":
             raise SystemExit(f"chunkd FAILED the file: {file['error']}")
         completed = await c.pool.fetchval(
             "SELECT extract(epoch FROM updated_at)::float8 FROM files WHERE id = $1", file["id"]
         )
         await check_chunkd_file(c, file["id"], sha256)
-        return Result(uploaded[0] - started, uploaded[0] - started, completed - uploaded[0], diff(cpu, before))
+        return Result(uploaded[0] - started, uploaded[0] - started, completed - uploaded[0], diff(cpu, before), pg)
 
     return run
 
@@ -431,6 +450,8 @@ async def run(args: argparse.Namespace) -> None:
                         + " ".join(f"{k} {v:.1f}" for k, v in result.cpu.items() if v >= 0.05),
                         flush=True,
                     )
+                    if result.pg is not None and args.pg_detail:
+                        print(result.pg.line(size / GiB), flush=True)
             rss_peak = rss_kib(pid)["VmHWM"]
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -527,6 +548,11 @@ def main() -> None:
         default=[],
         metavar="NAME=VALUE",
         help="a second chunkd (chunkd-env) with this in its environment (repeatable), interleaved",
+    )
+    p.add_argument(
+        "--pg-detail",
+        action="store_true",
+        help="after every chunkd upload, its PostgreSQL's CPU per kind of process and its counters",
     )
     p.add_argument(
         "--pg-option",
