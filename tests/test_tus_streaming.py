@@ -53,6 +53,39 @@ async def test_a_disconnect_mid_patch_keeps_every_byte_received(tus, user, conn)
     assert r.status == 204 and await stored_bytes(conn, upload_id(path)) == data
 
 
+async def test_a_body_cut_off_while_a_piece_is_stored_keeps_exactly_the_committed_bytes(tus, user, conn) -> None:
+    """The database holds the first row back while the client sends more and hangs up: that row still
+    commits, and what arrived after it is kept too, in order, with the offset saying exactly how much."""
+    data = os.urandom(5 * CHUNK)
+    path = await create(tus, user, len(data))
+    sent = 2 * CHUNK + 777  # two full chunk rows and a part of the third
+    request = await raw_patch(tus, user, path, 0, len(data))
+    try:
+        await until(lambda: _locked(conn, path))
+        async with conn.transaction():  # a row of the upload's chunks cannot be inserted until this ends
+            await conn.execute("SELECT 1 FROM files WHERE id = $1 FOR UPDATE", upload_id(path))
+            await request.send(data[:sent])
+            await until(lambda: _inserting(conn))  # the first row waits for the lock
+            await request.close()
+            await asyncio.sleep(0.2)
+            assert await _offset(conn, path) == 0
+    finally:
+        await request.close()
+    await until(lambda: _offset_is(conn, path, sent))
+    assert await stored_bytes(conn, upload_id(path)) == data[:sent]
+    r = await tus.head(path, headers={**user.headers, **TUS})
+    assert r.headers["Upload-Offset"] == str(sent)
+
+
+async def _inserting(conn) -> bool:
+    """A chunk row's INSERT waits for a lock (asked inside a transaction: a fresh look every time)."""
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+    return await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        " AND query LIKE 'INSERT INTO file_chunks%'"
+    )
+
+
 async def test_a_real_server_keeps_the_bytes_of_a_client_that_hangs_up(chunkd, user, conn) -> None:
     """`chunkd serve` as deployed: the hang-up comes while the request may still be in auth or
     waiting in the socket; whatever reached the server is stored all the same."""
