@@ -97,22 +97,26 @@ def cpu_by_kind(after: dict[int, tuple[str, float]], before: dict[int, tuple[str
     return kinds
 
 
+# file_chunks as one table or as partitions (sql/0217): its leaves, summed.
 COUNTERS = """
+WITH leaves AS (SELECT c.oid, c.reltoastrelid FROM pg_partition_tree('file_chunks') p
+                  JOIN pg_class c ON c.oid = p.relid WHERE p.isleaf),
+     toast AS (SELECT sum(t.n_dead_tup) AS dead, sum(t.n_live_tup) AS live, sum(t.autovacuum_count) AS vacuums,
+                      sum(t.n_tup_del) AS deleted, sum(pg_relation_size(l.reltoastrelid))::float8 AS bytes,
+                      sum((SELECT sum(pg_relation_size(i.indexrelid)) FROM pg_index i
+                            WHERE i.indrelid = l.reltoastrelid))::float8 AS index_bytes
+                 FROM leaves l JOIN pg_stat_all_tables t ON t.relid = l.reltoastrelid),
+     heap AS (SELECT sum(h.n_dead_tup) AS dead, sum(h.autovacuum_count) AS vacuums
+                FROM leaves l JOIN pg_stat_all_tables h ON h.relid = l.oid)
 SELECT w.wal_records, w.wal_fpi, w.wal_bytes::float8, w.wal_buffers_full, w.wal_write, w.wal_sync,
        b.checkpoints_timed + b.checkpoints_req AS checkpoints, b.buffers_checkpoint, b.buffers_clean,
        b.buffers_backend, b.buffers_backend_fsync, b.buffers_alloc,
        (SELECT count(*) FROM pg_ls_waldir()) AS wal_segments,
-       t.n_dead_tup AS toast_dead, t.n_live_tup AS toast_live, t.autovacuum_count AS toast_vacuums,
-       t.n_tup_del AS toast_deleted,
-       pg_relation_size(c.reltoastrelid)::float8 AS toast_bytes,
-       (SELECT sum(pg_relation_size(i.indexrelid))::float8 FROM pg_index i WHERE i.indrelid = c.reltoastrelid)
-           AS toast_index_bytes,
-       h.n_dead_tup AS heap_dead, h.autovacuum_count AS heap_vacuums,
+       toast.dead AS toast_dead, toast.live AS toast_live, toast.vacuums AS toast_vacuums,
+       toast.deleted AS toast_deleted, toast.bytes AS toast_bytes, toast.index_bytes AS toast_index_bytes,
+       heap.dead AS heap_dead, heap.vacuums AS heap_vacuums,
        (SELECT count(*) FROM pg_stat_progress_vacuum) AS vacuums_running
-  FROM pg_stat_wal w, pg_stat_bgwriter b, pg_class c
-  JOIN pg_stat_all_tables h ON h.relid = c.oid
-  JOIN pg_stat_all_tables t ON t.relid = c.reltoastrelid
- WHERE c.oid = 'file_chunks'::regclass
+  FROM pg_stat_wal w, pg_stat_bgwriter b, toast, heap
 """
 
 

@@ -240,7 +240,12 @@ async def insert_post(
 
 
 async def insert_chunk(conn: asyncpg.Connection, file_id: str, index: int, data: bytes) -> None:
-    await conn.execute("INSERT INTO file_chunks (file_id, chunk_index, data) VALUES ($1, $2, $3)", file_id, index, data)
+    await conn.execute(
+        "INSERT INTO file_chunks (file_id, chunk_index, slot, data) VALUES ($1, $2, chunk_slot($1), $3)",
+        file_id,
+        index,
+        data,
+    )
 
 
 # a request written by hand ------------------------------------------------------------------------

@@ -78,13 +78,16 @@ async def wait_for_connection(pool: db.Pool) -> int:
 
 async def test_dead_chunks_show_as_reclaimable_and_file_chunks_vacuums_early(client, conn, admin) -> None:
     """Deleted chunks are dead rows of file_chunks and of its TOAST table until vacuumed: /api/admin/db
-    says how much space they hold, and 0015 makes autovacuum come after a fixed number of them."""
-    options = await conn.fetchval("SELECT reloptions FROM pg_class WHERE relname = 'file_chunks'")
-    assert "autovacuum_vacuum_scale_factor=0" in options and "autovacuum_vacuum_threshold=500" in options
-    toast_options = await conn.fetchval(
-        "SELECT t.reloptions FROM pg_class c JOIN pg_class t ON t.oid = c.reltoastrelid WHERE c.relname = 'file_chunks'"
+    says how much space they hold (one line for all of file_chunks' slots), and 0015/0216/0217 make
+    autovacuum of every slot come after a fixed number of them, unthrottled."""
+    slots = await conn.fetch(
+        "SELECT c.reloptions, t.reloptions AS toast FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " JOIN pg_class t ON t.oid = c.reltoastrelid WHERE i.inhparent = 'file_chunks'::regclass"
     )
-    assert "autovacuum_vacuum_threshold=20000" in toast_options
+    assert len(slots) == 16
+    for slot in slots:
+        assert {"autovacuum_vacuum_scale_factor=0", "autovacuum_vacuum_threshold=500"} <= set(slot["reloptions"])
+        assert {"autovacuum_vacuum_threshold=20000", "autovacuum_vacuum_cost_delay=0"} <= set(slot["toast"])
     user = await insert_user(conn)
     file = await insert_file(conn, user.id, status="UPLOADING", size=8 * 256 * 1024, chunk_size=256 * 1024)
     for index in range(8):

@@ -20,7 +20,7 @@ import pytest
 
 from service import migrate
 from service.db import connect
-from service.embedded import EmbeddedError, EmbeddedPostgres, find_bin_dir, prepare_database
+from service.embedded import MALLOC_ENVIRONMENT, EmbeddedError, EmbeddedPostgres, find_bin_dir, prepare_database
 from tests.support import FAST, JWT_SECRET, ROOT, ChunkdProcess, free_port, make_settings, scratch_dir
 
 
@@ -45,6 +45,21 @@ def test_a_second_instance_shares_the_running_server() -> None:
         first.stop()
     assert not first.running()
     shutil.rmtree(base, ignore_errors=True)
+
+
+def test_the_server_runs_with_chunkds_malloc_tunables() -> None:
+    """Chunk-sized allocations from the heap, not a fresh mmap each (embedded.MALLOC_ENVIRONMENT): the
+    postmaster, whose malloc settings every backend inherits, has them."""
+    base = scratch_dir("chunkd-test-malloc-")
+    pg = EmbeddedPostgres(base)
+    try:
+        pg.start()
+        postmaster = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
+        environ = Path(f"/proc/{postmaster}/environ").read_bytes().split(b"\0")
+        assert {f"{k}={v}".encode() for k, v in MALLOC_ENVIRONMENT.items()} <= set(environ)
+    finally:
+        pg.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_serve_starts_embedded_postgres_and_answers_readyz() -> None:

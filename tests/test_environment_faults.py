@@ -300,17 +300,27 @@ class Tablespace:
         shutil.rmtree(self.parent, ignore_errors=True)
 
 
+async def move_chunks(conn: asyncpg.Connection, tablespace: str) -> None:
+    """file_chunks and each of its slots (partitions, sql/0217): the parent's tablespace is only where new
+    partitions would go."""
+    slots = await conn.fetch(
+        "SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = 'file_chunks'::regclass"
+    )
+    for table in ["file_chunks", *(r[0] for r in slots)]:
+        await conn.execute(f"ALTER TABLE {table} SET TABLESPACE {tablespace}")
+
+
 @pytest.fixture
 async def full_database(database_url: str) -> AsyncIterator[Tablespace]:
     space = Tablespace()
     conn = await asyncpg.connect(database_url)
     try:
         await conn.execute(f"CREATE TABLESPACE {space.name} LOCATION '{space.path}'")
-        await conn.execute(f"ALTER TABLE file_chunks SET TABLESPACE {space.name}")
+        await move_chunks(conn, space.name)
         yield space
         space.make_room()  # whatever the test did, the table can move back
         await conn.execute("SET lock_timeout = '10s'")
-        await conn.execute("ALTER TABLE file_chunks SET TABLESPACE pg_default")
+        await move_chunks(conn, "pg_default")
         await conn.execute(f"DROP TABLESPACE {space.name}")
     finally:
         await conn.close()

@@ -6,11 +6,16 @@ import asyncpg
 
 from service.store import migrations, server
 
+# Before the snapshot (LOCK takes none): a finished file's chunks go by TRUNCATE of their slot
+# (sql/0217), which a snapshot older than it would see as no chunks at all; with this lock held, the
+# worker deletes them instead until the dump is done.
+LOCK_CHUNKS = "LOCK TABLE file_chunks IN ACCESS SHARE MODE"
 EXPORT_SNAPSHOT = "SELECT pg_export_snapshot()"
 
 
 async def export_snapshot(conn: asyncpg.Connection) -> str:
     """Called in a REPEATABLE READ transaction kept open while pg_dump --snapshot reads the same data."""
+    await conn.execute(LOCK_CHUNKS)
     return await conn.fetchval(EXPORT_SNAPSHOT)
 
 

@@ -76,20 +76,25 @@ async def get_database_size(conn: asyncpg.Connection) -> dict[str, Any]:
 # table_bytes includes TOAST, where file_chunks.data lives. Dead rows are counted in the table and in
 # its TOAST table (a deleted chunk leaves one dead row and ~chunk_size/2000 dead TOAST rows); the space
 # they hold is reused once vacuumed, not returned to the OS: reclaimable_bytes estimates it as each
-# relation's size times its dead share (the statistics' counts, not a scan).
+# relation's size times its dead share (the statistics' counts, not a scan). A partitioned table
+# (file_chunks' slots, sql/0217) is one line, the sum of its partitions.
 TABLE_SIZES = """
-SELECT s.schemaname AS schema, s.relname AS name, s.n_live_tup AS rows, s.n_dead_tup AS dead_rows,
-       coalesce(t.n_live_tup, 0) AS toast_rows, coalesce(t.n_dead_tup, 0) AS toast_dead_rows,
-       pg_total_relation_size(s.relid) AS total_bytes, pg_size_pretty(pg_total_relation_size(s.relid)) AS total_size,
-       pg_table_size(s.relid) AS table_bytes, pg_indexes_size(s.relid) AS index_bytes,
-       (pg_relation_size(s.relid) * s.n_dead_tup / greatest(s.n_live_tup + s.n_dead_tup, 1)
-        + coalesce(pg_relation_size(c.reltoastrelid) * t.n_dead_tup / greatest(t.n_live_tup + t.n_dead_tup, 1), 0)
+SELECT s.schemaname AS schema, r.relname AS name, sum(s.n_live_tup)::bigint AS rows,
+       sum(s.n_dead_tup)::bigint AS dead_rows, coalesce(sum(t.n_live_tup), 0)::bigint AS toast_rows,
+       coalesce(sum(t.n_dead_tup), 0)::bigint AS toast_dead_rows,
+       sum(pg_total_relation_size(s.relid))::bigint AS total_bytes,
+       pg_size_pretty(sum(pg_total_relation_size(s.relid))) AS total_size,
+       sum(pg_table_size(s.relid))::bigint AS table_bytes, sum(pg_indexes_size(s.relid))::bigint AS index_bytes,
+       sum(pg_relation_size(s.relid) * s.n_dead_tup / greatest(s.n_live_tup + s.n_dead_tup, 1)
+           + coalesce(pg_relation_size(c.reltoastrelid) * t.n_dead_tup / greatest(t.n_live_tup + t.n_dead_tup, 1), 0)
        )::bigint AS reclaimable_bytes,
-       to_json(greatest(s.last_vacuum, s.last_autovacuum)) #>> '{}' AS last_vacuum
+       to_json(max(greatest(s.last_vacuum, s.last_autovacuum))) #>> '{}' AS last_vacuum
   FROM pg_stat_user_tables s
   JOIN pg_class c ON c.oid = s.relid
+  JOIN pg_class r ON r.oid = coalesce(pg_partition_root(s.relid), s.relid)
   LEFT JOIN pg_stat_all_tables t ON t.relid = c.reltoastrelid
- ORDER BY total_bytes DESC, s.schemaname, s.relname
+ GROUP BY s.schemaname, r.relname
+ ORDER BY total_bytes DESC, schema, name
 """
 
 

@@ -27,7 +27,7 @@ async def get_next_chunk_index(conn: asyncpg.Connection, upload_id: str) -> int:
     return await conn.fetchval(NEXT_CHUNK_INDEX, upload_id)
 
 
-INSERT_CHUNK = "INSERT INTO file_chunks (file_id, chunk_index, data) VALUES ($1, $2, $3)"
+INSERT_CHUNK = "INSERT INTO file_chunks (file_id, chunk_index, slot, data) VALUES ($1, $2, chunk_slot($1), $3)"
 
 
 async def insert_chunk(
@@ -83,14 +83,16 @@ async def lock_parts(conn: asyncpg.Connection, part_ids: list[str]) -> dict[str,
 
 
 # No byte is copied: an UPDATE that leaves `data` alone keeps the row's TOAST pointer, so only the
-# small heap tuples are rewritten, whatever the size of the chunks.
+# small heap tuples are rewritten, whatever the size of the chunks. The rows keep their slot (the
+# partition key, sql/0217): a new slot would move every byte to another partition.
 MOVE_CHUNKS = """
 WITH parts AS (SELECT part_id, position FROM unnest($2::text[]) WITH ORDINALITY AS p(part_id, position)),
-     numbered AS (SELECT c.id, row_number() OVER (ORDER BY p.position, c.chunk_index) - 1 AS chunk_index
+     numbered AS (SELECT c.file_id, c.chunk_index AS old_index, c.slot,
+                         row_number() OVER (ORDER BY p.position, c.chunk_index) - 1 AS chunk_index
                     FROM file_chunks c JOIN parts p ON p.part_id = c.file_id)
 UPDATE file_chunks c SET file_id = $1, chunk_index = n.chunk_index
   FROM numbered n
- WHERE c.id = n.id
+ WHERE c.file_id = n.file_id AND c.chunk_index = n.old_index AND c.slot = n.slot
 """
 COMPLETE_FINAL = "UPDATE files SET bytes_received = size WHERE id = $1"
 DELETE_PARTS = "DELETE FROM files WHERE id = any($1::text[]) AND tus_concat = 'partial'"

@@ -32,8 +32,8 @@ RETURNING bytes_received
 """
 
 INSERT_CHUNK = """
-INSERT INTO file_chunks (file_id, chunk_index, data) VALUES ($1, $2, $3)
-    ON CONFLICT (file_id, chunk_index) DO NOTHING
+INSERT INTO file_chunks (file_id, chunk_index, slot, data) VALUES ($1, $2, chunk_slot($1), $3)
+    ON CONFLICT (file_id, chunk_index, slot) DO NOTHING
 """
 
 

@@ -105,12 +105,14 @@ async def finish_file(
 
 
 DELETE_CHUNKS = "DELETE FROM file_chunks WHERE file_id = $1"
+REMOVE_FILE_CHUNKS = "SELECT remove_file_chunks($1)"
 
 
 async def delete_chunks(conn: asyncpg.Connection, file_id: str) -> None:
-    """A COMPLETED file's chunks, now that its blob is durable. A crash before this leaves them to the
-    cleanup pass (delete_orphan_chunks)."""
-    await conn.execute(DELETE_CHUNKS, file_id)
+    """A COMPLETED file's chunks, now that its blob is durable: by TRUNCATE of each slot only this file
+    uses, DELETE otherwise (sql/0217). A crash before this leaves them to the cleanup pass
+    (delete_orphan_chunks)."""
+    await conn.execute(REMOVE_FILE_CHUNKS, file_id)
 
 
 FAIL_FILE = """
