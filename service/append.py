@@ -109,6 +109,7 @@ async def _append(request: web.Request, upload_id: str, want: AppendRequest) -> 
                 hasher=want.verifier.new() if want.verifier else None,
                 stop=writer.stop,
                 on_bytes=writer.progressed,
+                transport=request.transport,
             ) as body:
                 received = await receive(
                     body,

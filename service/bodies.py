@@ -36,6 +36,10 @@ from service.errors import ServerBusy, TooManyUploads
 
 # Memory a byte of a body costs while held: the piece, and the driver's encoded copy while it is stored.
 COPIES = 2
+# asyncio's transports read a socket at most 256 KiB at a time; a body lets its connection read up to
+# this much at once. A tus-js-client PATCH of 1 GiB then takes 2,400 reads instead of 5,500, and the
+# event loop thread 1.76 [1.60..1.95] CPU-s instead of 2.38 [1.89..2.80] (5 alternating runs).
+RECV_SIZE = 1024 * 1024
 # Seconds between two looks at a body's pace (and a finer grain only for windows below 4 s).
 PACE_TICK = 1.0
 _BROKEN = (OSError, HttpProcessingError, ClientPayloadError)
@@ -63,6 +67,12 @@ class BodyTooLong(BodyEnded):
 
 class BodyStopped(BodyEnded):
     """The caller's stop event was set while the body was being read (a takeover, a termination)."""
+
+
+def _read_large(transport: asyncio.BaseTransport | None) -> None:
+    # asyncio's selector transports have no public setting for it; another kind is left as it is.
+    if transport is not None and isinstance(getattr(transport, "max_size", None), int):
+        transport.max_size = RECV_SIZE  # type: ignore[attr-defined]
 
 
 class Hasher(Protocol):
@@ -223,10 +233,13 @@ class Body:
         hasher: Hasher | None = None,
         stop: asyncio.Event | None = None,
         on_bytes: Callable[[], None] | None = None,
+        transport: asyncio.BaseTransport | None = None,
     ) -> None:
         """max_bytes: one byte more is BodyTooLong. hasher: updated with every byte, in order, as it arrives
         (only when the caller needs a digest). stop: ends the body with BodyStopped when set.
-        on_bytes: called whenever bytes arrive (a lock holder's sign of life)."""
+        on_bytes: called whenever bytes arrive (a lock holder's sign of life). transport: the request's
+        connection, from then on read RECV_SIZE at a time."""
+        _read_large(transport)
         self.content, self.share, self.max_bytes = content, share, max_bytes
         self.hasher, self.stop_event, self.on_bytes = hasher, stop, on_bytes
         self.received = 0  # bytes taken off the socket into pieces

@@ -42,7 +42,14 @@ class ChunkBody:
         hasher = hashlib.sha256() if self.declared else None
         pace = Pace.from_settings(self.request.app[settings_key])
         try:
-            async with Body(self.request.content, share, pace, max_bytes=self.expected, hasher=hasher) as body:
+            async with Body(
+                self.request.content,
+                share,
+                pace,
+                max_bytes=self.expected,
+                hasher=hasher,
+                transport=self.request.transport,
+            ) as body:
                 self.data = await body.read_all()
         except BodyTooLong:
             raise ChunkSizeMismatch(
