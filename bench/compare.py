@@ -21,7 +21,12 @@ What it prints, per mode, as median [min..max] over the runs:
   completed  seconds from the last answer to COMPLETED (chunkd's worker: assembled, fsynced, sniffed);
   CPU        CPU-seconds per GiB from /proc, each server apart and chunkd's PostgreSQL apart (all its
              processes: backends, WAL writer, checkpointer), counted from the upload's start to COMPLETED;
-then chunkd's peak RSS growth and the ratios of the issue's targets. MB is 10^6 bytes.
+then chunkd's peak RSS growth and the ratios of the issue's targets, and chunkd's PostgreSQL CPU per
+kind of process (backends, autovacuum, WAL writer, ...) run by run: each server takes every run of the
+run in a row, so a cost that grows with the GiB it has taken shows there (--runs 4 --modes one-mode).
+--pg-detail also prints PostgreSQL's counters after every chunkd upload (bench/pg_watch.py: WAL bytes
+and full-page images, buffers written by backends, file_chunks' TOAST size, dead tuples, autovacuums).
+MB is 10^6 bytes.
 """
 
 from __future__ import annotations
@@ -520,10 +525,24 @@ def report(
         f"to COMPLETED: chunkd best ({done_mode}) / @tus/server durable ({peer_mode}) = {peer / done:.2f} "
         "(target >= 0.8)"
     )
+    by_kind(gib, results)
     chunked, whole = results.get(("tus-js-8MiB", "chunkd")), results.get(("tus-js-unchunked", "chunkd"))
     if chunked and whole:
         ratio = statistics.median([r.upload for r in whole]) / statistics.median([r.upload for r in chunked])
         print(f"tus-js-client 8 MiB chunks / unchunked against chunkd = {ratio:.2f} (target >= 0.8)")
+
+
+def by_kind(gib: float, results: dict[tuple[str, str], list[Result]]) -> None:
+    """chunkd's PostgreSQL CPU per GiB per kind of process, run by run in the order measured: a cost
+    that grows with every GiB the server has taken shows as a rising row."""
+    print("\nchunkd's PostgreSQL, CPU-s per GiB by process, run by run:")
+    for (name, server), runs in results.items():
+        stretches = [r.pg for r in runs if r.pg is not None]
+        if not stretches:
+            continue
+        kinds = sorted({k for p in stretches for k, v in p.cpu.items() if v / gib >= 0.05})
+        cells = [f"{k} " + " ".join(f"{p.cpu.get(k, 0.0) / gib:.1f}" for p in stretches) for k in kinds]
+        print(f"  {server:14} {name:18} " + " | ".join(cells))
 
 
 def main() -> None:

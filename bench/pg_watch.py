@@ -102,7 +102,7 @@ COUNTERS = """
 WITH leaves AS (SELECT c.oid, c.reltoastrelid FROM pg_partition_tree('file_chunks') p
                   JOIN pg_class c ON c.oid = p.relid WHERE p.isleaf),
      toast AS (SELECT sum(t.n_dead_tup) AS dead, sum(t.n_live_tup) AS live, sum(t.autovacuum_count) AS vacuums,
-                      sum(t.n_tup_del) AS deleted, sum(pg_relation_size(l.reltoastrelid))::float8 AS bytes,
+                      sum(t.n_tup_del) AS deleted, sum(t.idx_tup_fetch) AS fetched, sum(pg_relation_size(l.reltoastrelid))::float8 AS bytes,
                       sum((SELECT sum(pg_relation_size(i.indexrelid)) FROM pg_index i
                             WHERE i.indrelid = l.reltoastrelid))::float8 AS index_bytes
                  FROM leaves l JOIN pg_stat_all_tables t ON t.relid = l.reltoastrelid),
@@ -113,7 +113,7 @@ SELECT w.wal_records, w.wal_fpi, w.wal_bytes::float8, w.wal_buffers_full, w.wal_
        b.buffers_backend, b.buffers_backend_fsync, b.buffers_alloc,
        (SELECT count(*) FROM pg_ls_waldir()) AS wal_segments,
        toast.dead AS toast_dead, toast.live AS toast_live, toast.vacuums AS toast_vacuums,
-       toast.deleted AS toast_deleted, toast.bytes AS toast_bytes, toast.index_bytes AS toast_index_bytes,
+       toast.deleted AS toast_deleted, toast.fetched AS toast_fetched, toast.bytes AS toast_bytes, toast.index_bytes AS toast_index_bytes,
        heap.dead AS heap_dead, heap.vacuums AS heap_vacuums,
        (SELECT count(*) FROM pg_stat_progress_vacuum) AS vacuums_running
   FROM pg_stat_wal w, pg_stat_bgwriter b, toast, heap
@@ -141,6 +141,7 @@ TOTALS = (
     "buffers_alloc",
     "toast_vacuums",
     "toast_deleted",
+    "toast_fetched",
     "heap_vacuums",
 )
 
@@ -161,7 +162,8 @@ class Stretch:
             f"bgwriter {c['buffers_clean']:.0f}, checkpointer {c['buffers_checkpoint']:.0f}, "
             f"alloc {c['buffers_alloc']:.0f}"
             f"\n      TOAST {c['toast_bytes'] / 2**20:.0f} MiB + index {c['toast_index_bytes'] / 2**20:.0f} MiB, "
-            f"live {c['toast_live']:.0f} dead {c['toast_dead']:.0f}, +{c['toast_vacuums']:.0f} autovacuums "
+            f"live {c['toast_live']:.0f} dead {c['toast_dead']:.0f}, {c['toast_fetched'] / gib:.0f} read back per GiB, "
+            f"+{c['toast_vacuums']:.0f} autovacuums "
             f"(heap +{c['heap_vacuums']:.0f}), {c['vacuums_running']:.0f} running at the end"
         )
 
