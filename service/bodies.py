@@ -243,7 +243,12 @@ class Body:
         self.content, self.share, self.max_bytes = content, share, max_bytes
         self.hasher, self.stop_event, self.on_bytes = hasher, stop, on_bytes
         self.received = 0  # bytes taken off the socket into pieces
-        self.partial = bytearray()  # the piece being read: on BodyEnded, what arrived of it
+        # The piece being read, as the socket delivered it, joined once it is whole. Growing one
+        # bytearray instead moved it in memory again and again as other buffers took the room after it:
+        # `piece += data` was 14 % of the event loop's samples with 4 native chunks in flight; joined,
+        # the loop took 2.47 [2.35..3.19] CPU-s per GiB instead of 3.24 [3.14..3.25] (bench/chunkd_cpu.py).
+        self._parts: list[bytes | bytearray | memoryview] = []
+        self._held = 0  # bytes in _parts
         self._carry: memoryview | None = None  # socket bytes past the last piece's end
         self._rate = _Rate(pace)
         self._ending: BodyEnded | None = None
@@ -261,15 +266,24 @@ class Body:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
 
+    @property
+    def partial(self) -> bytearray:
+        """On BodyEnded: what arrived of the piece being read."""
+        first = self._parts[0] if len(self._parts) == 1 else None
+        if not isinstance(first, bytearray):
+            first = bytearray().join(self._parts)
+            self._parts = [first]
+        return first
+
     async def read_piece(self, size: int) -> bytearray:
         """The next `size` bytes: fewer only at the end of the body, empty there."""
-        piece = self.partial
-        while len(piece) < size:
-            data = await self._next(size - len(piece))
+        while self._held < size:
+            data = await self._next(size - self._held)
             if not data:
                 break
-            await self._add(piece, data)
-        self.partial = bytearray()
+            await self._add(data)
+        piece = self.partial
+        self._parts, self._held = [], 0
         return piece
 
     async def read_all(self) -> bytearray:
@@ -280,13 +294,14 @@ class Body:
         """The piece is stored (or dropped): its memory goes back."""
         self.share.give(COPIES * len(piece))
 
-    async def _add(self, piece: bytearray, data: bytes | memoryview) -> None:
+    async def _add(self, data: bytes | memoryview) -> None:
         room = self.max_bytes - self.received
         over = len(data) > room
         if over:
             data = memoryview(data)[:room]
         await self.share.take(COPIES * len(data))
-        piece += data
+        self._parts.append(data)
+        self._held += len(data)
         self.received += len(data)
         if self.hasher is not None:
             self.hasher.update(data)
@@ -346,7 +361,7 @@ class Body:
             return
         if leftover:
             with contextlib.suppress(BodyTooLong, ServerBusy, TooManyUploads):
-                await self._add(self.partial, leftover)
+                await self._add(leftover)
 
     def _end(self, ending: BodyEnded) -> None:
         self._ending = ending
