@@ -69,6 +69,7 @@ async def one_run(mode_name: str, size: int, source: Path, sha256: str, env: dic
             figures["chunkd"] = result.cpu["chunkd"] / gib
             figures["postgres"] = result.cpu["postgres"] / gib
             figures["MB/s"] = size / compare.MB / result.durable
+            figures["COMPLETED+s"] = result.completed or 0.0
             if counter is not None:
                 counter.send_signal(2)
                 counter.wait(30)
