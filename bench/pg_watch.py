@@ -79,7 +79,8 @@ class ProcessCpu:
             stat = _stat(pid)
             if stat is None or stat[0] != self.postmaster:
                 continue
-            kind = self.seen[pid][0] if pid in self.seen else _kind(pid)
+            # A process just forked still has the postmaster's title: known only once it sets its own.
+            kind = self.seen[pid][0] if pid in self.seen and self.seen[pid][0] != "other" else _kind(pid)
             found[pid] = (kind, stat[1])
         with self._lock:
             self.seen.update(found)
