@@ -49,10 +49,13 @@ ACTIVE_SECONDS = 30.0  # an upload with no chunk for this long is not (or no lon
 CLAIM_INTERVAL = 1.0  # seconds between looks for an upload to take, while a slot is free
 POLL_MIN, POLL_MAX = 0.05, 1.0  # seconds between looks for new chunks: doubling while none come
 SWEEP_EVERY = 30  # claim looks between sweeps for files held by no task
-# Bytes of offered chunks a process keeps for its streams at once: two 8 MiB chunks, enough for a
-# stream that keeps up (bench/compare.py: x4 COMPLETED +0.09 s after the last byte). They are held
-# beyond the requests that received them (x4 RSS growth: 119 MiB with 32 MiB of offers, 105 with 16).
-OFFER_LIMIT = 16 * MiB
+# Bytes of offered chunks a process keeps for its streams at once. Chunks in flight together commit in
+# any order, so a stream needs room for those ahead of the one it waits for, and one that falls behind
+# reads the chunks it could not keep back from PostgreSQL, more slowly than they arrive, and rarely
+# catches up. bench.compare --pg-detail, native x4, 3 pairs: 16 MiB (two chunks) read 135,000-387,000
+# of a GiB's 540,000 TOAST tuples back, 64 MiB 0-21,000 (PostgreSQL 7.0-7.9 CPU-s/GiB instead of
+# 7.6-11.3, chunkd 3.4-4.2 instead of 4.3-5.0). The room is used only while a stream is behind.
+OFFER_LIMIT = 64 * MiB
 WAITING_SECONDS = 5.0  # offers kept for an upload not held yet
 
 
