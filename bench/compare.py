@@ -451,8 +451,8 @@ async def run(args: argparse.Namespace) -> None:
                         f"  run {r + 1} {mode.server:14} {mode.name:18} upload {size / MB / result.upload:6.0f} MB/s"
                         f"  durable {size / MB / result.durable:6.0f} MB/s"
                         + (f"  COMPLETED +{result.completed:5.2f} s" if result.completed is not None else "")
-                        + "  CPU "
-                        + " ".join(f"{k} {v:.1f}" for k, v in result.cpu.items() if v >= 0.05),
+                        + "  CPU-s/GiB "
+                        + " ".join(f"{k} {v / (size / GiB):.1f}" for k, v in result.cpu.items() if v >= 0.05),
                         flush=True,
                     )
                     if result.pg is not None and args.pg_detail:
