@@ -147,6 +147,14 @@ def interruptible() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+async def until_sending(conn: asyncpg.Connection, client: subprocess.Popen[str], name: str) -> None:
+    """Waits (up to 60 s) until some of `name`'s bytes are stored; the client must still be running."""
+    deadline = time.monotonic() + 60
+    while not await conn.fetchval("SELECT bytes_received > 0 FROM files WHERE original_name = $1", name):
+        assert time.monotonic() < deadline and client.poll() is None, f"the client sent nothing of {name}"
+        await asyncio.sleep(0.01)
+
+
 def client_env(**extra: str) -> dict[str, str]:
     """The environment of a client command: none of the test runner's server settings or saved tokens."""
     drop = ("HOST", "PORT", "CHUNKD_URL", "CHUNKD_TOKEN", "CHUNKD_PASSWORD", "DATABASE_URL")
@@ -309,10 +317,7 @@ async def test_ctrl_c_says_how_to_resume_and_the_same_command_does(chunkd, conn,
         preexec_fn=interruptible,
     )
     try:
-        deadline = time.monotonic() + 60
-        while not await conn.fetchval("SELECT bytes_received > 0 FROM files WHERE original_name = 'big.bin'"):
-            assert time.monotonic() < deadline and first.poll() is None, "the client sent nothing of big.bin"
-            await asyncio.sleep(0.01)
+        await until_sending(conn, first, "big.bin")
         first.send_signal(signal.SIGINT)
         out, err = first.communicate(timeout=60)
     finally:
@@ -353,10 +358,7 @@ async def test_ctrl_c_does_not_wait_for_the_whole_file_to_be_hashed(chunkd, conn
         preexec_fn=interruptible,
     )
     try:
-        deadline = time.monotonic() + 60
-        while not await conn.fetchval("SELECT bytes_received > 0 FROM files WHERE original_name = 'disk.img'"):
-            assert time.monotonic() < deadline and first.poll() is None, "the client sent nothing"
-            await asyncio.sleep(0.01)
+        await until_sending(conn, first, "disk.img")
         interrupted = time.monotonic()
         first.send_signal(signal.SIGINT)
         _, err = first.communicate(timeout=120)
